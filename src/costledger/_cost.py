@@ -1,0 +1,62 @@
+"""The price of one call, in exact ``Decimal`` money."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+__all__ = ["Cost", "PricingStatus"]
+
+PricingStatus = Literal["priced", "unknown_model", "not_priced"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Money for one call, per component, in ``currency`` (USD unless a price book says otherwise).
+
+    ``status`` is ``"priced"`` when a price was found; ``"unknown_model"`` when no
+    price book knows the model, in which case every amount is ``None`` (never a
+    silent $0) and the event can be re-priced later; ``"not_priced"`` when there
+    was nothing to price (a failed call with no usage).
+
+    ``input`` is the uncached input only; ``cache_read`` and ``cache_write`` price
+    the cached parts; ``audio`` prices input and output audio tokens.
+    """
+
+    status: PricingStatus
+    total: Decimal | None = None
+    input: Decimal | None = None
+    cache_read: Decimal | None = None
+    cache_write: Decimal | None = None
+    output: Decimal | None = None
+    audio: Decimal | None = None
+    currency: str = "USD"
+    provider: str | None = None
+    model: str | None = None
+    source: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        return self.status == "priced"
+
+    @classmethod
+    def unknown(cls, model: str | None, provider: str | None = None) -> Cost:
+        return cls(status="unknown_model", model=model, provider=provider)
+
+    @classmethod
+    def zero(cls, *, model: str | None = None, provider: str | None = None, source: str) -> Cost:
+        """A real price of nothing: a cache hit that the provider did not bill."""
+        z = Decimal(0)
+        return cls(
+            status="priced",
+            total=z,
+            input=z,
+            cache_read=z,
+            cache_write=z,
+            output=z,
+            audio=z,
+            model=model,
+            provider=provider,
+            source=source,
+        )

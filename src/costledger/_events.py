@@ -1,0 +1,112 @@
+"""``UsageEvent``: the unit the ledger stores, the log line carries and ingestion reads back."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+
+from ._cost import Cost
+from ._usage import Usage
+
+__all__ = ["EVENT_SOURCES", "CallStatus", "EventSource", "UsageEvent", "new_event_id"]
+
+CallStatus = Literal["ok", "error", "cancelled"]
+EventSource = Literal["langchain", "litellm", "decorator", "http", "ingest", "api"]
+EVENT_SOURCES: tuple[str, ...] = ("langchain", "litellm", "decorator", "http", "ingest", "api")
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+_id_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def new_event_id() -> str:
+    """A UUIDv7 string: unique, and sorting by it sorts by creation time.
+
+    Monotonic within a process (a 12-bit counter breaks ties in one
+    millisecond), random across processes. Written here rather than taken from
+    the ``uuid6`` package because it is ten lines and on the hot path of every call.
+    """
+    global _last_ms, _seq
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            _seq += 1
+            if _seq > 0xFFF:  # counter spent: borrow the next millisecond
+                _last_ms += 1
+                _seq = 0
+            ms = _last_ms
+        else:
+            _last_ms = ms
+            _seq = 0
+        seq = _seq
+    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One model (or tool) call: who, what, how many tokens, how much money.
+
+    ``id`` is the idempotency key: recording the same id twice stores one row.
+    Prompts and completions are never part of an event.
+    """
+
+    model: str | None
+    usage: Usage
+    cost: Cost
+    id: str = field(default_factory=new_event_id)
+    timestamp: datetime = field(default_factory=_utcnow)
+    source: str = "api"
+    provider: str | None = None
+    response_model: str | None = None
+    status: CallStatus = "ok"
+    error_type: str | None = None
+    latency_ms: float | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    run_id: str | None = None
+    parent_run_id: str | None = None
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    feature: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = _EMPTY
+    streamed: bool = False
+    cache_hit: bool = False
+    reported_cost: Decimal | None = None
+    """What the caller's framework said the call cost (LiteLLM's ``response_cost``), kept for comparison."""
+
+    def __post_init__(self) -> None:
+        ts = self.timestamp
+        if ts.tzinfo is None:
+            object.__setattr__(self, "timestamp", ts.replace(tzinfo=timezone.utc))
+        elif ts.utcoffset() != timezone.utc.utcoffset(None):
+            object.__setattr__(self, "timestamp", ts.astimezone(timezone.utc))
+        if not isinstance(self.tags, tuple):
+            object.__setattr__(self, "tags", tuple(self.tags))
+        if not isinstance(self.metadata, MappingProxyType):
+            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+    @property
+    def total_cost(self) -> Decimal | None:
+        return self.cost.total
+
+    def with_cost(self, cost: Cost) -> UsageEvent:
+        """The same event re-priced (``reprice``, what-if)."""
+        return replace(self, cost=cost)

@@ -86,7 +86,7 @@ class UsageEvent:
     project: str | None = None
     feature: str | None = None
     tags: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] = _EMPTY
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     streamed: bool = False
     cache_hit: bool = False
     reported_cost: Decimal | None = None

@@ -90,7 +90,7 @@ class UsageEvent:
     streamed: bool = False
     cache_hit: bool = False
     reported_cost: Decimal | None = None
-    """What the caller's framework said the call cost (LiteLLM's ``response_cost``), kept for comparison."""
+    # What the framework said the call cost (LiteLLM's response_cost), kept for comparison.
 
     def __post_init__(self) -> None:
         ts = self.timestamp

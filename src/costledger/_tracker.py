@@ -1,0 +1,522 @@
+"""The Tracker: the one path every call takes, whatever entry point saw it.
+
+An entry point only translates its framework's callbacks into "a call started"
+(``Tracker.start``) and "a call ended" (``Tracker.finish``). Usage reading,
+pricing, guards, logging and storage happen here, once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._attribution import Attribution, current_attribution
+from ._cost import Cost
+from ._errors import GuardRefusal
+from ._events import CallStatus, UsageEvent, new_event_id
+from ._usage import Usage
+
+if TYPE_CHECKING:
+    from ._logging import UsageLogger
+    from ._pricing import Pricer
+
+__all__ = [
+    "Call",
+    "Guard",
+    "LedgerLike",
+    "Tracker",
+    "configure",
+    "get_tracker",
+]
+
+
+@runtime_checkable
+class LedgerLike(Protocol):
+    """What the Tracker needs of a ledger: ``Ledger`` and the in-memory one both fit."""
+
+    def record(self, event: UsageEvent) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """A call in flight, from ``Tracker.start`` to ``Tracker.finish``.
+
+    ``prompt_text`` and ``max_output_tokens`` only feed the guards' worst-case
+    estimate; ``prompt_text`` is dropped once the guards have reserved and is
+    never stored or logged.
+    """
+
+    id: str
+    source: str
+    model: str | None
+    provider: str | None
+    attribution: Attribution
+    started_at: datetime
+    started: float
+    run_id: str | None = None
+    parent_run_id: str | None = None
+    trace_id: str | None = None
+    prompt_text: str | None = None
+    max_output_tokens: int | None = None
+    estimate: Decimal | None = None
+    reservations: list[tuple[Guard, Any]] = field(default_factory=list)
+    finished: bool = False
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+@runtime_checkable
+class Guard(Protocol):
+    """A budget or rate limit, seen twice per call: reserve before, settle or release after.
+
+    ``reserve`` returns a token (anything) handed back to ``settle``/``release``,
+    or raises a ``GuardRefusal`` (``BudgetExceeded``, ``RateLimited``) to stop the call.
+    """
+
+    def reserve(self, call: Call, tracker: Tracker) -> Any: ...
+
+    def settle(self, token: Any, event: UsageEvent) -> None: ...
+
+    def release(self, token: Any) -> None: ...
+
+
+class Tracker:
+    """Binds a pricer, a ledger, a structured logger, guards and default attribution.
+
+    >>> tracker = Tracker(Ledger("sqlite:///costs.db"), team="search")
+    >>> costledger.configure(tracker)   # or costledger.configure(ledger=..., team=...)
+
+    Pricer, ledger and logger are created lazily on first use, so building a
+    Tracker costs nothing and opens no file.
+    """
+
+    def __init__(
+        self,
+        ledger: LedgerLike | None = None,
+        pricer: Pricer | None = None,
+        guards: Iterable[Guard] = (),
+        *,
+        logger: UsageLogger | None = None,
+        log: str | None = None,
+        guard_store: str | None = None,
+        **default_attribution: Any,
+    ) -> None:
+        self._ledger = ledger
+        self._pricer = pricer
+        self._logger = logger
+        self._log_output = log
+        self._lock = threading.Lock()
+        self.guards: tuple[Guard, ...] = tuple(guards)
+        self.guard_store = guard_store
+        self.default_attribution = Attribution.from_mapping(default_attribution)
+        for guard in self.guards:
+            bind = getattr(guard, "bind", None)
+            if bind is not None:
+                bind(self)
+
+    # -- lazily built parts ------------------------------------------------------------------
+    @property
+    def ledger(self) -> LedgerLike:
+        if self._ledger is None:
+            with self._lock:
+                if self._ledger is None:
+                    from ._ledger import Ledger
+
+                    self._ledger = Ledger()
+        return self._ledger
+
+    @property
+    def pricer(self) -> Pricer:
+        if self._pricer is None:
+            from ._pricing import Pricer
+
+            self._pricer = Pricer.default()
+        return self._pricer
+
+    @property
+    def logger(self) -> UsageLogger:
+        if self._logger is None:
+            with self._lock:
+                if self._logger is None:
+                    from ._logging import UsageLogger
+
+                    self._logger = (
+                        UsageLogger() if self._log_output is None else UsageLogger(self._log_output)
+                    )
+        return self._logger
+
+    @property
+    def has_guards(self) -> bool:
+        """Whether ``start`` reserves anything; entry points skip building prompt text if not."""
+        return bool(self.guards)
+
+    # -- the call path -----------------------------------------------------------------------
+    def start(
+        self,
+        *,
+        source: str,
+        model: str | None = None,
+        provider: str | None = None,
+        attribution: Attribution | Mapping[str, Any] | None = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        trace_id: str | None = None,
+        prompt_text: str | None = None,
+        max_output_tokens: int | None = None,
+        estimate: Decimal | None = None,
+        _reserve: bool = True,
+    ) -> Call:
+        """Open a call and run the guards. Raises only a guard's ``GuardRefusal``."""
+        call = Call(
+            id=call_id or new_event_id(),
+            source=source,
+            model=model,
+            provider=provider,
+            attribution=self._attribution_for(attribution),
+            started_at=datetime.now(timezone.utc),
+            started=time.perf_counter(),
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            trace_id=trace_id,
+            prompt_text=prompt_text,
+            max_output_tokens=max_output_tokens,
+            estimate=estimate,
+        )
+        if self.guards and _reserve:
+            self._reserve(call)
+        return call
+
+    async def astart(self, **kwargs: Any) -> Call:
+        """``start`` for async entry points: a guard that waits (a rate limit in wait mode)
+        awaits its ``areserve`` instead of blocking the event loop."""
+        if not self.guards:
+            return self.start(**kwargs)
+        call = self.start(**kwargs, _reserve=False)
+        try:
+            for guard in self.guards:
+                areserve = getattr(guard, "areserve", None)
+                try:
+                    if areserve is not None:
+                        token = await areserve(call, self)
+                    else:
+                        token = guard.reserve(call, self)
+                except GuardRefusal:
+                    raise
+                except Exception as exc:  # a guard's own bug must not break the host
+                    _report("guard.reserve", exc)
+                    continue
+                call.reservations.append((guard, token))
+        except GuardRefusal:
+            self._release(call)
+            raise
+        finally:
+            call.prompt_text = None
+        return call
+
+    def _reserve(self, call: Call) -> None:
+        try:
+            for guard in self.guards:
+                try:
+                    token = guard.reserve(call, self)
+                except GuardRefusal:
+                    raise
+                except Exception as exc:  # a guard's own bug must not break the host
+                    _report("guard.reserve", exc)
+                    continue
+                call.reservations.append((guard, token))
+        except GuardRefusal:
+            self._release(call)
+            raise
+        finally:
+            call.prompt_text = None
+
+    def _attribution_for(self, extra: Attribution | Mapping[str, Any] | None) -> Attribution:
+        merged = self.default_attribution.merge(current_attribution())
+        if extra is None:
+            return merged
+        if not isinstance(extra, Attribution):
+            extra = Attribution.from_mapping(extra)
+        return merged.merge(extra)
+
+    def finish(
+        self,
+        call: Call,
+        *,
+        usage: Usage | None = None,
+        payload: Any = None,
+        response_model: str | None = None,
+        provider: str | None = None,
+        status: CallStatus = "ok",
+        error: BaseException | str | None = None,
+        request_id: str | None = None,
+        streamed: bool = False,
+        cache_hit: bool = False,
+        reported_cost: Decimal | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> UsageEvent | None:
+        """Close a call: read usage, price, settle guards, store and log. Never raises.
+
+        Returns the recorded event, or ``None`` when tracking failed (the failure is
+        logged, rate-limited) or the call was already finished.
+        """
+        if call.finished:
+            return None
+        call.finished = True
+        try:
+            if usage is None and payload is not None:
+                from ._extract import read_response
+
+                info = read_response(payload, provider=provider)
+                usage = info.usage
+                response_model = response_model or info.model
+                request_id = request_id or info.response_id
+            event = self._build_event(
+                call,
+                usage=usage,
+                response_model=response_model,
+                provider=provider,
+                status=status,
+                error=error,
+                request_id=request_id,
+                streamed=streamed,
+                cache_hit=cache_hit,
+                reported_cost=reported_cost,
+                metadata=metadata,
+            )
+        except Exception as exc:
+            _report("tracker.finish", exc, source=call.source, model=call.model)
+            # The call may still have cost money; keep what we know rather than nothing.
+            event = self._build_event(
+                call,
+                usage=None,
+                response_model=response_model,
+                provider=provider,
+                status=status,
+                error=error,
+                request_id=request_id,
+                streamed=streamed,
+                cache_hit=cache_hit,
+                reported_cost=reported_cost,
+                metadata=metadata,
+                tracking_error=exc,
+            )
+        self._settle(call, event)
+        self.emit(event)
+        return event
+
+    def _build_event(
+        self,
+        call: Call,
+        *,
+        usage: Usage | None,
+        response_model: str | None,
+        provider: str | None,
+        status: CallStatus,
+        error: BaseException | str | None,
+        request_id: str | None,
+        streamed: bool,
+        cache_hit: bool,
+        reported_cost: Decimal | None,
+        metadata: Mapping[str, Any] | None,
+        tracking_error: BaseException | None = None,
+    ) -> UsageEvent:
+        provider = provider or call.provider
+        model = call.model or response_model
+        if usage is None:
+            usage = _NO_USAGE
+            cost = Cost(status="not_priced", model=model, provider=provider)
+        elif cache_hit:
+            cost = Cost.zero(model=model, provider=provider, source="cache hit")
+        else:
+            cost = self.pricer.price(
+                response_model or model or "", usage, provider=provider, at=call.started_at
+            )
+        attribution = call.attribution
+        meta: Mapping[str, Any] = attribution.metadata
+        if metadata:
+            meta = {**meta, **metadata}
+        if tracking_error is not None:
+            meta = {**meta, "costledger.tracking_error": type(tracking_error).__name__}
+        if meta:
+            from ._redact import redact
+
+            meta = redact(dict(meta))
+        error_type: str | None = None
+        if error is not None:
+            error_type = error if isinstance(error, str) else type(error).__name__
+        return UsageEvent(
+            id=call.id,
+            model=model,
+            usage=usage,
+            cost=cost,
+            timestamp=call.started_at,
+            source=call.source,
+            provider=provider,
+            response_model=response_model,
+            status=status,
+            error_type=error_type,
+            latency_ms=round(call.elapsed_ms(), 3),
+            request_id=request_id,
+            trace_id=call.trace_id,
+            run_id=call.run_id,
+            parent_run_id=call.parent_run_id,
+            user=attribution.user,
+            team=attribution.team,
+            project=attribution.project,
+            feature=attribution.feature,
+            tags=attribution.tags,
+            metadata=meta,
+            streamed=streamed,
+            cache_hit=cache_hit,
+            reported_cost=reported_cost,
+        )
+
+    def _settle(self, call: Call, event: UsageEvent) -> None:
+        for guard, token in call.reservations:
+            try:
+                if event.status == "ok" or event.cost.total is not None:
+                    guard.settle(token, event)
+                else:
+                    guard.release(token)
+            except Exception as exc:
+                _report("guard.settle", exc)
+        call.reservations.clear()
+
+    def _release(self, call: Call) -> None:
+        for guard, token in call.reservations:
+            try:
+                guard.release(token)
+            except Exception as exc:
+                _report("guard.release", exc)
+        call.reservations.clear()
+
+    def cancel(self, call: Call) -> None:
+        """Forget a call that never reached the provider: release reservations, record nothing."""
+        if not call.finished:
+            call.finished = True
+            self._release(call)
+
+    def emit(self, event: UsageEvent) -> None:
+        """Store and log a finished event. Never raises."""
+        try:
+            self.ledger.record(event)
+        except Exception as exc:
+            _report("ledger.record", exc)
+        try:
+            self.logger.emit(event)
+        except Exception as exc:
+            _report("logger.emit", exc)
+
+    def record(
+        self,
+        model: str | None,
+        usage: Usage | None = None,
+        *,
+        payload: Any = None,
+        source: str = "api",
+        provider: str | None = None,
+        response_model: str | None = None,
+        status: CallStatus = "ok",
+        error: BaseException | str | None = None,
+        latency_ms: float | None = None,
+        call_id: str | None = None,
+        attribution: Attribution | Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> UsageEvent | None:
+        """Record a finished call in one step (ingestion, tool costs, the public API).
+
+        Guards are settled too, so spend recorded this way counts against budgets.
+        """
+        call = Call(
+            id=call_id or new_event_id(),
+            source=source,
+            model=model,
+            provider=provider,
+            attribution=self._attribution_for(attribution),
+            started_at=datetime.now(timezone.utc),
+            started=time.perf_counter() - (latency_ms or 0.0) / 1000.0,
+        )
+        return self.finish(
+            call,
+            usage=usage,
+            payload=payload,
+            provider=provider,
+            response_model=response_model,
+            status=status,
+            error=error,
+            **fields,
+        )
+
+
+_NO_USAGE = Usage()
+
+
+def _report(where: str, exc: BaseException, **context: Any) -> None:
+    try:
+        from ._logging import report_failure
+
+        report_failure(where, exc, **context)
+    except Exception:  # the failure reporter itself must never break the host either
+        pass
+
+
+_default: Tracker | None = None
+_default_lock = threading.Lock()
+
+
+def get_tracker() -> Tracker:
+    """The process default Tracker (``configure`` sets it; built with defaults on first use)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Tracker()
+    return _default
+
+
+def configure(
+    tracker: Tracker | None = None,
+    /,
+    *,
+    ledger: LedgerLike | None = None,
+    pricer: Pricer | None = None,
+    guards: Iterable[Guard] = (),
+    logger: UsageLogger | None = None,
+    log: str | None = None,
+    guard_store: str | None = None,
+    **default_attribution: Any,
+) -> Tracker:
+    """Set the process default Tracker, used by every entry point not handed one.
+
+    Either pass a ready ``Tracker``, or the same arguments ``Tracker`` takes.
+    Returns the Tracker now in force.
+    """
+    global _default
+    if tracker is None:
+        tracker = Tracker(
+            ledger,
+            pricer,
+            guards,
+            logger=logger,
+            log=log,
+            guard_store=guard_store,
+            **default_attribution,
+        )
+    with _default_lock:
+        _default = tracker
+    return tracker
+
+
+def _set_default(tracker: Tracker | None) -> Tracker | None:
+    """Swap the default Tracker, returning the previous one (for ``capture_costs``)."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, tracker
+    return previous

@@ -1,8 +1,18 @@
-"""costledger: exact cost tracking, budgets and rate limits for LLM calls."""
+"""costledger: exact cost tracking, budgets and rate limits for LLM calls.
+
+The light parts (value types, the Tracker, attribution, the decorator) import
+eagerly; the heavy ones (the ledger on SQLAlchemy, the pricer on genai-prices,
+guards, structlog output) load on first use, so ``import costledger`` stays cheap.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._attribution import Attribution, attribute
 from ._cost import Cost
+from ._decorator import track_cost
 from ._errors import (
     BudgetExceeded,
     CostLedgerError,
@@ -13,20 +23,68 @@ from ._errors import (
     UsageError,
 )
 from ._events import UsageEvent
+from ._tracker import Tracker, configure, get_tracker
 from ._usage import Usage
+
+if TYPE_CHECKING:
+    from ._extract import ResponseInfo, extract_usage, read_response
+    from ._ledger import Ledger
+    from ._logging import UsageLogger
+    from ._pricing import Pricer, RateCard
+    from ._redact import redact
 
 __version__ = "0.1.0"
 
+# name -> private module that defines it, imported on first attribute access.
+_LAZY: dict[str, str] = {
+    "Ledger": "._ledger",
+    "Pricer": "._pricing",
+    "RateCard": "._pricing",
+    "ResponseInfo": "._extract",
+    "UsageLogger": "._logging",
+    "extract_usage": "._extract",
+    "read_response": "._extract",
+    "redact": "._redact",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'costledger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = [
+    "Attribution",
     "BudgetExceeded",
     "Cost",
     "CostLedgerError",
     "GuardRefusal",
     "GuardStoreUnavailable",
+    "Ledger",
     "PriceBookError",
+    "Pricer",
+    "RateCard",
     "RateLimited",
+    "ResponseInfo",
+    "Tracker",
     "Usage",
     "UsageError",
     "UsageEvent",
+    "UsageLogger",
     "__version__",
+    "attribute",
+    "configure",
+    "extract_usage",
+    "get_tracker",
+    "read_response",
+    "redact",
+    "track_cost",
 ]

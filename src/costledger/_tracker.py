@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -405,6 +405,11 @@ class Tracker:
 
     def emit(self, event: UsageEvent) -> None:
         """Store and log a finished event. Never raises."""
+        for sink in _sinks:
+            try:
+                sink(event)
+            except Exception as exc:
+                _report("sink", exc)
         try:
             self.ledger.record(event)
         except Exception as exc:
@@ -456,6 +461,23 @@ class Tracker:
 
 
 _NO_USAGE = Usage()
+
+# Process-wide observers of every emitted event (``capture_costs``). A tuple swapped under a
+# lock, so the hot path reads it without locking.
+_sinks: tuple[Callable[[UsageEvent], None], ...] = ()
+_sinks_lock = threading.Lock()
+
+
+def add_sink(sink: Callable[[UsageEvent], None]) -> None:
+    global _sinks
+    with _sinks_lock:
+        _sinks = (*_sinks, sink)
+
+
+def remove_sink(sink: Callable[[UsageEvent], None]) -> None:
+    global _sinks
+    with _sinks_lock:
+        _sinks = tuple(s for s in _sinks if s is not sink)
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

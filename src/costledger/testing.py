@@ -1,0 +1,99 @@
+"""Helpers for testing code that uses costledger, shipped to users (like ``structlog.testing``).
+
+>>> from costledger.testing import capture_costs
+>>> with capture_costs() as costs:
+...     my_llm_feature()
+>>> assert costs.total == Decimal("0.0000135")
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ._events import UsageEvent
+from ._tracker import Tracker, _set_default, add_sink, remove_sink
+
+if TYPE_CHECKING:
+    from ._ledger import InMemoryLedger as InMemoryLedger
+
+__all__ = ["CapturedCosts", "InMemoryLedger", "capture_costs"]
+
+
+class CapturedCosts:
+    """The events emitted while ``capture_costs`` was active, in order, with handy totals."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[UsageEvent] = []
+
+    def _append(self, event: UsageEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> Iterator[UsageEvent]:
+        return iter(list(self.events))
+
+    @property
+    def total(self) -> Decimal:
+        """Exact sum of priced events (unpriced ones are listed by ``unpriced``, not added as 0)."""
+        return sum((e.cost.total for e in self.events if e.cost.total is not None), Decimal(0))
+
+    @property
+    def unpriced(self) -> list[UsageEvent]:
+        return [e for e in self.events if e.cost.total is None]
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(e.usage.input_tokens for e in self.events)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(e.usage.output_tokens for e in self.events)
+
+    def by_model(self) -> dict[str | None, Decimal]:
+        out: dict[str | None, Decimal] = {}
+        for e in self.events:
+            if e.cost.total is not None:
+                key = e.response_model or e.model
+                out[key] = out.get(key, Decimal(0)) + e.cost.total
+        return out
+
+
+@contextmanager
+def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[CapturedCosts]:
+    """Capture every usage event any Tracker emits inside the block.
+
+    With ``isolate=True`` (the default) the process default Tracker is swapped for
+    one with an in-memory ledger and logging off, so tests write no file; entry
+    points handed their own Tracker are captured as well, and still record there.
+    """
+    captured = CapturedCosts()
+    previous: Tracker | None = None
+    if isolate:
+        from ._ledger import InMemoryLedger
+
+        tracker_kwargs.setdefault("ledger", InMemoryLedger())
+        tracker_kwargs.setdefault("log", "off")
+        previous = _set_default(Tracker(**tracker_kwargs))
+    add_sink(captured._append)
+    try:
+        yield captured
+    finally:
+        remove_sink(captured._append)
+        if isolate:
+            _set_default(previous)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "InMemoryLedger":
+        from ._ledger import InMemoryLedger
+
+        return InMemoryLedger
+    raise AttributeError(f"module 'costledger.testing' has no attribute {name!r}")

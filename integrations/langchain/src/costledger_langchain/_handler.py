@@ -1,0 +1,637 @@
+"""The LangChain entry point: one callback handler that turns model runs into Tracker calls.
+
+LangChain tells a handler three things about a model call: it started
+(``on_chat_model_start`` / ``on_llm_start``, with metadata and tags), it
+streamed a chunk (``on_llm_new_token``), and it ended (``on_llm_end`` /
+``on_llm_error``, with neither metadata nor tags). The handler keeps what the
+start said in a bounded map keyed by run id, and closes the Tracker call at the
+end. Everything else (usage reading, pricing, guards, storage) is the Tracker's.
+
+The run map is shared by every handler instance in the process, so two handlers
+in one run tree (the same one attached at two levels, or two instances) still
+record each model call once: the first to see a run owns it; the others only
+add their totals to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.tracers.context import register_configure_hook
+
+from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import LLMResult
+
+    from costledger._events import CallStatus
+    from costledger._tracker import Call
+
+__all__ = [
+    "MAX_IN_FLIGHT",
+    "CostLedgerCallbackHandler",
+    "CostTotals",
+    "tracking",
+]
+
+MAX_IN_FLIGHT = 10_000
+"""Model runs the handler remembers between start and end; past it the oldest is dropped."""
+
+# Tags LangChain adds to child runs on its own (sequence steps, map keys, branches, LangGraph
+# steps, LangSmith flags). They describe the graph, not who the call is for.
+_INTERNAL_TAG_PREFIXES = (
+    "seq:step:",
+    "map:key:",
+    "branch:",
+    "condition:",
+    "graph:step:",
+    "langsmith:",
+)
+_ATTRIBUTION_KEYS = ("user", "team", "project", "feature")
+_PREFIX = "costledger_"
+_MAX_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_MODEL_PARAMS = ("model", "model_name", "model_id", "deployment_name")
+_RESPONSE_MODEL_KEYS = ("model_name", "model", "model_id")
+_LANGCHAIN_ID_PREFIXES = ("lc_run-", "run-")
+_CANCELLED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)
+_NO_USAGE = Usage()
+
+
+class CostTotals:
+    """A live, exact running total of the model calls seen in a scope.
+
+    Like the object ``get_openai_callback`` yields, but for every provider and in
+    ``Decimal``. Updated as each call ends; safe to read from any thread.
+
+    ``total_cost`` adds up priced calls only; calls no price book knows are
+    counted in ``unpriced`` (never as $0). Tokens of LangChain cache hits are not
+    added (they were not billed); the hits are counted in ``cache_hits``.
+    ``events`` keeps the most recent ``max_events`` events; the counts and money
+    cover every call however many there were.
+    """
+
+    def __init__(self, *, max_events: int | None = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._events: deque[UsageEvent] = deque(maxlen=max_events)
+        self.total_cost = Decimal(0)
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.reasoning_tokens = 0
+        self.requests = 0
+        self.errors = 0
+        self.cache_hits = 0
+        self.unpriced = 0
+        self._by_model: dict[str | None, Decimal] = {}
+
+    def add(self, event: UsageEvent) -> None:
+        """Count one finished call (the handler does this; tests and tools may too)."""
+        usage = event.usage
+        cost = event.cost.total
+        model = event.response_model or event.model
+        with self._lock:
+            self._events.append(event)
+            self.requests += 1
+            if event.status != "ok":
+                self.errors += 1
+            if event.cache_hit:
+                self.cache_hits += 1
+            else:
+                self.input_tokens += usage.input_tokens
+                self.output_tokens += usage.output_tokens
+                self.cache_read_tokens += usage.cache_read_tokens
+                self.cache_write_tokens += usage.cache_write_tokens
+                self.reasoning_tokens += usage.reasoning_tokens
+            if cost is None:
+                if event.status == "ok" or event.usage.total_tokens:
+                    self.unpriced += 1
+            else:
+                self.total_cost += cost
+                self._by_model[model] = self._by_model.get(model, Decimal(0)) + cost
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def events(self) -> list[UsageEvent]:
+        """The recorded events, oldest first (a copy)."""
+        with self._lock:
+            return list(self._events)
+
+    def by_model(self) -> dict[str | None, Decimal]:
+        """Money per model (the dated snapshot the provider answered with, when it said)."""
+        with self._lock:
+            return dict(self._by_model)
+
+    def __repr__(self) -> str:
+        return (
+            f"CostTotals(total_cost={self.total_cost!s}, requests={self.requests}, "
+            f"input_tokens={self.input_tokens}, output_tokens={self.output_tokens}, "
+            f"cache_hits={self.cache_hits}, errors={self.errors}, unpriced={self.unpriced})"
+        )
+
+
+class _Run:
+    """What ``on_*_start`` learnt about a model run, kept until its end."""
+
+    __slots__ = ("call", "last_chunk", "sinks", "stream_usages", "streamed", "tracker")
+
+    def __init__(self, call: Call, tracker: Tracker, sinks: tuple[CostTotals, ...]) -> None:
+        self.call = call
+        self.tracker = tracker
+        self.sinks = sinks
+        self.streamed = False
+        self.last_chunk: object = None
+        self.stream_usages: list[Mapping[str, Any]] | None = None
+
+
+class _RunMap:
+    """Model runs in flight, by LangChain run id, bounded; one lock, only dict work under it."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._runs: OrderedDict[UUID, _Run] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: UUID) -> _Run | None:
+        return self._runs.get(run_id)
+
+    def join(self, run_id: UUID, sinks: tuple[CostTotals, ...]) -> bool:
+        """Add ``sinks`` to a run another handler already owns; False if no one does."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return False
+            missing = tuple(s for s in sinks if s not in run.sinks)
+            if missing:
+                run.sinks = run.sinks + missing
+            return True
+
+    def add(self, run_id: UUID, run: _Run) -> list[_Run]:
+        """Remember ``run``; returns the runs pushed out (or ``run`` itself if already owned)."""
+        with self._lock:
+            if run_id in self._runs:
+                return [run]
+            self._runs[run_id] = run
+            evicted: list[_Run] = []
+            while len(self._runs) > self.max_size:
+                evicted.append(self._runs.popitem(last=False)[1])
+            return evicted
+
+    def pop(self, run_id: UUID) -> _Run | None:
+        with self._lock:
+            return self._runs.pop(run_id, None)
+
+    def __contains__(self, run_id: object) -> bool:
+        # Lock-free: a dict membership test is atomic, and a miss is re-checked under the lock.
+        return run_id in self._runs
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+_runs = _RunMap(MAX_IN_FLIGHT)
+
+
+class CostLedgerCallbackHandler(BaseCallbackHandler):
+    """Record the exact cost of every LangChain model call, once, through a costledger Tracker.
+
+    >>> handler = CostLedgerCallbackHandler()
+    >>> model.invoke("Hi", config={"callbacks": [handler]})
+    >>> handler.totals.total_cost
+    Decimal('0.0000105')
+
+    Attach it anywhere (a ``config``, a model's ``callbacks=``, ``with_config``)
+    or use ``tracking()``. ``tracker`` defaults to the process default Tracker
+    (``costledger.configure``), looked up at each call. Guards run before the
+    model is called: a ``BudgetExceeded`` or ``RateLimited`` stops the call. Any
+    other failure of tracking is logged and swallowed.
+    """
+
+    # LangChain re-raises any exception of a handler with raise_error: only a guard's
+    # refusal may leave this class, every other path catches and reports.
+    raise_error = True
+    # Called in the caller's thread or event loop, never through an executor: the
+    # handler does only small locked dict work, and the ledger write is a queue put.
+    run_inline = True
+
+    def __init__(self, tracker: Tracker | None = None, *, max_events: int | None = 10_000) -> None:
+        self._tracker = tracker
+        self.totals = CostTotals(max_events=max_events)
+        self._sinks: tuple[CostTotals, ...] = (self.totals,)
+
+    @property
+    def tracker(self) -> Tracker:
+        """The Tracker calls are recorded with (the process default unless one was given)."""
+        return self._tracker if self._tracker is not None else get_tracker()
+
+    def __repr__(self) -> str:
+        return f"CostLedgerCallbackHandler(totals={self.totals!r})"
+
+    # Events the handler has no use for: LangChain skips calling them at all.
+    @property
+    def ignore_chain(self) -> bool:
+        return True
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return True
+
+    @property
+    def ignore_retry(self) -> bool:
+        return True
+
+    @property
+    def ignore_custom_event(self) -> bool:
+        return True
+
+    # -- start --------------------------------------------------------------------------------
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._start(run_id, parent_run_id, tags, metadata, kwargs, messages, None)
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            _report("langchain.on_chat_model_start", exc)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._start(run_id, parent_run_id, tags, metadata, kwargs, None, prompts)
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            _report("langchain.on_llm_start", exc)
+
+    def _start(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        messages: list[list[BaseMessage]] | None,
+        prompts: list[str] | None,
+    ) -> None:
+        if run_id in _runs and _runs.join(run_id, self._sinks):
+            return  # another handler in this run tree owns the call
+        tracker = self._tracker if self._tracker is not None else get_tracker()
+        metadata = metadata or {}
+        params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
+        model = metadata.get("ls_model_name") or _first_str(params, _MODEL_PARAMS)
+        provider = metadata.get("ls_provider")
+        prompt_text: str | None = None
+        max_output_tokens: int | None = None
+        if tracker.has_guards:
+            prompt_text = _prompt_text(messages, prompts)
+            max_output_tokens = _max_output_tokens(params, metadata)
+        call = tracker.start(
+            source="langchain",
+            model=model if isinstance(model, str) else None,
+            provider=provider if isinstance(provider, str) else None,
+            attribution=_attribution(metadata, tags),
+            run_id=str(run_id),
+            parent_run_id=None if parent_run_id is None else str(parent_run_id),
+            prompt_text=prompt_text,
+            max_output_tokens=max_output_tokens,
+        )
+        run = _Run(call, tracker, self._sinks)
+        for dropped in _runs.add(run_id, run):
+            if dropped is run:  # a racing duplicate start: keep the first
+                tracker.cancel(call)
+                _runs.join(run_id, self._sinks)
+                continue
+            # A run that never ended (a framework bug or a lost callback): free its
+            # guard reservations and say so, rather than grow without bound.
+            dropped.tracker.cancel(dropped.call)
+            _report(
+                "langchain.run_map",
+                OverflowError(
+                    f"more than {_runs.max_size} LangChain model runs in flight; "
+                    f"dropped the oldest (run_id={dropped.call.run_id}) without recording it"
+                ),
+                model=dropped.call.model,
+            )
+
+    # -- stream -------------------------------------------------------------------------------
+    def on_llm_new_token(
+        self,
+        token: str | list[str | dict[str, Any]],
+        *,
+        chunk: Any = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            run = _runs.get(run_id)
+            if run is None:
+                return
+            run.streamed = True
+            # Models whose _stream reports each chunk themselves get it reported twice
+            # (once more by BaseChatModel.stream): the same chunk object, seen once.
+            if chunk is None or chunk is run.last_chunk:
+                return
+            run.last_chunk = chunk
+            message = getattr(chunk, "message", None)
+            usage = getattr(message, "usage_metadata", None)
+            if usage:
+                if run.stream_usages is None:
+                    run.stream_usages = []
+                run.stream_usages.append(usage)
+        except Exception as exc:
+            _report("langchain.on_llm_new_token", exc)
+
+    # -- end ----------------------------------------------------------------------------------
+    def on_llm_end(
+        self,
+        response: LLMResult,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            run = _runs.pop(run_id)
+            if run is not None:
+                _finish(run, response, status="ok", error=None)
+        except Exception as exc:
+            _report("langchain.on_llm_end", exc)
+
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            run = _runs.pop(run_id)
+            if run is not None:
+                cancelled = isinstance(error, _CANCELLED)
+                _finish(
+                    run,
+                    kwargs.get("response"),
+                    status="cancelled" if cancelled else "error",
+                    error=error,
+                )
+        except Exception as exc:
+            _report("langchain.on_llm_error", exc)
+
+
+def _finish(
+    run: _Run, response: LLMResult | None, *, status: CallStatus, error: BaseException | None
+) -> None:
+    message, llm_output = _first_message(response)
+    usage_metadata: Any = getattr(message, "usage_metadata", None) if message is not None else None
+    response_metadata: Mapping[str, Any] = (
+        getattr(message, "response_metadata", None) or {} if message is not None else {}
+    )
+    cache_hit = False
+    if usage_metadata and "total_cost" in usage_metadata:
+        # langchain-core (>= 0.3.73) marks a replayed LLM-cache entry this way; the
+        # key is not part of UsageMetadata and no provider sets it.
+        cache_hit = usage_metadata.get("total_cost") == 0
+        usage_metadata = {k: v for k, v in usage_metadata.items() if k != "total_cost"}
+    if run.stream_usages and _is_cumulative(run.stream_usages):
+        # Each chunk repeated the running total and LangChain summed them: take the last.
+        usage_metadata = run.stream_usages[-1]
+    payload: Any = None
+    if usage_metadata and "input_tokens" in usage_metadata:
+        payload = usage_metadata
+    elif llm_output:  # a completion LLM, or an integration older than usage_metadata
+        payload = llm_output.get("token_usage") or llm_output.get("usage")
+    # The payload is read by the Tracker from its own fields (a LangChain usage dict and
+    # an OpenAI one say which they are); a bad one is recorded without usage, flagged.
+    usage = None
+    if cache_hit and not payload:  # a replayed answer whose usage was never known: still $0
+        usage = _NO_USAGE
+        payload = None
+    event = run.tracker.finish(
+        run.call,
+        usage=usage,
+        payload=payload or None,
+        response_model=_response_model(response_metadata, llm_output),
+        status=status,
+        error=error,
+        request_id=_request_id(message, response_metadata),
+        streamed=run.streamed,
+        cache_hit=cache_hit,
+    )
+    if event is not None:
+        for sink in run.sinks:
+            sink.add(event)
+
+
+def _first_message(response: LLMResult | None) -> tuple[Any, Mapping[str, Any] | None]:
+    """The first choice's message (usage is reported once per response, not per choice)."""
+    if response is None:
+        return None, None
+    llm_output = response.llm_output
+    for generations in response.generations:
+        for generation in generations:
+            message = getattr(generation, "message", None)
+            if message is not None and getattr(message, "usage_metadata", None):
+                return message, llm_output
+    if response.generations and response.generations[0]:
+        return getattr(response.generations[0][0], "message", None), llm_output
+    return None, llm_output
+
+
+def _is_cumulative(usages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether stream chunks carried running totals rather than increments.
+
+    Increments report the prompt once (OpenAI on the final chunk, Anthropic on the
+    first); running totals repeat it on every chunk with output growing.
+    """
+    if len(usages) < 2:
+        return False
+    last_in = last_out = -1
+    repeats = 0
+    for usage in usages:
+        inp = usage.get("input_tokens") or 0
+        out = usage.get("output_tokens") or 0
+        if inp < last_in or out < last_out:
+            return False
+        if inp > 0:
+            repeats += 1
+        last_in, last_out = inp, out
+    return repeats >= 2
+
+
+def _response_model(
+    response_metadata: Mapping[str, Any], llm_output: Mapping[str, Any] | None
+) -> str | None:
+    for source in (response_metadata, llm_output or {}):
+        for key in _RESPONSE_MODEL_KEYS:
+            value = source.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _request_id(message: Any, response_metadata: Mapping[str, Any]) -> str | None:
+    value = response_metadata.get("id")
+    if isinstance(value, str) and value:
+        return value
+    value = getattr(message, "id", None)
+    if isinstance(value, str) and value and not value.startswith(_LANGCHAIN_ID_PREFIXES):
+        return value
+    return None
+
+
+def _first_str(values: Mapping[str, Any], keys: Sequence[str]) -> str | None:
+    for key in keys:
+        value = values.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _attribution(metadata: Mapping[str, Any], tags: list[str] | None) -> dict[str, Any] | None:
+    """Attribution from a run's metadata and tags.
+
+    ``costledger_user`` (``_team``, ``_project``, ``_feature``, ``_tags``) win over
+    the plain ``user`` (...) keys; ``user_id`` stands in for ``user``. Any other
+    ``costledger_<key>`` becomes event metadata ``<key>``. Other LangChain metadata
+    (``ls_*``, the app's own keys) is not copied: it may be large or private.
+    """
+    values: dict[str, Any] = {}
+    for key in _ATTRIBUTION_KEYS:
+        value = metadata.get(key)
+        if value is not None:
+            values[key] = value
+    if "user" not in values and metadata.get("user_id") is not None:
+        values["user"] = metadata["user_id"]
+    extra_tags: Any = ()
+    for key, value in metadata.items():
+        if key.startswith(_PREFIX) and value is not None:
+            name = key[len(_PREFIX) :]
+            if name == "tags":
+                extra_tags = [value] if isinstance(value, str) else value
+            elif name:
+                values[name] = value
+    run_tags = [t for t in tags or () if not t.startswith(_INTERNAL_TAG_PREFIXES)]
+    if extra_tags:
+        run_tags.extend(str(t) for t in extra_tags if str(t) not in run_tags)
+    if run_tags:
+        values["tags"] = run_tags
+    return values or None
+
+
+def _prompt_text(messages: list[list[BaseMessage]] | None, prompts: list[str] | None) -> str:
+    if prompts is not None:
+        return "\n".join(prompts)
+    from langchain_core.messages import get_buffer_string
+
+    return "\n".join(get_buffer_string(m) for m in messages or ())
+
+
+def _max_output_tokens(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> int | None:
+    for source, keys in ((params, _MAX_TOKEN_PARAMS), (metadata, ("ls_max_tokens",))):
+        for key in keys:
+            value = source.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def _report(where: str, exc: BaseException, **context: Any) -> None:
+    try:
+        from costledger._logging import report_failure
+
+        report_failure(where, exc, **context)
+    except Exception:  # reporting must never break the host either
+        pass
+
+
+# -- tracking() ---------------------------------------------------------------------------------
+# One ContextVar and one configure hook for the life of the process: LangChain keeps every
+# registered hook forever, so registering per use (as get_usage_metadata_callback does) grows
+# the list and the work of every later run.
+_tracking_handler: ContextVar[CostLedgerCallbackHandler | None] = ContextVar(
+    "costledger_langchain_tracking", default=None
+)
+register_configure_hook(_tracking_handler, inheritable=True)
+
+
+@contextmanager
+def tracking(
+    tracker: Tracker | None = None,
+    *,
+    user: str | None = None,
+    team: str | None = None,
+    project: str | None = None,
+    feature: str | None = None,
+    tags: Sequence[str] = (),
+    **metadata: Any,
+) -> Iterator[CostTotals]:
+    """Track every LangChain model call inside the block, and yield its live total.
+
+    >>> with tracking(feature="search") as totals:
+    ...     chain.invoke({"question": q})
+    >>> totals.total_cost, totals.requests
+    (Decimal('0.000213'), 2)
+
+    No handler needs attaching: LangChain adds one to every run started in this
+    context (threads LangChain starts for ``batch`` and asyncio tasks inherit it).
+    Attribution arguments apply to the calls inside, as ``costledger.attribute``
+    does. Nested blocks each get their own total and feed the outer ones too.
+    """
+    outer = _tracking_handler.get()
+    if tracker is None and outer is not None:
+        tracker = outer._tracker
+    handler = CostLedgerCallbackHandler(tracker, max_events=None)
+    if outer is not None:
+        handler._sinks = (*outer._sinks, handler.totals)
+    with ExitStack() as stack:
+        if user or team or project or feature or tags or metadata:
+            stack.enter_context(
+                attribute(
+                    user=user, team=team, project=project, feature=feature, tags=tags, **metadata
+                )
+            )
+        token = _tracking_handler.set(handler)
+        try:
+            yield handler.totals
+        finally:
+            _tracking_handler.reset(token)

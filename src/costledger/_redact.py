@@ -1,0 +1,220 @@
+"""Scrub secrets (API keys, bearer tokens, passwords) from values before they are logged or stored.
+
+Two rules, applied recursively to strings, mappings and sequences:
+
+* a mapping entry whose KEY names a secret (``Authorization``, ``api_key``,
+  ``x-api-key``, ``password``, ``secret``, ``token``, ``access_token``, ...) has its
+  value replaced by ``"[REDACTED]"`` whatever the value is (``None`` stays ``None``:
+  it carries nothing);
+* inside every string, known key shapes (``sk-...``, ``sk-ant-...``, ``AIza...``,
+  ``AKIA...``, ``Bearer ...``, ``password=...``, a long key-like value after
+  ``...key=``) are replaced by ``"[REDACTED]"`` and the rest of the text is kept.
+
+Most strings hold no secret, so a single precompiled regex of candidate
+substrings is tried first and a string without any is returned as is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+__all__ = ["REDACTED", "is_secret_key", "redact", "redact_processor", "redact_text"]
+
+REDACTED = "[REDACTED]"
+
+# Deeper structures than this are replaced whole: a cycle or an absurd nesting
+# must not turn a log call into a RecursionError.
+_MAX_DEPTH = 32
+_TOO_DEEP = "[REDACTED: nested too deeply]"
+
+# Cheap first test, on the lowercased text: every secret pattern below contains one of
+# these, so a text without any is clean. False hits only cost the full pass.
+_CANDIDATE = re.compile(
+    r"sk-|aiza|akia|asia|bearer|key|token|secret|passw|auth|credential|cookie|"
+    r"hf_|gsk_|xai-|gh[pousr]_|github_pat_|-----begin"
+)
+
+# Names that mark a secret, as a whole word at the end of a key or a ``name=`` in text:
+# "api_key", "openai_api_key", "x-api-key", "password", "client_secret", "access_token".
+# "max_tokens" and "input_tokens" do not match: "tokens" is not "token".
+_SECRET_NAME = (
+    r"(?:api_?key|apikey|access_?key|secret_?key|private_?key|password|passwd|"
+    r"secret|token|credentials?|authorization|auth|cookie)"
+)
+_SECRET_KEY = re.compile(rf"(?:^|_){_SECRET_NAME}$")
+
+_SEP = r"""(?P<sep>["']?\s*[:=]\s*["']?)"""
+
+_SECRETS = re.compile(
+    "|".join(
+        (
+            # "Authorization: Bearer x", "authorization=Basic x": keep the name, drop the rest.
+            r"(?P<auth>\b(?:proxy-)?authorization)"
+            + _SEP.replace("sep", "asep")
+            # the scheme alone is not a secret, but "Basic" values are just base64 of user:password
+            + r"(?:(?:basic|bearer|token|digest|apikey)\s+)?[^\s\"',;&]+",
+            # "Bearer xyz" anywhere else (curl lines, exception messages)
+            r"(?P<bearer>\bbearer)\s+[A-Za-z0-9\-._~+/]+=*",
+            # name=value pairs whose name says secret: the value goes, whatever it looks like
+            r"(?P<name>\b[a-z0-9_\-]*" + _SECRET_NAME + r")\b" + _SEP + r"[^\s\"',;&]+",
+            # any other "...key=" followed by a long key-like value (checked for digits below)
+            r"(?P<kname>\b[a-z0-9_\-]*key)\b"
+            + _SEP.replace("sep", "ksep")
+            + r"(?P<kval>[A-Za-z0-9_\-+/=.]{20,})",
+            # Provider key shapes, wherever they appear.
+            r"(?-i:\bsk-[A-Za-z0-9_\-]{16,})",  # OpenAI sk-, sk-proj-, Anthropic sk-ant-api03-
+            r"(?-i:\bAIza[0-9A-Za-z_\-]{35})",  # Google API keys
+            r"(?-i:\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)",  # AWS access key ids
+            r"(?-i:\b(?:hf_[A-Za-z0-9]{30,}|gsk_[A-Za-z0-9]{30,}|xai-[A-Za-z0-9]{30,}))",
+            r"(?-i:\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}))",
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
+        )
+    ),
+    re.IGNORECASE,
+)
+
+_HAS_DIGIT = re.compile(r"\d")
+_HAS_LETTER = re.compile(r"[A-Za-z]")
+
+
+def _replace(match: re.Match[str]) -> str:
+    groups = match.groupdict()
+    if groups["auth"] is not None:
+        return f"{groups['auth']}{groups['asep']}{REDACTED}"
+    if groups["bearer"] is not None:
+        return f"{groups['bearer']} {REDACTED}"
+    if groups["name"] is not None:
+        return f"{groups['name']}{groups['sep']}{REDACTED}"
+    if groups["kname"] is not None:
+        value = groups["kval"]
+        # A key-like value mixes letters and digits; "key=some_long_plain_words_here" is left alone.
+        if _HAS_DIGIT.search(value) and _HAS_LETTER.search(value):
+            return f"{groups['kname']}{groups['ksep']}{REDACTED}"
+        return match.group(0)
+    return REDACTED
+
+
+# Strings already found clean (model names, user ids, tags repeat on every event).
+# Only clean strings are kept, so the cache never holds a secret; it is emptied
+# when full rather than kept as an LRU, which would cost more than it saves.
+_clean_texts: set[str] = set()
+_CLEAN_CACHE_SIZE = 16_384
+_CLEAN_CACHE_MAX_LEN = 256
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every secret-shaped substring replaced by ``"[REDACTED]"``."""
+    if text in _clean_texts:
+        return text
+    # IGNORECASE makes the scan several times slower in CPython's re; lower() is cheap.
+    hit = _CANDIDATE.search(text.lower()) is not None
+    result = _SECRETS.sub(_replace, text) if hit else text
+    if result == text and len(text) <= _CLEAN_CACHE_MAX_LEN:
+        if len(_clean_texts) >= _CLEAN_CACHE_SIZE:
+            _clean_texts.clear()
+        _clean_texts.add(text)
+    return result
+
+
+def _is_secret_name(key: str) -> bool:
+    # "openaiApiKey" -> "openai_api_key"; "X-Api-Key" -> "x_api_key";
+    # "gen_ai.usage.input_tokens" ends in "tokens", not "token", and stays.
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()
+    words = re.sub(r"[^a-z0-9]+", "_", words).strip("_")
+    return _SECRET_KEY.search(words) is not None
+
+
+# Mapping key -> (names a secret?, the key itself scrubbed). Keys repeat on every
+# event, so one dict lookup replaces both tests.
+_keys: dict[str, tuple[bool, str]] = {}
+
+
+def _key_info(key: str) -> tuple[bool, str]:
+    info = _keys.get(key)
+    if info is None:
+        info = (_is_secret_name(key), redact_text(key))
+        if len(_keys) >= _CLEAN_CACHE_SIZE:
+            _keys.clear()
+        _keys[key] = info
+    return info
+
+
+def is_secret_key(key: object) -> bool:
+    """Whether a mapping key names a secret (``api_key``, ``Authorization``, ``password``, ...)."""
+    return isinstance(key, str) and _key_info(key)[0]
+
+
+def _redact_mapping(value: Mapping[Any, Any], depth: int) -> Any:
+    changed = False
+    out: dict[Any, Any] = {}
+    keys = _keys
+    clean = _clean_texts
+    for key, item in value.items():
+        if type(key) is str:
+            info = keys.get(key) or _key_info(key)
+            if info[0] and item is not None:
+                out[info[1]] = REDACTED
+                changed = True
+                continue
+            new_key = info[1]
+        else:
+            new_key = key
+        kind = type(item)
+        # The common leaves inline: this loop runs for every field of every event.
+        if kind is str:
+            new = item if item in clean else redact_text(item)
+        elif item is None or kind is int or kind is bool or kind is float:
+            new = item
+        else:
+            new = _redact(item, depth + 1)
+        if new is not item or new_key is not key:
+            changed = True
+        out[new_key] = new
+    # Unchanged input comes back as the same object: no copy on the common path.
+    return out if changed else value
+
+
+def _redact(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is str:
+        return redact_text(value)
+    if value is None or kind is int or kind is bool or kind is float:
+        return value
+    if depth >= _MAX_DEPTH:
+        return _TOO_DEEP
+    if kind is dict or isinstance(value, Mapping):
+        return _redact_mapping(value, depth)
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        items = [_redact(item, depth + 1) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, str):  # str subclasses (StrEnum members and the like)
+        return redact_text(value)
+    return value
+
+
+def redact(value: Any) -> Any:
+    """``value`` with secrets replaced by ``"[REDACTED]"``; recursive over mappings and sequences.
+
+    Returns the same object when nothing needed scrubbing. Mappings that changed
+    come back as ``dict``, lists as ``list``, tuples as ``tuple``. Other objects
+    (numbers, dataclasses, ...) are returned unchanged: render them to text
+    first if they may hold a secret.
+    """
+    return _redact(value, 0)
+
+
+def redact_processor(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor that scrubs secrets from every value of the event dict.
+
+    Put it before the renderer in your own chain::
+
+        structlog.configure(processors=[..., costledger.redact_processor, JSONRenderer()])
+    """
+    scrubbed: MutableMapping[str, Any] = _redact_mapping(event_dict, 0)
+    return scrubbed

@@ -1,0 +1,772 @@
+"""``Ledger``: record usage events into SQL without ever blocking or breaking the host.
+
+``record`` appends to a bounded in-memory buffer; a background writer thread inserts
+batches (every ``batch_size`` events or ``flush_interval`` seconds). A batch the
+database refuses goes to the spool (``_spool.py``) and is replayed, idempotently,
+once the database answers again or at the next start. This module imports no
+SQLAlchemy at import time: ``import costledger`` stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._cost import Cost
+from .._events import UsageEvent
+from ._rows import StoredEvent, encode_spool_line, event_to_row, row_to_event
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from ._query import SummaryRow
+    from ._spool import Segment, Spool
+    from ._store import CostHook, InsertHook, Store
+
+__all__ = ["InMemoryLedger", "Ledger", "LedgerStats"]
+
+_log = logging.getLogger("costledger.ledger")
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_FLUSH_INTERVAL = 0.2
+DEFAULT_MAX_BUFFER = 100_000
+DEFAULT_EXIT_TIMEOUT = 10.0
+_MAX_TRANSACTION = 5_000  # events per transaction when the buffer has a backlog
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MAX = 30.0
+_RESCAN_EVERY = 60.0  # look for segments other (crashed) processes left behind
+
+
+class _RateLimitedLog:
+    """At most one message per key per ``every`` seconds; says how many were held back."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.every:
+                self._held[key] = self._held.get(key, 0) + 1
+                return
+            self._last[key] = now
+            held = self._held.pop(key, 0)
+        if held:
+            msg += f" ({held} similar messages suppressed)"
+        _log.log(level, msg, *args)
+
+
+_report = _RateLimitedLog()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStats:
+    """Counters since the ledger was created (``Ledger.stats()``)."""
+
+    recorded: int
+    inserted: int
+    duplicates: int
+    spooled: int
+    replayed: int
+    rejected: int
+    dropped: int
+    torn_lines: int
+    buffered: int
+    healthy: bool
+    last_error: str | None
+
+
+class _Core:
+    """Everything a ledger owns, kept apart from ``Ledger`` so that the writer thread and
+    the exit hook do not keep the ``Ledger`` object alive (``weakref.finalize`` closes it)."""
+
+    def __init__(
+        self,
+        store: Store,
+        spool: Spool,
+        *,
+        sync: bool,
+        durable: bool,
+        batch_size: int,
+        flush_interval: float,
+        max_buffer: int,
+        exit_timeout: float,
+        temp_spool: bool,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.sync = sync
+        self.durable = durable and not sync
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_buffer = max_buffer
+        self.exit_timeout = exit_timeout
+        self.temp_spool = temp_spool
+        self.pid = os.getpid()
+        self.buffer: deque[tuple[UsageEvent, Segment | None]] = deque()
+        self.wake = threading.Event()
+        self.cond = threading.Condition()
+        self.write_lock = threading.RLock()  # one batch at a time (sync mode: callers' threads)
+        self.thread: threading.Thread | None = None
+        self.thread_lock = threading.Lock()
+        self.flush_requested = 0
+        self.flush_completed = 0
+        self.flush_ok = True
+        self.closing = False
+        self.closed = False
+        self.in_flight = False
+        # health of the database, as seen by the last write
+        self.healthy = True
+        self.backoff = 0.0
+        self.next_retry = 0.0
+        self.last_error: str | None = None
+        self.pending_hint = True  # segments from an earlier run may be waiting: look at start
+        self.next_rescan = 0.0
+        # counters (written by the writer, or under write_lock)
+        self.n_recorded = 0
+        self.n_inserted = 0
+        self.n_duplicates = 0
+        self.n_spooled = 0
+        self.n_replayed = 0
+        self.n_rejected = 0
+        self.n_dropped = 0
+        self.n_torn = 0
+
+    # -- the caller's side -----------------------------------------------------------------
+    def record(self, event: UsageEvent) -> None:
+        if not isinstance(event, UsageEvent):
+            raise TypeError(f"Ledger.record expects a UsageEvent, got {type(event).__name__}")
+        if self.pid != os.getpid():
+            self._after_fork()
+        self.n_recorded += 1
+        if self.closed:
+            self._spill(event, "the ledger is closed")
+        elif self.sync:
+            with self.write_lock:
+                self._maybe_replay(force=False)
+                self._write([(event, None)], force_try=False)
+        elif self.durable:
+            self._record_durable(event)
+        elif len(self.buffer) >= self.max_buffer:
+            self._spill(event, "the buffer is full")
+        else:
+            self.buffer.append((event, None))
+            if len(self.buffer) >= self.batch_size:
+                self.wake.set()
+            if self.thread is None:
+                self._start()
+
+    def _record_durable(self, event: UsageEvent) -> None:
+        try:
+            line = encode_spool_line(event_to_row(event))
+        except Exception as exc:
+            self._reject_events([event], exc)
+            return
+        full = len(self.buffer) >= self.max_buffer
+        try:
+            with self.spool.lock:
+                seg = self.spool.append(line, queued=not full)
+                if not full:
+                    self.buffer.append((event, seg))
+        except OSError as exc:
+            _report(logging.ERROR, "spool", "costledger: cannot append to the spool: %r", exc)
+            if full:
+                self.n_dropped += 1
+                return
+            self.buffer.append((event, None))
+        if full:
+            self.n_spooled += 1
+            self.pending_hint = True
+            _report(logging.WARNING, "full", "costledger: ledger buffer full; spooling events")
+        elif len(self.buffer) >= self.batch_size:
+            self.wake.set()
+        if self.thread is None:
+            self._start()
+
+    def _spill(self, event: UsageEvent, why: str) -> None:
+        """Put one event straight into the spool (never blocks on the database)."""
+        try:
+            line = encode_spool_line(event_to_row(event))
+            with self.spool.lock:
+                self.spool.append(line, queued=False)
+        except Exception as exc:
+            self.n_dropped += 1
+            _report(logging.ERROR, "drop", "costledger: event %s lost: %r", event.id, exc)
+            return
+        self.n_spooled += 1
+        self.pending_hint = True
+        _report(logging.WARNING, why, "costledger: %s; spooling events", why)
+
+    def _start(self) -> None:
+        with self.thread_lock:
+            if self.thread is None and not self.closing:
+                t = threading.Thread(target=self._run, name="costledger-writer", daemon=True)
+                self.thread = t
+                t.start()
+
+    def _after_fork(self) -> None:
+        # The child inherits the parent's buffer (the parent writes it) but no thread.
+        self.pid = os.getpid()
+        self.buffer = deque()
+        self.thread = None
+        self.thread_lock = threading.Lock()
+        self.write_lock = threading.RLock()
+        self.cond = threading.Condition()
+        self.wake = threading.Event()
+        self.spool.after_fork()
+        self.store.engine.dispose(close=False)
+
+    # -- flushing ----------------------------------------------------------------------------
+    def flush(self, timeout: float | None) -> bool:
+        if self.sync or self.thread is None or not self.thread.is_alive():
+            with self.write_lock:
+                if self.buffer:  # a writer that never started (or died): write here
+                    self._drain(force=True)
+                return self._maybe_replay(force=True) and not self.buffer
+        with self.cond:
+            self.flush_requested += 1
+            ticket = self.flush_requested
+        self.wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while self.flush_completed < ticket:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+            return self.flush_ok
+
+    def pending_writes(self) -> bool:
+        return bool(self.buffer) or self.in_flight
+
+    # -- the writer thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            timeout = self.flush_interval
+            if not self.healthy:
+                timeout = max(0.01, min(timeout, self.next_retry - time.monotonic()))
+            self.wake.wait(timeout)
+            self.wake.clear()
+            with self.cond:
+                ticket = self.flush_requested
+                closing = self.closing
+            force = ticket > self.flush_completed or closing
+            try:
+                with self.write_lock:
+                    ok = self._cycle(force=force)
+            except Exception as exc:  # never let the writer die
+                ok = False
+                _report(logging.ERROR, "writer", "costledger: ledger writer error: %r", exc)
+            if ticket > self.flush_completed:
+                with self.cond:
+                    self.flush_completed = ticket
+                    self.flush_ok = ok
+                    self.cond.notify_all()
+            if closing and not self.buffer:
+                return
+
+    def _cycle(self, *, force: bool) -> bool:
+        ok = self._drain(force=force)
+        return self._maybe_replay(force=force) and ok
+
+    def _drain(self, *, force: bool) -> bool:
+        self.spool.rotate()
+        ok = True
+        buffer = self.buffer
+        while buffer:
+            self.in_flight = True
+            n = min(len(buffer), _MAX_TRANSACTION)
+            batch = [buffer.popleft() for _ in range(n)]
+            try:
+                ok = self._write(batch, force_try=force) and ok
+            finally:
+                self.in_flight = False
+        return ok
+
+    def _maybe_replay(self, *, force: bool) -> bool:
+        """Replay the spool when it may hold events and the database may take them."""
+        now = time.monotonic()
+        if now >= self.next_rescan:
+            self.next_rescan = now + _RESCAN_EVERY
+            self.pending_hint = True
+        if not self.pending_hint:
+            return True
+        if not force and not self.healthy and now < self.next_retry:
+            return False
+        from ._spool import ReplayOutcome
+
+        try:
+            out = self.spool.replay(
+                self._replay_rows, batch_size=_MAX_TRANSACTION, on_bad_lines=self._bad_lines
+            )
+        except Exception as exc:
+            out = ReplayOutcome(complete=False, error=exc)
+        self.n_replayed += out.events
+        self.n_torn += out.torn_lines
+        if out.torn_lines:
+            _report(
+                logging.WARNING,
+                "torn",
+                "costledger: skipped %d torn spool line(s) (an append cut short by a crash)",
+                out.torn_lines,
+            )
+        if not out.complete:
+            self._failed(out.error)
+            return False
+        if out.events:
+            self._succeeded()
+        self.pending_hint = bool(out.leftover)
+        # files still locked belong to live processes: theirs to write, not a failure of ours
+        return True
+
+    def _replay_rows(self, rows: list[dict[str, Any]]) -> int:
+        events: list[UsageEvent] = []
+        for row in rows:
+            try:
+                events.append(row_to_event(row))
+            except Exception as exc:
+                self._reject_rows([row], exc)
+        return self._insert_isolating(events)
+
+    def _bad_lines(self, path: Path, lines: list[bytes]) -> None:
+        self.n_rejected += len(lines)
+        with contextlib.suppress(OSError):
+            self.spool.write_segment([line + b"\n" for line in lines], prefix="rejected-")
+        _report(
+            logging.ERROR,
+            "badlines",
+            "costledger: %d unreadable line(s) in spool %s moved to rejected-*.jsonl",
+            len(lines),
+            path.name,
+        )
+
+    # -- one batch ------------------------------------------------------------------------------
+    def _write(self, batch: list[tuple[UsageEvent, Segment | None]], *, force_try: bool) -> bool:
+        if not self.healthy and not force_try and time.monotonic() < self.next_retry:
+            self._spool_batch(batch)
+            return False
+        events = [event for event, _ in batch]
+        try:
+            self._insert_isolating(events)
+        except Exception as exc:
+            self._failed(exc)
+            self._spool_batch(batch)
+            return False
+        self._succeeded()
+        self._settle(batch, failed=False)
+        return True
+
+    def _insert_isolating(self, events: Sequence[UsageEvent]) -> int:
+        """Insert; when some rows are bad, split the batch until they are isolated and
+        rejected, so one bad event never holds back the others. Connection-level errors
+        propagate (the caller spools)."""
+        from ._store import is_data_error
+
+        if not events:
+            return 0
+        try:
+            new = self.store.insert_events(events)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(events) == 1:
+                self._reject_events(events, exc)
+                return 0
+            mid = len(events) // 2
+            return self._insert_isolating(events[:mid]) + self._insert_isolating(events[mid:])
+        self.n_inserted += len(new)
+        self.n_duplicates += len(events) - len(new)
+        return len(new)
+
+    def _succeeded(self) -> None:
+        if not self.healthy:
+            _log.info("costledger: database %s is back; replaying the spool", self.url_text)
+            self.pending_hint = True
+        self.healthy = True
+        self.backoff = 0.0
+
+    def _failed(self, exc: BaseException | None) -> None:
+        self.healthy = False
+        self.store.schema_suspect()
+        self.backoff = min(_BACKOFF_MAX, max(_BACKOFF_FIRST, self.backoff * 2))
+        self.next_retry = time.monotonic() + self.backoff * random.uniform(0.8, 1.2)
+        self.last_error = repr(exc)
+        _report(
+            logging.WARNING,
+            "dbdown",
+            "costledger: cannot write to %s (%r); events are spooled in %s and will be replayed",
+            self.url_text,
+            exc,
+            self.spool.directory,
+        )
+
+    def _spool_batch(self, batch: list[tuple[UsageEvent, Segment | None]]) -> None:
+        lines: list[bytes] = []
+        for event, seg in batch:
+            if seg is not None:
+                continue  # already in a durable segment, which is now kept for replay
+            try:
+                lines.append(encode_spool_line(event_to_row(event)))
+            except Exception as exc:
+                self._reject_events([event], exc)
+        if lines:
+            try:
+                self.spool.write_segment(lines)
+                self.n_spooled += len(lines)
+            except OSError as exc:
+                self.n_dropped += len(lines)
+                _report(logging.ERROR, "drop", "costledger: %d event(s) lost: %r", len(lines), exc)
+        self.pending_hint = True
+        self._settle(batch, failed=True)
+
+    def _settle(self, batch: list[tuple[UsageEvent, Segment | None]], *, failed: bool) -> None:
+        touched: dict[int, Segment] = {}
+        for _, seg in batch:
+            if seg is not None:
+                seg.handled += 1
+                if failed:
+                    seg.failed = True
+                touched[id(seg)] = seg
+        for seg in touched.values():
+            self.spool.release_if_done(seg)
+
+    def _reject_events(self, events: Sequence[UsageEvent], exc: BaseException) -> None:
+        rows: list[dict[str, Any]] = []
+        for event in events:
+            try:
+                rows.append(event_to_row(event))
+            except Exception:
+                _report(logging.ERROR, "reject", "costledger: unstorable event %r", event)
+        self.n_rejected += len(events) - len(rows)
+        self._reject_rows(rows, exc)
+
+    def _reject_rows(self, rows: Sequence[dict[str, Any]], exc: BaseException) -> None:
+        self.n_rejected += len(rows)
+        lines = []
+        for row in rows:
+            with contextlib.suppress(Exception):
+                lines.append(encode_spool_line(row))
+        if lines:
+            with contextlib.suppress(OSError):
+                self.spool.write_segment(lines, prefix="rejected-")
+        _report(
+            logging.ERROR,
+            "reject",
+            "costledger: %d event(s) rejected by the database (%r); kept in %s/rejected-*.jsonl",
+            len(rows),
+            exc,
+            self.spool.directory,
+        )
+
+    @property
+    def url_text(self) -> str:
+        from ._engine import display_url
+
+        return display_url(self.store.url)
+
+    # -- shutdown ---------------------------------------------------------------------------------
+    def close(self, timeout: float | None = None) -> None:
+        if self.closed:
+            return
+        timeout = self.exit_timeout if timeout is None else timeout
+        thread = self.thread
+        if thread is not None and thread.is_alive() and self.pid == os.getpid():
+            self.flush(timeout)
+            with self.cond:
+                self.closing = True
+            self.wake.set()
+            thread.join(timeout)
+        self.closing = True
+        self.closed = True
+        if thread is not None and thread.is_alive():
+            # the writer is stuck in the database: what it has not taken goes to the spool
+            rest = [self.buffer.popleft() for _ in range(len(self.buffer))]
+            if rest:
+                self._spool_batch(rest)
+            return
+        with self.write_lock:
+            if self.buffer:
+                self._drain(force=True)
+            if self.sync or thread is None:
+                self._maybe_replay(force=True)
+            self.spool.rotate()
+        self.store.dispose()
+        if self.temp_spool:
+            self.spool.remove_if_empty()
+
+    def stats(self) -> LedgerStats:
+        return LedgerStats(
+            recorded=self.n_recorded,
+            inserted=self.n_inserted,
+            duplicates=self.n_duplicates,
+            spooled=self.n_spooled,
+            replayed=self.n_replayed,
+            rejected=self.n_rejected,
+            dropped=self.n_dropped,
+            torn_lines=self.n_torn,
+            buffered=len(self.buffer),
+            healthy=self.healthy,
+            last_error=self.last_error,
+        )
+
+
+def _close_core(core: _Core) -> None:
+    try:
+        core.close()
+    except Exception as exc:  # at exit or in GC: report, never raise
+        _report(logging.ERROR, "close", "costledger: closing the ledger failed: %r", exc)
+
+
+Order = Literal["asc", "desc"]
+
+
+class Ledger:
+    """The SQL ledger of usage events (SQLite or PostgreSQL).
+
+    >>> ledger = Ledger("sqlite:///costs.db")       # or $COSTLEDGER_DATABASE_URL
+    >>> ledger.record(event)                        # returns at once; a thread writes
+    >>> ledger.flush()
+    >>> ledger.summary(by=["day", "model"], since=date(2025, 1, 1))
+
+    ``url``: the argument, else ``$COSTLEDGER_DATABASE_URL``, else
+    ``sqlite:///costledger.db``. The schema is created/migrated (Alembic) on first use.
+
+    ``sync=True`` writes in the caller's thread before ``record`` returns.
+    ``durable=True`` appends each event to the spool before ``record`` returns, so a
+    killed process loses nothing (``fsync=True``: not even on power loss).
+    ``spool_dir``: where events wait when the database cannot take them (default: next
+    to a SQLite file, else ``~/.costledger/spool/<hash of url>``).
+    """
+
+    def __init__(
+        self,
+        url: str | URL | None = None,
+        *,
+        sync: bool = False,
+        durable: bool = False,
+        fsync: bool = False,
+        spool_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        exit_timeout: float = DEFAULT_EXIT_TIMEOUT,
+    ) -> None:
+        from ._engine import default_spool_dir, is_memory_sqlite, resolve_url
+        from ._spool import Spool
+        from ._store import Store
+
+        for name, value in (("batch_size", batch_size), ("max_buffer", max_buffer)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Ledger {name} must be a positive int, got {value!r}")
+        for name, fvalue in (("flush_interval", flush_interval), ("exit_timeout", exit_timeout)):
+            if isinstance(fvalue, bool) or not isinstance(fvalue, (int, float)) or fvalue <= 0:
+                raise ValueError(f"Ledger {name} must be a positive number, got {fvalue!r}")
+        resolved = resolve_url(url)
+        temp_spool = False
+        if spool_dir is not None:
+            directory = Path(spool_dir).expanduser()
+        elif is_memory_sqlite(resolved):
+            # an in-memory database dies with the process: its spool must not outlive it
+            import tempfile
+
+            directory = Path(tempfile.gettempdir()) / f"costledger-spool-{os.getpid()}-{id(self)}"
+            temp_spool = True
+        else:
+            directory = default_spool_dir(resolved)
+        self.url = resolved
+        self._core = _Core(
+            Store(resolved),
+            Spool(directory, fsync=fsync),
+            sync=sync,
+            durable=durable or fsync,
+            batch_size=batch_size,
+            flush_interval=float(flush_interval),
+            max_buffer=max_buffer,
+            exit_timeout=float(exit_timeout),
+            temp_spool=temp_spool,
+        )
+        self._finalizer = weakref.finalize(self, _close_core, self._core)
+
+    def __repr__(self) -> str:
+        mode = "sync" if self._core.sync else "durable" if self._core.durable else "buffered"
+        return f"Ledger({self._core.url_text!r}, {mode})"
+
+    # -- writing -------------------------------------------------------------------------------
+    def record(self, event: UsageEvent) -> None:
+        """Record one event; returns without waiting for the database (unless ``sync``).
+
+        Recording an id twice stores one row. When the buffer is full the event goes
+        to the spool instead (the host is never blocked). ``TypeError`` for a non-event.
+        """
+        self._core.record(event)
+
+    def record_many(self, events: Iterable[UsageEvent]) -> None:
+        """Record several events (sync mode: one transaction)."""
+        core = self._core
+        if core.sync and not core.closed:
+            batch = list(events)
+            for event in batch:
+                if not isinstance(event, UsageEvent):
+                    raise TypeError(f"record_many expects UsageEvents, got {event!r}")
+            with core.write_lock:
+                core.n_recorded += len(batch)
+                core._maybe_replay(force=False)
+                core._write([(e, None) for e in batch], force_try=False)
+            return
+        for event in events:
+            core.record(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write everything recorded so far; ``True`` when it is all in the database.
+
+        Also replays the spool. ``False`` on timeout, or when the database is down (the
+        events are then safe in the spool and are written when it is back).
+        """
+        return self._core.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush (up to ``timeout``, default ``exit_timeout``), stop the writer, release the
+        database. Events recorded afterwards go to the spool. Runs at interpreter exit."""
+        self._finalizer.detach()
+        self._core.close(timeout)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> LedgerStats:
+        return self._core.stats()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._core.spool.directory
+
+    def update_cost(self, event_id: str, cost: Cost) -> bool:
+        """Re-price one stored event (``reprice``); ``False`` when the id is not stored."""
+        return self.update_costs([(event_id, cost)]) == 1
+
+    def update_costs(self, changes: Mapping[str, Cost] | Iterable[tuple[str, Cost]]) -> int:
+        """Re-price stored events in one transaction; the number updated.
+
+        Flushes pending writes first. Cost-change hooks (rollups) see every row's
+        before and after inside the same transaction.
+        """
+        items = list(changes.items()) if isinstance(changes, Mapping) else list(changes)
+        self._fresh()
+        return self._core.store.update_costs(items)
+
+    # hooks for tables maintained on write (rollups): see Store._on_inserted / _on_cost_changed
+    def _add_insert_hook(self, hook: InsertHook) -> None:
+        self._core.store.insert_hooks.append(hook)
+
+    def _add_cost_hook(self, hook: CostHook) -> None:
+        self._core.store.cost_hooks.append(hook)
+
+    # -- reading -------------------------------------------------------------------------------
+    def _fresh(self) -> None:
+        """Reads see what this ledger recorded: write pending events first."""
+        if self._core.pending_writes():
+            self.flush(timeout=self._core.exit_timeout)
+
+    def events(
+        self,
+        *,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        model: str | Sequence[str] | None = None,
+        provider: str | Sequence[str] | None = None,
+        user: str | Sequence[str] | None = None,
+        team: str | Sequence[str] | None = None,
+        project: str | Sequence[str] | None = None,
+        feature: str | Sequence[str] | None = None,
+        tag: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        source: str | Sequence[str] | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[StoredEvent]:
+        """Stored events in time order, streamed ``batch_size`` rows at a time.
+
+        ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC; a date means
+        its midnight UTC). A filter takes one value or a list of values (any of them).
+        ``model`` matches the requested or the response model; ``tag`` matches events
+        carrying that tag.
+        """
+        from ._query import iter_events
+
+        self._fresh()
+        return iter_events(
+            self._core.store,
+            since=since,
+            until=until,
+            filters={
+                "model": model,
+                "provider": provider,
+                "user": user,
+                "team": team,
+                "project": project,
+                "feature": feature,
+                "tag": tag,
+                "status": status,
+                "source": source,
+            },
+            order=order,
+            limit=limit,
+            batch_size=batch_size,
+        )
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        """The stored event with this id, or ``None``."""
+        from ._query import get_event
+
+        self._fresh()
+        return get_event(self._core.store, event_id)
+
+    def summary(
+        self,
+        by: str | Sequence[str] = (),
+        *,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        **filters: str | Sequence[str] | None,
+    ) -> list[SummaryRow]:
+        """Requests, errors, tokens and exact cost per group, computed in SQL.
+
+        ``by``: any of day, week, month, model, provider, user, team, project, feature,
+        tag, source, status (``model`` is the response model when known, else the
+        requested one; ``tag`` gives one row per tag, and untagged events a row with
+        tag ``None``). Rows are also split by currency. Unpriced events are counted in
+        ``unpriced`` and add nothing to ``cost``. Filters as in ``events``.
+        """
+        from ._query import summarize
+
+        self._fresh()
+        return summarize(self._core.store, by=by, since=since, until=until, filters=filters)
+
+
+class InMemoryLedger(Ledger):
+    """A ledger in a private in-memory SQLite database, written synchronously: for tests.
+
+    The very same code as ``Ledger`` (``sqlite://`` on one shared connection).
+    """
+
+    def __init__(self, *, sync: bool = True, **kwargs: Any) -> None:
+        super().__init__("sqlite://", sync=sync, **kwargs)

@@ -1,0 +1,219 @@
+"""Column types that keep money exact and time in UTC on every dialect.
+
+SQLAlchemy's ``Numeric`` on SQLite goes through a float, so money is stored as
+canonical decimal TEXT there, and as ``NUMERIC(38, 18)`` on PostgreSQL. Sums on
+SQLite use the ``decimal_sum`` aggregate registered on every connection.
+"""
+
+from __future__ import annotations
+
+import decimal
+import json
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Dialect, String
+from sqlalchemy.dialects.postgresql import JSONB, NUMERIC, TIMESTAMP
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = [
+    "MONEY_PRECISION",
+    "MONEY_SCALE",
+    "JSONDocument",
+    "Money",
+    "UTCDateTime",
+    "decimal_sum_aggregate",
+    "json_default",
+    "money_text",
+    "money_value",
+    "sqlite_timestamp",
+    "utc_datetime",
+]
+
+MONEY_PRECISION = 38
+"""Digits in all: 20 before the point, ``MONEY_SCALE`` after."""
+MONEY_SCALE = 18
+"""Digits after the point. A per-token price such as $0.0375 per million tokens is
+3.75e-8 per token and its cache-read fraction 3.75e-9; 18 places keep every such
+product exact with ten digits to spare."""
+
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+_MAX = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
+_UTC = timezone.utc
+# Wide enough that adding two NUMERIC(38, 18) values never rounds.
+_SUM_CONTEXT = decimal.Context(prec=80, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def money_value(field: str, value: Any) -> Decimal:
+    """``value`` as storable money, or ``ValueError`` naming ``field`` and the value.
+
+    More than 18 places (only division, e.g. a currency conversion, yields them) are
+    rounded half-even to 18, identically on both dialects, so SQLite and PostgreSQL
+    store the same number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
+        raise ValueError(
+            f"money field {field!r} must be a Decimal, got {type(value).__name__} {value!r}"
+        )
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(value)
+    except decimal.InvalidOperation:
+        raise ValueError(f"money field {field!r} is not a number: {value!r}") from None
+    if not d.is_finite():
+        raise ValueError(f"money field {field!r} must be finite, got {value!r}")
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MONEY_SCALE:
+        d = d.quantize(_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
+    if abs(d) >= _MAX:
+        raise ValueError(
+            f"money field {field!r} = {value!r} exceeds NUMERIC({MONEY_PRECISION}, {MONEY_SCALE})"
+        )
+    return d
+
+
+def money_text(value: Decimal) -> str:
+    """Plain positional notation (never ``1E-8``): what SQLite stores and the spool writes."""
+    return format(value, "f")
+
+
+def json_default(value: Any) -> Any:
+    """Make metadata JSON-able: Decimal and datetime as text, anything else as ``str()``."""
+    if isinstance(value, Decimal):
+        return money_text(value) if value.is_finite() else str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact money: ``NUMERIC(38, 18)`` on PostgreSQL, canonical decimal TEXT elsewhere."""
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(NUMERIC(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        d = money_value("money", value)
+        if dialect.name == "postgresql":
+            return d
+        return money_text(d)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return value
+        if isinstance(value, (str, int)):
+            return Decimal(value)
+        raise TypeError(f"money column returned {type(value).__name__} {value!r}; expected text")
+
+    @property
+    def python_type(self) -> type[Decimal]:
+        return Decimal
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime.
+
+    PostgreSQL: ``timestamp with time zone``. SQLite: fixed-width ISO 8601 text in
+    UTC, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, which sorts and compares as time does
+    and which SQLite's date functions read. Naive values are taken to be UTC.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = utc_datetime(value)
+        if dialect.name == "postgresql":
+            return value
+        return sqlite_timestamp(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if not isinstance(value, datetime):
+            raise TypeError(f"timestamp column returned {type(value).__name__} {value!r}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC)
+        return value.astimezone(_UTC)
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
+
+def utc_datetime(value: Any) -> datetime:
+    """A datetime, date or ISO string as an aware UTC datetime (naive means UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        raise ValueError(f"expected a datetime or date, got {type(value).__name__} {value!r}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=_UTC)
+    if moment.utcoffset():
+        return moment.astimezone(_UTC)
+    return moment
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """The SQLite storage text of an aware UTC datetime (see ``UTCDateTime``)."""
+    if value.tzinfo is not _UTC:
+        value = value.replace(tzinfo=_UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+JSONDocument: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+"""JSON text on SQLite, JSONB on PostgreSQL (GIN-indexable ``@>`` for tag filters)."""
+
+
+class decimal_sum_aggregate:  # named after the SQL function it implements
+    """SQLite aggregate ``decimal_sum(text)``: the exact sum, as canonical decimal text.
+
+    NULLs are skipped and an all-NULL group gives NULL, like SQL's ``SUM``.
+    """
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, (str, int)):
+            d = Decimal(value)
+        elif isinstance(value, bytes):
+            d = Decimal(value.decode())
+        else:  # a REAL reached a money column: refuse rather than sum a float
+            raise TypeError(f"decimal_sum() got {type(value).__name__} {value!r}")
+        self.total = d if self.total is None else _SUM_CONTEXT.add(self.total, d)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else money_text(self.total)

@@ -1,0 +1,343 @@
+"""A ``UsageEvent`` as a flat row (the table's columns) and back, exactly.
+
+The same row, JSON-encoded (Decimal as text, datetimes ISO 8601 with offset), is a
+spool line. This module imports no SQLAlchemy: the durable path of ``record`` uses
+it in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from .._cost import Cost
+from .._events import UsageEvent
+from .._usage import Usage
+
+__all__ = [
+    "COLUMNS",
+    "SPOOL_FORMAT",
+    "StoredEvent",
+    "decode_spool_line",
+    "encode_spool_line",
+    "event_to_row",
+    "row_to_event",
+]
+
+SPOOL_FORMAT = 1
+"""Version stamped on every spool line (key ``"v"``) so a later format can still read old spools."""
+
+_UTC = timezone.utc
+
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "source",
+    "provider",
+    "model",
+    "response_model",
+    "status",
+    "error_type",
+    "latency_ms",
+    "request_id",
+    "trace_id",
+    "run_id",
+    "parent_run_id",
+    "user",
+    "team",
+    "project",
+    "feature",
+    "tags",
+    "metadata",
+    "streamed",
+    "cache_hit",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "pricing_status",
+    "currency",
+    "total_cost",
+    "input_cost",
+    "cache_read_cost",
+    "cache_write_cost",
+    "output_cost",
+    "audio_cost",
+    "pricing_source",
+    "priced_model",
+    "priced_provider",
+    "reported_cost",
+)
+"""Every column of ``costledger_events``, in table order; also the keys of a row dict."""
+
+_MONEY = frozenset(
+    (
+        "total_cost",
+        "input_cost",
+        "cache_read_cost",
+        "cache_write_cost",
+        "output_cost",
+        "audio_cost",
+        "reported_cost",
+    )
+)
+
+
+def _check_money(name: str, value: Decimal | None) -> Decimal | None:
+    if value is None:
+        return None
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise ValueError(f"UsageEvent {name} must be a finite Decimal or None, got {value!r}")
+    return value
+
+
+def event_to_row(event: UsageEvent) -> dict[str, Any]:
+    """The event as a dict keyed by column name; values keep their Python types
+    (``Decimal``, aware ``datetime``, ``list`` tags, ``dict`` metadata)."""
+    if not isinstance(event, UsageEvent):
+        raise TypeError(f"expected a UsageEvent, got {type(event).__name__} {event!r}")
+    if not isinstance(event.id, str) or not event.id:
+        raise ValueError(f"UsageEvent id must be a non-empty string, got {event.id!r}")
+    u = event.usage
+    c = event.cost
+    return {
+        "id": event.id,
+        "timestamp": event.timestamp,
+        "source": event.source,
+        "provider": event.provider,
+        "model": event.model,
+        "response_model": event.response_model,
+        "status": event.status,
+        "error_type": event.error_type,
+        "latency_ms": event.latency_ms,
+        "request_id": event.request_id,
+        "trace_id": event.trace_id,
+        "run_id": event.run_id,
+        "parent_run_id": event.parent_run_id,
+        "user": event.user,
+        "team": event.team,
+        "project": event.project,
+        "feature": event.feature,
+        "tags": list(event.tags),
+        "metadata": dict(event.metadata),
+        "streamed": bool(event.streamed),
+        "cache_hit": bool(event.cache_hit),
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_read_tokens": u.cache_read_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "input_audio_tokens": u.input_audio_tokens,
+        "output_audio_tokens": u.output_audio_tokens,
+        "pricing_status": c.status,
+        "currency": c.currency,
+        "total_cost": _check_money("cost.total", c.total),
+        "input_cost": _check_money("cost.input", c.input),
+        "cache_read_cost": _check_money("cost.cache_read", c.cache_read),
+        "cache_write_cost": _check_money("cost.cache_write", c.cache_write),
+        "output_cost": _check_money("cost.output", c.output),
+        "audio_cost": _check_money("cost.audio", c.audio),
+        "pricing_source": c.source,
+        "priced_model": c.model,
+        "priced_provider": c.provider,
+        "reported_cost": _check_money("reported_cost", event.reported_cost),
+    }
+
+
+def _money(row: Mapping[str, Any], key: str) -> Decimal | None:
+    value = row.get(key)
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, (str, int)):
+        return Decimal(value)
+    raise ValueError(
+        f"row field {key!r} must be decimal text, got {type(value).__name__} {value!r}"
+    )
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise ValueError(f"row field 'timestamp' must be a datetime, got {value!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+
+
+def _json(value: Any, empty: Any) -> Any:
+    if value is None:
+        return empty
+    if isinstance(value, str):  # a raw JSON column read without the type's processor
+        return json.loads(value)
+    return value
+
+
+def row_to_event(row: Mapping[str, Any]) -> UsageEvent:
+    """The inverse of ``event_to_row``; also reads a decoded spool line or a database row."""
+    usage = Usage(
+        input_tokens=row.get("input_tokens") or 0,
+        output_tokens=row.get("output_tokens") or 0,
+        cache_read_tokens=row.get("cache_read_tokens") or 0,
+        cache_write_tokens=row.get("cache_write_tokens") or 0,
+        cache_write_1h_tokens=row.get("cache_write_1h_tokens") or 0,
+        reasoning_tokens=row.get("reasoning_tokens") or 0,
+        input_audio_tokens=row.get("input_audio_tokens") or 0,
+        output_audio_tokens=row.get("output_audio_tokens") or 0,
+    )
+    cost = Cost(
+        status=row.get("pricing_status") or "priced",
+        total=_money(row, "total_cost"),
+        input=_money(row, "input_cost"),
+        cache_read=_money(row, "cache_read_cost"),
+        cache_write=_money(row, "cache_write_cost"),
+        output=_money(row, "output_cost"),
+        audio=_money(row, "audio_cost"),
+        currency=row.get("currency") or "USD",
+        provider=row.get("priced_provider"),
+        model=row.get("priced_model"),
+        source=row.get("pricing_source"),
+    )
+    latency = row.get("latency_ms")
+    return UsageEvent(
+        id=row["id"],
+        timestamp=_timestamp(row["timestamp"]),
+        source=row.get("source") or "api",
+        provider=row.get("provider"),
+        model=row.get("model"),
+        response_model=row.get("response_model"),
+        status=row.get("status") or "ok",
+        error_type=row.get("error_type"),
+        latency_ms=None if latency is None else float(latency),
+        request_id=row.get("request_id"),
+        trace_id=row.get("trace_id"),
+        run_id=row.get("run_id"),
+        parent_run_id=row.get("parent_run_id"),
+        user=row.get("user"),
+        team=row.get("team"),
+        project=row.get("project"),
+        feature=row.get("feature"),
+        tags=tuple(_json(row.get("tags"), [])),
+        metadata=_json(row.get("metadata"), {}),
+        streamed=bool(row.get("streamed")),
+        cache_hit=bool(row.get("cache_hit")),
+        usage=usage,
+        cost=cost,
+        reported_cost=_money(row, "reported_cost"),
+    )
+
+
+def _spool_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    from ._money import json_default  # metadata oddities; lazy: _money imports SQLAlchemy
+
+    return json_default(value)
+
+
+def encode_spool_line(row: Mapping[str, Any]) -> bytes:
+    """One spool line (with its newline): the row as JSON, money as exact decimal text."""
+    doc = {"v": SPOOL_FORMAT, **row}
+    text = json.dumps(doc, default=_spool_default, separators=(",", ":"), ensure_ascii=False)
+    return text.encode() + b"\n"
+
+
+def decode_spool_line(line: bytes | str) -> dict[str, Any]:
+    """The row of one spool line; ``ValueError`` for a torn or foreign line."""
+    doc = json.loads(line)
+    if not isinstance(doc, dict) or "id" not in doc or "timestamp" not in doc:
+        raise ValueError(f"not a costledger spool line: {line[:80]!r}")
+    version = doc.pop("v", SPOOL_FORMAT)
+    if version != SPOOL_FORMAT:
+        raise ValueError(f"spool line format {version!r} is not {SPOOL_FORMAT}")
+    doc["timestamp"] = _timestamp(doc["timestamp"])
+    for key in _MONEY:
+        value = doc.get(key)
+        if value is not None:
+            if not isinstance(value, str):  # a JSON number would have gone through float
+                raise ValueError(f"spool field {key!r} must be decimal text, got {value!r}")
+            doc[key] = Decimal(value)
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored row of the ledger, read back: every column as an attribute.
+
+    ``timestamp`` is timezone-aware UTC, money columns are ``Decimal`` (``None``
+    when unpriced), ``tags`` a list and ``metadata`` a read-only mapping.
+    ``to_event()`` rebuilds the ``UsageEvent``.
+    """
+
+    id: str
+    timestamp: datetime
+    source: str
+    provider: str | None
+    model: str | None
+    response_model: str | None
+    status: str
+    error_type: str | None
+    latency_ms: float | None
+    request_id: str | None
+    trace_id: str | None
+    run_id: str | None
+    parent_run_id: str | None
+    user: str | None
+    team: str | None
+    project: str | None
+    feature: str | None
+    tags: list[str]
+    metadata: Mapping[str, Any]
+    streamed: bool
+    cache_hit: bool
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
+    input_audio_tokens: int
+    output_audio_tokens: int
+    pricing_status: str
+    currency: str
+    total_cost: Decimal | None
+    input_cost: Decimal | None
+    cache_read_cost: Decimal | None
+    cache_write_cost: Decimal | None
+    output_cost: Decimal | None
+    audio_cost: Decimal | None
+    pricing_source: str | None
+    priced_model: str | None
+    priced_provider: str | None
+    reported_cost: Decimal | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> StoredEvent:
+        values = [row[name] for name in COLUMNS]
+        # tags / metadata: the JSON type gives list / dict; guard against NULL from old rows
+        values[17] = list(values[17] or ())
+        values[18] = MappingProxyType(dict(values[18] or {}))
+        values[19] = bool(values[19])
+        values[20] = bool(values[20])
+        return cls(*values)
+
+    @property
+    def model_key(self) -> str | None:
+        """The model a summary groups by: the response model if known, else the requested one."""
+        return self.response_model or self.model
+
+    def as_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS}
+
+    def to_event(self) -> UsageEvent:
+        return row_to_event(self.as_row())

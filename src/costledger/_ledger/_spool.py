@@ -1,0 +1,265 @@
+"""The local append-only spool: where events wait when the database cannot take them.
+
+A spool directory holds segment files ``<time_ns>-<pid>-<random>.jsonl``, one event
+per line (``encode_spool_line``). A segment being written is held with an exclusive
+``flock`` by its owner; any ledger on the same URL replays every segment it can lock
+(its owner is done with it or dead: the OS drops the lock of a killed process),
+inserts the events idempotently and deletes the file. Lines that cannot be read are
+counted; a torn last line (a crash mid-append) is skipped, other unreadable lines
+are copied to ``rejected-*.jsonl`` for a human, never replayed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._rows import decode_spool_line
+
+try:  # POSIX
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+except ImportError:  # pragma: no cover - Windows: no advisory locks; deleting an open file fails
+
+    def _try_lock(fd: int) -> bool:
+        return True
+
+
+__all__ = ["ReplayOutcome", "Segment", "Spool"]
+
+_PATTERN = "[0-9]*.jsonl"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+@dataclass(eq=False)
+class Segment:
+    """One spool file this process is writing. ``queued`` of its lines are also in the
+    in-memory buffer; the file can be deleted once all of them are committed
+    (``handled == queued``) and nothing else (``spilled``, ``failed``) needs it."""
+
+    path: Path
+    fd: int
+    queued: int = 0
+    spilled: int = 0
+    handled: int = 0
+    failed: bool = False
+    closed: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.closed and self.handled >= self.queued and not self.spilled
+
+    @property
+    def done_with(self) -> bool:
+        """Every queued line has been either committed or given up on."""
+        return self.closed and self.handled >= self.queued
+
+
+@dataclass
+class ReplayOutcome:
+    files: int = 0
+    events: int = 0
+    inserted: int = 0
+    torn_lines: int = 0
+    bad_lines: int = 0
+    complete: bool = True
+    error: BaseException | None = None
+    leftover: list[Path] = field(default_factory=list)
+
+
+class Spool:
+    """A spool directory (created on first use) and this process's open segments."""
+
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.lock = threading.Lock()
+        self.current: Segment | None = None
+        self._open: set[Path] = set()
+        self._open_lock = threading.Lock()
+        self._seq = 0
+
+    # -- writing ---------------------------------------------------------------------------
+    def _new_path(self, prefix: str = "") -> Path:
+        self._seq += 1
+        name = f"{prefix}{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}-{os.urandom(3).hex()}"
+        return self.directory / f"{name}.jsonl"
+
+    def _open_segment(self) -> Segment:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._new_path()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        _try_lock(fd)
+        with self._open_lock:
+            self._open.add(path)
+        return Segment(path=path, fd=fd)
+
+    def append(self, line: bytes, *, queued: bool) -> Segment:
+        """Append one line to the current segment; call with ``self.lock`` held.
+
+        ``os.write`` hands the line to the OS before returning, so it survives the
+        process being killed; with ``fsync=True`` it also survives a power cut.
+        """
+        seg = self.current
+        if seg is None:
+            seg = self.current = self._open_segment()
+        _write_all(seg.fd, line)
+        if self.fsync:
+            os.fsync(seg.fd)
+        if queued:
+            seg.queued += 1
+        else:
+            seg.spilled += 1
+        return seg
+
+    def rotate(self) -> Segment | None:
+        """Stop appending to the current segment (writer thread, before taking a batch)."""
+        with self.lock:
+            seg, self.current = self.current, None
+        if seg is not None:
+            seg.closed = True
+            self.release_if_done(seg)
+        return seg
+
+    def release_if_done(self, seg: Segment) -> None:
+        """Delete a finished segment, or hand an unfinished one over to replay."""
+        if not seg.done_with or seg.fd < 0:
+            return
+        if seg.settled and not seg.failed:
+            with contextlib.suppress(OSError):
+                seg.path.unlink()
+        elif self.fsync:
+            with contextlib.suppress(OSError):
+                os.fsync(seg.fd)
+        self._close(seg)
+
+    def _close(self, seg: Segment) -> None:
+        fd, seg.fd = seg.fd, -1
+        with self._open_lock:
+            self._open.discard(seg.path)
+        with contextlib.suppress(OSError):
+            os.close(fd)  # releases the flock: the file is now anyone's to replay
+
+    def write_segment(self, lines: Sequence[bytes], *, prefix: str = "") -> Path:
+        """A new closed segment holding ``lines`` (events of a failed batch, or rejects)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._new_path(prefix)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, b"".join(lines))
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return path
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent keeps its segment (and its lock); start afresh."""
+        self.current = None
+        self.lock = threading.Lock()
+        self._open_lock = threading.Lock()
+
+    def remove_if_empty(self) -> None:
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+
+    # -- reading ---------------------------------------------------------------------------
+    def pending(self) -> list[Path]:
+        """Segments on disk that nobody in this process is writing (maybe locked elsewhere)."""
+        try:
+            paths = sorted(self.directory.glob(_PATTERN))
+        except OSError:
+            return []
+        with self._open_lock:
+            return [p for p in paths if p not in self._open]
+
+    @contextlib.contextmanager
+    def _claim(self, path: Path) -> Iterator[int | None]:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield None
+            return
+        try:
+            if not _try_lock(fd) or os.fstat(fd).st_nlink == 0:
+                yield None  # its writer is alive, or another replayer already finished it
+            else:
+                yield fd
+        finally:
+            os.close(fd)
+
+    def replay(
+        self,
+        insert: Callable[[list[dict[str, Any]]], int],
+        *,
+        batch_size: int,
+        on_bad_lines: Callable[[Path, list[bytes]], None],
+    ) -> ReplayOutcome:
+        """Insert every claimable segment, oldest first; stop at the first failed insert."""
+        out = ReplayOutcome()
+        for path in self.pending():
+            with self._claim(path) as fd:
+                if fd is None:
+                    out.leftover.append(path)
+                    continue
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    data = fh.read()
+                rows, torn, bad = _parse(data)
+                out.torn_lines += torn
+                try:
+                    for start in range(0, len(rows), batch_size):
+                        out.inserted += insert(rows[start : start + batch_size])
+                except Exception as exc:
+                    out.complete = False
+                    out.error = exc
+                    out.leftover.append(path)
+                    return out
+                if bad:
+                    out.bad_lines += len(bad)
+                    on_bad_lines(path, bad)
+                out.files += 1
+                out.events += len(rows)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return out
+
+
+def _parse(data: bytes) -> tuple[list[dict[str, Any]], int, list[bytes]]:
+    """Rows of a segment, the number of torn last lines (0 or 1), and unreadable lines."""
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline; else an append cut short
+    rows: list[dict[str, Any]] = []
+    bad: list[bytes] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rows.append(decode_spool_line(line))
+        except (ValueError, TypeError, KeyError):
+            bad.append(line)
+    torn = 0
+    if tail.strip():
+        try:  # the whole line made it and only the newline did not: still a good event
+            rows.append(decode_spool_line(tail))
+        except (ValueError, TypeError, KeyError):
+            torn = 1
+    return rows, torn, bad

@@ -1,0 +1,427 @@
+"""The write side of the ledger: idempotent batch inserts, re-pricing, and the hooks rollups use.
+
+The insert path skips SQLAlchemy's per-value bind processing (it cost more than SQLite
+itself): each event becomes one tuple of driver-native values, columns holding their
+default in every row of a batch are left out, and the rest go in one multi-row
+``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`` per chunk, run through the
+SQLAlchemy ``Connection`` (so transactions, pooling and events stay SQLAlchemy's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import chain
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+
+from .._cost import Cost
+from .._events import UsageEvent
+from ._engine import BEGIN_OPTION, is_memory_sqlite, make_engine
+from ._migrate import ensure_schema
+from ._money import MONEY_PRECISION, MONEY_SCALE, dumps, sqlite_timestamp
+from ._rows import COLUMNS, StoredEvent
+from ._tables import EVENTS_TABLE, events_table
+
+__all__ = [
+    "CostChange",
+    "CostHook",
+    "InsertHook",
+    "Store",
+    "cost_columns",
+    "is_data_error",
+]
+
+InsertHook = Callable[[Connection, Sequence[UsageEvent]], None]
+"""Called inside the insert transaction with the events that were newly inserted."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostChange:
+    """One re-priced row: what it was and what it is now (same transaction as the update)."""
+
+    before: StoredEvent
+    after: StoredEvent
+
+
+CostHook = Callable[[Connection, Sequence[CostChange]], None]
+
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+_MAX_ADJUSTED = MONEY_PRECISION - MONEY_SCALE - 1
+_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(COLUMNS),
+    **dict.fromkeys(
+        (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+            "input_audio_tokens",
+            "output_audio_tokens",
+            "streamed",
+            "cache_hit",
+        ),
+        0,
+    ),
+    "tags": "[]",
+    "metadata": "{}",
+}
+"""What an omitted column gets from the table (NULL or its server default)."""
+_ALWAYS = frozenset(("id", "timestamp", "source", "status", "pricing_status", "currency"))
+_OMITTABLE = tuple((i, _DEFAULTS[name]) for i, name in enumerate(COLUMNS) if name not in _ALWAYS)
+_ALWAYS_INDEXES = tuple(i for i, name in enumerate(COLUMNS) if name in _ALWAYS)
+_JSON_COLUMNS = frozenset(("tags", "metadata"))
+_CHUNK_PARAMS = 30_000  # under SQLite's 32766 host parameters, and PostgreSQL's 65535
+_CHUNK_ROWS = 1000
+
+
+def _check_money(field: str, d: Decimal | None) -> Decimal | None:
+    """Storable money: finite, at most 18 places (rounded half-even, as documented), < 1e20."""
+    if d is None:
+        return None
+    if not isinstance(d, Decimal) or not d.is_finite():
+        raise ValueError(f"UsageEvent {field} must be a finite Decimal or None, got {d!r}")
+    if d.adjusted() > _MAX_ADJUSTED:
+        raise ValueError(f"UsageEvent {field} = {d!r} exceeds NUMERIC({MONEY_PRECISION}, 18)")
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MONEY_SCALE:
+        d = d.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+    return d
+
+
+def _text_money(field: str, d: Decimal | None) -> str | None:
+    if d is None:
+        return None
+    if not isinstance(d, Decimal) or not d.is_finite() or d.adjusted() > _MAX_ADJUSTED:
+        return format(_check_money(field, d), "f")  # raises the precise error
+    text = format(d, "f")
+    dot = text.find(".")
+    if dot >= 0 and len(text) - dot - 1 > MONEY_SCALE:
+        return format(d.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN), "f")
+    return text
+
+
+def _json(value: Any, empty: str) -> str:
+    return dumps(value) if value else empty
+
+
+def _check_id(event: UsageEvent) -> str:
+    if not isinstance(event, UsageEvent):
+        raise TypeError(f"expected a UsageEvent, got {type(event).__name__} {event!r}")
+    if not isinstance(event.id, str) or not event.id:
+        raise ValueError(f"UsageEvent id must be a non-empty string, got {event.id!r}")
+    return event.id
+
+
+def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
+    """Driver-native values of one event for SQLite, in ``COLUMNS`` order."""
+    u = e.usage
+    c = e.cost
+    return (
+        _check_id(e),
+        sqlite_timestamp(e.timestamp),
+        e.source,
+        e.provider,
+        e.model,
+        e.response_model,
+        e.status,
+        e.error_type,
+        e.latency_ms,
+        e.request_id,
+        e.trace_id,
+        e.run_id,
+        e.parent_run_id,
+        e.user,
+        e.team,
+        e.project,
+        e.feature,
+        _json(list(e.tags), "[]"),
+        _json(dict(e.metadata), "{}"),
+        1 if e.streamed else 0,
+        1 if e.cache_hit else 0,
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
+        u.cache_write_1h_tokens,
+        u.reasoning_tokens,
+        u.input_audio_tokens,
+        u.output_audio_tokens,
+        c.status,
+        c.currency,
+        _text_money("cost.total", c.total),
+        _text_money("cost.input", c.input),
+        _text_money("cost.cache_read", c.cache_read),
+        _text_money("cost.cache_write", c.cache_write),
+        _text_money("cost.output", c.output),
+        _text_money("cost.audio", c.audio),
+        c.source,
+        c.model,
+        c.provider,
+        _text_money("reported_cost", e.reported_cost),
+    )
+
+
+def postgresql_params(e: UsageEvent) -> tuple[Any, ...]:
+    """Driver-native values of one event for psycopg, in ``COLUMNS`` order."""
+    u = e.usage
+    c = e.cost
+    return (
+        _check_id(e),
+        e.timestamp,
+        e.source,
+        e.provider,
+        e.model,
+        e.response_model,
+        e.status,
+        e.error_type,
+        e.latency_ms,
+        e.request_id,
+        e.trace_id,
+        e.run_id,
+        e.parent_run_id,
+        e.user,
+        e.team,
+        e.project,
+        e.feature,
+        _json(list(e.tags), "[]"),
+        _json(dict(e.metadata), "{}"),
+        bool(e.streamed),
+        bool(e.cache_hit),
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
+        u.cache_write_1h_tokens,
+        u.reasoning_tokens,
+        u.input_audio_tokens,
+        u.output_audio_tokens,
+        c.status,
+        c.currency,
+        _check_money("cost.total", c.total),
+        _check_money("cost.input", c.input),
+        _check_money("cost.cache_read", c.cache_read),
+        _check_money("cost.cache_write", c.cache_write),
+        _check_money("cost.output", c.output),
+        _check_money("cost.audio", c.audio),
+        c.source,
+        c.model,
+        c.provider,
+        _check_money("reported_cost", e.reported_cost),
+    )
+
+
+def cost_columns(cost: Cost) -> dict[str, Any]:
+    """The cost columns of a row for ``cost`` (validated as on insert)."""
+    if not isinstance(cost, Cost):
+        raise TypeError(f"expected a Cost, got {type(cost).__name__} {cost!r}")
+    return {
+        "pricing_status": cost.status,
+        "currency": cost.currency,
+        "total_cost": _check_money("cost.total", cost.total),
+        "input_cost": _check_money("cost.input", cost.input),
+        "cache_read_cost": _check_money("cost.cache_read", cost.cache_read),
+        "cache_write_cost": _check_money("cost.cache_write", cost.cache_write),
+        "output_cost": _check_money("cost.output", cost.output),
+        "audio_cost": _check_money("cost.audio", cost.audio),
+        "pricing_source": cost.source,
+        "priced_model": cost.model,
+        "priced_provider": cost.provider,
+    }
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when retrying cannot help: the rows themselves are bad (not the connection)."""
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError)):
+        return True
+    if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError):
+        return True  # a bind value could not be converted
+    return isinstance(exc, (ValueError, TypeError, OverflowError))
+
+
+class Store:
+    """One database: engine, schema, idempotent inserts, cost updates, hooks."""
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+        # One shared in-memory connection (StaticPool) must never be used by two threads at once.
+        self.single_connection = is_memory_sqlite(url)
+        self._lock: threading.RLock | None = threading.RLock() if self.single_connection else None
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        self.insert_hooks: list[InsertHook] = []
+        self.cost_hooks: list[CostHook] = []
+        self._params = postgresql_params if self.dialect == "postgresql" else sqlite_params
+        self._sql_cache: dict[tuple[tuple[int, ...], int], str] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def serialized(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+        else:
+            with self._lock:
+                yield
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[Connection]:
+        """A transaction that holds the write lock from its start (SQLite ``BEGIN IMMEDIATE``)."""
+        self.ensure_schema()
+        with self.serialized(), self.engine.connect() as conn:
+            conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        self.ensure_schema()
+        with self.serialized(), self.engine.connect() as conn:
+            yield conn
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock, self.serialized():
+            if not self._schema_ready:
+                ensure_schema(self.engine)
+                self._schema_ready = True
+
+    def schema_suspect(self) -> None:
+        """After a failed write: check the schema again before the next one (it may be gone)."""
+        self._schema_ready = False
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- inserts ----------------------------------------------------------------------------
+    def params(self, event: UsageEvent) -> tuple[Any, ...]:
+        return self._params(event)
+
+    def _sql(self, present: tuple[int, ...], nrows: int) -> str:
+        key = (present, nrows)
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            pg = self.dialect == "postgresql"
+            marks = []
+            for i in present:
+                name = COLUMNS[i]
+                if pg:
+                    marks.append("%s::jsonb" if name in _JSON_COLUMNS else "%s")
+                else:
+                    marks.append("?")
+            one = "(" + ",".join(marks) + ")"
+            columns = ",".join(f'"{COLUMNS[i]}"' for i in present)
+            sql = (
+                f"INSERT INTO {EVENTS_TABLE} ({columns}) VALUES "
+                + ",".join([one] * nrows)
+                + ' ON CONFLICT ("id") DO NOTHING RETURNING "id"'
+            )
+            if len(self._sql_cache) > 256:
+                self._sql_cache.clear()
+            self._sql_cache[key] = sql
+        return sql
+
+    def insert_params(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
+        """Insert driver-native rows; the ids that were new (``RETURNING``)."""
+        if not rows:
+            return set()
+        by_column = list(zip(*rows, strict=True))
+        n = len(rows)
+        present = list(_ALWAYS_INDEXES)
+        for i, default in _OMITTABLE:
+            if by_column[i].count(default) != n:
+                present.append(i)
+        present.sort()
+        kept = tuple(present)
+        per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
+        sparse = list(zip(*(by_column[i] for i in kept), strict=True))
+        inserted: set[str] = set()
+        driver = conn.exec_driver_sql
+        for start in range(0, n, per_chunk):
+            chunk = sparse[start : start + per_chunk]
+            sql = self._sql(kept, len(chunk))
+            result = driver(sql, tuple(chain.from_iterable(chunk)))
+            inserted.update(row[0] for row in result)
+        return inserted
+
+    def insert_events(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
+        """Insert events idempotently in one transaction; return those newly inserted.
+
+        Duplicated ids (in the batch or already stored) are skipped. The insert hooks
+        run in the same transaction, with the new events only.
+        """
+        unique: dict[str, tuple[Any, ...]] = {}
+        firsts: dict[str, UsageEvent] = {}
+        for event in events:
+            params = self._params(event)
+            if params[0] not in unique:
+                unique[params[0]] = params
+                firsts[params[0]] = event
+        if not unique:
+            return []
+        with self.write_transaction() as conn:
+            new_ids = self.insert_params(conn, list(unique.values()))
+            new = [e for i, e in firsts.items() if i in new_ids]
+            if new:
+                self._on_inserted(conn, new)
+        return new
+
+    def _on_inserted(self, conn: Connection, events: Sequence[UsageEvent]) -> None:
+        """Hook: runs inside the insert transaction with exactly the newly inserted events
+        (a later rollup table adds them here, so a duplicate is never counted twice)."""
+        for hook in self.insert_hooks:
+            hook(conn, events)
+
+    # -- re-pricing -------------------------------------------------------------------------
+    def update_costs(self, changes: Iterable[tuple[str, Cost]]) -> int:
+        """Replace the cost of stored events; the number of rows found and updated.
+
+        Runs the cost hooks with each row's before and after in the same transaction
+        (rows are locked ``FOR UPDATE`` on PostgreSQL).
+        """
+        wanted: dict[str, dict[str, Any]] = {}
+        for event_id, cost in changes:
+            if not isinstance(event_id, str) or not event_id:
+                raise ValueError(f"event id must be a non-empty string, got {event_id!r}")
+            wanted[event_id] = cost_columns(cost)
+        if not wanted:
+            return 0
+        t = events_table
+        done: list[CostChange] = []
+        ids = list(wanted)
+        with self.write_transaction() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stmt = select(t).where(t.c.id.in_(chunk))
+                if self.dialect == "postgresql":
+                    stmt = stmt.with_for_update()
+                before = [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt)]
+                if not before:
+                    continue
+                params = [{"_id": b.id, **wanted[b.id]} for b in before]
+                conn.execute(
+                    update(t)
+                    .where(t.c.id == bindparam("_id"))
+                    .values({name: bindparam(name) for name in params[0] if name != "_id"}),
+                    params,
+                )
+                done.extend(CostChange(before=b, after=replace(b, **wanted[b.id])) for b in before)
+            if done:
+                self._on_cost_changed(conn, done)
+        return len(done)
+
+    def _on_cost_changed(self, conn: Connection, changes: Sequence[CostChange]) -> None:
+        """Hook: runs inside the re-pricing transaction (a rollup subtracts ``before`` and
+        adds ``after``)."""
+        for hook in self.cost_hooks:
+            hook(conn, changes)

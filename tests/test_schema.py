@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -521,3 +524,35 @@ def test_loads_line_reads_nan_and_big_numbers_like_json() -> None:
     assert loads_line('{"a": NaN, "b": 123456789012345678901234567890}')["b"] == (
         123456789012345678901234567890
     )
+
+
+@pytest.fixture
+def without_orjson(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """orjson is optional: make ``import orjson`` fail, as on a machine without it."""
+    from costledger import _logging, _schema
+
+    monkeypatch.setitem(sys.modules, "orjson", None)
+    _logging._serializer.cache_clear()
+    _schema._orjson_loads.cache_clear()
+    yield
+    # monkeypatch puts orjson back after this; the caches look it up again on next use.
+    _logging._serializer.cache_clear()
+    _schema._orjson_loads.cache_clear()
+
+
+def test_standard_library_path_without_orjson(without_orjson: None) -> None:
+    from costledger import _logging, _schema
+
+    assert _logging._serializer() is _stdlib_dumps
+    assert _schema._orjson_loads() is None
+    event = dataclasses.replace(_example(), metadata={"big": 2**80, "f": 0.1, "s": "é"})
+    line = dumps_record(event_to_record(event))
+    assert '"s":"é"' in line
+    _assert_same(event_from_line(line), event)
+    with pytest.raises(UsageError):
+        event_from_line("{broken")
+
+
+def test_orjson_and_json_writers_agree() -> None:
+    record = event_to_record(_example())
+    assert json.loads(dumps_record(record)) == json.loads(_stdlib_dumps(record))

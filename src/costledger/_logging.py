@@ -135,6 +135,7 @@ class UsageLogger:
         self._lock = threading.Lock()
         self._owned_file: IO[str] | None = None
         self._bound: Any = None  # the structlog logger used for our own JSON outputs
+        self._app_logger: Any = None  # structlog.get_logger(...) proxy for the application's chain
         self._mode = "off"  # off | auto | structlog | json
         self._description = "off"
         from_env = False
@@ -242,11 +243,15 @@ class UsageLogger:
             report_failure("UsageLogger.emit", exc, output=self._description)
 
     def _emit_structlog(self, event: UsageEvent) -> None:
-        import structlog
+        app_logger = self._app_logger
+        if app_logger is None:
+            import structlog
 
+            # A lazy proxy: it follows the application's configuration, even a later one.
+            app_logger = self._app_logger = structlog.get_logger(USAGE_LOGGER_NAME)
+        # Scrubbed here: the application's chain may have no redaction of its own.
         record = redact(event_to_record(event))
-        # Through the application's processors; its renderer, its destination.
-        structlog.get_logger(USAGE_LOGGER_NAME).info(record.pop("event"), **record)
+        app_logger.info(record.pop("event"), **record)
 
     def close(self) -> None:
         """Stop writing; close the file if this logger opened it."""

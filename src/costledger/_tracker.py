@@ -105,6 +105,7 @@ class Tracker:
         logger: UsageLogger | None = None,
         log: str | None = None,
         guard_store: str | None = None,
+        alerts: Iterable[Callable[[Any], Any]] = (),
         **default_attribution: Any,
     ) -> None:
         self._ledger = ledger
@@ -114,6 +115,8 @@ class Tracker:
         self._lock = threading.Lock()
         self.guards: tuple[Guard, ...] = tuple(guards)
         self.guard_store = guard_store
+        # Budget alert callbacks (sync or async) for every guard of this tracker.
+        self.alerts: tuple[Callable[[Any], Any], ...] = tuple(alerts)
         self.default_attribution = Attribution.from_mapping(default_attribution)
         for guard in self.guards:
             bind = getattr(guard, "bind", None)
@@ -525,6 +528,7 @@ def configure(
     logger: UsageLogger | None = None,
     log: str | None = None,
     guard_store: str | None = None,
+    alerts: Iterable[Callable[[Any], Any]] = (),
     **default_attribution: Any,
 ) -> Tracker:
     """Set the process default Tracker, used by every entry point not handed one.
@@ -541,6 +545,7 @@ def configure(
             logger=logger,
             log=log,
             guard_store=guard_store,
+            alerts=alerts,
             **default_attribution,
         )
     with _default_lock:

@@ -1,0 +1,529 @@
+"""``Budget``: an allowance of money or tokens per period, global or per attribution key."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._errors import BudgetExceeded
+from ._alerts import AlertCallback, BudgetAlert, dispatch
+from ._estimate import Estimator
+from ._ledger_spend import ledger_buckets
+from ._spec import (
+    Clock,
+    Limit,
+    Period,
+    Window,
+    call_keys,
+    check_per,
+    from_units,
+    matches,
+    parse_duration,
+    parse_limit,
+    parse_period,
+    reserve_units,
+    to_units,
+)
+from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
+
+if TYPE_CHECKING:
+    from .._events import UsageEvent
+    from .._tracker import Call, Tracker
+
+__all__ = ["Budget", "BudgetStatus", "counter_key", "decode_key"]
+
+FailMode = Literal["closed", "open"]
+_MARGIN_MS = 3_600_000
+_MAX_KEY = 200
+EXCEEDED_MARK = "exceeded"
+
+
+def counter_key(key: str | None) -> str:
+    """A key as it appears in a counter name: ``~`` for "no key", ``=value`` otherwise
+    (long values shortened with a digest so a counter name stays indexable)."""
+    if key is None:
+        return "~"
+    if len(key) > _MAX_KEY:
+        import hashlib
+
+        key = key[:100] + "#" + hashlib.sha1(key.encode()).hexdigest()
+    return "=" + key
+
+
+def decode_key(text: str) -> str | None:
+    return None if text == "~" else text[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """Where one budget stands for one key in its current period."""
+
+    budget: str
+    per: str | None
+    key: str | None
+    unit: str
+    limit: Decimal
+    spent: Decimal
+    reserved: Decimal
+    remaining: Decimal
+    period: str
+    period_start: datetime | None
+    resets_at: datetime | None
+    hard: bool
+
+    @property
+    def used(self) -> Decimal:
+        """Fraction of the limit spent (settled only), e.g. ``Decimal("0.42")``."""
+        if not self.limit:
+            return Decimal(1) if self.spent else Decimal(0)
+        return self.spent / self.limit
+
+
+@dataclass(slots=True)
+class _Hold:
+    counter: str
+    key: str | None
+    res_id: str | None  # None: the store was down and the budget failed open
+    bucket: int
+    floor: int
+    label: str
+    start: int
+    end: int | None
+    keep_until: int | None
+
+
+@dataclass(slots=True)
+class _Token:
+    store: GuardStore
+    units: int
+    alerts: tuple[AlertCallback, ...]
+    holds: list[_Hold] = field(default_factory=list)
+
+
+class Budget:
+    """An allowance of money or tokens per period, enforced before each call.
+
+    >>> Budget("100 USD", "month")                        # everything, this calendar month
+    >>> Budget("5 USD", "day", per="user", tz="Europe/Paris")   # each user, each local day
+    >>> Budget("2M tokens", "24h", per="team", hard=False)      # alerts only, rolling 24 hours
+
+    ``limit``: money (a ``Decimal``, an ``int``, ``"100 USD"``) or tokens (``"2M tokens"``;
+    input plus output, cached input included). ``period``: ``hour``/``day``/``week``/
+    ``month``/``year`` (calendar periods in ``tz``; weeks start on Monday), a rolling window
+    (``"24h"``, ``"30d"``) or ``lifetime``. ``per``: ``None`` (one allowance) or ``user``,
+    ``team``, ``project``, ``feature``, ``model``, ``provider`` or ``tag``: each value gets
+    its own allowance (calls without one share the key ``None``; a call with several tags
+    counts against each). ``where``: only calls whose attribution matches, e.g.
+    ``{"team": "search"}``.
+
+    A hard budget refuses a call whose worst-case estimate no longer fits with
+    ``BudgetExceeded``; a soft one (``hard=False``) only alerts. Alerts fire once per
+    period and key at each ``warn_at`` fraction, and once when a hard budget first refuses.
+
+    ``on_store_error``: what to do when the guard store cannot be reached: ``"closed"``
+    (refuse the call; the default for hard budgets) or ``"open"`` (let it through and
+    log; the default for soft ones). ``reservation_ttl``: how long a reservation is held
+    if its call never ends (a crashed process), default 10 minutes. ``clock``: seconds
+    since the epoch, for tests.
+    """
+
+    def __init__(
+        self,
+        limit: Decimal | int | str,
+        period: str | Period = "month",
+        *,
+        per: str | None = None,
+        hard: bool = True,
+        warn_at: Iterable[float | Decimal | str] = (0.5, 0.8, 1.0),
+        tz: str = "UTC",
+        name: str | None = None,
+        where: Mapping[str, str] | None = None,
+        on_store_error: FailMode | None = None,
+        reservation_ttl: float | str = 600.0,
+        estimator: Estimator | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.limit: Limit = parse_limit(limit)
+        self.period: Period = parse_period(period, tz)
+        self.per = check_per(per)
+        self.hard = bool(hard)
+        self.where = _check_where(where)
+        if on_store_error is None:
+            on_store_error = "closed" if self.hard else "open"
+        if on_store_error not in ("closed", "open"):
+            raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
+        self.on_store_error: FailMode = on_store_error
+        self.reservation_ttl = parse_duration(reservation_ttl, field="reservation_ttl")
+        self.estimator = estimator or Estimator()
+        self._clock: Clock = clock or time.time
+        self.warn_at = _check_warn_at(warn_at)
+        self.name = name if name is not None else self._default_name()
+        if not isinstance(self.name, str) or not self.name or len(self.name) > 200:
+            raise ValueError(
+                f"name must be a non-empty string of at most 200 characters, got {name!r}"
+            )
+        self.tokens = self.limit.is_tokens
+        self._limit_units = self.limit.units()
+        self._marks = tuple((f"warn:{t}", math.ceil(self._limit_units * t)) for t in self.warn_at)
+        self._thresholds = {f"warn:{t}": t for t in self.warn_at}
+        self._prefix = f"budget:{self.name}:"
+        self._callbacks: list[AlertCallback] = []
+
+    def _default_name(self) -> str:
+        text = f"{self.limit}/{self.period.text}"
+        if self.period.kind == "calendar" and self.period.tz_name != "UTC":
+            text += f" {self.period.tz_name}"
+        if self.per:
+            text += f" per {self.per}"
+        if self.where:
+            text += " where " + ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        return text
+
+    def __repr__(self) -> str:
+        return f"Budget({self.name!r}, hard={self.hard})"
+
+    # -- configuration ---------------------------------------------------------------------
+    def on_alert(self, callback: AlertCallback) -> AlertCallback:
+        """Call ``callback(alert)`` (sync or async) for each alert of this budget; returns it,
+        so it also works as a decorator."""
+        if not callable(callback):
+            raise TypeError(f"on_alert needs a callable, got {callback!r}")
+        self._callbacks.append(callback)
+        return callback
+
+    def bind(self, tracker: Tracker) -> None:
+        """Called by the Tracker: open (or check) its guard store now, so a bad
+        ``guard_store`` URL fails at start-up rather than on the first call."""
+        store_for(tracker)
+
+    # -- the guard protocol ---------------------------------------------------------------------
+    def reserve(self, call: Call, tracker: Tracker) -> _Token | None:
+        if self.where is not None and not matches(call, self.where):
+            return None
+        store = store_for(tracker)
+        now = self._clock()
+        now_ms = int(now * 1000)
+        win = self.period.window(now)
+        units = self._estimate_units(call, tracker)
+        token = _Token(store, units, tuple(getattr(tracker, "alerts", ()) or ()))
+        keys = dict.fromkeys(call_keys(call, self.per))
+        keep = self._keep_until(win, now_ms)
+        limit = self._limit_units if self.hard else None
+        expires = now_ms + int(self.reservation_ttl * 1000)
+        for i, key in enumerate(keys):
+            counter = self._counter(key, win)
+            res_id = call.id if len(keys) == 1 else f"{call.id}/{i}"
+            try:
+                admission = store.reserve(
+                    counter,
+                    res_id=res_id,
+                    amount=units,
+                    limit=limit,
+                    floor=win.floor,
+                    now_ms=now_ms,
+                    expires_ms=expires,
+                    keep_until=keep,
+                    refuse_mark=EXCEEDED_MARK if self.hard else None,
+                )
+                if admission.status == "unseeded":
+                    self._seed(store, tracker, counter, key, win, now, keep)
+                    admission = store.reserve(
+                        counter,
+                        res_id=res_id,
+                        amount=units,
+                        limit=limit,
+                        floor=win.floor,
+                        now_ms=now_ms,
+                        expires_ms=expires,
+                        keep_until=keep,
+                        refuse_mark=EXCEEDED_MARK if self.hard else None,
+                    )
+            except StoreUnavailable as exc:
+                if self.on_store_error == "closed":
+                    self.release(token)
+                    raise StoreRefusal(exc.store, exc.cause, f"budget {self.name!r}") from exc
+                _report("budget.reserve", exc, budget=self.name)
+                for other in list(keys)[i:]:
+                    token.holds.append(self._hold(other, None, win, keep))
+                return token
+            if admission.status == "refused":
+                self.release(token)
+                spent = from_units(admission.spent, tokens=self.tokens)
+                reserved = from_units(admission.reserved, tokens=self.tokens)
+                wanted = from_units(units, tokens=self.tokens)
+                if admission.first_refusal:
+                    self._alert(
+                        token, "exceeded", key, None, admission.spent, admission.reserved, win
+                    )
+                resets_at = self._resets_at(win)
+                raise BudgetExceeded(
+                    f"budget {self.name!r}{_for_key(self.per, key)} would be exceeded:"
+                    f" spent {spent} + reserved {reserved} + this call's estimate {wanted}"
+                    f" > limit {self.limit.amount} {self.limit.unit}"
+                    + (f"; resets at {resets_at.isoformat()}" if resets_at else ""),
+                    scope=self.name,
+                    key=key,
+                    limit=self.limit.amount,
+                    spent=spent,
+                    reserved=reserved,
+                    resets_at=resets_at,
+                    unit=self.limit.unit,
+                )
+            if admission.status != "ok":  # the store lost the seed between two scripts
+                raise RuntimeError(f"guard store {store.url} did not keep counter {counter!r}")
+            token.holds.append(self._hold(key, res_id, win, keep))
+        return token
+
+    def settle(self, token: _Token | None, event: UsageEvent) -> None:
+        if token is None:
+            return
+        units = self._actual_units(token, event)
+        win_now = self.period.window(self._clock())
+        for hold in token.holds:
+            floor = win_now.floor if self.period.kind == "rolling" else hold.floor
+            try:
+                settled = token.store.settle(
+                    hold.counter,
+                    res_id=hold.res_id,
+                    reserved=token.units,
+                    bucket=hold.bucket,
+                    amount=units,
+                    floor=floor,
+                    keep_until=hold.keep_until,
+                    marks=self._marks,
+                )
+            except StoreUnavailable as exc:
+                _report("budget.settle", exc, budget=self.name, units=units)
+                continue
+            for label in settled.fired:
+                self._alert(
+                    token,
+                    "threshold",
+                    hold.key,
+                    self._thresholds.get(label),
+                    settled.spent,
+                    settled.reserved,
+                    hold,
+                )
+
+    def release(self, token: _Token | None) -> None:
+        if token is None:
+            return
+        for hold in token.holds:
+            if hold.res_id is None:
+                continue
+            try:
+                token.store.release(hold.counter, res_id=hold.res_id, reserved=token.units)
+            except StoreUnavailable as exc:
+                # The reservation lapses at its TTL.
+                _report("budget.release", exc, budget=self.name)
+        token.holds.clear()
+
+    # -- status ------------------------------------------------------------------------------
+    def status(
+        self,
+        tracker: Tracker,
+        *,
+        now: float | None = None,
+        keys: Iterable[str | None] | None = None,
+    ) -> list[BudgetStatus]:
+        """Spent, reserved and remaining for each key in the current period: the keys the
+        store has counters for, plus those with spend in the ledger (after a restart)."""
+        store = store_for(tracker)
+        now = self._clock() if now is None else now
+        now_ms = int(now * 1000)
+        win = self.period.window(now)
+        if keys is None:
+            found: dict[str | None, None] = {}
+            if self.per is None:
+                found[None] = None
+            suffix = f":{win.label}"
+            for name in sorted(store.counters(self._prefix)):
+                if name.endswith(suffix):
+                    found[decode_key(name[len(self._prefix) : -len(suffix)])] = None
+            if self.per is not None:
+                for key in _ledger_keys(tracker, self, win, now):
+                    found.setdefault(key, None)
+            keys = list(found)
+        result = []
+        for key in keys:
+            counter = self._counter(key, win)
+            state = store.read(counter, floor=win.floor, now_ms=now_ms)
+            spent = state.spent
+            if not state.seeded:
+                spent = sum(ledger_buckets(tracker, self, key, win, now).values())
+            result.append(self._status(key, spent, state.reserved, win))
+        return result
+
+    def _status(self, key: str | None, spent: int, reserved: int, win: Window) -> BudgetStatus:
+        remaining = max(0, self._limit_units - spent - reserved)
+        return BudgetStatus(
+            budget=self.name,
+            per=self.per,
+            key=key,
+            unit=self.limit.unit,
+            limit=self.limit.amount,
+            spent=from_units(spent, tokens=self.tokens),
+            reserved=from_units(reserved, tokens=self.tokens),
+            remaining=from_units(remaining, tokens=self.tokens),
+            period=win.label if self.period.kind == "calendar" else self.period.text,
+            period_start=None if self.period.kind == "lifetime" else self._time(win.start),
+            resets_at=self._resets_at(win),
+            hard=self.hard,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+    def _counter(self, key: str | None, win: Window) -> str:
+        return f"{self._prefix}{counter_key(key)}:{win.label}"
+
+    def _hold(self, key: str | None, res_id: str | None, win: Window, keep: int | None) -> _Hold:
+        return _Hold(
+            self._counter(key, win),
+            key,
+            res_id,
+            win.bucket,
+            win.floor,
+            win.label,
+            win.start,
+            win.end,
+            keep,
+        )
+
+    def _keep_until(self, win: Window, now_ms: int) -> int | None:
+        ttl = int(self.reservation_ttl * 1000) + _MARGIN_MS
+        if self.period.kind == "lifetime":
+            return None
+        if self.period.kind == "rolling":
+            return now_ms + self.period.span_ms + ttl
+        assert win.end is not None
+        return win.end + ttl
+
+    def _time(self, ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, self.period.tz)
+
+    def _resets_at(self, win: Window | _Hold) -> datetime | None:
+        if self.period.kind != "calendar" or win.end is None:
+            return None
+        return self._time(win.end)
+
+    def _estimate_units(self, call: Call, tracker: Tracker) -> int:
+        if not self.tokens and call.estimate is not None:
+            return reserve_units(_check_estimate(call.estimate), tokens=False)
+        estimate = self.estimator.estimate(call, tracker)
+        if self.tokens:
+            return estimate.tokens
+        if estimate.cost is None or estimate.currency != self.limit.unit:
+            return reserve_units(self.estimator.default_reserve, tokens=False)
+        return reserve_units(estimate.cost, tokens=False)
+
+    def _actual_units(self, token: _Token, event: UsageEvent) -> int:
+        if self.tokens:
+            return event.usage.input_tokens + event.usage.output_tokens
+        total = event.cost.total
+        if total is None or event.cost.currency != self.limit.unit:
+            # Unpriced (unknown model, or no usage reported): count what was reserved,
+            # so an unknown model can never spend past a hard budget unseen.
+            return token.units
+        return to_units(total, tokens=False)
+
+    def _seed(
+        self,
+        store: GuardStore,
+        tracker: Tracker,
+        counter: str,
+        key: str | None,
+        win: Window,
+        now: float,
+        keep: int | None,
+    ) -> None:
+        buckets = ledger_buckets(tracker, self, key, win, now)
+        store.seed(counter, buckets=buckets, marks=self._marks, floor=win.floor, keep_until=keep)
+
+    def _alert(
+        self,
+        token: _Token,
+        kind: Literal["threshold", "exceeded"],
+        key: str | None,
+        threshold: Decimal | None,
+        spent: int,
+        reserved: int,
+        win: Window | _Hold,
+    ) -> None:
+        label = win.label
+        alert = BudgetAlert(
+            kind=kind,
+            budget=self.name,
+            per=self.per,
+            key=key,
+            threshold=threshold,
+            limit=self.limit.amount,
+            spent=from_units(spent, tokens=self.tokens),
+            reserved=from_units(reserved, tokens=self.tokens),
+            unit=self.limit.unit,
+            period=label if self.period.kind == "calendar" else self.period.text,
+            resets_at=self._resets_at(win),
+            hard=self.hard,
+            at=datetime.fromtimestamp(self._clock(), timezone.utc),
+        )
+        dispatch(alert, (*self._callbacks, *token.alerts))
+
+
+def _for_key(per: str | None, key: str | None) -> str:
+    if per is None:
+        return ""
+    return f" for {per} {key!r}" if key is not None else f" for calls without a {per}"
+
+
+def _check_estimate(value: Any) -> Decimal:
+    if isinstance(value, Decimal) and value.is_finite() and value >= 0:
+        return value
+    raise ValueError(f"estimate must be a Decimal amount of money >= 0, got {value!r}")
+
+
+def _check_where(where: Mapping[str, str] | None) -> dict[str, str] | None:
+    if where is None:
+        return None
+    checked = {}
+    for key, value in where.items():
+        check_per(key)
+        if not isinstance(value, str):
+            raise ValueError(f"where[{key!r}] must be a string, got {value!r}")
+        checked[key] = value
+    return checked or None
+
+
+def _check_warn_at(values: Iterable[float | Decimal | str]) -> tuple[Decimal, ...]:
+    result = []
+    for value in values:
+        if isinstance(value, bool):
+            raise ValueError(f"warn_at values must be fractions such as 0.8, got {value!r}")
+        try:
+            fraction = Decimal(str(value))
+        except (InvalidOperation, ValueError):
+            raise ValueError(
+                f"warn_at values must be fractions such as 0.8, got {value!r}"
+            ) from None
+        if not fraction.is_finite() or fraction <= 0:
+            raise ValueError(f"warn_at values must be fractions above 0, got {value!r}")
+        result.append(fraction.normalize())
+    return tuple(sorted(set(result)))
+
+
+def _ledger_keys(tracker: Tracker, budget: Budget, win: Window, now: float) -> list[str | None]:
+    from ._ledger_spend import ledger_keys
+
+    return ledger_keys(tracker, budget, win, now)
+
+
+def _report(where: str, exc: BaseException, **context: Any) -> None:
+    try:
+        from .._logging import report_failure
+
+        report_failure(where, exc, **context)
+    except Exception:
+        pass

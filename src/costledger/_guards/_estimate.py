@@ -1,0 +1,226 @@
+"""The worst-case estimate a guard reserves before a call.
+
+Input tokens are counted with tiktoken for OpenAI-family models when its encoding
+files are on this machine (tiktoken's own cache, or the copies LiteLLM ships), and
+never downloaded: a guard must not reach the network on the call path. Otherwise the
+heuristic below, chosen to over-count rather than under-count.
+
+Output tokens are the call's ``max_output_tokens``, else the model's output limit from
+the price data, else ``Estimator.default_output_tokens``. Money is the pricer's rate
+card applied to both (``RateCard.estimate``); an explicit ``estimate=`` on the call wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._tracker import Call, Tracker
+
+__all__ = ["Estimate", "Estimator", "count_tokens", "heuristic_tokens"]
+
+CHARS_PER_TOKEN = 4
+"""ASCII text: English averages about 4 characters per token in every BPE tokenizer
+in use; prose, code and JSON all stay at or above 3.5."""
+BYTES_PER_TOKEN_NON_ASCII = 3
+"""Other text: counted in UTF-8 bytes, 3 per token, so CJK (3 bytes, about one token
+a character) is not under-counted; accented Latin is over-counted by about a third."""
+OVERHEAD_TOKENS = 16
+"""Per call: role markers and message framing (a chat message costs 3-4 extra tokens)."""
+
+
+def heuristic_tokens(text: str) -> int:
+    """A tokenizer-free token count that errs high: see the constants above."""
+    if not text:
+        return OVERHEAD_TOKENS
+    if text.isascii():
+        return math.ceil(len(text) / CHARS_PER_TOKEN) + OVERHEAD_TOKENS
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN_NON_ASCII) + OVERHEAD_TOKENS
+
+
+_OPENAI_PREFIXES = ("openai/", "azure/", "azure_ai/", "openrouter/openai/")
+_ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+_encodings: dict[str, Any] = {}
+_encodings_lock = threading.Lock()
+
+
+def _encoding_name(model: str) -> str | None:
+    name = model
+    for prefix in _OPENAI_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    if "/" in name:
+        return None
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    try:
+        return str(tiktoken.encoding_name_for_model(name))
+    except KeyError:
+        return None
+
+
+def _local_dirs() -> list[Path]:
+    """Where an encoding file may already be: tiktoken's cache, then LiteLLM's bundled copies
+    (found without importing litellm, which costs seconds)."""
+    dirs = []
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if os.environ.get(var):
+            dirs.append(Path(os.environ[var]))
+    dirs.append(Path(tempfile.gettempdir()) / "data-gym-cache")
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for root in spec.submodule_search_locations:
+            dirs.append(Path(root) / "litellm_core_utils" / "tokenizers")
+    return dirs
+
+
+def _load_encoding(name: str) -> Any:
+    """The tiktoken encoding ``name`` if its file is on this machine, else None. Cached."""
+    if name in _encodings:
+        return _encodings[name]
+    with _encodings_lock:
+        if name in _encodings:
+            return _encodings[name]
+        encoding = None
+        try:
+            import tiktoken
+
+            key = hashlib.sha1(_ENCODING_URL.format(name).encode()).hexdigest()
+            for folder in _local_dirs():
+                if (folder / key).is_file():
+                    encoding = _encoding_from(tiktoken, name, folder)
+                    break
+        except Exception:
+            encoding = None
+        _encodings[name] = encoding
+        return encoding
+
+
+def _encoding_from(tiktoken: Any, name: str, folder: Path) -> Any:
+    # tiktoken reads files named by the hash of their URL from TIKTOKEN_CACHE_DIR; point it
+    # at the folder that has the file for the one call that builds the encoding. The
+    # encoding is then kept in tiktoken's registry, so this happens once per process.
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
+    try:
+        return tiktoken.get_encoding(name)
+    finally:
+        if saved is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
+
+
+def count_tokens(text: str, model: str | None) -> tuple[int, str]:
+    """Input tokens of ``text`` for ``model`` and how they were counted (``"tiktoken:<enc>"``
+    or ``"heuristic"``)."""
+    if model:
+        name = _encoding_name(model)
+        if name is not None:
+            encoding = _load_encoding(name)
+            if encoding is not None:
+                return len(encoding.encode_ordinary(text)) + OVERHEAD_TOKENS, f"tiktoken:{name}"
+    return heuristic_tokens(text), "heuristic"
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A call's worst case: tokens in and out, and money (``None`` when the model has no
+    price, in which case money guards reserve ``Estimator.default_reserve``)."""
+
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal | None
+    currency: str
+    method: str
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Estimator:
+    """How guards estimate a call before it runs.
+
+    ``default_output_tokens``: output when neither the call nor the price data gives a
+    limit. ``default_input_tokens``: input when the entry point could not see the prompt
+    (an opaque decorated function). ``default_reserve``: money reserved when the call has
+    no estimate and no priced model; such a call also settles at this amount if it ends
+    unpriced, so an unknown model cannot spend past a hard budget.
+    """
+
+    default_output_tokens: int = 4096
+    default_input_tokens: int = 2000
+    default_reserve: Decimal = Decimal("0.10")
+
+    def __post_init__(self) -> None:
+        for name in ("default_output_tokens", "default_input_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Estimator.{name} must be a whole number >= 0, got {value!r}")
+        if not isinstance(self.default_reserve, Decimal) or self.default_reserve < 0:
+            raise ValueError(
+                f"Estimator.default_reserve must be a Decimal >= 0, got {self.default_reserve!r}"
+            )
+
+    def estimate(self, call: Call, tracker: Tracker) -> Estimate:
+        cached = _last.__dict__.get("entry")
+        if cached is not None and cached[0] is call and cached[1] is self:
+            return cached[2]  # type: ignore[no-any-return]
+        result = self._estimate(call, tracker)
+        _last.entry = (call, self, result)
+        return result
+
+    def _estimate(self, call: Call, tracker: Tracker) -> Estimate:
+        card = _rate_card(tracker, call) if call.model else None
+        if call.prompt_text is not None:
+            input_tokens, method = count_tokens(call.prompt_text, call.model)
+        else:
+            input_tokens, method = self.default_input_tokens, "default"
+        output = call.max_output_tokens
+        if output is None and card is not None:
+            output = getattr(card, "max_output_tokens", None)
+        if output is None:
+            output = self.default_output_tokens
+        currency = str(getattr(card, "currency", "USD"))
+        if call.estimate is not None:
+            return Estimate(input_tokens, output, call.estimate, currency, "explicit")
+        cost: Decimal | None = None
+        if card is not None:
+            try:
+                cost = card.estimate(input_tokens, output)
+            except Exception:
+                cost = None
+        return Estimate(input_tokens, output, cost, currency, method)
+
+
+_last = threading.local()
+"""The last estimate made on this thread: a Tracker runs every guard on a call in a row,
+so a budget and a token limit on one call count its prompt once."""
+
+
+def _rate_card(tracker: Tracker, call: Call) -> Any:
+    """The model's rate card, or None (unknown model, or the pricer failed: the
+    estimate then falls back to ``default_reserve``)."""
+    if not call.model:
+        return None
+    try:
+        return tracker.pricer.rate_card(call.model, provider=call.provider, at=call.started_at)
+    except Exception:
+        return None

@@ -1,0 +1,386 @@
+"""Rate limits: requests (``RateLimit``) and tokens (``TokenRateLimit``) per window.
+
+``RateLimit`` counts each call once, when it starts, with the ``limits`` library's
+moving window on the store's backend (its memory or Redis storage). ``limits`` has no
+SQL storage, so on a SQL guard store the same moving window is kept in the store's
+own counters (60 buckets per window).
+
+``TokenRateLimit`` must reserve a worst-case estimate and later give back what the call
+did not use: a call estimated at 16,000 tokens that used 600 would otherwise hold
+26 times its share of the window. ``limits`` can add to a window but not take back
+from it, so token limits use the store's counters (an atomic script in Redis, a locked
+row in SQL), where a settle corrects the bucket the estimate went into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._errors import RateLimited
+from ._budget import counter_key
+from ._estimate import Estimator
+from ._spec import ROLLING_BUCKETS, Clock, call_keys, check_per, matches, parse_limit
+from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.strategies import MovingWindowRateLimiter
+
+    from .._events import UsageEvent
+    from .._tracker import Call, Tracker
+
+__all__ = ["RateLimit", "TokenRateLimit"]
+
+FailMode = Literal["closed", "open"]
+_MARGIN_MS = 60_000
+
+
+def _parse_rate(text: object, *, tokens: bool) -> tuple[int, RateLimitItem]:
+    import limits
+
+    what = "TokenRateLimit" if tokens else "RateLimit"
+    example = "'200000/minute' or '2M/hour'" if tokens else "'60/minute' or '10/second'"
+    if not isinstance(text, str) or "/" not in text:
+        raise ValueError(f"{what} limit must look like {example}, got {text!r}")
+    amount_text, window = text.split("/", 1)
+    try:
+        amount = int(parse_limit(f"{amount_text.strip()} tokens", field="limit").amount)
+        item = limits.parse(f"{amount}/{window.strip()}")
+    except ValueError:
+        raise ValueError(f"{what} limit must look like {example}, got {text!r}") from None
+    if amount < 1:
+        raise ValueError(f"{what} limit must allow at least 1 per window, got {text!r}")
+    return amount, item
+
+
+class _Window:
+    """What RateLimit and TokenRateLimit share: keys, the store, waiting, failing open/closed."""
+
+    _kind = "rate"
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        per: str | None,
+        wait: float,
+        name: str | None,
+        where: Mapping[str, str] | None,
+        on_store_error: FailMode,
+        clock: Clock | None,
+        tokens: bool,
+    ) -> None:
+        self.limit_text = limit
+        self.amount, self.item = _parse_rate(limit, tokens=tokens)
+        self.per = check_per(per)
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+            raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        self.wait = float(wait)
+        self.where = dict(where) if where else None
+        for key in self.where or {}:
+            check_per(key)
+        if on_store_error not in ("closed", "open"):
+            raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
+        self.on_store_error = on_store_error
+        self._clock: Clock = clock or time.time
+        self.window_ms = int(self.item.get_expiry() * 1000)
+        self.bucket_ms = max(1, -(-self.window_ms // ROLLING_BUCKETS))
+        default = f"{limit}" + (" tokens" if tokens and "token" not in limit else "")
+        if self.per:
+            default += f" per {self.per}"
+        if self.where:
+            default += " where " + ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        self.name = name or default
+        self._prefix = f"{self._kind}:{self.name}:"
+
+    def bind(self, tracker: Tracker) -> None:
+        store_for(tracker)
+
+    def _counter(self, key: str | None) -> str:
+        return self._prefix + counter_key(key)
+
+    def _bucket(self) -> tuple[int, int, int]:
+        """(now ms, current bucket, oldest bucket in the window)."""
+        ms = int(self._clock() * 1000)
+        bucket = ms - ms % self.bucket_ms
+        return ms, bucket, bucket - self.bucket_ms * (ROLLING_BUCKETS - 1)
+
+    def _acquire(self, store: GuardStore, key: str | None, amount: int) -> tuple[float | None, int]:
+        """Take ``amount`` from the window kept in the store's counters.
+        Returns (None, bucket) when taken, else (seconds to wait, 0)."""
+        ms, bucket, floor = self._bucket()
+        span = self.bucket_ms * ROLLING_BUCKETS
+        got = store.acquire(
+            self._counter(key),
+            bucket=bucket,
+            amount=amount,
+            limit=self.amount,
+            floor=floor,
+            keep_until=bucket + span + _MARGIN_MS,
+        )
+        if got.ok:
+            return None, bucket
+        if got.retry_bucket is None:
+            return self.window_ms / 1000, 0
+        return max(0.001, (got.retry_bucket + span - ms) / 1000), 0
+
+    def _refuse(self, key: str | None, retry_after: float) -> RateLimited:
+        who = "" if self.per is None else f" for {self.per} {key!r}"
+        return RateLimited(
+            f"rate limit {self.name!r}{who} reached; retry after {retry_after:.3f} s",
+            limit=self.limit_text,
+            key=key,
+            retry_after=retry_after,
+        )
+
+    def _store_failed(self, exc: StoreUnavailable) -> None:
+        if self.on_store_error == "closed":
+            raise StoreRefusal(exc.store, exc.cause, f"rate limit {self.name!r}") from exc
+        _report("ratelimit.reserve", exc, limit=self.name)
+
+    def _keys(self, call: Call) -> list[str | None]:
+        return list(dict.fromkeys(call_keys(call, self.per)))
+
+
+class RateLimit(_Window):
+    """At most N calls per window, e.g. ``RateLimit("60/minute", per="user")``.
+
+    A call over the limit raises ``RateLimited`` with ``retry_after`` seconds, or, with
+    ``wait=`` seconds, waits for room up to that long first (``astart`` waits without
+    blocking the event loop). A call counts when it starts, whether it then succeeds or
+    fails. Store failures let calls through by default (``on_store_error="open"``): the
+    provider enforces its own limits, and a rate limiter should not become the outage.
+    """
+
+    _kind = "rate"
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        per: str | None = None,
+        wait: float = 0.0,
+        name: str | None = None,
+        where: Mapping[str, str] | None = None,
+        on_store_error: FailMode = "open",
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            limit,
+            per=per,
+            wait=wait,
+            name=name,
+            where=where,
+            on_store_error=on_store_error,
+            clock=clock,
+            tokens=False,
+        )
+        self._limiters: weakref.WeakKeyDictionary[GuardStore, MovingWindowRateLimiter | None]
+        self._limiters = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.name!r})"
+
+    def _limiter(self, store: GuardStore) -> MovingWindowRateLimiter | None:
+        try:
+            return self._limiters[store]
+        except KeyError:
+            storage = store.limits_storage()
+            limiter = None
+            if storage is not None:
+                from limits.strategies import MovingWindowRateLimiter
+
+                limiter = MovingWindowRateLimiter(storage)
+            self._limiters[store] = limiter
+            return limiter
+
+    def _try(self, store: GuardStore, key: str | None) -> float | None:
+        """Take one request; None when taken, else the seconds until there is room."""
+        limiter = self._limiter(store)
+        if limiter is None:
+            return self._acquire(store, key, 1)[0]
+        ids = (self.name, counter_key(key))
+        try:
+            if limiter.hit(self.item, *ids):
+                return None
+            reset = limiter.get_window_stats(self.item, *ids).reset_time
+        except Exception as exc:
+            raise StoreUnavailable(store.url, exc) from exc
+        return max(0.001, reset - time.time())
+
+    def reserve(self, call: Call, tracker: Tracker) -> None:
+        if self.where is not None and not matches(call, self.where):
+            return None
+        store = store_for(tracker)
+        deadline = time.monotonic() + self.wait
+        try:
+            for key in self._keys(call):
+                while (retry := self._try(store, key)) is not None:
+                    if time.monotonic() + retry > deadline:
+                        raise self._refuse(key, retry)
+                    time.sleep(retry)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+        return None
+
+    async def areserve(self, call: Call, tracker: Tracker) -> None:
+        if self.where is not None and not matches(call, self.where):
+            return None
+        store = store_for(tracker)
+        deadline = time.monotonic() + self.wait
+        try:
+            for key in self._keys(call):
+                while (retry := self._try(store, key)) is not None:
+                    if time.monotonic() + retry > deadline:
+                        raise self._refuse(key, retry)
+                    await asyncio.sleep(retry)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+        return None
+
+    def settle(self, token: None, event: UsageEvent) -> None:
+        return None
+
+    def release(self, token: None) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Taken:
+    store: GuardStore
+    amount: int
+    held: list[tuple[str, int]] = field(default_factory=list)  # (counter, bucket)
+
+
+class TokenRateLimit(_Window):
+    """At most N tokens (input plus output) per window, e.g.
+    ``TokenRateLimit("200000/minute", per="model")``.
+
+    Each call reserves its worst-case estimate (prompt tokens plus its maximum output)
+    and settles to the tokens it really used, so the window holds the truth once calls
+    end. A call whose estimate alone exceeds the whole limit reserves the whole limit
+    rather than being refused forever. ``wait``, ``per``, ``where`` and ``on_store_error``
+    as for ``RateLimit``.
+    """
+
+    _kind = "tokens"
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        per: str | None = None,
+        wait: float = 0.0,
+        name: str | None = None,
+        where: Mapping[str, str] | None = None,
+        on_store_error: FailMode = "open",
+        estimator: Estimator | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            limit,
+            per=per,
+            wait=wait,
+            name=name,
+            where=where,
+            on_store_error=on_store_error,
+            clock=clock,
+            tokens=True,
+        )
+        self.estimator = estimator or Estimator()
+
+    def __repr__(self) -> str:
+        return f"TokenRateLimit({self.name!r})"
+
+    def _start(self, call: Call, tracker: Tracker) -> _Taken | None:
+        if self.where is not None and not matches(call, self.where):
+            return None
+        amount = min(self.amount, max(1, self.estimator.estimate(call, tracker).tokens))
+        return _Taken(store_for(tracker), amount)
+
+    def reserve(self, call: Call, tracker: Tracker) -> _Taken | None:
+        taken = self._start(call, tracker)
+        if taken is None:
+            return None
+        deadline = time.monotonic() + self.wait
+        try:
+            for key in self._keys(call):
+                while True:
+                    retry, bucket = self._acquire(taken.store, key, taken.amount)
+                    if retry is None:
+                        taken.held.append((self._counter(key), bucket))
+                        break
+                    if time.monotonic() + retry > deadline:
+                        self.release(taken)
+                        raise self._refuse(key, retry)
+                    time.sleep(retry)
+        except StoreUnavailable as exc:
+            self.release(taken)
+            self._store_failed(exc)
+            return None
+        return taken
+
+    async def areserve(self, call: Call, tracker: Tracker) -> _Taken | None:
+        taken = self._start(call, tracker)
+        if taken is None:
+            return None
+        deadline = time.monotonic() + self.wait
+        try:
+            for key in self._keys(call):
+                while True:
+                    retry, bucket = self._acquire(taken.store, key, taken.amount)
+                    if retry is None:
+                        taken.held.append((self._counter(key), bucket))
+                        break
+                    if time.monotonic() + retry > deadline:
+                        self.release(taken)
+                        raise self._refuse(key, retry)
+                    await asyncio.sleep(retry)
+        except StoreUnavailable as exc:
+            self.release(taken)
+            self._store_failed(exc)
+            return None
+        return taken
+
+    def settle(self, token: _Taken | None, event: UsageEvent) -> None:
+        if token is None:
+            return
+        used = event.usage.input_tokens + event.usage.output_tokens
+        self._correct(token, used - token.amount)
+
+    def release(self, token: _Taken | None) -> None:
+        if token is None:
+            return
+        self._correct(token, -token.amount)
+
+    def _correct(self, token: _Taken, delta: int) -> None:
+        held, token.held = token.held, []
+        if not delta:
+            return
+        _, bucket_now, floor = self._bucket()
+        span = self.bucket_ms * ROLLING_BUCKETS
+        for counter, bucket in held:
+            try:
+                token.store.adjust(
+                    counter,
+                    bucket=bucket,
+                    delta=delta,
+                    floor=floor,
+                    keep_until=bucket_now + span + _MARGIN_MS,
+                )
+            except StoreUnavailable as exc:
+                _report("ratelimit.settle", exc, limit=self.name)
+
+
+def _report(where: str, exc: BaseException, **context: Any) -> None:
+    try:
+        from .._logging import report_failure
+
+        report_failure(where, exc, **context)
+    except Exception:
+        pass

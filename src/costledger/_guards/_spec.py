@@ -1,0 +1,354 @@
+"""Parsing what a guard is told: limits ("100 USD", "2M tokens"), periods, ``per`` keys.
+
+Counters in the guard stores hold whole numbers ("units"): tokens for token
+budgets, and nano-units of the currency (1e-9) for money budgets. Whole numbers
+because Redis scripts compute in Lua doubles, which are exact for integers
+below 2**53 (9,007,199 currency units per counter at this scale) and inexact for
+any fraction. The ledger keeps every amount exactly; the guards round each
+reservation up and each settled amount to the nearest nano-unit, an error of at
+most 5e-10 per call, far below any price.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+    from .._tracker import Call
+
+__all__ = [
+    "MONEY_SCALE",
+    "PER_KEYS",
+    "Clock",
+    "Limit",
+    "Period",
+    "call_keys",
+    "from_units",
+    "parse_duration",
+    "parse_limit",
+    "parse_period",
+    "to_units",
+]
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, like ``time.time`` (injectable so tests can move time)."""
+
+MONEY_SCALE = 10**9
+_SCALE = Decimal(MONEY_SCALE)
+_NANO = Decimal(1).scaleb(-9)
+
+PER_KEYS: tuple[str, ...] = ("user", "team", "project", "feature", "model", "provider", "tag")
+
+_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+_TOKENS_RE = re.compile(r"^\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([kmbg]?)\s*(?:tokens?|tok)\s*$", re.I)
+_MONEY_RE = re.compile(
+    r"^\s*(?:(\$)\s*)?([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([kmb]?)\s*([A-Za-z]{3})?\s*$", re.I
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """An allowance: ``amount`` of ``unit`` (a currency code such as ``"USD"``, or ``"tokens"``)."""
+
+    amount: Decimal
+    unit: str
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.unit == "tokens"
+
+    def units(self) -> int:
+        """The limit in counter units, rounded down: a limit is never loosened by rounding."""
+        return to_units(self.amount, tokens=self.is_tokens, rounding=ROUND_FLOOR)
+
+    def __str__(self) -> str:
+        if self.is_tokens:
+            return f"{self.amount:,} tokens"
+        return f"{self.amount} {self.unit}"
+
+
+def parse_limit(value: object, *, field: str = "limit") -> Limit:
+    """Read ``Decimal("100")``, ``100``, ``"100 USD"``, ``"$100"`` or ``"2M tokens"``."""
+    if isinstance(value, (bool, float)):
+        raise ValueError(
+            f"{field} must be a Decimal, an int or a string such as '100 USD' or '2M tokens'"
+            f" (never a float, which cannot hold money exactly), got {value!r}"
+        )
+    if isinstance(value, Limit):
+        return value
+    if isinstance(value, (int, Decimal)):
+        amount = Decimal(value)
+        unit = "USD"
+    elif isinstance(value, str):
+        m = _TOKENS_RE.match(value)
+        if m:
+            amount = _number(m.group(1), field, value) * _SUFFIX[m.group(2).lower()]
+            if amount != amount.to_integral_value():
+                raise ValueError(f"{field} must be a whole number of tokens, got {value!r}")
+            amount = amount.quantize(Decimal(1))
+            unit = "tokens"
+        else:
+            m = _MONEY_RE.match(value)
+            if not m or (m.group(1) and m.group(4) and m.group(4).upper() != "USD"):
+                raise ValueError(
+                    f"{field} must look like '100 USD', '$100', '2.50 EUR' or '2M tokens',"
+                    f" got {value!r}"
+                )
+            amount = _number(m.group(2), field, value) * _SUFFIX[m.group(3).lower()]
+            unit = (m.group(4) or "USD").upper()
+    else:
+        raise TypeError(
+            f"{field} must be a Decimal, an int or a string such as '100 USD' or '2M tokens',"
+            f" got {type(value).__name__} {value!r}"
+        )
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{field} must be a finite amount >= 0, got {value!r}")
+    return Limit(amount, unit)
+
+
+def _number(text: str, field: str, original: str) -> Decimal:
+    try:
+        return Decimal(text.replace("_", "").replace(",", ""))
+    except InvalidOperation:
+        raise ValueError(f"{field}: cannot read a number in {original!r}") from None
+
+
+def to_units(amount: Decimal | int, *, tokens: bool, rounding: str = ROUND_HALF_EVEN) -> int:
+    """Counter units of an amount: tokens as they are, money in nano-units."""
+    if tokens:
+        if isinstance(amount, int):
+            return amount
+        return int(amount.to_integral_value(rounding))
+    if isinstance(amount, int):
+        return amount * MONEY_SCALE
+    return int((amount * _SCALE).to_integral_value(rounding))
+
+
+def reserve_units(amount: Decimal | int, *, tokens: bool) -> int:
+    """Units to reserve: rounded up, so a reservation never under-covers its estimate."""
+    return to_units(amount, tokens=tokens, rounding=ROUND_CEILING)
+
+
+def from_units(units: int, *, tokens: bool) -> Decimal:
+    if tokens:
+        return Decimal(units)
+    return (Decimal(units) * _NANO).normalize() if units else Decimal(0)
+
+
+# -- durations -------------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|min|h|d|w)\s*$", re.I)
+_DURATION_UNIT = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object, *, field: str) -> float:
+    """Seconds from ``"24h"``, ``"30d"``, ``"90s"``, ``"15m"``, a ``timedelta`` or a number."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNIT[m.group(2).lower()]
+    else:
+        raise ValueError(
+            f"{field} must be a duration such as '24h', '30d', '15m' or a number of seconds,"
+            f" got {value!r}"
+        )
+    if seconds <= 0:
+        raise ValueError(f"{field} must be longer than zero, got {value!r}")
+    return seconds
+
+
+# -- periods ---------------------------------------------------------------------------------
+
+CalendarUnit = Literal["hour", "day", "week", "month", "year"]
+_CALENDAR: tuple[str, ...] = ("hour", "day", "week", "month", "year")
+ROLLING_BUCKETS = 60
+"""A rolling window is kept as this many buckets: spend leaves the window one
+bucket at a time, up to 1/60 of the window late (never early)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where one instant falls: the counter's period label, the bucket to add to,
+    the oldest bucket still counted, and when the oldest spend stops counting.
+
+    Times are integer milliseconds since the epoch.
+    """
+
+    label: str
+    bucket: int
+    floor: int
+    start: int
+    end: int | None  # None: never (lifetime); for rolling windows: when the bucket leaves
+
+
+class Period:
+    """A budget period: a calendar period in a time zone, a rolling window, or ``lifetime``."""
+
+    __slots__ = ("_cache", "kind", "seconds", "text", "tz", "tz_name", "unit")
+
+    def __init__(self, text: str, tz: str = "UTC") -> None:
+        self.text = text
+        self.tz_name = tz
+        self.tz: ZoneInfo | timezone = _zone(tz)
+        self.unit: str | None = None
+        self.seconds: float | None = None
+        self._cache: tuple[int, int, Window] | None = None
+        low = text.strip().lower()
+        if low in _CALENDAR:
+            self.kind: Literal["calendar", "rolling", "lifetime"] = "calendar"
+            self.unit = low
+        elif low in ("lifetime", "total", "forever"):
+            self.kind = "lifetime"
+        else:
+            self.kind = "rolling"
+            self.seconds = parse_duration(text, field="period")
+
+    def __repr__(self) -> str:
+        if self.kind == "calendar" and self.tz_name != "UTC":
+            return f"{self.text} ({self.tz_name})"
+        return self.text
+
+    @property
+    def bucket_ms(self) -> int:
+        assert self.seconds is not None
+        return max(1, -(-int(self.seconds * 1000) // ROLLING_BUCKETS))
+
+    @property
+    def span_ms(self) -> int:
+        """How long a counter must be kept after its last write."""
+        if self.kind == "rolling":
+            return self.bucket_ms * ROLLING_BUCKETS
+        return 0
+
+    def window(self, now: float) -> Window:
+        """The window ``now`` (epoch seconds) falls in."""
+        ms = int(now * 1000)
+        cached = self._cache
+        if cached is not None and cached[0] <= ms < cached[1]:
+            return cached[2]
+        if self.kind == "lifetime":
+            win = Window("all", 0, 0, 0, None)
+            self._cache = (-(2**62), 2**62, win)
+        elif self.kind == "rolling":
+            width = self.bucket_ms
+            bucket = ms - ms % width
+            floor = bucket - width * (ROLLING_BUCKETS - 1)
+            win = Window("rolling", bucket, floor, floor, floor + width * ROLLING_BUCKETS)
+            self._cache = (bucket, bucket + width, win)
+        else:
+            start, end, label = self._calendar(now)
+            win = Window(label, start, start, start, end)
+            self._cache = (start, end, win)
+        return win
+
+    def _calendar(self, now: float) -> tuple[int, int, str]:
+        local = datetime.fromtimestamp(now, self.tz)
+        unit = self.unit
+        if unit == "hour":
+            start = local.replace(minute=0, second=0, microsecond=0)
+            start_ms = int(start.timestamp() * 1000)
+            # Real time, not wall time: across a DST change a local hour may repeat.
+            return start_ms, start_ms + 3_600_000, start.strftime("%Y-%m-%dT%H%z")
+        elif unit == "day":
+            start = _local(datetime(local.year, local.month, local.day), self.tz)
+            label = start.strftime("%Y-%m-%d")
+            end = _local(datetime(local.year, local.month, local.day) + timedelta(days=1), self.tz)
+        elif unit == "week":
+            monday = datetime(local.year, local.month, local.day) - timedelta(days=local.weekday())
+            start = _local(monday, self.tz)
+            iso = monday.isocalendar()
+            label = f"{iso[0]}-W{iso[1]:02d}"
+            end = _local(monday + timedelta(days=7), self.tz)
+        elif unit == "month":
+            start = _local(datetime(local.year, local.month, 1), self.tz)
+            label = start.strftime("%Y-%m")
+            nxt = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+            end = _local(datetime(nxt[0], nxt[1], 1), self.tz)
+        else:
+            start = _local(datetime(local.year, 1, 1), self.tz)
+            label = f"{local.year}"
+            end = _local(datetime(local.year + 1, 1, 1), self.tz)
+        return int(start.timestamp() * 1000), int(end.timestamp() * 1000), label
+
+
+def _local(naive: datetime, tz: ZoneInfo | timezone) -> datetime:
+    return naive.replace(tzinfo=tz)
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo | timezone:
+    if name.upper() == "UTC":
+        return timezone.utc
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"tz must be an IANA time zone such as 'Europe/Paris', got {name!r}"
+        ) from None
+
+
+def parse_period(value: object, tz: str) -> Period:
+    if isinstance(value, Period):
+        return value
+    if isinstance(value, timedelta):
+        value = f"{value.total_seconds()}s"
+    if not isinstance(value, str):
+        raise ValueError(
+            "period must be 'hour', 'day', 'week', 'month', 'year', 'lifetime' or a rolling"
+            f" window such as '24h' or '30d', got {value!r}"
+        )
+    try:
+        return Period(value, tz)
+    except ValueError as exc:
+        if "tz must" in str(exc):
+            raise
+        raise ValueError(
+            "period must be 'hour', 'day', 'week', 'month', 'year', 'lifetime' or a rolling"
+            f" window such as '24h' or '30d', got {value!r}"
+        ) from None
+
+
+def check_per(per: str | None) -> str | None:
+    if per is None:
+        return None
+    if per not in PER_KEYS:
+        raise ValueError(f"per must be None or one of {', '.join(PER_KEYS)}; got {per!r}")
+    return per
+
+
+def call_keys(call: Call, per: str | None) -> tuple[str | None, ...]:
+    """The keys a call counts under: one per call, or one per tag (``None``: unattributed)."""
+    if per is None:
+        return (None,)
+    if per == "tag":
+        return call.attribution.tags or (None,)
+    if per == "model":
+        return (call.model,)
+    if per == "provider":
+        return (call.provider,)
+    return (getattr(call.attribution, per),)
+
+
+def matches(call: Call, where: Mapping[str, str] | None) -> bool:
+    """Whether a call falls under a budget restricted with ``where={"team": "search"}``."""
+    if not where:
+        return True
+    for key, want in where.items():
+        if key == "tag":
+            if want not in call.attribution.tags:
+                return False
+        elif call_keys(call, key)[0] != want:
+            return False
+    return True

@@ -1,0 +1,255 @@
+"""Guard stores: where budgets and rate limits keep their counters, chosen by URL.
+
+``memory://`` (one process), ``redis://...`` (atomic Lua scripts) or a SQL
+database URL (row locks on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite). Every
+store offers the same few atomic operations on a *counter*: a set of time
+buckets of settled units, the reservations in flight (each with an expiry, so a
+crashed caller's reservation lapses), a "seeded from the ledger" flag, and the
+alert marks already fired. Budgets and token rate limits are built on them.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from .._errors import GuardRefusal, GuardStoreUnavailable
+
+if TYPE_CHECKING:
+    from limits.storage import Storage
+
+    from .._tracker import Tracker
+
+__all__ = [
+    "Acquired",
+    "Admission",
+    "CounterState",
+    "GuardStore",
+    "Settlement",
+    "StoreRefusal",
+    "StoreUnavailable",
+    "display_url",
+    "open_store",
+    "store_for",
+]
+
+Marks = Sequence[tuple[str, int]]
+"""Alert marks: (label, units); a mark fires once, the first time spend reaches its units."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Result of ``reserve``: ``status`` ``"unseeded"`` means nothing was reserved and the
+    counter wants its ledger seed first."""
+
+    status: Literal["ok", "refused", "unseeded"]
+    spent: int = 0
+    reserved: int = 0  # other reservations in flight, before this one
+    first_refusal: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    spent: int
+    reserved: int
+    fired: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """Result of a rate-window ``acquire``; ``retry_bucket`` is the newest bucket that
+    must leave the window before the refused amount fits (None: it never will)."""
+
+    ok: bool
+    used: int
+    retry_bucket: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    spent: int
+    reserved: int
+    seeded: bool
+
+
+class StoreUnavailable(GuardStoreUnavailable):
+    """The store could not be reached or answered with an error; names the store."""
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        super().__init__(
+            f"guard store {store} is unavailable: {type(cause).__name__}: {_short(cause)}"
+        )
+        self.store = store
+        self.cause = cause
+
+
+class StoreRefusal(StoreUnavailable, GuardRefusal):
+    """A guard failed closed because its store is unavailable: the call is refused."""
+
+    def __init__(self, store: str, cause: BaseException, guard: str) -> None:
+        super().__init__(store, cause)
+        self.guard = guard
+        self.args = (f"{self.args[0]}; {guard} fails closed, so the call is refused",)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+class GuardStore(ABC):
+    """The atomic operations budgets and rate limits need. Amounts are whole units and
+    times integer milliseconds since the epoch. Raise ``StoreUnavailable`` when the
+    backing service cannot answer."""
+
+    kind: str
+    url: str  # for messages: never holds a password
+
+    @abstractmethod
+    def reserve(
+        self,
+        counter: str,
+        *,
+        res_id: str,
+        amount: int,
+        limit: int | None,
+        floor: int,
+        now_ms: int,
+        expires_ms: int,
+        keep_until: int | None,
+        refuse_mark: str | None,
+    ) -> Admission:
+        """Drop expired reservations; refuse if spent + reserved + amount > limit
+        (``limit=None`` never refuses); else hold ``amount`` under ``res_id``."""
+
+    @abstractmethod
+    def seed(
+        self,
+        counter: str,
+        *,
+        buckets: Mapping[int, int],
+        marks: Marks,
+        floor: int,
+        keep_until: int | None,
+    ) -> bool:
+        """Unless already seeded: add ``buckets``, mark as fired (silently) each mark the
+        seeded spend already reaches, and flag the counter seeded. True if this call seeded."""
+
+    @abstractmethod
+    def settle(
+        self,
+        counter: str,
+        *,
+        res_id: str | None,
+        reserved: int,
+        bucket: int,
+        amount: int,
+        floor: int,
+        keep_until: int | None,
+        marks: Marks,
+    ) -> Settlement:
+        """Drop the reservation (if still held), add ``amount`` to ``bucket`` and return the
+        labels of the marks this settle made fire (each fires once per counter, ever)."""
+
+    @abstractmethod
+    def release(self, counter: str, *, res_id: str, reserved: int) -> None:
+        """Drop a reservation without spending anything."""
+
+    @abstractmethod
+    def read(self, counter: str, *, floor: int, now_ms: int) -> CounterState: ...
+
+    @abstractmethod
+    def counters(self, prefix: str) -> list[str]:
+        """Names of the counters that start with ``prefix``."""
+
+    @abstractmethod
+    def acquire(
+        self,
+        counter: str,
+        *,
+        bucket: int,
+        amount: int,
+        limit: int,
+        floor: int,
+        keep_until: int,
+    ) -> Acquired:
+        """Rate window: add ``amount`` to ``bucket`` if the buckets >= ``floor`` plus it stay
+        within ``limit``."""
+
+    @abstractmethod
+    def adjust(self, counter: str, *, bucket: int, delta: int, floor: int, keep_until: int) -> None:
+        """Rate window: correct a bucket by ``delta`` (a refund is negative; never below 0).
+        Ignored once the bucket has left the window."""
+
+    def limits_storage(self) -> Storage | None:
+        """A ``limits`` storage on the same backend, or None where ``limits`` has none."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def display_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+_shared: dict[str, GuardStore] = {}
+_shared_lock = threading.Lock()
+_per_tracker: weakref.WeakKeyDictionary[Any, GuardStore] = weakref.WeakKeyDictionary()
+
+
+def open_store(url: str | None) -> GuardStore:
+    """The store for ``url``: a new in-process store for ``memory://`` (or None); the one
+    shared store of this process for a Redis or SQL URL (one connection pool each)."""
+    if url is None or url.strip() in ("memory://", "memory", ""):
+        from ._memory import MemoryStore
+
+        return MemoryStore()
+    if not isinstance(url, str):
+        raise TypeError(f"guard_store must be a URL string, got {type(url).__name__} {url!r}")
+    with _shared_lock:
+        store = _shared.get(url)
+        if store is None:
+            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+            if scheme in ("redis", "rediss", "unix", "redis+unix", "valkey"):
+                from ._redis import RedisStore
+
+                store = RedisStore(url)
+            elif scheme:
+                from ._sql import SqlStore
+
+                store = SqlStore(url)
+            else:
+                raise ValueError(
+                    "guard_store must be 'memory://', a redis:// URL or a SQL database URL"
+                    f" such as 'postgresql+psycopg://host/db' or 'sqlite:///guards.db', got {url!r}"
+                )
+            _shared[url] = store
+    return store
+
+
+def store_for(tracker: Tracker) -> GuardStore:
+    """The store a Tracker's guards share (built from ``Tracker(guard_store=...)``)."""
+    store = _per_tracker.get(tracker)
+    if store is None:
+        with _shared_lock:
+            store = _per_tracker.get(tracker)
+        if store is None:
+            store = open_store(getattr(tracker, "guard_store", None))
+            with _shared_lock:
+                store = _per_tracker.setdefault(tracker, store)
+    return store

@@ -1,0 +1,647 @@
+"""The LiteLLM entry point: a ``CustomLogger`` that turns LiteLLM's call records into Tracker calls.
+
+LiteLLM tells a logger about a call once it is over: ``log_success_event`` /
+``log_failure_event`` (sync calls; success on a logging thread, failure on the
+caller's thread) or their ``async_`` twins (async calls), each with
+``kwargs["standard_logging_object"]``, the start and end times, and the response.
+A stream is reported once, when it ends. The logger reads what LiteLLM says (the
+call id, model, provider, usage, cache hit, LiteLLM's own ``response_cost``) and
+hands it to the Tracker, which prices, settles guards, stores and logs it.
+
+Two registries are shared by every logger in the process:
+
+* the *in-flight* map: calls opened before LiteLLM ran, by the ``completion`` /
+  ``acompletion`` wrappers or the proxy's ``async_pre_call_hook``, keyed by the
+  ``litellm_call_id`` they handed LiteLLM. The event of such a call closes that
+  Call (settling its guards' reservations) instead of recording a new one.
+* the *recent ids*: call ids already recorded. LiteLLM fires callbacks twice on
+  some paths, and a logger may be registered twice (globally and per call); the
+  ledger would ignore a second row with the same id anyway, but the Tracker (and
+  the guards' settlement) should not run twice, so the second one stops here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Final
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from costledger import GuardRefusal, RateLimited, Tracker, UsageEvent, get_tracker
+from costledger._events import new_event_id
+
+if TYPE_CHECKING:
+    from costledger._events import CallStatus
+    from costledger._tracker import Call
+
+__all__ = [
+    "DISAGREEMENT_THRESHOLD",
+    "MAX_IN_FLIGHT",
+    "MAX_RECENT_IDS",
+    "REFUSAL_STATUS_CODE",
+    "CostLedgerLogger",
+]
+
+MAX_IN_FLIGHT: Final = 10_000
+"""Calls opened before LiteLLM ran and not yet reported; past it the oldest is released."""
+
+MAX_RECENT_IDS: Final = 50_000
+"""Call ids remembered as recorded, to drop LiteLLM's duplicate callbacks."""
+
+DISAGREEMENT_THRESHOLD: Final = Decimal("0.01")
+"""LiteLLM's ``response_cost`` further than this (relative) from costledger's price is logged."""
+
+REFUSAL_STATUS_CODE: Final = 429
+"""The HTTP status a LiteLLM Proxy answers when a costledger guard refuses a request."""
+
+# Keys of LiteLLM's request metadata that are LiteLLM's own bookkeeping (router, proxy auth,
+# logging), not attribution the caller gave. The proxy's caller metadata is in
+# ``requester_metadata`` instead.
+_INTERNAL_METADATA: Final = frozenset(
+    {
+        "hidden_params",
+        "model_group",
+        "model_group_size",
+        "model_group_alias",
+        "model_info",
+        "deployment",
+        "api_base",
+        "caching_groups",
+        "previous_models",
+        "endpoint",
+        "headers",
+        "requester_metadata",
+        "requester_ip_address",
+        "requester_custom_headers",
+        "user_agent",
+        "spend_logs_metadata",
+        "global_max_parallel_requests",
+        "applied_guardrails",
+        "guardrails",
+        "prompt_id",
+        "prompt_variables",
+        "team_alias",
+        "team_id",
+        "costledger",
+    }
+)
+_INTERNAL_PREFIXES: Final = ("user_api_key", "litellm_", "x-", "_")
+_ATTRIBUTION_KEYS: Final = ("user", "team", "project", "feature")
+_SCALARS: Final = (str, int, float, bool)
+_PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
+_MAX_ERROR_TEXT: Final = 500
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+class _Registry:
+    """Calls in flight by id, and the ids already recorded; one lock, bounded."""
+
+    def __init__(self, max_in_flight: int = MAX_IN_FLIGHT, max_recent: int = MAX_RECENT_IDS):
+        self._lock = threading.Lock()
+        self._in_flight: OrderedDict[str, tuple[Tracker, Call]] = OrderedDict()
+        self._recent: set[str] = set()
+        self._order: deque[str] = deque()
+        self.max_in_flight = max_in_flight
+        self.max_recent = max_recent
+
+    def register(self, call_id: str, tracker: Tracker, call: Call) -> None:
+        evicted: tuple[Tracker, Call] | None = None
+        with self._lock:
+            self._in_flight[call_id] = (tracker, call)
+            if len(self._in_flight) > self.max_in_flight:
+                evicted = self._in_flight.popitem(last=False)[1]
+        if evicted is not None:
+            # No event came for the oldest call: release what its guards reserved, or the
+            # reservation would stay held forever. A late event still records it, unpaired.
+            evicted[0].cancel(evicted[1])
+
+    def claim(self, call_id: str) -> tuple[bool, tuple[Tracker, Call] | None]:
+        """Mark ``call_id`` recorded. Returns whether it was new, and its in-flight Call if any."""
+        with self._lock:
+            if call_id in self._recent:
+                return False, None
+            self._recent.add(call_id)
+            self._order.append(call_id)
+            while len(self._order) > self.max_recent:
+                self._recent.discard(self._order.popleft())
+            return True, self._in_flight.pop(call_id, None)
+
+    def in_flight(self, call_id: str) -> bool:
+        with self._lock:
+            return call_id in self._in_flight
+
+    def clear(self) -> None:
+        with self._lock:
+            self._in_flight.clear()
+            self._recent.clear()
+            self._order.clear()
+
+
+_registry: Final = _Registry()
+
+
+class CostLedgerLogger(CustomLogger):
+    """Record the exact cost of every LiteLLM call in costledger's ledger.
+
+    >>> litellm.callbacks = [CostLedgerLogger()]               # every call
+    >>> litellm.completion(..., callbacks=[CostLedgerLogger()])  # one call
+
+    ``tracker`` defaults to the process default (``costledger.configure``), looked
+    up at each call, so the logger may be built before costledger is configured.
+
+    Each call is priced by costledger's pricer from the usage LiteLLM reports;
+    LiteLLM's own ``response_cost`` is kept beside it as ``reported_cost``, and a
+    disagreement over 1% is logged once per model. Cache hits (LiteLLM caching)
+    cost 0. Attribution comes from the request's ``metadata`` (``user``, ``team``,
+    ``project``, ``feature``, ``tags``, any other plain value as metadata, and a
+    ``costledger`` mapping of extra metadata), the OpenAI ``user`` parameter (end
+    user), the LiteLLM Proxy's key owner and team, and ``costledger.attribute``
+    scopes around the call.
+
+    An SDK callback cannot stop a call; budgets and rate limits are enforced by the
+    ``completion`` / ``acompletion`` wrappers, and on a LiteLLM Proxy by
+    ``async_pre_call_hook``, which raises the guard's refusal with ``status_code``
+    429 so the proxy answers 429.
+    """
+
+    def __init__(self, tracker: Tracker | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tracker = tracker
+
+    @property
+    def tracker(self) -> Tracker:
+        """The Tracker this logger records into (the process default unless one was given)."""
+        return self._tracker if self._tracker is not None else get_tracker()
+
+    def __repr__(self) -> str:
+        return f"CostLedgerLogger(tracker={self._tracker!r})"
+
+    # -- LiteLLM's callbacks ------------------------------------------------------------------
+    def log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._on_event(kwargs, response_obj, start_time, end_time, failed=False)
+
+    def log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._on_event(kwargs, response_obj, start_time, end_time, failed=True)
+
+    async def async_log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._on_event(kwargs, response_obj, start_time, end_time, failed=False)
+
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._on_event(kwargs, response_obj, start_time, end_time, failed=True)
+
+    async def async_pre_call_hook(
+        self,
+        user_api_key_dict: Any,
+        cache: Any,
+        data: dict[str, Any],
+        call_type: Any,
+    ) -> None:
+        """LiteLLM Proxy: run costledger's guards before the request goes to a model.
+
+        The reservation is settled by this request's success or failure event (same
+        ``litellm_call_id``). A refusal (``BudgetExceeded``, ``RateLimited``) is raised
+        with ``status_code`` 429 (and ``Retry-After`` for a rate limit), which the proxy
+        turns into its HTTP answer; the request's failure event then records nothing.
+        """
+        try:
+            tracker = self.tracker
+            if not tracker.has_guards:
+                return None
+            call_id = _proxy_call_id(data)
+            values = _attribution_values(data.get("metadata"), data.get("user"))
+            _add_key_owner(values, user_api_key_dict)
+            start = _start_arguments(tracker, data, call_id, values)
+        except Exception as exc:  # our own bug must not stop the proxy's request
+            _report("litellm.async_pre_call_hook", exc)
+            return None
+        try:
+            call = await tracker.astart(**start)
+        except GuardRefusal as refusal:
+            _registry.claim(call_id)  # the proxy logs the refused request as a failure: skip it
+            raise _as_http_refusal(refusal) from None
+        _registry.register(call_id, tracker, call)
+        return None
+
+    # -- the SDK wrappers, bound to this logger's tracker ---------------------------------------
+    def completion(self, *args: Any, **kwargs: Any) -> Any:
+        """``litellm.completion`` with this logger's Tracker's guards run first.
+
+        See ``costledger_litellm.completion``.
+        """
+        from ._wrappers import run_completion
+
+        return run_completion(self, args, kwargs)
+
+    async def acompletion(self, *args: Any, **kwargs: Any) -> Any:
+        """``litellm.acompletion`` with this logger's guards run first."""
+        from ._wrappers import run_acompletion
+
+        return await run_acompletion(self, args, kwargs)
+
+    # -- translation ----------------------------------------------------------------------------
+    def _on_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, *, failed: bool
+    ) -> UsageEvent | None:
+        try:
+            return self._record(kwargs, response_obj, start_time, end_time, failed)
+        except Exception as exc:  # never break the host, whatever LiteLLM handed us
+            _report("litellm.log_event", exc)
+            return None
+
+    def _record(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, failed: bool
+    ) -> UsageEvent | None:
+        if not isinstance(kwargs, Mapping):
+            return None
+        slo = kwargs.get("standard_logging_object")
+        if not isinstance(slo, Mapping):
+            slo = _EMPTY
+        call_id = _text(slo.get("litellm_call_id")) or _text(kwargs.get("litellm_call_id"))
+        pending: tuple[Tracker, Call] | None = None
+        if call_id is not None:
+            new, pending = _registry.claim(call_id)
+            if not new:
+                return None
+        else:
+            call_id = new_event_id()
+
+        provider = _text(slo.get("custom_llm_provider")) or _text(kwargs.get("custom_llm_provider"))
+        model = _text(slo.get("model")) or _text(kwargs.get("model"))
+        started_at = _utc(start_time, slo.get("startTime"))
+        latency_ms = _latency_ms(start_time, end_time, slo)
+        cache_hit = slo.get("cache_hit") is True or kwargs.get("cache_hit") is True
+        streamed = slo.get("stream") is True or kwargs.get("stream") is True
+        status: CallStatus = "ok"
+        error: BaseException | str | None = None
+        metadata: dict[str, Any] = {}
+        call_type = _text(slo.get("call_type")) or _text(kwargs.get("call_type"))
+        if call_type is not None and call_type not in _PLAIN_CALL_TYPES:
+            metadata["litellm_call_type"] = call_type
+        model_group = _text(slo.get("model_group"))
+        if model_group:
+            metadata["litellm_model_group"] = model_group
+        if failed:
+            error, status = _error_of(kwargs, slo)
+            message = _text(slo.get("error_str"))
+            if message:
+                metadata["error_message"] = message[:_MAX_ERROR_TEXT]
+        usage = _usage_payload(response_obj, slo, failed)
+        response_model = None if failed else _text(_field(response_obj, "model"))
+        request_id = None if failed else _text(_field(response_obj, "id"))
+        reported_cost = _reported_cost(slo, kwargs, failed, usage)
+
+        if pending is not None:
+            tracker, call = pending
+            if started_at is not None:
+                call.started_at = started_at  # LiteLLM's clock: the same one latency comes from
+            event = tracker.finish(
+                call,
+                payload=usage,
+                response_model=response_model,
+                provider=provider,
+                status=status,
+                error=error,
+                request_id=request_id,
+                streamed=streamed,
+                cache_hit=cache_hit,
+                reported_cost=reported_cost,
+                metadata=metadata,
+                latency_ms=latency_ms,
+            )
+        else:
+            tracker = self.tracker
+            values = _attribution_values(_request_metadata(kwargs), kwargs.get("user"), slo)
+            event = tracker.record(
+                model,
+                payload=usage,
+                source="litellm",
+                provider=provider,
+                response_model=response_model,
+                status=status,
+                error=error,
+                latency_ms=latency_ms,
+                call_id=call_id,
+                attribution=values,
+                started_at=started_at,
+                request_id=request_id,
+                streamed=streamed,
+                cache_hit=cache_hit,
+                reported_cost=reported_cost,
+                metadata=metadata,
+            )
+        if event is not None:
+            _check_reported_cost(event)
+        return event
+
+
+# --- reading LiteLLM's records ---------------------------------------------------------------
+
+
+def _field(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _usage_payload(response_obj: Any, slo: Mapping[str, Any], failed: bool) -> Any:
+    """The usage part to price: the response's own, else the one LiteLLM logged.
+
+    LiteLLM's usage follows OpenAI's convention for every provider (cache tokens are
+    inside ``prompt_tokens``), which ``costledger.extract_usage`` reads as such.
+    """
+    if not failed:
+        usage = _field(response_obj, "usage")
+        if usage is not None:
+            return usage
+    meta = slo.get("metadata")
+    usage = meta.get("usage_object") if isinstance(meta, Mapping) else None
+    if not usage:
+        hidden = slo.get("hidden_params")
+        usage = hidden.get("usage_object") if isinstance(hidden, Mapping) else None
+    if usage:
+        return usage
+    if failed:
+        return None  # a failed call with no usage cost nothing we know of
+    prompt, completion = slo.get("prompt_tokens"), slo.get("completion_tokens")
+    if type(prompt) is int and type(completion) is int and (prompt or completion):
+        return {"prompt_tokens": prompt, "completion_tokens": completion}
+    return None
+
+
+def _reported_cost(
+    slo: Mapping[str, Any], kwargs: Mapping[str, Any], failed: bool, usage: Any
+) -> Decimal | None:
+    value = slo.get("response_cost")
+    if value is None:
+        value = kwargs.get("response_cost")
+    if value is None or isinstance(value, bool):
+        return None
+    if failed and not value and usage is None:
+        return None  # LiteLLM writes 0.0 on every failure; that is not a price
+    try:
+        # str() first: Decimal(1.35e-05) would carry the float's binary noise.
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _error_of(
+    kwargs: Mapping[str, Any], slo: Mapping[str, Any]
+) -> tuple[BaseException | str, CallStatus]:
+    exc = kwargs.get("exception")
+    if isinstance(exc, BaseException):
+        cancelled = isinstance(exc, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt))
+        return exc, "cancelled" if cancelled else "error"
+    info = slo.get("error_information")
+    if isinstance(info, Mapping):
+        error_class = _text(info.get("error_class"))
+        if error_class:
+            return error_class, "error"
+    return "Exception", "error"
+
+
+def _utc(moment: Any, fallback_epoch: Any = None) -> datetime | None:
+    """LiteLLM's times are naive local ``datetime.now()``; events are in UTC."""
+    if isinstance(moment, datetime):
+        # astimezone() reads a naive datetime as local time, which is what LiteLLM wrote.
+        return moment.astimezone(timezone.utc)
+    for value in (moment, fallback_epoch):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return datetime.fromtimestamp(value, timezone.utc)
+    return None
+
+
+def _latency_ms(start_time: Any, end_time: Any, slo: Mapping[str, Any]) -> float | None:
+    if (
+        isinstance(start_time, datetime)
+        and isinstance(end_time, datetime)
+        and (start_time.tzinfo is None) == (end_time.tzinfo is None)
+    ):
+        return max((end_time - start_time).total_seconds() * 1000.0, 0.0)
+    start, end = slo.get("startTime"), slo.get("endTime")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        return max((end - start) * 1000.0, 0.0)
+    return None
+
+
+def _request_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    params = kwargs.get("litellm_params")
+    meta = params.get("metadata") if isinstance(params, Mapping) else None
+    if not isinstance(meta, Mapping):
+        meta = kwargs.get("metadata")
+    if not isinstance(meta, Mapping):
+        return None
+    requester = meta.get("requester_metadata")
+    if isinstance(requester, Mapping) or "user_api_key_hash" in meta:
+        # LiteLLM Proxy: the caller's own metadata is requester_metadata; the rest is the
+        # proxy's (key hashes, headers, spend), which must not become attribution.
+        merged: dict[str, Any] = dict(requester) if isinstance(requester, Mapping) else {}
+        for key in ("user_api_key_user_id", "user_api_key_team_id", "user_api_key_end_user_id"):
+            if meta.get(key) is not None:
+                merged.setdefault(f"_{key}", meta[key])
+        return merged
+    return meta
+
+
+def _attribution_values(
+    metadata: Any, user: Any = None, slo: Mapping[str, Any] = _EMPTY
+) -> dict[str, Any]:
+    """Attribution from a request: its ``metadata``, the OpenAI ``user`` (the end user), and what
+    LiteLLM logged about the proxy key (``standard_logging_object``)."""
+    values: dict[str, Any] = {}
+    if isinstance(metadata, Mapping):
+        for key, value in metadata.items():
+            if not isinstance(key, str):
+                continue
+            if key in _ATTRIBUTION_KEYS:
+                if value is not None:
+                    values[key] = value
+            elif key == "tags":
+                if isinstance(value, str):
+                    values["tags"] = [value]
+                elif isinstance(value, Sequence):
+                    values["tags"] = [str(t) for t in value]
+            elif key in _INTERNAL_METADATA or key.startswith(_INTERNAL_PREFIXES):
+                continue
+            elif value is None or isinstance(value, _SCALARS):
+                values[key] = value
+        extra = metadata.get("costledger")
+        if isinstance(extra, Mapping):
+            values.update({str(k): v for k, v in extra.items()})
+        # proxy key owner, passed on by _request_metadata
+        if "user" not in values and metadata.get("_user_api_key_end_user_id") is not None:
+            values["user"] = metadata["_user_api_key_end_user_id"]
+        if "team" not in values and metadata.get("_user_api_key_team_id") is not None:
+            values["team"] = metadata["_user_api_key_team_id"]
+        if "user" not in values and metadata.get("_user_api_key_user_id") is not None:
+            values["user"] = metadata["_user_api_key_user_id"]
+    if "user" not in values:
+        end_user = slo.get("end_user") or user
+        if end_user:
+            values["user"] = end_user
+    if "tags" not in values:
+        tags = slo.get("request_tags")
+        if isinstance(tags, Sequence) and not isinstance(tags, str) and tags:
+            values["tags"] = [str(t) for t in tags]
+    return values
+
+
+def _add_key_owner(values: dict[str, Any], user_api_key_dict: Any) -> None:
+    """LiteLLM Proxy: the virtual key's end user, owner and team, where the request said none."""
+    for key, attrs in (
+        ("user", ("end_user_id", "user_id")),
+        ("team", ("team_id",)),
+    ):
+        if key in values:
+            continue
+        for attr in attrs:
+            value = getattr(user_api_key_dict, attr, None)
+            if value:
+                values[key] = value
+                break
+
+
+def _proxy_call_id(data: Mapping[str, Any]) -> str:
+    logging_obj = data.get("litellm_logging_obj")
+    call_id = _text(getattr(logging_obj, "litellm_call_id", None)) or _text(
+        data.get("litellm_call_id")
+    )
+    return call_id or new_event_id()
+
+
+# --- the start of a call (wrappers and the proxy hook) ----------------------------------------
+
+
+def _start_arguments(
+    tracker: Tracker, request: Mapping[str, Any], call_id: str, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``Tracker.start`` arguments for a LiteLLM request (the kwargs of ``completion``)."""
+    model = _text(request.get("model"))
+    provider = _text(request.get("custom_llm_provider"))
+    if model is not None:
+        model, provider = _split_model(model, provider)
+    start: dict[str, Any] = {
+        "source": "litellm",
+        "model": model,
+        "provider": provider,
+        "call_id": call_id,
+        "attribution": values,
+    }
+    if tracker.has_guards:
+        start["prompt_text"] = _prompt_text(request)
+        start["max_output_tokens"] = _max_output_tokens(request)
+    return start
+
+
+def _split_model(model: str, provider: str | None) -> tuple[str, str | None]:
+    """``"anthropic/claude-..."`` -> (``"claude-..."``, ``"anthropic"``), as LiteLLM routes it."""
+    try:
+        import litellm
+
+        bare, found, _, _ = litellm.get_llm_provider(model=model, custom_llm_provider=provider)
+        return str(bare), _text(found) or provider
+    except Exception:  # an unknown provider is LiteLLM's error to raise, not ours
+        return model, provider
+
+
+def _prompt_text(request: Mapping[str, Any]) -> str | None:
+    """The request's text, for the guards' worst-case token estimate; never stored."""
+    parts: list[str] = []
+    messages = request.get("messages")
+    if isinstance(messages, Sequence) and not isinstance(messages, str):
+        for message in messages:
+            _collect_text(_field(message, "content"), parts)
+    for key in ("prompt", "input"):  # text_completion, embedding
+        _collect_text(request.get(key), parts)
+    return "\n".join(parts) if parts else None
+
+
+def _collect_text(content: Any, parts: list[str]) -> None:
+    if isinstance(content, str):
+        parts.append(content)
+    elif isinstance(content, Sequence):
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+
+
+def _max_output_tokens(request: Mapping[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = request.get(key)
+        if type(value) is int and value > 0:
+            return value
+    return None
+
+
+# --- after the call ----------------------------------------------------------------------------
+
+
+def _check_reported_cost(event: UsageEvent) -> None:
+    """Log (once per model) when LiteLLM's price and costledger's differ by more than 1%."""
+    reported, total = event.reported_cost, event.cost.total
+    if reported is None or total is None or event.cache_hit:
+        return
+    base = abs(total) or abs(reported)
+    if not base or abs(reported - total) / base <= DISAGREEMENT_THRESHOLD:
+        return
+    model = event.response_model or event.model
+    try:
+        from costledger._logging import warn_once
+
+        warn_once(
+            f"litellm.cost_disagreement:{event.provider}:{model}",
+            "LiteLLM's response_cost differs from costledger's price by more than 1% "
+            "(costledger's is recorded; LiteLLM's is kept as reported_cost)",
+            model=model,
+            provider=event.provider,
+            cost=str(total),
+            litellm_cost=str(reported),
+            event_id=event.id,
+        )
+    except Exception as exc:
+        _report("litellm.check_reported_cost", exc)
+
+
+def _as_http_refusal(refusal: GuardRefusal) -> GuardRefusal:
+    """Give a guard's refusal what LiteLLM Proxy reads to answer with an HTTP status.
+
+    The proxy maps an exception's ``status_code`` (400-599) to its response and its
+    ``headers`` to the response headers; no fastapi import is needed here.
+    """
+    refusal.status_code = REFUSAL_STATUS_CODE  # type: ignore[attr-defined]  # read by the proxy
+    if isinstance(refusal, RateLimited):
+        retry_after = max(int(-(-refusal.retry_after // 1)), 1)  # ceil, at least one second
+        refusal.headers = {"retry-after": str(retry_after)}  # type: ignore[attr-defined]
+    return refusal
+
+
+def _report(where: str, exc: BaseException, **context: Any) -> None:
+    try:
+        from costledger._logging import report_failure
+
+        report_failure(where, exc, **context)
+    except Exception:  # the failure reporter itself must never break the host either
+        pass

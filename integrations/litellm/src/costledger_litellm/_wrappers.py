@@ -1,0 +1,278 @@
+"""``completion`` / ``acompletion``: LiteLLM's calls with costledger's guards run first.
+
+A LiteLLM SDK callback cannot stop a call, so budgets and rate limits need a way
+in before it: the wrapper opens the Tracker call (the guards reserve the worst
+case, or refuse), hands LiteLLM the call's id as ``litellm_call_id``, and lets
+the logger's event close that same call, settling the reservation to the actual
+cost. If LiteLLM raises and no event closed the call, the reservation is
+released and nothing is recorded.
+
+A stream is returned wrapped: LiteLLM reports nothing for a stream the consumer
+abandons (LiteLLM #14457), so the wrapper records it as ``cancelled`` with the
+usage of what was received when it is closed or garbage-collected unfinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import litellm
+from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+from costledger._events import new_event_id
+
+from ._logger import (
+    CostLedgerLogger,
+    _attribution_values,
+    _registry,
+    _report,
+    _start_arguments,
+)
+
+if TYPE_CHECKING:
+    from costledger import Tracker
+    from costledger._tracker import Call
+
+__all__ = ["TrackedStream", "acompletion", "completion"]
+
+_CANCELLED: Final = (GeneratorExit, KeyboardInterrupt)
+
+
+@functools.cache
+def _default_logger() -> CostLedgerLogger:
+    return CostLedgerLogger()
+
+
+def completion(*args: Any, **kwargs: Any) -> Any:
+    """``litellm.completion``, same arguments and result, with costledger's guards run first.
+
+    Guards (budgets, rate limits) of the default Tracker reserve before the call and
+    may raise ``BudgetExceeded`` / ``RateLimited``; the call is recorded by the
+    ``CostLedgerLogger`` (one is added to the call if none is registered). A stream
+    comes back as a ``TrackedStream`` (iterate it as LiteLLM's). For another Tracker,
+    use ``CostLedgerLogger(tracker).completion(...)``.
+    """
+    return run_completion(_default_logger(), args, kwargs)
+
+
+async def acompletion(*args: Any, **kwargs: Any) -> Any:
+    """``litellm.acompletion`` with costledger's guards run first (see ``completion``)."""
+    return await run_acompletion(_default_logger(), args, kwargs)
+
+
+def run_completion(logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    opened = _open(logger, args, kwargs, asynchronous=False)
+    if opened is None:  # costledger failed to prepare: the call goes ahead untracked by guards
+        return litellm.completion(*args, **kwargs)
+    tracker, start = opened
+    call = tracker.start(**start)  # a guard's refusal propagates: the call never happens
+    return _after(tracker, call, lambda: litellm.completion(*args, **kwargs))
+
+
+async def run_acompletion(
+    logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    opened = _open(logger, args, kwargs, asynchronous=True)
+    if opened is None:
+        return await litellm.acompletion(*args, **kwargs)
+    tracker, start = opened
+    call = await tracker.astart(**start)
+    _registry.register(call.id, tracker, call)
+    try:
+        result = await litellm.acompletion(*args, **kwargs)
+    except BaseException:
+        _release_unreported(call.id)
+        raise
+    return _wrap_stream(result, call.id)
+
+
+def _after(tracker: Tracker, call: Call, run: Any) -> Any:
+    _registry.register(call.id, tracker, call)
+    try:
+        result = run()
+    except BaseException:
+        _release_unreported(call.id)
+        raise
+    return _wrap_stream(result, call.id)
+
+
+def _open(
+    logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict[str, Any], *, asynchronous: bool
+) -> tuple[Tracker, dict[str, Any]] | None:
+    """Prepare the call: its id passed to LiteLLM, the logger attached, ``Tracker.start``'s
+    arguments. Returns ``None`` (and the call goes ahead) if any of it fails."""
+    try:
+        tracker = logger.tracker
+        call_id = kwargs.get("litellm_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = new_event_id()
+        request: Mapping[str, Any] = kwargs
+        if args:  # model and messages may be positional, as litellm.completion allows
+            request = {**kwargs, **dict(zip(("model", "messages"), args, strict=False))}
+        values = _attribution_values(request.get("metadata"), request.get("user"))
+        start = _start_arguments(tracker, request, call_id, values)
+        kwargs["litellm_call_id"] = call_id
+        callbacks = kwargs.get("callbacks")
+        if not _logger_registered(callbacks):
+            # LiteLLM adds per-call callbacks to its global lists, so this registers the
+            # logger for later calls too: same as `litellm.callbacks = [logger]`.
+            kwargs["callbacks"] = [*(callbacks or ()), logger]
+        return tracker, start
+    except Exception as exc:
+        _report("litellm.completion", exc)
+        return None
+
+
+def _logger_registered(callbacks: Any) -> bool:
+    for registered in (
+        callbacks or (),
+        litellm.callbacks,
+        litellm.success_callback,
+        litellm._async_success_callback,
+    ):
+        for callback in registered:
+            if isinstance(callback, CostLedgerLogger):
+                return True
+    return False
+
+
+def _release_unreported(call_id: str) -> None:
+    """LiteLLM raised: if no event closed the call (it failed before LiteLLM logged
+    anything), release the guards' reservations and record nothing."""
+    try:
+        claimed, pending = _registry.claim(call_id)
+        if claimed and pending is not None:
+            pending[0].cancel(pending[1])
+    except Exception as exc:
+        _report("litellm.release", exc)
+
+
+def _wrap_stream(result: Any, call_id: str) -> Any:
+    if isinstance(result, CustomStreamWrapper):
+        return TrackedStream(result, call_id)
+    return result
+
+
+class TrackedStream:
+    """LiteLLM's stream, unchanged to iterate (sync or async), recorded even if abandoned.
+
+    When the stream ends, LiteLLM's own success event records it. When the consumer
+    stops early and the stream is closed (``close``/``aclose``, leaving a ``with``
+    block) or garbage-collected, the call is recorded as ``cancelled`` with the usage
+    of the chunks received so far (LiteLLM's estimate; the provider may bill more).
+    Other attributes are LiteLLM's ``CustomStreamWrapper``'s.
+    """
+
+    __slots__ = ("__weakref__", "_call_id", "_ended", "_stream")
+
+    def __init__(self, stream: CustomStreamWrapper, call_id: str) -> None:
+        self._stream = stream
+        self._call_id = call_id
+        self._ended = False
+
+    @property
+    def litellm_call_id(self) -> str:
+        return self._call_id
+
+    @property
+    def wrapped(self) -> CustomStreamWrapper:
+        """LiteLLM's own stream object."""
+        return self._stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __iter__(self) -> TrackedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self._stream.__next__()
+        except StopIteration:
+            self._ended = True  # LiteLLM's success event records it
+            raise
+        except _CANCELLED:
+            raise
+        except Exception:
+            self._ended = True  # LiteLLM's failure event records it
+            raise
+
+    def __aiter__(self) -> TrackedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+        except _CANCELLED:
+            raise
+        except Exception:
+            self._ended = True
+            raise
+
+    def __enter__(self) -> TrackedStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TrackedStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        self._abandon()
+        self._stream.close()
+
+    async def aclose(self) -> None:
+        self._abandon()
+        await self._stream.aclose()  # type: ignore[no-untyped-call]  # LiteLLM's is unannotated
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # a finalizer must never raise
+            self._abandon()
+
+    def _abandon(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            claimed, pending = _registry.claim(self._call_id)
+            if not claimed or pending is None:
+                return
+            tracker, call = pending
+            stream = self._stream
+            tracker.finish(
+                call,
+                payload=_received_usage(stream),
+                provider=getattr(stream, "custom_llm_provider", None) or call.provider,
+                status="cancelled",
+                streamed=True,
+                metadata={"costledger.stream": "abandoned", "costledger.usage_estimated": True},
+            )
+        except Exception as exc:
+            _report("litellm.stream_abandoned", exc)
+
+
+def _received_usage(stream: CustomStreamWrapper) -> Any:
+    """Usage of the chunks received so far, as LiteLLM would have logged it at the end
+    (the provider's usage chunk if one came, else LiteLLM's token count)."""
+    chunks = list(getattr(stream, "chunks", None) or ())
+    messages = getattr(stream, "messages", None)
+    if chunks:
+        built = litellm.stream_chunk_builder(chunks, messages=messages)
+        usage = getattr(built, "usage", None)
+        if usage is not None:
+            return usage
+    if messages:
+        model = getattr(stream, "model", None) or ""
+        prompt = litellm.token_counter(model=model, messages=messages)
+        return {"prompt_tokens": int(prompt), "completion_tokens": 0}
+    return None

@@ -202,8 +202,11 @@ class _Core:
         """Put one event straight into the spool (never blocks on the database)."""
         try:
             line = encode_spool_line(event_to_row(event))
-            with self.spool.lock:
-                self.spool.append(line, queued=False)
+            if self.closed:  # no writer will rotate it: a closed file, replayable at once
+                self.spool.write_segment([line])
+            else:
+                with self.spool.lock:
+                    self.spool.append(line, queued=False)
         except Exception as exc:
             self.n_dropped += 1
             _report(logging.ERROR, "drop", "costledger: event %s lost: %r", event.id, exc)
@@ -449,10 +452,10 @@ class _Core:
         rows: list[dict[str, Any]] = []
         for event in events:
             try:
-                rows.append(event_to_row(event))
+                rows.append(event_to_row(event, check=False))
             except Exception:
+                self.n_rejected += 1
                 _report(logging.ERROR, "reject", "costledger: unstorable event %r", event)
-        self.n_rejected += len(events) - len(rows)
         self._reject_rows(rows, exc)
 
     def _reject_rows(self, rows: Sequence[dict[str, Any]], exc: BaseException) -> None:

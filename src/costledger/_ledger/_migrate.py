@@ -35,6 +35,7 @@ def alembic_config(url: URL | None = None) -> Config:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     if url is not None:
         # ConfigParser interpolation: a literal % must be doubled

@@ -100,13 +100,21 @@ def _check_money(name: str, value: Decimal | None) -> Decimal | None:
     return value
 
 
-def event_to_row(event: UsageEvent) -> dict[str, Any]:
+def _unchecked(name: str, value: Decimal | None) -> Decimal | None:
+    return value
+
+
+def event_to_row(event: UsageEvent, *, check: bool = True) -> dict[str, Any]:
     """The event as a dict keyed by column name; values keep their Python types
-    (``Decimal``, aware ``datetime``, ``list`` tags, ``dict`` metadata)."""
+    (``Decimal``, aware ``datetime``, ``list`` tags, ``dict`` metadata).
+
+    ``ValueError`` for money that is not a finite Decimal, unless ``check=False``
+    (used to keep a rejected event for inspection as it was)."""
     if not isinstance(event, UsageEvent):
         raise TypeError(f"expected a UsageEvent, got {type(event).__name__} {event!r}")
     if not isinstance(event.id, str) or not event.id:
         raise ValueError(f"UsageEvent id must be a non-empty string, got {event.id!r}")
+    money = _check_money if check else _unchecked
     u = event.usage
     c = event.cost
     return {
@@ -141,16 +149,16 @@ def event_to_row(event: UsageEvent) -> dict[str, Any]:
         "output_audio_tokens": u.output_audio_tokens,
         "pricing_status": c.status,
         "currency": c.currency,
-        "total_cost": _check_money("cost.total", c.total),
-        "input_cost": _check_money("cost.input", c.input),
-        "cache_read_cost": _check_money("cost.cache_read", c.cache_read),
-        "cache_write_cost": _check_money("cost.cache_write", c.cache_write),
-        "output_cost": _check_money("cost.output", c.output),
-        "audio_cost": _check_money("cost.audio", c.audio),
+        "total_cost": money("cost.total", c.total),
+        "input_cost": money("cost.input", c.input),
+        "cache_read_cost": money("cost.cache_read", c.cache_read),
+        "cache_write_cost": money("cost.cache_write", c.cache_write),
+        "output_cost": money("cost.output", c.output),
+        "audio_cost": money("cost.audio", c.audio),
         "pricing_source": c.source,
         "priced_model": c.model,
         "priced_provider": c.provider,
-        "reported_cost": _check_money("reported_cost", event.reported_cost),
+        "reported_cost": money("reported_cost", event.reported_cost),
     }
 
 

@@ -1,0 +1,1 @@
+"""Implementation of ``costledger.http``; the public names live there."""

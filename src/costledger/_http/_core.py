@@ -1,0 +1,391 @@
+"""The tracking logic shared by every transport flavour (httpx and httpx2).
+
+A flavour module (``_httpx``, ``_httpx2``) only binds this logic to its HTTP
+library's classes: the transport base classes, ``Request`` and the byte-stream
+base classes that its client checks responses against. Everything else —
+which requests are tracked, guards, reading usage from JSON or a live stream,
+recording exactly once — is written here, once.
+
+Host safety: nothing here may break the request. Every tracking step is guarded;
+a failure is reported (rate-limited) and the request carries on untracked. Only
+a guard's ``GuardRefusal`` reaches the caller, before any network I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from types import ModuleType
+from typing import Any, ClassVar, Literal
+
+from .._errors import GuardRefusal
+from .._events import CallStatus
+from .._tracker import Call, Tracker, _report, get_tracker
+from ._decode import UnsupportedEncoding, make_decoder
+from ._request import (
+    TrackedRequest,
+    endpoint_kind,
+    provider_for,
+    read_request,
+    with_stream_usage,
+)
+from ._scan import Scanner, ScanResult, make_scanner
+
+__all__ = [
+    "AsyncTrackingBase",
+    "Exchange",
+    "Flavour",
+    "SyncTrackingBase",
+    "TrackedAsyncStream",
+    "TrackedSyncStream",
+]
+
+Outcome = Literal["exhausted", "closed", "failed"]
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    return isinstance(exc, (GeneratorExit, KeyboardInterrupt)) or type(exc).__name__ in (
+        "CancelledError",
+        "Cancelled",
+    )
+
+
+class Exchange:
+    """One tracked request and its response: finishes the call exactly once."""
+
+    __slots__ = ("call", "ended", "note", "request", "scanner", "streamed", "tracker")
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        call: Call,
+        request: TrackedRequest,
+        scanner: Scanner | None,
+        *,
+        streamed: bool,
+        note: str | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.call = call
+        self.request = request
+        self.scanner = scanner
+        self.streamed = streamed
+        self.note = note
+        self.ended = False
+
+    def feed(self, data: bytes) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            try:
+                scanner.feed(data)
+            except Exception as exc:  # stop scanning, keep passing bytes through
+                self.scanner = None
+                self.note = f"usage scan failed: {type(exc).__name__}"
+                _report("http.scan", exc, model=self.request.model)
+
+    def end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
+        """Record the call: the body was read to its end, closed early, or failed."""
+        if self.ended:
+            return
+        self.ended = True
+        scanner = self.scanner
+        result: ScanResult | None = None
+        if scanner is not None:
+            self.scanner = None
+            try:
+                result = scanner.result()
+            except Exception as scan_exc:
+                self.note = f"usage scan failed: {type(scan_exc).__name__}"
+                _report("http.scan", scan_exc, model=self.request.model)
+        complete = result is not None and result.complete
+        status: CallStatus
+        error: BaseException | str | None = None
+        if outcome == "exhausted" or complete:
+            status = "ok"
+        elif outcome == "closed" or (exc is not None and _is_cancellation(exc)):
+            status = "cancelled"
+        else:
+            status, error = "error", exc
+        if result is not None and result.error is not None:
+            status, error = "error", result.error
+        note = self.note or (result.note if result is not None else None)
+        self.tracker.finish(
+            self.call,
+            payload=result.payload if result is not None else None,
+            response_model=result.model if result is not None else None,
+            provider=self.request.provider,
+            status=status,
+            error=error,
+            streamed=self.streamed,
+            metadata={"costledger.usage_missing": note} if note else None,
+        )
+
+
+class TrackedSyncStream:
+    """Passes the response bytes through unchanged, feeding them to the usage scanner."""
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    def __iter__(self) -> Iterator[bytes]:
+        exchange = self._exchange
+        try:
+            for chunk in self._inner:
+                exchange.feed(chunk)
+                yield chunk
+        except BaseException as exc:
+            exchange.end("failed", exc)
+            raise
+        exchange.end("exhausted")
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._exchange.end("closed")
+
+    def __del__(self) -> None:
+        # A response dropped without being read or closed: the provider may still bill.
+        exchange = getattr(self, "_exchange", None)
+        if exchange is not None and not exchange.ended:
+            exchange.end("closed")
+
+
+class TrackedAsyncStream:
+    """The async twin of ``TrackedSyncStream``."""
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        exchange = self._exchange
+        try:
+            async for chunk in self._inner:
+                exchange.feed(chunk)
+                yield chunk
+        except BaseException as exc:
+            exchange.end("failed", exc)
+            raise
+        exchange.end("exhausted")
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._exchange.end("closed")
+
+    def __del__(self) -> None:
+        exchange = getattr(self, "_exchange", None)
+        if exchange is not None and not exchange.ended:
+            exchange.end("closed")
+
+
+class Flavour:
+    """An httpx-like module (``httpx`` or ``httpx2``) and the stream classes built on it."""
+
+    def __init__(
+        self,
+        module: ModuleType,
+        sync_stream: type[TrackedSyncStream],
+        async_stream: type[TrackedAsyncStream],
+    ) -> None:
+        self.module = module
+        self.sync_stream = sync_stream
+        self.async_stream = async_stream
+        self.byte_stream: type[Any] = module.ByteStream
+        self.request_not_read: type[BaseException] = module.RequestNotRead
+        # Errors raised before the request left this process: nothing reached the provider.
+        self.not_sent: tuple[type[BaseException], ...] = (
+            module.ConnectError,
+            module.ConnectTimeout,
+            module.PoolTimeout,
+            module.UnsupportedProtocol,
+        )
+
+    def with_body(self, request: Any, body: bytes) -> Any:
+        headers = request.headers.copy()
+        headers["Content-Length"] = str(len(body))
+        return self.module.Request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=body,
+            extensions=request.extensions,
+        )
+
+
+class _TrackingBase:
+    """What both transport kinds share: deciding what to track, and reading the response."""
+
+    _flavour: ClassVar[Flavour]
+
+    def __init__(
+        self,
+        transport: Any,
+        *,
+        tracker: Tracker | None,
+        include_usage: bool,
+        provider: str | None,
+    ) -> None:
+        self.transport = transport
+        self.tracker = tracker
+        self.include_usage = include_usage
+        self.provider = provider
+
+    def _open(self, request: Any) -> tuple[Any, TrackedRequest] | None:
+        """Whether to track ``request`` (and the request to send). Never raises."""
+        try:
+            url = request.url
+            path = url.path
+            kind = endpoint_kind(request.method, path)
+            if kind is None:
+                return None
+            try:
+                content: bytes | None = request.content
+            except self._flavour.request_not_read:  # a streamed upload: no body to read
+                content = None
+            provider = provider_for(url.scheme, url.host, path, kind, self.provider)
+            tracked = read_request(kind, content, provider=provider)
+            if self.include_usage:
+                body = with_stream_usage(tracked)
+                if body is not None:
+                    request = self._flavour.with_body(request, body)
+            return request, tracked
+        except Exception as exc:
+            _report("http.request", exc)
+            return None
+
+    def _start_kwargs(self, tracked: TrackedRequest) -> tuple[Tracker, dict[str, Any]] | None:
+        try:
+            tracker = self.tracker or get_tracker()
+            return tracker, {
+                "source": "http",
+                "model": tracked.model,
+                "provider": tracked.provider,
+                "prompt_text": tracked.prompt_text() if tracker.has_guards else None,
+                "max_output_tokens": tracked.max_output_tokens,
+            }
+        except Exception as exc:
+            _report("http.start", exc)
+            return None
+
+    def _failed(
+        self, tracker: Tracker, call: Call, tracked: TrackedRequest, exc: BaseException
+    ) -> None:
+        """The transport raised: record the attempt, unless it never left this process."""
+        try:
+            if isinstance(exc, self._flavour.not_sent):
+                tracker.cancel(call)
+            else:
+                tracker.finish(
+                    call,
+                    provider=tracked.provider,
+                    status="cancelled" if _is_cancellation(exc) else "error",
+                    error=exc,
+                )
+        except Exception as report_exc:
+            _report("http.failed", report_exc)
+
+    def _track(
+        self, tracker: Tracker, call: Call, tracked: TrackedRequest, response: Any, *, sync: bool
+    ) -> Any:
+        """Attach usage tracking to a response (or record it now). Never raises."""
+        try:
+            status_code = response.status_code
+            headers = response.headers
+            if status_code >= 300:
+                if status_code < 400:  # a redirect: the model was not called
+                    tracker.cancel(call)
+                else:
+                    tracker.finish(
+                        call,
+                        provider=tracked.provider,
+                        status="error",
+                        error=f"http_{status_code}",
+                        request_id=headers.get("x-request-id") or headers.get("request-id"),
+                    )
+                return response
+            note = None
+            scanner: Scanner | None = None
+            content_type = headers.get("content-type", "").lower()
+            try:
+                decoder = make_decoder(headers.get("content-encoding"))
+            except UnsupportedEncoding as exc:
+                note = f"unsupported content encoding {exc}"
+            else:
+                scanner = make_scanner(tracked.kind, content_type, decoder)
+            streamed = content_type.startswith("text/event-stream")
+            exchange = Exchange(tracker, call, tracked, scanner, streamed=streamed, note=note)
+            stream = response.stream
+            if isinstance(stream, self._flavour.byte_stream):
+                # The body is already in memory (a mock transport): read it now.
+                for chunk in stream:
+                    exchange.feed(chunk)
+                exchange.end("exhausted")
+            elif sync:
+                response.stream = self._flavour.sync_stream(stream, exchange)
+            else:
+                response.stream = self._flavour.async_stream(stream, exchange)
+        except Exception as exc:
+            _report("http.response", exc, model=tracked.model)
+            tracker.finish(
+                call,
+                provider=tracked.provider,
+                metadata={"costledger.usage_missing": f"tracking failed: {type(exc).__name__}"},
+            )
+        return response
+
+
+class SyncTrackingBase(_TrackingBase):
+    """``handle_request`` for a sync transport flavour."""
+
+    def _handle(self, request: Any) -> Any:
+        opened = self._open(request) if request.method == "POST" else None
+        if opened is None:
+            return self.transport.handle_request(request)
+        request, tracked = opened
+        started = self._start_kwargs(tracked)
+        if started is None:
+            return self.transport.handle_request(request)
+        tracker, kwargs = started
+        try:
+            call = tracker.start(**kwargs)
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            _report("http.start", exc)
+            return self.transport.handle_request(request)
+        try:
+            response = self.transport.handle_request(request)
+        except BaseException as exc:
+            self._failed(tracker, call, tracked, exc)
+            raise
+        return self._track(tracker, call, tracked, response, sync=True)
+
+
+class AsyncTrackingBase(_TrackingBase):
+    """``handle_async_request`` for an async transport flavour."""
+
+    async def _handle(self, request: Any) -> Any:
+        opened = self._open(request) if request.method == "POST" else None
+        if opened is None:
+            return await self.transport.handle_async_request(request)
+        request, tracked = opened
+        started = self._start_kwargs(tracked)
+        if started is None:
+            return await self.transport.handle_async_request(request)
+        tracker, kwargs = started
+        try:
+            call = await tracker.astart(**kwargs)
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            _report("http.start", exc)
+            return await self.transport.handle_async_request(request)
+        try:
+            response = await self.transport.handle_async_request(request)
+        except BaseException as exc:
+            self._failed(tracker, call, tracked, exc)
+            raise
+        return self._track(tracker, call, tracked, response, sync=False)

@@ -1,0 +1,387 @@
+"""Usage scanners: read the usage of a response as its bytes pass through, without buffering.
+
+A JSON body is kept (it is needed whole to be parsed, and the consumer reads it
+whole anyway). A server-sent-event stream is split into lines incrementally and
+only the few events that can carry usage, the model or an error are parsed;
+text deltas are recognised by a substring test and skipped. State is the
+current partial line and the last usage-bearing event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ._decode import ContentDecoder
+from ._request import Kind
+
+__all__ = ["JsonScanner", "ScanResult", "Scanner", "make_scanner", "read_json_usage"]
+
+# Bodies larger than this (embeddings of long batches) are not parsed whole: usage is
+# found by scanning from the end, where every provider puts it.
+FULL_PARSE_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What a scanner learned: ``payload`` is a provider-shaped object for ``read_response``."""
+
+    payload: dict[str, Any] | None
+    model: str | None
+    complete: bool
+    error: str | None = None
+    note: str | None = None
+
+
+class Scanner:
+    """Base of the scanners: feed bytes as they pass, then ask for the result once."""
+
+    streamed = False
+
+    def __init__(self, decoder: ContentDecoder | None) -> None:
+        self._decoder = decoder
+
+    def feed(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def result(self) -> ScanResult:
+        raise NotImplementedError
+
+
+class JsonScanner(Scanner):
+    def __init__(self, decoder: ContentDecoder | None) -> None:
+        super().__init__(decoder)
+        self._chunks: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def result(self) -> ScanResult:
+        raw = b"".join(self._chunks)
+        self._chunks = []
+        if self._decoder is not None:
+            raw = self._decoder.decode(raw) + self._decoder.flush()
+        obj = read_json_usage(raw)
+        if obj is None:
+            return ScanResult(None, None, complete=False, note="response body is not a JSON object")
+        model = obj.get("model")
+        model = model if isinstance(model, str) else None
+        if not isinstance(obj.get("usage"), dict):
+            return ScanResult(None, model, complete=True, note="no usage in the response")
+        return ScanResult(obj, model, complete=True)
+
+
+def read_json_usage(raw: bytes) -> dict[str, Any] | None:
+    """The response object (or, for a huge body, its ``model`` and ``usage`` only)."""
+    if len(raw) <= FULL_PARSE_LIMIT:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) else None
+    stripped = raw.rstrip()
+    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+        return None
+    text = stripped[-65536:].decode("utf-8", "replace")
+    out: dict[str, Any] = {}
+    for key in ("usage", "model"):
+        value = _last_value(text, key)
+        if value is not None:
+            out[key] = value
+    if "model" not in out:  # a model named before a huge data array
+        value = _last_value(stripped[:4096].decode("utf-8", "replace"), "model")
+        if value is not None:
+            out["model"] = value
+    return out if "usage" in out else None
+
+
+_decoder = json.JSONDecoder()
+
+
+def _last_value(text: str, key: str) -> Any:
+    """The value of the last ``"key": <value>`` in ``text`` that parses, or ``None``."""
+    needle = f'"{key}"'
+    end = len(text)
+    while True:
+        i = text.rfind(needle, 0, end)
+        if i < 0:
+            return None
+        end = i
+        j = i + len(needle)
+        while j < len(text) and text[j] in " \t\r\n":
+            j += 1
+        if j >= len(text) or text[j] != ":":
+            continue
+        j += 1
+        while j < len(text) and text[j] in " \t\r\n":
+            j += 1
+        try:
+            value, _ = _decoder.raw_decode(text, j)
+        except ValueError:
+            continue
+        if key == "usage" and not isinstance(value, dict):
+            continue
+        return value
+
+
+def _has_usage(data: bytes) -> bool:
+    """Cheap pre-test: does this event carry a non-null ``"usage"``? (False positives are fine.)"""
+    i = data.find(b'"usage"')
+    while i >= 0:
+        j = i + 7
+        rest = data[j : j + 8].lstrip(b" \t:")
+        if not rest.startswith(b"null"):
+            return True
+        i = data.find(b'"usage"', j)
+    return False
+
+
+def _error_type(error: Any, default: str = "stream_error") -> str:
+    if isinstance(error, dict):
+        for key in ("type", "code"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value
+    if isinstance(error, str) and error:
+        return error
+    return default
+
+
+class _SSEScanner(Scanner):
+    """Splits a server-sent-event stream into events incrementally; subclasses read them."""
+
+    streamed = True
+
+    def __init__(self, decoder: ContentDecoder | None) -> None:
+        super().__init__(decoder)
+        self._pending: list[bytes] = []
+        self._event: bytes | None = None
+        self._data: list[bytes] = []
+        self.model: str | None = None
+        self.complete = False
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            data = self._decoder.decode(data)
+        start = 0
+        nl = data.find(b"\n")
+        if nl < 0:
+            if data:
+                self._pending.append(data)
+            return
+        if self._pending:
+            # A line spread over several chunks: joined once, when it ends.
+            self._pending.append(data)
+            data = b"".join(self._pending)
+            self._pending = []
+            nl = data.find(b"\n")
+        line_fn = self._line
+        while nl >= 0:
+            line_fn(data[start:nl])
+            start = nl + 1
+            nl = data.find(b"\n", start)
+        if start < len(data):
+            self._pending.append(data[start:])
+
+    def _line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                self._data = []
+                self.on_event(self._event, data)
+            self._event = None
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            self._event = line[6:].strip()
+
+    def _end(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            self._decoder = None
+            if tail:
+                self.feed(tail)
+        if self._pending:
+            line = b"".join(self._pending)
+            self._pending = []
+            self._line(line)
+        self._line(b"")
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        raise NotImplementedError
+
+    def final_payload(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def result(self) -> ScanResult:
+        self._end()
+        payload = self.final_payload()
+        note = None if payload is not None else "no usage in the stream"
+        return ScanResult(payload, self.model, self.complete, self.error, note)
+
+    def _parse(self, data: bytes) -> dict[str, Any] | None:
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) else None
+
+
+class _ChatScanner(_SSEScanner):
+    """OpenAI chat (and legacy completions): usage rides on the last chunk when
+    ``stream_options.include_usage`` is set; ``data: [DONE]`` ends the stream."""
+
+    def __init__(self, decoder: ContentDecoder | None) -> None:
+        super().__init__(decoder)
+        self._final: dict[str, Any] | None = None
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if data == b"[DONE]":
+            self.complete = True
+            return
+        if self.model is not None and not _has_usage(data) and b'"error"' not in data:
+            return
+        obj = self._parse(data)
+        if obj is None:
+            return
+        model = obj.get("model")
+        if isinstance(model, str) and model:
+            self.model = model
+        usage = obj.get("usage")
+        if isinstance(usage, dict) and usage:
+            self._final = obj
+        else:
+            groq = obj.get("x_groq")  # Groq puts stream usage there
+            if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+                self._final = {**obj, "usage": groq["usage"]}
+        if obj.get("error"):
+            self.error = _error_type(obj["error"])
+
+    def final_payload(self) -> dict[str, Any] | None:
+        return self._final
+
+
+_RESPONSES_EVENTS = frozenset(
+    {
+        b"response.created",
+        b"response.completed",
+        b"response.incomplete",
+        b"response.failed",
+        b"error",
+    }
+)
+_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class _ResponsesScanner(_SSEScanner):
+    """OpenAI Responses API: the ``response.completed`` event carries the whole response."""
+
+    def __init__(self, decoder: ContentDecoder | None) -> None:
+        super().__init__(decoder)
+        self._final: dict[str, Any] | None = None
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if event is not None and event:
+            if event not in _RESPONSES_EVENTS:
+                return
+        elif self.model is not None and not _has_usage(data) and b'"error"' not in data:
+            return
+        obj = self._parse(data)
+        if obj is None:
+            return
+        etype = obj.get("type")
+        response = obj.get("response")
+        if isinstance(response, dict):
+            model = response.get("model")
+            if isinstance(model, str) and model:
+                self.model = model
+        if etype in _RESPONSES_FINAL and isinstance(response, dict):
+            self.complete = True
+            if isinstance(response.get("usage"), dict):
+                self._final = response
+            if etype == "response.failed":
+                self.error = _error_type(response.get("error"), "response.failed")
+        elif etype == "error":
+            self.error = _error_type(obj.get("error") or obj, "error")
+            if self.error == "error" and isinstance(obj.get("code"), str):
+                self.error = obj["code"]
+
+    def final_payload(self) -> dict[str, Any] | None:
+        return self._final
+
+
+_MESSAGES_EVENTS = frozenset({b"message_start", b"message_delta", b"message_stop", b"error"})
+
+
+class _MessagesScanner(_SSEScanner):
+    """Anthropic Messages: ``message_start`` has the input usage, each ``message_delta``
+    the CUMULATIVE output so far (and, lately, cumulative input and cache counts).
+    Later values replace earlier ones; adding them would double count."""
+
+    def __init__(self, decoder: ContentDecoder | None) -> None:
+        super().__init__(decoder)
+        self._message: dict[str, Any] | None = None
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        if event is not None and event:
+            if event not in _MESSAGES_EVENTS:
+                return
+        elif b'"message_' not in data and b'"error"' not in data:
+            return
+        obj = self._parse(data)
+        if obj is None:
+            return
+        etype = obj.get("type")
+        if etype == "message_start":
+            message = obj.get("message")
+            if isinstance(message, dict):
+                usage = message.get("usage")
+                self._message = {
+                    "id": message.get("id"),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": message.get("model"),
+                    "usage": dict(usage) if isinstance(usage, dict) else {},
+                }
+                if isinstance(message.get("model"), str):
+                    self.model = message["model"]
+        elif etype == "message_delta":
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                if self._message is None:
+                    self._message = {"type": "message", "model": self.model, "usage": {}}
+                target = self._message["usage"]
+                for key, value in usage.items():
+                    if value is not None:
+                        target[key] = value
+        elif etype == "message_stop":
+            self.complete = True
+        elif etype == "error":
+            self.error = _error_type(obj.get("error"), "error")
+
+    def final_payload(self) -> dict[str, Any] | None:
+        message = self._message
+        if message is None or not message.get("usage"):
+            return None
+        return message
+
+
+_SSE_SCANNERS: dict[Kind, type[_SSEScanner]] = {
+    "chat": _ChatScanner,
+    "completions": _ChatScanner,
+    "responses": _ResponsesScanner,
+    "messages": _MessagesScanner,
+    "embeddings": _ChatScanner,
+}
+
+
+def make_scanner(kind: Kind, content_type: str, decoder: ContentDecoder | None) -> Scanner:
+    """The scanner for a response: by its content type (a stream or not) and endpoint."""
+    if content_type.startswith("text/event-stream"):
+        return _SSE_SCANNERS[kind](decoder)
+    return JsonScanner(decoder)

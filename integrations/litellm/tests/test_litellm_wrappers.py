@@ -18,6 +18,7 @@ from litellm_support import (
     gpt_4o_mini_cost,
     litellm_isolated,
     offline,
+    utc,
     wait_until,
 )
 
@@ -136,6 +137,9 @@ def test_guard_sees_the_request_and_settles_on_the_logged_event(
     assert event.cost.total == GPT_4O_MINI_10_IN_20_OUT
     assert event.team == "search"
     assert not _registry.in_flight(event.id)
+    _, _, _, start, end = registered.last  # timed by LiteLLM, not by the wrapper
+    assert event.timestamp == utc(start)
+    assert event.latency_ms == round((end - start).total_seconds() * 1000, 3)
 
 
 async def test_async_wrapper_settles_on_the_logged_event(
@@ -426,3 +430,47 @@ async def test_proxy_hook_without_guards_does_nothing(costs: CapturedCosts) -> N
 
     assert await logger.async_pre_call_hook(_key(), None, data, "acompletion") is None
     assert not _registry.in_flight("proxy-free-1")
+
+
+# --- with costledger's real budget --------------------------------------------------------------
+
+
+def test_real_budget_is_spent_by_the_logged_cost_and_then_refuses(sentinel: Sentinel) -> None:
+    from costledger._guards import Budget
+
+    # Each call costs 0.0000135; a worst case (prompt + 20 output tokens) is about 0.000013.
+    budget = Budget("0.00002 USD", "day", per="team")
+    litellm.callbacks = [CostLedgerLogger(), sentinel]
+    with capture_costs(guards=[budget]) as costs:
+        costledger_litellm.completion(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            mock_response="4",
+            max_tokens=20,
+            metadata={"team": "search"},
+        )
+        sentinel.wait()
+        with pytest.raises(BudgetExceeded) as refused:
+            costledger_litellm.completion(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                mock_response="4",
+                max_tokens=20,
+                metadata={"team": "search"},
+            )
+        # Another team has its own allowance.
+        costledger_litellm.completion(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            mock_response="4",
+            max_tokens=20,
+            metadata={"team": "ads"},
+        )
+        sentinel.wait(2)
+
+    assert refused.value.key == "search"
+    assert refused.value.spent == GPT_4O_MINI_10_IN_20_OUT
+    assert [(e.team, e.cost.total) for e in costs.events] == [
+        ("search", GPT_4O_MINI_10_IN_20_OUT),
+        ("ads", GPT_4O_MINI_10_IN_20_OUT),
+    ]

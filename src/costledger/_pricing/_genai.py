@@ -1,0 +1,222 @@
+"""Prices from genai-prices (the default source), compiled into ``RateCard``s.
+
+genai-prices models a price as a set of units (input tokens, cache reads, 1-hour
+cache writes, audio tokens, ...) where a more specific unit is carved out of its
+parent. Of those units, ``Usage`` can only report the ones mapped below; every
+other unit (images, video, searches, seconds, characters) counts zero for a
+``Usage``, so its price never applies and the card leaves it out.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ._card import EXACT, RateCard, RateTier
+from ._names import GENAI_PROVIDER, ModelName
+
+if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import ModelInfo, ModelPrice, Provider
+
+__all__ = ["GenaiPrices", "TimedCards"]
+
+_UTC = timezone.utc
+_MAX_BUCKETS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    provider: Provider
+    model: ModelInfo
+
+
+class GenaiPrices:
+    """genai-prices' bundled data (or the snapshot its ``UpdatePrices`` installed)."""
+
+    def __init__(self) -> None:
+        self._snapshot: DataSnapshot | None = None
+        self.source = ""
+
+    def snapshot(self) -> DataSnapshot:
+        if self._snapshot is None:
+            import importlib.metadata
+
+            from genai_prices import data_snapshot
+
+            snap = data_snapshot.get_snapshot()
+            version = importlib.metadata.version("genai-prices")
+            self.source = f"genai-prices {version}" + (
+                " (auto-updated data)" if snap.from_auto_update else ""
+            )
+            self._snapshot = snap
+        return self._snapshot
+
+    def find(self, name: ModelName) -> Match | None:
+        """genai-prices' own matching, which knows aliases and many dated snapshots.
+
+        A provider genai-prices knows is binding: a model it does not list there
+        is not priced at some other provider's rate.
+        """
+        from genai_prices.data_snapshot import find_provider_by_id
+
+        snap = self.snapshot()
+        provider_id: str | None = None
+        if name.provider:
+            provider_id = GENAI_PROVIDER.get(name.provider)
+            if provider_id is None:
+                found = find_provider_by_id(snap.providers, name.provider)
+                provider_id = found.id if found is not None else None
+        # The name as given first: genai-prices lists ids such as ``perplexity/sonar``
+        # that differ from the bare ``sonar``.
+        refs = [name.full] if name.ref == name.full else [name.full, name.ref]
+        for ref in refs:
+            try:
+                provider, model = snap.find_provider_model(ref, None, provider_id, None)
+            except LookupError:
+                continue
+            return Match(provider, model)
+        return None
+
+    def context_window(self, match: Match) -> int | None:
+        window = match.model.context_window
+        return window if isinstance(window, int) and window > 0 else None
+
+    def compile_static(self, match: Match) -> RateCard | None:
+        from genai_prices.types import ModelPrice
+
+        prices = match.model.prices
+        if isinstance(prices, ModelPrice):
+            return compile_price(prices, match, self.source)
+        return None
+
+    def timed(self, match: Match, finish: Callable[[RateCard], RateCard]) -> TimedCards:
+        """Cards that follow the model's conditional prices; ``finish`` decorates each."""
+        source = self.source
+
+        def build(at: datetime) -> RateCard | None:
+            card = compile_price(match.model.get_prices(at), match, source)
+            return finish(card) if card is not None else None
+
+        return TimedCards(match.model, build)
+
+
+class TimedCards:
+    """Cards of a model whose price depends on the date or the time of day.
+
+    Within one UTC day, and between two consecutive time-of-day boundaries, every
+    genai-prices constraint has the same truth value, so one compiled card serves
+    the whole bucket.
+    """
+
+    def __init__(self, model: ModelInfo, build: Callable[[datetime], RateCard | None]) -> None:
+        from genai_prices.types import StartDateConstraint, TimeOfDateConstraint
+
+        bounds: set[time] = set()
+        uses_date = False
+        for conditional in model.prices if isinstance(model.prices, list) else ():
+            constraint = conditional.constraint
+            if isinstance(constraint, StartDateConstraint):
+                uses_date = True
+            elif isinstance(constraint, TimeOfDateConstraint):
+                bounds.add(_utc_time(constraint.start_time))
+                bounds.add(_utc_time(constraint.end_time))
+        self._bounds = tuple(sorted(bounds))
+        self._uses_date = uses_date
+        self._build = build
+        self._cards: dict[tuple[date | None, int], RateCard | None] = {}
+
+    def card_at(self, at: datetime) -> RateCard | None:
+        utc = at.astimezone(_UTC)
+        key = (
+            utc.date() if self._uses_date else None,
+            bisect_right(self._bounds, utc.time()) if self._bounds else 0,
+        )
+        try:
+            return self._cards[key]
+        except KeyError:
+            pass
+        card = self._build(utc)
+        if len(self._cards) >= _MAX_BUCKETS:
+            self._cards.clear()
+        self._cards[key] = card
+        return card
+
+
+def _utc_time(value: time) -> time:
+    """A constraint's time of day as naive UTC (genai-prices reads naive times as UTC)."""
+    if value.tzinfo is None:
+        return value
+    as_utc = datetime.combine(date(1970, 1, 1), value).astimezone(_UTC)
+    return as_utc.time()
+
+
+def compile_price(price: ModelPrice, match: Match, source: str) -> RateCard | None:
+    """One genai-prices ``ModelPrice`` as a card; ``None`` when it has no token price."""
+    from genai_prices.types import TieredPrices
+
+    values: dict[str, Any] = {
+        k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")
+    }
+    if values and "input_mtok" not in values and "output_mtok" not in values:
+        # Priced per second, character or page only: a token count cannot be priced.
+        # (No price at all is genai-prices' way to say "free": a subscription, a :free model.)
+        return None
+    thresholds = sorted(
+        {tier.start for v in values.values() if isinstance(v, TieredPrices) for tier in v.tiers}
+    )
+
+    def rate(key: str, threshold: int) -> Decimal | None:
+        value = values.get(key)
+        if not isinstance(value, TieredPrices):
+            return value if isinstance(value, Decimal) else None
+        chosen: Decimal = value.base
+        for tier in sorted(value.tiers, key=lambda t: t.start):
+            if tier.start <= threshold:  # genai-prices: the tier applies when prompt > start
+                chosen = tier.price
+        return chosen
+
+    def band(threshold: int) -> RateTier:
+        zero = Decimal(0)
+        input_rate = rate("input_mtok", threshold)
+        input_rate = zero if input_rate is None else input_rate
+        output_rate = rate("output_mtok", threshold)
+        cache_read = rate("cache_read_mtok", threshold)
+        cache_write = rate("cache_write_mtok", threshold)
+        return RateTier(
+            above=threshold,
+            input=input_rate,
+            output=zero if output_rate is None else output_rate,
+            cache_read=input_rate if cache_read is None else cache_read,
+            cache_write=input_rate if cache_write is None else cache_write,
+            cache_write_1h=rate("cache_write_1h_mtok", threshold),
+            input_audio=rate("input_audio_mtok", threshold),
+            cache_audio_read=rate("cache_audio_read_mtok", threshold),
+            output_audio=rate("output_audio_mtok", threshold),
+            reasoning=rate("output_reasoning_mtok", threshold),
+        )
+
+    request = values.get("requests_kcount")
+    if isinstance(request, TieredPrices):  # not in the data; refuse rather than guess
+        return None
+    base = band(-1)
+    return RateCard(
+        model=match.model.id,
+        provider=match.provider.id,
+        source=source,
+        input=base.input,
+        output=base.output,
+        cache_read=base.cache_read,
+        cache_write=base.cache_write,
+        cache_write_1h=base.cache_write_1h,
+        input_audio=base.input_audio,
+        cache_audio_read=base.cache_audio_read,
+        output_audio=base.output_audio,
+        reasoning=base.reasoning,
+        request=EXACT.scaleb(request, -3) if isinstance(request, Decimal) else Decimal(0),
+        tiers=tuple(band(t) for t in thresholds),
+    )

@@ -1,0 +1,195 @@
+"""Prices from LiteLLM's bundled price map, for models genai-prices does not list.
+
+The JSON file ships inside the ``litellm`` package; it is found with
+``importlib.util.find_spec`` and read as data, so ``litellm`` itself is never
+imported (that takes seconds and hundreds of megabytes). Numbers are parsed with
+``parse_float=Decimal``: ``3e-07`` per token becomes exactly ``0.3`` per million.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ._card import EXACT, RateCard, RateTier
+from ._names import GENAI_PROVIDER, LITELLM_PREFIX, ModelName, canonical_provider
+
+__all__ = ["LiteLLMPrices"]
+
+_FILE = "model_prices_and_context_window_backup.json"
+# Per-token keys -> RateCard fields. Service-tier variants (``_batches``, ``_priority``,
+# ``_flex``) are other products and are not used.
+_RATES = {
+    "input_cost_per_token": "input",
+    "output_cost_per_token": "output",
+    "cache_read_input_token_cost": "cache_read",
+    "cache_creation_input_token_cost": "cache_write",
+    "cache_creation_input_token_cost_above_1hr": "cache_write_1h",
+    "input_cost_per_audio_token": "input_audio",
+    "cache_read_input_audio_token_cost": "cache_audio_read",
+    "output_cost_per_audio_token": "output_audio",
+    "output_cost_per_reasoning_token": "reasoning",
+}
+_TIER_KEY = re.compile(r"^(?P<base>[a-z0-9_]+?)_above_(?P<n>\d+)(?P<unit>[km])_tokens$")
+_NO_OUTPUT_MODES = frozenset({"embedding", "rerank", "moderation", "moderations"})
+
+
+class LiteLLMPrices:
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, Mapping[str, Any]]] | None = None
+        self.source = ""
+
+    def _load(self) -> dict[str, tuple[str, Mapping[str, Any]]]:
+        if self._entries is not None:
+            return self._entries
+        entries: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        path = _price_file()
+        if path is not None:
+            import importlib.metadata
+
+            with path.open("rb") as f:
+                raw = json.load(f, parse_float=Decimal)
+            try:
+                self.source = f"litellm {importlib.metadata.version('litellm')}"
+            except importlib.metadata.PackageNotFoundError:
+                self.source = "litellm"
+            for key, entry in raw.items():
+                if key == "sample_spec" or not isinstance(entry, Mapping):
+                    continue
+                entries.setdefault(key.lower(), (key, entry))
+        self._entries = entries
+        return entries
+
+    def find(self, name: ModelName) -> tuple[str, Mapping[str, Any]] | None:
+        """The entry for ``name``: the name as given, then provider-qualified, then bare.
+
+        A provider the caller named is binding: Bedrock's ``gpt-4o`` is not OpenAI's.
+        """
+        entries = self._load()
+        wanted = canonical_provider(name.provider) if name.provider else None
+        for key in _candidates(name):
+            found = entries.get(key)
+            if found is None:
+                continue
+            if wanted is not None:
+                listed = found[1].get("litellm_provider")
+                if not isinstance(listed, str) or canonical_provider(listed) != wanted:
+                    continue
+            return found
+        return None
+
+    def limits(self, name: ModelName, canonical: str | None) -> tuple[int | None, int | None]:
+        """``(max_input_tokens, max_output_tokens)`` from the map, where it has them."""
+        entries = self._load()
+        keys = _candidates(name)
+        if canonical:
+            keys += _candidates(ModelName(canonical, canonical, name.provider, False))
+        for key in keys:
+            found = entries.get(key)
+            if found is None:
+                continue
+            entry = found[1]
+            max_in = _positive_int(entry.get("max_input_tokens"))
+            max_out = _positive_int(entry.get("max_output_tokens"))
+            if max_in is not None or max_out is not None:
+                return max_in, max_out
+        return None, None
+
+    def compile(self, key: str, entry: Mapping[str, Any]) -> RateCard | None:
+        """The entry as a card; ``None`` when it is not priced per token."""
+        base: dict[str, Decimal] = {}
+        tiers: dict[int, dict[str, Decimal]] = {}
+        for field_key, value in entry.items():
+            rate = _per_million(value)
+            if rate is None:
+                continue
+            if field_key in _RATES:
+                base[_RATES[field_key]] = rate
+                continue
+            m = _TIER_KEY.match(field_key)
+            if m and m.group("base") in _RATES:
+                above = int(m.group("n")) * (1000 if m.group("unit") == "k" else 1_000_000)
+                tiers.setdefault(above, {})[_RATES[m.group("base")]] = rate
+        if "input" not in base:
+            return None
+        if "output" not in base:
+            if entry.get("mode") not in _NO_OUTPUT_MODES:
+                return None
+            base["output"] = Decimal(0)
+        request = _decimal(entry.get("input_cost_per_request"))
+        provider = entry.get("litellm_provider")
+        return RateCard(
+            model=key,
+            provider=provider if isinstance(provider, str) else None,
+            source=self.source,
+            request=request if request is not None and request >= 0 else Decimal(0),
+            tiers=tuple(
+                RateTier(above=above, **_fill(tiers[above], base)) for above in sorted(tiers)
+            ),
+            max_input_tokens=_positive_int(entry.get("max_input_tokens")),
+            max_output_tokens=_positive_int(entry.get("max_output_tokens")),
+            **_fill(base, base),
+        )
+
+
+def _fill(rates: Mapping[str, Decimal], base: Mapping[str, Decimal | None]) -> dict[str, Any]:
+    """Complete one band: a rate the band lacks is the base rate of that component
+    (LiteLLM's rule), and cache rates missing everywhere are the input rate."""
+    out: dict[str, Decimal | None] = {}
+    for name in _RATES.values():
+        out[name] = rates.get(name, base.get(name))
+    if out["cache_read"] is None:
+        out["cache_read"] = out["input"]
+    if out["cache_write"] is None:
+        out["cache_write"] = out["input"]
+    return out
+
+
+def _candidates(name: ModelName) -> list[str]:
+    keys = [name.full.lower()]
+    if name.provider:
+        genai_id = GENAI_PROVIDER.get(name.provider, name.provider)
+        for prefix in (name.provider, LITELLM_PREFIX.get(genai_id, genai_id)):
+            keys.append(f"{prefix}/{name.ref}".lower())
+    keys.append(name.ref.lower())
+    return list(dict.fromkeys(keys))
+
+
+def _price_file() -> Path | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("litellm")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / _FILE
+    return path if path.is_file() else None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int):
+        return Decimal(value)
+    return None
+
+
+def _per_million(value: Any) -> Decimal | None:
+    d = _decimal(value)
+    if d is None or d < 0:
+        return None
+    return EXACT.scaleb(d, 6)
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return value

@@ -1,0 +1,300 @@
+"""``Pricer``: model name + ``Usage`` -> exact ``Cost``.
+
+Sources, first match wins: a custom price book (``overrides``), genai-prices,
+LiteLLM's bundled price map; then, for a dated snapshot nobody lists, the same
+again without the date. A model no source knows is ``unknown_model``: no
+amount at all (never $0, never another model's price), one warning per model,
+and the event can be re-priced once a price exists.
+
+Resolving a name is slow (genai-prices' matching walks its model list); it is
+done once per ``(model, provider)`` and the compiled ``RateCard`` kept, so a
+call costs a dict look-up and a few ``Decimal`` multiplications.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from .._cost import Cost
+from .._events import UsageEvent
+from .._usage import Usage
+from ._book import load_price_book
+from ._card import RateCard
+from ._genai import GenaiPrices, TimedCards
+from ._litellm import LiteLLMPrices
+from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
+
+__all__ = ["PriceBook", "Pricer"]
+
+logger = logging.getLogger("costledger")
+
+PriceBook = Mapping[str, Mapping[str, Any]] | str | os.PathLike[str]
+"""A price book: ``{model: {"input": ..., "output": ...}}`` or a .toml / .json path."""
+
+_UTC = timezone.utc
+_MAX_NAMES = 8192  # distinct (model, provider) pairs kept compiled; more means a leak upstream
+
+
+@dataclass(slots=True, eq=False)
+class _Resolved:
+    """What a ``(model, provider)`` pair resolved to."""
+
+    name: ModelName
+    card: RateCard | None = None
+    timed: TimedCards | None = None
+    canonical: str | None = None
+    context_window: int | None = None
+    unknown: Cost | None = None
+    limits: tuple[int | None, int | None] | None = None
+    full_cards: dict[RateCard, RateCard] = field(default_factory=dict)
+
+
+class Pricer:
+    """Prices calls from genai-prices, LiteLLM's price map and an optional price book.
+
+    ``overrides`` (a mapping or a .toml / .json file, see ``docs/pricing.md``) takes
+    precedence over both default sources. ``genai_prices`` / ``litellm`` switch a
+    default source off (a price book alone then decides). Thread-safe.
+    """
+
+    _default: ClassVar[Pricer | None] = None
+    _default_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        overrides: PriceBook | None = None,
+        *,
+        genai_prices: bool = True,
+        litellm: bool = True,
+    ) -> None:
+        self._overrides = load_price_book(overrides) if overrides is not None else {}
+        self._genai = GenaiPrices() if genai_prices else None
+        self._litellm = LiteLLMPrices() if litellm else None
+        self._resolved: dict[tuple[str, str | None], _Resolved] = {}
+        self._warned: set[tuple[str, str | None]] = set()
+        self._lock = threading.RLock()
+
+    @classmethod
+    def default(cls) -> Pricer:
+        """The process-wide pricer with the default sources, created on first use."""
+        pricer = cls._default
+        if pricer is None:
+            with cls._default_lock:
+                pricer = cls._default
+                if pricer is None:
+                    pricer = cls._default = cls()
+        return pricer
+
+    # -- pricing -----------------------------------------------------------------------
+
+    def price(
+        self,
+        model: str,
+        usage: Usage,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+    ) -> Cost:
+        """The exact cost of one call of ``model`` with ``usage``.
+
+        ``provider`` narrows the match (``"azure"``, ``"bedrock"``, ...); a provider
+        prefix in ``model`` (``"openai/gpt-4.1"``) does the same. ``at``, the call's
+        time (timezone-aware; default now), picks date- and time-of-day prices.
+        """
+        resolved = self._resolved.get((model, provider))
+        if resolved is None:
+            resolved = self._resolve(model, provider)
+        card = resolved.card
+        if card is None:
+            if resolved.timed is not None:
+                card = resolved.timed.card_at(_when(at))
+            if card is None:
+                self._warn_unknown(resolved)
+                return resolved.unknown or Cost.unknown(resolved.name.full, resolved.name.provider)
+        elif at is not None and at.tzinfo is None:
+            _when(at)  # raises: a naive time is refused whichever model is priced
+        return card.cost(usage)
+
+    def reprice(self, event: UsageEvent) -> UsageEvent:
+        """``event`` priced again now that prices may be known (its own time is used).
+
+        Events with nothing to price (``not_priced``) and cache hits are returned as is.
+        """
+        if event.cost.status == "not_priced" or event.cache_hit:
+            return event
+        model = event.response_model or event.model
+        if not model:
+            return event
+        cost = self.price(model, event.usage, provider=event.provider, at=event.timestamp)
+        return event.with_cost(cost)
+
+    def rate_card(
+        self, model: str, *, provider: str | None = None, at: datetime | None = None
+    ) -> RateCard | None:
+        """The rates that ``price`` would use, with the model's token limits where known.
+
+        ``None`` when no source prices the model.
+        """
+        resolved = self._resolved.get((model, provider))
+        if resolved is None:
+            resolved = self._resolve(model, provider)
+        card = resolved.card
+        if card is None and resolved.timed is not None:
+            card = resolved.timed.card_at(_when(at))
+        if card is None:
+            return None
+        full = resolved.full_cards.get(card)
+        if full is None:
+            max_in, max_out = self._limits(resolved, card)
+            full = dataclasses.replace(card, max_input_tokens=max_in, max_output_tokens=max_out)
+            if len(resolved.full_cards) > 64:
+                resolved.full_cards.clear()
+            resolved.full_cards[card] = full
+        return full
+
+    def max_output_tokens(self, model: str, *, provider: str | None = None) -> int | None:
+        """The most output tokens ``model`` can produce in one call, where a source says so."""
+        card = self.rate_card(model, provider=provider)
+        return card.max_output_tokens if card is not None else None
+
+    def clear_cache(self) -> None:
+        """Forget compiled cards and warnings (after genai-prices' data was updated)."""
+        with self._lock:
+            self._resolved.clear()
+            self._warned.clear()
+            if self._genai is not None:
+                self._genai = GenaiPrices()
+
+    # -- resolution --------------------------------------------------------------------
+
+    def _resolve(self, model: str, provider: str | None) -> _Resolved:
+        key = (model, provider)
+        with self._lock:
+            resolved = self._resolved.get(key)
+            if resolved is not None:
+                return resolved
+            if not isinstance(model, str):
+                raise TypeError(f"model must be a string, got {type(model).__name__} {model!r}")
+            name = split_name(model, provider)
+            resolved = self._lookup(name) if name.full else None
+            if resolved is None:
+                base = strip_date_suffix(name.ref)
+                if base is not None:
+                    prefix = name.full[: len(name.full) - len(name.ref)]
+                    base_name = ModelName(prefix + base, base, name.provider, name.prefixed)
+                    resolved = self._lookup(base_name, snapshot=name.full)
+                    if resolved is not None:
+                        resolved.name = name
+            if resolved is None:
+                resolved = _Resolved(name, unknown=Cost.unknown(name.full, name.provider))
+            if len(self._resolved) >= _MAX_NAMES:
+                self._resolved.clear()
+            self._resolved[key] = resolved
+            return resolved
+
+    def _lookup(self, name: ModelName, snapshot: str | None = None) -> _Resolved | None:
+        note = (
+            f" (dated snapshot {snapshot!r} unknown; priced as {{model!r}})"
+            if snapshot is not None
+            else ""
+        )
+
+        def noted(card: RateCard) -> RateCard:
+            if not note:
+                return card
+            return dataclasses.replace(card, source=card.source + note.format(model=card.model))
+
+        for key in dict.fromkeys((name.full.lower(), name.ref.lower())):
+            card = self._overrides.get(key)
+            if card is None:
+                continue
+            if card.provider is None:
+                card = dataclasses.replace(card, provider=name.provider)
+            elif name.provider is not None and not _same_provider(card.provider, name.provider):
+                continue  # the book prices this name at another provider
+            return _Resolved(name, card=noted(card), canonical=card.model)
+
+        if self._genai is not None:
+            match = self._genai.find(name)
+            if match is not None:
+                if isinstance(match.model.prices, list):
+                    timed = self._genai.timed(match, noted)
+                    return _Resolved(
+                        name,
+                        timed=timed,
+                        canonical=match.model.id,
+                        context_window=self._genai.context_window(match),
+                    )
+                card = self._genai.compile_static(match)
+                if card is not None:
+                    return _Resolved(
+                        name,
+                        card=noted(card),
+                        canonical=match.model.id,
+                        context_window=self._genai.context_window(match),
+                    )
+
+        if self._litellm is not None:
+            found = self._litellm.find(name)
+            if found is not None:
+                card = self._litellm.compile(*found)
+                if card is not None:
+                    return _Resolved(name, card=noted(card), canonical=card.model)
+        return None
+
+    def _limits(self, resolved: _Resolved, card: RateCard) -> tuple[int | None, int | None]:
+        if resolved.limits is None:
+            max_in, max_out = card.max_input_tokens, card.max_output_tokens
+            if (max_in is None or max_out is None) and self._litellm is not None:
+                with self._lock:
+                    lit_in, lit_out = self._litellm.limits(resolved.name, resolved.canonical)
+                max_in = max_in if max_in is not None else lit_in
+                max_out = max_out if max_out is not None else lit_out
+            if max_in is None:
+                max_in = resolved.context_window
+            resolved.limits = (max_in, max_out)
+        return resolved.limits
+
+    def _warn_unknown(self, resolved: _Resolved) -> None:
+        key = (resolved.name.full, resolved.name.provider)
+        if key in self._warned:
+            return
+        with self._lock:
+            if key in self._warned:
+                return
+            if len(self._warned) >= _MAX_NAMES:
+                self._warned.clear()
+            self._warned.add(key)
+        logger.warning(
+            "costledger: no price for model %r (provider %r); the call is recorded as "
+            "unknown_model with no amount (not $0). Add the model to a price book and "
+            "re-price the events.",
+            resolved.name.full,
+            resolved.name.provider,
+            extra={
+                "costledger_event": "unknown_model",
+                "costledger_model": resolved.name.full,
+                "costledger_provider": resolved.name.provider,
+            },
+        )
+
+
+def _when(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(_UTC)
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(
+            f"at must be a timezone-aware datetime (the call's time), got naive {at!r}"
+        )
+    return at
+
+
+def _same_provider(a: str, b: str) -> bool:
+    return (canonical_provider(a) or a.lower()) == (canonical_provider(b) or b.lower())

@@ -434,6 +434,11 @@ def test_garbage_collected_ledger_stops_its_writer(tmp_path: Path) -> None:
 
 
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"]
+STATUSES: list[Literal["ok", "error", "cancelled"]] = [
+    *(["ok"] * 8),  # type: ignore[list-item]  # a repeated Literal list widens to list[str]
+    "error",
+    "cancelled",
+]
 
 
 def _dataset(n: int, seed: int = 7) -> list[UsageEvent]:
@@ -442,8 +447,7 @@ def _dataset(n: int, seed: int = 7) -> list[UsageEvent]:
     events = []
     for i in range(n):
         ts = start + timedelta(minutes=rng.randrange(0, 60 * 24 * 45), microseconds=i)
-        statuses: list[Literal["ok", "error", "cancelled"]] = ["ok"] * 8 + ["error", "cancelled"]
-        status = rng.choice(statuses)
+        status = rng.choice(STATUSES)
         priced = rng.random() > 0.15
         inp = rng.randrange(0, 5000)
         cache_read = rng.randrange(0, inp + 1)

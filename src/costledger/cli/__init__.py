@@ -13,6 +13,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    """Exact LLM cost tracking: reports, what-if re-pricing, ingestion, budgets."""
+
+
 app.command("demo")(demo)
 
 

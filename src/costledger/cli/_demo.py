@@ -71,7 +71,7 @@ def demo(
         ran += _demo_litellm(tracker)
 
     ledger.flush()
-    rows = ledger.summary(by=["model"], source=None)
+    rows = ledger.summary(by=["model"])
     table = Table(title=f"costledger demo: {Path(db.split('///')[-1]).name}")
     for col in ("model", "requests", "input", "cached", "output", "cost (USD)"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -80,15 +80,14 @@ def demo(
     for row in rows:
         cost = row.cost
         unpriced += row.unpriced
-        if cost is not None:
-            total += cost
+        total += cost
         table.add_row(
             str(row.model),
             str(row.requests),
             str(row.input_tokens),
             str(row.cache_read_tokens),
             str(row.output_tokens),
-            "unpriced" if row.unpriced and not cost else str(cost),
+            f"{cost} + {row.unpriced} unpriced" if row.unpriced else str(cost),
         )
     console.print(table)
     console.print(f"entry points: {', '.join(ran)}")

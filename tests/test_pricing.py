@@ -692,3 +692,35 @@ def test_pricing_from_many_threads_gives_the_same_answers() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_preload_then_price_without_loading() -> None:
+    pricer = Pricer()
+    pricer.preload(litellm=True)
+    cost = pricer.price("azure/eu/gpt-4o-mini", Usage(input_tokens=1_000_000))
+    assert cost.total == D("0.165")
+
+
+def test_fast_cost_constructor_builds_an_ordinary_cost() -> None:
+    from costledger._pricing._card import _new_cost
+
+    values = ("priced", D("3"), D("1"), D("0"), D("0"), D("2"), D("0"), "USD", "p", "m", "s")
+    fast = _new_cost(*values)
+    slow = Cost(
+        status="priced",
+        total=D("3"),
+        input=D("1"),
+        cache_read=D("0"),
+        cache_write=D("0"),
+        output=D("2"),
+        audio=D("0"),
+        currency="USD",
+        provider="p",
+        model="m",
+        source="s",
+    )
+    assert fast == slow
+    assert hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow)
+    with pytest.raises(AttributeError):
+        fast.total = D("0")  # type: ignore[misc]  # still frozen

@@ -67,7 +67,7 @@ def _cost_builder() -> Callable[..., Cost]:
         "source",
     )
     known = tuple(f.name for f in fields(Cost)) == names and not hasattr(Cost, "__post_init__")
-    slots = [getattr(Cost, name, None) for name in names]
+    slots: list[Any] = [getattr(Cost, name, None) for name in names]
     if not known or not all(hasattr(slot, "__set__") for slot in slots):
 
         def build(*values: Any) -> Cost:

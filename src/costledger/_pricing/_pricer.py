@@ -164,6 +164,15 @@ class Pricer:
         card = self.rate_card(model, provider=provider)
         return card.max_output_tokens if card is not None else None
 
+    def preload(self, *, litellm: bool = False) -> None:
+        """Load the price data now rather than on the first call (about 0.2 s for
+        genai-prices, 50 ms more for LiteLLM's map), e.g. at application start-up."""
+        with self._lock:
+            if self._genai is not None:
+                self._genai.snapshot()
+            if litellm and self._litellm is not None:
+                self._litellm.find(ModelName("", "", None, False))
+
     def clear_cache(self) -> None:
         """Forget compiled cards and warnings (after genai-prices' data was updated)."""
         with self._lock:

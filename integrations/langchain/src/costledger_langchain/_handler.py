@@ -57,8 +57,9 @@ _INTERNAL_TAG_PREFIXES = (
     "graph:step:",
     "langsmith:",
 )
-_ATTRIBUTION_KEYS = ("user", "team", "project", "feature")
+_PLAIN_KEYS = frozenset(("user", "team", "project", "feature", "user_id"))
 _PREFIX = "costledger_"
+_PREFIX_LEN = len(_PREFIX)
 _MAX_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _MODEL_PARAMS = ("model", "model_name", "model_id", "deployment_name")
 _RESPONSE_MODEL_KEYS = ("model_name", "model", "model_id")
@@ -158,20 +159,24 @@ class _Run:
 
 
 class _RunMap:
-    """Model runs in flight, by LangChain run id, bounded; one lock, only dict work under it."""
+    """Model runs in flight, by LangChain run id, bounded; one lock, only dict work under it.
+
+    Keyed by the run id's integer: ``UUID.__hash__`` is Python code, and this map is
+    touched several times per call.
+    """
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._runs: OrderedDict[UUID, _Run] = OrderedDict()
+        self._runs: OrderedDict[int, _Run] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, run_id: UUID) -> _Run | None:
-        return self._runs.get(run_id)
+        return self._runs.get(run_id.int)
 
     def join(self, run_id: UUID, sinks: tuple[CostTotals, ...]) -> bool:
         """Add ``sinks`` to a run another handler already owns; False if no one does."""
         with self._lock:
-            run = self._runs.get(run_id)
+            run = self._runs.get(run_id.int)
             if run is None:
                 return False
             missing = tuple(s for s in sinks if s not in run.sinks)
@@ -181,27 +186,32 @@ class _RunMap:
 
     def add(self, run_id: UUID, run: _Run) -> list[_Run]:
         """Remember ``run``; returns the runs pushed out (or ``run`` itself if already owned)."""
+        key = run_id.int
         with self._lock:
-            if run_id in self._runs:
+            runs = self._runs
+            if key in runs:
                 return [run]
-            self._runs[run_id] = run
+            runs[key] = run
+            if len(runs) <= self.max_size:
+                return _NONE_EVICTED
             evicted: list[_Run] = []
-            while len(self._runs) > self.max_size:
-                evicted.append(self._runs.popitem(last=False)[1])
+            while len(runs) > self.max_size:
+                evicted.append(runs.popitem(last=False)[1])
             return evicted
 
     def pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
-            return self._runs.pop(run_id, None)
+            return self._runs.pop(run_id.int, None)
 
-    def __contains__(self, run_id: object) -> bool:
-        # Lock-free: a dict membership test is atomic, and a miss is re-checked under the lock.
-        return run_id in self._runs
+    def __contains__(self, run_id: UUID) -> bool:
+        # Lock-free: a dict membership test is atomic, and a hit is re-checked under the lock.
+        return run_id.int in self._runs
 
     def __len__(self) -> int:
         return len(self._runs)
 
 
+_NONE_EVICTED: list[_Run] = []  # never appended to: returned when nothing was pushed out
 _runs = _RunMap(MAX_IN_FLIGHT)
 
 
@@ -535,27 +545,38 @@ def _attribution(metadata: Mapping[str, Any], tags: list[str] | None) -> dict[st
     ``costledger_<key>`` becomes event metadata ``<key>``. Other LangChain metadata
     (``ls_*``, the app's own keys) is not copied: it may be large or private.
     """
+    plain: dict[str, Any] | None = None
+    prefixed: dict[str, Any] | None = None
+    for key, value in metadata.items():  # one pass: this runs on every model call
+        if value is None:
+            continue
+        if key in _PLAIN_KEYS:
+            if plain is None:
+                plain = {}
+            plain[key] = value
+        elif key.startswith(_PREFIX) and len(key) > _PREFIX_LEN:
+            if prefixed is None:
+                prefixed = {}
+            prefixed[key[_PREFIX_LEN:]] = value
+    run_tags = [t for t in tags if not t.startswith(_INTERNAL_TAG_PREFIXES)] if tags else []
+    if plain is None and prefixed is None and not run_tags:
+        return None
     values: dict[str, Any] = {}
-    for key in _ATTRIBUTION_KEYS:
-        value = metadata.get(key)
-        if value is not None:
-            values[key] = value
-    if "user" not in values and metadata.get("user_id") is not None:
-        values["user"] = metadata["user_id"]
-    extra_tags: Any = ()
-    for key, value in metadata.items():
-        if key.startswith(_PREFIX) and value is not None:
-            name = key[len(_PREFIX) :]
-            if name == "tags":
-                extra_tags = [value] if isinstance(value, str) else value
-            elif name:
-                values[name] = value
-    run_tags = [t for t in tags or () if not t.startswith(_INTERNAL_TAG_PREFIXES)]
-    if extra_tags:
-        run_tags.extend(str(t) for t in extra_tags if str(t) not in run_tags)
+    if plain is not None:
+        user_id = plain.pop("user_id", None)
+        values.update(plain)
+        if user_id is not None:
+            values.setdefault("user", user_id)
+    if prefixed is not None:
+        extra_tags = prefixed.pop("tags", ())
+        values.update(prefixed)
+        if extra_tags:
+            for tag in [extra_tags] if isinstance(extra_tags, str) else extra_tags:
+                if str(tag) not in run_tags:
+                    run_tags.append(str(tag))
     if run_tags:
         values["tags"] = run_tags
-    return values or None
+    return values
 
 
 def _prompt_text(messages: list[list[BaseMessage]] | None, prompts: list[str] | None) -> str:

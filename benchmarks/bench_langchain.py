@@ -1,0 +1,139 @@
+"""Overhead of ``CostLedgerCallbackHandler`` per sync ``invoke``, against LangChain's own
+``UsageMetadataCallbackHandler``, on the same fake chat model, in one run.
+
+Run: python benchmarks/bench_langchain.py [--calls 1000] [--rounds 15]
+Target (issue 3): ours adds no more than ``UsageMetadataCallbackHandler`` (about 40-90 us here).
+
+Variants are timed in interleaved rounds (each round runs every variant once), so noise
+from other work on the machine falls on all of them alike. Two clocks: wall time, and CPU
+time of the calling thread (what a call costs its thread, steadier on a shared machine; a
+ledger's background writer is not in it). Each is the median round; the best round is
+shown too. Ours records through a real Tracker: usage read, priced, an event built and
+handed to the ledger (a queue put; its writer thread commits to SQLite), logging off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.callbacks import (
+    BaseCallbackHandler,
+    CallbackManagerForLLMRun,
+    UsageMetadataCallbackHandler,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from costledger import Ledger, Tracker
+from costledger.testing import InMemoryLedger
+from costledger_langchain import CostLedgerCallbackHandler
+
+
+class FakeOpenAI(BaseChatModel):
+    """Answers at once with ChatOpenAI's shape of usage and metadata."""
+
+    model_name: str = "gpt-4o-mini"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = AIMessage(
+            content="forty two",
+            usage_metadata={
+                "input_tokens": 1200,
+                "output_tokens": 300,
+                "total_tokens": 1500,
+                "input_token_details": {"cache_read": 1024},
+            },
+            response_metadata={"model_name": "gpt-4o-mini-2024-07-18", "finish_reason": "stop"},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "openai"
+        return params
+
+    @property
+    def _llm_type(self) -> str:
+        return "bench-fake-openai"
+
+
+def _invoker(model: FakeOpenAI, handler: BaseCallbackHandler | None) -> Callable[[], Any]:
+    config: Any = {"callbacks": [handler]} if handler is not None else {}
+
+    def call() -> Any:
+        return model.invoke("What is six times seven?", config=config)
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=1000, help="invokes per variant per round")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+
+    model = FakeOpenAI()
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_ledger = Ledger(f"sqlite:///{tmp}/bench.db")
+        memory_ledger = InMemoryLedger(sync=False)
+        ours_sqlite = CostLedgerCallbackHandler(Tracker(sqlite_ledger, log="off"))
+        ours_memory = CostLedgerCallbackHandler(Tracker(memory_ledger, log="off"))
+        variants: dict[str, Callable[[], Any]] = {
+            "no handler": _invoker(model, None),
+            "UsageMetadataCallbackHandler": _invoker(model, UsageMetadataCallbackHandler()),
+            "CostLedger, SQLite file ledger": _invoker(model, ours_sqlite),
+            "CostLedger, in-memory ledger": _invoker(model, ours_memory),
+        }
+        for call in variants.values():  # warm up: imports, price card, writer threads
+            for _ in range(300):
+                call()
+        wall: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.rounds):
+            for name, call in variants.items():
+                w0, c0 = time.perf_counter(), time.thread_time()
+                for _ in range(args.calls):
+                    call()
+                c1, w1 = time.thread_time(), time.perf_counter()
+                wall[name].append((w1 - w0) / args.calls * 1e6)
+                cpu[name].append((c1 - c0) / args.calls * 1e6)
+        stored = sum(1 for _ in sqlite_ledger.events())
+        sqlite_ledger.close()
+        memory_ledger.close()
+
+    print(f"sync invoke: {args.calls} calls x {args.rounds} interleaved rounds")
+    for clock, samples in (("wall", wall), ("caller-thread CPU", cpu)):
+        median = {name: statistics.median(v) for name, v in samples.items()}
+        best = {name: min(v) for name, v in samples.items()}
+        print(
+            f"\n{clock} time, us per call     median (added, / UMCH's)  |  best (added, / UMCH's)"
+        )
+        for name in samples:
+            cells = []
+            for table in (median, best):
+                added = table[name] - table["no handler"]
+                reference = table["UsageMetadataCallbackHandler"] - table["no handler"]
+                ratio = f"{added / reference:5.2f}x" if reference > 0 else "  n/a"
+                cells.append(f"{table[name]:7.1f} ({added:+6.1f}, {ratio})")
+            print(f"  {name:31} {cells[0]}  |  {cells[1]}")
+    totals = ours_sqlite.totals
+    if totals.unpriced or totals.requests != stored:
+        raise SystemExit(f"ours lost or mispriced calls: {totals!r}, {stored} rows stored")
+    print(f"\nours (SQLite) recorded and stored {stored} calls, ${totals.total_cost} in all")
+
+
+if __name__ == "__main__":
+    main()

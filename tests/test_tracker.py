@@ -1,0 +1,149 @@
+"""The Tracker path end to end on the real pricer and a real (in-memory SQLite) ledger."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import costledger
+from costledger import BudgetExceeded, Tracker, Usage, UsageEvent, attribute
+from costledger._tracker import Call
+from costledger.testing import InMemoryLedger, capture_costs
+
+# gpt-4o-mini: $0.15 / MTok input, $0.075 cached input, $0.60 output (genai-prices).
+GPT4O_MINI_1200_1024_300 = Decimal("0.0002832")
+
+
+@pytest.fixture
+def tracker() -> Tracker:
+    return Tracker(InMemoryLedger(), log="off", team="core")
+
+
+def test_record_prices_exactly_and_stores_one_row(tracker: Tracker) -> None:
+    usage = Usage(input_tokens=1200, output_tokens=300, cache_read_tokens=1024)
+    event = tracker.record("gpt-4o-mini", usage, provider="openai")
+    assert event is not None
+    assert event.cost.total == GPT4O_MINI_1200_1024_300
+    assert event.cost.input == Decimal("0.0000264")
+    assert event.cost.cache_read == Decimal("0.0000768")
+    assert event.cost.output == Decimal("0.00018")
+    rows = list(tracker.ledger.events())  # type: ignore[attr-defined]
+    assert [(r.id, r.total_cost, r.team) for r in rows] == [(event.id, event.cost.total, "core")]
+
+
+def test_attribution_merges_default_scope_and_call(tracker: Tracker) -> None:
+    with attribute(user="u1", feature="search", tags=["beta"], env="prod"):
+        event = tracker.record(
+            "gpt-4o-mini",
+            Usage(10, 5),
+            attribution={"feature": "rerank", "tags": ["x"], "api_key": "sk-proj-" + "a" * 40},
+        )
+    assert event is not None
+    assert (event.user, event.team, event.feature) == ("u1", "core", "rerank")
+    assert event.tags == ("beta", "x")
+    assert event.metadata["env"] == "prod"
+    assert "sk-proj-" not in repr(event.metadata)
+
+
+def test_unknown_model_is_unpriced_never_zero(tracker: Tracker) -> None:
+    event = tracker.record("totally-made-up-model-9000", Usage(100, 10))
+    assert event is not None
+    assert event.cost.status == "unknown_model"
+    assert event.cost.total is None
+
+
+def test_finish_never_raises_on_garbage_and_keeps_the_call(tracker: Tracker) -> None:
+    call = tracker.start(source="api", model="gpt-4o-mini")
+    event = tracker.finish(call, payload={"usage": {"prompt_tokens": -5, "completion_tokens": 1}})
+    assert event is not None
+    assert event.cost.status == "not_priced"
+    assert event.metadata["costledger.tracking_error"] == "UsageError"
+    assert tracker.finish(call, usage=Usage(1, 1)) is None  # a call finishes once
+    assert len(list(tracker.ledger.events())) == 1  # type: ignore[attr-defined]
+
+
+def test_ledger_failure_is_swallowed() -> None:
+    class Broken:
+        def record(self, event: UsageEvent) -> None:
+            raise RuntimeError("disk on fire")
+
+    tracker = Tracker(Broken(), log="off")
+    assert tracker.record("gpt-4o-mini", Usage(1, 1)) is not None
+
+
+def test_payload_gives_usage_model_and_request_id(tracker: Tracker) -> None:
+    call = tracker.start(source="api", model="gpt-4o-mini", provider="openai")
+    event = tracker.finish(
+        call,
+        payload={
+            "id": "chatcmpl-123",
+            "model": "gpt-4o-mini-2024-07-18",
+            "usage": {
+                "prompt_tokens": 1200,
+                "completion_tokens": 300,
+                "prompt_tokens_details": {"cached_tokens": 1024},
+            },
+        },
+    )
+    assert event is not None
+    assert (event.request_id, event.response_model) == ("chatcmpl-123", "gpt-4o-mini-2024-07-18")
+    assert event.cost.total == GPT4O_MINI_1200_1024_300
+
+
+class RefuseOver:
+    """A minimal guard: refuses once reserved + spent would pass a limit."""
+
+    def __init__(self, limit: Decimal) -> None:
+        self.limit, self.spent, self.reserved = limit, Decimal(0), Decimal(0)
+        self.released = 0
+
+    def reserve(self, call: Call, tracker: Tracker) -> Decimal:
+        amount = call.estimate or Decimal(0)
+        if self.spent + self.reserved + amount > self.limit:
+            raise BudgetExceeded(
+                "over",
+                scope="test",
+                key=None,
+                limit=self.limit,
+                spent=self.spent,
+                reserved=self.reserved,
+                resets_at=None,
+            )
+        self.reserved += amount
+        return amount
+
+    def settle(self, token: Any, event: UsageEvent) -> None:
+        self.reserved -= token
+        self.spent += event.cost.total or Decimal(0)
+
+    def release(self, token: Any) -> None:
+        self.reserved -= token
+        self.released += 1
+
+
+def test_guards_reserve_settle_release_and_refuse() -> None:
+    guard = RefuseOver(Decimal("0.001"))
+    tracker = Tracker(InMemoryLedger(), guards=[guard], log="off")
+    call = tracker.start(source="api", model="gpt-4o-mini", estimate=Decimal("0.0008"))
+    assert guard.reserved == Decimal("0.0008")
+    with pytest.raises(BudgetExceeded):
+        tracker.start(source="api", model="gpt-4o-mini", estimate=Decimal("0.0005"))
+    tracker.finish(call, usage=Usage(1200, 300, cache_read_tokens=1024))
+    assert (guard.reserved, guard.spent) == (Decimal(0), GPT4O_MINI_1200_1024_300)
+    failed = tracker.start(source="api", model="gpt-4o-mini", estimate=Decimal("0.0005"))
+    tracker.finish(failed, status="error", error=TimeoutError())
+    assert guard.released == 1
+    assert guard.reserved == 0
+
+
+def test_capture_costs_swaps_the_default_tracker() -> None:
+    before = costledger.get_tracker()
+    with capture_costs() as costs:
+        costledger.get_tracker().record("gpt-4o-mini", Usage(1200, 300, cache_read_tokens=1024))
+        costledger.get_tracker().record("no-such-model-x", Usage(1, 1))
+    assert costledger.get_tracker() is before
+    assert len(costs) == 2
+    assert costs.total == GPT4O_MINI_1200_1024_300
+    assert [e.model for e in costs.unpriced] == ["no-such-model-x"]

@@ -61,6 +61,13 @@ def _assert_clean(text: str) -> None:
         (f"password: {PASSWORD} end", "password: [REDACTED] end"),
         ('{"client_secret": "s3cr3t", "n": 1}', '{"client_secret": "[REDACTED]", "n": 1}'),
         ("token=abc.def", "token=[REDACTED]"),
+        ("url=https://h/v1?api_key=abc123&b=2", "url=https://h/v1?api_key=[REDACTED]&b=2"),
+        ("{'api_key': 'abc', 'model': 'gpt'}", "{'api_key': '[REDACTED]', 'model': 'gpt'}"),
+        (
+            "user=bob password=x accessToken=y",
+            "user=bob password=[REDACTED] accessToken=[REDACTED]",
+        ),
+        (f"run-{OPENAI_KEY}", "run-[REDACTED]"),
         ("cache_key=0f3a9c2e8b7d6a5f4e3d2c1b", "cache_key=[REDACTED]"),
         (f"hf {HF_TOKEN}", "hf [REDACTED]"),
         (

@@ -36,64 +36,89 @@ _CANDIDATE = re.compile(
     r"hf_|gsk_|xai-|gh[pousr]_|github_pat_|-----begin"
 )
 
-# Names that mark a secret, as a whole word at the end of a key or a ``name=`` in text:
+# Names that mark a secret, as the last word of a key or of a ``name=`` in text:
 # "api_key", "openai_api_key", "x-api-key", "password", "client_secret", "access_token".
 # "max_tokens" and "input_tokens" do not match: "tokens" is not "token".
-_SECRET_NAME = (
-    r"(?:api_?key|apikey|access_?key|secret_?key|private_?key|password|passwd|"
-    r"secret|token|credentials?|authorization|auth|cookie)"
+_SECRET_KEY = re.compile(
+    r"(?:^|_)(?:api_?key|apikey|access_?key|secret_?key|private_?key|password|passwd|"
+    r"secret|token|credentials?|authorization|auth|cookie)$"
 )
-_SECRET_KEY = re.compile(rf"(?:^|_){_SECRET_NAME}$")
 
-_SEP = r"""(?P<sep>["']?\s*[:=]\s*["']?)"""
-
-_SECRETS = re.compile(
+# First pass: shapes that are secrets wherever they appear. Case-sensitive with the few
+# case-insensitive words spelled out: IGNORECASE makes CPython's re several times slower.
+_SHAPES = re.compile(
     "|".join(
         (
-            # "Authorization: Bearer x", "authorization=Basic x": keep the name, drop the rest.
-            r"(?P<auth>\b(?:proxy-)?authorization)"
-            + _SEP.replace("sep", "asep")
-            # the scheme alone is not a secret, but "Basic" values are just base64 of user:password
-            + r"(?:(?:basic|bearer|token|digest|apikey)\s+)?[^\s\"',;&]+",
+            # "Authorization: Bearer x", "authorization=Basic x": keep the name, drop the rest
+            # (a "Basic" value is only base64 of user:password).
+            r"(?P<auth>\b(?:[Pp]roxy-)?(?:[Aa]uthorization|AUTHORIZATION))"
+            r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
+            r"(?:(?:[Bb]asic|[Bb]earer|BEARER|[Tt]oken|[Dd]igest|[Aa]pi[Kk]ey)\s+)?[^\s\"',;&]+",
             # "Bearer xyz" anywhere else (curl lines, exception messages)
-            r"(?P<bearer>\bbearer)\s+[A-Za-z0-9\-._~+/]+=*",
-            # name=value pairs whose name says secret: the value goes, whatever it looks like
-            r"(?P<name>\b[a-z0-9_\-]*" + _SECRET_NAME + r")\b" + _SEP + r"[^\s\"',;&]+",
-            # any other "...key=" followed by a long key-like value (checked for digits below)
-            r"(?P<kname>\b[a-z0-9_\-]*key)\b"
-            + _SEP.replace("sep", "ksep")
-            + r"(?P<kval>[A-Za-z0-9_\-+/=.]{20,})",
-            # Provider key shapes, wherever they appear.
-            r"(?-i:\bsk-[A-Za-z0-9_\-]{16,})",  # OpenAI sk-, sk-proj-, Anthropic sk-ant-api03-
-            r"(?-i:\bAIza[0-9A-Za-z_\-]{35})",  # Google API keys
-            r"(?-i:\b(?:AKIA|ASIA)[0-9A-Z]{16}\b)",  # AWS access key ids
-            r"(?-i:\b(?:hf_[A-Za-z0-9]{30,}|gsk_[A-Za-z0-9]{30,}|xai-[A-Za-z0-9]{30,}))",
-            r"(?-i:\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}))",
+            r"(?P<bearer>\b(?:[Bb]earer|BEARER))\s+[A-Za-z0-9\-._~+/]+=*",
+            r"\bsk-[A-Za-z0-9_\-]{16,}",  # OpenAI sk-, sk-proj-, sk-svcacct-; Anthropic sk-ant-
+            r"\bAIza[0-9A-Za-z_\-]{35}",  # Google API keys
+            r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key ids
+            r"\b(?:hf_|gsk_|xai-)[A-Za-z0-9]{30,}",  # Hugging Face, Groq, xAI
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})",  # GitHub
             r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
         )
-    ),
-    re.IGNORECASE,
+    )
 )
 
+# Second pass: "name=value" / "name: value" pairs. The name decides (see _replace_pair).
+# The value is only looked at, not consumed, so a pair inside another pair's value
+# ("url=https://h/?api_key=...") is still found.
+_PAIRS = re.compile(
+    r"(?<![A-Za-z0-9_\-.])(?P<name>[A-Za-z0-9_\-.]*[A-Za-z0-9])"
+    r"[\"']?[ \t]*[:=][ \t]*[\"']?(?=(?P<value>[^\s\"',;&]+))"
+)
+
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_\-+/=.]{20,}")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_LETTER = re.compile(r"[A-Za-z]")
 
 
-def _replace(match: re.Match[str]) -> str:
-    groups = match.groupdict()
-    if groups["auth"] is not None:
-        return f"{groups['auth']}{groups['asep']}{REDACTED}"
-    if groups["bearer"] is not None:
-        return f"{groups['bearer']} {REDACTED}"
-    if groups["name"] is not None:
-        return f"{groups['name']}{groups['sep']}{REDACTED}"
-    if groups["kname"] is not None:
-        value = groups["kval"]
-        # A key-like value mixes letters and digits; "key=some_long_plain_words_here" is left alone.
-        if _HAS_DIGIT.search(value) and _HAS_LETTER.search(value):
-            return f"{groups['kname']}{groups['ksep']}{REDACTED}"
-        return match.group(0)
+def _replace_shape(match: re.Match[str]) -> str:
+    name = match.group("auth")
+    if name is not None:
+        return f"{name}{match.group('sep')}{REDACTED}"
+    name = match.group("bearer")
+    if name is not None:
+        return f"{name} {REDACTED}"
     return REDACTED
+
+
+def _is_secret_pair(name: str, value: str) -> bool:
+    if value.startswith(REDACTED):
+        return False
+    if _key_info(name)[0]:
+        return True
+    # Any other "...key=": only a long value that mixes letters and digits, as keys do.
+    return (
+        name[-3:].lower() == "key"
+        and _KEY_LIKE.fullmatch(value) is not None
+        and _HAS_DIGIT.search(value) is not None
+        and _HAS_LETTER.search(value) is not None
+    )
+
+
+def _redact_pairs(text: str) -> str:
+    parts: list[str] = []
+    done = 0  # text[:done] is already in parts
+    for match in _PAIRS.finditer(text):
+        start = match.start("value")
+        if start < done:
+            continue  # inside a value already replaced
+        value = match.group("value")
+        if _is_secret_pair(match.group("name"), value):
+            parts.append(text[done:start])
+            parts.append(REDACTED)
+            done = start + len(value)
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 # Strings already found clean (model names, user ids, tags repeat on every event).
@@ -108,9 +133,13 @@ def redact_text(text: str) -> str:
     """``text`` with every secret-shaped substring replaced by ``"[REDACTED]"``."""
     if text in _clean_texts:
         return text
-    # IGNORECASE makes the scan several times slower in CPython's re; lower() is cheap.
-    hit = _CANDIDATE.search(text.lower()) is not None
-    result = _SECRETS.sub(_replace, text) if hit else text
+    # The cheap test first; lower() costs far less than a case-insensitive regex.
+    if _CANDIDATE.search(text.lower()) is None:
+        result = text
+    else:
+        result = _SHAPES.sub(_replace_shape, text)
+        if "=" in result or ":" in result:
+            result = _redact_pairs(result)
     if result == text and len(text) <= _CLEAN_CACHE_MAX_LEN:
         if len(_clean_texts) >= _CLEAN_CACHE_SIZE:
             _clean_texts.clear()
@@ -128,13 +157,15 @@ def _is_secret_name(key: str) -> bool:
 
 # Mapping key -> (names a secret?, the key itself scrubbed). Keys repeat on every
 # event, so one dict lookup replaces both tests.
-_keys: dict[str, tuple[bool, str]] = {}
+_keys: dict[str, tuple[bool, str | None]] = {}
 
 
-def _key_info(key: str) -> tuple[bool, str]:
+def _key_info(key: str) -> tuple[bool, str | None]:
+    """(names a secret?, the key scrubbed, or None when it holds no secret itself)."""
     info = _keys.get(key)
     if info is None:
-        info = (_is_secret_name(key), redact_text(key))
+        scrubbed = redact_text(key)
+        info = (_is_secret_name(key), None if scrubbed == key else scrubbed)
         if len(_keys) >= _CLEAN_CACHE_SIZE:
             _keys.clear()
         _keys[key] = info
@@ -154,11 +185,11 @@ def _redact_mapping(value: Mapping[Any, Any], depth: int) -> Any:
     for key, item in value.items():
         if type(key) is str:
             info = keys.get(key) or _key_info(key)
+            new_key = key if info[1] is None else info[1]
             if info[0] and item is not None:
-                out[info[1]] = REDACTED
+                out[new_key] = REDACTED
                 changed = True
                 continue
-            new_key = info[1]
         else:
             new_key = key
         kind = type(item)

@@ -416,13 +416,17 @@ _ORJSON_INT_LIMIT = float(2**63)
 
 
 def _has_huge_float(value: Any) -> bool:
-    kind = type(value)
-    if kind is float:
-        return bool(abs(value) >= _ORJSON_INT_LIMIT)
-    if kind is dict:
-        return any(_has_huge_float(item) for item in value.values())
-    if kind is list:
-        return any(_has_huge_float(item) for item in value)
+    # A loop with an explicit stack: several times cheaper than recursion with any().
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        for item in node.values() if type(node) is dict else node:
+            kind = type(item)
+            if kind is float:
+                if item >= _ORJSON_INT_LIMIT or item <= -_ORJSON_INT_LIMIT:
+                    return True
+            elif kind is dict or kind is list:
+                stack.append(item)
     return False
 
 
@@ -442,7 +446,7 @@ def loads_line(line: str | bytes) -> dict[str, Any]:
                 value = loads(line)
             except ValueError:
                 value = json.loads(line)  # NaN, Infinity: json reads them; or gives its message
-            if _has_huge_float(value):
+            if type(value) is dict and _has_huge_float(value):
                 value = json.loads(line)
         else:
             value = json.loads(line)

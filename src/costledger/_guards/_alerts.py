@@ -9,7 +9,6 @@ on that thread's event loop.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import inspect
 import queue
@@ -117,6 +116,8 @@ class _Dispatcher:
         return done.wait(timeout)
 
     def _run(self) -> None:
+        import asyncio  # here, not at import: most programs never have an alert
+
         loop = asyncio.new_event_loop()
         while True:
             item = self._queue.get()
@@ -189,7 +190,8 @@ def webhook_alert(
             retry,
             retry_if_exception,
             stop_after_attempt,
-            wait_exponential_jitter,
+            wait_exponential,
+            wait_random,
         )
 
         if not client_box:
@@ -203,7 +205,7 @@ def webhook_alert(
 
         @retry(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
             retry=retry_if_exception(retryable),
             reraise=True,
         )

@@ -223,11 +223,12 @@ class MemoryStore(GuardStore):
             c.buckets[bucket] = max(0, c.buckets[bucket] + delta)
 
     def limits_storage(self) -> Storage:
-        if self._limits is None:
-            from limits.storage import MemoryStorage
+        with self._lock:  # two storages would be two separate windows
+            if self._limits is None:
+                from limits.storage import MemoryStorage
 
-            self._limits = MemoryStorage()
-        return self._limits
+                self._limits = MemoryStorage()
+            return self._limits
 
 
 def _retry_bucket(buckets: Mapping[int, int], need: int) -> int | None:

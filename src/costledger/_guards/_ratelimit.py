@@ -14,7 +14,7 @@ row in SQL), where a settle corrects the bucket the estimate went into.
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
 import weakref
 from collections.abc import Mapping
@@ -182,6 +182,7 @@ class RateLimit(_Window):
         )
         self._limiters: weakref.WeakKeyDictionary[GuardStore, MovingWindowRateLimiter | None]
         self._limiters = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RateLimit({self.name!r})"
@@ -190,14 +191,17 @@ class RateLimit(_Window):
         try:
             return self._limiters[store]
         except KeyError:
-            storage = store.limits_storage()
-            limiter = None
-            if storage is not None:
-                from limits.strategies import MovingWindowRateLimiter
+            pass
+        with self._lock:
+            if store not in self._limiters:
+                storage = store.limits_storage()
+                limiter = None
+                if storage is not None:
+                    from limits.strategies import MovingWindowRateLimiter
 
-                limiter = MovingWindowRateLimiter(storage)
-            self._limiters[store] = limiter
-            return limiter
+                    limiter = MovingWindowRateLimiter(storage)
+                self._limiters[store] = limiter
+            return self._limiters[store]
 
     def _try(self, store: GuardStore, key: str | None) -> float | None:
         """Take one request; None when taken, else the seconds until there is room."""
@@ -238,7 +242,7 @@ class RateLimit(_Window):
                 while (retry := self._try(store, key)) is not None:
                     if time.monotonic() + retry > deadline:
                         raise self._refuse(key, retry)
-                    await asyncio.sleep(retry)
+                    await _sleep(retry)
         except StoreUnavailable as exc:
             self._store_failed(exc)
         return None
@@ -340,7 +344,7 @@ class TokenRateLimit(_Window):
                     if time.monotonic() + retry > deadline:
                         self.release(taken)
                         raise self._refuse(key, retry)
-                    await asyncio.sleep(retry)
+                    await _sleep(retry)
         except StoreUnavailable as exc:
             self.release(taken)
             self._store_failed(exc)
@@ -375,6 +379,12 @@ class TokenRateLimit(_Window):
                 )
             except StoreUnavailable as exc:
                 _report("ratelimit.settle", exc, limit=self.name)
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

@@ -14,6 +14,7 @@ answer, default 2: an unreachable store must fail fast, not hang the call).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -210,6 +211,7 @@ class RedisStore(GuardStore):
         self._acquire = register(_ACQUIRE)
         self._adjust = register(_ADJUST)
         self._limits: Storage | None = None
+        self._lock = threading.Lock()
 
     def _keys(self, counter: str) -> list[str]:
         base = f"{self.prefix}:{{{counter}}}"
@@ -336,15 +338,16 @@ class RedisStore(GuardStore):
         self._run(self._adjust, [b], [bucket, delta, floor, keep_until])
 
     def limits_storage(self) -> Storage:
-        if self._limits is None:
-            from limits.storage import RedisStorage
+        with self._lock:
+            if self._limits is None:
+                from limits.storage import RedisStorage
 
-            self._limits = RedisStorage(
-                self._url,
-                connection_pool=self.client.connection_pool,
-                key_prefix=f"{self.prefix}:rl",
-            )
-        return self._limits
+                self._limits = RedisStorage(
+                    self._url,
+                    connection_pool=self.client.connection_pool,
+                    key_prefix=f"{self.prefix}:rl",
+                )
+            return self._limits
 
     def close(self) -> None:
         self.client.close()

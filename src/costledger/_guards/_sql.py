@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._store import (
     Acquired,
@@ -41,31 +40,43 @@ class SqlStore(GuardStore):
     kind = "sql"
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url.strip())
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        prefix = query.pop("prefix", "costledger_guard")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        text = url.strip()
+        if text.startswith("postgres://"):
+            text = "postgresql://" + text[len("postgres://") :]
+        try:
+            parsed = make_url(text)
+        except ArgumentError as exc:
+            raise ValueError(
+                f"guard_store {display_url(url)!r} is not a valid URL: {exc}"
+            ) from None
+        query = dict(parsed.query)
+        prefix = str(query.pop("prefix", "costledger_guard"))
         if not _PREFIX_RE.match(prefix):
             raise ValueError(
                 f"guard_store prefix must be a SQL identifier of at most 40 letters, digits"
                 f" and underscores, got {prefix!r}"
             )
-        self.timeout = float(query.pop("timeout", "5"))
-        scheme = parts.scheme
-        if scheme in ("postgres", "postgresql"):
-            scheme = "postgresql+psycopg"
-        self._url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query)))
-        self.url = display_url(url)
+        self.timeout = float(str(query.pop("timeout", "5")))
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self._url = parsed.set(query=query)
+        self.url = parsed.render_as_string(hide_password=True)
         self.prefix = prefix
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._pruned: dict[str, float] = {}
         self._next_gc = 0.0
-        self._is_pg = scheme.startswith("postgresql")
-        if not (self._is_pg or scheme.startswith("sqlite")):
+        backend = parsed.get_backend_name()
+        self._is_pg = backend == "postgresql"
+        if backend not in ("postgresql", "sqlite"):
             raise ValueError(
                 f"guard_store {self.url!r}: a SQL guard store must be PostgreSQL or SQLite"
+                f" (or use 'memory://' or a redis:// URL), not {backend!r}"
             )
-        if scheme.startswith("sqlite") and parts.path in ("", "/", "/:memory:"):
+        if backend == "sqlite" and (parsed.database or ":memory:") == ":memory:":
             raise ValueError(
                 f"guard_store {self.url!r}: an in-memory SQLite database is private to one"
                 " connection; use 'memory://' for one process, or a SQLite file"

@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -264,10 +264,10 @@ class CostLedgerLogger(CustomLogger):
     def _record(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, failed: bool
     ) -> UsageEvent | None:
-        if not isinstance(kwargs, Mapping):
+        if not _is_map(kwargs):
             return None
         slo = kwargs.get("standard_logging_object")
-        if not isinstance(slo, Mapping):
+        if not _is_map(slo):
             slo = _EMPTY
         call_id = _text(slo.get("litellm_call_id")) or _text(kwargs.get("litellm_call_id"))
         pending: tuple[Tracker, Call] | None = None
@@ -350,12 +350,26 @@ class CostLedgerLogger(CustomLogger):
 # --- reading LiteLLM's records ---------------------------------------------------------------
 
 
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    # LiteLLM's records are plain dicts; the ABC check costs a microsecond, so try dict first.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _is_list(value: Any) -> TypeGuard[Sequence[Any]]:
+    return type(value) in (list, tuple) or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    )
+
+
 def _field(obj: Any, name: str) -> Any:
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
+    if type(obj) is dict:
         return obj.get(name)
-    return getattr(obj, name, None)
+    value = getattr(obj, name, None)
+    if value is None and isinstance(obj, Mapping):
+        return obj.get(name)
+    return value
 
 
 def _text(value: Any) -> str | None:
@@ -375,10 +389,10 @@ def _usage_payload(response_obj: Any, slo: Mapping[str, Any], failed: bool) -> A
         if usage is not None:
             return usage
     meta = slo.get("metadata")
-    usage = meta.get("usage_object") if isinstance(meta, Mapping) else None
+    usage = meta.get("usage_object") if _is_map(meta) else None
     if not usage:
         hidden = slo.get("hidden_params")
-        usage = hidden.get("usage_object") if isinstance(hidden, Mapping) else None
+        usage = hidden.get("usage_object") if _is_map(hidden) else None
     if usage:
         return usage
     if failed:
@@ -414,7 +428,7 @@ def _error_of(
         cancelled = isinstance(exc, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt))
         return exc, "cancelled" if cancelled else "error"
     info = slo.get("error_information")
-    if isinstance(info, Mapping):
+    if _is_map(info):
         error_class = _text(info.get("error_class"))
         if error_class:
             return error_class, "error"
@@ -447,16 +461,16 @@ def _latency_ms(start_time: Any, end_time: Any, slo: Mapping[str, Any]) -> float
 
 def _request_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
     params = kwargs.get("litellm_params")
-    meta = params.get("metadata") if isinstance(params, Mapping) else None
-    if not isinstance(meta, Mapping):
+    meta = params.get("metadata") if _is_map(params) else None
+    if not _is_map(meta):
         meta = kwargs.get("metadata")
-    if not isinstance(meta, Mapping):
+    if not _is_map(meta):
         return None
     requester = meta.get("requester_metadata")
-    if isinstance(requester, Mapping) or "user_api_key_hash" in meta:
+    if _is_map(requester) or "user_api_key_hash" in meta:
         # LiteLLM Proxy: the caller's own metadata is requester_metadata; the rest is the
         # proxy's (key hashes, headers, spend), which must not become attribution.
-        merged: dict[str, Any] = dict(requester) if isinstance(requester, Mapping) else {}
+        merged: dict[str, Any] = dict(requester) if _is_map(requester) else {}
         for key in ("user_api_key_user_id", "user_api_key_team_id", "user_api_key_end_user_id"):
             if meta.get(key) is not None:
                 merged.setdefault(f"_{key}", meta[key])
@@ -470,7 +484,7 @@ def _attribution_values(
     """Attribution from a request: its ``metadata``, the OpenAI ``user`` (the end user), and what
     LiteLLM logged about the proxy key (``standard_logging_object``)."""
     values: dict[str, Any] = {}
-    if isinstance(metadata, Mapping):
+    if _is_map(metadata):
         for key, value in metadata.items():
             if not isinstance(key, str):
                 continue
@@ -480,14 +494,14 @@ def _attribution_values(
             elif key == "tags":
                 if isinstance(value, str):
                     values["tags"] = [value]
-                elif isinstance(value, Sequence):
+                elif _is_list(value):
                     values["tags"] = [str(t) for t in value]
             elif key in _INTERNAL_METADATA or key.startswith(_INTERNAL_PREFIXES):
                 continue
             elif value is None or isinstance(value, _SCALARS):
                 values[key] = value
         extra = metadata.get("costledger")
-        if isinstance(extra, Mapping):
+        if _is_map(extra):
             values.update({str(k): v for k, v in extra.items()})
         # proxy key owner, passed on by _request_metadata
         if "user" not in values and metadata.get("_user_api_key_end_user_id") is not None:
@@ -502,7 +516,7 @@ def _attribution_values(
             values["user"] = end_user
     if "tags" not in values:
         tags = slo.get("request_tags")
-        if isinstance(tags, Sequence) and not isinstance(tags, str) and tags:
+        if tags and _is_list(tags):
             values["tags"] = [str(t) for t in tags]
     return values
 
@@ -569,7 +583,7 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
     """The request's text, for the guards' worst-case token estimate; never stored."""
     parts: list[str] = []
     messages = request.get("messages")
-    if isinstance(messages, Sequence) and not isinstance(messages, str):
+    if _is_list(messages):
         for message in messages:
             _collect_text(_field(message, "content"), parts)
     for key in ("prompt", "input"):  # text_completion, embedding
@@ -580,11 +594,11 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
 def _collect_text(content: Any, parts: list[str]) -> None:
     if isinstance(content, str):
         parts.append(content)
-    elif isinstance(content, Sequence):
+    elif _is_list(content):
         for part in content:
             if isinstance(part, str):
                 parts.append(part)
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+            elif _is_map(part) and isinstance(part.get("text"), str):
                 parts.append(part["text"])
 
 

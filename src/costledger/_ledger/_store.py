@@ -10,6 +10,7 @@ SQLAlchemy ``Connection`` (so transactions, pooling and events stay SQLAlchemy's
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from .._cost import Cost
 from .._events import UsageEvent
 from ._engine import BEGIN_OPTION, is_memory_sqlite, make_engine
 from ._migrate import ensure_schema
-from ._money import MONEY_PRECISION, MONEY_SCALE, dumps, sqlite_timestamp
+from ._money import MONEY_PRECISION, MONEY_SCALE, dumps, json_default, sqlite_timestamp
 from ._rows import COLUMNS, StoredEvent
 from ._tables import EVENTS_TABLE, events_table
 
@@ -77,8 +78,55 @@ _DEFAULTS: dict[str, Any] = {
 """What an omitted column gets from the table (NULL or its server default)."""
 _ALWAYS = frozenset(("id", "timestamp", "source", "status", "pricing_status", "currency"))
 _OMITTABLE = tuple((i, _DEFAULTS[name]) for i, name in enumerate(COLUMNS) if name not in _ALWAYS)
+# PostgreSQL batches are JSON documents: tags and metadata travel as JSON values there
+_PG_OMITTABLE = tuple(
+    (i, [] if name == "tags" else {} if name == "metadata" else default)
+    for i, default in _OMITTABLE
+    for name in (COLUMNS[i],)
+)
 _ALWAYS_INDEXES = tuple(i for i, name in enumerate(COLUMNS) if name in _ALWAYS)
 _JSON_COLUMNS = frozenset(("tags", "metadata"))
+_PG_TYPES: dict[str, str] = {
+    **dict.fromkeys(COLUMNS, "text"),
+    "timestamp": "timestamptz",
+    "latency_ms": "float8",
+    "streamed": "bool",
+    "cache_hit": "bool",
+    **dict.fromkeys(
+        (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+            "input_audio_tokens",
+            "output_audio_tokens",
+        ),
+        "int8",
+    ),
+    **dict.fromkeys(
+        (
+            "total_cost",
+            "input_cost",
+            "cache_read_cost",
+            "cache_write_cost",
+            "output_cost",
+            "audio_cost",
+            "reported_cost",
+        ),
+        "numeric",
+    ),
+}
+"""PostgreSQL type of each column, to cast the JSON text of a batch's values to."""
+
+
+def _pg_value(position: int, name: str) -> str:
+    if name in _JSON_COLUMNS:
+        return f"(r.e->{position})"
+    return f"(r.e->>{position})::{_PG_TYPES[name]}"
+
+
 _CHUNK_PARAMS = 30_000  # under SQLite's 32766 host parameters, and PostgreSQL's 65535
 _CHUNK_ROWS = 1000
 
@@ -171,12 +219,13 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
 
 
 def postgresql_params(e: UsageEvent) -> tuple[Any, ...]:
-    """Driver-native values of one event for psycopg, in ``COLUMNS`` order."""
+    """JSON-ready values of one event for PostgreSQL, in ``COLUMNS`` order: a batch goes
+    to the server as one JSON document (money as exact decimal text)."""
     u = e.usage
     c = e.cost
     return (
         _check_id(e),
-        e.timestamp,
+        e.timestamp.isoformat(),
         e.source,
         e.provider,
         e.model,
@@ -192,8 +241,8 @@ def postgresql_params(e: UsageEvent) -> tuple[Any, ...]:
         e.team,
         e.project,
         e.feature,
-        _json(list(e.tags), "[]"),
-        _json(dict(e.metadata), "{}"),
+        list(e.tags),
+        dict(e.metadata),
         bool(e.streamed),
         bool(e.cache_hit),
         u.input_tokens,
@@ -206,16 +255,16 @@ def postgresql_params(e: UsageEvent) -> tuple[Any, ...]:
         u.output_audio_tokens,
         c.status,
         c.currency,
-        _check_money("cost.total", c.total),
-        _check_money("cost.input", c.input),
-        _check_money("cost.cache_read", c.cache_read),
-        _check_money("cost.cache_write", c.cache_write),
-        _check_money("cost.output", c.output),
-        _check_money("cost.audio", c.audio),
+        _text_money("cost.total", c.total),
+        _text_money("cost.input", c.input),
+        _text_money("cost.cache_read", c.cache_read),
+        _text_money("cost.cache_write", c.cache_write),
+        _text_money("cost.output", c.output),
+        _text_money("cost.audio", c.audio),
         c.source,
         c.model,
         c.provider,
-        _check_money("reported_cost", e.reported_cost),
+        _text_money("reported_cost", e.reported_cost),
     )
 
 
@@ -261,7 +310,9 @@ class Store:
         self._schema_ready = False
         self.insert_hooks: list[InsertHook] = []
         self.cost_hooks: list[CostHook] = []
-        self._params = postgresql_params if self.dialect == "postgresql" else sqlite_params
+        pg = self.dialect == "postgresql"
+        self._params = postgresql_params if pg else sqlite_params
+        self._omittable = _PG_OMITTABLE if pg else _OMITTABLE
         self._sql_cache: dict[tuple[tuple[int, ...], int], str] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -311,21 +362,20 @@ class Store:
         key = (present, nrows)
         sql = self._sql_cache.get(key)
         if sql is None:
-            pg = self.dialect == "postgresql"
-            marks = []
-            for i in present:
-                name = COLUMNS[i]
-                if pg:
-                    marks.append("%s::jsonb" if name in _JSON_COLUMNS else "%s")
-                else:
-                    marks.append("?")
-            one = "(" + ",".join(marks) + ")"
             columns = ",".join(f'"{COLUMNS[i]}"' for i in present)
-            sql = (
-                f"INSERT INTO {EVENTS_TABLE} ({columns}) VALUES "
-                + ",".join([one] * nrows)
-                + ' ON CONFLICT ("id") DO NOTHING RETURNING "id"'
-            )
+            if self.dialect == "postgresql":
+                # the batch is one JSON array of rows, unpacked server-side: one short
+                # statement and one parameter whatever the batch size (psycopg parses
+                # query strings and dumps arrays in Python; PostgreSQL parses JSON in C)
+                values = ",".join(_pg_value(k, COLUMNS[i]) for k, i in enumerate(present))
+                sql = (
+                    f"INSERT INTO {EVENTS_TABLE} ({columns}) SELECT {values} "
+                    "FROM jsonb_array_elements(%s::jsonb) AS r(e)"
+                )
+            else:
+                one = "(" + ",".join("?" * len(present)) + ")"
+                sql = f"INSERT INTO {EVENTS_TABLE} ({columns}) VALUES " + ",".join([one] * nrows)
+            sql += ' ON CONFLICT ("id") DO NOTHING RETURNING "id"'
             if len(self._sql_cache) > 256:
                 self._sql_cache.clear()
             self._sql_cache[key] = sql
@@ -338,15 +388,20 @@ class Store:
         by_column = list(zip(*rows, strict=True))
         n = len(rows)
         present = list(_ALWAYS_INDEXES)
-        for i, default in _OMITTABLE:
+        for i, default in self._omittable:
             if by_column[i].count(default) != n:
                 present.append(i)
         present.sort()
         kept = tuple(present)
-        per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
-        sparse = list(zip(*(by_column[i] for i in kept), strict=True))
         inserted: set[str] = set()
         driver = conn.exec_driver_sql
+        if self.dialect == "postgresql":
+            sparse_rows = zip(*(by_column[i] for i in kept), strict=True)
+            document = json.dumps(list(sparse_rows), default=json_default, separators=(",", ":"))
+            inserted.update(row[0] for row in driver(self._sql(kept, 0), (document,)))
+            return inserted
+        per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
+        sparse = list(zip(*(by_column[i] for i in kept), strict=True))
         for start in range(0, n, per_chunk):
             chunk = sparse[start : start + per_chunk]
             sql = self._sql(kept, len(chunk))

@@ -111,6 +111,22 @@ def test_openai_responses_objects() -> None:
     )
 
 
+def test_openai_sdk_object_with_extra_fields_of_a_compatible_api() -> None:
+    """DeepSeek through the OpenAI SDK: its extra fields live in pydantic's extras."""
+    from openai.types.chat import ChatCompletion
+
+    payload = json.loads((FIXTURES / "openai.json").read_text())[5]["payload"]
+    completion = ChatCompletion.model_validate({**payload, "created": 0})
+    assert completion.usage is not None
+    assert completion.usage.model_extra
+    assert read_response(completion) == ResponseInfo(
+        Usage(input_tokens=1000, output_tokens=50, cache_read_tokens=768),
+        "deepseek-chat",
+        payload["id"],
+        "openai",
+    )
+
+
 def test_anthropic_message_object() -> None:
     from anthropic.types import Message
     from anthropic.types import Usage as AnthropicUsage
@@ -378,7 +394,9 @@ def test_litellm_anthropic_transformation_is_not_double_counted(litellm: ModuleT
     assert read_response(converted) == ResponseInfo(raw, provider="litellm")
     assert extract_usage(converted.model_dump()) == raw
     model_response = litellm.ModelResponse(model="claude-sonnet-4-5", usage=converted)
-    assert extract_usage(model_response, "anthropic") == raw
+    # The LiteLLM integration passes custom_llm_provider as the hint: the fields still decide.
+    for hint in ("anthropic", "bedrock", "vertex_ai", "openai", "langchain", None):
+        assert extract_usage(model_response, hint) == raw, hint
 
 
 def test_litellm_bedrock_transformation_is_not_double_counted(litellm: ModuleType) -> None:

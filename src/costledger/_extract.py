@@ -1017,16 +1017,45 @@ def _parse_json(payload: str | bytes | bytearray) -> Any:
 
 def _getter(node: Any) -> Getter:
     """A ``get(key, default)`` for a dict, a Mapping, a pydantic model or any object."""
-    if type(node) is dict or isinstance(node, Mapping):
-        return node.get
-    if getattr(type(node), "__pydantic_fields__", None) is not None:
-        values = getattr(node, "__dict__", None)
-        if type(values) is dict:
-            extra = getattr(node, "__pydantic_extra__", None)
-            if not extra:
-                return values.get
-            return partial(_get_with_extra, values, extra)
+    cls = type(node)
+    if cls is dict:
+        mapping: Mapping[str, Any] = node
+        return mapping.get
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _kind_of(cls)
+    if kind is _PYDANTIC:
+        values: dict[str, Any] = node.__dict__
+        extra = node.__pydantic_extra__
+        return partial(_get_with_extra, values, extra) if extra else values.get
+    if kind is _MAPPING:
+        mapping = node
+        return mapping.get
     return partial(getattr, node)
+
+
+_MAPPING: Final = "mapping"
+_PYDANTIC: Final = "pydantic"
+_OBJECT: Final = "object"
+# What kind of node each class is; an ABC isinstance check per node costs more than the
+# read it guards. Bounded, in case classes are made on the fly.
+_KINDS: Final[dict[type, str]] = {}
+
+
+def _kind_of(cls: type) -> str:
+    if issubclass(cls, Mapping):
+        kind = _MAPPING
+    elif getattr(cls, "__pydantic_fields__", None) is not None and (
+        "__dict__" in dir(cls) and hasattr(cls, "__pydantic_extra__")
+    ):
+        # pydantic v2 keeps field values in __dict__ and extra fields in
+        # __pydantic_extra__; getattr of an absent name raises in its __getattr__.
+        kind = _PYDANTIC
+    else:
+        kind = _OBJECT
+    if len(_KINDS) < 1024:
+        _KINDS[cls] = kind
+    return kind
 
 
 def _get_with_extra(values: dict[str, Any], extra: dict[str, Any], key: str, default: Any) -> Any:

@@ -13,9 +13,13 @@ from typing import Any
 
 import pytest
 from langchain_core.caches import InMemoryCache
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.globals import set_llm_cache
+from langchain_core.language_models import BaseLLM
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import HumanMessage
 from langchain_core.output_parsers import StrOutputParser
+from langchain_core.outputs import Generation, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_fakes import SNAPSHOT, UsageChatModel, expected_cost, usage_metadata
@@ -482,3 +486,50 @@ def test_bad_usage_payload_is_recorded_without_usage(costs: CapturedCosts) -> No
     [event] = costs.events
     assert event.cost.total is None
     assert event.metadata.get("costledger.tracking_error") == "UsageError"
+
+
+class CompletionLLM(BaseLLM):
+    """A completion model (on_llm_start path) reporting usage only in llm_output, OpenAI-style."""
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        return LLMResult(
+            generations=[[Generation(text="done")] for _ in prompts],
+            llm_output={
+                "token_usage": {"prompt_tokens": 1000, "completion_tokens": 200},
+                "model_name": SNAPSHOT,
+            },
+        )
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return LangSmithParams(ls_provider="openai", ls_model_name="gpt-4o-mini")
+
+    @property
+    def _llm_type(self) -> str:
+        return "completion-fake"
+
+
+def test_completion_llm_usage_from_llm_output(costs: CapturedCosts) -> None:
+    handler = CostLedgerCallbackHandler()
+    assert CompletionLLM().invoke("hi", config={"callbacks": [handler]}) == "done"
+    [event] = costs.events
+    assert event.model == "gpt-4o-mini"
+    assert event.response_model == SNAPSHOT
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (1000, 200)
+    assert event.cost.total == ONE_CALL
+
+
+def test_handler_totals_keep_events_only_when_asked(costs: CapturedCosts) -> None:
+    lean = CostLedgerCallbackHandler()
+    keeping = CostLedgerCallbackHandler(max_events=2)
+    for question in ("a", "b", "c"):
+        UsageChatModel().invoke(question, config={"callbacks": [lean, keeping]})
+    assert lean.totals.events == []
+    assert lean.totals.requests == 3
+    assert keeping.totals.events == costs.events[1:]
+    assert keeping.totals.total_cost == lean.totals.total_cost == 3 * ONE_CALL

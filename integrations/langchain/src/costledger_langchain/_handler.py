@@ -224,7 +224,9 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     Decimal('0.0000105')
 
     Attach it anywhere (a ``config``, a model's ``callbacks=``, ``with_config``)
-    or use ``tracking()``. ``tracker`` defaults to the process default Tracker
+    or use ``tracking()``. ``handler.totals`` counts everything the handler saw; it
+    keeps the last ``max_events`` events themselves (none by default: a handler often
+    lives as long as the process, and the ledger has them all). ``tracker`` defaults to the process default Tracker
     (``costledger.configure``), looked up at each call. Guards run before the
     model is called: a ``BudgetExceeded`` or ``RateLimited`` stops the call. Any
     other failure of tracking is logged and swallowed.
@@ -237,7 +239,7 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     # handler does only small locked dict work, and the ledger write is a queue put.
     run_inline = True
 
-    def __init__(self, tracker: Tracker | None = None, *, max_events: int | None = 10_000) -> None:
+    def __init__(self, tracker: Tracker | None = None, *, max_events: int | None = 0) -> None:
         self._tracker = tracker
         self.totals = CostTotals(max_events=max_events)
         self._sinks: tuple[CostTotals, ...] = (self.totals,)

@@ -208,6 +208,20 @@ async def test_async_stream_is_counted_once_at_its_end(
     )
 
 
+def test_embedding_is_recorded_with_its_call_type(costs: CapturedCosts, sentinel: Sentinel) -> None:
+    litellm.callbacks = [CostLedgerLogger(), sentinel]
+
+    litellm.embedding(
+        model="text-embedding-3-small", input=["hello world"], mock_response=[0.1, 0.2]
+    )
+
+    sentinel.wait()
+    [event] = costs.events
+    assert event.usage == Usage(input_tokens=10)
+    assert event.cost.total == Decimal("0.0000002")  # 10 * 0.02 / 1e6
+    assert event.metadata["litellm_call_type"] == "embedding"
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 

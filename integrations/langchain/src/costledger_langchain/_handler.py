@@ -221,15 +221,18 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     >>> handler = CostLedgerCallbackHandler()
     >>> model.invoke("Hi", config={"callbacks": [handler]})
     >>> handler.totals.total_cost
-    Decimal('0.0000105')
+    Decimal('0.00027')
 
     Attach it anywhere (a ``config``, a model's ``callbacks=``, ``with_config``)
     or use ``tracking()``. ``handler.totals`` counts everything the handler saw; it
     keeps the last ``max_events`` events themselves (none by default: a handler often
-    lives as long as the process, and the ledger has them all). ``tracker`` defaults to the process default Tracker
-    (``costledger.configure``), looked up at each call. Guards run before the
-    model is called: a ``BudgetExceeded`` or ``RateLimited`` stops the call. Any
-    other failure of tracking is logged and swallowed.
+    lives as long as the process, and the ledger has them all). ``tracker`` defaults
+    to the process default Tracker (``costledger.configure``), looked up at each call.
+
+    Guards run before the model is called: a ``BudgetExceeded`` or ``RateLimited``
+    stops the call. Any other failure of tracking is logged and swallowed. When
+    several handlers see one run, the first records it with its Tracker; the others
+    only add it to their totals.
     """
 
     # LangChain re-raises any exception of a handler with raise_error: only a guard's

@@ -41,7 +41,7 @@ litellm.telemetry = False
 litellm.suppress_debug_info = True
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
-ROUNDS = 5
+ROUNDS = 7
 
 
 class NoOpLogger(CustomLogger):

@@ -73,6 +73,10 @@ class _RateLimitedLog:
 
 _report = _RateLimitedLog()
 
+Params = tuple[Any, ...]
+_Item = tuple[UsageEvent, "Params | None", "Segment | None"]
+"""A buffered event, its driver-native values if already converted, its durable segment."""
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerStats:
@@ -118,7 +122,7 @@ class _Core:
         self.exit_timeout = exit_timeout
         self.temp_spool = temp_spool
         self.pid = os.getpid()
-        self.buffer: deque[tuple[UsageEvent, Segment | None]] = deque()
+        self.buffer: deque[_Item] = deque()
         self.wake = threading.Event()
         self.cond = threading.Condition()
         self.write_lock = threading.RLock()  # one batch at a time (sync mode: callers' threads)
@@ -159,13 +163,20 @@ class _Core:
         elif self.sync:
             with self.write_lock:
                 self._maybe_replay(force=False)
-                self._write([(event, None)], force_try=False)
+                self._write([(event, None, None)], force_try=False)
         elif self.durable:
             self._record_durable(event)
         elif len(self.buffer) >= self.max_buffer:
             self._spill(event, "the buffer is full")
         else:
-            self.buffer.append((event, None))
+            # converting here (CPU only, a few microseconds) lets the writer spend its
+            # time in the database driver, which releases the GIL: the two overlap
+            try:
+                params = self.store.params(event)
+            except Exception as exc:
+                self._reject_events([event], exc)
+                return
+            self.buffer.append((event, params, None))
             if len(self.buffer) >= self.batch_size:
                 self.wake.set()
             if self.thread is None:
@@ -182,13 +193,13 @@ class _Core:
             with self.spool.lock:
                 seg = self.spool.append(line, queued=not full)
                 if not full:
-                    self.buffer.append((event, seg))
+                    self.buffer.append((event, None, seg))
         except OSError as exc:
             _report(logging.ERROR, "spool", "costledger: cannot append to the spool: %r", exc)
             if full:
                 self.n_dropped += 1
                 return
-            self.buffer.append((event, None))
+            self.buffer.append((event, None, None))
         if full:
             self.n_spooled += 1
             self.pending_hint = True
@@ -359,13 +370,14 @@ class _Core:
         )
 
     # -- one batch ------------------------------------------------------------------------------
-    def _write(self, batch: list[tuple[UsageEvent, Segment | None]], *, force_try: bool) -> bool:
+    def _write(self, batch: list[_Item], *, force_try: bool) -> bool:
         if not self.healthy and not force_try and time.monotonic() < self.next_retry:
             self._spool_batch(batch)
             return False
-        events = [event for event, _ in batch]
+        events = [item[0] for item in batch]
+        params = [item[1] for item in batch]
         try:
-            self._insert_isolating(events)
+            self._insert_isolating(events, params)
         except Exception as exc:
             self._failed(exc)
             self._spool_batch(batch)
@@ -374,7 +386,9 @@ class _Core:
         self._settle(batch, failed=False)
         return True
 
-    def _insert_isolating(self, events: Sequence[UsageEvent]) -> int:
+    def _insert_isolating(
+        self, events: Sequence[UsageEvent], params: Sequence[Params | None] | None = None
+    ) -> int:
         """Insert; when some rows are bad, split the batch until they are isolated and
         rejected, so one bad event never holds back the others. Connection-level errors
         propagate (the caller spools)."""
@@ -383,7 +397,7 @@ class _Core:
         if not events:
             return 0
         try:
-            new = self.store.insert_events(events)
+            new = self.store.insert_events(events, params)
         except Exception as exc:
             if not is_data_error(exc):
                 raise
@@ -391,7 +405,10 @@ class _Core:
                 self._reject_events(events, exc)
                 return 0
             mid = len(events) // 2
-            return self._insert_isolating(events[:mid]) + self._insert_isolating(events[mid:])
+            first, second = (None, None) if params is None else (params[:mid], params[mid:])
+            return self._insert_isolating(events[:mid], first) + self._insert_isolating(
+                events[mid:], second
+            )
         self.n_inserted += len(new)
         self.n_duplicates += len(events) - len(new)
         return len(new)
@@ -418,9 +435,9 @@ class _Core:
             self.spool.directory,
         )
 
-    def _spool_batch(self, batch: list[tuple[UsageEvent, Segment | None]]) -> None:
+    def _spool_batch(self, batch: list[_Item]) -> None:
         lines: list[bytes] = []
-        for event, seg in batch:
+        for event, _, seg in batch:
             if seg is not None:
                 continue  # already in a durable segment, which is now kept for replay
             try:
@@ -437,9 +454,9 @@ class _Core:
         self.pending_hint = True
         self._settle(batch, failed=True)
 
-    def _settle(self, batch: list[tuple[UsageEvent, Segment | None]], *, failed: bool) -> None:
+    def _settle(self, batch: list[_Item], *, failed: bool) -> None:
         touched: dict[int, Segment] = {}
-        for _, seg in batch:
+        for _, _, seg in batch:
             if seg is not None:
                 seg.handled += 1
                 if failed:
@@ -629,7 +646,7 @@ class Ledger:
             with core.write_lock:
                 core.n_recorded += len(batch)
                 core._maybe_replay(force=False)
-                core._write([(e, None) for e in batch], force_try=False)
+                core._write([(e, None, None) for e in batch], force_try=False)
             return
         for event in events:
             core.record(event)

@@ -409,7 +409,11 @@ class Store:
             inserted.update(row[0] for row in result)
         return inserted
 
-    def insert_events(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
+    def insert_events(
+        self,
+        events: Sequence[UsageEvent],
+        params: Sequence[tuple[Any, ...] | None] | None = None,
+    ) -> list[UsageEvent]:
         """Insert events idempotently in one transaction; return those newly inserted.
 
         Duplicated ids (in the batch or already stored) are skipped. The insert hooks
@@ -417,11 +421,13 @@ class Store:
         """
         unique: dict[str, tuple[Any, ...]] = {}
         firsts: dict[str, UsageEvent] = {}
-        for event in events:
-            params = self._params(event)
-            if params[0] not in unique:
-                unique[params[0]] = params
-                firsts[params[0]] = event
+        for n, event in enumerate(events):
+            values = None if params is None else params[n]
+            if values is None:
+                values = self._params(event)
+            if values[0] not in unique:
+                unique[values[0]] = values
+                firsts[values[0]] = event
         if not unique:
             return []
         with self.write_transaction() as conn:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -91,9 +93,34 @@ def test_global_registration_records_one_exact_event(
     assert event.request_id == response.id
     assert event.streamed is False
     assert event.cache_hit is False
-    # LiteLLM's clock, not ours
-    assert event.timestamp == utc(start)
+    # LiteLLM's clock, not ours: its naive local start time, as the epoch time it logged
+    logged_start = kwargs["standard_logging_object"]["startTime"]
+    assert event.timestamp == datetime.fromtimestamp(logged_start, timezone.utc) == utc(start)
     assert event.latency_ms == round((end - start).total_seconds() * 1000, 3)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process in UTC+5:30, where a naive local time read as UTC is 5.5 hours off."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_from_utc")
+def test_timestamp_is_utc_whatever_the_local_zone(costs: CapturedCosts, sentinel: Sentinel) -> None:
+    litellm.callbacks = [CostLedgerLogger(), sentinel]
+    before = datetime.now(timezone.utc)
+
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="4")
+
+    sentinel.wait()
+    after = datetime.now(timezone.utc)
+    [event] = costs.events
+    assert event.timestamp.tzinfo is not None
+    assert before <= event.timestamp <= after
 
 
 def test_per_call_registration_records_that_call(costs: CapturedCosts, sentinel: Sentinel) -> None:

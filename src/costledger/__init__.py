@@ -30,21 +30,27 @@ if TYPE_CHECKING:
     from ._extract import ResponseInfo, extract_usage, read_response
     from ._ledger import Ledger
     from ._logging import UsageLogger
-    from ._pricing import Pricer, RateCard
-    from ._redact import redact
+    from ._pricing import PriceBook, Pricer, RateCard, RateTier
+    from ._redact import redact, redact_processor
+    from ._schema import event_from_record, event_to_record
 
 __version__ = "0.1.0"
 
 # name -> private module that defines it, imported on first attribute access.
 _LAZY: dict[str, str] = {
     "Ledger": "._ledger",
+    "PriceBook": "._pricing",
     "Pricer": "._pricing",
     "RateCard": "._pricing",
+    "RateTier": "._pricing",
     "ResponseInfo": "._extract",
     "UsageLogger": "._logging",
     "extract_usage": "._extract",
     "read_response": "._extract",
+    "event_from_record": "._schema",
+    "event_to_record": "._schema",
     "redact": "._redact",
+    "redact_processor": "._redact",
 }
 
 
@@ -69,10 +75,12 @@ __all__ = [
     "GuardRefusal",
     "GuardStoreUnavailable",
     "Ledger",
+    "PriceBook",
     "PriceBookError",
     "Pricer",
     "RateCard",
     "RateLimited",
+    "RateTier",
     "ResponseInfo",
     "Tracker",
     "Usage",
@@ -82,9 +90,12 @@ __all__ = [
     "__version__",
     "attribute",
     "configure",
+    "event_from_record",
+    "event_to_record",
     "extract_usage",
     "get_tracker",
     "read_response",
     "redact",
+    "redact_processor",
     "track_cost",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+from asyncio import CancelledError
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, overload
 
 from ._attribution import Attribution
+from ._events import CallStatus
 from ._tracker import Call, Tracker, get_tracker
 from ._usage import Usage
 
@@ -92,11 +94,9 @@ def _failed(exc: BaseException) -> dict[str, Any]:
     return {"costledger.usage_error": f"{type(exc).__name__}: {exc}"}
 
 
-def _status_of(exc: BaseException) -> str:
-    if (
-        isinstance(exc, (GeneratorExit, KeyboardInterrupt))
-        or type(exc).__name__ == "CancelledError"
-    ):
+def _status_of(exc: BaseException) -> CallStatus:
+    # A consumer that stops early (break, close, task cancellation) cancelled the call.
+    if isinstance(exc, (GeneratorExit, KeyboardInterrupt, CancelledError)):
         return "cancelled"
     return "error"
 

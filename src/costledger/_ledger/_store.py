@@ -394,19 +394,26 @@ class Store:
         present.sort()
         kept = tuple(present)
         inserted: set[str] = set()
-        driver = conn.exec_driver_sql
-        if self.dialect == "postgresql":
-            sparse_rows = zip(*(by_column[i] for i in kept), strict=True)
-            document = json.dumps(list(sparse_rows), default=json_default, separators=(",", ":"))
-            inserted.update(row[0] for row in driver(self._sql(kept, 0), (document,)))
-            return inserted
-        per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
-        sparse = list(zip(*(by_column[i] for i in kept), strict=True))
-        for start in range(0, n, per_chunk):
-            chunk = sparse[start : start + per_chunk]
-            sql = self._sql(kept, len(chunk))
-            result = driver(sql, tuple(chain.from_iterable(chunk)))
-            inserted.update(row[0] for row in result)
+        # the DBAPI cursor of this SQLAlchemy connection, inside its transaction: fetching
+        # the returned ids in C rather than building a Row object per id
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if self.dialect == "postgresql":
+                sparse_rows = zip(*(by_column[i] for i in kept), strict=True)
+                document = json.dumps(
+                    list(sparse_rows), default=json_default, separators=(",", ":")
+                )
+                cursor.execute(self._sql(kept, 0), (document,))
+                inserted.update(row[0] for row in cursor.fetchall())
+                return inserted
+            per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
+            sparse = list(zip(*(by_column[i] for i in kept), strict=True))
+            for start in range(0, n, per_chunk):
+                chunk = sparse[start : start + per_chunk]
+                cursor.execute(self._sql(kept, len(chunk)), tuple(chain.from_iterable(chunk)))
+                inserted.update(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.close()
         return inserted
 
     def insert_events(

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from _fake_provider import FakeProvider, Reply, chat_completion, openai_error
 from tenacity import retry_if_exception_type, wait_none
 
 from costledger import BudgetExceeded, Tracker, Usage, UsageEvent
@@ -29,6 +28,8 @@ from costledger.http import (
     wait_retry_after,
 )
 from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+
+from ._fake_provider import FakeProvider, Reply, chat_completion, openai_error
 
 KEY = "sk-proj-PLANTEDk3y-5b1e9c0d2f7a4e6b8c1d3f5a7b9c"
 MESSAGES = [{"role": "user", "content": "Say hello"}]

@@ -10,15 +10,6 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
-from _fake_provider import (
-    ANTHROPIC_START_USAGE,
-    CHAT_USAGE,
-    RESPONSES_USAGE,
-    anthropic_stream,
-    chat_stream,
-    embeddings,
-    responses_stream,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +22,16 @@ from costledger._http._request import (
     with_stream_usage,
 )
 from costledger._http._scan import FULL_PARSE_LIMIT, make_scanner, read_json_usage
+
+from ._fake_provider import (
+    ANTHROPIC_START_USAGE,
+    CHAT_USAGE,
+    RESPONSES_USAGE,
+    anthropic_stream,
+    chat_stream,
+    embeddings,
+    responses_stream,
+)
 
 
 def sse_bytes(events: list[tuple[str | None, str]]) -> bytes:

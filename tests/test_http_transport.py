@@ -15,17 +15,6 @@ import httpx
 import httpx2
 import openai
 import pytest
-from _fake_provider import (
-    FakeProvider,
-    Reply,
-    anthropic_error,
-    anthropic_message,
-    anthropic_stream,
-    chat_completion,
-    chat_stream,
-    openai_error,
-    responses_stream,
-)
 
 from costledger import BudgetExceeded, Tracker, Usage, UsageEvent, attribute
 from costledger._tracker import Call
@@ -38,6 +27,18 @@ from costledger.http import (
     raise_guard_refusals,
 )
 from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+
+from ._fake_provider import (
+    FakeProvider,
+    Reply,
+    anthropic_error,
+    anthropic_message,
+    anthropic_stream,
+    chat_completion,
+    chat_stream,
+    openai_error,
+    responses_stream,
+)
 
 KEY = "sk-test-transport-0000"
 MESSAGES = [{"role": "user", "content": "Say hello"}]

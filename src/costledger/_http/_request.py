@@ -39,11 +39,16 @@ _FAST_HOSTS: Mapping[str, str] = {
 }
 
 
+_ANY_SUFFIX = tuple(suffix for suffix, _ in _SUFFIXES)
+
+
 def endpoint_kind(method: str, path: str) -> Kind | None:
     """The model endpoint a request targets, or ``None`` to pass it through untracked."""
     if method != "POST":
         return None
-    if path.endswith("/"):
+    if not path.endswith(_ANY_SUFFIX):  # one C-level test for the common miss
+        if not path.endswith("/"):
+            return None
         path = path.rstrip("/")
     for suffix, kind in _SUFFIXES:
         if path.endswith(suffix):

@@ -128,6 +128,8 @@ def _last_value(text: str, key: str) -> Any:
 def _has_usage(data: bytes) -> bool:
     """Cheap pre-test: does this event carry a non-null ``"usage"``? (False positives are fine.)"""
     i = data.find(b'"usage"')
+    if i >= 0 and data.startswith(b":null", i + 7):  # OpenAI's every chunk but the last
+        i = data.find(b'"usage"', i + 12)
     while i >= 0:
         j = i + 7
         rest = data[j : j + 8].lstrip(b" \t:")
@@ -149,13 +151,19 @@ def _error_type(error: Any, default: str = "stream_error") -> str:
 
 
 class _SSEScanner(Scanner):
-    """Splits a server-sent-event stream into events incrementally; subclasses read them."""
+    """Splits a server-sent-event stream into events incrementally; subclasses read them.
+
+    The usual event, one ``data:`` line (maybe after an ``event:`` line) ended by a
+    blank line, is cut out with C-level ``split`` and ``startswith``; anything
+    else (comments, multi-line data, CR line endings) goes line by line.
+    """
 
     streamed = True
 
     def __init__(self, decoder: ContentDecoder | None) -> None:
         super().__init__(decoder)
         self._pending: list[bytes] = []
+        self._by_line = False
         self._event: bytes | None = None
         self._data: list[bytes] = []
         self.model: str | None = None
@@ -165,21 +173,47 @@ class _SSEScanner(Scanner):
     def feed(self, data: bytes) -> None:
         if self._decoder is not None:
             data = self._decoder.decode(data)
-        start = 0
-        nl = data.find(b"\n")
-        if nl < 0:
-            if data:
-                self._pending.append(data)
+        if not data:
             return
         if self._pending:
-            # A line spread over several chunks: joined once, when it ends.
+            # An event spread over several chunks: joined once, when a newline arrives.
             self._pending.append(data)
+            if b"\n" not in data:
+                return
             data = b"".join(self._pending)
             self._pending = []
-            nl = data.find(b"\n")
-        line_fn = self._line
+        if self._by_line or b"\r" in data:
+            self._by_line = True
+            self._feed_lines(data)
+            return
+        blocks = data.split(b"\n\n")
+        tail = blocks.pop()
+        for block in blocks:
+            self._block(block)
+        if tail:
+            self._pending.append(tail)
+
+    def _block(self, block: bytes) -> None:
+        event = None
+        if block.startswith(b"event:"):
+            nl = block.find(b"\n")
+            if nl > 0:
+                event = block[6:nl].strip()
+                block = block[nl + 1 :]
+        if block.startswith(b"data: ") and b"\n" not in block:
+            self.on_event(event, block[6:])
+            return
+        if event is not None:
+            self._event = event
+        for line in block.split(b"\n"):
+            self._line(line)
+        self._line(b"")
+
+    def _feed_lines(self, data: bytes) -> None:
+        start = 0
+        nl = data.find(b"\n")
         while nl >= 0:
-            line_fn(data[start:nl])
+            self._line(data[start:nl])
             start = nl + 1
             nl = data.find(b"\n", start)
         if start < len(data):
@@ -207,9 +241,12 @@ class _SSEScanner(Scanner):
             if tail:
                 self.feed(tail)
         if self._pending:
-            line = b"".join(self._pending)
+            rest = b"".join(self._pending)
             self._pending = []
-            self._line(line)
+            if self._by_line:
+                self._line(rest)
+            else:
+                self._block(rest.rstrip(b"\n"))
         self._line(b"")
 
     def on_event(self, event: bytes | None, data: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -26,6 +27,11 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _id_lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# Ids need uniqueness, not secrecy: a PRNG seeded from the OS is ten times cheaper than a
+# urandom call per id. Reseeded in a forked child so parent and child never share a stream.
+_random = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
 def new_event_id() -> str:
@@ -48,7 +54,7 @@ def new_event_id() -> str:
             _last_ms = ms
             _seq = 0
         seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    rand = _random.getrandbits(62)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -93,14 +99,17 @@ class UsageEvent:
     # What the framework said the call cost (LiteLLM's response_cost), kept for comparison.
 
     def __post_init__(self) -> None:
+        # Every check starts with an identity test: the Tracker already hands over UTC
+        # timestamps, tuples and read-only mappings, and this runs on every call.
         ts = self.timestamp
-        if ts.tzinfo is None:
-            object.__setattr__(self, "timestamp", ts.replace(tzinfo=timezone.utc))
-        elif ts.utcoffset() != timezone.utc.utcoffset(None):
-            object.__setattr__(self, "timestamp", ts.astimezone(timezone.utc))
-        if not isinstance(self.tags, tuple):
+        if ts.tzinfo is not timezone.utc:
+            if ts.tzinfo is None:
+                object.__setattr__(self, "timestamp", ts.replace(tzinfo=timezone.utc))
+            else:
+                object.__setattr__(self, "timestamp", ts.astimezone(timezone.utc))
+        if type(self.tags) is not tuple:
             object.__setattr__(self, "tags", tuple(self.tags))
-        if not isinstance(self.metadata, MappingProxyType):
+        if type(self.metadata) is not MappingProxyType:
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
 
     @property

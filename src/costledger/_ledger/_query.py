@@ -30,7 +30,15 @@ from ._rows import StoredEvent
 from ._store import Store
 from ._tables import events_table
 
-__all__ = ["FILTERS", "SUMMARY_KEYS", "SummaryRow", "get_event", "iter_events", "summarize"]
+__all__ = [
+    "FILTERS",
+    "SUMMARY_KEYS",
+    "SummaryRow",
+    "get_event",
+    "iter_events",
+    "summarize",
+    "summarize_events",
+]
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "day",
@@ -236,6 +244,21 @@ def summarize(
     until: datetime | date | None,
     filters: Mapping[str, str | Sequence[str] | None],
 ) -> list[SummaryRow]:
+    """Answered from the daily rollups where they can (``_rollups.py``), else from the events."""
+    from ._rollups import summarize as from_rollups
+
+    return from_rollups(store, by=by, since=since, until=until, filters=filters)
+
+
+def summarize_events(
+    store: Store,
+    *,
+    by: str | Sequence[str],
+    since: datetime | date | None,
+    until: datetime | date | None,
+    filters: Mapping[str, str | Sequence[str] | None],
+) -> list[SummaryRow]:
+    """The summary computed from the events table alone."""
     keys = (by,) if isinstance(by, str) else tuple(by)
     for name in keys:
         if name not in SUMMARY_KEYS:

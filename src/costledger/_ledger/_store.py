@@ -308,8 +308,11 @@ class Store:
         self._lock: threading.RLock | None = threading.RLock() if self.single_connection else None
         self._schema_lock = threading.Lock()
         self._schema_ready = False
-        self.insert_hooks: list[InsertHook] = []
-        self.cost_hooks: list[CostHook] = []
+        from ._rollups import apply_cost_changes, apply_inserted
+
+        # the daily rollups are kept in every write transaction, before any other hook
+        self.insert_hooks: list[InsertHook] = [apply_inserted]
+        self.cost_hooks: list[CostHook] = [apply_cost_changes]
         pg = self.dialect == "postgresql"
         self._params = postgresql_params if pg else sqlite_params
         self._omittable = _PG_OMITTABLE if pg else _OMITTABLE

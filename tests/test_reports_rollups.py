@@ -1,0 +1,436 @@
+"""The daily rollups on real SQLite files and a real PostgreSQL database: equal to a direct
+recomputation after inserts, duplicate inserts and cost updates; summaries answered from
+them equal the events table's to the last decimal, whatever the keys, filters and bounds."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, timedelta
+from decimal import Context, Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from costledger import Cost, Usage, UsageEvent
+from costledger._ledger import Ledger, upgrade
+from costledger._ledger._engine import make_engine, resolve_url
+from costledger._ledger._migrate import HEAD, current_revision
+from costledger._ledger._query import summarize_events
+from costledger._ledger._rollups import (
+    DAILY_TABLE,
+    DIMENSIONS,
+    TAGS_TABLE,
+    cost_parts,
+    cost_value,
+    plan,
+    rebuild_rollups,
+    rollup_rows,
+    summarize,
+)
+from costledger._ledger._store import _text_money
+
+from .test_reports_helpers import (
+    UTC,
+    expected_summary,
+    history,
+    in_range,
+    pg_database,
+    pg_url,
+    summary_dict,
+)
+
+__all__ = ["pg_database", "pg_url"]  # fixtures used through pytest
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+# -- a direct recomputation of the rollup tables ------------------------------------------------
+
+
+def recompute(events: Iterable[UsageEvent], *, tags: bool) -> dict[tuple[Any, ...], dict[str, Any]]:
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    with localcontext(Context(prec=100)):
+        for e in events:
+            dims = (
+                e.model,
+                e.response_model,
+                e.provider,
+                e.user,
+                e.team,
+                e.project,
+                e.feature,
+                e.source,
+                e.status,
+                e.cost.currency,
+                e.cost.status,
+            )
+            day = e.timestamp.date()
+            keys = (
+                [(day, t, *dims) for t in (dict.fromkeys(e.tags) or (None,))]
+                if tags
+                else [(day, *dims)]
+            )
+            for key in keys:
+                acc = out.setdefault(key, defaultdict(int, cost=Decimal(0)))
+                acc["requests"] += 1
+                acc["errors"] += e.status == "error"
+                acc["cancelled"] += e.status == "cancelled"
+                acc["unpriced"] += e.cost.total is None and e.cost.status != "not_priced"
+                for f in (
+                    "input_tokens",
+                    "cache_read_tokens",
+                    "cache_write_tokens",
+                    "output_tokens",
+                    "reasoning_tokens",
+                ):
+                    acc[f] += getattr(e.usage, f)
+                if e.cost.total is not None:
+                    acc["cost"] += Decimal(_text_money("total", e.cost.total) or "0")
+    return {k: dict(v) for k, v in out.items()}
+
+
+def assert_rollups_match(ledger: Ledger, events: list[UsageEvent]) -> None:
+    assert rollup_rows(ledger) == recompute(events, tags=False)
+    assert rollup_rows(ledger, tags=True) == recompute(events, tags=True)
+
+
+# -- money as integers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0",
+        "0.1",
+        "1.0",
+        "-0.5",
+        "0.000000000000000001",
+        "12345678.000000000000000001",
+        "-12345678.123456789987654321",
+        "9223372036.854775807123456789",
+        "5",
+    ],
+)
+def test_cost_parts_round_trip(text: str) -> None:
+    units, nano, atto, places = cost_parts(text)
+    assert 0 <= nano < 10**9
+    assert 0 <= atto < 10**9
+    assert cost_value(units, nano, atto, places) == Decimal(text)
+    assert places == len(text.partition(".")[2].rstrip("0"))
+
+
+def test_cost_parts_refuses_more_than_18_places() -> None:
+    with pytest.raises(ValueError, match="18"):
+        cost_parts("0.0000000000000000001")
+
+
+def test_sums_of_parts_are_exact() -> None:
+    amounts = ["0.1"] * 10 + ["0.999999999999999999"] * 3 + ["-2.5", "7"]
+    parts = [cost_parts(a) for a in amounts]
+    sums = [sum(p[i] for p in parts) for i in range(3)]
+    with localcontext(Context(prec=60)):
+        want = sum(Decimal(a) for a in amounts)
+    got = cost_value(*sums, max(p[3] for p in parts))
+    assert got == want
+    assert str(got) == "8.499999999999999997"
+
+
+# -- maintained on write ------------------------------------------------------------------------
+
+
+def test_rollups_equal_recomputation_after_inserts_duplicates_and_updates(url: str) -> None:
+    events = history(500)
+    with Ledger(url) as ledger:
+        ledger.record_many(events[:300])
+        assert ledger.flush(timeout=60)
+        assert_rollups_match(ledger, events[:300])
+
+        # duplicates (in the batch and already stored) never count twice
+        ledger.record_many(events[200:400] + events[350:400])
+        assert ledger.flush(timeout=60)
+        assert_rollups_match(ledger, events[:400])
+
+        # re-pricing: unknown -> priced, priced -> unknown, another amount, another currency
+        stored = {e.id: e for e in events[:400]}
+        changes: dict[str, Cost] = {}
+        for i, e in enumerate(events[:400:7]):
+            if e.cost.status == "unknown_model":
+                new = Cost(status="priced", total=Decimal("0.0123"), source="book")
+            elif i % 3 == 0:
+                new = Cost.unknown(e.model)
+            elif i % 3 == 1:
+                new = Cost(status="priced", total=Decimal("1E-18") * i, currency="GBP")
+            else:
+                new = Cost(status="priced", total=Decimal("123.456"), source="book")
+            changes[e.id] = new
+            stored[e.id] = e.with_cost(new)
+        assert ledger.update_costs(changes) == len(changes)
+        assert_rollups_match(ledger, list(stored.values()))
+
+        # putting everything back removes the groups that emptied
+        back = {i: next(e for e in events if e.id == i).cost for i in changes}
+        assert ledger.update_costs(back) == len(back)
+        assert_rollups_match(ledger, events[:400])
+
+        ledger.record_many(events[400:])
+        assert ledger.flush(timeout=60)
+        before = (rollup_rows(ledger), rollup_rows(ledger, tags=True))
+        assert rebuild_rollups(ledger) == len(events)
+        assert (rollup_rows(ledger), rollup_rows(ledger, tags=True)) == before
+
+
+def test_an_event_with_a_repeated_tag_counts_once_per_tag(tmp_path: Path) -> None:
+    e = UsageEvent(
+        model="m",
+        usage=Usage(10, 1),
+        cost=Cost(status="priced", total=Decimal("0.5")),
+        tags=("a", "a", "b"),
+        timestamp=datetime(2025, 3, 1, tzinfo=UTC),
+    )
+    with Ledger(f"sqlite:///{tmp_path / 'l.db'}", sync=True) as ledger:
+        ledger.record(e)
+        rows = {r.tag: (r.requests, r.cost) for r in ledger.summary(by="tag")}
+        assert rows == {"a": (1, Decimal("0.5")), "b": (1, Decimal("0.5"))}
+        (only,) = ledger.summary(tag="a")
+        assert (only.requests, only.cost) == (1, Decimal("0.5"))
+
+
+# -- summaries from the rollups -----------------------------------------------------------------
+
+KEYS = [
+    (),
+    ("day",),
+    ("week",),
+    ("month",),
+    ("model",),
+    ("provider",),
+    ("user",),
+    ("team",),
+    ("project",),
+    ("feature",),
+    ("tag",),
+    ("source",),
+    ("status",),
+    ("day", "model"),
+    ("month", "model", "tag"),
+    ("team", "user", "feature"),
+    ("week", "provider", "status", "source"),
+]
+
+BOUNDS: list[tuple[datetime | date | None, datetime | date | None]] = [
+    (None, None),
+    (date(2025, 2, 3), date(2025, 2, 17)),  # whole days: rollups only
+    (datetime(2025, 2, 3, 13, 5, tzinfo=UTC), None),  # a partial first day
+    (None, datetime(2025, 2, 20, 7, 30, 0, 1, tzinfo=UTC)),  # a partial last day
+    (datetime(2025, 2, 1, 23, tzinfo=UTC), datetime(2025, 2, 9, 1, tzinfo=UTC)),  # both
+    (datetime(2025, 2, 5, 1, tzinfo=UTC), datetime(2025, 2, 5, 22, tzinfo=UTC)),  # within a day
+]
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"team": "search"},
+    {"model": "gpt-4o"},  # requested or response model
+    {"model": ["gpt-4o-2025", "claude-sonnet-4"], "status": "error"},
+    {"tag": "a"},
+    {"tag": ["a", "b"]},  # several tags: the events table unless by tag
+    {"user": ["u1", "u2"], "source": "api", "provider": "openai", "feature": "f1"},
+    {"project": "p2"},
+]
+
+
+@pytest.fixture(scope="module")
+def loaded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ledger, list[Any]]]:
+    events = history(1500, seed=5)
+    url = f"sqlite:///{tmp_path_factory.mktemp('r') / 'ledger.db'}"
+    with Ledger(url) as ledger:
+        ledger.record_many(events)
+        assert ledger.flush(timeout=60)
+        yield ledger, events
+
+
+@pytest.fixture(scope="module")
+def loaded_pg(pg_database: str) -> Iterator[tuple[Ledger, list[Any]]]:
+    engine = sa.create_engine(pg_database)
+    with engine.begin() as conn:
+        if sa.inspect(conn).has_table("costledger_events"):
+            conn.exec_driver_sql("TRUNCATE costledger_events")
+    engine.dispose()
+    events = history(1500, seed=5)
+    with Ledger(pg_database) as ledger:
+        ledger.record_many(events)
+        assert ledger.flush(timeout=60)
+        yield ledger, events
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def loaded(request: pytest.FixtureRequest) -> tuple[Ledger, list[UsageEvent]]:
+    name = "loaded_sqlite" if request.param == "sqlite" else "loaded_pg"
+    value: tuple[Ledger, list[UsageEvent]] = request.getfixturevalue(name)
+    return value
+
+
+def _matching(events: list[UsageEvent], filters: dict[str, Any]) -> list[UsageEvent]:
+    def ok(e: UsageEvent) -> bool:
+        for name, value in filters.items():
+            values = [value] if isinstance(value, str) else value
+            if name == "model":
+                if e.model not in values and e.response_model not in values:
+                    return False
+            elif name == "tag":
+                if not set(values) & set(e.tags):
+                    return False
+            elif getattr(e, name) not in values:
+                return False
+        return True
+
+    return [e for e in events if ok(e)]
+
+
+@pytest.mark.parametrize("by", KEYS, ids=lambda k: "+".join(k) or "total")
+def test_summary_equals_events_table_and_python(
+    loaded: tuple[Ledger, list[UsageEvent]], by: tuple[str, ...]
+) -> None:
+    ledger, events = loaded
+    store = ledger._core.store
+    for since, until in BOUNDS:
+        for filters in FILTERS:
+            got = summarize(store, by=by, since=since, until=until, filters=filters)
+            direct = summarize_events(store, by=by, since=since, until=until, filters=filters)
+            assert summary_dict(got) == summary_dict(direct), (since, until, filters)
+            lo = None if since is None else _dt(since)
+            hi = None if until is None else _dt(until)
+            want = expected_summary(_matching(in_range(events, lo, hi), filters), by)
+            if "tag" in by and "tag" in filters:  # by tag and filtered by tag: the wanted tags
+                wanted = [filters["tag"]] if isinstance(filters["tag"], str) else filters["tag"]
+                pos = by.index("tag")
+                want = {k: v for k, v in want.items() if k[pos] in wanted}
+            assert summary_dict(got) == want, (since, until, filters)
+            assert [r.key for r in got] == [r.key for r in direct]
+
+
+def _dt(value: datetime | date) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+def test_sums_keep_the_places_they_were_written_with(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sum.db'}"
+    tiny = [
+        UsageEvent(model="m", usage=Usage(1, 1), cost=Cost(status="priced", total=Decimal("0.1")))
+        for _ in range(10)
+    ]
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(tiny)
+        (row,) = ledger.summary()
+    assert str(row.cost) == "1.0"
+
+
+def test_plan_splits_partial_days_off() -> None:
+    d = datetime(2025, 2, 3, 12, tzinfo=UTC)
+    p = plan((), d, date(2025, 2, 10), {})
+    assert (p.rollup, p.first_day, p.end_day) == (True, date(2025, 2, 4), date(2025, 2, 10))
+    assert p.edges == ((d, datetime(2025, 2, 4, tzinfo=UTC)),)
+    whole = plan(("day",), date(2025, 2, 3), datetime(2025, 2, 10, tzinfo=UTC), {})
+    assert whole.edges == ()
+    assert not plan((), d, d + timedelta(hours=3), {}).rollup
+    assert not plan((), None, None, {"tag": ["a", "b"]}).rollup
+    assert plan(("tag",), None, None, {"tag": ["a", "b"]}).rollup
+
+
+def test_bad_arguments_are_refused_as_before(tmp_path: Path) -> None:
+    with Ledger(f"sqlite:///{tmp_path / 'x.db'}", sync=True) as ledger:
+        with pytest.raises(ValueError, match="'colour'"):
+            ledger.summary(by=["colour"])
+        with pytest.raises(ValueError, match="unknown filter 'colour'"):
+            ledger.summary(colour="red")
+        with pytest.raises(ValueError, match="repeat"):
+            ledger.summary(by=["day", "day"])
+        with pytest.raises(ValueError, match="'user'"):
+            ledger.summary(user=[1])  # type: ignore[list-item]
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_truncating_the_events_empties_the_rollups(pg_url: str) -> None:
+    with Ledger(pg_url, sync=True) as ledger:
+        ledger.record_many(history(20))
+        assert rollup_rows(ledger)
+        engine = sa.create_engine(pg_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE costledger_events")
+        engine.dispose()
+        assert rollup_rows(ledger) == {}
+        assert rollup_rows(ledger, tags=True) == {}
+        assert ledger.summary() == []
+
+
+def test_upgrading_from_0001_backfills_the_rollups(url: str) -> None:
+    events = history(200, seed=3)
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(events)
+    # take the database back to revision 0001 (as an older costledger left it)
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("DROP TRIGGER costledger_events_truncate ON costledger_events")
+                conn.exec_driver_sql("DROP FUNCTION costledger_rollups_truncate()")
+            conn.exec_driver_sql(f"DROP TABLE {DAILY_TABLE}")
+            conn.exec_driver_sql(f"DROP TABLE {TAGS_TABLE}")
+            conn.exec_driver_sql("UPDATE costledger_alembic_version SET version_num = '0001'")
+        assert current_revision(engine) == "0001"
+        upgrade(url)
+        assert current_revision(engine) == HEAD
+    finally:
+        engine.dispose()
+    with Ledger(url, sync=True) as ledger:
+        assert_rollups_match(ledger, events)
+
+
+def test_rollup_columns_are_the_documented_dimensions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cols.db'}"
+    upgrade(url)
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.connect() as conn:
+            cols = [c["name"] for c in sa.inspect(conn).get_columns(DAILY_TABLE)]
+            tag_cols = [c["name"] for c in sa.inspect(conn).get_columns(TAGS_TABLE)]
+    finally:
+        engine.dispose()
+    assert cols[:2] == ["day", "gkey"]
+    assert cols[2 : 2 + len(DIMENSIONS)] == list(DIMENSIONS)
+    assert tag_cols[:3] == ["day", "gkey", "tag"]
+
+
+def test_sqlite_refuses_a_sum_beyond_64_bits_rather_than_round_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    huge = Decimal("5000000000000000000")  # 5e18: two of them overflow a 64-bit sum
+    events = [
+        UsageEvent(
+            model="m",
+            usage=Usage(1, 1),
+            cost=Cost(status="priced", total=huge),
+            timestamp=datetime(2025, 3, 1, i, tzinfo=UTC),
+        )
+        for i in range(2)
+    ]
+    with Ledger(url, sync=True, spool_dir=tmp_path / "spool") as ledger:
+        ledger.record(events[0])
+        ledger.record(events[1])
+        stats = ledger.stats()
+        assert stats.inserted == 1
+        assert stats.rejected == 1  # kept in the spool's rejected file, not stored half-way
+        (row,) = ledger.summary()
+        assert row.cost == huge
+        assert row.requests == 1

@@ -59,14 +59,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     elif kind == "postgres":
         base = request.getfixturevalue("postgres_url")
         prefix = f"g{tag}"
-        yield _with_query(base, prefix=prefix)
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(base)
-        with engine.begin() as conn:
-            for table in ("counters", "buckets", "reservations", "marks"):
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}_{table}")
-        engine.dispose()
+        url = _with_query(base, prefix=prefix)
+        yield url
+        open_store(url).drop()  # type: ignore[attr-defined]
     else:
         yield f"sqlite:///{tmp_path / 'guards.db'}"
 

@@ -482,3 +482,17 @@ async def test_async_entry_points_use_the_same_budgets(pricer: Pricer) -> None:
     tracker.finish(call, usage=Usage(input_tokens=1000))
     with pytest.raises(BudgetExceeded):
         await tracker.astart(source="api", model="m", estimate=CENT)
+
+
+def test_a_call_that_ends_without_usage_counts_its_reservation(pricer: Pricer) -> None:
+    tokens = Budget("100k tokens", "day", clock=Clock())
+    money = Budget("1 USD", "day", clock=Clock())
+    tracker = make_tracker(pricer, tokens, money)
+    call = tracker.start(
+        source="decorator", model="m", max_output_tokens=1000, estimate=Decimal("0.05")
+    )
+    event = tracker.finish(call)  # an opaque function: nothing readable came back
+    assert event is not None
+    assert event.cost.status == "not_priced"
+    rows = {s.unit: s.spent for s in budget_status(tracker)}
+    assert rows == {"tokens": Decimal(2000 + 1000), "USD": Decimal("0.05")}

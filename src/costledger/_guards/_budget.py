@@ -89,11 +89,7 @@ class _Hold:
     counter: str
     key: str | None
     res_id: str | None  # None: the store was down and the budget failed open
-    bucket: int
-    floor: int
-    label: str
-    start: int
-    end: int | None
+    win: Window
     keep_until: int | None
 
 
@@ -101,7 +97,7 @@ class _Hold:
 class _Token:
     store: GuardStore
     units: int
-    alerts: tuple[AlertCallback, ...]
+    tracker: Tracker
     holds: list[_Hold] = field(default_factory=list)
 
 
@@ -173,6 +169,11 @@ class Budget:
         self._thresholds = {f"warn:{t}": t for t in self.warn_at}
         self._prefix = f"budget:{self.name}:"
         self._callbacks: list[AlertCallback] = []
+        self._ttl_ms = int(self.reservation_ttl * 1000)
+        self._refuse_mark = EXCEEDED_MARK if self.hard else None
+        # Hot-path caches: the last tracker's store, counter names of recent keys.
+        self._last_store: tuple[Tracker, GuardStore] | None = None
+        self._names: dict[tuple[str | None, str], str] = {}
 
     def _default_name(self) -> str:
         text = f"{self.limit}/{self.period.text}"
@@ -205,93 +206,118 @@ class Budget:
     def reserve(self, call: Call, tracker: Tracker) -> _Token | None:
         if self.where is not None and not matches(call, self.where):
             return None
-        store = store_for(tracker)
+        last = self._last_store
+        if last is not None and last[0] is tracker:
+            store = last[1]
+        else:
+            store = store_for(tracker)
+            self._last_store = (tracker, store)
         now = self._clock()
         now_ms = int(now * 1000)
         win = self.period.window(now)
         units = self._estimate_units(call, tracker)
-        token = _Token(store, units, tuple(getattr(tracker, "alerts", ()) or ()))
-        keys = dict.fromkeys(call_keys(call, self.per))
+        token = _Token(store, units, tracker)
+        per = self.per
+        if per is None:
+            keys: tuple[str | None, ...] = (None,)
+        elif per == "tag":
+            keys = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
+        else:
+            keys = call_keys(call, per)
         keep = self._keep_until(win, now_ms)
-        limit = self._limit_units if self.hard else None
-        expires = now_ms + int(self.reservation_ttl * 1000)
         for i, key in enumerate(keys):
-            counter = self._counter(key, win)
             res_id = call.id if len(keys) == 1 else f"{call.id}/{i}"
             try:
-                admission = store.reserve(
-                    counter,
-                    res_id=res_id,
-                    amount=units,
-                    limit=limit,
-                    floor=win.floor,
-                    now_ms=now_ms,
-                    expires_ms=expires,
-                    keep_until=keep,
-                    refuse_mark=EXCEEDED_MARK if self.hard else None,
-                )
-                if admission.status == "unseeded":
-                    self._seed(store, tracker, counter, key, win, now, keep)
-                    admission = store.reserve(
-                        counter,
-                        res_id=res_id,
-                        amount=units,
-                        limit=limit,
-                        floor=win.floor,
-                        now_ms=now_ms,
-                        expires_ms=expires,
-                        keep_until=keep,
-                        refuse_mark=EXCEEDED_MARK if self.hard else None,
-                    )
+                self._reserve_key(store, tracker, token, key, res_id, win, now, now_ms, keep)
             except StoreUnavailable as exc:
                 if self.on_store_error == "closed":
                     self.release(token)
                     raise StoreRefusal(exc.store, exc.cause, f"budget {self.name!r}") from exc
                 _report("budget.reserve", exc, budget=self.name)
-                for other in list(keys)[i:]:
-                    token.holds.append(self._hold(other, None, win, keep))
+                for other in keys[i:]:
+                    token.holds.append(_Hold(self._counter(other, win), other, None, win, keep))
                 return token
-            if admission.status == "refused":
-                self.release(token)
-                spent = from_units(admission.spent, tokens=self.tokens)
-                reserved = from_units(admission.reserved, tokens=self.tokens)
-                wanted = from_units(units, tokens=self.tokens)
-                if admission.first_refusal:
-                    self._alert(
-                        token, "exceeded", key, None, admission.spent, admission.reserved, win
-                    )
-                resets_at = self._resets_at(win)
-                raise BudgetExceeded(
-                    f"budget {self.name!r}{_for_key(self.per, key)} would be exceeded:"
-                    f" spent {spent} + reserved {reserved} + this call's estimate {wanted}"
-                    f" > limit {self.limit.amount} {self.limit.unit}"
-                    + (f"; resets at {resets_at.isoformat()}" if resets_at else ""),
-                    scope=self.name,
-                    key=key,
-                    limit=self.limit.amount,
-                    spent=spent,
-                    reserved=reserved,
-                    resets_at=resets_at,
-                    unit=self.limit.unit,
-                )
-            if admission.status != "ok":  # the store lost the seed between two scripts
-                raise RuntimeError(f"guard store {store.url} did not keep counter {counter!r}")
-            token.holds.append(self._hold(key, res_id, win, keep))
         return token
+
+    def _reserve_key(
+        self,
+        store: GuardStore,
+        tracker: Tracker,
+        token: _Token,
+        key: str | None,
+        res_id: str,
+        win: Window,
+        now: float,
+        now_ms: int,
+        keep: int | None,
+    ) -> None:
+        counter = self._counter(key, win)
+        limit = self._limit_units if self.hard else None
+        expires = now_ms + self._ttl_ms
+        admission = store.reserve(
+            counter,
+            res_id=res_id,
+            amount=token.units,
+            limit=limit,
+            floor=win.floor,
+            now_ms=now_ms,
+            expires_ms=expires,
+            keep_until=keep,
+            refuse_mark=self._refuse_mark,
+        )
+        if admission.status == "unseeded":
+            self._seed(store, tracker, counter, key, win, now, keep)
+            admission = store.reserve(
+                counter,
+                res_id=res_id,
+                amount=token.units,
+                limit=limit,
+                floor=win.floor,
+                now_ms=now_ms,
+                expires_ms=expires,
+                keep_until=keep,
+                refuse_mark=self._refuse_mark,
+            )
+        if admission.status == "ok":
+            token.holds.append(_Hold(counter, key, res_id, win, keep))
+            return
+        if admission.status != "refused":  # the store lost the seed between two scripts
+            raise RuntimeError(f"guard store {store.url} did not keep counter {counter!r}")
+        self.release(token)
+        spent = from_units(admission.spent, tokens=self.tokens)
+        reserved = from_units(admission.reserved, tokens=self.tokens)
+        wanted = from_units(token.units, tokens=self.tokens)
+        if admission.first_refusal:
+            self._alert(token, "exceeded", key, None, admission.spent, admission.reserved, win)
+        resets_at = self._resets_at(win)
+        raise BudgetExceeded(
+            f"budget {self.name!r}{_for_key(self.per, key)} would be exceeded:"
+            f" spent {spent} + reserved {reserved} + this call's estimate {wanted}"
+            f" > limit {self.limit.amount} {self.limit.unit}"
+            + (f"; resets at {resets_at.isoformat()}" if resets_at else ""),
+            scope=self.name,
+            key=key,
+            limit=self.limit.amount,
+            spent=spent,
+            reserved=reserved,
+            resets_at=resets_at,
+            unit=self.limit.unit,
+        )
 
     def settle(self, token: _Token | None, event: UsageEvent) -> None:
         if token is None:
             return
         units = self._actual_units(token, event)
-        win_now = self.period.window(self._clock())
+        rolling = self.period.kind == "rolling"
+        now_floor = self.period.window(self._clock()).floor if rolling else 0
         for hold in token.holds:
-            floor = win_now.floor if self.period.kind == "rolling" else hold.floor
+            floor = now_floor if rolling else hold.win.floor
             try:
                 settled = token.store.settle(
                     hold.counter,
                     res_id=hold.res_id,
                     reserved=token.units,
-                    bucket=hold.bucket,
+                    bucket=hold.win.bucket,
                     amount=units,
                     floor=floor,
                     keep_until=hold.keep_until,
@@ -308,7 +334,7 @@ class Budget:
                     self._thresholds.get(label),
                     settled.spent,
                     settled.reserved,
-                    hold,
+                    hold.win,
                 )
 
     def release(self, token: _Token | None) -> None:
@@ -379,20 +405,13 @@ class Budget:
 
     # -- internals ---------------------------------------------------------------------------
     def _counter(self, key: str | None, win: Window) -> str:
-        return f"{self._prefix}{counter_key(key)}:{win.label}"
-
-    def _hold(self, key: str | None, res_id: str | None, win: Window, keep: int | None) -> _Hold:
-        return _Hold(
-            self._counter(key, win),
-            key,
-            res_id,
-            win.bucket,
-            win.floor,
-            win.label,
-            win.start,
-            win.end,
-            keep,
-        )
+        names = self._names
+        name = names.get((key, win.label))
+        if name is None:
+            if len(names) > 4096:
+                names.clear()
+            name = names[(key, win.label)] = f"{self._prefix}{counter_key(key)}:{win.label}"
+        return name
 
     def _keep_until(self, win: Window, now_ms: int) -> int | None:
         ttl = int(self.reservation_ttl * 1000) + _MARGIN_MS
@@ -406,7 +425,7 @@ class Budget:
     def _time(self, ms: int) -> datetime:
         return datetime.fromtimestamp(ms / 1000, self.period.tz)
 
-    def _resets_at(self, win: Window | _Hold) -> datetime | None:
+    def _resets_at(self, win: Window) -> datetime | None:
         if self.period.kind != "calendar" or win.end is None:
             return None
         return self._time(win.end)
@@ -422,6 +441,10 @@ class Budget:
         return reserve_units(estimate.cost, tokens=False)
 
     def _actual_units(self, token: _Token, event: UsageEvent) -> int:
+        if event.cost.status == "not_priced":
+            # The call ended without usage (an opaque function returned nothing readable):
+            # what it spent is unknown, so it counts as its reservation, never as nothing.
+            return token.units
         if self.tokens:
             return event.usage.input_tokens + event.usage.output_tokens
         total = event.cost.total
@@ -452,7 +475,7 @@ class Budget:
         threshold: Decimal | None,
         spent: int,
         reserved: int,
-        win: Window | _Hold,
+        win: Window,
     ) -> None:
         label = win.label
         alert = BudgetAlert(
@@ -470,7 +493,8 @@ class Budget:
             hard=self.hard,
             at=datetime.fromtimestamp(self._clock(), timezone.utc),
         )
-        dispatch(alert, (*self._callbacks, *token.alerts))
+        tracker_alerts = getattr(token.tracker, "alerts", None) or ()
+        dispatch(alert, (*self._callbacks, *tracker_alerts))
 
 
 def _for_key(per: str | None, key: str | None) -> str:

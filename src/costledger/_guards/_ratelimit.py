@@ -354,6 +354,9 @@ class TokenRateLimit(_Window):
     def settle(self, token: _Taken | None, event: UsageEvent) -> None:
         if token is None:
             return
+        if event.cost.status == "not_priced":  # no usage known: the estimate stands
+            token.held = []
+            return
         used = event.usage.input_tokens + event.usage.output_tokens
         self._correct(token, used - token.amount)
 

@@ -2,9 +2,15 @@
 
 Four small tables named ``<prefix>_counters``, ``_buckets``, ``_reservations`` and
 ``_marks`` (prefix ``costledger_guard`` unless the URL says ``?prefix=...``), created
-on first use. Every operation is one transaction that first locks the counter's row:
-``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` (the database write lock)
-on SQLite. Amounts are BIGINT units (see ``_spec``).
+on first use. Every operation is one transaction that first locks the counter's row.
+
+On PostgreSQL the operations on the call path (reserve, settle, release, acquire) are
+PL/pgSQL functions, the SQL analogue of the Redis scripts: one round trip each, and the
+row lock (``SELECT ... FOR UPDATE``) is held for microseconds rather than for a dialogue
+of statements. Every statement inside a function takes a fresh snapshot (READ
+COMMITTED), so the sums read after the lock see every settle committed before it.
+On SQLite they are plain statements in a ``BEGIN IMMEDIATE`` transaction (the database
+write lock), in-process and cheap. Amounts are BIGINT units (see ``_spec``).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class SqlStore(GuardStore):
         self.url = parsed.render_as_string(hide_password=True)
         self.prefix = prefix
         self._engine: Engine | None = None
+        self._auto: Engine | None = None
         self._lock = threading.Lock()
         self._pruned: dict[str, float] = {}
         self._next_gc = 0.0
@@ -81,7 +88,8 @@ class SqlStore(GuardStore):
                 f"guard_store {self.url!r}: an in-memory SQLite database is private to one"
                 " connection; use 'memory://' for one process, or a SQLite file"
             )
-        self._sql = _statements(prefix, for_update=" FOR UPDATE" if self._is_pg else "")
+        self._sql = _statements(prefix, pg=self._is_pg)
+        self._pg: dict[str, str] = _pg_calls(prefix) if self._is_pg else {}
 
     # -- connection --------------------------------------------------------------------------
     @property
@@ -96,14 +104,30 @@ class SqlStore(GuardStore):
         from sqlalchemy import create_engine, event
 
         if self._is_pg:
+            connect_args = {
+                "connect_timeout": max(1, int(self.timeout)),
+                "application_name": "costledger-guards",
+                # A commit need not wait for its WAL to reach the disk: that wait
+                # (milliseconds) dominated every guard operation. Only a crash of the
+                # PostgreSQL server itself can lose the last fraction of a second of
+                # guard writes, never corrupt them; the ledger stays fully durable (it
+                # has its own connections), and spend lost here is reseeded from it
+                # only if the counter is gone, so such a crash can under-count a
+                # counter by what was settled in that fraction of a second.
+                "options": "-c synchronous_commit=off",
+            }
             engine = create_engine(
+                self._url, pool_size=4, max_overflow=8, connect_args=connect_args
+            )
+            # The functions run on their own autocommit pool: no BEGIN, no COMMIT, no
+            # reset when a connection goes back to the pool.
+            self._auto = create_engine(
                 self._url,
                 pool_size=16,
                 max_overflow=16,
-                connect_args={
-                    "connect_timeout": max(1, int(self.timeout)),
-                    "application_name": "costledger-guards",
-                },
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+                connect_args=connect_args,
             )
         else:
             engine = create_engine(
@@ -155,6 +179,47 @@ class SqlStore(GuardStore):
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": p})
             for statement in ddl:
                 conn.execute(text(statement))
+            if self._is_pg:
+                for function in _pg_functions(p):
+                    conn.exec_driver_sql(function)
+
+    def _call(self, name: str, params: dict[str, Any], *, fetch: bool = True) -> Any:
+        """One PL/pgSQL function call on an autocommit connection: one round trip, its
+        own transaction. Straight on the driver's cursor: SQLAlchemy's Connection costs
+        more than the round trip here."""
+        engine = self.engine
+        auto = self._auto
+        assert auto is not None
+        try:
+            conn = auto.raw_connection()
+            try:
+                cursor = conn.cursor()
+                cursor.execute(self._pg[name], params)
+                row = cursor.fetchone() if fetch else None
+                cursor.close()
+            finally:
+                conn.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise self._unavailable(exc) from exc
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        return row
+
+    def drop(self) -> None:
+        """Drop this store's tables and functions (tests and benchmarks clean up with it)."""
+        p = self.prefix
+        with self.engine.begin() as conn:
+            for table in ("counters", "buckets", "reservations", "marks"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {p}_{table}")
+            if self._is_pg:
+                for fn in ("reserve", "settle", "release", "acquire"):
+                    conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {p}_{fn}")
+
+    def _db_errors(self) -> tuple[type[BaseException], ...]:
+        """What a failing database raises: the driver's errors, SQLAlchemy's, and OSError."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        return (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError, OSError)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(self.url, exc)
@@ -164,7 +229,7 @@ class SqlStore(GuardStore):
 
     # -- helpers inside a transaction ----------------------------------------------------------
     def _lock_counter(
-        self, conn: Connection, counter: str, keep_until: int | None
+        self, conn: _Raw, counter: str, keep_until: int | None
     ) -> tuple[int, int, int]:
         s = self._sql
         row = conn.execute(s["lock"], {"c": counter}).first()
@@ -174,11 +239,11 @@ class SqlStore(GuardStore):
             assert row is not None
         return int(row[0]), int(row[1]), int(row[2])
 
-    def _spent(self, conn: Connection, counter: str, floor: int) -> int:
+    def _spent(self, conn: _Raw, counter: str, floor: int) -> int:
         self._maybe_prune(conn, counter, floor)
         return int(conn.execute(self._sql["spent"], {"c": counter, "f": floor}).scalar_one())
 
-    def _maybe_prune(self, conn: Connection, counter: str, floor: int) -> None:
+    def _maybe_prune(self, conn: _Raw, counter: str, floor: int) -> None:
         if floor <= 0:
             return
         now = time.monotonic()
@@ -189,7 +254,7 @@ class SqlStore(GuardStore):
             self._pruned.clear()
         conn.execute(self._sql["prune"], {"c": counter, "f": floor})
 
-    def _expire(self, conn: Connection, counter: str, now_ms: int, reserved: int) -> int:
+    def _expire(self, conn: _Raw, counter: str, now_ms: int, reserved: int) -> int:
         s = self._sql
         gone = conn.execute(s["expired"], {"c": counter, "n": now_ms}).scalar_one()
         if gone:
@@ -202,7 +267,7 @@ class SqlStore(GuardStore):
         )
         return reserved
 
-    def _fire(self, conn: Connection, counter: str, spent: int, marks: Marks) -> tuple[str, ...]:
+    def _fire(self, conn: _Raw, counter: str, spent: int, marks: Marks) -> tuple[str, ...]:
         fired = []
         for label, units in marks:
             if spent >= units:
@@ -211,7 +276,7 @@ class SqlStore(GuardStore):
                     fired.append(label)
         return tuple(fired)
 
-    def _gc(self, conn: Connection, now_ms: int) -> None:
+    def _gc(self, conn: _Raw, now_ms: int) -> None:
         """Drop counters of periods long over (once a minute per process)."""
         if time.monotonic() < self._next_gc:
             return
@@ -234,6 +299,27 @@ class SqlStore(GuardStore):
         keep_until: int | None,
         refuse_mark: str | None,
     ) -> Admission:
+        if self._is_pg:
+            if time.monotonic() >= self._next_gc:
+                with self._tx() as conn:
+                    self._gc(conn, now_ms)
+            code, spent, held, first = self._call(
+                "reserve",
+                {
+                    "c": counter,
+                    "i": res_id,
+                    "a": amount,
+                    "l": limit,
+                    "f": floor,
+                    "n": now_ms,
+                    "e": expires_ms,
+                    "k": keep_until,
+                    "m": refuse_mark,
+                },
+            )
+            if code < 0:
+                return Admission("unseeded")
+            return Admission("ok" if code else "refused", int(spent), int(held), bool(first))
         s = self._sql
         with self._tx() as conn:
             self._gc(conn, now_ms)
@@ -295,6 +381,22 @@ class SqlStore(GuardStore):
         keep_until: int | None,
         marks: Marks,
     ) -> Settlement:
+        if self._is_pg:
+            spent, held, fired = self._call(
+                "settle",
+                {
+                    "c": counter,
+                    "i": res_id,
+                    "r": reserved,
+                    "b": bucket,
+                    "a": amount,
+                    "f": floor,
+                    "k": keep_until,
+                    "ml": [label for label, _ in marks],
+                    "mu": [units for _, units in marks],
+                },
+            )
+            return Settlement(int(spent), int(held), tuple(fired or ()))
         s = self._sql
         with self._tx() as conn:
             _, total_reserved, _ = self._lock_counter(conn, counter, keep_until)
@@ -310,6 +412,9 @@ class SqlStore(GuardStore):
             return Settlement(spent, total_reserved, fired)
 
     def release(self, counter: str, *, res_id: str, reserved: int) -> None:
+        if self._is_pg:
+            self._call("release", {"c": counter, "i": res_id, "r": reserved})
+            return
         s = self._sql
         with self._tx() as conn:
             self._lock_counter(conn, counter, None)
@@ -344,6 +449,12 @@ class SqlStore(GuardStore):
         floor: int,
         keep_until: int,
     ) -> Acquired:
+        if self._is_pg:
+            ok, used, retry = self._call(
+                "acquire",
+                {"c": counter, "b": bucket, "a": amount, "l": limit, "f": floor, "k": keep_until},
+            )
+            return Acquired(bool(ok), int(used), None if retry is None else int(retry))
         s = self._sql
         with self._tx() as conn:
             self._lock_counter(conn, counter, keep_until)
@@ -363,6 +474,10 @@ class SqlStore(GuardStore):
     def adjust(self, counter: str, *, bucket: int, delta: int, floor: int, keep_until: int) -> None:
         if bucket < floor or not delta:
             return
+        if self._is_pg:
+            # One statement: the row lock of the UPDATE is all a correction needs.
+            self._call("adjust", {"c": counter, "b": bucket, "a": delta}, fetch=False)
+            return
         with self._tx() as conn:
             self._lock_counter(conn, counter, keep_until)
             conn.execute(self._sql["adjust"], {"c": counter, "b": bucket, "a": delta})
@@ -370,43 +485,98 @@ class SqlStore(GuardStore):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+        if self._auto is not None:
+            self._auto.dispose()
+
+
+class _Result:
+    """What the store reads from a DB-API cursor (the few SQLAlchemy Result calls it used)."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    def first(self) -> Any:
+        return self._cursor.fetchone()
+
+    def scalar_one(self) -> Any:
+        return self._cursor.fetchone()[0]
+
+    def all(self) -> list[Any]:
+        return list(self._cursor.fetchall())
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor.fetchall())
+
+
+class _Raw:
+    """A pooled DB-API connection in one transaction. Guard operations are a few tiny
+    statements each; SQLAlchemy's Connection would cost more than the statements."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, statement: str, params: dict[str, Any]) -> _Result:
+        self._cursor.execute(statement, params)
+        return _Result(self._cursor)
 
 
 class _Tx:
-    """``engine.begin()`` that turns connection and server failures into ``StoreUnavailable``."""
+    """One transaction on a pooled connection (``BEGIN IMMEDIATE`` on SQLite); turns
+    connection and server failures into ``StoreUnavailable``."""
 
-    __slots__ = ("_ctx", "_store")
+    __slots__ = ("_conn", "_store")
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
-        self._ctx: Any = None
+        self._conn: Any = None
 
-    def __enter__(self) -> Connection:
-        from sqlalchemy.exc import SQLAlchemyError
-
+    def __enter__(self) -> _Raw:
+        store = self._store
         try:
-            self._ctx = self._store.engine.begin()
-            conn: Connection = self._ctx.__enter__()
+            self._conn = store.engine.raw_connection()
+            cursor = self._conn.cursor()
+            if not store._is_pg:
+                cursor.execute("BEGIN IMMEDIATE")
         except StoreUnavailable:
             raise
-        except (SQLAlchemyError, OSError) as exc:
-            raise self._store._unavailable(exc) from exc
-        return conn
+        except Exception as exc:
+            if self._conn is not None:
+                self._conn.close()
+            if isinstance(exc, store._db_errors()):
+                raise store._unavailable(exc) from exc
+            raise
+        return _Raw(cursor)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
-
+        store = self._store
+        conn = self._conn
+        errors = store._db_errors()
         try:
-            self._ctx.__exit__(exc_type, exc, tb)
-        except (SQLAlchemyError, OSError) as err:
-            raise self._store._unavailable(err) from err
-        if exc is not None and isinstance(exc, (SQLAlchemyError, OSError)):
-            raise self._store._unavailable(exc) from exc
+            if exc is None:
+                conn.commit()
+            else:
+                conn.rollback()
+        except errors as err:
+            if exc is None:
+                raise store._unavailable(err) from err
+        finally:
+            conn.close()
+        if isinstance(exc, errors):
+            raise store._unavailable(exc) from exc
 
 
-def _statements(p: str, *, for_update: str) -> dict[str, Any]:
-    from sqlalchemy import text
-
+def _statements(p: str, *, pg: bool) -> dict[str, str]:
+    """The store's statements in the driver's parameter style: ``:name`` for sqlite3,
+    ``%(name)s`` for psycopg."""
+    for_update = " FOR UPDATE" if pg else ""
     sql = {
         "lock": f"SELECT seeded, reserved, next_expiry FROM {p}_counters"
         f" WHERE counter = :c{for_update}",
@@ -447,4 +617,143 @@ def _statements(p: str, *, for_update: str) -> dict[str, Any]:
         f" {p}_counters WHERE keep_until IS NOT NULL AND keep_until < :n)",
         "gc_counters": f"DELETE FROM {p}_counters WHERE keep_until IS NOT NULL AND keep_until < :n",
     }
-    return {name: text(statement) for name, statement in sql.items()}
+    if pg:
+        return {name: _PARAM.sub(r"%(\1)s", statement) for name, statement in sql.items()}
+    return sql
+
+
+_PARAM = re.compile(r"(?<![:\w]):([a-z]\w*)")
+
+
+def _pg_functions(p: str) -> list[str]:
+    """The PL/pgSQL functions of a PostgreSQL store (see the module docstring)."""
+    lock = f"""
+  SELECT c.reserved, c.seeded, c.next_expiry INTO v_reserved, v_seeded, v_next
+    FROM {p}_counters c WHERE c.counter = p_c FOR UPDATE;
+  IF NOT FOUND THEN
+    INSERT INTO {p}_counters (counter, keep_until) VALUES (p_c, p_k)
+      ON CONFLICT (counter) DO NOTHING;
+    SELECT c.reserved, c.seeded, c.next_expiry INTO v_reserved, v_seeded, v_next
+      FROM {p}_counters c WHERE c.counter = p_c FOR UPDATE;
+  END IF;"""
+    spent = f"""
+  SELECT COALESCE(SUM(b.amount), 0) INTO v_spent
+    FROM {p}_buckets b WHERE b.counter = p_c AND b.bucket >= p_f;"""
+    head = "DECLARE v_reserved bigint; v_seeded int; v_next bigint; v_spent bigint;"
+    return [
+        f"""
+CREATE OR REPLACE FUNCTION {p}_reserve(p_c text, p_i text, p_a bigint, p_l bigint,
+    p_f bigint, p_n bigint, p_e bigint, p_k bigint, p_m text)
+RETURNS TABLE (o_code int, o_spent bigint, o_reserved bigint, o_first boolean)
+LANGUAGE plpgsql AS $fn$
+{head} v_gone bigint; v_first boolean := false;
+BEGIN
+{lock}
+  IF v_seeded = 0 THEN
+    RETURN QUERY SELECT -1, 0::bigint, 0::bigint, false; RETURN;
+  END IF;
+  IF v_next <= p_n THEN
+    WITH gone AS (DELETE FROM {p}_reservations r WHERE r.counter = p_c AND r.expires_at <= p_n
+                  RETURNING r.amount)
+      SELECT COALESCE(SUM(gone.amount), 0) INTO v_gone FROM gone;
+    v_reserved := v_reserved - v_gone;
+    SELECT COALESCE(MIN(r.expires_at), 4611686018427387904) INTO v_next
+      FROM {p}_reservations r WHERE r.counter = p_c;
+    UPDATE {p}_counters c SET reserved = v_reserved, next_expiry = v_next WHERE c.counter = p_c;
+  END IF;
+{spent}
+  IF p_l IS NOT NULL AND v_spent + v_reserved + p_a > p_l THEN
+    IF p_m IS NOT NULL THEN
+      INSERT INTO {p}_marks (counter, label) VALUES (p_c, p_m) ON CONFLICT DO NOTHING;
+      v_first := FOUND;
+    END IF;
+    RETURN QUERY SELECT 0, v_spent, v_reserved, v_first; RETURN;
+  END IF;
+  INSERT INTO {p}_reservations (counter, id, amount, expires_at) VALUES (p_c, p_i, p_a, p_e);
+  UPDATE {p}_counters c SET reserved = v_reserved + p_a, next_expiry = LEAST(v_next, p_e),
+    keep_until = p_k WHERE c.counter = p_c;
+  RETURN QUERY SELECT 1, v_spent, v_reserved, false;
+END $fn$""",
+        f"""
+CREATE OR REPLACE FUNCTION {p}_settle(p_c text, p_i text, p_r bigint, p_b bigint,
+    p_a bigint, p_f bigint, p_k bigint, p_ml text[], p_mu bigint[])
+RETURNS TABLE (o_spent bigint, o_reserved bigint, o_fired text[])
+LANGUAGE plpgsql AS $fn$
+{head} v_fired text[] := '{{}}';
+BEGIN
+{lock}
+  IF p_i IS NOT NULL THEN
+    DELETE FROM {p}_reservations r WHERE r.counter = p_c AND r.id = p_i;
+    IF FOUND THEN
+      v_reserved := v_reserved - p_r;
+      UPDATE {p}_counters c SET reserved = v_reserved WHERE c.counter = p_c;
+    END IF;
+  END IF;
+  IF p_a <> 0 THEN
+    INSERT INTO {p}_buckets AS b (counter, bucket, amount) VALUES (p_c, p_b, p_a)
+      ON CONFLICT (counter, bucket) DO UPDATE SET amount = b.amount + excluded.amount;
+  END IF;
+{spent}
+  FOR j IN 1 .. COALESCE(array_length(p_ml, 1), 0) LOOP
+    IF v_spent >= p_mu[j] THEN
+      INSERT INTO {p}_marks (counter, label) VALUES (p_c, p_ml[j]) ON CONFLICT DO NOTHING;
+      IF FOUND THEN v_fired := v_fired || p_ml[j]; END IF;
+    END IF;
+  END LOOP;
+  RETURN QUERY SELECT v_spent, v_reserved, v_fired;
+END $fn$""",
+        f"""
+CREATE OR REPLACE FUNCTION {p}_release(p_c text, p_i text, p_r bigint)
+RETURNS TABLE (o_done boolean)
+LANGUAGE plpgsql AS $fn$
+DECLARE v_reserved bigint;
+BEGIN
+  SELECT c.reserved INTO v_reserved FROM {p}_counters c WHERE c.counter = p_c FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM {p}_reservations r WHERE r.counter = p_c AND r.id = p_i;
+    IF FOUND THEN
+      UPDATE {p}_counters c SET reserved = v_reserved - p_r WHERE c.counter = p_c;
+    END IF;
+  END IF;
+  RETURN QUERY SELECT true;
+END $fn$""",
+        f"""
+CREATE OR REPLACE FUNCTION {p}_acquire(p_c text, p_b bigint, p_a bigint, p_l bigint,
+    p_f bigint, p_k bigint)
+RETURNS TABLE (o_ok boolean, o_used bigint, o_retry bigint)
+LANGUAGE plpgsql AS $fn$
+{head} v_dropped bigint := 0; v_row record;
+BEGIN
+{lock}
+  DELETE FROM {p}_buckets b WHERE b.counter = p_c AND b.bucket < p_f;
+{spent}
+  IF v_spent + p_a > p_l THEN
+    FOR v_row IN SELECT b.bucket, b.amount FROM {p}_buckets b
+                 WHERE b.counter = p_c AND b.bucket >= p_f ORDER BY b.bucket LOOP
+      v_dropped := v_dropped + v_row.amount;
+      IF v_dropped >= v_spent + p_a - p_l THEN
+        RETURN QUERY SELECT false, v_spent, v_row.bucket; RETURN;
+      END IF;
+    END LOOP;
+    RETURN QUERY SELECT false, v_spent, NULL::bigint; RETURN;
+  END IF;
+  INSERT INTO {p}_buckets AS b (counter, bucket, amount) VALUES (p_c, p_b, p_a)
+    ON CONFLICT (counter, bucket) DO UPDATE SET amount = b.amount + excluded.amount;
+  UPDATE {p}_counters c SET keep_until = p_k WHERE c.counter = p_c;
+  RETURN QUERY SELECT true, v_spent, NULL::bigint;
+END $fn$""",
+    ]
+
+
+def _pg_calls(p: str) -> dict[str, str]:
+    """Function calls in the driver's own parameter style (psycopg: ``%(name)s``)."""
+    return {
+        "reserve": f"SELECT * FROM {p}_reserve(%(c)s, %(i)s, %(a)s, %(l)s, %(f)s, %(n)s,"
+        " %(e)s, %(k)s, %(m)s)",
+        "settle": f"SELECT * FROM {p}_settle(%(c)s, %(i)s, %(r)s, %(b)s, %(a)s, %(f)s, %(k)s,"
+        " %(ml)s::text[], %(mu)s::bigint[])",
+        "release": f"SELECT * FROM {p}_release(%(c)s, %(i)s, %(r)s)",
+        "acquire": f"SELECT * FROM {p}_acquire(%(c)s, %(b)s, %(a)s, %(l)s, %(f)s, %(k)s)",
+        "adjust": f"UPDATE {p}_buckets SET amount = GREATEST(0, amount + %(a)s)"
+        " WHERE counter = %(c)s AND bucket = %(b)s",
+    }

@@ -134,6 +134,22 @@ def test_store_contract(store_url: str) -> None:
     assert store.read(c, floor=0, now_ms=1000).reserved == 0
     assert store.counters("budget:contract:") == [c]
     assert store.counters("budget:other:") == []
+    # A settle into a counter that is gone (never seeded) takes nothing: the seed that
+    # recreates the counter reads the call from the ledger, so it is not counted twice.
+    gone = "budget:contract:=gone:2026-03"
+    nothing = store.settle(
+        gone,
+        res_id=None,
+        reserved=0,
+        bucket=0,
+        amount=5,
+        floor=0,
+        keep_until=10**13,
+        marks=[("warn:0.1", 1)],
+    )
+    assert (nothing.spent, nothing.fired) == (0, ())
+    assert store.seed(gone, buckets={0: 5}, marks=[], floor=0, keep_until=10**13)
+    assert store.read(gone, floor=0, now_ms=1000).spent == 5
 
 
 @backends(*BACKENDS)

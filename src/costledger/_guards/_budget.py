@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import BudgetExceeded
 from ._alerts import AlertCallback, BudgetAlert, dispatch
-from ._estimate import Estimator
+from ._estimate import DEFAULT_ESTIMATOR, Estimator
 from ._ledger_spend import ledger_buckets
 from ._spec import (
     Clock,
@@ -155,7 +155,7 @@ class Budget:
             raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
         self.on_store_error: FailMode = on_store_error
         self.reservation_ttl = parse_duration(reservation_ttl, field="reservation_ttl")
-        self.estimator = estimator or Estimator()
+        self.estimator = estimator or DEFAULT_ESTIMATOR
         self._clock: Clock = clock or time.time
         self.warn_at = _check_warn_at(warn_at)
         self.name = name if name is not None else self._default_name()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._tracker import Call, Tracker
 
-__all__ = ["Estimate", "Estimator", "count_tokens", "heuristic_tokens"]
+__all__ = ["DEFAULT_ESTIMATOR", "Estimate", "Estimator", "count_tokens", "heuristic_tokens"]
 
 CHARS_PER_TOKEN = 4
 """ASCII text: English averages about 4 characters per token in every BPE tokenizer
@@ -209,6 +209,9 @@ class Estimator:
                 cost = None
         return Estimate(input_tokens, output, cost, currency, method)
 
+
+DEFAULT_ESTIMATOR = Estimator()
+"""Shared by every guard not given its own, so one call's prompt is counted once."""
 
 _last = threading.local()
 """The last estimate made on this thread: a Tracker runs every guard on a call in a row,

@@ -173,6 +173,10 @@ class MemoryStore(GuardStore):
                 held = c.reservations.pop(res_id, None)
                 if held is not None:
                     c.reserved -= held[0]
+            if not c.seeded:
+                # The counter is gone (a new period long over, a store that lost its data):
+                # the seed that recreates it reads this call from the ledger.
+                return Settlement(0, c.reserved)
             c.buckets[bucket] = c.buckets.get(bucket, 0) + amount
             spent = c.spent(floor)
             return Settlement(spent, c.reserved, c.fire(spent, marks) if marks else ())

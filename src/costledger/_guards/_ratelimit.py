@@ -14,6 +14,7 @@ row in SQL), where a settle corrects the bucket the estimate went into.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import weakref
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import RateLimited
 from ._budget import counter_key
-from ._estimate import Estimator
+from ._estimate import DEFAULT_ESTIMATOR, Estimator
 from ._spec import ROLLING_BUCKETS, Clock, call_keys, check_per, matches, parse_limit
 from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
 
@@ -38,6 +39,7 @@ __all__ = ["RateLimit", "TokenRateLimit"]
 
 FailMode = Literal["closed", "open"]
 _MARGIN_MS = 60_000
+_RATE_RE = re.compile(r"^\s*([0-9][0-9_,.]*\s*[kmb]?)\s*(?:/|\bper\b)\s*(\S.*?)\s*$", re.I)
 
 
 def _parse_rate(text: object, *, tokens: bool) -> tuple[int, RateLimitItem]:
@@ -45,9 +47,10 @@ def _parse_rate(text: object, *, tokens: bool) -> tuple[int, RateLimitItem]:
 
     what = "TokenRateLimit" if tokens else "RateLimit"
     example = "'200000/minute' or '2M/hour'" if tokens else "'60/minute' or '10/second'"
-    if not isinstance(text, str) or "/" not in text:
+    match = _RATE_RE.match(text) if isinstance(text, str) else None
+    if match is None:
         raise ValueError(f"{what} limit must look like {example}, got {text!r}")
-    amount_text, window = text.split("/", 1)
+    amount_text, window = match.groups()
     try:
         amount = int(parse_limit(f"{amount_text.strip()} tokens", field="limit").amount)
         item = limits.parse(f"{amount}/{window.strip()}")
@@ -296,7 +299,7 @@ class TokenRateLimit(_Window):
             clock=clock,
             tokens=True,
         )
-        self.estimator = estimator or Estimator()
+        self.estimator = estimator or DEFAULT_ESTIMATOR
 
     def __repr__(self) -> str:
         return f"TokenRateLimit({self.name!r})"

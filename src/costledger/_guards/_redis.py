@@ -108,6 +108,10 @@ _SETTLE = (
 if ARGV[1] ~= '' and redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and ARGV[2] ~= '0' then
   redis.call('HINCRBY', KEYS[3], 'rt', '-' .. ARGV[2])
 end
+if redis.call('HEXISTS', KEYS[3], 'seeded') == 0 then
+  -- gone (period over, data lost): the seed that recreates it reads this call from the ledger
+  return {0, tonumber(redis.call('HGET', KEYS[3], 'rt') or '0'), {}}
+end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[3], ARGV[4]) end
 local spent = spent_in(KEYS[1], tonumber(ARGV[5]))
 local fired = {}

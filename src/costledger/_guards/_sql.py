@@ -399,12 +399,14 @@ class SqlStore(GuardStore):
             return Settlement(int(spent), int(held), tuple(fired or ()))
         s = self._sql
         with self._tx() as conn:
-            _, total_reserved, _ = self._lock_counter(conn, counter, keep_until)
+            seeded, total_reserved, _ = self._lock_counter(conn, counter, keep_until)
             if res_id is not None:
                 result = conn.execute(s["unhold"], {"c": counter, "i": res_id})
                 if result.rowcount == 1:
                     total_reserved -= reserved
                     conn.execute(s["less_reserved"], {"c": counter, "a": reserved})
+            if not seeded:  # the seed that recreates the counter reads this call from the ledger
+                return Settlement(0, total_reserved)
             if amount:
                 conn.execute(s["add"], {"c": counter, "b": bucket, "a": amount})
             spent = self._spent(conn, counter, floor)
@@ -688,6 +690,9 @@ BEGIN
       v_reserved := v_reserved - p_r;
       UPDATE {p}_counters c SET reserved = v_reserved WHERE c.counter = p_c;
     END IF;
+  END IF;
+  IF v_seeded = 0 THEN
+    RETURN QUERY SELECT 0::bigint, v_reserved, '{{}}'::text[]; RETURN;
   END IF;
   IF p_a <> 0 THEN
     INSERT INTO {p}_buckets AS b (counter, bucket, amount) VALUES (p_c, p_b, p_a)

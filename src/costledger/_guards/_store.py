@@ -154,7 +154,9 @@ class GuardStore(ABC):
         marks: Marks,
     ) -> Settlement:
         """Drop the reservation (if still held), add ``amount`` to ``bucket`` and return the
-        labels of the marks this settle made fire (each fires once per counter, ever)."""
+        labels of the marks this settle made fire (each fires once per counter, ever).
+        A counter that is not seeded (gone: its period long over, or the store lost it)
+        takes nothing: the seed that recreates it reads the call from the ledger."""
 
     @abstractmethod
     def release(self, counter: str, *, res_id: str, reserved: int) -> None:

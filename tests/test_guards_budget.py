@@ -496,3 +496,26 @@ def test_a_call_that_ends_without_usage_counts_its_reservation(pricer: Pricer) -
     assert event.cost.status == "not_priced"
     rows = {s.unit: s.spent for s in budget_status(tracker)}
     assert rows == {"tokens": Decimal(2000 + 1000), "USD": Decimal("0.05")}
+
+
+def test_the_decorator_is_refused_before_the_function_runs(pricer: Pricer) -> None:
+    tracker = make_tracker(pricer, Budget("0.02 USD", "day", per="user", clock=Clock()))
+    ran: list[str] = []
+
+    @costledger.track_cost(
+        tracker=tracker,
+        model="m",
+        estimate=lambda doc, **_: Decimal("0.01") * len(doc),
+        attribution=lambda doc, user: {"user": user},
+    )
+    def summarise(doc: str, user: str) -> Usage:
+        ran.append(doc)
+        return Usage(input_tokens=1000 * len(doc))
+
+    summarise("ab", user="ann")  # reserves 0.02, spends 0.02
+    with pytest.raises(BudgetExceeded) as info:
+        summarise("c", user="ann")
+    assert ran == ["ab"]  # the refused call never ran
+    assert info.value.key == "ann"
+    summarise("c", user="bob")
+    assert ran == ["ab", "c"]

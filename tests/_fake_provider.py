@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import threading
 import time
 import zlib
@@ -153,7 +154,8 @@ def chat_stream(
         last["choices"] = []
         last["usage"] = copy.deepcopy(dict(usage if usage is not None else CHAT_USAGE))
         events.append(last)
-    return [(None, _dumps(e)) for e in events] + [(None, "[DONE]")]
+    out: list[tuple[str | None, str]] = [(None, _dumps(e)) for e in events]
+    return [*out, (None, "[DONE]")]
 
 
 def responses_object(
@@ -497,8 +499,8 @@ class FakeProvider:
     @property
     def base_url(self) -> str:
         assert self._server is not None, "FakeProvider is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     @property
     def openai_url(self) -> str:
@@ -536,6 +538,12 @@ class FakeProvider:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeProvider
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and
+        # the client's delayed ACK add 40 ms to every response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass

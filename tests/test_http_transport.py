@@ -739,3 +739,22 @@ def test_responses_stream_incomplete_is_ok(provider: FakeProvider, costs: Captur
     client = openai_client(provider, "httpx")
     list(client.responses.create(model="gpt-4o-mini", input="hi", stream=True))
     assert_priced(only(costs), RESPONSES_USAGE, RESPONSES_COST)
+
+
+def test_example_runs_offline() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "http_example.py"
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", str(example)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert "openai chat" in out
+    assert "$0.000525000" in out
+    assert "$0.00432000" in out
+    assert "(http_429)" in out
+    assert "(0 requests sent)" in out
+    assert "ledger: 6 calls recorded, $0.005895240 in all" in out

@@ -1,0 +1,618 @@
+"""One parsed log line -> one ledger row, whatever the line's format.
+
+Three formats, told apart by their keys (see ``detect``):
+
+* ``costledger``: a ``costledger.usage/1`` record (``UsageLogger``'s lines, possibly
+  with keys an application's structlog chain added). Kept as logged, cost included.
+* ``litellm``: LiteLLM's ``StandardLoggingPayload`` (``_sources.litellm_payload``), or
+  a record holding one under ``standard_logging_object``. Priced here.
+* ``response``: a provider's raw response (OpenAI chat / Responses / embeddings,
+  Anthropic message, Gemini, ...), read by ``read_response``. Priced here.
+
+A row is the tuple ``Store.params`` makes of a ``UsageEvent`` for SQLite (the
+PostgreSQL form is derived from it by ``to_postgresql``). It is built straight from
+the line's values rather than through a ``UsageEvent``: that object and its
+conversion cost several times the JSON parse, and ingestion is meant to run at
+100,000 lines a second. Only the common, well-formed shape takes that path; anything
+else goes through the canonical readers (``event_from_record``, ``sqlite_params``),
+which also word every error. ``tests/test_ingest_rows.py`` checks that both paths give
+identical rows, and that the Tracker's own event for a LiteLLM payload gives the same row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final
+
+from .._attribution import Attribution
+from .._cost import Cost
+from .._errors import UsageError
+from .._extract import read_response
+from .._redact import redact
+from .._schema import (
+    RECORD_FIELDS,
+    USAGE_EVENT_NAME,
+    USAGE_SCHEMA,
+    USAGE_SCHEMA_PREFIX,
+    _has_huge_float,
+    event_from_record,
+)
+from .._sources.litellm_payload import is_standard_logging_payload, read_standard_logging_payload
+from .._usage import Usage
+
+if TYPE_CHECKING:
+    from .._pricing import Pricer
+
+__all__ = [
+    "FORMATS",
+    "INGEST_NAMESPACE",
+    "Converter",
+    "Row",
+    "detect",
+    "response_event_id",
+    "to_postgresql",
+]
+
+Row = tuple[Any, ...]
+FORMATS: Final = ("costledger", "litellm", "response")
+
+INGEST_NAMESPACE: Final = uuid.UUID("5b0f4f2e-8a57-5c1e-9d2b-6c6f73746c64")
+"""uuid5 namespace of the ids given to raw responses (stable across versions: never change)."""
+
+_UTC: Final = timezone.utc
+
+# COLUMNS positions used here; checked against the ledger's own list at import.
+_ROW_COLUMNS: Final = (
+    "id",
+    "timestamp",
+    "source",
+    "provider",
+    "model",
+    "response_model",
+    "status",
+    "error_type",
+    "latency_ms",
+    "request_id",
+    "trace_id",
+    "run_id",
+    "parent_run_id",
+    "user",
+    "team",
+    "project",
+    "feature",
+    "tags",
+    "metadata",
+    "streamed",
+    "cache_hit",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "pricing_status",
+    "currency",
+    "total_cost",
+    "input_cost",
+    "cache_read_cost",
+    "cache_write_cost",
+    "output_cost",
+    "audio_cost",
+    "pricing_source",
+    "priced_model",
+    "priced_provider",
+    "reported_cost",
+)
+I_ID, I_TIMESTAMP, I_MODEL, I_RESPONSE_MODEL = 0, 1, 4, 5
+I_TAGS, I_METADATA, I_STREAMED, I_CACHE_HIT = 17, 18, 19, 20
+I_PRICING_STATUS, I_CURRENCY, I_TOTAL = 29, 30, 31
+
+_RECORD_KEYS: Final = frozenset(RECORD_FIELDS)
+_STATUSES: Final = ("ok", "error", "cancelled")
+_PRICING_STATUSES: Final = ("priced", "unknown_model", "not_priced")
+# The writer's timestamp form, fixed width: 2025-01-31T12:00:00.000000Z
+_WRITER_TIMESTAMP: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+# Decimal text that is already what format(Decimal(text), "f") gives, and storable as is
+# (at most 20 digits before the point and 18 after, no leading zeros, no exponent).
+_CANONICAL_MONEY: Final = re.compile(r"-?(?:0|[1-9]\d{0,19})(?:\.\d{1,18})?")
+# What the schema reader accepts as money text (the same pattern as _schema's).
+_DECIMAL_TEXT: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_TOKEN_KEYS: Final = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_write.input_tokens",
+    "costledger.usage.cache_write_1h.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+    "costledger.usage.audio.input_tokens",
+    "costledger.usage.audio.output_tokens",
+)
+# (record key, the field name sqlite_params reports in its errors)
+_MONEY_KEYS: Final = (
+    ("costledger.cost.total", "cost.total"),
+    ("costledger.cost.input", "cost.input"),
+    ("costledger.cost.cache_read", "cost.cache_read"),
+    ("costledger.cost.cache_write", "cost.cache_write"),
+    ("costledger.cost.output", "cost.output"),
+    ("costledger.cost.audio", "cost.audio"),
+)
+_TEXT_KEYS: Final = (
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "error.type",
+    "gen_ai.response.id",
+    "costledger.trace_id",
+    "costledger.run_id",
+    "costledger.parent_run_id",
+    "costledger.user",
+    "costledger.team",
+    "costledger.project",
+    "costledger.feature",
+    "costledger.cost.source",
+    "costledger.cost.model",
+    "costledger.cost.provider",
+)
+# Shapes read_response names whose provider is certain; others (OpenAI-compatible
+# servers of many vendors) leave the provider to the model name.
+_SHAPE_PROVIDER: Final = {"anthropic": "anthropic"}
+
+
+class _Fallback(Exception):
+    """The line is not of the common shape: read it with the canonical reader instead."""
+
+
+def detect(record: Mapping[str, Any]) -> str:
+    """The format of a parsed line: ``costledger``, ``litellm`` or ``response``."""
+    if "schema" in record or record.get("event") == USAGE_EVENT_NAME:
+        return "costledger"
+    if is_standard_logging_payload(record) or "standard_logging_object" in record:
+        return "litellm"
+    return "response"
+
+
+def response_event_id(response_id: str | None, line: bytes, line_no: int) -> str:
+    """The event id of a raw response: derived from the provider's response id, so the
+    same response ingested again (from any file) is the same event. A response without
+    an id is identified by its bytes and line number instead: ingesting the same file
+    again adds nothing, while two identical id-less responses on different lines stay
+    two calls."""
+    if response_id:
+        return str(uuid.uuid5(INGEST_NAMESPACE, "response:" + response_id))
+    digest = hashlib.sha256(line).hexdigest()
+    return str(uuid.uuid5(INGEST_NAMESPACE, f"line:{digest}:{line_no}"))
+
+
+def _store_helpers() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    from .._ledger._rows import COLUMNS
+    from .._ledger._store import _json, _text_money, sqlite_params
+
+    if tuple(COLUMNS) != _ROW_COLUMNS:  # pragma: no cover - a schema change must update this
+        raise RuntimeError("costledger ingest: the ledger's columns changed; update _convert")
+    return _text_money, _json, sqlite_params
+
+
+class Converter:
+    """Turns parsed lines into rows: prices what needs a price, with one ``Pricer``.
+
+    ``now`` is the time given to raw responses that carry none (Anthropic messages,
+    embeddings): the ingestion's start, the same for every line of a run.
+    """
+
+    def __init__(self, pricer: Pricer, *, now: datetime | None = None) -> None:
+        self.pricer = pricer
+        self.now = now or datetime.now(_UTC)
+        self._money_text, self._json, self._sqlite_params = _store_helpers()
+        self.counts: dict[str, int] = dict.fromkeys(FORMATS, 0)
+        """Lines converted, per format, since this converter was made."""
+
+    # -- entry point -------------------------------------------------------------------
+    def convert(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:
+        """The row of one parsed line; ``UsageError`` / ``ValueError`` say why it has none."""
+        counts = self.counts
+        if "schema" in record or record.get("event") == USAGE_EVENT_NAME:
+            try:
+                row = self.own_fast(record)
+            except _Fallback:
+                row = self.own_canonical(record, line)
+            counts["costledger"] += 1
+            return row
+        if is_standard_logging_payload(record):
+            row = self.litellm(record)
+            counts["litellm"] += 1
+            return row
+        inner = record.get("standard_logging_object")
+        if inner is not None:
+            if type(inner) is not dict:
+                raise UsageError(
+                    "field 'standard_logging_object' must be an object (a LiteLLM "
+                    f"StandardLoggingPayload), got {type(inner).__name__}",
+                    field="standard_logging_object",
+                    value=inner,
+                )
+            row = self.litellm(inner)
+            counts["litellm"] += 1
+            return row
+        row = self.response(record, line, line_no)
+        counts["response"] += 1
+        return row
+
+    # -- costledger's own records --------------------------------------------------------
+    def own_fast(self, record: dict[str, Any]) -> Row:
+        """The common shape of a ``costledger.usage/1`` record, without building an event.
+
+        Raises ``_Fallback`` at the first value outside that shape (the canonical reader
+        then decides, and words the error)."""
+        get = record.get
+        if get("schema") != USAGE_SCHEMA or get("event", USAGE_EVENT_NAME) != USAGE_EVENT_NAME:
+            raise _Fallback
+        for key in record.keys() - _RECORD_KEYS:
+            if key.startswith("costledger."):
+                raise _Fallback
+        event_id = get("costledger.id")
+        if type(event_id) is not str or not event_id:
+            raise _Fallback
+        ts = get("costledger.timestamp")
+        if type(ts) is not str or _WRITER_TIMESTAMP.fullmatch(ts) is None:
+            raise _Fallback
+        try:
+            datetime.fromisoformat(ts[:-1])  # a real date and time, not just the right shape
+        except ValueError:
+            raise _Fallback from None
+        tokens = []
+        for key in _TOKEN_KEYS:
+            value = get(key)
+            if value is None:
+                value = 0
+            elif type(value) is not int or value < 0:
+                raise _Fallback
+            tokens.append(value)
+        n_in, n_out, n_cr, n_cw, n_cw1h, n_reason, n_ain, n_aout = tokens
+        if (
+            n_cr + n_cw > n_in
+            or n_cw1h > n_cw
+            or n_reason > n_out
+            or n_ain > n_in
+            or n_aout > n_out
+        ):
+            raise _Fallback
+        texts = []
+        for key in _TEXT_KEYS:
+            value = get(key)
+            if value is not None and type(value) is not str:
+                raise _Fallback
+            texts.append(value)
+        (
+            provider,
+            model,
+            response_model,
+            error_type,
+            request_id,
+            trace_id,
+            run_id,
+            parent_run_id,
+            user,
+            team,
+            project,
+            feature,
+            cost_source,
+            cost_model,
+            cost_provider,
+        ) = texts
+        source = get("costledger.source")
+        if source is None:
+            source = "api"
+        elif type(source) is not str:
+            raise _Fallback
+        status = get("costledger.status", "ok")
+        cost_status = get("costledger.cost.status")
+        if status not in _STATUSES or cost_status not in _PRICING_STATUSES:
+            raise _Fallback
+        currency = get("costledger.cost.currency")
+        if currency is None:
+            currency = "USD"
+        elif type(currency) is not str:
+            raise _Fallback
+        latency = get("costledger.latency_ms")
+        if latency is not None:
+            kind = type(latency)
+            if kind is float:
+                if latency != latency or latency in (float("inf"), float("-inf")):
+                    raise _Fallback
+            elif kind is int:
+                latency = float(latency)
+            else:
+                raise _Fallback
+        tags = get("costledger.tags")
+        if tags is None or tags == []:
+            tags_text = "[]"
+        elif type(tags) is list and all(type(t) is str for t in tags):
+            tags_text = self._json(tags, "[]")
+        else:
+            raise _Fallback
+        meta = get("costledger.metadata")
+        if meta is None or meta == {}:
+            meta_text = "{}"
+        elif type(meta) is dict:
+            if _has_huge_float(meta):
+                raise _Fallback  # an integer orjson could only read as a float
+            meta_text = self._json(redact(meta), "{}")
+        else:
+            raise _Fallback
+        streamed = get("costledger.streamed")
+        cache_hit = get("costledger.cache_hit")
+        if streamed is None:
+            streamed = False
+        if cache_hit is None:
+            cache_hit = False
+        if type(streamed) is not bool or type(cache_hit) is not bool:
+            raise _Fallback
+        money = self._money
+        return (
+            event_id,
+            ts[:-1] + "+00:00",
+            source,
+            provider,
+            model,
+            response_model,
+            status,
+            error_type,
+            latency,
+            request_id,
+            trace_id,
+            run_id,
+            parent_run_id,
+            user,
+            team,
+            project,
+            feature,
+            tags_text,
+            meta_text,
+            1 if streamed else 0,
+            1 if cache_hit else 0,
+            n_in,
+            n_out,
+            n_cr,
+            n_cw,
+            n_cw1h,
+            n_reason,
+            n_ain,
+            n_aout,
+            cost_status,
+            currency,
+            *[money(get(key), field) for key, field in _MONEY_KEYS],
+            cost_source,
+            cost_model,
+            cost_provider,
+            money(get("costledger.reported_cost"), "reported_cost"),
+        )
+
+    def _money(self, value: Any, field: str) -> str | None:
+        if value is None:
+            return None
+        if type(value) is not str:
+            raise _Fallback
+        if _CANONICAL_MONEY.fullmatch(value) is not None:
+            return value
+        if _DECIMAL_TEXT.fullmatch(value) is None:
+            raise _Fallback
+        text: str | None = self._money_text(field, Decimal(value))
+        return text
+
+    def own_canonical(self, record: dict[str, Any], line: bytes) -> Row:
+        """Any ``costledger.usage/*`` record, through the schema's own strict reader."""
+        schema = record.get("schema")
+        if (
+            isinstance(schema, str)
+            and schema.startswith(USAGE_SCHEMA_PREFIX)
+            and _has_huge_float(record)
+        ):
+            record = json.loads(line[line.find(b"{") :])  # integers beyond 64 bits, exactly
+        event = event_from_record(record)
+        if event.metadata:
+            event = dataclasses.replace(event, metadata=redact(dict(event.metadata)))
+        row: Row = self._sqlite_params(event)
+        return row
+
+    # -- LiteLLM ---------------------------------------------------------------------------
+    def litellm(self, payload: dict[str, Any]) -> Row:
+        """A ``StandardLoggingPayload``, as ``CostLedgerLogger`` would have recorded it."""
+        call = read_standard_logging_payload(payload)
+        at = call.started_at
+        if at is None:  # pragma: no cover - read_standard_logging_payload requires startTime
+            at = self.now
+        model = call.model or call.response_model
+        usage: Usage | None = None
+        if call.usage is not None:
+            usage = read_response(call.usage, provider="litellm").usage
+        if usage is None:
+            usage = _NO_USAGE
+            cost = Cost(status="not_priced", model=model, provider=call.provider)
+        elif call.cache_hit:
+            cost = Cost.zero(model=model, provider=call.provider, source="cache hit")
+        else:
+            cost = self.pricer.price(
+                call.response_model or model or "", usage, provider=call.provider, at=at
+            )
+        attribution = Attribution.from_mapping(call.attribution) if call.attribution else None
+        meta: Mapping[str, Any] = call.metadata
+        if attribution is not None and attribution.metadata:
+            meta = {**attribution.metadata, **meta}
+        return self.row(
+            event_id=call.call_id,
+            at=at,
+            source="litellm",
+            provider=call.provider,
+            model=model,
+            response_model=call.response_model,
+            status=call.status,
+            error_type=call.error_type,
+            latency_ms=None if call.latency_ms is None else round(call.latency_ms, 3),
+            request_id=call.request_id,
+            attribution=attribution,
+            metadata=meta,
+            streamed=call.streamed,
+            cache_hit=call.cache_hit,
+            usage=usage,
+            cost=cost,
+            reported_cost=call.reported_cost,
+        )
+
+    # -- raw provider responses ------------------------------------------------------------
+    def response(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:
+        """A provider's response (the whole JSON body, one per line)."""
+        if "usage" not in record and "usageMetadata" not in record and "response" not in record:
+            keys = ", ".join(repr(k) for k in list(record)[:8])
+            raise UsageError(
+                "not a costledger usage record, a LiteLLM StandardLoggingPayload or a provider "
+                f"response with usage (keys: {keys or 'none'})",
+                field=None,
+                value=None,
+            )
+        info = read_response(record)
+        at = self.now
+        for key in ("created", "created_at"):
+            created = record.get(key)
+            if created is not None:
+                if isinstance(created, bool) or not isinstance(created, (int, float)):
+                    raise UsageError(
+                        f"response field {key!r} must be epoch seconds, got {created!r}",
+                        field=key,
+                        value=created,
+                    )
+                try:
+                    at = datetime.fromtimestamp(created, _UTC)
+                except (OverflowError, OSError, ValueError):
+                    raise UsageError(
+                        f"response field {key!r} is not a valid time: {created!r}",
+                        field=key,
+                        value=created,
+                    ) from None
+                break
+        provider = _SHAPE_PROVIDER.get(info.provider or "")
+        model = info.model
+        cost = self.pricer.price(model or "", info.usage, provider=provider, at=at)
+        return self.row(
+            event_id=response_event_id(info.response_id, line, line_no),
+            at=at,
+            source="ingest",
+            provider=provider,
+            model=model,
+            response_model=model,
+            status="ok",
+            error_type=None,
+            latency_ms=None,
+            request_id=info.response_id,
+            attribution=None,
+            metadata={},
+            streamed=False,
+            cache_hit=False,
+            usage=info.usage,
+            cost=cost,
+            reported_cost=None,
+        )
+
+    # -- the row of a priced call ------------------------------------------------------------
+    def row(
+        self,
+        *,
+        event_id: str,
+        at: datetime,
+        source: str,
+        provider: str | None,
+        model: str | None,
+        response_model: str | None,
+        status: str,
+        error_type: str | None,
+        latency_ms: float | None,
+        request_id: str | None,
+        attribution: Attribution | None,
+        metadata: Mapping[str, Any],
+        streamed: bool,
+        cache_hit: bool,
+        usage: Usage,
+        cost: Cost,
+        reported_cost: Decimal | None,
+    ) -> Row:
+        """What ``sqlite_params`` gives for the event the Tracker builds from these values."""
+        money = self._money_text
+        text_json = self._json
+        if metadata:
+            metadata = redact(dict(metadata))
+        a = attribution
+        return (
+            event_id,
+            self._timestamp(at),
+            source,
+            provider,
+            model,
+            response_model,
+            status,
+            error_type,
+            latency_ms,
+            request_id,
+            None,
+            None,
+            None,
+            None if a is None else a.user,
+            None if a is None else a.team,
+            None if a is None else a.project,
+            None if a is None else a.feature,
+            "[]" if a is None or not a.tags else text_json(list(a.tags), "[]"),
+            text_json(dict(metadata), "{}") if metadata else "{}",
+            1 if streamed else 0,
+            1 if cache_hit else 0,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+            usage.reasoning_tokens,
+            usage.input_audio_tokens,
+            usage.output_audio_tokens,
+            cost.status,
+            cost.currency,
+            money("cost.total", cost.total),
+            money("cost.input", cost.input),
+            money("cost.cache_read", cost.cache_read),
+            money("cost.cache_write", cost.cache_write),
+            money("cost.output", cost.output),
+            money("cost.audio", cost.audio),
+            cost.source,
+            cost.model,
+            cost.provider,
+            money("reported_cost", reported_cost),
+        )
+
+    def _timestamp(self, at: datetime) -> str:
+        # UsageEvent keeps UTC; the SQLite text is its isoformat with microseconds
+        if at.utcoffset():
+            at = at.astimezone(_UTC)
+        elif at.tzinfo is not _UTC:
+            at = at.replace(tzinfo=_UTC)
+        return at.isoformat(timespec="microseconds")
+
+
+_NO_USAGE: Final = Usage()
+
+
+def to_postgresql(row: Row) -> Row:
+    """The PostgreSQL form (``postgresql_params``) of a SQLite-form row."""
+    values = list(row)
+    ts: str = values[I_TIMESTAMP]
+    if ts[20:26] == "000000":  # datetime.isoformat() leaves out zero microseconds
+        values[I_TIMESTAMP] = ts[:19] + ts[26:]
+    values[I_TAGS] = json.loads(values[I_TAGS])
+    values[I_METADATA] = json.loads(values[I_METADATA])
+    values[I_STREAMED] = bool(values[I_STREAMED])
+    values[I_CACHE_HIT] = bool(values[I_CACHE_HIT])
+    return tuple(values)

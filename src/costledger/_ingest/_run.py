@@ -1,0 +1,778 @@
+"""``ingest``: log files into the ledger, in committed batches, resumable, never stopped by
+a bad line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, TYPE_CHECKING, Any, Union, cast
+
+from .._errors import CostLedgerError, UsageError
+from ._convert import (
+    I_CURRENCY,
+    I_ID,
+    I_MODEL,
+    I_PRICING_STATUS,
+    I_RESPONSE_MODEL,
+    I_TOTAL,
+    Converter,
+    Row,
+    to_postgresql,
+)
+from ._lines import Block, InputSource, open_input, read_blocks, skip_to
+from ._state import (
+    HEAD_BYTES,
+    Checkpoint,
+    RejectsFile,
+    checkpoint_path,
+    excerpt,
+    head_digest,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from .._ledger import Ledger
+    from .._ledger._store import Store
+    from .._pricing import Pricer
+
+__all__ = [
+    "DEFAULT_BATCH_LINES",
+    "DEFAULT_MAX_LINE_BYTES",
+    "IngestError",
+    "IngestProgress",
+    "IngestResult",
+    "InputResult",
+    "Reject",
+    "default_checkpoint_dir",
+    "ingest",
+]
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+DEFAULT_BATCH_LINES = 20_000
+_SAMPLE_REJECTS = 10
+_ZERO = Decimal(0)
+
+InputLike = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
+
+
+class IngestError(CostLedgerError):
+    """Ingestion stopped: the ledger refused a write (or the run was interrupted).
+
+    Every batch before the failing one is committed and checkpointed: running the same
+    ingestion again resumes after it. ``result`` holds what was done until then.
+    """
+
+    def __init__(self, message: str, result: IngestResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One rejected line (the first few of each input are kept in ``InputResult``)."""
+
+    line: int
+    offset: int
+    reason: str
+    field: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputResult:
+    """What one input gave in this run.
+
+    ``lines``: non-blank lines read; each is ``accepted`` (a new event in the ledger),
+    a ``duplicate`` (its event id was already in the ledger or earlier in the input),
+    or ``rejected``. ``unpriced``: accepted events with no known price. ``costs``: the
+    cost of the accepted events, per currency. ``resumed_at_line``: the line this run
+    started at, when it resumed an earlier one. ``incomplete``: a last line with no
+    newline that did not parse, left for the next run (the writer may still be
+    writing it). ``error``: why the input stopped early, if it did.
+    """
+
+    input: str
+    lines: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    unpriced: int = 0
+    blank: int = 0
+    incomplete: int = 0
+    costs: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    unpriced_models: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    formats: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    resumed_at_line: int | None = None
+    offset: int = 0
+    rejects_path: str | None = None
+    first_rejects: tuple[Reject, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The outcome of ``ingest``: one ``InputResult`` per input, and their totals."""
+
+    inputs: tuple[InputResult, ...]
+    seconds: float
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(r, name) for r in self.inputs)
+
+    @property
+    def lines(self) -> int:
+        return self._sum("lines")
+
+    @property
+    def accepted(self) -> int:
+        return self._sum("accepted")
+
+    @property
+    def duplicates(self) -> int:
+        return self._sum("duplicates")
+
+    @property
+    def rejected(self) -> int:
+        return self._sum("rejected")
+
+    @property
+    def unpriced(self) -> int:
+        return self._sum("unpriced")
+
+    @property
+    def costs(self) -> dict[str, Decimal]:
+        """Cost of the accepted events per currency (exact)."""
+        out: dict[str, Decimal] = {}
+        for r in self.inputs:
+            for currency, amount in r.costs.items():
+                out[currency] = out.get(currency, _ZERO) + amount
+        return out
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.input}: {r.error}" for r in self.inputs if r.error]
+
+    @property
+    def ok(self) -> bool:
+        """Done, and something was read: no input failed, and not every line was rejected.
+
+        A run with nothing new to read (every input already ingested up to its end) is ok.
+        """
+        if self.errors:
+            return False
+        if self.lines and not self.accepted and not self.duplicates:
+            return False
+        return self.lines > 0 or any(r.resumed_at_line is not None for r in self.inputs)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestProgress:
+    """Where the ingestion of one input stands (handed to ``progress`` after every block)."""
+
+    input: str
+    position: int  # bytes of the input consumed (on disk: compressed for .gz)
+    size: int | None  # the input's size on disk, None for a stream
+    lines: int
+    accepted: int
+    rejected: int
+    committed: bool  # this call follows a commit
+
+
+def default_checkpoint_dir() -> Path:
+    """``~/.costledger/ingest``: where checkpoints live unless ``checkpoint_dir`` says otherwise."""
+    return Path.home() / ".costledger" / "ingest"
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class _Writer:
+    """Commits batches of rows through the ledger's ``Store``: one transaction per batch,
+    the same idempotent ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` and insert
+    hooks (rollups) as ``Ledger.record``. A batch the database refuses because of its
+    data is split until the refused rows are isolated; any other failure propagates
+    (nothing of that batch is committed)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.postgresql = store.dialect == "postgresql"
+
+    def write(self, rows: list[Row]) -> tuple[set[str], list[tuple[int, BaseException]]]:
+        """Insert ``rows`` (ids unique); the ids that were new, and the refused rows' indexes."""
+        params = [to_postgresql(r) for r in rows] if self.postgresql else rows
+        return self._insert(params, 0)
+
+    def _insert(
+        self, params: list[Row], base: int
+    ) -> tuple[set[str], list[tuple[int, BaseException]]]:
+        from .._ledger._store import is_data_error
+
+        store = self.store
+        try:
+            with store.write_transaction() as conn:
+                new = store.insert_params(conn, params)
+                if new and store.insert_hooks:
+                    from .._ledger._rows import COLUMNS, row_to_event
+
+                    events = [
+                        row_to_event(dict(zip(COLUMNS, p, strict=True)))
+                        for p in params
+                        if p[0] in new
+                    ]
+                    store._on_inserted(conn, events)
+            return new, []
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(params) == 1:
+                return set(), [(base, exc)]
+            mid = len(params) // 2
+            new_a, bad_a = self._insert(params[:mid], base)
+            new_b, bad_b = self._insert(params[mid:], base + mid)
+            return new_a | new_b, bad_a + bad_b
+
+
+# ------------------------------------------------------------------------------ one input
+
+
+def _orjson_loads() -> Callable[[bytes], Any]:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency in practice
+        import json
+
+        return json.loads
+    return orjson.loads
+
+
+def _json_reason(line: bytes, exc: Exception) -> tuple[str, str | None]:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"line is not valid UTF-8 (byte {bad.start} of the line: {bad.reason})", None
+    message = str(exc)
+    if "recursion" in message.lower():
+        return "JSON nested too deeply (over 1024 levels)", None
+    return f"not valid JSON: {message}", None
+
+
+class _InputRun:
+    def __init__(
+        self,
+        job: _Job,
+        source: InputSource,
+        rejects: RejectsFile | None,
+        rejects_is_default: bool,
+    ) -> None:
+        self.job = job
+        self.src = source
+        self.rejects = rejects
+        self.rejects_is_default = rejects_is_default
+        self.resumable = source.path is not None and job.checkpoints is not None
+        self.rows: list[Row] = []
+        self.row_lines: list[int] = []
+        self.lines = self.accepted = self.duplicates = self.rejected = 0
+        self.unpriced = self.blank = self.incomplete = 0
+        self.costs: dict[str, Decimal] = {}
+        self.unpriced_models: dict[str, int] = {}
+        self.first_rejects: list[Reject] = []
+        self.resumed_at_line: int | None = None
+        self.offset = 0
+        self.next_line = 1
+        self.pending_end = 0
+        self.pending_next_line = 1
+        self.probe_id: str | None = None
+        self.complete = False
+        self.checkpoint_file: Path | None = None
+        self.identity: tuple[int, int, int, int, str] | None = None
+        self.error: str | None = None
+        self.block_offsets: list[int] | None = None
+        self.formats_before = dict(job.converter.counts)
+
+    # -- resume --------------------------------------------------------------------------
+    def start(self) -> None:
+        src = self.src
+        if not self.resumable or src.path is None or self.job.checkpoints is None:
+            return
+        path = src.path
+        st = os.stat(path)
+        head = min(HEAD_BYTES, st.st_size)
+        self.identity = (st.st_dev, st.st_ino, st.st_size, head, head_digest(path, head))
+        self.checkpoint_file = checkpoint_path(self.job.checkpoints, path, self.job.ledger_name)
+        ckpt = None if self.job.restart else load_checkpoint(self.checkpoint_file)
+        if ckpt is not None and not self._still_valid(ckpt, st):
+            ckpt = None
+        if ckpt is None:
+            if self.rejects is not None and self.rejects_is_default:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.rejects.path)  # the previous run's rejects of this input
+            return
+        if (
+            self.rejects is not None
+            and not ckpt.complete
+            and ckpt.rejects == self.rejects.path
+            and self.rejects.size() > ckpt.rejects_size
+        ):
+            self.rejects.truncate(ckpt.rejects_size)  # records of a batch never committed
+        skip_to(src.stream, ckpt.offset)
+        self.offset = self.pending_end = ckpt.offset
+        self.next_line = self.pending_next_line = ckpt.next_line
+        self.resumed_at_line = ckpt.next_line
+        self.probe_id = ckpt.probe_id
+        self.identity = (st.st_dev, st.st_ino, st.st_size, ckpt.head_bytes, ckpt.head_sha256)
+
+    def _still_valid(self, ckpt: Checkpoint, st: os.stat_result) -> bool:
+        if (ckpt.device, ckpt.inode) != (st.st_dev, st.st_ino) or st.st_size < ckpt.size:
+            return False
+        assert self.src.path is not None
+        try:
+            if head_digest(self.src.path, ckpt.head_bytes) != ckpt.head_sha256:
+                return False
+        except OSError:
+            return False
+        return ckpt.probe_id is None or self.job.ledger.get(ckpt.probe_id) is not None
+
+    # -- reading -------------------------------------------------------------------------
+    def run(self) -> None:
+        job = self.job
+        loads = _orjson_loads()
+        convert = job.converter.convert
+        batch_lines = job.batch_lines
+        try:
+            for block in read_blocks(
+                self.src.stream,
+                start=self.offset,
+                first_line=self.next_line,
+                max_line_bytes=job.max_line_bytes,
+            ):
+                self._block(block, loads, convert)
+                if len(self.rows) + (self.rejects.pending if self.rejects else 0) >= batch_lines:
+                    self.commit()
+                else:
+                    self._report(committed=False)
+        except (OSError, EOFError, ValueError) as exc:
+            # a truncated or corrupt .gz, an unreadable file: keep what was read before
+            self.error = f"could not read the input: {type(exc).__name__}: {exc}"
+            self.commit()
+            return
+        self.complete = True
+        self.commit()
+
+    def _block(
+        self,
+        block: Block,
+        loads: Callable[[bytes], Any],
+        convert: Callable[[dict[str, Any], bytes, int], Row],
+    ) -> None:
+        rows_append = self.rows.append
+        where_append = self.row_lines.append
+        first = block.first_line
+        self.block_offsets = None
+        counted = 0
+        held_tail = False
+        for i, line in enumerate(block.lines):
+            if not line:
+                if block.oversized and i in block.oversized:
+                    counted += 1
+                    size = block.oversized[i]
+                    self._reject(
+                        block,
+                        i,
+                        f"line is {size} bytes, over the {self.job.max_line_bytes}-byte limit "
+                        "(--max-line-bytes); not read",
+                        None,
+                        None,
+                        size,
+                    )
+                else:
+                    self.blank += 1
+                continue
+            counted += 1
+            try:
+                record = loads(line)
+            except ValueError as exc:
+                record = self._recover(line, exc)
+                if record is None:
+                    if block.unterminated and self.resumable:
+                        held_tail = True  # maybe still being written: left for the next run
+                        counted -= 1
+                        continue
+                    reason, fld = _json_reason(line, exc)
+                    if not line.strip():
+                        counted -= 1
+                        self.blank += 1
+                        continue
+                    self._reject(block, i, reason, fld, line, len(line))
+                    continue
+            if type(record) is not dict:
+                self._reject(
+                    block,
+                    i,
+                    f"a line must hold a JSON object, got {type(record).__name__}",
+                    None,
+                    line,
+                    len(line),
+                )
+                continue
+            try:
+                row = convert(record, line, first + i)
+            except UsageError as exc:
+                self._reject(block, i, str(exc), exc.field, line, len(line))
+                continue
+            except Exception as exc:  # whatever a hostile line provokes, the run goes on
+                self._reject(block, i, f"{type(exc).__name__}: {exc}", None, line, len(line))
+                continue
+            rows_append(row)
+            where_append(first + i)
+        self.lines += counted
+        if held_tail:
+            self.incomplete = 1
+            self.pending_end = block.start
+            self.pending_next_line = first
+        else:
+            self.incomplete = 0
+            self.pending_end = block.end
+            self.pending_next_line = first + len(block.lines)
+
+    def _recover(self, line: bytes, exc: Exception) -> Any:
+        """A second chance for a line orjson refused: a prefix before the JSON object (a
+        timestamp or level put there by a log shipper), or NaN / Infinity that the
+        standard library reads."""
+        start = line.find(b"{")
+        if start > 0:
+            with contextlib.suppress(ValueError):
+                return _orjson_loads()(line[start:])
+        if b"NaN" in line or b"Infinity" in line:
+            import json
+
+            try:
+                return json.loads(line[max(start, 0) :])
+            except (ValueError, RecursionError):
+                return None
+        return None
+
+    def _offset_of(self, block: Block, i: int) -> int:
+        offsets = self.block_offsets
+        if offsets is None:
+            offsets = []
+            pos = block.start
+            oversized = block.oversized
+            for k, line in enumerate(block.lines):
+                offsets.append(pos)
+                pos += (oversized[k] if k in oversized else len(line)) + 1
+            self.block_offsets = offsets
+        return offsets[i]
+
+    def _reject(
+        self,
+        block: Block,
+        i: int,
+        reason: str,
+        fld: str | None,
+        line: bytes | None,
+        nbytes: int,
+    ) -> None:
+        self.rejected += 1
+        line_no = block.first_line + i
+        offset = self._offset_of(block, i)
+        if len(self.first_rejects) < _SAMPLE_REJECTS:
+            self.first_rejects.append(Reject(line_no, offset, reason, fld))
+        if self.rejects is not None:
+            self.rejects.add(
+                input_name=self.src.name,
+                line_no=line_no,
+                offset=offset,
+                nbytes=nbytes,
+                reason=reason,
+                field=fld,
+                text=None if line is None else excerpt(line),
+            )
+
+    # -- committing ----------------------------------------------------------------------
+    def commit(self) -> None:
+        """Write the pending rows in one transaction, then the rejects, then the checkpoint."""
+        rows = self.rows
+        if rows:
+            firsts: dict[str, int] = {}
+            for k, row in enumerate(rows):
+                firsts.setdefault(row[I_ID], k)
+            unique = [rows[k] for k in firsts.values()]
+            try:
+                new_ids, refused = self.job.writer.write(unique)
+            except Exception as exc:
+                if self.rejects is not None:
+                    self.rejects.discard()
+                raise _WriteFailed(exc) from exc
+            refused_ids = set()
+            for index, refusal in refused:
+                row = unique[index]
+                refused_ids.add(row[I_ID])
+                line_no = self.row_lines[rows.index(row)]
+                self.rejected += 1
+                reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
+                if len(self.first_rejects) < _SAMPLE_REJECTS:
+                    self.first_rejects.append(Reject(line_no, -1, reason))
+                if self.rejects is not None:
+                    self.rejects.add(
+                        input_name=self.src.name,
+                        line_no=line_no,
+                        offset=-1,
+                        nbytes=0,
+                        reason=reason,
+                        field=None,
+                        text=None,
+                    )
+            costs = self.costs
+            for row in unique:
+                if row[I_ID] in new_ids:
+                    total = row[I_TOTAL]
+                    if total is not None:
+                        currency = row[I_CURRENCY]
+                        costs[currency] = costs.get(currency, _ZERO) + Decimal(total)
+                    if row[I_PRICING_STATUS] == "unknown_model":
+                        self.unpriced += 1
+                        name = row[I_RESPONSE_MODEL] or row[I_MODEL] or "?"
+                        self.unpriced_models[name] = self.unpriced_models.get(name, 0) + 1
+            accepted = len(new_ids)
+            self.accepted += accepted
+            self.duplicates += len(rows) - accepted - len(refused)
+            for row in unique:
+                if row[I_ID] not in refused_ids:
+                    self.probe_id = row[I_ID]
+                    break
+        if self.rejects is not None:
+            self.rejects.commit()
+        self.offset = self.pending_end
+        self.next_line = self.pending_next_line
+        rows.clear()
+        self.row_lines.clear()
+        self._save_checkpoint()
+        self._report(committed=True)
+
+    def _save_checkpoint(self) -> None:
+        if self.checkpoint_file is None or self.identity is None:
+            return
+        device, inode, size, head_bytes, head_sha = self.identity
+        save_checkpoint(
+            self.checkpoint_file,
+            Checkpoint(
+                input=os.path.realpath(self.src.path or ""),
+                ledger=self.job.ledger_name,
+                device=device,
+                inode=inode,
+                size=size,
+                head_bytes=head_bytes,
+                head_sha256=head_sha,
+                offset=self.offset,
+                next_line=self.next_line,
+                rejects=None if self.rejects is None else self.rejects.path,
+                rejects_size=0 if self.rejects is None else self.rejects.size(),
+                complete=self.complete,
+                probe_id=self.probe_id,
+            ),
+        )
+
+    def _report(self, *, committed: bool) -> None:
+        progress = self.job.progress
+        if progress is not None:
+            progress(
+                IngestProgress(
+                    input=self.src.name,
+                    position=self.src.position(),
+                    size=self.src.size,
+                    lines=self.lines,
+                    accepted=self.accepted,
+                    rejected=self.rejected,
+                    committed=committed,
+                )
+            )
+
+    def result(self) -> InputResult:
+        return InputResult(
+            input=self.src.name,
+            lines=self.lines,
+            accepted=self.accepted,
+            duplicates=self.duplicates,
+            rejected=self.rejected,
+            unpriced=self.unpriced,
+            blank=self.blank,
+            incomplete=self.incomplete,
+            costs=MappingProxyType(dict(self.costs)),
+            unpriced_models=MappingProxyType(dict(self.unpriced_models)),
+            resumed_at_line=self.resumed_at_line,
+            offset=self.offset,
+            rejects_path=None
+            if self.rejects is None or not os.path.exists(self.rejects.path)
+            else self.rejects.path,
+            first_rejects=tuple(self.first_rejects),
+            formats=MappingProxyType(
+                {
+                    k: n - self.formats_before.get(k, 0)
+                    for k, n in self.job.converter.counts.items()
+                    if n - self.formats_before.get(k, 0)
+                }
+            ),
+            error=self.error,
+        )
+
+
+class _WriteFailed(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class _Job:
+    ledger: Ledger
+    ledger_name: str
+    writer: _Writer
+    converter: Converter
+    checkpoints: Path | None
+    restart: bool
+    max_line_bytes: int
+    batch_lines: int
+    progress: Callable[[IngestProgress], None] | None
+
+
+# ------------------------------------------------------------------------------- the API
+
+
+def _as_inputs(inputs: InputLike | Iterable[InputLike]) -> list[InputLike]:
+    if isinstance(inputs, (str, os.PathLike)) or hasattr(inputs, "read"):
+        return [cast(InputLike, inputs)]
+    return list(inputs)
+
+
+def _default_rejects(source: InputSource) -> str | None:
+    if source.path is not None:
+        return source.path + ".rejects.jsonl"
+    if source.name == "<stdin>":
+        return "stdin.rejects.jsonl"
+    return None
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ingest {name} must be a positive int, got {value!r}")
+    return value
+
+
+def ingest(
+    inputs: InputLike | Iterable[InputLike],
+    *,
+    ledger: Ledger | str | None = None,
+    pricer: Pricer | None = None,
+    rejects: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    batch_lines: int = DEFAULT_BATCH_LINES,
+    progress: Callable[[IngestProgress], None] | None = None,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Read usage log lines into the ledger: idempotent, resumable, never stopped by a bad line.
+
+    ``inputs``: one or more paths (``"-"`` is stdin; gzip is read transparently) or
+    binary file objects. Each line may be a costledger usage record, a LiteLLM
+    ``StandardLoggingPayload`` or a provider response (see docs/ingestion.md).
+    ``ledger``: a ``Ledger``, a database URL, or ``None`` for the default ledger.
+    ``pricer``: prices LiteLLM payloads and responses (default ``Pricer.default()``).
+    ``rejects``: one file for every input's rejected lines; by default each input
+    path gets ``<input>.rejects.jsonl`` (stdin: ``./stdin.rejects.jsonl``).
+    ``resume``: continue each file from its checkpoint (in ``checkpoint_dir``, default
+    ``~/.costledger/ingest``); ``False`` reads from the start (still adds nothing twice).
+    ``now``: the time given to responses that carry none (default: the start of the run).
+
+    Raises ``IngestError`` when the ledger refuses a write: everything committed until
+    then stays, and the next run resumes after it.
+    """
+    from .._ledger import Ledger
+    from .._ledger._engine import display_url, is_memory_sqlite
+    from .._pricing import Pricer
+
+    _positive("max_line_bytes", max_line_bytes)
+    _positive("batch_lines", batch_lines)
+    sources = _as_inputs(inputs)
+    own_ledger = not isinstance(ledger, Ledger)
+    the_ledger: Ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger, sync=True)
+    started = time.perf_counter()
+    results: list[InputResult] = []
+    shared_rejects = RejectsFile(rejects) if rejects is not None else None
+    try:
+        store = the_ledger._core.store
+        store.ensure_schema()
+        memory = is_memory_sqlite(the_ledger.url)
+        job = _Job(
+            ledger=the_ledger,
+            ledger_name=display_url(the_ledger.url),
+            writer=_Writer(store),
+            converter=Converter(pricer or Pricer.default(), now=now),
+            checkpoints=None
+            if memory
+            else Path(checkpoint_dir)
+            if checkpoint_dir is not None
+            else default_checkpoint_dir(),
+            restart=not resume,
+            max_line_bytes=max_line_bytes,
+            batch_lines=batch_lines,
+            progress=progress,
+        )
+        for item in sources:
+            try:
+                source = open_input(item)
+            except OSError as exc:
+                name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+                reason = exc.strerror or str(exc)
+                results.append(InputResult(input=str(name), error=f"cannot open: {reason}"))
+                continue
+            rejects_file: RejectsFile | None = shared_rejects
+            is_default = False
+            if shared_rejects is None:
+                path = _default_rejects(source)
+                rejects_file, is_default = (RejectsFile(path) if path else None), True
+            run = _InputRun(job, source, rejects_file, is_default)
+            try:
+                run.start()
+                run.run()
+            except _WriteFailed as failed:
+                results.append(run.result())
+                done = IngestResult(tuple(results), time.perf_counter() - started)
+                cause = failed.cause
+                raise IngestError(
+                    f"could not write to the ledger {job.ledger_name}: "
+                    f"{type(cause).__name__}: {_one_line(cause)}; {source.name}: "
+                    f"{run.accepted + run.duplicates} lines committed up to line "
+                    f"{run.next_line - 1}; run the same ingestion again to resume",
+                    done,
+                ) from cause
+            except KeyboardInterrupt:
+                results.append(run.result())
+                raise
+            finally:
+                source.close()
+                if rejects_file is not None and rejects_file is not shared_rejects:
+                    rejects_file.close()
+            results.append(run.result())
+    finally:
+        if shared_rejects is not None:
+            shared_rejects.close()
+        if own_ledger:
+            the_ledger.close()
+    return IngestResult(tuple(results), time.perf_counter() - started)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""

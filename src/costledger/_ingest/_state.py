@@ -1,0 +1,178 @@
+"""Where an ingestion stands: the resume checkpoint of an input, and its rejects file.
+
+The checkpoint of ``(input file, ledger)`` is a small JSON file written (atomically:
+temporary file, fsync, rename) after every committed batch. It holds the byte offset
+after the batch's last line, the next line number, the size the rejects file had
+then, and what identifies the input: device and inode, and a SHA-256 of its first
+bytes. A run resumes from it only when the file is still the same one, no shorter,
+and the ledger still holds an event the checkpointed batch wrote (a ledger emptied
+or replaced since is read into from the start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .._redact import redact_text
+
+__all__ = ["CHECKPOINT_VERSION", "Checkpoint", "RejectsFile", "checkpoint_path", "head_digest"]
+
+CHECKPOINT_VERSION = 1
+HEAD_BYTES = 4096
+_EXCERPT_CHARS = 160
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The state of one input after its last committed batch."""
+
+    input: str
+    ledger: str
+    device: int
+    inode: int
+    size: int  # on-disk size when written: a shorter file now is another file
+    head_bytes: int
+    head_sha256: str
+    offset: int  # of the decompressed stream, after the last committed line
+    next_line: int
+    rejects: str | None
+    rejects_size: int
+    complete: bool  # the input was read to its end (at that time)
+    probe_id: str | None  # an id the ledger held after this batch
+    version: int = CHECKPOINT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Checkpoint | None:
+        if data.get("version") != CHECKPOINT_VERSION:
+            return None
+        try:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except (KeyError, TypeError):
+            return None
+
+
+def checkpoint_path(directory: Path, input_path: str, ledger: str) -> Path:
+    """The checkpoint file of ``input_path`` ingested into ``ledger`` (a display URL)."""
+    key = hashlib.sha256(f"{os.path.realpath(input_path)}\0{ledger}".encode()).hexdigest()
+    return directory / f"{key[:32]}.json"
+
+
+def head_digest(path: str, nbytes: int) -> str:
+    """SHA-256 of the first ``nbytes`` bytes of the file on disk."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(nbytes)).hexdigest()
+
+
+def load_checkpoint(path: Path) -> Checkpoint | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return Checkpoint.from_mapping(data) if isinstance(data, dict) else None
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Replace the checkpoint atomically: a crash leaves the old one or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(checkpoint.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def excerpt(line: bytes) -> str:
+    """The start of a line for a reject record: decoded leniently, secrets scrubbed."""
+    text = line[: _EXCERPT_CHARS * 4].decode("utf-8", "backslashreplace")[:_EXCERPT_CHARS]
+    return redact_text(text)
+
+
+class RejectsFile:
+    """JSON lines, one per rejected input line, appended; opened on the first reject.
+
+    A record: ``{"input", "line", "offset", "bytes", "reason", "field", "excerpt"}``.
+    Lines are buffered until ``commit`` (after the batch they belong to has been
+    written), so the file and the checkpoint always agree.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._file: IO[bytes] | None = None
+        self._pending: list[bytes] = []
+        self.written = 0
+
+    def size(self) -> int:
+        if self._file is not None:
+            return self._file.tell()
+        try:
+            return os.path.getsize(self.path)
+        except OSError:
+            return 0
+
+    def truncate(self, size: int) -> None:
+        """Drop what the file holds past ``size`` (records of a batch never committed)."""
+        with contextlib.suppress(FileNotFoundError), open(self.path, "r+b") as f:
+            f.truncate(size)
+
+    def add(
+        self,
+        *,
+        input_name: str,
+        line_no: int,
+        offset: int,
+        nbytes: int,
+        reason: str,
+        field: str | None,
+        text: str | None,
+    ) -> None:
+        record = {
+            "input": input_name,
+            "line": line_no,
+            "offset": offset,
+            "bytes": nbytes,
+            "reason": redact_text(reason),
+            "field": field,
+            "excerpt": text,
+        }
+        self._pending.append(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def discard(self) -> None:
+        self._pending.clear()
+
+    def commit(self) -> None:
+        if not self._pending:
+            return
+        if self._file is None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")  # noqa: SIM115  # closed by close()
+        self._file.write(b"".join(self._pending))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.written += len(self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

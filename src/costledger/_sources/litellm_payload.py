@@ -1,0 +1,397 @@
+"""LiteLLM's ``StandardLoggingPayload`` (``kwargs["standard_logging_object"]``) -> a call's fields.
+
+One reader for both places that see these payloads: the live ``CostLedgerLogger`` (it
+has the payload in memory) and ``costledger ingest`` (one payload per JSON line, as
+LiteLLM's loggers and proxies write them). No ``litellm`` import: the payload is a
+plain mapping (LiteLLM declares it as a ``TypedDict``).
+
+What is read, and from where (LiteLLM 1.x field names):
+
+===================  ==========================================================
+call id              ``litellm_call_id``, else ``id``
+model / provider     ``model`` / ``custom_llm_provider``
+response model, id   ``response.model`` / ``response.id``
+usage                ``metadata.usage_object``, else ``response.usage``, else
+                     ``hidden_params.usage_object``, else ``prompt_tokens`` +
+                     ``completion_tokens`` (LiteLLM's usage follows OpenAI's
+                     convention for every provider: cache reads inside
+                     ``prompt_tokens``)
+status, error        ``status`` (``success`` / ``failure``),
+                     ``error_information.error_class``, ``error_str``
+time, latency        ``startTime`` / ``endTime`` (epoch seconds)
+cache hit, stream    ``cache_hit``, ``stream``
+reported cost        ``response_cost`` (LiteLLM's own price, kept for comparison)
+attribution          ``metadata.requester_metadata`` (the proxy caller's own
+                     metadata), ``metadata.spend_logs_metadata``, the proxy key's
+                     ``user_api_key_end_user_id`` / ``_user_id`` / ``_team_id``,
+                     ``end_user`` or ``model_parameters.user``, ``request_tags``
+===================  ==========================================================
+
+Prompts and responses in the payload (``messages``, ``response`` content) are never
+read beyond the response's ``model``, ``id`` and ``usage``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+from typing import Any, Final, TypeGuard
+
+from .._errors import UsageError
+from .._events import CallStatus
+
+__all__ = [
+    "INTERNAL_METADATA_KEYS",
+    "LiteLLMCall",
+    "attribution_values",
+    "is_standard_logging_payload",
+    "proxy_request_metadata",
+    "read_standard_logging_payload",
+    "reported_cost",
+]
+
+# Keys of LiteLLM's request metadata that are LiteLLM's own bookkeeping (router, proxy auth,
+# logging), not attribution the caller gave. The proxy's caller metadata is in
+# ``requester_metadata`` instead.
+INTERNAL_METADATA_KEYS: Final = frozenset(
+    {
+        "hidden_params",
+        "model_group",
+        "model_group_size",
+        "model_group_alias",
+        "model_info",
+        "deployment",
+        "api_base",
+        "caching_groups",
+        "previous_models",
+        "endpoint",
+        "headers",
+        "requester_metadata",
+        "requester_ip_address",
+        "requester_custom_headers",
+        "user_agent",
+        "spend_logs_metadata",
+        "global_max_parallel_requests",
+        "applied_guardrails",
+        "guardrails",
+        "prompt_id",
+        "prompt_variables",
+        "team_alias",
+        "team_id",
+        "costledger",
+        "usage_object",
+        "prompt_management_metadata",
+        "mcp_tool_call_metadata",
+        "vector_store_request_metadata",
+        "routing_decision",
+        "cold_storage_object_key",
+        "kubernetes_pod_routing",
+        "used_client_oauth_token",
+        "is_silent_experiment",
+    }
+)
+_INTERNAL_PREFIXES: Final = ("user_api_key", "litellm_", "x-", "_")
+_ATTRIBUTION_KEYS: Final = ("user", "team", "project", "feature")
+_SCALARS: Final = (str, int, float, bool)
+_PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
+_CANCELLED_CLASSES: Final = frozenset({"CancelledError", "GeneratorExit", "KeyboardInterrupt"})
+_MAX_ERROR_TEXT: Final = 500
+_PROXY_KEY_FIELDS: Final = (
+    "user_api_key_user_id",
+    "user_api_key_team_id",
+    "user_api_key_end_user_id",
+)
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_UTC: Final = timezone.utc
+
+
+@dataclass(frozen=True, slots=True)
+class LiteLLMCall:
+    """What a ``StandardLoggingPayload`` says about one call, ready for ``Tracker.record``.
+
+    ``usage`` is the usage part to read with ``read_response`` (LiteLLM's
+    OpenAI-convention dict), ``None`` when the payload reports none (a failed call).
+    ``attribution`` holds loose values for ``Attribution.from_mapping``; ``metadata``
+    the call's own extra fields (``litellm_call_type``, ``litellm_model_group``,
+    ``error_message``).
+    """
+
+    call_id: str
+    model: str | None
+    provider: str | None
+    response_model: str | None
+    request_id: str | None
+    usage: Mapping[str, Any] | None
+    status: CallStatus
+    error_type: str | None
+    started_at: datetime | None
+    latency_ms: float | None
+    cache_hit: bool
+    streamed: bool
+    reported_cost: Decimal | None
+    attribution: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    # LiteLLM's records are plain dicts; the ABC check costs a microsecond, so try dict first.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _is_list(value: Any) -> TypeGuard[Sequence[Any]]:
+    return type(value) in (list, tuple) or (
+        isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    )
+
+
+def _fail(key: str, value: Any, expected: str) -> UsageError:
+    shown = repr(value)
+    if len(shown) > 120:
+        shown = shown[:120] + "..."
+    return UsageError(
+        f"LiteLLM payload field {key!r} must be {expected}, got {shown}", field=key, value=value
+    )
+
+
+def _opt_text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if type(value) is not str:
+        raise _fail(key, value, "a string or null")
+    return value
+
+
+def _flag(payload: Mapping[str, Any], key: str) -> bool:
+    value = payload.get(key)
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise _fail(key, value, "true, false or null")
+    return value
+
+
+def _epoch(payload: Mapping[str, Any], key: str, *, required: bool) -> float | None:
+    value = payload.get(key)
+    if value is None and not required:
+        return None
+    if type(value) is not float and type(value) is not int:
+        raise _fail(key, value, "epoch seconds (a number)")
+    assert isinstance(value, (int, float))
+    if not math.isfinite(value) or value <= 0:
+        raise _fail(key, value, "epoch seconds (a positive finite number)")
+    return float(value)
+
+
+def is_standard_logging_payload(record: Mapping[str, Any]) -> bool:
+    """Whether ``record`` looks like a ``StandardLoggingPayload`` (cheap key test)."""
+    return "litellm_call_id" in record or (
+        "custom_llm_provider" in record and "startTime" in record
+    )
+
+
+def reported_cost(value: Any, *, failed: bool, has_usage: bool) -> Decimal | None:
+    """LiteLLM's ``response_cost`` as exact money, or ``None`` when it says nothing.
+
+    A float goes through its shortest ``repr`` (``1.35e-05`` -> ``Decimal("0.0000135")``),
+    never through its binary expansion. A failed call's ``0.0`` with no usage is LiteLLM's
+    placeholder, not a price. ``UsageError`` for a value that is not a number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise _fail("response_cost", value, "a number or null")
+    if failed and not has_usage and not value:
+        return None
+    try:
+        amount = Decimal(value) if isinstance(value, (str, Decimal, int)) else Decimal(repr(value))
+    except (InvalidOperation, ValueError):
+        raise _fail("response_cost", value, "a number or null") from None
+    if not amount.is_finite():
+        raise _fail("response_cost", value, "a finite number")
+    return amount
+
+
+def proxy_request_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The caller's own metadata out of LiteLLM's (proxy or payload) request metadata.
+
+    On a LiteLLM Proxy, and in every ``StandardLoggingPayload``, the caller's metadata
+    is ``requester_metadata``; the rest is LiteLLM's (key hashes, headers, spend) and
+    must not become attribution. The proxy key's owner and team are passed on under
+    ``_user_api_key_*`` names for ``attribution_values``. Plain SDK metadata (no
+    proxy fields) is returned as it is.
+    """
+    requester = metadata.get("requester_metadata")
+    if not (_is_map(requester) or "user_api_key_hash" in metadata):
+        return metadata
+    merged: dict[str, Any] = {}
+    spend = metadata.get("spend_logs_metadata")
+    if _is_map(spend):  # LiteLLM's documented channel for custom keys on a logged call
+        merged.update((k, v) for k, v in spend.items() if isinstance(k, str))
+    if _is_map(requester):
+        merged.update(requester)
+    for key in _PROXY_KEY_FIELDS:
+        if metadata.get(key) is not None:
+            merged.setdefault(f"_{key}", metadata[key])
+    return merged
+
+
+def attribution_values(
+    metadata: Any, user: Any = None, payload: Mapping[str, Any] = _EMPTY
+) -> dict[str, Any]:
+    """Attribution from a LiteLLM request: its ``metadata`` (see ``proxy_request_metadata``),
+    the OpenAI ``user`` (the end user), and the payload's ``end_user`` and ``request_tags``.
+
+    ``user``, ``team``, ``project``, ``feature`` and ``tags`` keys are taken as such, any
+    other plain value as metadata (LiteLLM's own keys are skipped), and a ``costledger``
+    mapping as extra metadata. The proxy key's end user, then owner, is the user and its
+    team the team, where the request named none.
+    """
+    values: dict[str, Any] = {}
+    if _is_map(metadata):
+        for key, value in metadata.items():
+            if not isinstance(key, str):
+                continue
+            if key in _ATTRIBUTION_KEYS:
+                if value is not None:
+                    values[key] = value
+            elif key == "tags":
+                if isinstance(value, str):
+                    values["tags"] = [value]
+                elif _is_list(value):
+                    values["tags"] = [str(t) for t in value]
+            elif key in INTERNAL_METADATA_KEYS or key.startswith(_INTERNAL_PREFIXES):
+                continue
+            elif value is None or isinstance(value, _SCALARS):
+                values[key] = value
+        extra = metadata.get("costledger")
+        if _is_map(extra):
+            values.update({str(k): v for k, v in extra.items()})
+        if "user" not in values and metadata.get("_user_api_key_end_user_id") is not None:
+            values["user"] = metadata["_user_api_key_end_user_id"]
+        if "team" not in values and metadata.get("_user_api_key_team_id") is not None:
+            values["team"] = metadata["_user_api_key_team_id"]
+        if "user" not in values and metadata.get("_user_api_key_user_id") is not None:
+            values["user"] = metadata["_user_api_key_user_id"]
+    if "user" not in values:
+        end_user = payload.get("end_user") or user
+        if end_user:
+            values["user"] = end_user
+    if "tags" not in values:
+        tags = payload.get("request_tags")
+        if tags and _is_list(tags):
+            values["tags"] = [str(t) for t in tags]
+    return values
+
+
+def _usage_part(payload: Mapping[str, Any], response: Any, failed: bool) -> Any:
+    meta = payload.get("metadata")
+    usage = meta.get("usage_object") if _is_map(meta) else None
+    if not usage and _is_map(response):
+        usage = response.get("usage")
+    if not usage:
+        hidden = payload.get("hidden_params")
+        usage = hidden.get("usage_object") if _is_map(hidden) else None
+    if usage:
+        if not _is_map(usage):
+            raise _fail("metadata.usage_object", usage, "an object of token counts")
+        return usage
+    if failed:
+        return None  # a failed call with no usage cost nothing we know of
+    prompt, completion = payload.get("prompt_tokens"), payload.get("completion_tokens")
+    if prompt is None and completion is None:
+        return None
+    return {"prompt_tokens": prompt or 0, "completion_tokens": completion or 0}
+
+
+def _error(payload: Mapping[str, Any]) -> tuple[str, CallStatus]:
+    info = payload.get("error_information")
+    if _is_map(info):
+        error_class = info.get("error_class")
+        if isinstance(error_class, str) and error_class:
+            return error_class, "cancelled" if error_class in _CANCELLED_CLASSES else "error"
+    return "Exception", "error"
+
+
+def read_standard_logging_payload(payload: Mapping[str, Any]) -> LiteLLMCall:
+    """Read one ``StandardLoggingPayload`` into a ``LiteLLMCall``.
+
+    Strict about what it uses: a field of the wrong type raises ``UsageError`` naming
+    the field and the value (fields it does not use are not looked at).
+    """
+    if not _is_map(payload):
+        raise UsageError(
+            f"a LiteLLM payload must be an object, got {type(payload).__name__}",
+            field=None,
+            value=payload,
+        )
+    call_id = _opt_text(payload, "litellm_call_id") or _opt_text(payload, "id")
+    if call_id is None:
+        raise _fail("litellm_call_id", payload.get("litellm_call_id"), "a non-empty string")
+    status_text = payload.get("status", "success")
+    if status_text not in ("success", "failure"):
+        raise _fail("status", status_text, "'success' or 'failure'")
+    failed = status_text == "failure"
+    start = _epoch(payload, "startTime", required=True)
+    end = _epoch(payload, "endTime", required=False)
+    response = payload.get("response")
+    if not _is_map(response):
+        response = _EMPTY  # redacted ("redacted-by-litellm"), a text completion, or absent
+
+    status: CallStatus = "ok"
+    error_type: str | None = None
+    metadata: dict[str, Any] = {}
+    call_type = _opt_text(payload, "call_type")
+    if call_type is not None and call_type not in _PLAIN_CALL_TYPES:
+        metadata["litellm_call_type"] = call_type
+    model_group = _opt_text(payload, "model_group")
+    if model_group:
+        metadata["litellm_model_group"] = model_group
+    if failed:
+        error_type, status = _error(payload)
+        message = _opt_text(payload, "error_str")
+        if message:
+            metadata["error_message"] = message[:_MAX_ERROR_TEXT]
+
+    usage = _usage_part(payload, response, failed)
+    response_model = request_id = None
+    if not failed:
+        response_model = _opt_text(response, "model")
+        request_id = _opt_text(response, "id")
+        if request_id is None:
+            # the payload's ``id`` is the response's id when there was one, else the call id
+            logged = _opt_text(payload, "id")
+            if logged is not None and logged != call_id and "_cache_hit" not in logged:
+                request_id = logged
+    raw_meta = payload.get("metadata")
+    if raw_meta is not None and not _is_map(raw_meta):
+        raise _fail("metadata", raw_meta, "an object or null")
+    params = payload.get("model_parameters")
+    end_user = params.get("user") if _is_map(params) else None
+    values = attribution_values(
+        proxy_request_metadata(raw_meta) if raw_meta else None, end_user, payload
+    )
+    latency = None if end is None or start is None else max((end - start) * 1000.0, 0.0)
+    return LiteLLMCall(
+        call_id=call_id,
+        model=_opt_text(payload, "model"),
+        provider=_opt_text(payload, "custom_llm_provider"),
+        response_model=response_model,
+        request_id=request_id,
+        usage=usage,
+        status=status,
+        error_type=error_type,
+        started_at=None if start is None else datetime.fromtimestamp(start, _UTC),
+        latency_ms=latency,
+        cache_hit=_flag(payload, "cache_hit"),
+        streamed=_flag(payload, "stream"),
+        reported_cost=reported_cost(
+            payload.get("response_cost"), failed=failed, has_usage=usage is not None
+        ),
+        attribution=values,
+        metadata=metadata,
+    )

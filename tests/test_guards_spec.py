@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from costledger import Tracker
-from costledger._guards import Budget, Estimator, RateLimit, TokenRateLimit, heuristic_tokens
+from costledger._guards import (
+    Budget,
+    Estimator,
+    RateLimit,
+    TokenRateLimit,
+    guards_from_config,
+    heuristic_tokens,
+)
 from costledger._guards._estimate import count_tokens
 from costledger._guards._spec import (
     MONEY_SCALE,
@@ -216,3 +224,56 @@ def test_estimator_rejects_bad_settings() -> None:
 
 def test_utc_helper_sanity() -> None:
     assert datetime.fromtimestamp(ts("2026-01-31T16:00:00+00:00"), timezone.utc).day == 31
+
+
+def test_guards_from_a_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "guards.toml"
+    path.write_text(
+        'guard_store = "redis://cache:6379/0"\n'
+        "[[budget]]\n"
+        'limit = "500 USD"\nperiod = "month"\nper = "team"\ntz = "Europe/Berlin"\n'
+        "warn_at = [0.5, 0.9]\n"
+        "[[budget]]\n"
+        'limit = 12.5\nperiod = "day"\nwhere = { team = "search" }\nhard = false\n'
+        "[[rate_limit]]\n"
+        'limit = "60/minute"\nper = "user"\nwait = 2.5\n'
+        "[[token_rate_limit]]\n"
+        'limit = "200k/minute"\nper = "model"\n'
+    )
+    config = guards_from_config(path)
+    assert config.guard_store == "redis://cache:6379/0"
+    team, search, rpm, tpm = config.guards
+    assert isinstance(team, Budget)
+    assert (team.name, team.warn_at) == (
+        "500 USD/month Europe/Berlin per team",
+        (Decimal("0.5"), Decimal("0.9")),
+    )
+    assert isinstance(search, Budget)
+    assert (search.limit, search.hard, search.where) == (
+        Limit(Decimal("12.5"), "USD"),
+        False,
+        {"team": "search"},
+    )
+    assert isinstance(rpm, RateLimit)
+    assert (rpm.amount, rpm.wait) == (60, 2.5)
+    assert isinstance(tpm, TokenRateLimit)
+    assert tpm.amount == 200_000
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"budget": [{"limit": "1 USD", "period": "fortnight"}]}, r"budget\[1\]\.period"),
+        ({"budget": [{"period": "day"}]}, r"budget\[1\]\.limit is missing"),
+        ({"budget": [{"limit": "1 USD", "colour": "red"}]}, r"budget\[1\]: .*colour"),
+        ({"rate_limit": [{"limit": "lots"}]}, r"rate_limit\[1\]\.limit"),
+        ({"budgets": [{"limit": 1.5}]}, r"budget\[1\]\.limit: .*never a float"),
+        ({"budget": [{"limit": "1 USD", "clock": 1}]}, r"budget\[1\]\.clock cannot come"),
+        ({"limits": []}, "unknown key"),
+    ],
+)
+def test_bad_guard_config_names_the_entry_and_field(
+    config: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        guards_from_config(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._alerts import AlertCallback, BudgetAlert, WebhookError, flush_alerts, webhook_alert
 from ._budget import Budget, BudgetStatus
+from ._config import GuardConfig, guards_from_config
 from ._estimate import Estimate, Estimator, count_tokens, heuristic_tokens
 from ._ratelimit import RateLimit, TokenRateLimit
 from ._status import budget_status
@@ -21,6 +22,7 @@ __all__ = [
     "BudgetStatus",
     "Estimate",
     "Estimator",
+    "GuardConfig",
     "GuardStore",
     "RateLimit",
     "StoreRefusal",
@@ -30,6 +32,7 @@ __all__ = [
     "budget_status",
     "count_tokens",
     "flush_alerts",
+    "guards_from_config",
     "heuristic_tokens",
     "open_store",
     "store_for",

@@ -17,6 +17,7 @@ from costledger import BudgetExceeded, Tracker, Usage, UsageEvent
 from costledger._tracker import Call
 from costledger.http import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     AsyncClient,
     AuthenticationError,
@@ -29,7 +30,7 @@ from costledger.http import (
 )
 from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
 
-from ._fake_provider import FakeProvider, Reply, chat_completion, openai_error
+from ._fake_provider import FakeProvider, Reply, chat_completion, chat_stream, openai_error
 
 KEY = "sk-proj-PLANTEDk3y-5b1e9c0d2f7a4e6b8c1d3f5a7b9c"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -294,3 +295,12 @@ async def test_async_client(provider: FakeProvider, costs: CapturedCosts) -> Non
         (None, CHAT_COST),
         ("http_401", None),
     ]
+
+
+def test_stream_chat_error_mid_stream(provider: FakeProvider, costs: CapturedCosts) -> None:
+    failing = '{"error":{"message":"The server had an error","type":"server_error"}}'
+    provider.enqueue("/chat/completions", Reply(sse=[chat_stream()[0], (None, failing)]))
+    with make(provider) as client, pytest.raises(APIError, match="failed mid-stream"):
+        list(client.stream_chat("gpt-4o-mini", MESSAGES))
+    (event,) = list(costs)
+    assert (event.status, event.error_type) == ("error", "server_error")

@@ -758,3 +758,23 @@ def test_example_runs_offline() -> None:
     assert "(http_429)" in out
     assert "(0 requests sent)" in out
     assert "ledger: 6 calls recorded, $0.005895240 in all" in out
+
+
+def test_response_dropped_unread_is_recorded_cancelled(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    import gc
+
+    client = httpx.Client(transport=TrackingTransport())
+    request = client.build_request(
+        "POST",
+        f"{provider.openai_url}/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+    )
+    response = client.send(request, stream=True)
+    assert list(costs) == []
+    del response, request
+    gc.collect()
+    event = only(costs)
+    assert (event.status, event.streamed) == ("cancelled", True)
+    client.close()

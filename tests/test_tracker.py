@@ -147,3 +147,38 @@ def test_capture_costs_swaps_the_default_tracker() -> None:
     assert len(costs) == 2
     assert costs.total == GPT4O_MINI_1200_1024_300
     assert [e.model for e in costs.unpriced] == ["no-such-model-x"]
+
+
+def test_cancelled_while_a_guard_waits_releases_earlier_reservations() -> None:
+    import asyncio
+
+    first = RefuseOver(Decimal(1))
+
+    class Waits:
+        async def areserve(self, call: Call, tracker: Tracker) -> None:
+            await asyncio.sleep(10)
+
+        def reserve(self, call: Call, tracker: Tracker) -> None:
+            raise AssertionError("async path expected")
+
+        def settle(self, token: Any, event: UsageEvent) -> None:
+            pass
+
+        def release(self, token: Any) -> None:
+            pass
+
+    tracker = Tracker(InMemoryLedger(), guards=[first, Waits()], log="off")
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            tracker.astart(source="api", model="gpt-4o-mini", estimate=Decimal("0.5"))
+        )
+        await asyncio.sleep(0.01)
+        assert first.reserved == Decimal("0.5")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert first.reserved == 0
+    assert first.released == 1

@@ -216,7 +216,9 @@ class Tracker:
                     _report("guard.reserve", exc)
                     continue
                 call.reservations.append((guard, token))
-        except GuardRefusal:
+        except BaseException:
+            # A refusal, or the caller cancelled while a guard waited: give back what the
+            # guards before it reserved.
             self._release(call)
             raise
         finally:
@@ -234,7 +236,9 @@ class Tracker:
                     _report("guard.reserve", exc)
                     continue
                 call.reservations.append((guard, token))
-        except GuardRefusal:
+        except BaseException:
+            # A refusal, or the caller cancelled while a guard waited: give back what the
+            # guards before it reserved.
             self._release(call)
             raise
         finally:
@@ -462,6 +466,14 @@ class Tracker:
             started_at=started_at or datetime.now(timezone.utc),
             started=time.perf_counter() - (latency_ms or 0.0) / 1000.0,
         )
+        for guard in self.guards:
+            # Guards that count spend they did not reserve (budgets) say so with ``account``.
+            account = getattr(guard, "account", None)
+            if account is not None:
+                try:
+                    call.reservations.append((guard, account(call, self)))
+                except Exception as exc:
+                    _report("guard.account", exc)
         return self.finish(
             call,
             usage=usage,

@@ -526,3 +526,10 @@ def test_malformed_records_are_swallowed(costs: CapturedCosts) -> None:
     bad = [e for e in costs.events if e.id == "bad-usage"]
     assert len(bad) == 1
     assert bad[0].metadata["costledger.tracking_error"] == "UsageError"
+
+
+def test_the_tests_cannot_reach_the_network() -> None:
+    import socket
+
+    with pytest.raises(AssertionError, match="network"):
+        socket.create_connection(("api.openai.com", 443), timeout=1)

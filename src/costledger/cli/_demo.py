@@ -97,12 +97,74 @@ def demo(
 
 
 def _demo_http(tracker: Any) -> list[str]:
-    return []
+    """An httpx client whose transport tracks OpenAI-compatible calls (served in-process)."""
+    import httpx
+
+    from costledger.http import TrackingTransport
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-demo-http",
+                "object": "chat.completion",
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {
+                    "prompt_tokens": 2048,
+                    "completion_tokens": 120,
+                    "prompt_tokens_details": {"cached_tokens": 1536},
+                },
+            },
+        )
+
+    transport = TrackingTransport(httpx.MockTransport(provider), tracker=tracker)
+    with (
+        httpx.Client(transport=transport, base_url="https://api.openai.com/v1") as client,
+        _attribute(user="carol", feature="http"),
+    ):
+        client.post(
+            "/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    return ["http"]
 
 
 def _demo_langchain(tracker: Any) -> list[str]:
-    return []
+    """A LangChain chat model (a fake one that reports usage like ChatOpenAI) and the handler."""
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from costledger_langchain import CostLedgerCallbackHandler
+
+    def answers() -> Any:
+        while True:
+            yield AIMessage(
+                content="Paris.",
+                usage_metadata={
+                    "input_tokens": 900,
+                    "output_tokens": 60,
+                    "total_tokens": 960,
+                    "input_token_details": {"cache_read": 512},
+                },
+                response_metadata={"model_name": "gpt-4o-2024-08-06"},
+            )
+
+    model = GenericFakeChatModel(messages=answers())
+    handler = CostLedgerCallbackHandler(tracker=tracker)
+    for user in DEMO_USERS:
+        model.invoke(
+            "Capital of France?",
+            config={"callbacks": [handler], "metadata": {"user": user, "feature": "geo"}},
+        )
+    return ["langchain"]
 
 
 def _demo_litellm(tracker: Any) -> list[str]:
     return []
+
+
+def _attribute(**values: Any) -> Any:
+    from costledger import attribute
+
+    return attribute(**values)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -519,3 +519,31 @@ def test_the_decorator_is_refused_before_the_function_runs(pricer: Pricer) -> No
     assert info.value.key == "ann"
     summarise("c", user="bob")
     assert ran == ["ab", "c"]
+
+
+def test_recorded_spend_counts_once_whether_or_not_the_counter_exists(pricer: Pricer) -> None:
+    clock = Clock(datetime.now(timezone.utc).isoformat())
+    budget = Budget("0.05 USD", "month", per="team", clock=clock)
+    tracker = make_tracker(pricer, budget)
+    usage = Usage(input_tokens=1000)
+    # Before any call: the counter does not exist yet; the seed will read this from the ledger.
+    tracker.record("m", usage, attribution={"team": "ads"})
+    spend(tracker, team="ads")  # seeds 0.01 from the ledger, then settles 0.01
+    assert status_of(tracker, "ads").spent == Decimal("0.02")
+    # Now the counter exists: recorded spend (a tool cost, an ingested line) adds to it.
+    tracker.record("m", usage, attribution={"team": "ads"})
+    tracker.record("m", usage, attribution={"team": "ads"}, status="error", error="Timeout")
+    assert status_of(tracker, "ads").spent == Decimal("0.04")
+    tracker.record("m", None, attribution={"team": "ads"})  # nothing known: adds nothing
+    assert status_of(tracker, "ads").spent == Decimal("0.04")
+    spend(tracker, team="ads")
+    with pytest.raises(BudgetExceeded):
+        spend(tracker, team="ads")
+    # A call of last month, ingested late, does not count against this month.
+    tracker.record(
+        "m",
+        usage,
+        attribution={"team": "ads"},
+        started_at=datetime.now(timezone.utc) - timedelta(days=40),
+    )
+    assert status_of(tracker, "ads").spent == Decimal("0.05")

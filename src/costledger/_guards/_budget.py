@@ -239,6 +239,23 @@ class Budget:
                 return token
         return token
 
+    def account(self, call: Call, tracker: Tracker) -> _Token | None:
+        """For ``Tracker.record``: a call that already happened is counted when it settles,
+        in the period it started in, with nothing reserved and nothing refused."""
+        if self.where is not None and not matches(call, self.where):
+            return None
+        win = self.period.window(call.started_at.timestamp())
+        keep = self._keep_until(win, int(self._clock() * 1000))
+        token = _Token(store_for(tracker), 0, tracker)
+        per = self.per
+        if per == "tag":
+            keys: tuple[str | None, ...] = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
+        else:
+            keys = call_keys(call, per)
+        for key in keys:
+            token.holds.append(_Hold(self._counter(key, win), key, None, win, keep))
+        return token
+
     def _reserve_key(
         self,
         store: GuardStore,

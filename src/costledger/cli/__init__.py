@@ -1,30 +1,43 @@
-"""The ``costledger`` command line: a thin typer layer over the Python API."""
+"""The ``costledger`` command line: a thin typer layer over the Python API.
+
+A command is one line in ``COMMANDS``: its name and ``module:attribute``, where the
+attribute is a command function or a ``typer.Typer`` of subcommands. Shared options
+(``--db``, ``--since``/``--until``, filters, ``--format``) are in ``_options.py``; errors
+become one line and an exit code in ``_app.py``.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import typer
 
-from ._demo import demo
+from ._app import app, main
 
-app = typer.Typer(
-    name="costledger",
-    help="Exact LLM cost tracking: reports, what-if re-pricing, ingestion, budgets.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("report", "_report:report"),
+    ("top", "_report:top"),
+    ("whatif", "_whatif:whatif"),
+    ("reprice", "_whatif:reprice"),
+    ("export", "_export:export"),
+    ("prices", "_prices:app"),
+    ("budget", "_budget:app"),
+    ("db", "_db:app"),
+    ("demo", "_demo:demo"),
 )
 
 
-@app.callback()
-def _root() -> None:
-    """Exact LLM cost tracking: reports, what-if re-pricing, ingestion, budgets."""
+def _register(name: str, target: str) -> None:
+    module, _, attr = target.partition(":")
+    obj = getattr(import_module(f".{module}", __name__), attr)
+    if isinstance(obj, typer.Typer):
+        app.add_typer(obj, name=name)
+    else:
+        app.command(name)(obj)
 
 
-app.command("demo")(demo)
+for _name, _target in COMMANDS:
+    _register(_name, _target)
 
 
-def main() -> None:
-    app()
-
-
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "app", "main"]

@@ -1,0 +1,54 @@
+"""Reports over the ledger: spend per group, top calls, what-if re-pricing, re-pricing,
+export, price lists. The ``costledger`` command line is a thin layer over these.
+
+Importing this package is light; each function loads SQLAlchemy (and pyarrow, the
+pricer...) when it runs.
+"""
+
+from __future__ import annotations
+
+from ._export import EXPORT_COLUMNS, EXPORT_FORMATS, ExportFormat, ExportResult, export
+from ._prices import COMPONENTS, PriceDiff, diff_prices, effective_rates, list_prices, show_price
+from ._report import GROUP_KEYS, Report, ReportRow, parse_by, report, top
+from ._whatif import RepriceResult, UnpricedCall, WhatIf, WhatIfRow, reprice, whatif
+from ._when import PERIODS, parse_when, resolve_bounds
+
+__all__ = [
+    "COMPONENTS",
+    "EXPORT_COLUMNS",
+    "EXPORT_FORMATS",
+    "GROUP_KEYS",
+    "PERIODS",
+    "ExportFormat",
+    "ExportResult",
+    "PriceDiff",
+    "Report",
+    "ReportRow",
+    "RepriceResult",
+    "UnpricedCall",
+    "WhatIf",
+    "WhatIfRow",
+    "diff_prices",
+    "effective_rates",
+    "export",
+    "list_prices",
+    "parse_by",
+    "parse_when",
+    "rebuild_rollups",
+    "report",
+    "reprice",
+    "resolve_bounds",
+    "show_price",
+    "top",
+    "whatif",
+]
+
+
+def rebuild_rollups(ledger: object) -> int:
+    """Recompute the daily rollups of ``ledger`` from its events (see ``_ledger._rollups``)."""
+    from .._ledger import Ledger
+    from .._ledger._rollups import rebuild_rollups as rebuild
+
+    if not isinstance(ledger, Ledger):
+        raise TypeError(f"rebuild_rollups expects a Ledger, got {ledger!r}")
+    return rebuild(ledger)

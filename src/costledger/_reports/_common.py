@@ -1,0 +1,104 @@
+"""What every report shares: opening the ledger, reading filters, exact money arithmetic."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._ledger import Ledger
+
+__all__ = [
+    "EXACT",
+    "FILTER_NAMES",
+    "Filters",
+    "canonical",
+    "check_filters",
+    "group_value",
+    "money_text",
+    "open_ledger",
+    "share_of",
+]
+
+EXACT = Context(prec=120, rounding=ROUND_HALF_EVEN)
+"""Sums and differences of ledger money never round in this context (38 digits at most each)."""
+
+FILTER_NAMES: tuple[str, ...] = (
+    "model",
+    "provider",
+    "user",
+    "team",
+    "project",
+    "feature",
+    "tag",
+    "status",
+    "source",
+)
+Filters = Mapping[str, str | Sequence[str] | None]
+_SHARE = Decimal("0.000001")
+
+
+@contextlib.contextmanager
+def open_ledger(ledger: Ledger | str | None) -> Iterator[Ledger]:
+    """The ledger given, or one opened (and closed afterwards) on a URL (``None``: the default)."""
+    from .._ledger import Ledger
+
+    if isinstance(ledger, Ledger):
+        ledger._fresh()  # reads see what this ledger recorded
+        yield ledger
+        return
+    if ledger is not None and not isinstance(ledger, str):
+        raise TypeError(f"ledger must be a Ledger or a database URL, got {ledger!r}")
+    opened = Ledger(ledger, sync=True)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def check_filters(filters: Filters) -> dict[str, list[str] | None]:
+    """Filters as lists of strings; ``ValueError`` naming an unknown filter or a bad value."""
+    out: dict[str, list[str] | None] = {}
+    for name, value in filters.items():
+        if name not in FILTER_NAMES:
+            raise ValueError(f"unknown filter {name!r}; use any of {', '.join(FILTER_NAMES)}")
+        if value is None:
+            out[name] = None
+            continue
+        values = [value] if isinstance(value, str) else list(value)
+        if not values or not all(isinstance(v, str) and v for v in values):
+            raise ValueError(
+                f"filter {name!r} must be a non-empty string or list of them, got {value!r}"
+            )
+        out[name] = values
+    return out
+
+
+def canonical(value: Decimal) -> Decimal:
+    """The exact amount without trailing zeros, never in exponent form (``1.50`` -> ``1.5``)."""
+    if value.is_zero():
+        return Decimal(0)
+    normal = value.normalize(EXACT)
+    exponent = normal.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return normal.quantize(Decimal(1), context=EXACT)
+    return normal
+
+
+def share_of(part: Decimal, whole: Decimal) -> Decimal | None:
+    """``part / whole`` rounded half-even to six places (the only rounded figure of a report)."""
+    if whole.is_zero():
+        return None
+    return EXACT.divide(part, whole).quantize(_SHARE, context=EXACT)
+
+
+def money_text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def group_value(value: Any) -> Any:
+    """A group key as JSON wants it: dates in ISO form."""
+    iso = getattr(value, "isoformat", None)
+    return iso() if iso is not None else value

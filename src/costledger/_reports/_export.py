@@ -1,0 +1,242 @@
+"""``export``: the selected events as CSV, JSON lines or Parquet, streamed in constant memory.
+
+- ``csv``: one row per event, the ledger's columns (``EXPORT_COLUMNS``) in table order;
+  money as exact decimal strings, timestamps ISO 8601 UTC, tags and metadata as JSON
+  text, booleans ``true``/``false``, no value as an empty field.
+- ``jsonl``: one ``costledger.usage/1`` record per line (docs/log-schema.md), the same
+  record the usage logger writes, so ``costledger ingest`` reads an export back.
+- ``parquet``: the ledger's columns; money as ``decimal128(38, 18)`` (exactly the
+  ledger's ``NUMERIC(38, 18)``), timestamps ``timestamp[us, UTC]``, tags
+  ``list<string>``, metadata JSON text. Written one row group per ``batch_size`` events.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from .._ledger._rows import COLUMNS
+from ._common import check_filters, open_ledger
+from ._when import resolve_bounds
+
+if TYPE_CHECKING:
+    from .._ledger import Ledger, StoredEvent
+
+__all__ = ["EXPORT_COLUMNS", "EXPORT_FORMATS", "ExportFormat", "ExportResult", "export"]
+
+ExportFormat = Literal["csv", "jsonl", "parquet"]
+EXPORT_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
+_MONEY = frozenset(
+    (
+        "total_cost",
+        "input_cost",
+        "cache_read_cost",
+        "cache_write_cost",
+        "output_cost",
+        "audio_cost",
+        "reported_cost",
+    )
+)
+_INTS = frozenset(
+    (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+        "input_audio_tokens",
+        "output_audio_tokens",
+    )
+)
+_BOOLS = frozenset(("streamed", "cache_hit"))
+
+
+EXPORT_COLUMNS: tuple[str, ...] = COLUMNS
+"""CSV and Parquet columns: the ledger table's, in its order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    rows: int
+    format: str
+    path: Path | None
+
+
+def _csv_value(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if name in _MONEY:
+        return format(value, "f")
+    if name == "timestamp":
+        return str(value.isoformat())
+    if name in _BOOLS:
+        return "true" if value else "false"
+    if name in ("tags", "metadata"):
+        from .._ledger._money import dumps
+
+        return dumps(list(value) if name == "tags" else dict(value))
+    if name == "latency_ms":
+        return repr(value)
+    return str(value)
+
+
+def _write_csv(events: Iterable[StoredEvent], out: IO[bytes]) -> int:
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    n = 0
+    for e in events:
+        writer.writerow([_csv_value(name, getattr(e, name)) for name in EXPORT_COLUMNS])
+        n += 1
+    text.flush()
+    text.detach()  # the caller owns ``out``
+    return n
+
+
+def _write_jsonl(events: Iterable[StoredEvent], out: IO[bytes]) -> int:
+    from .._schema import event_to_record
+
+    n = 0
+    lines: list[bytes] = []
+    for e in events:
+        record = event_to_record(e.to_event())
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
+        n += 1
+        if len(lines) >= 1000:
+            out.write(b"\n".join(lines) + b"\n")
+            lines.clear()
+    if lines:
+        out.write(b"\n".join(lines) + b"\n")
+    return n
+
+
+def parquet_schema() -> Any:
+    """The Parquet schema of an export (pyarrow)."""
+    import pyarrow as pa
+
+    fields = []
+    for name in EXPORT_COLUMNS:
+        if name in _MONEY:
+            typ = pa.decimal128(38, 18)
+        elif name in _INTS:
+            typ = pa.int64()
+        elif name in _BOOLS:
+            typ = pa.bool_()
+        elif name == "timestamp":
+            typ = pa.timestamp("us", tz="UTC")
+        elif name == "latency_ms":
+            typ = pa.float64()
+        elif name == "tags":
+            typ = pa.list_(pa.string())
+        else:
+            typ = pa.string()
+        fields.append(
+            pa.field(name, typ, nullable=name not in _INTS | _BOOLS | {"id", "timestamp"})
+        )
+    return pa.schema(fields)
+
+
+def _write_parquet(events: Iterable[StoredEvent], out: IO[bytes], batch_size: int) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is an optional dependency
+        raise ValueError(
+            "Parquet export needs pyarrow: pip install 'costledger[parquet]'"
+        ) from None
+    from .._ledger._money import dumps
+
+    schema = parquet_schema()
+    n = 0
+    columns: dict[str, list[Any]] = {name: [] for name in EXPORT_COLUMNS}
+
+    def flush(writer: Any) -> None:
+        batch = pa.record_batch(
+            [pa.array(columns[f.name], type=f.type) for f in schema], schema=schema
+        )
+        writer.write_batch(batch)
+        for values in columns.values():
+            values.clear()
+
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for e in events:
+            for name in EXPORT_COLUMNS:
+                value = getattr(e, name)
+                if name == "metadata":
+                    value = dumps(dict(value))
+                columns[name].append(value)
+            n += 1
+            if len(columns["id"]) >= batch_size:
+                flush(writer)
+        if columns["id"] or n == 0:
+            flush(writer)
+    return n
+
+
+def export(
+    ledger: Ledger | str | None,
+    out: str | os.PathLike[str] | IO[bytes],
+    format: ExportFormat = "csv",
+    *,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    batch_size: int = 10_000,
+    now: datetime | None = None,
+    **filters: str | Sequence[str] | None,
+) -> ExportResult:
+    """Write the selected events, in time order, to ``out`` (a path or a binary stream).
+
+    Memory stays constant whatever the number of events: rows are read ``batch_size``
+    at a time (a server-side cursor on PostgreSQL) and written as they come. Money is
+    never a float (see the module docstring for each format's types).
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(
+            f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    checked = check_filters(filters)
+    lo, hi = resolve_bounds(since, until, now=now)
+    path = None if hasattr(out, "write") else Path(out)
+    with open_ledger(ledger) as opened:
+        from .._ledger._query import iter_events
+
+        opened._fresh()
+        events = iter_events(
+            opened._core.store,
+            since=lo,
+            until=hi,
+            filters=checked,
+            order="asc",
+            limit=None,
+            batch_size=batch_size,
+        )
+        if path is None:
+            stream: IO[bytes] = out  # type: ignore[assignment]
+            n = _write(events, stream, format, batch_size)
+        else:
+            tmp = path.with_name(path.name + ".part")
+            try:
+                with tmp.open("wb") as f:
+                    n = _write(events, f, format, batch_size)
+                tmp.replace(path)  # a reader never sees half a file
+            finally:
+                tmp.unlink(missing_ok=True)
+    return ExportResult(rows=n, format=format, path=path)
+
+
+def _write(events: Iterator[StoredEvent], out: IO[bytes], format: str, batch_size: int) -> int:
+    if format == "csv":
+        return _write_csv(events, out)
+    if format == "jsonl":
+        return _write_jsonl(events, out)
+    return _write_parquet(events, out, batch_size)

@@ -1,0 +1,188 @@
+"""Price lists for ``costledger prices``: the default rate cards, one model's card, and a
+price book compared with the defaults component by component."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ._common import EXACT, canonical, money_text, share_of
+
+if TYPE_CHECKING:
+    from .._pricing import PriceBook, RateCard
+
+__all__ = ["COMPONENTS", "PriceDiff", "diff_prices", "effective_rates", "list_prices", "show_price"]
+
+COMPONENTS: tuple[str, ...] = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+    "input_audio",
+    "output_audio",
+)
+"""Per-million-token prices a price book can set (``_pricing._book.PRICE_FIELDS``)."""
+_PARENT = {"cache_write_1h": "cache_write", "input_audio": "input", "output_audio": "output"}
+
+
+def effective_rates(card: RateCard) -> dict[str, Decimal]:
+    """Each component's rate as billed: an optional rate the card lacks bills as its parent."""
+    out: dict[str, Decimal] = {}
+    for name in COMPONENTS:
+        value = getattr(card, name)
+        if value is None:
+            value = getattr(card, _PARENT[name])
+        out[name] = value
+    return out
+
+
+def _provider_matches(wanted: str | None, *names: str | None) -> bool:
+    if wanted is None:
+        return True
+    from .._pricing._names import GENAI_PROVIDER
+
+    w = wanted.strip().lower()
+    targets = {w, GENAI_PROVIDER.get(w, w)}
+    return any(n is not None and (n.lower() in targets) for n in names)
+
+
+def list_prices(
+    *,
+    provider: str | None = None,
+    price_book: PriceBook | None = None,
+    at: datetime | None = None,
+) -> list[RateCard]:
+    """The rate cards of every model genai-prices lists (its prices at ``at``, default now),
+    then those of ``price_book``; ``provider`` keeps one provider's (``"openai"``,
+    ``"bedrock"``...). LiteLLM's price map, the pricer's fallback for models
+    genai-prices lacks, is not listed (``show_price`` finds them)."""
+    from .._pricing._book import load_price_book
+    from .._pricing._genai import GenaiPrices, Match, compile_price
+
+    moment = at or datetime.now(timezone.utc)
+    genai = GenaiPrices()
+    snapshot = genai.snapshot()
+    cards: list[RateCard] = []
+    for p in snapshot.providers:
+        if not _provider_matches(provider, p.id, p.name):
+            continue
+        for m in p.models:
+            match = Match(p, m)
+            if isinstance(m.prices, list):
+                card = compile_price(m.get_prices(moment), match, genai.source)
+            else:
+                card = genai.compile_static(match)
+            if card is not None:
+                cards.append(card)
+    if price_book is not None:
+        for card in load_price_book(price_book).values():
+            if provider is None or _provider_matches(provider, card.provider):
+                cards.append(card)
+    cards.sort(key=lambda c: ((c.provider or "").lower(), c.model.lower()))
+    return cards
+
+
+def show_price(
+    model: str,
+    *,
+    provider: str | None = None,
+    price_book: PriceBook | None = None,
+    at: datetime | None = None,
+) -> RateCard | None:
+    """The card ``Pricer(overrides=price_book)`` prices ``model`` with, or ``None``."""
+    from .._pricing import Pricer
+
+    return Pricer(overrides=price_book).rate_card(model, provider=provider, at=at)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceDiff:
+    """One component of one model: the default price, the book's, and the change.
+
+    ``status``: ``"same"``, ``"changed"``, or ``"new"`` when no default source prices
+    the model. ``change_share`` is the change over the default, six places.
+    """
+
+    model: str
+    provider: str | None
+    component: str
+    default: Decimal | None
+    book: Decimal
+    change: Decimal | None
+    change_share: Decimal | None
+    status: str
+    default_source: str | None
+    currency: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "component": self.component,
+            "currency": self.currency,
+            "default": money_text(self.default),
+            "book": money_text(self.book),
+            "change": money_text(self.change),
+            "change_share": money_text(self.change_share),
+            "status": self.status,
+            "default_source": self.default_source,
+        }
+
+
+def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[PriceDiff]:
+    """Every model of ``price_book`` against the default prices, component by component
+    (prices per million tokens; the rates as billed, see ``effective_rates``)."""
+    from .._pricing import Pricer
+    from .._pricing._book import load_price_book
+
+    book = load_price_book(price_book)
+    defaults = Pricer()
+    out: list[PriceDiff] = []
+    for card in book.values():
+        default = defaults.rate_card(card.model, provider=card.provider, at=at)
+        mine = effective_rates(card)
+        theirs = effective_rates(default) if default is not None else None
+        for name in COMPONENTS:
+            if (
+                name in _PARENT
+                and getattr(card, name) is None
+                and (default is None or getattr(default, name) is None)
+            ):
+                continue  # neither side prices it apart from its parent: nothing to say
+            value = mine[name]
+            if theirs is None:
+                out.append(
+                    PriceDiff(
+                        card.model,
+                        card.provider,
+                        name,
+                        None,
+                        canonical(value),
+                        None,
+                        None,
+                        "new",
+                        None,
+                        card.currency,
+                    )
+                )
+                continue
+            base = theirs[name]
+            change = EXACT.subtract(value, base)
+            out.append(
+                PriceDiff(
+                    card.model,
+                    card.provider,
+                    name,
+                    canonical(base),
+                    canonical(value),
+                    canonical(change),
+                    share_of(change, base),
+                    "same" if change.is_zero() else "changed",
+                    default.source if default is not None else None,
+                    card.currency,
+                )
+            )
+    return out

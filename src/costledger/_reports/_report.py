@@ -1,0 +1,310 @@
+"""``report``: spend per group with shares and totals; ``top``: the most expensive calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._common import (
+    EXACT,
+    canonical,
+    check_filters,
+    group_value,
+    money_text,
+    open_ledger,
+    share_of,
+)
+from ._when import resolve_bounds
+
+if TYPE_CHECKING:
+    from .._ledger import Ledger, StoredEvent, SummaryRow
+
+__all__ = ["GROUP_KEYS", "Report", "ReportRow", "parse_by", "report", "top"]
+
+GROUP_KEYS: tuple[str, ...] = (
+    "day",
+    "week",
+    "month",
+    "model",
+    "provider",
+    "user",
+    "team",
+    "project",
+    "feature",
+    "tag",
+    "source",
+    "status",
+)
+_TIME_KEYS = frozenset(("day", "week", "month"))
+Sort = Literal["auto", "key", "cost"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One group of a report (or, with an empty ``key``, the totals of one currency).
+
+    ``cost`` is exact; ``share`` is ``cost`` over the total of the same currency, rounded
+    to six places (``None`` when that total is zero). ``unpriced`` events add nothing
+    to ``cost`` (their price is unknown, not zero).
+    """
+
+    by: tuple[str, ...]
+    key: tuple[Any, ...]
+    currency: str
+    requests: int
+    errors: int
+    cancelled: int
+    unpriced: int
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost: Decimal
+    share: Decimal | None
+
+    @property
+    def group(self) -> dict[str, Any]:
+        """The group's key values by name."""
+        return dict(zip(self.by, self.key, strict=True))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: key values (dates in ISO form), figures, money as decimal strings."""
+        out: dict[str, Any] = {name: group_value(v) for name, v in self.group.items()}
+        out.update(
+            currency=self.currency,
+            requests=self.requests,
+            errors=self.errors,
+            cancelled=self.cancelled,
+            unpriced=self.unpriced,
+            input_tokens=self.input_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            output_tokens=self.output_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            cost=money_text(self.cost),
+            share=money_text(self.share),
+        )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Rows per group, and one totals row per currency (each event counted once, even
+    when grouped by tag, where an event with two tags appears in two rows)."""
+
+    by: tuple[str, ...]
+    since: datetime | None
+    until: datetime | None
+    filters: Mapping[str, tuple[str, ...]]
+    rows: tuple[ReportRow, ...]
+    totals: tuple[ReportRow, ...]
+    truncated: int = 0
+    """Groups left out by ``limit``."""
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [row.as_dict() for row in self.rows]
+
+    @property
+    def cost(self) -> dict[str, Decimal]:
+        """Total cost per currency."""
+        return {t.currency: t.cost for t in self.totals}
+
+
+def parse_by(by: str | Sequence[str]) -> tuple[str, ...]:
+    """``"day,model"`` or ``["day", "model"]`` as checked group keys."""
+    items = by.split(",") if isinstance(by, str) else [str(b) for b in by]
+    keys = tuple(k.strip().lower() for k in items if k.strip())
+    for k in keys:
+        if k not in GROUP_KEYS:
+            raise ValueError(f"cannot group by {k!r}; use any of {', '.join(GROUP_KEYS)}")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"group keys repeat: {','.join(keys)}")
+    return keys
+
+
+def _summarize(
+    ledger: Ledger,
+    keys: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    filters: Mapping[str, list[str] | None],
+    use_rollups: bool,
+) -> list[SummaryRow]:
+    from .._ledger._rollups import summarize
+
+    return summarize(
+        ledger._core.store,
+        by=keys,
+        since=since,
+        until=until,
+        filters=filters,
+        use_rollups=use_rollups,
+    )
+
+
+def _add(rows: Sequence[SummaryRow]) -> dict[str, list[Any]]:
+    """Per currency: requests ... reasoning tokens, then cost."""
+    out: dict[str, list[Any]] = {}
+    for r in rows:
+        acc = out.setdefault(r.currency, [0] * 9 + [Decimal(0)])
+        for i, n in enumerate(_counts(r)):
+            acc[i] += n
+        acc[9] = EXACT.add(acc[9], r.cost)
+    return out
+
+
+def _counts(r: SummaryRow) -> tuple[int, ...]:
+    return (
+        r.requests,
+        r.errors,
+        r.cancelled,
+        r.unpriced,
+        r.input_tokens,
+        r.cache_read_tokens,
+        r.cache_write_tokens,
+        r.output_tokens,
+        r.reasoning_tokens,
+    )
+
+
+def _row(
+    by: tuple[str, ...],
+    key: tuple[Any, ...],
+    currency: str,
+    counts: Sequence[int],
+    cost: Decimal,
+    total: Decimal,
+) -> ReportRow:
+    requests, errors, cancelled, unpriced, inp, cache_read, cache_write, out, reasoning = counts
+    return ReportRow(
+        by=by,
+        key=key,
+        currency=currency,
+        requests=requests,
+        errors=errors,
+        cancelled=cancelled,
+        unpriced=unpriced,
+        input_tokens=inp,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=out,
+        reasoning_tokens=reasoning,
+        cost=canonical(cost),
+        share=share_of(cost, total),
+    )
+
+
+def report(
+    ledger: Ledger | str | None,
+    by: str | Sequence[str] = (),
+    *,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    sort: Sort = "auto",
+    limit: int | None = None,
+    now: datetime | None = None,
+    use_rollups: bool = True,
+    **filters: str | Sequence[str] | None,
+) -> Report:
+    """Requests, errors, tokens by kind, exact cost and share of total per group.
+
+    ``by``: any of ``GROUP_KEYS`` (a list, or ``"day,model"``); ``()`` gives the totals
+    only. ``since`` / ``until``: see ``parse_when`` (``"7d"``, ``"this-month"``, dates,
+    datetimes). Filters: ``model``, ``provider``, ``user``, ``team``, ``project``,
+    ``feature``, ``tag``, ``status``, ``source``, each a value or a list of values.
+    ``sort``: ``"key"`` (the group keys), ``"cost"`` (most expensive first) or
+    ``"auto"`` (by key when grouping by a time key, else by cost). ``limit`` keeps that
+    many rows (totals still cover everything). Answered from the daily rollups whenever
+    they can (``use_rollups=False`` forces the events table; the figures are identical).
+    """
+    keys = parse_by(by)
+    checked = check_filters(filters)
+    lo, hi = resolve_bounds(since, until, now=now)
+    if sort not in ("auto", "key", "cost"):
+        raise ValueError(f"sort must be 'auto', 'key' or 'cost', got {sort!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    with open_ledger(ledger) as opened:
+        rows = _summarize(opened, keys, lo, hi, checked, use_rollups)
+        # by tag, rows overlap (an event with two tags is in both): count each event once
+        total_rows = _summarize(opened, (), lo, hi, checked, use_rollups) if "tag" in keys else rows
+    totals = _add(total_rows)
+    report_rows = [
+        _row(keys, r.key, r.currency, _counts(r), r.cost, totals[r.currency][9]) for r in rows
+    ]
+    if sort == "cost" or (sort == "auto" and not _TIME_KEYS & set(keys)):
+        report_rows.sort(key=lambda r: (r.currency, -r.cost))
+    truncated = 0
+    if limit is not None and len(report_rows) > limit:
+        truncated = len(report_rows) - limit
+        report_rows = report_rows[:limit]
+    total_list = tuple(
+        _row((), (), currency, acc[:9], acc[9], acc[9]) for currency, acc in sorted(totals.items())
+    )
+    return Report(
+        by=keys,
+        since=lo,
+        until=hi,
+        filters={k: tuple(v) for k, v in checked.items() if v is not None},
+        rows=tuple(report_rows),
+        totals=total_list,
+        truncated=truncated,
+    )
+
+
+def top(
+    ledger: Ledger | str | None,
+    n: int = 10,
+    *,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    now: datetime | None = None,
+    **filters: str | Sequence[str] | None,
+) -> list[StoredEvent]:
+    """The ``n`` most expensive calls in the selection, most expensive first (exact order;
+    ties by time). Unpriced calls have no amount and are not ranked."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    checked = check_filters(filters)
+    lo, hi = resolve_bounds(since, until, now=now)
+    with open_ledger(ledger) as opened:
+        return _top(opened, n, lo, hi, checked)
+
+
+def _top(
+    ledger: Ledger,
+    n: int,
+    since: datetime | None,
+    until: datetime | None,
+    filters: Mapping[str, list[str] | None],
+) -> list[StoredEvent]:
+    from sqlalchemy import Float, cast, select
+
+    from .._ledger import StoredEvent
+    from .._ledger._query import _conditions
+    from .._ledger._tables import events_table as t
+
+    store = ledger._core.store
+    conds = [*_conditions(store.dialect, since, until, filters), t.c.total_cost.is_not(None)]
+    if store.dialect == "postgresql":  # NUMERIC orders exactly
+        stmt = select(t).where(*conds).order_by(t.c.total_cost.desc(), t.c.timestamp, t.c.id)
+        with store.read_connection() as conn:
+            return [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt.limit(n))]
+    # SQLite keeps money as text. Rounding to a float never reverses an order (it is
+    # monotonic), so the n largest exact amounts are among the rows whose float is at
+    # least the n-th largest float; those few are then ordered exactly.
+    approx = cast(t.c.total_cost, Float)
+    with store.read_connection() as conn:
+        nth = conn.execute(
+            select(approx).where(*conds).order_by(approx.desc()).offset(n - 1).limit(1)
+        ).scalar()
+        stmt = select(t).where(*conds)
+        if nth is not None:
+            stmt = stmt.where(approx >= nth)
+        found = [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt)]
+    found.sort(key=lambda e: (-(e.total_cost or Decimal(0)), e.timestamp, e.id))
+    return found[:n]

@@ -1,0 +1,153 @@
+"""The root ``costledger`` command: one line per error, never a traceback, fixed exit codes.
+
+Exit codes: 0 done; 1 bad input (a file, a database, a price book) or nothing matched;
+2 usage error (an unknown option, a value an option cannot take). ``COSTLEDGER_DEBUG=1``
+lets an unexpected error raise with its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.20 vendors click; older versions use click itself
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as _cx  # type: ignore[no-redef]
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_USAGE", "CliError", "app", "error_line", "main"]
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A failure the command explains in one line (exit code 1 unless told otherwise)."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def error_line(exc: BaseException) -> str:
+    """One clear line for an error: the first line of its message, without driver noise."""
+    try:
+        from sqlalchemy.exc import StatementError
+
+        if isinstance(exc, StatementError) and exc.orig is not None:
+            exc = exc.orig
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        pass
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0].strip()
+    marker = "(Background on this error"
+    if marker in first:
+        first = first[: first.index(marker)].strip()
+    return first
+
+
+def _say(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+class _RootGroup(TyperGroup):
+    """Runs the command, then turns every way it can fail into one line and an exit code."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = _run(self, args, prog_name, complete_var, windows_expand_args, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _run(
+    group: TyperGroup,
+    args: Sequence[str] | None,
+    prog_name: str | None,
+    complete_var: str | None,
+    windows_expand_args: bool,
+    extra: dict[str, Any],
+) -> int:
+    from .._errors import CostLedgerError
+
+    debug = os.environ.get("COSTLEDGER_DEBUG", "") not in ("", "0")
+    try:
+        rv = TyperGroup.main(
+            group,
+            args=args,
+            prog_name=prog_name,
+            complete_var=complete_var,
+            standalone_mode=False,
+            windows_expand_args=windows_expand_args,
+            **extra,
+        )
+    except _cx.NoArgsIsHelpError as exc:
+        typer.echo(exc.format_message(), err=True)
+        return EXIT_USAGE
+    except _cx.UsageError as exc:
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        _say(exc.format_message().replace("\n", " ") + hint)
+        return EXIT_USAGE
+    except _cx.ClickException as exc:
+        _say(exc.format_message().replace("\n", " "))
+        return exc.exit_code
+    except typer.Abort:
+        _say("aborted")
+        return EXIT_BAD_INPUT
+    except CliError as exc:
+        _say(str(exc))
+        return exc.code
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except (CostLedgerError, ValueError, TypeError, OSError, LookupError) as exc:
+        if debug:
+            raise
+        _say(error_line(exc))
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        if debug:
+            raise
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError):
+            _say(f"database: {error_line(exc)}")
+        else:
+            _say(f"{type(exc).__name__}: {error_line(exc)} (COSTLEDGER_DEBUG=1 shows where)")
+        return EXIT_BAD_INPUT
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+app = typer.Typer(
+    name="costledger",
+    cls=_RootGroup,
+    help="Exact LLM cost tracking: reports, what-if re-pricing, ingestion, budgets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Exact LLM cost tracking: reports, what-if re-pricing, ingestion, budgets."""
+
+
+def main() -> None:
+    app()

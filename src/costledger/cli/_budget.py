@@ -1,0 +1,250 @@
+"""``costledger budget status``: where each budget stands this period.
+
+Budgets live in code (``Tracker(guards=[Budget(...)])``), so the command is told where to
+find them: ``--config module:attr`` names a ``Tracker``, a ``Budget``, a list of them, or a
+function returning one of those; ``--budgets FILE.toml`` lists them in a file::
+
+    [[budget]]
+    limit = "100 USD"
+    period = "month"
+    per = "team"            # optional: user, team, project, feature, model, provider, tag
+    hard = true
+    warn_at = [0.5, 0.8, 1.0]
+    tz = "UTC"
+    name = "team monthly"
+    where = { project = "assistant" }
+
+Without either, ``$COSTLEDGER_BUDGETS`` (a TOML path or ``module:attr``) is used.
+Spend comes from the guard store (``--guard-store``) and, for counters it does not
+have, from the ledger (``--db``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ._app import EXIT_BAD_INPUT, EXIT_USAGE, CliError
+from ._options import Db, Format, OutputFormat, open_ledger
+from ._output import Col, emit
+
+if TYPE_CHECKING:
+    from .._guards import Budget, BudgetStatus
+    from .._tracker import Tracker
+
+__all__ = ["app", "load_budgets", "load_config"]
+
+BUDGETS_ENV = "COSTLEDGER_BUDGETS"
+
+app = typer.Typer(help="Budgets: where each one stands this period.", no_args_is_help=True)
+
+_BUDGET_FIELDS = frozenset(
+    ("limit", "period", "per", "hard", "warn_at", "tz", "name", "where", "on_store_error")
+)
+
+
+def load_budgets(path: str | os.PathLike[str]) -> list[Budget]:
+    """The ``[[budget]]`` tables of a TOML file as ``Budget`` objects (numbers kept exact)."""
+    from .._guards import Budget
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found]  # not installed on 3.11+
+    file = Path(path)
+    try:
+        with file.open("rb") as f:
+            doc = tomllib.load(f, parse_float=Decimal)
+    except OSError as exc:
+        raise CliError(f"budgets file {str(file)!r} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"budgets file {str(file)!r} is not valid TOML: {exc}") from None
+    entries = doc.get("budget")
+    if not isinstance(entries, list) or not entries:
+        raise CliError(f"budgets file {str(file)!r} has no [[budget]] tables")
+    budgets = []
+    for i, entry in enumerate(entries, 1):
+        unknown = sorted(set(entry) - _BUDGET_FIELDS)
+        if unknown:
+            raise CliError(
+                f"budgets file {str(file)!r}, budget {i}: unknown field {unknown[0]!r}; "
+                f"known: {', '.join(sorted(_BUDGET_FIELDS))}"
+            )
+        if "limit" not in entry:
+            raise CliError(f"budgets file {str(file)!r}, budget {i}: 'limit' is missing")
+        args = dict(entry)
+        limit = args.pop("limit")
+        try:
+            budgets.append(Budget(limit, **args))
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"budgets file {str(file)!r}, budget {i}: {exc}") from None
+    return budgets
+
+
+def load_config(spec: str) -> Any:
+    """The object ``module:attr`` names (the current directory is importable), called
+    if it is a plain function."""
+    from .._guards import Budget
+    from .._tracker import Tracker
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CliError(f"--config must look like module:attr, got {spec!r}", EXIT_USAGE)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"--config {spec!r}: cannot import {module_name!r}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CliError(f"--config {spec!r}: {module_name!r} has no {attr!r}") from None
+    if callable(obj) and not isinstance(obj, (Tracker, Budget, type)):
+        obj = obj()
+    return obj
+
+
+def _tracker_and_budgets(
+    source: Any, db: str | None, guard_store: str | None, ledger: Any
+) -> tuple[Tracker, list[Budget] | None]:
+    from .._guards import Budget
+    from .._tracker import Tracker
+
+    if isinstance(source, Tracker):
+        return source, None
+    if isinstance(source, Budget):
+        budgets = [source]
+    elif isinstance(source, Iterable) and not isinstance(source, (str, bytes)):
+        budgets = list(source)
+        if not all(isinstance(b, Budget) for b in budgets):
+            raise CliError("the budgets given must all be costledger Budget objects")
+    else:
+        raise CliError(
+            f"expected a Tracker, a Budget or a list of Budgets, got {type(source).__name__}"
+        )
+    return Tracker(ledger, guards=budgets, guard_store=guard_store, log="off"), budgets
+
+
+_COLS = (
+    Col("budget", "budget"),
+    Col("key", "key"),
+    Col("spent", "spent", "money"),
+    Col("reserved", "reserved", "money"),
+    Col("remaining", "remaining", "money"),
+    Col("limit", "limit", "money"),
+    Col("used", "used", "share"),
+    Col("unit", "unit"),
+    Col("period", "period"),
+    Col("resets_at", "resets at (UTC)"),
+)
+
+
+def _status_dict(s: BudgetStatus) -> dict[str, Any]:
+    return {
+        "budget": s.budget,
+        "per": s.per,
+        "key": s.key if s.key is not None else ("(all)" if s.per is None else "(none)"),
+        "unit": s.unit,
+        "limit": format(s.limit, "f"),
+        "spent": format(s.spent, "f"),
+        "reserved": format(s.reserved, "f"),
+        "remaining": format(s.remaining, "f"),
+        "used": format(s.used.quantize(Decimal("0.000001")), "f"),
+        "period": s.period,
+        "period_start": s.period_start.isoformat() if s.period_start else None,
+        "resets_at": s.resets_at.isoformat() if s.resets_at else None,
+        "hard": s.hard,
+    }
+
+
+@app.command("status")
+def status(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="module:attr of a Tracker, a Budget, a list of Budgets or a function "
+            "returning one.",
+            show_default=False,
+        ),
+    ] = None,
+    budgets_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--budgets", "-b", help="A TOML file of [[budget]] tables.", show_default=False
+        ),
+    ] = None,
+    guard_store: Annotated[
+        str | None,
+        typer.Option(
+            "--guard-store",
+            help="Guard store URL (redis://..., postgresql://..., sqlite:///...) "
+            "[default: memory, counted from the ledger].",
+            show_default=False,
+        ),
+    ] = None,
+    db: Db = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Spent, reserved and remaining of every budget and key, this period."""
+    from .._guards import budget_status
+
+    if config is not None and budgets_file is not None:
+        raise CliError("give --config or --budgets, not both", EXIT_USAGE)
+    if config is None and budgets_file is None:
+        env = os.environ.get(BUDGETS_ENV, "").strip()
+        if not env:
+            raise CliError(
+                f"no budgets: give --budgets FILE.toml or --config module:attr "
+                f"(or set ${BUDGETS_ENV})",
+                EXIT_USAGE,
+            )
+        if ":" in env and not Path(env).exists():
+            config = env
+        else:
+            budgets_file = Path(env)
+    source: Any = load_budgets(budgets_file) if budgets_file is not None else None
+    if config is not None:
+        source = load_config(config)
+    from .._tracker import Tracker
+
+    if isinstance(source, Tracker):
+        rows = budget_status(source)
+    else:
+        with open_ledger(db) as ledger:
+            tracker, chosen = _tracker_and_budgets(source, db, guard_store, ledger)
+            rows = budget_status(tracker, chosen)
+    if not rows:
+        raise CliError("no budgets found", EXIT_BAD_INPUT)
+    emit(
+        fmt,
+        [_status_dict(s) for s in rows],
+        _COLS,
+        fields=[
+            "budget",
+            "per",
+            "key",
+            "unit",
+            "limit",
+            "spent",
+            "reserved",
+            "remaining",
+            "used",
+            "period",
+            "period_start",
+            "resets_at",
+            "hard",
+        ],
+        title="budgets",
+    )

@@ -1,0 +1,114 @@
+"""``costledger export``: the selected events as CSV, JSON lines or Parquet."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import EXIT_BAD_INPUT, CliError
+from ._options import (
+    Db,
+    Feature,
+    Model,
+    Project,
+    Provider,
+    Since,
+    Source,
+    Status,
+    Tag,
+    Team,
+    Until,
+    User,
+    describe,
+    open_ledger,
+    selection,
+)
+from ._output import note
+
+__all__ = ["export"]
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+_SUFFIXES = {
+    ".csv": ExportFormat.csv,
+    ".jsonl": ExportFormat.jsonl,
+    ".parquet": ExportFormat.parquet,
+}
+
+
+def export(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write [default: stdout]. Written to FILE.part, then renamed.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="csv, jsonl (costledger.usage/1 records) or parquet [default: from the "
+            "output's suffix, else csv].",
+            case_sensitive=False,
+            show_default=False,
+        ),
+    ] = None,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+) -> None:
+    """Write the selected calls, in time order, streaming (constant memory)."""
+    from .._reports import export as write
+
+    chosen_format = fmt
+    if chosen_format is None:
+        chosen_format = _SUFFIXES.get(output.suffix.lower(), ExportFormat.csv) if output else None
+        chosen_format = chosen_format or ExportFormat.csv
+    if output is not None and not output.parent.is_dir():
+        raise CliError(f"cannot write {str(output)!r}: directory {str(output.parent)!r} is missing")
+    chosen = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    with open_ledger(db) as ledger:
+        if output is None:
+            sys.stdout.flush()
+            result = write(ledger, sys.stdout.buffer, chosen_format.value, **chosen)
+            sys.stdout.buffer.flush()
+        else:
+            result = write(ledger, output, chosen_format.value, **chosen)
+    if result.rows == 0:
+        raise CliError(f"no calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+    if output is not None:
+        note(f"exported {result.rows:,} calls to {output} ({chosen_format.value})")

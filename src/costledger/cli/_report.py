@@ -1,0 +1,246 @@
+"""``costledger report`` and ``costledger top``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+
+from ._app import EXIT_BAD_INPUT, CliError
+from ._options import (
+    Db,
+    Feature,
+    Format,
+    Model,
+    OutputFormat,
+    Project,
+    Provider,
+    Since,
+    Source,
+    Status,
+    Tag,
+    Team,
+    Until,
+    User,
+    describe,
+    open_ledger,
+    selection,
+)
+from ._output import Col, emit, note
+
+__all__ = ["event_dict", "report", "top"]
+
+_FIGURES = (
+    Col("requests", "requests", "int"),
+    Col("errors", "errors", "int"),
+    Col("input_tokens", "input", "int"),
+    Col("cache_read_tokens", "cached", "int"),
+    Col("cache_write_tokens", "cache write", "int"),
+    Col("output_tokens", "output", "int"),
+    Col("reasoning_tokens", "reasoning", "int"),
+)
+
+
+def _check_by(value: str) -> str:
+    from .._reports import parse_by
+
+    try:
+        parse_by(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def report(
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="Group by any of day, week, month, model, provider, user, team, project, "
+            "feature, tag, source, status (comma-separated). Empty: totals only.",
+            callback=_check_by,
+        ),
+    ] = "",
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            help="auto (by time when grouping by day/week/month, else by cost), key or cost.",
+        ),
+    ] = "auto",
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Show only the first N groups.", show_default=False),
+    ] = None,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Requests, errors, tokens by kind, exact cost and share of total per group, with totals."""
+    from .._reports import report as build
+
+    if sort not in ("auto", "key", "cost"):
+        raise typer.BadParameter(f"use auto, key or cost, not {sort!r}", param_hint="'--sort'")
+    chosen = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    with open_ledger(db) as ledger:
+        result = build(ledger, by, sort=sort, limit=limit, **chosen)  # type: ignore[arg-type]
+    rows = result.as_dicts()
+    if not rows:
+        if fmt is not OutputFormat.table:  # still a valid (empty) document for a pipe
+            emit(fmt, [], [], fields=_fields(result.by))
+        raise CliError(f"no calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+    currencies = {r["currency"] for r in rows}
+    cols = [Col(name, name) for name in result.by]
+    if currencies != {"USD"}:
+        cols.append(Col("currency", "currency"))
+    cols.extend(_FIGURES)
+    if any(r["unpriced"] for r in rows):
+        cols.append(Col("unpriced", "unpriced", "int"))
+    cols += [Col("cost", "cost", "money"), Col("share", "share", "share")]
+    if fmt is OutputFormat.table:
+        for r in rows:
+            if r["unpriced"] and Decimal(r["cost"]).is_zero():
+                r["cost"] = None  # nothing priced in this group: no amount, not 0
+    footer: list[dict[str, Any]] = []
+    for total in result.totals:
+        line = total.as_dict()
+        first = result.by[0] if result.by else None
+        if first is not None:
+            line[first] = "total" if len(result.totals) == 1 else f"total {total.currency}"
+        footer.append(line)
+    if not result.by:
+        rows, footer = footer, []
+    emit(fmt, rows, cols, footer=footer, fields=_fields(result.by), group=result.by)
+    if fmt is OutputFormat.table:
+        if result.truncated:
+            note(f"{result.truncated} more group(s) not shown (--limit); totals include them")
+        unpriced = sum(t.unpriced for t in result.totals)
+        if unpriced:
+            note(
+                f"warning: {unpriced} call(s) have no price (unknown model); their cost is "
+                "not included (not $0). Add a price and run 'costledger reprice'."
+            )
+
+
+def _fields(by: tuple[str, ...]) -> list[str]:
+    return [
+        *by,
+        "currency",
+        "requests",
+        "errors",
+        "cancelled",
+        "unpriced",
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost",
+        "share",
+    ]
+
+
+def event_dict(e: Any) -> dict[str, Any]:
+    """A stored event as JSON-ready fields (money as decimal strings, times in ISO form)."""
+    from .._ledger._rows import COLUMNS
+
+    out: dict[str, Any] = {}
+    for name in COLUMNS:
+        value = getattr(e, name)
+        if name == "metadata":
+            value = dict(value)
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat()
+        elif isinstance(value, Decimal):
+            value = format(value, "f")
+        out[name] = value
+    return out
+
+
+_TOP_COLS = (
+    Col("timestamp", "time (UTC)"),
+    Col("model", "model"),
+    Col("provider", "provider"),
+    Col("user", "user"),
+    Col("team", "team"),
+    Col("feature", "feature"),
+    Col("input_tokens", "input", "int"),
+    Col("cache_read_tokens", "cached", "int"),
+    Col("output_tokens", "output", "int"),
+    Col("total_cost", "cost", "money"),
+    Col("id", "id"),
+)
+
+
+def top(
+    n: Annotated[int, typer.Argument(min=1, help="How many calls.")] = 10,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """The N most expensive calls (exact order), most expensive first."""
+    from .._reports import top as find
+
+    chosen = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    with open_ledger(db) as ledger:
+        found = find(ledger, n, **chosen)
+    rows = [event_dict(e) for e in found]
+    if not rows:
+        if fmt is not OutputFormat.table:
+            from .._ledger._rows import COLUMNS
+
+            emit(fmt, [], _TOP_COLS, fields=COLUMNS)
+        raise CliError(f"no priced calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+    cols = list(_TOP_COLS)
+    if fmt is OutputFormat.table:
+        for r, e in zip(rows, found, strict=True):
+            r["model"] = e.model_key
+            r["timestamp"] = e.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+        if any(e.currency != "USD" for e in found):
+            cols.insert(-1, Col("currency", "currency"))
+    emit(fmt, rows, cols, title=f"top {len(rows)} calls by cost")

@@ -1,0 +1,262 @@
+"""``costledger whatif`` and ``costledger reprice``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._app import EXIT_BAD_INPUT, CliError
+from ._options import (
+    Db,
+    Feature,
+    Format,
+    Model,
+    OutputFormat,
+    Project,
+    Provider,
+    Since,
+    Source,
+    Status,
+    Tag,
+    Team,
+    Until,
+    User,
+    describe,
+    open_ledger,
+    selection,
+)
+from ._output import Col, emit, note
+
+__all__ = ["reprice", "whatif"]
+
+_SHOWN_UNPRICED = 20
+
+
+def _book(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise CliError(f"price book {str(path)!r} does not exist or is not a file")
+    return path
+
+
+_WHATIF_COLS = (
+    Col("model", "model"),
+    Col("requests", "requests", "int"),
+    Col("cost_then", "cost then", "money"),
+    Col("cost_book", "under the book", "money"),
+    Col("savings", "savings", "money"),
+    Col("savings_share", "savings %", "share"),
+    Col("unpriced_then", "unpriced then", "int"),
+    Col("unpriced_book", "unpriced in book", "int"),
+)
+
+
+def whatif(
+    price_book: Annotated[
+        Path,
+        typer.Option(
+            "--price-book",
+            "-p",
+            help="A .toml or .json price book, as for Pricer(overrides=...).",
+            show_default=False,
+        ),
+    ],
+    only_book: Annotated[
+        bool,
+        typer.Option(
+            "--only-book",
+            help="Price with the book alone (models it does not list count as unpriced), "
+            "instead of the book laid over the default prices.",
+        ),
+    ] = False,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Re-price the selected calls under a price book: cost then, under the book, savings."""
+    from .._reports import whatif as compare
+
+    book = _book(price_book)
+    chosen = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    with open_ledger(db) as ledger:
+        result = compare(
+            ledger,
+            book,  # type: ignore[arg-type]
+            only_book=only_book,
+            list_limit=1000 if fmt is not OutputFormat.table else _SHOWN_UNPRICED,
+            **chosen,
+        )
+    rows = [r.as_dict() for r in result.rows]
+    if not rows:
+        if fmt is OutputFormat.json:
+            emit(fmt, [], [], document=result.as_dict())
+        elif fmt is OutputFormat.csv:
+            emit(fmt, [], [], fields=_WHATIF_FIELDS)
+        raise CliError(f"no calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+    if fmt is OutputFormat.json:
+        emit(fmt, rows, _WHATIF_COLS, document=result.as_dict())
+        return
+    if fmt is OutputFormat.csv:
+        emit(fmt, rows, _WHATIF_COLS, fields=_WHATIF_FIELDS)
+        return
+    for r in rows:  # a group with nothing priced has no amount, not 0
+        if r["unpriced_then"] and Decimal(r["cost_then"]).is_zero():
+            r["cost_then"] = None
+        if r["unpriced_book"] and Decimal(r["cost_book"]).is_zero():
+            r["cost_book"] = None
+        if not r["compared"]:
+            r["savings"] = None
+    cols = list(_WHATIF_COLS)
+    if len({r["currency"] for r in rows}) > 1 or rows[0]["currency"] != "USD":
+        cols.insert(1, Col("currency", "currency"))
+    footer = []
+    for t in result.totals:
+        line = t.as_dict()
+        line["model"] = "total" if len(result.totals) == 1 else f"total {t.currency}"
+        footer.append(line)
+    emit(fmt, rows, cols, footer=footer, title=f"what if: {book}")
+    note(
+        "savings = cost then - cost under the book, over the calls priced both ways "
+        "(positive: the book is cheaper)"
+    )
+    if result.unpriced_count:
+        shown = [u.as_dict() for u in result.unpriced]
+        for u, call in zip(shown, result.unpriced, strict=True):
+            u["timestamp"] = call.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+            u["then"] = "priced" if u["priced_then"] else "no price"
+            u["book"] = "priced" if u["priced_book"] else "no price"
+        emit(
+            fmt,
+            shown,
+            (
+                Col("timestamp", "time (UTC)"),
+                Col("model", "model"),
+                Col("provider", "provider"),
+                Col("then", "then"),
+                Col("book", "under the book"),
+                Col("id", "id"),
+            ),
+            title=f"unpriced calls ({result.unpriced_count})",
+        )
+        if result.unpriced_count > len(shown):
+            note(f"... and {result.unpriced_count - len(shown)} more (--format json lists 1000)")
+
+
+_WHATIF_FIELDS = [
+    "model",
+    "currency",
+    "requests",
+    "cost_then",
+    "cost_book",
+    "compared",
+    "savings",
+    "savings_share",
+    "unpriced_then",
+    "unpriced_book",
+    "other_currency",
+]
+
+
+def reprice(
+    price_book: Annotated[
+        Path | None,
+        typer.Option(
+            "--price-book",
+            "-p",
+            help="A price book laid over the default prices [default: the default prices].",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be priced; write nothing.")
+    ] = False,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """Price the stored calls of unknown models that now have a price."""
+    from .._reports import reprice as fill
+
+    book = _book(price_book)
+    chosen = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    with open_ledger(db) as ledger:
+        result = fill(ledger, book, dry_run=dry_run, **chosen)
+    if result.examined == 0:
+        if fmt is not OutputFormat.table:
+            emit(fmt, [], [], document=result.as_dict(), fields=_REPRICE_FIELDS)
+        raise CliError(f"no unpriced calls to re-price ({describe(chosen)})", EXIT_BAD_INPUT)
+    rows: list[dict[str, Any]] = [
+        {"model": m, "repriced": a, "still_unknown": b} for m, (a, b) in result.by_model.items()
+    ]
+    emit(
+        fmt,
+        rows,
+        (
+            Col("model", "model"),
+            Col("repriced", "priced now", "int"),
+            Col("still_unknown", "still unknown", "int"),
+        ),
+        footer=[
+            {
+                "model": "total",
+                "repriced": result.repriced,
+                "still_unknown": result.still_unknown,
+            }
+        ],
+        document=result.as_dict(),
+        fields=_REPRICE_FIELDS,
+        title="re-priced (dry run: nothing written)" if dry_run else "re-priced",
+    )
+    if fmt is OutputFormat.table:
+        for currency, amount in result.added.items():
+            verb = "would add" if dry_run else "added"
+            note(f"{verb} {amount} {currency} to the ledger's total")
+
+
+_REPRICE_FIELDS = ["model", "repriced", "still_unknown"]

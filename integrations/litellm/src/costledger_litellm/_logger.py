@@ -27,13 +27,18 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from costledger import GuardRefusal, RateLimited, Tracker, UsageEvent, get_tracker
+from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEvent, get_tracker
 from costledger._events import new_event_id
+from costledger._sources.litellm_payload import (
+    attribution_values,
+    proxy_request_metadata,
+    reported_cost,
+)
 
 if TYPE_CHECKING:
     from costledger._events import CallStatus
@@ -59,40 +64,6 @@ DISAGREEMENT_THRESHOLD: Final = Decimal("0.01")
 REFUSAL_STATUS_CODE: Final = 429
 """The HTTP status a LiteLLM Proxy answers when a costledger guard refuses a request."""
 
-# Keys of LiteLLM's request metadata that are LiteLLM's own bookkeeping (router, proxy auth,
-# logging), not attribution the caller gave. The proxy's caller metadata is in
-# ``requester_metadata`` instead.
-_INTERNAL_METADATA: Final = frozenset(
-    {
-        "hidden_params",
-        "model_group",
-        "model_group_size",
-        "model_group_alias",
-        "model_info",
-        "deployment",
-        "api_base",
-        "caching_groups",
-        "previous_models",
-        "endpoint",
-        "headers",
-        "requester_metadata",
-        "requester_ip_address",
-        "requester_custom_headers",
-        "user_agent",
-        "spend_logs_metadata",
-        "global_max_parallel_requests",
-        "applied_guardrails",
-        "guardrails",
-        "prompt_id",
-        "prompt_variables",
-        "team_alias",
-        "team_id",
-        "costledger",
-    }
-)
-_INTERNAL_PREFIXES: Final = ("user_api_key", "litellm_", "x-", "_")
-_ATTRIBUTION_KEYS: Final = ("user", "team", "project", "feature")
-_SCALARS: Final = (str, int, float, bool)
 _PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
 _MAX_ERROR_TEXT: Final = 500
 _EMPTY: Final[Mapping[str, Any]] = {}
@@ -409,15 +380,10 @@ def _reported_cost(
     value = slo.get("response_cost")
     if value is None:
         value = kwargs.get("response_cost")
-    if value is None or isinstance(value, bool):
-        return None
-    if failed and not value and usage is None:
-        return None  # LiteLLM writes 0.0 on every failure; that is not a price
     try:
-        # str() first: Decimal(1.35e-05) would carry the float's binary noise.
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
+        return reported_cost(value, failed=failed, has_usage=usage is not None)
+    except UsageError:
+        return None  # LiteLLM's figure is only kept for comparison: never lose the call for it
 
 
 def _error_of(
@@ -460,65 +426,19 @@ def _latency_ms(start_time: Any, end_time: Any, slo: Mapping[str, Any]) -> float
 
 
 def _request_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The caller's metadata: ``litellm_params.metadata`` (the SDK's ``metadata=``), less
+    what a LiteLLM Proxy adds to it (see ``proxy_request_metadata``)."""
     params = kwargs.get("litellm_params")
     meta = params.get("metadata") if _is_map(params) else None
     if not _is_map(meta):
         meta = kwargs.get("metadata")
     if not _is_map(meta):
         return None
-    requester = meta.get("requester_metadata")
-    if _is_map(requester) or "user_api_key_hash" in meta:
-        # LiteLLM Proxy: the caller's own metadata is requester_metadata; the rest is the
-        # proxy's (key hashes, headers, spend), which must not become attribution.
-        merged: dict[str, Any] = dict(requester) if _is_map(requester) else {}
-        for key in ("user_api_key_user_id", "user_api_key_team_id", "user_api_key_end_user_id"):
-            if meta.get(key) is not None:
-                merged.setdefault(f"_{key}", meta[key])
-        return merged
-    return meta
+    return proxy_request_metadata(meta)
 
 
-def _attribution_values(
-    metadata: Any, user: Any = None, slo: Mapping[str, Any] = _EMPTY
-) -> dict[str, Any]:
-    """Attribution from a request: its ``metadata``, the OpenAI ``user`` (the end user), and what
-    LiteLLM logged about the proxy key (``standard_logging_object``)."""
-    values: dict[str, Any] = {}
-    if _is_map(metadata):
-        for key, value in metadata.items():
-            if not isinstance(key, str):
-                continue
-            if key in _ATTRIBUTION_KEYS:
-                if value is not None:
-                    values[key] = value
-            elif key == "tags":
-                if isinstance(value, str):
-                    values["tags"] = [value]
-                elif _is_list(value):
-                    values["tags"] = [str(t) for t in value]
-            elif key in _INTERNAL_METADATA or key.startswith(_INTERNAL_PREFIXES):
-                continue
-            elif value is None or isinstance(value, _SCALARS):
-                values[key] = value
-        extra = metadata.get("costledger")
-        if _is_map(extra):
-            values.update({str(k): v for k, v in extra.items()})
-        # proxy key owner, passed on by _request_metadata
-        if "user" not in values and metadata.get("_user_api_key_end_user_id") is not None:
-            values["user"] = metadata["_user_api_key_end_user_id"]
-        if "team" not in values and metadata.get("_user_api_key_team_id") is not None:
-            values["team"] = metadata["_user_api_key_team_id"]
-        if "user" not in values and metadata.get("_user_api_key_user_id") is not None:
-            values["user"] = metadata["_user_api_key_user_id"]
-    if "user" not in values:
-        end_user = slo.get("end_user") or user
-        if end_user:
-            values["user"] = end_user
-    if "tags" not in values:
-        tags = slo.get("request_tags")
-        if tags and _is_list(tags):
-            values["tags"] = [str(t) for t in tags]
-    return values
+# Shared with ``costledger ingest``, which reads the same LiteLLM records from log lines.
+_attribution_values = attribution_values
 
 
 def _add_key_owner(values: dict[str, Any], user_api_key_dict: Any) -> None:

@@ -161,7 +161,39 @@ def _demo_langchain(tracker: Any) -> list[str]:
 
 
 def _demo_litellm(tracker: Any) -> list[str]:
-    return []
+    """LiteLLM with its offline ``mock_response`` (10 prompt, 20 completion tokens)."""
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
+    import litellm
+
+    from costledger_litellm import CostLedgerLogger
+
+    litellm.telemetry = False
+    logger = CostLedgerLogger(tracker=tracker)
+    for user in DEMO_USERS[:2]:
+        # The logger's own wrapper runs the guards first, then LiteLLM, whose callback records.
+        logger.completion(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "2 + 2?"}],
+            mock_response="4",
+            metadata={"user": user, "feature": "calculator"},
+            callbacks=[logger],
+        )
+    _wait_until(lambda: sum(1 for _ in tracker.ledger.events(source="litellm")) >= 2)
+    return ["litellm"]
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+    """LiteLLM reports sync calls on its own logging thread, just after returning them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tracker_ready = condition()
+        if tracker_ready:
+            return
+        time.sleep(0.02)
 
 
 def _attribute(**values: Any) -> Any:

@@ -24,6 +24,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("budget", "_budget:app"),
     ("db", "_db:app"),
     ("demo", "_demo:demo"),
+    ("dashboard", "_dashboard:dashboard"),
+    ("serve", "_dashboard:serve"),
 )
 
 

@@ -1,0 +1,111 @@
+"""The dashboard page: one HTML file holding the data, the page's script and Plotly itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ._data import Dashboard
+
+__all__ = ["plotly_js", "render_html", "to_json", "write_dashboard"]
+
+_MARK = "/*COSTLEDGER:{}*/"
+_HTML_MARK = "<!--COSTLEDGER:{}-->"
+
+
+@cache
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """The Plotly.js bundle shipped with the ``plotly`` package (no network needed)."""
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError:  # plotly is the ``dashboard`` extra
+        raise RuntimeError(
+            "the dashboard needs plotly: pip install 'costledger[dashboard]'"
+        ) from None
+    return str(get_plotlyjs())
+
+
+def to_json(payload: Any) -> str:
+    """JSON safe to place inside a ``<script>`` element (no ``<``, ``>``, ``&`` as such)."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _payload(data: Dashboard | dict[str, Any]) -> dict[str, Any]:
+    return data.payload() if isinstance(data, Dashboard) else data
+
+
+def render_html(
+    data: Dashboard | dict[str, Any],
+    *,
+    live: bool = False,
+    refresh_seconds: float = 5.0,
+    data_url: str = "data.json",
+    plotly_url: str | None = None,
+) -> str:
+    """The page for ``data`` (a ``Dashboard`` or its ``payload()``).
+
+    By default Plotly is inlined, so the file is viewable with no network at all.
+    ``plotly_url`` loads it from that (relative) URL instead, as ``serve`` does.
+    ``live``: the page polls ``data_url`` every ``refresh_seconds`` and redraws.
+    """
+    if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float)):
+        raise ValueError(f"refresh_seconds must be a number, got {refresh_seconds!r}")
+    if not 0.2 <= refresh_seconds <= 3600:
+        raise ValueError(f"refresh_seconds must be between 0.2 and 3600, got {refresh_seconds!r}")
+    if plotly_url is None:
+        plotly_tag = "<script>" + plotly_js() + "</script>"
+    else:
+        plotly_tag = f'<script src="{_attr(plotly_url)}"></script>'
+    options = {"live": bool(live), "refresh_seconds": refresh_seconds, "data_url": data_url}
+    page = _asset("page.html")
+    parts = {
+        _MARK.format("CSS"): _asset("page.css"),
+        _MARK.format("DATA"): to_json(_payload(data)),
+        _MARK.format("OPTIONS"): to_json(options),
+        _MARK.format("JS"): _asset("page.js"),
+    }
+    for mark, text in parts.items():
+        before, found, after = page.partition(mark)
+        if not found:
+            raise RuntimeError(f"page template lost its {mark} mark")
+        page = before + text + after
+    # Plotly last: its 4 MB are never scanned for the other marks.
+    before, found, after = page.partition(_HTML_MARK.format("PLOTLY"))
+    if not found:
+        raise RuntimeError("page template lost its Plotly mark")
+    return before + plotly_tag + after
+
+
+def _attr(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+    )
+
+
+def write_dashboard(data: Dashboard | dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the self-contained page to ``path`` (atomically: a reader never sees half a file)."""
+    target = Path(path)
+    html = render_html(data)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,222 @@
+"""``serve``: the dashboard live on a local port (stdlib ``http.server`` in a thread).
+
+The page is the very page ``dashboard -o`` writes; it polls ``/data.json`` and redraws
+with what has landed in the ledger since. Only loopback by default; requests whose
+``Host`` header names another host are refused, so a web page elsewhere cannot read the
+ledger through the browser (DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._data import Dashboard
+from ._page import plotly_js, render_html, to_json
+
+__all__ = ["DashboardServer"]
+
+_log = logging.getLogger("costledger.dashboard")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class DashboardServer:
+    """Serve ``compute()``'s dashboard on ``http://host:port/``, fresh on every poll.
+
+    >>> server = DashboardServer(lambda: build_dashboard(ledger), port=0).start()
+    >>> server.url          # 'http://127.0.0.1:54321/'
+    >>> server.close()
+
+    ``compute`` is called at most once per ``min_interval`` seconds (concurrent pollers
+    share one computation). ``port=0`` picks a free port. ``serve_forever()`` runs in
+    the calling thread instead of ``start()``'s background thread.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[], Dashboard],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        refresh_seconds: float = 5.0,
+        min_interval: float = 0.5,
+    ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a host name or address, got {host!r}")
+        render_html({}, live=True, refresh_seconds=refresh_seconds, plotly_url="x")  # checks it
+        self._compute = compute
+        self.refresh_seconds = refresh_seconds
+        self.min_interval = float(min_interval)
+        self._lock = threading.Lock()
+        self._cached: tuple[float, bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        self._httpd.daemon_threads = True
+        self.host = host
+        self.port = int(self._httpd.server_address[1])
+        self.loopback = _is_loopback(host)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    # -- running -------------------------------------------------------------------------------
+    def start(self) -> DashboardServer:
+        """Serve in a daemon thread; returns at once."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name="costledger-dashboard", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until ``close()`` (from another thread) or Ctrl-C."""
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
+
+    def close(self) -> None:
+        self._httpd.shutdown() if self._thread is not None else None
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> DashboardServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- content -------------------------------------------------------------------------------
+    def data_json(self) -> bytes:
+        """The current payload as JSON bytes (recomputed at most every ``min_interval``)."""
+        with self._lock:
+            now = time.monotonic()
+            cached = self._cached
+            if cached is not None and now - cached[0] < self.min_interval:
+                return cached[1]
+            body = to_json(self._compute().payload()).encode("utf-8")
+            self._cached = (time.monotonic(), body)
+            return body
+
+    def page(self) -> bytes:
+        import json
+
+        payload = json.loads(self.data_json())
+        html = render_html(
+            payload,
+            live=True,
+            refresh_seconds=self.refresh_seconds,
+            data_url="data.json",
+            plotly_url="plotly.min.js",
+        )
+        return html.encode("utf-8")
+
+    def _allowed_host(self, header: str | None) -> bool:
+        if not self.loopback:
+            return True  # bound to a public address on purpose: any name may reach it
+        if not header:
+            return False
+        name = urlsplit(f"//{header}").hostname or ""
+        return _is_loopback(name)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+        js_cache: dict[str, tuple[bytes, str]] = {}
+
+        def plotly() -> tuple[bytes, str]:
+            if "js" not in js_cache:
+                body = plotly_js().encode("utf-8")
+                js_cache["js"] = (body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+            return js_cache["js"]
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "costledger-dashboard"
+            sys_version = ""
+
+            def log_message(self, format: str, *args: Any) -> None:
+                _log.debug("dashboard %s " + format, self.address_string(), *args)
+
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                extra: dict[str, str] | None = None,
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.send_header("Referrer-Policy", "no-referrer")
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                if not server._allowed_host(self.headers.get("Host")):
+                    self._send(403, b"forbidden host\n", "text/plain; charset=utf-8")
+                    return
+                path = urlsplit(self.path).path
+                try:
+                    if path in ("/", "/index.html"):
+                        self._send(
+                            200,
+                            server.page(),
+                            "text/html; charset=utf-8",
+                            {"Cache-Control": "no-store"},
+                        )
+                    elif path == "/data.json":
+                        self._send(
+                            200,
+                            server.data_json(),
+                            "application/json",
+                            {"Cache-Control": "no-store"},
+                        )
+                    elif path == "/plotly.min.js":
+                        body, etag = plotly()
+                        if self.headers.get("If-None-Match") == etag:
+                            self._send(304, b"", "text/javascript", {"ETag": etag})
+                        else:
+                            self._send(
+                                200,
+                                body,
+                                "text/javascript; charset=utf-8",
+                                {"ETag": etag, "Cache-Control": "max-age=86400"},
+                            )
+                    elif path == "/favicon.ico":
+                        self._send(204, b"", "image/x-icon")
+                    else:
+                        self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                except Exception as exc:  # the ledger failed: say so, keep serving
+                    _log.warning("costledger dashboard: computing the data failed: %r", exc)
+                    body = to_json({"error": f"{type(exc).__name__}: {exc}"}).encode()
+                    self._send(500, body, "application/json", {"Cache-Control": "no-store"})
+
+        return Handler

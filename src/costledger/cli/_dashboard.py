@@ -1,0 +1,246 @@
+"""``costledger dashboard -o FILE.html`` and ``costledger serve``: the same page, as one
+self-contained file or live on a local port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ._app import EXIT_USAGE, CliError
+from ._options import (
+    Db,
+    Feature,
+    Model,
+    Project,
+    Provider,
+    Since,
+    Source,
+    Status,
+    Tag,
+    Team,
+    Until,
+    User,
+    open_ledger,
+    selection,
+)
+
+if TYPE_CHECKING:
+    from .._dashboard import Dashboard
+    from .._guards import Budget
+    from .._ledger import Ledger
+    from .._tracker import Tracker
+
+__all__ = ["dashboard", "serve"]
+
+Config = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Budgets to burn down: module:attr of a Tracker, a Budget, a list of Budgets "
+        "or a function returning one (as for 'budget status').",
+        show_default=False,
+    ),
+]
+BudgetsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--budgets",
+        "-b",
+        help="Budgets to burn down: a TOML file of [[budget]] tables (as for 'budget status'). "
+        "Without budgets (nor $COSTLEDGER_BUDGETS), the page shows this month's spend "
+        "with a forecast to the month's end.",
+        show_default=False,
+    ),
+]
+GuardStore = Annotated[
+    str | None,
+    typer.Option(
+        "--guard-store",
+        help="Guard store URL the budgets count in [default: memory, counted from the ledger].",
+        show_default=False,
+    ),
+]
+TopN = Annotated[
+    int,
+    typer.Option("--top", min=1, max=1000, help="How many of the most expensive calls to list."),
+]
+
+
+def _budget_source(config: str | None, budgets_file: Path | None) -> Any:
+    """What ``budget status`` would read: --config, --budgets, else $COSTLEDGER_BUDGETS,
+    else nothing (``None``)."""
+    from ._budget import BUDGETS_ENV, load_budgets, load_config
+
+    if config is not None and budgets_file is not None:
+        raise CliError("give --config or --budgets, not both", EXIT_USAGE)
+    if config is None and budgets_file is None:
+        env = os.environ.get(BUDGETS_ENV, "").strip()
+        if not env:
+            return None
+        if ":" in env and not Path(env).exists():
+            config = env
+        else:
+            budgets_file = Path(env)
+    if budgets_file is not None:
+        return load_budgets(budgets_file)
+    assert config is not None
+    return load_config(config)
+
+
+@contextmanager
+def _view(
+    db: str | None,
+    config: str | None,
+    budgets_file: Path | None,
+    guard_store: str | None,
+    top_n: int,
+    selected: dict[str, Any],
+) -> Iterator[tuple[Ledger, Callable[[], Dashboard]]]:
+    """The ledger, and a function computing the dashboard of the selection now (relative
+    times such as ``7d`` or ``this-month`` are read again on every call)."""
+    from .._dashboard import build_dashboard
+    from .._tracker import Tracker
+    from ._budget import _tracker_and_budgets
+
+    source = _budget_source(config, budgets_file)
+    with open_ledger(db) as ledger:
+        tracker: Tracker | None = None
+        budgets: list[Budget] | None = None
+        if isinstance(source, Tracker):
+            tracker = source
+        elif source is not None:
+            tracker, budgets = _tracker_and_budgets(source, db, guard_store, ledger)
+
+        def compute() -> Dashboard:
+            return build_dashboard(
+                ledger, budgets=budgets, tracker=tracker, top_n=top_n, **selected
+            )
+
+        yield ledger, compute
+
+
+def dashboard(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The HTML file to write (one self-contained file: it opens with no network).",
+            show_default=False,
+        ),
+    ],
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+    config: Config = None,
+    budgets_file: BudgetsFile = None,
+    guard_store: GuardStore = None,
+    top_n: TopN = 20,
+) -> None:
+    """Write the dashboard (cost per day by model, by user and feature, tokens by kind, the
+    most expensive calls, budget burn-down, unpriced calls) to one HTML file."""
+    from .._dashboard import write_dashboard
+
+    selected = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    if output.is_dir():
+        raise CliError(f"--output {str(output)!r} is a directory; give a file name")
+    with _view(db, config, budgets_file, guard_store, top_n, selected) as (_, compute):
+        data = compute()
+        written = write_dashboard(data, output)
+    calls = sum(r.requests for r in data.totals)
+    costs = ", ".join(f"{r.cost} {r.currency}" for r in data.totals) or "nothing"
+    unpriced = sum(data.unpriced.values())
+    line = f"wrote {written} ({calls} calls, {costs}"
+    line += f"; {unpriced} unpriced)" if unpriced else ")"
+    typer.echo(line)
+
+
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. Anything but loopback shows the ledger to the network.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", "-p", min=0, max=65535, help="Port (0: any free port).")
+    ] = 8765,
+    refresh: Annotated[
+        float,
+        typer.Option("--refresh", min=0.5, max=3600, help="Seconds between the page's updates."),
+    ] = 5.0,
+    db: Db = None,
+    since: Since = None,
+    until: Until = None,
+    model: Model = None,
+    provider: Provider = None,
+    user: User = None,
+    team: Team = None,
+    project: Project = None,
+    feature: Feature = None,
+    tag: Tag = None,
+    status: Status = None,
+    source: Source = None,
+    config: Config = None,
+    budgets_file: BudgetsFile = None,
+    guard_store: GuardStore = None,
+    top_n: TopN = 20,
+) -> None:
+    """Serve the dashboard live on http://127.0.0.1:PORT/, updating as events land."""
+    from .._dashboard import DashboardServer
+
+    selected = selection(
+        since,
+        until,
+        model=model,
+        provider=provider,
+        user=user,
+        team=team,
+        project=project,
+        feature=feature,
+        tag=tag,
+        status=status,
+        source=source,
+    )
+    with _view(db, config, budgets_file, guard_store, top_n, selected) as (_, compute):
+        compute()  # a bad selection or an unreachable ledger fails now, not in the page
+        try:
+            server = DashboardServer(compute, host=host, port=port, refresh_seconds=refresh)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        if not server.loopback:
+            typer.echo(
+                f"warning: listening on {host}: anyone who can reach it can read the ledger",
+                err=True,
+            )
+        typer.echo(f"serving the costledger dashboard on {server.url} (Ctrl-C to stop)")
+        with suppress(KeyboardInterrupt):
+            server.serve_forever()

@@ -21,6 +21,7 @@ from costledger._guards import (
     Budget,
     BudgetAlert,
     Estimator,
+    RateLimit,
     budget_status,
     flush_alerts,
     webhook_alert,
@@ -373,6 +374,22 @@ def test_hard_budget_fails_closed_naming_the_store_and_soft_fails_open(pricer: P
     assert spend(soft) is not None
     opened = make_tracker(pricer, Budget("1 USD", "day", on_store_error="open"), guard_store=down)
     assert spend(opened) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://postgres:pw@127.0.0.1:1/test?timeout=1", "postgres:***@127.0.0.1:1"),
+        ("sqlite:////nonexistent-dir/sub/guards.db", "sqlite:////nonexistent-dir/sub/guards.db"),
+    ],
+)
+def test_sql_store_down_fails_closed_naming_it(pricer: Pricer, url: str, shown: str) -> None:
+    tracker = make_tracker(pricer, Budget("1 USD", "day"), guard_store=url)
+    with pytest.raises(GuardStoreUnavailable) as info:
+        spend(tracker)
+    assert shown in str(info.value)
+    assert "pw@" not in str(info.value)
+    assert spend(make_tracker(pricer, RateLimit("5/minute"), guard_store=url)) is not None
 
 
 def test_bad_guard_store_url_fails_when_the_tracker_is_built() -> None:

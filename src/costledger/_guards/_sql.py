@@ -171,6 +171,8 @@ class SqlStore(GuardStore):
             " PRIMARY KEY (counter, id))",
             f"CREATE TABLE IF NOT EXISTS {p}_marks (counter VARCHAR(512) NOT NULL,"
             " label VARCHAR(64) NOT NULL, PRIMARY KEY (counter, label))",
+            # the once-a-minute sweep of counters whose period is long over
+            f"CREATE INDEX IF NOT EXISTS {p}_counters_keep ON {p}_counters (keep_until)",
         ]
         with engine.begin() as conn:
             if self._is_pg:

@@ -3,6 +3,7 @@ between threads and processes."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -399,3 +400,91 @@ def test_a_store_that_lost_its_data_is_reseeded_from_the_ledger(store_url: str) 
     )
     (row,) = budget_status(tracker)
     assert row.spent == Decimal("0.04")
+
+
+class _Proxy:
+    """A TCP proxy on 127.0.0.1 in front of the real Redis, to take the store away and back."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: Any = None
+        self._conns: list[Any] = []
+        self.start()
+
+    def start(self) -> None:
+        import socket
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        import socket
+
+        for sock in (self._listener, *self._conns):
+            with contextlib.suppress(OSError):  # shutdown also wakes the blocked accept()
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._conns = []
+
+
+def test_outage_fails_closed_then_missed_settles_are_replayed(redis_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from costledger import GuardStoreUnavailable
+
+    real = urlsplit(redis_url)
+    proxy = _Proxy((real.hostname or "127.0.0.1", real.port or 6379))
+    url = f"redis://127.0.0.1:{proxy.port}/0?timeout=0.5&prefix=cltest:{uuid.uuid4().hex[:10]}"
+    pricer = Pricer(PRICES, genai_prices=False, litellm=False)
+    budget = Budget("0.05 USD", "month", name="outage")
+    tracker = Tracker(InMemoryLedger(), pricer, [budget], guard_store=url, log="off")
+    try:
+        tracker.finish(
+            tracker.start(source="api", model="m", estimate=CENT), usage=Usage(input_tokens=1000)
+        )
+        in_flight = tracker.start(source="api", model="m", estimate=CENT)
+        proxy.stop()
+        with pytest.raises(GuardStoreUnavailable, match=f"127.0.0.1:{proxy.port}"):
+            tracker.start(source="api", model="m", estimate=CENT)
+        # The call in flight ends during the outage: its settle waits, it is not lost.
+        tracker.finish(in_flight, usage=Usage(input_tokens=2000))
+        proxy.start()
+        time.sleep(1.1)  # missed settles are retried at most once a second
+        tracker.finish(
+            tracker.start(source="api", model="m", estimate=CENT), usage=Usage(input_tokens=1000)
+        )
+        (row,) = budget_status(tracker)
+        assert (row.spent, row.reserved) == (Decimal("0.04"), 0)
+    finally:
+        proxy.stop()

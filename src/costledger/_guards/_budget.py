@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -174,6 +175,8 @@ class Budget:
         # Hot-path caches: the last tracker's store, counter names of recent keys.
         self._last_store: tuple[Tracker, GuardStore] | None = None
         self._names: dict[tuple[str | None, str], str] = {}
+        self._pending: deque[tuple[_Token, _Hold, int]] = deque(maxlen=100_000)
+        self._next_retry = 0.0
 
     def _default_name(self) -> str:
         text = f"{self.limit}/{self.period.text}"
@@ -206,6 +209,8 @@ class Budget:
     def reserve(self, call: Call, tracker: Tracker) -> _Token | None:
         if self.where is not None and not matches(call, self.where):
             return None
+        if self._pending and time.monotonic() >= self._next_retry:
+            self._retry_pending()
         last = self._last_store
         if last is not None and last[0] is tracker:
             store = last[1]
@@ -325,34 +330,58 @@ class Budget:
         if token is None:
             return
         units = self._actual_units(token, event)
-        rolling = self.period.kind == "rolling"
-        now_floor = self.period.window(self._clock()).floor if rolling else 0
         for hold in token.holds:
-            floor = now_floor if rolling else hold.win.floor
+            if not self._settle_hold(token, hold, units):
+                # The store is down: keep the settle and retry it (before the next
+                # reservation), so an outage does not make the spend disappear.
+                if len(self._pending) == self._pending.maxlen:
+                    _report("budget.settle_dropped", OverflowError("pending settles"))
+                self._pending.append((token, hold, units))
+
+    def _settle_hold(self, token: _Token, hold: _Hold, units: int) -> bool:
+        """Settle one key; False when the store could not be reached."""
+        if self.period.kind == "rolling":
+            floor = self.period.window(self._clock()).floor
+        else:
+            floor = hold.win.floor
+        try:
+            settled = token.store.settle(
+                hold.counter,
+                res_id=hold.res_id,
+                reserved=token.units,
+                bucket=hold.win.bucket,
+                amount=units,
+                floor=floor,
+                keep_until=hold.keep_until,
+                marks=self._marks,
+            )
+        except StoreUnavailable as exc:
+            _report("budget.settle", exc, budget=self.name, units=units)
+            return False
+        for label in settled.fired:
+            self._alert(
+                token,
+                "threshold",
+                hold.key,
+                self._thresholds.get(label),
+                settled.spent,
+                settled.reserved,
+                hold.win,
+            )
+        return True
+
+    def _retry_pending(self) -> None:
+        """Replay settles the store missed while it was down, oldest first."""
+        pending = self._pending
+        while pending:
             try:
-                settled = token.store.settle(
-                    hold.counter,
-                    res_id=hold.res_id,
-                    reserved=token.units,
-                    bucket=hold.win.bucket,
-                    amount=units,
-                    floor=floor,
-                    keep_until=hold.keep_until,
-                    marks=self._marks,
-                )
-            except StoreUnavailable as exc:
-                _report("budget.settle", exc, budget=self.name, units=units)
-                continue
-            for label in settled.fired:
-                self._alert(
-                    token,
-                    "threshold",
-                    hold.key,
-                    self._thresholds.get(label),
-                    settled.spent,
-                    settled.reserved,
-                    hold.win,
-                )
+                token, hold, units = pending.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            if not self._settle_hold(token, hold, units):
+                pending.appendleft((token, hold, units))
+                self._next_retry = time.monotonic() + 1.0  # not on every call of an outage
+                return
 
     def release(self, token: _Token | None) -> None:
         if token is None:

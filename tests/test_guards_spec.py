@@ -49,6 +49,8 @@ def ts(text: str) -> float:
         ("500k tokens", Decimal("500000"), "tokens"),
         ("2,000,000 tokens", Decimal("2000000"), "tokens"),
         ("1 token", Decimal("1"), "tokens"),
+        ("$2k", Decimal("2000"), "USD"),
+        ("1.5k EUR", Decimal("1500"), "EUR"),
     ],
 )
 def test_parse_limit(text: object, amount: Decimal, unit: str) -> None:
@@ -59,6 +61,11 @@ def test_parse_limit(text: object, amount: Decimal, unit: str) -> None:
 def test_parse_limit_rejects_bad_input_naming_the_field(bad: object) -> None:
     with pytest.raises((ValueError, TypeError), match="limit"):
         parse_limit(bad)
+
+
+def test_a_bare_suffix_is_ambiguous() -> None:
+    with pytest.raises(ValueError, match="ambiguous: say '2M tokens' or '2M USD'"):
+        parse_limit("2M")
 
 
 def test_float_limit_is_refused_with_a_reason() -> None:

@@ -102,6 +102,11 @@ def parse_limit(value: object, *, field: str = "limit") -> Limit:
                     f"{field} must look like '100 USD', '$100', '2.50 EUR' or '2M tokens',"
                     f" got {value!r}"
                 )
+            if m.group(3) and not (m.group(1) or m.group(4)):
+                raise ValueError(
+                    f"{field} {value!r} is ambiguous: say '{value.strip()} tokens' or"
+                    f" '{value.strip()} USD'"
+                )
             amount = _number(m.group(2), field, value) * _SUFFIX[m.group(3).lower()]
             unit = (m.group(4) or "USD").upper()
     else:

@@ -4,6 +4,7 @@ the Chrome DevTools Protocol (no tests here; the name keeps it with the files it
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -150,7 +151,10 @@ class Browser:
         try:
             port = self._port()
             page = self._page_target(port)
-            self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+            self._stack = contextlib.ExitStack()
+            self.ws = self._stack.enter_context(
+                connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+            )
         except BaseException:
             self._stop()
             raise
@@ -276,7 +280,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self._stack.close()
         finally:
             self._stop()
 

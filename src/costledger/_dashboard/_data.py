@@ -197,10 +197,11 @@ def _day_points(
     now: datetime,
     units: Any,
 ) -> tuple[BurnPoint, ...]:
-    """Cumulative spend at the end of each UTC day of ``rows`` (clipped to ``now``).
+    """Cumulative spend at the start and the end of each UTC day with spend (clipped to
+    ``[start, now]``), so the line is flat where nothing was spent.
 
-    Each row sums the events in ``[max(day, start), min(day + 1, now))``, so the running
-    total at the end of its day is exact."""
+    Each row sums the events in ``[max(day, start), min(day + 1, now))``, so every
+    running total is exact at its instant."""
     per_day: dict[date, Decimal] = {}
     for row in rows:
         if row.day is None:
@@ -211,9 +212,11 @@ def _day_points(
     points = [BurnPoint(start, Decimal(0))]
     running = Decimal(0)
     for day in sorted(per_day):
+        begin = datetime(day.year, day.month, day.day, tzinfo=_UTC)
+        if begin > points[-1].at:
+            points.append(BurnPoint(begin, running))
         running = EXACT.add(running, per_day[day])
-        end = datetime(day.year, day.month, day.day, tzinfo=_UTC) + timedelta(days=1)
-        points.append(BurnPoint(min(end, now), running))
+        points.append(BurnPoint(min(begin + timedelta(days=1), now), running))
     if points[-1].at < now:
         points.append(BurnPoint(now, running))
     return tuple(points)

@@ -144,9 +144,18 @@
       traces.push({ type: "bar", name: "(" + c.other.models + " other models)", x: c.days,
         y: c.other.cost, customdata: c.other.cost, hovertemplate: hover, marker: { color: "#bbbbbb" } });
     }
+    // one bar a day wide, and at least a week on the axis, so ticks stay on whole days
+    var DAY = 86400000;
+    traces.forEach(function (t) { t.width = 0.8 * DAY; });
+    var range;
+    if (c.days.length) {
+      var first = Date.parse(c.days[0]), last = Date.parse(c.days[c.days.length - 1]);
+      var pad = Math.max(DAY, (7 * DAY - (last - first)) / 2);
+      range = [new Date(first - pad).toISOString(), new Date(last + pad).toISOString()];
+    }
     return draw("chart-daily", traces, {
       barmode: "stack",
-      xaxis: { type: "date", tickformat: "%b %d" },
+      xaxis: { type: "date", tickformat: "%b %d", range: range },
       yaxis: { type: "linear", title: { text: c.currency }, rangemode: "tozero" }
     });
   }
@@ -249,7 +258,7 @@
       ["reserved", "num"], ["remaining", "num"], ["used", "num"], ["resets", ""], ["hard", ""]],
       d.budgets.map(function (s) {
         var used = s.used === null ? null : Number(s.used);
-        return [s.budget, s.per === null ? "" : s.per + " " + (s.key === null ? "(none)" : s.key),
+        return [s.budget, s.per === null ? "(all)" : s.per + " " + (s.key === null ? "(none)" : s.key),
           s.period, s.limit + " " + s.unit, s.spent, s.reserved, s.remaining,
           { text: percent(s.used), cls: used !== null && used >= 1 ? "bad" : "" },
           s.resets_at || "", s.hard ? "hard" : "soft"];

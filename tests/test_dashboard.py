@@ -27,6 +27,7 @@ from costledger._dashboard import (
     DashboardServer,
     build_dashboard,
     render_html,
+    serve_dashboard,
     write_dashboard,
 )
 from costledger._dashboard._data import money_text
@@ -483,6 +484,24 @@ def test_server_reports_a_failing_ledger_and_keeps_serving(sqlite_ledger: Ledger
         assert failed.status == 500
         assert json.loads(failed.read()) == {"error": "RuntimeError: database is down"}
         assert _get(server, "/data.json").status == 200
+
+
+def test_serve_dashboard_on_a_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    with Ledger(url, sync=True) as writer:
+        writer.record(priced("1.5", at=datetime.now(UTC) - timedelta(minutes=1), user="dan"))
+        assert build_dashboard(url).payload()["totals"][0]["cost"] == "1.5"
+        with pytest.raises(ValueError, match="unknown filter 'colour'"):
+            serve_dashboard(url, port=0, colour="red")
+        server = serve_dashboard(url, port=0, user="dan")
+        try:
+            body = json.loads(_get(server, "/data.json").read())
+            assert body["totals"][0]["cost"] == "1.5"
+            assert body["filters"] == {"user": ["dan"]}
+        finally:
+            server.close()
+        with pytest.raises(OSError):
+            _get(server, "/data.json")
 
 
 def test_server_checks_its_arguments() -> None:

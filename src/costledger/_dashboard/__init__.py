@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ._data import PAYLOAD_SCHEMA, TOKEN_KINDS, Burn, BurnPoint, Dashboard, build_dashboard
 from ._page import render_html, write_dashboard
-from ._server import DashboardServer
+from ._server import DashboardServer, serve_dashboard
 
 __all__ = [
     "PAYLOAD_SCHEMA",
@@ -16,5 +16,6 @@ __all__ = [
     "DashboardServer",
     "build_dashboard",
     "render_html",
+    "serve_dashboard",
     "write_dashboard",
 ]

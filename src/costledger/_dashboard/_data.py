@@ -530,7 +530,7 @@ def _check_filters(filters: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 
 
 def build_dashboard(
-    ledger: Ledger,
+    ledger: Ledger | str | None,
     *,
     since: str | datetime | date | None = None,
     until: str | datetime | date | None = None,
@@ -551,7 +551,41 @@ def build_dashboard(
     this ledger); ``tracker`` alone shows its own budgets. Without budgets the page shows
     this month's spend with a straight-line forecast to the month's end. Budgets are
     shown as they are configured: the view's filters and dates do not apply to them.
+    ``ledger``: a ``Ledger``, or a database URL opened for this call (``None``: the
+    default ledger).
     """
+    from .._reports._common import open_ledger
+
+    with open_ledger(ledger) as opened:
+        return _build(
+            opened,
+            since=since,
+            until=until,
+            budgets=budgets,
+            tracker=tracker,
+            top_n=top_n,
+            max_groups=max_groups,
+            max_models=max_models,
+            max_burns=max_burns,
+            now=now,
+            filters=filters,
+        )
+
+
+def _build(
+    ledger: Ledger,
+    *,
+    since: str | datetime | date | None,
+    until: str | datetime | date | None,
+    budgets: Sequence[Budget] | None,
+    tracker: Tracker | None,
+    top_n: int,
+    max_groups: int,
+    max_models: int,
+    max_burns: int,
+    now: datetime | None,
+    filters: Mapping[str, str | Sequence[str] | None],
+) -> Dashboard:
     from .._reports import resolve_bounds, top
 
     for name, value in (

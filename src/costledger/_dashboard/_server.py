@@ -13,15 +13,22 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._data import Dashboard
+from ._data import _build as build_from
 from ._page import plotly_js, render_html, to_json
 
-__all__ = ["DashboardServer"]
+if TYPE_CHECKING:
+    from .._guards import Budget
+    from .._ledger import Ledger
+    from .._tracker import Tracker
+
+__all__ = ["DashboardServer", "serve_dashboard"]
 
 _log = logging.getLogger("costledger.dashboard")
 
@@ -62,6 +69,7 @@ class DashboardServer:
             raise ValueError(f"host must be a host name or address, got {host!r}")
         render_html({}, live=True, refresh_seconds=refresh_seconds, plotly_url="x")  # checks it
         self._compute = compute
+        self._on_close: list[Callable[[], None]] = []
         self.refresh_seconds = refresh_seconds
         self.min_interval = float(min_interval)
         self._lock = threading.Lock()
@@ -96,11 +104,14 @@ class DashboardServer:
             self._httpd.server_close()
 
     def close(self) -> None:
-        self._httpd.shutdown() if self._thread is not None else None
-        self._httpd.server_close()
+        """Stop serving and release the port (and a ledger ``serve_dashboard`` opened)."""
         if self._thread is not None:
+            self._httpd.shutdown()
             self._thread.join(timeout=5)
             self._thread = None
+        self._httpd.server_close()
+        while self._on_close:
+            self._on_close.pop()()
 
     def __enter__(self) -> DashboardServer:
         return self.start()
@@ -220,3 +231,54 @@ class DashboardServer:
                     self._send(500, body, "application/json", {"Cache-Control": "no-store"})
 
         return Handler
+
+
+def serve_dashboard(
+    ledger: Ledger | str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    refresh_seconds: float = 5.0,
+    since: str | datetime | date | None = None,
+    until: str | datetime | date | None = None,
+    budgets: Sequence[Budget] | None = None,
+    tracker: Tracker | None = None,
+    top_n: int = 20,
+    **filters: str | Sequence[str] | None,
+) -> DashboardServer:
+    """Serve the live dashboard of ``ledger`` from a background thread; returns the running
+    server (``server.url``; ``server.close()`` stops it).
+
+    Arguments as for ``build_dashboard``; relative times (``"7d"``, ``"this-month"``) are
+    read again on every refresh. A bad selection raises here, before anything listens.
+    """
+    from .._ledger import Ledger
+
+    opened = ledger if isinstance(ledger, Ledger) else Ledger(ledger, sync=True)
+    try:
+
+        def compute() -> Dashboard:
+            opened._fresh()  # what this process recorded is in the figures
+            return build_from(
+                opened,
+                since=since,
+                until=until,
+                budgets=budgets,
+                tracker=tracker,
+                top_n=top_n,
+                max_groups=20,
+                max_models=10,
+                max_burns=6,
+                now=None,
+                filters=filters,
+            )
+
+        compute()
+        server = DashboardServer(compute, host=host, port=port, refresh_seconds=refresh_seconds)
+    except BaseException:
+        if opened is not ledger:
+            opened.close()
+        raise
+    if opened is not ledger:
+        server._on_close.append(opened.close)
+    return server.start()

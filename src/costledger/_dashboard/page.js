@@ -135,7 +135,8 @@
 
   function daily(d) {
     var c = d.cost_by_day;
-    var hover = "%{fullData.name}<br>%{x|%Y-%m-%d}: %{customdata} " + c.currency + "<extra></extra>";
+    var cur = label(c.currency, "");
+    var hover = "%{fullData.name}<br>%{x|%Y-%m-%d}: %{customdata} " + cur + "<extra></extra>";
     var traces = c.series.map(function (s) {
       return { type: "bar", name: label(s.model, NONE.model), x: c.days, y: s.cost,
         customdata: s.cost, hovertemplate: hover };
@@ -156,26 +157,27 @@
     return draw("chart-daily", traces, {
       barmode: "stack",
       xaxis: { type: "date", tickformat: "%b %d", range: range },
-      yaxis: { type: "linear", title: { text: c.currency }, rangemode: "tozero" }
+      yaxis: { type: "linear", title: { text: cur }, rangemode: "tozero" }
     });
   }
 
   function ranked(id, r) {
+    var cur = label(r.currency, "");
     var names = r.groups.map(function (g) { return label(g[r.key], NONE[r.key]); });
     var costs = r.groups.map(function (g) { return g.cost; });
     var text = r.groups.map(function (g) {
-      return g.cost + " " + r.currency + " · " + percent(g.share) + " · " + g.requests + " calls";
+      return g.cost + " " + cur + " · " + percent(g.share) + " · " + g.requests + " calls";
     });
     if (r.other) {
       names.push("(" + r.other.groups + " others)");
       costs.push(r.other.cost);
-      text.push(r.other.cost + " " + r.currency + " · " + percent(r.other.share) + " · " + r.other.requests + " calls");
+      text.push(r.other.cost + " " + cur + " · " + percent(r.other.share) + " · " + r.other.requests + " calls");
     }
     // most expensive at the top
     names.reverse(); costs.reverse(); text.reverse();
     return draw(id, [{ type: "bar", orientation: "h", x: costs, y: names, customdata: text,
       hovertemplate: "%{y}: %{customdata}<extra></extra>", marker: { color: "#4c78a8" } }], {
-      xaxis: { type: "linear", title: { text: r.currency }, rangemode: "tozero" },
+      xaxis: { type: "linear", title: { text: cur }, rangemode: "tozero" },
       yaxis: { type: "category", automargin: true },
       margin: { l: 10, r: 20, t: 10, b: 40 },
       showlegend: false
@@ -220,19 +222,19 @@
       var field = remaining ? "remaining" : "spent";
       var x = b.points.map(function (p) { return p.at; });
       var y = b.points.map(function (p) { return p[field]; });
-      var unit = b.unit;
+      var unit = label(b.unit, "");
       var traces = [{ type: "scatter", mode: "lines+markers", name: remaining ? "remaining" : "spent",
         x: x, y: y, customdata: y, line: { shape: "linear", color: "#4c78a8" },
         hovertemplate: "%{x|%Y-%m-%d %H:%M}: %{customdata} " + unit + "<extra></extra>" }];
-      var headline = b.title + ": spent " + b.spent + " " + unit;
-      if (b.limit !== null) { headline += " of " + b.limit + " " + unit; }
+      var headline = b.title + ": spent " + b.spent + " " + b.unit;
+      if (b.limit !== null) { headline += " of " + b.limit + " " + b.unit; }
       if (b.forecast !== null && b.end !== null) {
         var fy = remaining ? b.forecast_remaining : b.forecast;
         traces.push({ type: "scatter", mode: "lines", name: "forecast", x: [b.now, b.end],
           y: [y[y.length - 1], fy], customdata: [y[y.length - 1], fy],
           line: { dash: "dash", color: b.over ? "#c0392b" : "#888888" },
           hovertemplate: "%{x|%Y-%m-%d %H:%M}: %{customdata} " + unit + "<extra>forecast</extra>" });
-        headline += " · forecast by " + b.end.slice(0, 10) + ": " + b.forecast + " " + unit +
+        headline += " · forecast by " + b.end.slice(0, 10) + ": " + b.forecast + " " + b.unit +
           (b.over ? " (over the limit)" : "");
       }
       block.querySelector("h3").textContent = headline;

@@ -187,9 +187,21 @@ def response_event_id(response_id: str | None, line: bytes, line_no: int) -> str
     again adds nothing, while two identical id-less responses on different lines stay
     two calls."""
     if response_id:
-        return str(uuid.uuid5(INGEST_NAMESPACE, "response:" + response_id))
+        return _uuid5("response:" + response_id)
     digest = hashlib.sha256(line).hexdigest()
-    return str(uuid.uuid5(INGEST_NAMESPACE, f"line:{digest}:{line_no}"))
+    return _uuid5(f"line:{digest}:{line_no}")
+
+
+_NAMESPACE_BYTES: Final = INGEST_NAMESPACE.bytes
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(INGEST_NAMESPACE, name))`` without building a ``UUID`` (3x faster)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _store_helpers() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:

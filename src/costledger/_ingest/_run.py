@@ -4,11 +4,14 @@ a bad line."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +24,7 @@ from ._convert import (
     I_MODEL,
     I_PRICING_STATUS,
     I_RESPONSE_MODEL,
+    I_TAGS,
     I_TOTAL,
     Converter,
     Row,
@@ -39,6 +43,8 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from .._ledger import Ledger
     from .._ledger._store import Store
     from .._pricing import Pricer
@@ -58,6 +64,7 @@ __all__ = [
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 DEFAULT_BATCH_LINES = 20_000
 _SAMPLE_REJECTS = 10
+_SQLITE_CACHE_PRAGMA = "PRAGMA cache_size = -65536"  # KiB: 64 MiB
 _ZERO = Decimal(0)
 
 InputLike = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
@@ -211,26 +218,23 @@ class _Writer:
     def write(self, rows: list[Row]) -> tuple[set[str], list[tuple[int, BaseException]]]:
         """Insert ``rows`` (ids unique); the ids that were new, and the refused rows' indexes."""
         params = [to_postgresql(r) for r in rows] if self.postgresql else rows
-        return self._insert(params, 0)
+        return self._insert(rows, params, 0)
 
     def _insert(
-        self, params: list[Row], base: int
+        self, rows: list[Row], params: list[Row], base: int
     ) -> tuple[set[str], list[tuple[int, BaseException]]]:
         from .._ledger._store import is_data_error
 
         store = self.store
         try:
             with store.write_transaction() as conn:
+                if not self.postgresql:
+                    # a big file with ids in no order (LiteLLM's uuid4 call ids) walks the
+                    # primary key and six indexes at random: 2 MB of page cache is not enough
+                    conn.exec_driver_sql(_SQLITE_CACHE_PRAGMA)
                 new = store.insert_params(conn, params)
                 if new and store.insert_hooks:
-                    from .._ledger._rows import COLUMNS, row_to_event
-
-                    events = [
-                        row_to_event(dict(zip(COLUMNS, p, strict=True)))
-                        for p in params
-                        if p[0] in new
-                    ]
-                    store._on_inserted(conn, events)
+                    self._run_hooks(conn, [r for r in rows if r[I_ID] in new])
             return new, []
         except Exception as exc:
             if not is_data_error(exc):
@@ -238,9 +242,62 @@ class _Writer:
             if len(params) == 1:
                 return set(), [(base, exc)]
             mid = len(params) // 2
-            new_a, bad_a = self._insert(params[:mid], base)
-            new_b, bad_b = self._insert(params[mid:], base + mid)
+            new_a, bad_a = self._insert(rows[:mid], params[:mid], base)
+            new_b, bad_b = self._insert(rows[mid:], params[mid:], base + mid)
             return new_a | new_b, bad_a + bad_b
+
+    def _run_hooks(self, conn: Connection, rows: list[Row]) -> None:
+        """The insert hooks, with the new rows. The ledger's own daily rollups are fed from
+        the rows directly (the same figures ``RollupDelta.add_event`` takes from an event);
+        any other hook gets ``UsageEvent`` objects, as from ``Ledger.record``."""
+        from .._ledger._rollups import apply_inserted
+
+        hooks = list(self.store.insert_hooks)
+        if hooks and hooks[0] is apply_inserted:
+            _add_to_rollups(conn, rows)
+            hooks = hooks[1:]
+        if hooks:
+            from .._ledger._rows import COLUMNS, row_to_event
+
+            events = [row_to_event(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+            for hook in hooks:
+                hook(conn, events)
+
+
+def _add_to_rollups(conn: Connection, rows: list[Row]) -> None:
+    from .._ledger._rollups import RollupDelta, write_delta
+
+    delta = RollupDelta()
+    add = delta.add
+    days: dict[str, date] = {}
+    loads = json.loads
+    for r in rows:
+        key = r[1][:10]  # the SQLite timestamp text is UTC: its first ten characters are the day
+        day = days.get(key)
+        if day is None:
+            day = days[key] = date.fromisoformat(key)
+        status = r[6]
+        total = r[I_TOTAL]
+        pricing = r[I_PRICING_STATUS]
+        tags = r[I_TAGS]
+        add(
+            day,
+            (r[4], r[5], r[3], r[13], r[14], r[15], r[16], r[2], status, r[I_CURRENCY], pricing),
+            () if tags == "[]" else tuple(loads(tags)),
+            (
+                1,
+                status == "error",
+                status == "cancelled",
+                total is None and pricing != "not_priced",
+                r[21],
+                r[23],
+                r[24],
+                r[22],
+                r[26],
+            ),
+            total,
+        )
+    write_delta(conn, delta)
 
 
 # ------------------------------------------------------------------------------ one input
@@ -298,6 +355,7 @@ class _InputRun:
         self.identity: tuple[int, int, int, int, str] | None = None
         self.error: str | None = None
         self.block_offsets: list[int] | None = None
+        self.in_flight: _Batch | None = None
         self.formats_before = dict(job.converter.counts)
 
     # -- resume --------------------------------------------------------------------------
@@ -349,25 +407,27 @@ class _InputRun:
         loads = _orjson_loads()
         convert = job.converter.convert
         batch_lines = job.batch_lines
-        try:
-            for block in read_blocks(
-                self.src.stream,
-                start=self.offset,
-                first_line=self.next_line,
-                max_line_bytes=job.max_line_bytes,
-            ):
-                self._block(block, loads, convert)
-                if len(self.rows) + (self.rejects.pending if self.rejects else 0) >= batch_lines:
-                    self.commit()
-                else:
-                    self._report(committed=False)
-        except (OSError, EOFError, ValueError) as exc:
-            # a truncated or corrupt .gz, an unreadable file: keep what was read before
-            self.error = f"could not read the input: {type(exc).__name__}: {exc}"
-            self.commit()
-            return
-        self.complete = True
-        self.commit()
+        blocks = read_blocks(
+            self.src.stream,
+            start=self.offset,
+            first_line=self.next_line,
+            max_line_bytes=job.max_line_bytes,
+        )
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                break
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                # a truncated or corrupt .gz, an unreadable file: keep what was read before
+                self.error = f"could not read the input: {type(exc).__name__}: {exc}"
+                break
+            self._block(block, loads, convert)
+            if len(self.rows) + (self.rejects.pending if self.rejects else 0) >= batch_lines:
+                self.commit()
+            else:
+                self._report(committed=False)
+        self.commit(final=True)
 
     def _block(
         self,
@@ -500,39 +560,69 @@ class _InputRun:
             )
 
     # -- committing ----------------------------------------------------------------------
-    def commit(self) -> None:
-        """Write the pending rows in one transaction, then the rejects, then the checkpoint."""
+    def commit(self, *, final: bool = False) -> None:
+        """Hand the pending rows to the writer thread as one batch (one transaction).
+
+        The batch before it is settled first (its rejects written, then its checkpoint),
+        so at most one batch is in flight, commits happen in input order, and the
+        checkpoint never runs ahead of the database. ``final`` waits for this one too.
+        """
         rows = self.rows
+        batch = _Batch(
+            rows=rows,
+            row_lines=self.row_lines,
+            rejects=self.rejects.take() if self.rejects is not None else [],
+            end=self.pending_end,
+            next_line=self.pending_next_line,
+            complete=final and self.error is None,
+        )
+        self.rows, self.row_lines = [], []
         if rows:
             firsts: dict[str, int] = {}
             for k, row in enumerate(rows):
                 firsts.setdefault(row[I_ID], k)
-            unique = [rows[k] for k in firsts.values()]
+            batch.unique = [rows[k] for k in firsts.values()]
+        self.settle()
+        if batch.unique:
+            batch.future = self.job.executor.submit(self.job.writer.write, batch.unique)
+        self.in_flight = batch
+        if final or batch.future is None:
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait for the batch in flight; then count it, write its rejects and checkpoint."""
+        batch, self.in_flight = self.in_flight, None
+        if batch is None:
+            return
+        new_ids: set[str] = set()
+        refused: list[tuple[int, BaseException]] = []
+        if batch.future is not None:
             try:
-                new_ids, refused = self.job.writer.write(unique)
+                new_ids, refused = batch.future.result()
             except Exception as exc:
-                if self.rejects is not None:
-                    self.rejects.discard()
                 raise _WriteFailed(exc) from exc
-            refused_ids = set()
-            for index, refusal in refused:
-                row = unique[index]
-                refused_ids.add(row[I_ID])
-                line_no = self.row_lines[rows.index(row)]
-                self.rejected += 1
-                reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
-                if len(self.first_rejects) < _SAMPLE_REJECTS:
-                    self.first_rejects.append(Reject(line_no, -1, reason))
-                if self.rejects is not None:
-                    self.rejects.add(
-                        input_name=self.src.name,
-                        line_no=line_no,
-                        offset=-1,
-                        nbytes=0,
-                        reason=reason,
-                        field=None,
-                        text=None,
-                    )
+        rows, unique = batch.rows, batch.unique
+        refused_ids = set()
+        for index, refusal in refused:
+            row = unique[index]
+            refused_ids.add(row[I_ID])
+            line_no = batch.row_lines[rows.index(row)]
+            self.rejected += 1
+            reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
+            if len(self.first_rejects) < _SAMPLE_REJECTS:
+                self.first_rejects.append(Reject(line_no, -1, reason))
+            if self.rejects is not None:
+                self.rejects.add(
+                    input_name=self.src.name,
+                    line_no=line_no,
+                    offset=-1,
+                    nbytes=0,
+                    reason=reason,
+                    field=None,
+                    text=None,
+                )
+                batch.rejects.extend(self.rejects.take())
+        if new_ids:
             costs = self.costs
             for row in unique:
                 if row[I_ID] in new_ids:
@@ -544,21 +634,27 @@ class _InputRun:
                         self.unpriced += 1
                         name = row[I_RESPONSE_MODEL] or row[I_MODEL] or "?"
                         self.unpriced_models[name] = self.unpriced_models.get(name, 0) + 1
-            accepted = len(new_ids)
-            self.accepted += accepted
-            self.duplicates += len(rows) - accepted - len(refused)
-            for row in unique:
-                if row[I_ID] not in refused_ids:
-                    self.probe_id = row[I_ID]
-                    break
+        self.accepted += len(new_ids)
+        self.duplicates += len(rows) - len(new_ids) - len(refused)
+        for row in unique:
+            if row[I_ID] not in refused_ids:
+                self.probe_id = row[I_ID]
+                break
         if self.rejects is not None:
-            self.rejects.commit()
-        self.offset = self.pending_end
-        self.next_line = self.pending_next_line
-        rows.clear()
-        self.row_lines.clear()
+            self.rejects.write(batch.rejects)
+        self.offset = batch.end
+        self.next_line = batch.next_line
+        self.complete = batch.complete
         self._save_checkpoint()
         self._report(committed=True)
+
+    def abandon(self) -> None:
+        """After a failure: let the batch in flight finish (its commit is idempotent and
+        harmless), without settling it, so no checkpoint runs ahead of the database."""
+        batch, self.in_flight = self.in_flight, None
+        if batch is not None and batch.future is not None:
+            with contextlib.suppress(BaseException):
+                batch.future.result()
 
     def _save_checkpoint(self) -> None:
         if self.checkpoint_file is None or self.identity is None:
@@ -627,6 +723,18 @@ class _InputRun:
         )
 
 
+@dataclass(slots=True, eq=False)
+class _Batch:
+    rows: list[Row]
+    row_lines: list[int]
+    rejects: list[bytes]
+    end: int
+    next_line: int
+    complete: bool
+    unique: list[Row] = field(default_factory=list)
+    future: Future[tuple[set[str], list[tuple[int, BaseException]]]] | None = None
+
+
 class _WriteFailed(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
@@ -644,6 +752,7 @@ class _Job:
     max_line_bytes: int
     batch_lines: int
     progress: Callable[[IngestProgress], None] | None
+    executor: ThreadPoolExecutor
 
 
 # ------------------------------------------------------------------------------- the API
@@ -710,6 +819,8 @@ def ingest(
     started = time.perf_counter()
     results: list[InputResult] = []
     shared_rejects = RejectsFile(rejects) if rejects is not None else None
+    # one writer thread: the database works (without the GIL) while the next batch is parsed
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="costledger-ingest")
     try:
         store = the_ledger._core.store
         store.ensure_schema()
@@ -728,6 +839,7 @@ def ingest(
             max_line_bytes=max_line_bytes,
             batch_lines=batch_lines,
             progress=progress,
+            executor=executor,
         )
         for item in sources:
             try:
@@ -747,6 +859,7 @@ def ingest(
                 run.start()
                 run.run()
             except _WriteFailed as failed:
+                run.abandon()
                 results.append(run.result())
                 done = IngestResult(tuple(results), time.perf_counter() - started)
                 cause = failed.cause
@@ -757,7 +870,8 @@ def ingest(
                     f"{run.next_line - 1}; run the same ingestion again to resume",
                     done,
                 ) from cause
-            except KeyboardInterrupt:
+            except BaseException:
+                run.abandon()
                 results.append(run.result())
                 raise
             finally:
@@ -766,6 +880,7 @@ def ingest(
                     rejects_file.close()
             results.append(run.result())
     finally:
+        executor.shutdown(wait=True)
         if shared_rejects is not None:
             shared_rejects.close()
         if own_ledger:

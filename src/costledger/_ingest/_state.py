@@ -108,8 +108,8 @@ class RejectsFile:
     """JSON lines, one per rejected input line, appended; opened on the first reject.
 
     A record: ``{"input", "line", "offset", "bytes", "reason", "field", "excerpt"}``.
-    Lines are buffered until ``commit`` (after the batch they belong to has been
-    written), so the file and the checkpoint always agree.
+    Records are buffered (``add``), taken with their batch (``take``) and written once
+    that batch has committed (``write``), so the file and the checkpoint always agree.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -157,20 +157,22 @@ class RejectsFile:
     def pending(self) -> int:
         return len(self._pending)
 
-    def discard(self) -> None:
-        self._pending.clear()
+    def take(self) -> list[bytes]:
+        """The records added since the last ``take``, to be written once their batch commits."""
+        taken, self._pending = self._pending, []
+        return taken
 
-    def commit(self) -> None:
-        if not self._pending:
+    def write(self, records: list[bytes]) -> None:
+        """Append records (of a committed batch) and make them durable."""
+        if not records:
             return
         if self._file is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")  # noqa: SIM115  # closed by close()
-        self._file.write(b"".join(self._pending))
+        self._file.write(b"".join(records))
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.written += len(self._pending)
-        self._pending.clear()
+        self.written += len(records)
 
     def close(self) -> None:
         if self._file is not None:

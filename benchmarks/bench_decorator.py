@@ -1,11 +1,18 @@
 """Overhead of ``@track_cost`` per call, against the bare function, in one run.
 
 Run: python benchmarks/bench_decorator.py
-Target (issue 3): <= 15 us added per call (in-memory ledger, background writer, logging off).
+Target (issue 3): <= 15 us added per call on the host's call path (SQLite ledger with its
+background writer, logging off).
+
+Two clocks: the caller thread's CPU time is what the host's call path pays (pricing,
+storage and logging run on costledger's background threads); wall time per call, with
+the background work drained inside the timed block, is the whole cost in a tight loop
+on a busy interpreter, where the background threads compete for the GIL.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -13,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from costledger import Ledger, Tracker, track_cost
+from costledger._tracker import drain_deferred
 
 RESPONSE = {
     "id": "chatcmpl-1",
@@ -29,28 +37,42 @@ def bare() -> dict[str, Any]:
     return RESPONSE
 
 
-def per_call_us(fn: Callable[[], Any], n: int = 20_000, rounds: int = 7) -> float:
-    samples = []
+def measure(fn: Callable[[], Any], n: int, rounds: int) -> tuple[float, float]:
+    """Median (caller-thread CPU us, wall us incl. drained background work) per call."""
+    cpu, wall = [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        c0, w0 = time.thread_time(), time.perf_counter()
         for _ in range(n):
             fn()
-        samples.append((time.perf_counter() - t0) / n * 1e6)
-    return statistics.median(samples)
+        c1 = time.thread_time()
+        drain_deferred()
+        w1 = time.perf_counter()
+        cpu.append((c1 - c0) / n * 1e6)
+        wall.append((w1 - w0) / n * 1e6)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 def main() -> None:
+    n, rounds = 10_000, 7
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(f"sqlite:///{tmp}/bench.db")
         tracker = Tracker(ledger, log="off")
         tracked = track_cost(tracker=tracker, model="gpt-4o-mini", provider="openai")(bare)
         tracked()  # warm the price card cache and the writer
-        base = per_call_us(bare)
-        ours = per_call_us(tracked)
+        ledger.flush()
+        base_cpu, base_wall = measure(bare, n, rounds)
+        ours_cpu, ours_wall = measure(tracked, n, rounds)
+        ledger.flush()
+        stored = sum(1 for _ in ledger.events())
         ledger.close()
-    print(f"bare function        : {base:8.2f} us/call")
-    print(f"@track_cost          : {ours:8.2f} us/call")
-    print(f"added by @track_cost : {ours - base:8.2f} us/call (target <= 15 us)")
+    print(f"load average {os.getloadavg()[0]:.2f}; {n} calls x {rounds} rounds; {stored} stored")
+    print("                         caller CPU us/call   wall us/call (incl. background)")
+    print(f"bare function          : {base_cpu:12.2f}   {base_wall:12.2f}")
+    print(f"@track_cost            : {ours_cpu:12.2f}   {ours_wall:12.2f}")
+    print(
+        f"added by @track_cost   : {ours_cpu - base_cpu:12.2f}   {ours_wall - base_wall:12.2f}"
+        "   (target: <= 15 us on the call path)"
+    )
 
 
 if __name__ == "__main__":

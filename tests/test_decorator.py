@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from costledger import BudgetExceeded, Tracker, Usage, attribute, track_cost
+from costledger._tracker import drain_deferred
 from costledger.testing import InMemoryLedger, capture_costs
 
 from .test_tracker import GPT4O_MINI_1200_1024_300, RefuseOver
@@ -169,4 +170,5 @@ def test_guard_refuses_before_the_function_runs() -> None:
     with pytest.raises(BudgetExceeded):
         work(5)
     assert ran == [1]
+    drain_deferred()  # the settle runs on the background worker
     assert guard.spent == GPT4O_MINI_1200_1024_300

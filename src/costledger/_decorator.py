@@ -81,13 +81,18 @@ class _Spec:
             try:
                 read = self.usage_fn(result)
             except Exception as exc:
-                tracker.finish(call, status="ok", streamed=streamed, metadata=_failed(exc))
+                tracker.finish(
+                    call, status="ok", streamed=streamed, metadata=_failed(exc), defer=True
+                )
                 return
             if isinstance(read, Usage):
-                tracker.finish(call, usage=read, provider=self.provider, streamed=streamed)
+                tracker.finish(
+                    call, usage=read, provider=self.provider, streamed=streamed, defer=True
+                )
                 return
             result = read
-        tracker.finish(call, payload=result, provider=self.provider, streamed=streamed)
+        # Deferred: the usage is read here, pricing and storage leave the host's path.
+        tracker.finish(call, payload=result, provider=self.provider, streamed=streamed, defer=True)
 
 
 def _failed(exc: BaseException) -> dict[str, Any]:
@@ -171,7 +176,7 @@ def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            tracker.finish(call, status=_status_of(exc), error=exc)
+            tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
             raise
         spec.finish(tracker, call, result)
         return result
@@ -187,7 +192,7 @@ def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            tracker.finish(call, status=_status_of(exc), error=exc)
+            tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
             raise
         spec.finish(tracker, call, result)
         return result
@@ -240,7 +245,9 @@ def _finish_stream(
 ) -> None:
     if exc is None:
         if last is None:
-            tracker.finish(call, streamed=True, metadata={"costledger.usage_error": "no usage"})
+            tracker.finish(
+                call, streamed=True, metadata={"costledger.usage_error": "no usage"}, defer=True
+            )
         else:
             spec.finish(tracker, call, last, streamed=True)
         return
@@ -258,8 +265,9 @@ def _finish_stream(
                 status=status,
                 error=exc,
                 streamed=True,
+                defer=True,
             )
             return
         except Exception:
             pass
-    tracker.finish(call, status=status, error=exc, streamed=True)
+    tracker.finish(call, status=status, error=exc, streamed=True, defer=True)

@@ -42,8 +42,8 @@ def new_event_id() -> str:
     the ``uuid6`` package because it is ten lines and on the hot path of every call.
     """
     global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
     with _id_lock:
-        ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
             _seq += 1
             if _seq > 0xFFF:  # counter spent: borrow the next millisecond
@@ -55,9 +55,14 @@ def new_event_id() -> str:
             _seq = 0
         seq = _seq
     rand = _random.getrandbits(62)
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # 48-bit ms | version 7 + 12-bit counter | variant 0b10 + 62 random bits
+    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031 - the fastest formatting here
+        (ms >> 16) & 0xFFFF_FFFF,
+        ms & 0xFFFF,
+        0x7000 | seq,
+        0x8000 | (rand >> 48),
+        rand & 0xFFFF_FFFF_FFFF,
+    )
 
 
 def _utcnow() -> datetime:

@@ -7,8 +7,11 @@ pricing, guards, logging and storage happen here, once.
 
 from __future__ import annotations
 
+import atexit
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +34,7 @@ __all__ = [
     "LedgerLike",
     "Tracker",
     "configure",
+    "drain_deferred",
     "get_tracker",
 ]
 
@@ -268,6 +272,9 @@ class Tracker:
         reported_cost: Decimal | None = None,
         metadata: Mapping[str, Any] | None = None,
         latency_ms: float | None = None,
+        defer: bool = False,
+        read_now: bool = True,
+        on_event: Callable[[UsageEvent], None] | None = None,
     ) -> UsageEvent | None:
         """Close a call: read usage, price, settle guards, store and log. Never raises.
 
@@ -277,15 +284,91 @@ class Tracker:
 
         Returns the recorded event, or ``None`` when tracking failed (the failure is
         logged, rate-limited) or the call was already finished.
+
+        With ``defer=True`` the call's usage is read now (so a payload the host mutates
+        later cannot change it) and the rest (pricing, guards' settle, storage, logging)
+        runs on costledger's background worker, keeping the host's call path to a few
+        microseconds; ``None`` is returned. Ledger reads, ``capture_costs`` and
+        ``drain_deferred()`` wait for deferred work, so nothing is seen half-done.
+        ``read_now=False`` defers the reading too, for payloads nobody mutates (a
+        LangChain message's usage).
         """
         if call.finished:
             return None
         call.finished = True
+        if defer:
+            if latency_ms is None:
+                latency_ms = call.elapsed_ms()
+            if read_now and usage is None and payload is not None:
+                try:
+                    info = _read_response(payload, provider)
+                    usage = info.usage
+                    response_model = response_model or info.model
+                    request_id = request_id or info.response_id
+                    payload = None
+                except Exception:
+                    pass
+            _deferred.submit(
+                self._complete,
+                call,
+                {
+                    "usage": usage,
+                    "payload": payload,
+                    "response_model": response_model,
+                    "provider": provider,
+                    "status": status,
+                    "error": error,
+                    "request_id": request_id,
+                    "streamed": streamed,
+                    "cache_hit": cache_hit,
+                    "reported_cost": reported_cost,
+                    "metadata": metadata,
+                    "latency_ms": latency_ms,
+                },
+                on_event,
+            )
+            return None
+        event = self._complete(
+            call,
+            {
+                "usage": usage,
+                "payload": payload,
+                "response_model": response_model,
+                "provider": provider,
+                "status": status,
+                "error": error,
+                "request_id": request_id,
+                "streamed": streamed,
+                "cache_hit": cache_hit,
+                "reported_cost": reported_cost,
+                "metadata": metadata,
+                "latency_ms": latency_ms,
+            },
+            on_event,
+        )
+        return event
+
+    def _complete(
+        self,
+        call: Call,
+        kw: dict[str, Any],
+        on_event: Callable[[UsageEvent], None] | None = None,
+    ) -> UsageEvent:
+        usage: Usage | None = kw["usage"]
+        payload = kw["payload"]
+        provider: str | None = kw["provider"]
+        response_model: str | None = kw["response_model"]
+        request_id: str | None = kw["request_id"]
+        status: CallStatus = kw["status"]
+        error: BaseException | str | None = kw["error"]
+        streamed: bool = kw["streamed"]
+        cache_hit: bool = kw["cache_hit"]
+        reported_cost: Decimal | None = kw["reported_cost"]
+        metadata: Mapping[str, Any] | None = kw["metadata"]
+        latency_ms: float | None = kw["latency_ms"]
         try:
             if usage is None and payload is not None:
-                from ._extract import read_response
-
-                info = read_response(payload, provider=provider)
+                info = _read_response(payload, provider)
                 usage = info.usage
                 response_model = response_model or info.model
                 request_id = request_id or info.response_id
@@ -323,6 +406,11 @@ class Tracker:
             )
         self._settle(call, event)
         self.emit(event)
+        if on_event is not None:
+            try:
+                on_event(event)
+            except Exception as exc:
+                _report("tracker.on_event", exc)
         return event
 
     def _build_event(
@@ -488,6 +576,102 @@ class Tracker:
 
 
 _NO_USAGE = Usage()
+
+
+def _read_response(payload: Any, provider: str | None) -> Any:
+    from ._extract import read_response
+
+    return read_response(payload, provider=provider)
+
+
+class _DeferredWorker:
+    """One background thread that finishes deferred calls, in submission order.
+
+    The host's thread only appends to a deque (atomic, no lock, no wake-up): the worker
+    wakes every ``interval`` seconds, or at once when ``batch`` items are waiting or a
+    reader drains, and works through everything queued. Waking it per call would cost
+    the host a thread switch each time. ``drain`` is a no-op on the worker itself (a
+    sink or guard that reads the ledger must not wait for its own work).
+    """
+
+    def __init__(self, interval: float = 0.05, batch: int = 256) -> None:
+        self._items: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._interval = interval
+        self._batch = batch
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        self._items.append((fn, args))
+        if len(self._items) >= self._batch:
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._idle:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._pid = os.getpid()
+                self._thread = None
+                self._items = deque()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="costledger-deferred", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        items = self._items
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._busy = True
+            while items:
+                fn, args = items.popleft()
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    _report("tracker.deferred", exc)
+            self._busy = False
+            with self._idle:
+                self._idle.notify_all()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._items) or self._busy
+
+    def drain(self, timeout: float | None = None) -> bool:
+        thread = self._thread
+        if thread is None or thread is threading.current_thread() or self._pid != os.getpid():
+            return not self._items
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._items or self._busy:
+                self._wake.set()
+                wait = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
+                if wait <= 0:
+                    return False
+                self._idle.wait(wait)
+        return True
+
+
+_deferred = _DeferredWorker()
+
+
+def drain_deferred(timeout: float | None = None) -> bool:
+    """Wait until every call finished with ``defer=True`` so far is stored and logged.
+
+    Returns ``False`` if ``timeout`` (seconds) ran out first.
+    """
+    if not _deferred.pending:
+        return True
+    return _deferred.drain(timeout)
+
+
+atexit.register(drain_deferred, 10.0)
 
 # Process-wide observers of every emitted event (``capture_costs``). A tuple swapped under a
 # lock, so the hot path reads it without locking.

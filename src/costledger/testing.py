@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ._events import UsageEvent
-from ._tracker import Tracker, _set_default, add_sink, remove_sink
+from ._tracker import Tracker, _set_default, add_sink, drain_deferred, remove_sink
 
 if TYPE_CHECKING:
     from ._ledger import InMemoryLedger as InMemoryLedger
@@ -28,17 +28,24 @@ class CapturedCosts:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.events: list[UsageEvent] = []
+        self._events: list[UsageEvent] = []
 
     def _append(self, event: UsageEvent) -> None:
         with self._lock:
-            self.events.append(event)
+            self._events.append(event)
+
+    @property
+    def events(self) -> list[UsageEvent]:
+        """The events so far, oldest first; waits for calls finished in the background."""
+        drain_deferred(10.0)
+        with self._lock:
+            return list(self._events)
 
     def __len__(self) -> int:
         return len(self.events)
 
     def __iter__(self) -> Iterator[UsageEvent]:
-        return iter(list(self.events))
+        return iter(self.events)
 
     @property
     def total(self) -> Decimal:
@@ -86,6 +93,7 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
     try:
         yield captured
     finally:
+        drain_deferred(10.0)  # calls finished in the block, still in the background
         remove_sink(captured._append)
         if isolate:
             _set_default(previous)

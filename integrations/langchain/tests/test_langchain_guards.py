@@ -16,7 +16,7 @@ import pytest
 from langchain_fakes import UsageChatModel, expected_cost
 
 from costledger import BudgetExceeded, RateLimited, Tracker, UsageEvent
-from costledger._tracker import Call
+from costledger._tracker import Call, drain_deferred
 from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
 from costledger_langchain import CostLedgerCallbackHandler, _handler
 
@@ -34,8 +34,19 @@ class RecordingGuard:
         self.max_output_tokens: list[int | None] = []
         self.models: list[str | None] = []
         self.open: set[str] = set()
-        self.settled: list[UsageEvent] = []
-        self.released = 0
+        self._settled: list[UsageEvent] = []
+        self._released = 0
+
+    # Settles run on costledger's background worker: reads wait for it.
+    @property
+    def settled(self) -> list[UsageEvent]:
+        drain_deferred()
+        return self._settled
+
+    @property
+    def released(self) -> int:
+        drain_deferred()
+        return self._released
 
     def reserve(self, call: Call, tracker: Tracker) -> Any:
         with self.lock:
@@ -60,12 +71,12 @@ class RecordingGuard:
     def settle(self, token: Any, event: UsageEvent) -> None:
         with self.lock:
             self.open.discard(token)
-            self.settled.append(event)
+            self._settled.append(event)
 
     def release(self, token: Any) -> None:
         with self.lock:
             self.open.discard(token)
-            self.released += 1
+            self._released += 1
 
 
 @pytest.fixture

@@ -545,8 +545,16 @@ class _Core:
         )
 
 
+def _drain_deferred(timeout: float | None) -> None:
+    """Calls finished with ``defer=True`` are still on their way here: let them land."""
+    from .._tracker import drain_deferred
+
+    drain_deferred(timeout)
+
+
 def _close_core(core: _Core) -> None:
     try:
+        _drain_deferred(core.exit_timeout)
         core.close()
     except Exception as exc:  # at exit or in GC: report, never raise
         _report(logging.ERROR, "close", "costledger: closing the ledger failed: %r", exc)
@@ -657,12 +665,14 @@ class Ledger:
         Also replays the spool. ``False`` on timeout, or when the database is down (the
         events are then safe in the spool and are written when it is back).
         """
+        _drain_deferred(timeout)
         return self._core.flush(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (up to ``timeout``, default ``exit_timeout``), stop the writer, release the
         database. Events recorded afterwards go to the spool. Runs at interpreter exit."""
         self._finalizer.detach()
+        _drain_deferred(self._core.exit_timeout if timeout is None else timeout)
         self._core.close(timeout)
 
     def __enter__(self) -> Ledger:
@@ -702,6 +712,7 @@ class Ledger:
     # -- reading -------------------------------------------------------------------------------
     def _fresh(self) -> None:
         """Reads see what this ledger recorded: write pending events first."""
+        _drain_deferred(self._core.exit_timeout)
         if self._core.pending_writes():
             self.flush(timeout=self._core.exit_timeout)
 

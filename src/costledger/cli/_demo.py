@@ -87,13 +87,20 @@ def demo(
             str(row.input_tokens),
             str(row.cache_read_tokens),
             str(row.output_tokens),
-            f"{cost} + {row.unpriced} unpriced" if row.unpriced else str(cost),
+            f"{_money(cost)} + {row.unpriced} unpriced" if row.unpriced else _money(cost),
         )
     console.print(table)
     console.print(f"entry points: {', '.join(ran)}")
-    console.print(f"total: {total} USD" + (f"  ({unpriced} unpriced calls)" if unpriced else ""))
+    console.print(
+        f"total: {_money(total)} USD" + (f"  ({unpriced} unpriced calls)" if unpriced else "")
+    )
     ledger.close()
     _ = costledger  # the demo goes through the public package only
+
+
+def _money(amount: Decimal) -> str:
+    """Exact, without trailing zeros or exponent notation (0.0250086, not 2.50086E-2)."""
+    return format(amount.normalize(), "f")
 
 
 def _demo_http(tracker: Any) -> list[str]:

@@ -29,6 +29,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
+from costledger._tracker import drain_deferred
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -84,16 +85,16 @@ class CostTotals:
     def __init__(self, *, max_events: int | None = 10_000) -> None:
         self._lock = threading.Lock()
         self._events: deque[UsageEvent] = deque(maxlen=max_events)
-        self.total_cost = Decimal(0)
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cache_read_tokens = 0
-        self.cache_write_tokens = 0
-        self.reasoning_tokens = 0
-        self.requests = 0
-        self.errors = 0
-        self.cache_hits = 0
-        self.unpriced = 0
+        self._total_cost = Decimal(0)
+        self._input_tokens = 0
+        self._output_tokens = 0
+        self._cache_read_tokens = 0
+        self._cache_write_tokens = 0
+        self._reasoning_tokens = 0
+        self._requests = 0
+        self._errors = 0
+        self._cache_hits = 0
+        self._unpriced = 0
         self._by_model: dict[str | None, Decimal] = {}
 
     def add(self, event: UsageEvent) -> None:
@@ -103,23 +104,75 @@ class CostTotals:
         model = event.response_model or event.model
         with self._lock:
             self._events.append(event)
-            self.requests += 1
+            self._requests += 1
             if event.status != "ok":
-                self.errors += 1
+                self._errors += 1
             if event.cache_hit:
-                self.cache_hits += 1
+                self._cache_hits += 1
             else:
-                self.input_tokens += usage.input_tokens
-                self.output_tokens += usage.output_tokens
-                self.cache_read_tokens += usage.cache_read_tokens
-                self.cache_write_tokens += usage.cache_write_tokens
-                self.reasoning_tokens += usage.reasoning_tokens
+                self._input_tokens += usage.input_tokens
+                self._output_tokens += usage.output_tokens
+                self._cache_read_tokens += usage.cache_read_tokens
+                self._cache_write_tokens += usage.cache_write_tokens
+                self._reasoning_tokens += usage.reasoning_tokens
             if cost is None:
                 if event.status == "ok" or event.usage.total_tokens:
-                    self.unpriced += 1
+                    self._unpriced += 1
             else:
-                self.total_cost += cost
+                self._total_cost += cost
                 self._by_model[model] = self._by_model.get(model, Decimal(0)) + cost
+
+    # Every read first lets calls finished in the background land, so a total read right
+    # after a call includes it.
+    @property
+    def total_cost(self) -> Decimal:
+        drain_deferred()
+        return self._total_cost
+
+    @property
+    def input_tokens(self) -> int:
+        drain_deferred()
+        return self._input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        drain_deferred()
+        return self._output_tokens
+
+    @property
+    def cache_read_tokens(self) -> int:
+        drain_deferred()
+        return self._cache_read_tokens
+
+    @property
+    def cache_write_tokens(self) -> int:
+        drain_deferred()
+        return self._cache_write_tokens
+
+    @property
+    def reasoning_tokens(self) -> int:
+        drain_deferred()
+        return self._reasoning_tokens
+
+    @property
+    def requests(self) -> int:
+        drain_deferred()
+        return self._requests
+
+    @property
+    def errors(self) -> int:
+        drain_deferred()
+        return self._errors
+
+    @property
+    def cache_hits(self) -> int:
+        drain_deferred()
+        return self._cache_hits
+
+    @property
+    def unpriced(self) -> int:
+        drain_deferred()
+        return self._unpriced
 
     @property
     def total_tokens(self) -> int:
@@ -128,11 +181,13 @@ class CostTotals:
     @property
     def events(self) -> list[UsageEvent]:
         """The recorded events, oldest first (a copy)."""
+        drain_deferred()
         with self._lock:
             return list(self._events)
 
     def by_model(self) -> dict[str | None, Decimal]:
         """Money per model (the dated snapshot the provider answered with, when it said)."""
+        drain_deferred()
         with self._lock:
             return dict(self._by_model)
 
@@ -156,6 +211,10 @@ class _Run:
         self.streamed = False
         self.last_chunk: object = None
         self.stream_usages: list[Mapping[str, Any]] | None = None
+
+    def add_to_sinks(self, event: UsageEvent) -> None:
+        for sink in self.sinks:
+            sink.add(event)
 
 
 class _RunMap:
@@ -461,7 +520,9 @@ def _finish(
     if cache_hit and not payload:  # a replayed answer whose usage was never known: still $0
         usage = _NO_USAGE
         payload = None
-    event = run.tracker.finish(
+    # Deferred: the usage is read now; pricing, storage and the totals' update run on
+    # costledger's background worker, so the model call pays for none of it.
+    run.tracker.finish(
         run.call,
         usage=usage,
         payload=payload or None,
@@ -471,10 +532,10 @@ def _finish(
         request_id=_request_id(message, response_metadata),
         streamed=run.streamed,
         cache_hit=cache_hit,
+        defer=True,
+        read_now=False,  # LangChain hands the message on unchanged: read it off the path
+        on_event=run.add_to_sinks,
     )
-    if event is not None:
-        for sink in run.sinks:
-            sink.add(event)
 
 
 def _first_message(response: LLMResult | None) -> tuple[Any, Mapping[str, Any] | None]:

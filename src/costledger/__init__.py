@@ -23,12 +23,25 @@ from ._errors import (
     UsageError,
 )
 from ._events import UsageEvent
-from ._tracker import Tracker, configure, get_tracker
+from ._tracker import Tracker, configure, drain_deferred, get_tracker
 from ._usage import Usage
 
 if TYPE_CHECKING:
     from ._extract import ResponseInfo, extract_usage, read_response
-    from ._ledger import Ledger
+    from ._guards import (
+        Budget,
+        BudgetAlert,
+        BudgetStatus,
+        Estimator,
+        GuardConfig,
+        RateLimit,
+        TokenRateLimit,
+        budget_status,
+        flush_alerts,
+        guards_from_config,
+        webhook_alert,
+    )
+    from ._ledger import Ledger, LedgerStats, StoredEvent, SummaryRow
     from ._logging import UsageLogger
     from ._pricing import PriceBook, Pricer, RateCard, RateTier
     from ._redact import redact, redact_processor
@@ -38,19 +51,33 @@ __version__ = "0.1.0"
 
 # name -> private module that defines it, imported on first attribute access.
 _LAZY: dict[str, str] = {
+    "Budget": "._guards",
+    "BudgetAlert": "._guards",
+    "BudgetStatus": "._guards",
+    "Estimator": "._guards",
+    "GuardConfig": "._guards",
     "Ledger": "._ledger",
+    "LedgerStats": "._ledger",
     "PriceBook": "._pricing",
     "Pricer": "._pricing",
     "RateCard": "._pricing",
+    "RateLimit": "._guards",
     "RateTier": "._pricing",
     "ResponseInfo": "._extract",
+    "StoredEvent": "._ledger",
+    "SummaryRow": "._ledger",
+    "TokenRateLimit": "._guards",
     "UsageLogger": "._logging",
-    "extract_usage": "._extract",
-    "read_response": "._extract",
+    "budget_status": "._guards",
     "event_from_record": "._schema",
     "event_to_record": "._schema",
+    "extract_usage": "._extract",
+    "flush_alerts": "._guards",
+    "guards_from_config": "._guards",
+    "read_response": "._extract",
     "redact": "._redact",
     "redact_processor": "._redact",
+    "webhook_alert": "._guards",
 }
 
 
@@ -69,19 +96,29 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Attribution",
+    "Budget",
+    "BudgetAlert",
     "BudgetExceeded",
+    "BudgetStatus",
     "Cost",
     "CostLedgerError",
+    "Estimator",
+    "GuardConfig",
     "GuardRefusal",
     "GuardStoreUnavailable",
     "Ledger",
+    "LedgerStats",
     "PriceBook",
     "PriceBookError",
     "Pricer",
     "RateCard",
+    "RateLimit",
     "RateLimited",
     "RateTier",
     "ResponseInfo",
+    "StoredEvent",
+    "SummaryRow",
+    "TokenRateLimit",
     "Tracker",
     "Usage",
     "UsageError",
@@ -89,13 +126,18 @@ __all__ = [
     "UsageLogger",
     "__version__",
     "attribute",
+    "budget_status",
     "configure",
+    "drain_deferred",
     "event_from_record",
     "event_to_record",
     "extract_usage",
+    "flush_alerts",
     "get_tracker",
+    "guards_from_config",
     "read_response",
     "redact",
     "redact_processor",
     "track_cost",
+    "webhook_alert",
 ]

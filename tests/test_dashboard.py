@@ -26,7 +26,7 @@ from costledger._dashboard import (
     TOKEN_KINDS,
     DashboardServer,
     build_dashboard,
-    render_html,
+    render_dashboard,
     serve_dashboard,
     write_dashboard,
 )
@@ -368,7 +368,7 @@ def test_bad_input_names_the_field(sqlite_ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="since"):
         build_dashboard(sqlite_ledger, since="yesterday-ish")
     with pytest.raises(ValueError, match="refresh_seconds"):
-        render_html({}, refresh_seconds=0)
+        render_dashboard({}, refresh_seconds=0)
 
 
 def test_empty_ledger(sqlite_ledger: Ledger) -> None:
@@ -413,7 +413,7 @@ def test_page_is_self_contained(sqlite_ledger: Ledger, tmp_path: Path) -> None:
 def test_names_cannot_break_out_of_the_page(sqlite_ledger: Ledger) -> None:
     evil = "</script><script>alert(1)</script>&<!--"
     sqlite_ledger.record(priced("1", at=NOW - timedelta(hours=1), user=evil, feature=evil))
-    html = render_html(build_dashboard(sqlite_ledger, now=NOW))
+    html = render_dashboard(build_dashboard(sqlite_ledger, now=NOW))
     assert evil not in html
     assert "alert(1)" not in html.replace("alert(1)\\u003c", "")
     data = page_data(html)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ._data import PAYLOAD_SCHEMA, TOKEN_KINDS, Burn, BurnPoint, Dashboard, build_dashboard
-from ._page import render_html, write_dashboard
+from ._page import render_dashboard, write_dashboard
 from ._server import DashboardServer, serve_dashboard
 
 __all__ = [
@@ -15,7 +15,7 @@ __all__ = [
     "Dashboard",
     "DashboardServer",
     "build_dashboard",
-    "render_html",
+    "render_dashboard",
     "serve_dashboard",
     "write_dashboard",
 ]

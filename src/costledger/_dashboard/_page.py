@@ -11,7 +11,7 @@ from typing import Any
 
 from ._data import Dashboard
 
-__all__ = ["plotly_js", "render_html", "to_json", "write_dashboard"]
+__all__ = ["plotly_js", "render_dashboard", "to_json", "write_dashboard"]
 
 _MARK = "/*COSTLEDGER:{}*/"
 _HTML_MARK = "<!--COSTLEDGER:{}-->"
@@ -50,7 +50,7 @@ def _payload(data: Dashboard | dict[str, Any]) -> dict[str, Any]:
     return data.payload() if isinstance(data, Dashboard) else data
 
 
-def render_html(
+def render_dashboard(
     data: Dashboard | dict[str, Any],
     *,
     live: bool = False,
@@ -101,7 +101,7 @@ def _attr(text: str) -> str:
 def write_dashboard(data: Dashboard | dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the self-contained page to ``path`` (atomically: a reader never sees half a file)."""
     target = Path(path)
-    html = render_html(data)
+    html = render_dashboard(data)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(html, encoding="utf-8")

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from ._data import Dashboard
 from ._data import _build as build_from
-from ._page import plotly_js, render_html, to_json
+from ._page import plotly_js, render_dashboard, to_json
 
 if TYPE_CHECKING:
     from .._guards import Budget
@@ -67,7 +67,9 @@ class DashboardServer:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a host name or address, got {host!r}")
-        render_html({}, live=True, refresh_seconds=refresh_seconds, plotly_url="x")  # checks it
+        render_dashboard(
+            {}, live=True, refresh_seconds=refresh_seconds, plotly_url="x"
+        )  # checks it
         self._compute = compute
         self._on_close: list[Callable[[], None]] = []
         self.refresh_seconds = refresh_seconds
@@ -135,7 +137,7 @@ class DashboardServer:
         import json
 
         payload = json.loads(self.data_json())
-        html = render_html(
+        html = render_dashboard(
             payload,
             live=True,
             refresh_seconds=self.refresh_seconds,

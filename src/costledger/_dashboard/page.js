@@ -47,7 +47,8 @@
       font: { size: 12, color: "#1d2430" },
       legend: { orientation: "h", y: -0.15 },
       hoverlabel: { namelength: -1 },
-      colorway: COLORS
+      colorway: COLORS,
+      uirevision: "keep" // a live redraw keeps the reader's zoom and hidden legend entries
     };
     Object.keys(extra).forEach(function (k) { base[k] = extra[k]; });
     return base;

@@ -564,6 +564,15 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert "cannot read 'someday'" in bad.output
     no_out = runner.invoke(app, ["dashboard"])
     assert no_out.exit_code == 2
+    with Ledger(f"sqlite:///{tmp_path}/empty.db", sync=True) as empty:
+        empty.record(priced("1", at=NOW))
+    out = tmp_path / "d.html"
+    nothing = runner.invoke(
+        app, ["dashboard", "-o", str(out), "--db", f"sqlite:///{tmp_path}/empty.db", "--user", "x"]
+    )
+    assert nothing.exit_code == 1
+    assert nothing.output.strip() == "error: no calls match (user=x); nothing written"
+    assert not out.exists()
 
 
 def test_cli_serve_over_http(sqlite_ledger: Ledger, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from ._options import (
     Team,
     Until,
     User,
+    describe,
     open_ledger,
     selection,
 )
@@ -173,8 +174,10 @@ def dashboard(
         raise CliError(f"--output {str(output)!r} is a directory; give a file name")
     with _view(db, config, budgets_file, guard_store, top_n, selected) as (_, compute):
         data = compute()
+        calls = sum(r.requests for r in data.totals)
+        if not calls:
+            raise CliError(f"no calls match ({describe(selected)}); nothing written")
         written = write_dashboard(data, output)
-    calls = sum(r.requests for r in data.totals)
     costs = ", ".join(f"{r.cost} {r.currency}" for r in data.totals) or "nothing"
     unpriced = sum(data.unpriced.values())
     line = f"wrote {written} ({calls} calls, {costs}"

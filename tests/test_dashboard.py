@@ -470,6 +470,22 @@ def test_server_refuses_other_host_names(sqlite_ledger: Ledger) -> None:
         assert _get(server, "/data.json", Host=f"127.0.0.1:{server.port}").status == 200
 
 
+def test_server_on_ipv6_loopback(sqlite_ledger: Ledger) -> None:
+    try:
+        server = DashboardServer(
+            lambda: build_dashboard(sqlite_ledger, now=NOW), host="::1", port=0
+        )
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with server:
+        assert server.url == f"http://[::1]:{server.port}/"
+        assert server.loopback
+        conn = http.client.HTTPConnection("::1", server.port, timeout=30)
+        conn.request("GET", "/data.json")  # Host: [::1]:port
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
 def test_server_reports_a_failing_ledger_and_keeps_serving(sqlite_ledger: Ledger) -> None:
     calls = {"n": 0}
 

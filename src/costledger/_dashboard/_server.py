@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class DashboardServer:
@@ -77,9 +82,10 @@ class DashboardServer:
         self._lock = threading.Lock()
         self._cached: tuple[float, bytes] | None = None
         self._thread: threading.Thread | None = None
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._httpd = server_class((host.strip("[]"), port), self._handler())
         self._httpd.daemon_threads = True
-        self.host = host
+        self.host = host.strip("[]")
         self.port = int(self._httpd.server_address[1])
         self.loopback = _is_loopback(host)
 

@@ -93,6 +93,8 @@ def _wrap(stream: Any, name: str, *, owned: bool) -> InputSource:
         stream = getattr(stream, "buffer", stream)
     if not hasattr(stream, "read"):
         raise TypeError(f"an input must be a path or a binary file object, got {stream!r}")
+    if not callable(getattr(stream, "peek", None)) and callable(getattr(stream, "readinto", None)):
+        stream = io.BufferedReader(stream)  # to look at the first bytes without losing them
     peek = getattr(stream, "peek", None)
     head = peek(2)[:2] if callable(peek) else b""
     if head == GZIP_MAGIC:

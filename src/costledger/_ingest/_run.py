@@ -319,7 +319,7 @@ def _json_reason(line: bytes, exc: Exception) -> tuple[str, str | None]:
     except UnicodeDecodeError as bad:
         return f"line is not valid UTF-8 (byte {bad.start} of the line: {bad.reason})", None
     message = str(exc)
-    if "recursion" in message.lower():
+    if "recursion" in message.lower() or "depth limit" in message.lower():
         return "JSON nested too deeply (over 1024 levels)", None
     return f"not valid JSON: {message}", None
 

@@ -237,7 +237,7 @@ class _Writer:
                     self._run_hooks(conn, [r for r in rows if r[I_ID] in new])
             return new, []
         except Exception as exc:
-            if not is_data_error(exc):
+            if not (is_data_error(exc) or _driver_data_error(exc)):
                 raise
             if len(params) == 1:
                 return set(), [(base, exc)]
@@ -262,6 +262,13 @@ class _Writer:
             events = [row_to_event(dict(zip(COLUMNS, row, strict=True))) for row in rows]
             for hook in hooks:
                 hook(conn, events)
+
+
+def _driver_data_error(exc: BaseException) -> bool:
+    """A DB-API ``DataError`` / ``IntegrityError`` raised by the driver itself (the insert runs
+    on the driver's cursor, so it is not wrapped in SQLAlchemy's classes): the rows are bad,
+    the connection is fine."""
+    return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(exc).__mro__[:-1])
 
 
 def _add_to_rollups(conn: Connection, rows: list[Row]) -> None:

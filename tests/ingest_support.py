@@ -10,12 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import sqlalchemy as sa
 
 from costledger import Cost, Usage, UsageEvent
 from costledger._ledger._engine import resolve_url
+from costledger._logging import dumps_record
 from costledger._pricing import Pricer
 from costledger._schema import event_to_record
 
@@ -77,7 +77,7 @@ def count_rows(url: str, table: str = "costledger_events") -> int:
 
 def own_line(event: UsageEvent, **extra: Any) -> bytes:
     """``event`` as UsageLogger writes it, with any keys an application's chain adds."""
-    return orjson.dumps({**event_to_record(event), **extra})
+    return dumps_record({**event_to_record(event), **extra}).encode()
 
 
 def make_event(n: int, **overrides: Any) -> UsageEvent:

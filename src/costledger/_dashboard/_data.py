@@ -504,6 +504,42 @@ def _call(e: StoredEvent) -> dict[str, Any]:
     }
 
 
+_COUNTS = (
+    "requests",
+    "errors",
+    "cancelled",
+    "unpriced",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def _fold(rows: Iterable[SummaryRow], by: tuple[str, ...]) -> tuple[SummaryRow, ...]:
+    """Summary rows regrouped by fewer keys (each row's events in exactly one group), as
+    ``Ledger.summary(by=by)`` would give them: exact sums, the same order."""
+    from .._ledger import SummaryRow
+
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for r in rows:
+        key = (*(getattr(r, name) for name in by), r.currency)
+        acc = groups.get(key)
+        if acc is None:
+            acc = groups[key] = [0] * len(_COUNTS) + [Decimal(0)]
+        for i, name in enumerate(_COUNTS):
+            acc[i] += getattr(r, name)
+        acc[-1] = EXACT.add(acc[-1], r.cost)
+    out = []
+    for key, acc in groups.items():
+        values: dict[str, Any] = dict(zip(_COUNTS, acc[:-1], strict=True))
+        values.update(zip(by, key[:-1], strict=True))
+        out.append(SummaryRow(by=by, currency=key[-1], cost=acc[-1], **values))
+    out.sort(key=lambda row: (*((v is None, v) for v in row.key), row.currency))
+    return tuple(out)
+
+
 def _primary_currency(totals: Sequence[SummaryRow]) -> str:
     if not totals:
         return "USD"
@@ -607,7 +643,11 @@ def _build(
     def summary(*by: str) -> tuple[SummaryRow, ...]:
         return tuple(ledger.summary(by=list(by), since=lo, until=hi, **query))
 
-    totals = summary()
+    # One query by day and model answers three figures: every event has exactly one day
+    # and one model, so the model rows and the totals are exact sums of its rows.
+    by_day_model = summary("day", "model")
+    by_model = _fold(by_day_model, ("model",))
+    totals = _fold(by_day_model, ())
     currency = _primary_currency(totals)
     calls = top(ledger, top_n, since=lo, until=hi, **query)
     burns, statuses = _burns(ledger, budgets, tracker, moment, max_burns)
@@ -626,10 +666,10 @@ def _build(
         filters=checked,
         currency=currency,
         totals=totals,
-        by_day_model=summary("day", "model"),
+        by_day_model=by_day_model,
         by_user=summary("user"),
         by_feature=summary("feature"),
-        by_model=summary("model"),
+        by_model=by_model,
         top_calls=tuple(calls),
         burns=burns,
         budgets=statuses,

@@ -81,6 +81,7 @@ class DashboardServer:
         self.min_interval = float(min_interval)
         self._lock = threading.Lock()
         self._cached: tuple[float, bytes] | None = None
+        self._took = 0.0
         self._thread: threading.Thread | None = None
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         self._httpd = server_class((host.strip("[]"), port), self._handler())
@@ -129,14 +130,18 @@ class DashboardServer:
 
     # -- content -------------------------------------------------------------------------------
     def data_json(self) -> bytes:
-        """The current payload as JSON bytes (recomputed at most every ``min_interval``)."""
+        """The current payload as JSON bytes, recomputed at most every ``min_interval``
+        seconds, and never more often than it takes to compute (a slow ledger is not kept
+        busy by its own dashboard)."""
         with self._lock:
-            now = time.monotonic()
+            started = time.monotonic()
             cached = self._cached
-            if cached is not None and now - cached[0] < self.min_interval:
+            if cached is not None and started - cached[0] < max(self.min_interval, self._took):
                 return cached[1]
             body = to_json(self._compute().payload()).encode("utf-8")
-            self._cached = (time.monotonic(), body)
+            done = time.monotonic()
+            self._took = done - started
+            self._cached = (done, body)
             return body
 
     def page(self) -> bytes:

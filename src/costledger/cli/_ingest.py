@@ -22,13 +22,10 @@ _MAX_SHOWN_REJECTS = 3
 
 def ingest(
     files: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             help="JSON-lines files (.gz read as such); - reads stdin.",
             metavar="FILE...",
-            exists=True,
-            dir_okay=False,
-            allow_dash=True,
             show_default=False,
         ),
     ],
@@ -90,9 +87,13 @@ def ingest(
     from .._ingest import ingest as run_ingest
     from .._pricing import Pricer
 
-    inputs = [str(f) for f in files]
+    inputs = list(files)
     if inputs.count("-") > 1:
         raise CliError("stdin (-) can be read only once", code=EXIT_USAGE)
+    for name in inputs:
+        if name != "-" and not Path(name).is_file():
+            what = "is not a file" if Path(name).exists() else "does not exist"
+            raise typer.BadParameter(f"{name!r} {what}", param_hint="'FILE...'")
     pricer = Pricer(overrides=price_book) if price_book is not None else None
     show_progress = fmt is OutputFormat.table and sys.stderr.isatty()
     with _Progress(show_progress) as progress:

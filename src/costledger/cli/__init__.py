@@ -20,6 +20,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("whatif", "_whatif:whatif"),
     ("reprice", "_whatif:reprice"),
     ("export", "_export:export"),
+    ("ingest", "_ingest:ingest"),
     ("prices", "_prices:app"),
     ("budget", "_budget:app"),
     ("db", "_db:app"),

@@ -565,7 +565,9 @@ def test_cli_dashboard_writes_the_selection(sqlite_ledger: Ledger, tmp_path: Pat
     assert totals in result.output
 
 
-def test_cli_dashboard_with_a_budgets_file(sqlite_ledger: Ledger, tmp_path: Path) -> None:
+def test_cli_dashboard_with_a_budgets_file(
+    sqlite_ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sqlite_ledger.record(priced("3", at=datetime.now(UTC) - timedelta(seconds=5)))
     budgets = tmp_path / "budgets.toml"
     budgets.write_text('[[budget]]\nlimit = "10 USD"\nperiod = "month"\nname = "monthly"\n')
@@ -579,6 +581,14 @@ def test_cli_dashboard_with_a_budgets_file(sqlite_ledger: Ledger, tmp_path: Path
     ]
     assert data["burn"][0]["limit"] == "10"
     assert data["burn"][0]["spent"] == "3"
+    # as for "budget status": $COSTLEDGER_BUDGETS when no option names the budgets
+    monkeypatch.setenv("COSTLEDGER_BUDGETS", str(budgets))
+    result = CliRunner().invoke(app, ["dashboard", "-o", str(out), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert page_data(out.read_text(encoding="utf-8"))["budgets"][0]["budget"] == "monthly"
+    monkeypatch.delenv("COSTLEDGER_BUDGETS")
+    result = CliRunner().invoke(app, ["dashboard", "-o", str(out), "--db", db])
+    assert page_data(out.read_text(encoding="utf-8"))["burn"][0]["limit"] is None
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from ._attribution import Attribution, current_attribution
 from ._cost import Cost
@@ -297,6 +297,7 @@ class Tracker:
             return None
         call.finished = True
         if defer:
+            # What the host could change or what time would move: fixed now.
             if latency_ms is None:
                 latency_ms = call.elapsed_ms()
             if read_now and usage is None and payload is not None:
@@ -306,104 +307,46 @@ class Tracker:
                     response_model = response_model or info.model
                     request_id = request_id or info.response_id
                     payload = None
-                except Exception:
+                except Exception:  # read again, and reported, on the worker
                     pass
-            _deferred.submit(
-                self._complete,
-                call,
-                {
-                    "usage": usage,
-                    "payload": payload,
-                    "response_model": response_model,
-                    "provider": provider,
-                    "status": status,
-                    "error": error,
-                    "request_id": request_id,
-                    "streamed": streamed,
-                    "cache_hit": cache_hit,
-                    "reported_cost": reported_cost,
-                    "metadata": metadata,
-                    "latency_ms": latency_ms,
-                },
-                on_event,
-            )
-            return None
-        event = self._complete(
-            call,
-            {
-                "usage": usage,
-                "payload": payload,
-                "response_model": response_model,
-                "provider": provider,
-                "status": status,
-                "error": error,
-                "request_id": request_id,
-                "streamed": streamed,
-                "cache_hit": cache_hit,
-                "reported_cost": reported_cost,
-                "metadata": metadata,
-                "latency_ms": latency_ms,
-            },
-            on_event,
+        ending = _Ending(
+            usage,
+            payload,
+            response_model,
+            provider,
+            status,
+            error,
+            request_id,
+            streamed,
+            cache_hit,
+            reported_cost,
+            metadata,
+            latency_ms,
         )
-        return event
+        if defer:
+            _deferred.submit(self._complete, call, ending, on_event)
+            return None
+        return self._complete(call, ending, on_event)
 
     def _complete(
         self,
         call: Call,
-        kw: dict[str, Any],
+        ending: _Ending,
         on_event: Callable[[UsageEvent], None] | None = None,
     ) -> UsageEvent:
-        usage: Usage | None = kw["usage"]
-        payload = kw["payload"]
-        provider: str | None = kw["provider"]
-        response_model: str | None = kw["response_model"]
-        request_id: str | None = kw["request_id"]
-        status: CallStatus = kw["status"]
-        error: BaseException | str | None = kw["error"]
-        streamed: bool = kw["streamed"]
-        cache_hit: bool = kw["cache_hit"]
-        reported_cost: Decimal | None = kw["reported_cost"]
-        metadata: Mapping[str, Any] | None = kw["metadata"]
-        latency_ms: float | None = kw["latency_ms"]
         try:
-            if usage is None and payload is not None:
-                info = _read_response(payload, provider)
-                usage = info.usage
-                response_model = response_model or info.model
-                request_id = request_id or info.response_id
-            event = self._build_event(
-                call,
-                usage=usage,
-                response_model=response_model,
-                provider=provider,
-                status=status,
-                error=error,
-                request_id=request_id,
-                streamed=streamed,
-                cache_hit=cache_hit,
-                reported_cost=reported_cost,
-                metadata=metadata,
-                latency_ms=latency_ms,
-            )
+            if ending.usage is None and ending.payload is not None:
+                info = _read_response(ending.payload, ending.provider)
+                ending = ending._replace(
+                    usage=info.usage,
+                    response_model=ending.response_model or info.model,
+                    request_id=ending.request_id or info.response_id,
+                )
+            event = self._build_event(call, ending)
         except Exception as exc:
             _report("tracker.finish", exc, source=call.source, model=call.model)
             # The call may still have cost money; keep what we know rather than nothing.
-            event = self._build_event(
-                call,
-                usage=None,
-                response_model=response_model,
-                provider=provider,
-                status=status,
-                error=error,
-                request_id=request_id,
-                streamed=streamed,
-                cache_hit=cache_hit,
-                reported_cost=reported_cost,
-                metadata=metadata,
-                latency_ms=latency_ms,
-                tracking_error=exc,
-            )
+            event = self._build_event(call, ending._replace(usage=None), tracking_error=exc)
         self._settle(call, event)
         self.emit(event)
         if on_event is not None:
@@ -414,22 +357,22 @@ class Tracker:
         return event
 
     def _build_event(
-        self,
-        call: Call,
-        *,
-        usage: Usage | None,
-        response_model: str | None,
-        provider: str | None,
-        status: CallStatus,
-        error: BaseException | str | None,
-        request_id: str | None,
-        streamed: bool,
-        cache_hit: bool,
-        reported_cost: Decimal | None,
-        metadata: Mapping[str, Any] | None,
-        latency_ms: float | None = None,
-        tracking_error: BaseException | None = None,
+        self, call: Call, ending: _Ending, tracking_error: BaseException | None = None
     ) -> UsageEvent:
+        (
+            usage,
+            _,
+            response_model,
+            provider,
+            status,
+            error,
+            request_id,
+            streamed,
+            cache_hit,
+            reported_cost,
+            metadata,
+            latency_ms,
+        ) = ending
         provider = provider or call.provider
         model = call.model or response_model
         if usage is None:
@@ -576,6 +519,23 @@ class Tracker:
 
 
 _NO_USAGE = Usage()
+
+
+class _Ending(NamedTuple):
+    """How a call ended, as ``finish`` was told; ``_complete`` turns it into an event."""
+
+    usage: Usage | None
+    payload: Any
+    response_model: str | None
+    provider: str | None
+    status: CallStatus
+    error: BaseException | str | None
+    request_id: str | None
+    streamed: bool
+    cache_hit: bool
+    reported_cost: Decimal | None
+    metadata: Mapping[str, Any] | None
+    latency_ms: float | None
 
 
 def _read_response(payload: Any, provider: str | None) -> Any:

@@ -4,7 +4,11 @@
   // Money arrives as exact decimal strings. Tables and totals print them untouched;
   // traces get the same strings (Plotly reads numeric strings on a linear axis), so
   // what a chart holds is what the ledger holds.
-  var CONFIG = { displaylogo: false, responsive: true };
+  var CONFIG = {
+    displaylogo: false,
+    responsive: true,
+    modeBarButtonsToRemove: ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"]
+  };
   var COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b",
     "#b279a2", "#ff9da6", "#9d755d", "#bab0ac", "#8c6d31"];
   var KIND_LABELS = {
@@ -41,11 +45,11 @@
 
   function layout(extra) {
     var base = {
-      margin: { l: 60, r: 20, t: 10, b: 40 },
+      margin: { l: 60, r: 20, t: 40, b: 40 },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       font: { size: 12, color: "#1d2430" },
-      legend: { orientation: "h", y: -0.15 },
+      legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom" },
       hoverlabel: { namelength: -1 },
       colorway: COLORS,
       uirevision: "keep" // a live redraw keeps the reader's zoom and hidden legend entries
@@ -157,6 +161,7 @@
     }
     return draw("chart-daily", traces, {
       barmode: "stack",
+      showlegend: true,
       xaxis: { type: "date", tickformat: "%b %d", range: range },
       yaxis: { type: "linear", title: { text: cur }, rangemode: "tozero" }
     });
@@ -198,6 +203,7 @@
     $("cached-share").textContent = "· cached share of input: " + percent(t.cached_share);
     return draw("chart-tokens", traces, {
       barmode: "stack",
+      showlegend: true,
       xaxis: { type: "category", automargin: true },
       yaxis: { type: "linear", title: { text: "tokens" }, rangemode: "tozero" }
     });

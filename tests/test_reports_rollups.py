@@ -20,9 +20,10 @@ from costledger._ledger._engine import make_engine, resolve_url
 from costledger._ledger._migrate import HEAD, current_revision
 from costledger._ledger._query import summarize_events
 from costledger._ledger._rollups import (
-    DAILY_TABLE,
+    CORE_DIMENSIONS,
+    CUBES,
     DIMENSIONS,
-    TAGS_TABLE,
+    Cube,
     cost_parts,
     cost_value,
     plan,
@@ -55,27 +56,31 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # -- a direct recomputation of the rollup tables ------------------------------------------------
 
 
-def recompute(events: Iterable[UsageEvent], *, tags: bool) -> dict[tuple[Any, ...], dict[str, Any]]:
+def recompute(events: Iterable[UsageEvent], cube: Cube) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """A cube's rows computed in Python from the events themselves."""
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     with localcontext(Context(prec=100)):
         for e in events:
-            dims = (
-                e.model,
-                e.response_model,
-                e.provider,
-                e.user,
-                e.team,
-                e.project,
-                e.feature,
-                e.source,
-                e.status,
-                e.cost.currency,
-                e.cost.status,
-            )
+            values = {
+                "model": e.model,
+                "response_model": e.response_model,
+                "provider": e.provider,
+                "user": e.user,
+                "team": e.team,
+                "project": e.project,
+                "feature": e.feature,
+                "source": e.source,
+                "status": e.status,
+                "currency": e.cost.currency,
+                "pricing_status": e.cost.status,
+            }
+            dims = tuple(values[d] for d in cube.dims)
             day = e.timestamp.date()
+            if cube.grain == "month":
+                day = day.replace(day=1)
             keys = (
                 [(day, t, *dims) for t in (dict.fromkeys(e.tags) or (None,))]
-                if tags
+                if cube.tags
                 else [(day, *dims)]
             )
             for key in keys:
@@ -98,8 +103,12 @@ def recompute(events: Iterable[UsageEvent], *, tags: bool) -> dict[tuple[Any, ..
 
 
 def assert_rollups_match(ledger: Ledger, events: list[UsageEvent]) -> None:
-    assert rollup_rows(ledger) == recompute(events, tags=False)
-    assert rollup_rows(ledger, tags=True) == recompute(events, tags=True)
+    for cube in CUBES:
+        assert rollup_rows(ledger, cube.table) == recompute(events, cube), cube.table
+
+
+def all_rollups(ledger: Ledger) -> list[dict[tuple[Any, ...], dict[str, Any]]]:
+    return [rollup_rows(ledger, cube.table) for cube in CUBES]
 
 
 # -- money as integers --------------------------------------------------------------------------
@@ -124,7 +133,7 @@ def test_cost_parts_round_trip(text: str) -> None:
     assert 0 <= nano < 10**9
     assert 0 <= atto < 10**9
     assert cost_value(units, nano, atto, places) == Decimal(text)
-    assert places == len(text.partition(".")[2].rstrip("0"))
+    assert places == len(text.partition(".")[2])
 
 
 def test_cost_parts_refuses_more_than_18_places() -> None:
@@ -138,7 +147,7 @@ def test_sums_of_parts_are_exact() -> None:
     sums = [sum(p[i] for p in parts) for i in range(3)]
     with localcontext(Context(prec=60)):
         want = sum(Decimal(a) for a in amounts)
-    got = cost_value(*sums, max(p[3] for p in parts))
+    got = cost_value(sums[0], sums[1], sums[2], max(p[3] for p in parts))
     assert got == want
     assert str(got) == "8.499999999999999997"
 
@@ -182,9 +191,9 @@ def test_rollups_equal_recomputation_after_inserts_duplicates_and_updates(url: s
 
         ledger.record_many(events[400:])
         assert ledger.flush(timeout=60)
-        before = (rollup_rows(ledger), rollup_rows(ledger, tags=True))
+        before = all_rollups(ledger)
         assert rebuild_rollups(ledger) == len(events)
-        assert (rollup_rows(ledger), rollup_rows(ledger, tags=True)) == before
+        assert all_rollups(ledger) == before
 
 
 def test_an_event_with_a_repeated_tag_counts_once_per_tag(tmp_path: Path) -> None:
@@ -334,13 +343,34 @@ def test_sums_keep_the_places_they_were_written_with(tmp_path: Path) -> None:
     assert str(row.cost) == "1.0"
 
 
-def test_plan_splits_partial_days_off() -> None:
+def _tables(p: Any) -> list[tuple[str, date | None, date | None]]:
+    return [(cube.table.removeprefix("costledger_rollup_"), a, b) for cube, a, b in p.parts]
+
+
+def test_plan_uses_months_days_and_the_events_table() -> None:
     d = datetime(2025, 2, 3, 12, tzinfo=UTC)
-    p = plan((), d, date(2025, 2, 10), {})
-    assert (p.rollup, p.first_day, p.end_day) == (True, date(2025, 2, 4), date(2025, 2, 10))
+    p = plan((), d, date(2025, 5, 10), {})
+    assert _tables(p) == [
+        ("core", date(2025, 2, 4), date(2025, 3, 1)),
+        ("monthly", date(2025, 3, 1), date(2025, 5, 1)),
+        ("core", date(2025, 5, 1), date(2025, 5, 10)),
+    ]
     assert p.edges == ((d, datetime(2025, 2, 4, tzinfo=UTC)),)
-    whole = plan(("day",), date(2025, 2, 3), datetime(2025, 2, 10, tzinfo=UTC), {})
-    assert whole.edges == ()
+    # by day: days only; a user needs the full cubes; a tag the tag cubes
+    assert _tables(plan(("day",), None, None, {})) == [("core", None, None)]
+    assert _tables(plan(("user",), None, None, {})) == [("monthly", None, None)]
+    assert _tables(plan(("week",), None, None, {"user": "u"})) == [("daily", None, None)]
+    assert _tables(plan(("model",), date(2025, 1, 1), None, {"tag": "x"})) == [
+        ("core_tags", date(2025, 1, 1), None)
+    ]
+    assert _tables(plan(("feature", "tag"), None, date(2025, 1, 15), {})) == [
+        ("core_tags", None, date(2025, 1, 15)),
+    ]
+    assert not plan(("user", "tag"), None, None, {}).rollup  # no cube has both
+    # within one month: days only; less than a day: the events table only
+    assert _tables(plan((), date(2025, 2, 3), date(2025, 2, 9), {})) == [
+        ("core", date(2025, 2, 3), date(2025, 2, 9))
+    ]
     assert not plan((), d, d + timedelta(hours=3), {}).rollup
     assert not plan((), None, None, {"tag": ["a", "b"]}).rollup
     assert plan(("tag",), None, None, {"tag": ["a", "b"]}).rollup
@@ -365,13 +395,12 @@ def test_bad_arguments_are_refused_as_before(tmp_path: Path) -> None:
 def test_truncating_the_events_empties_the_rollups(pg_url: str) -> None:
     with Ledger(pg_url, sync=True) as ledger:
         ledger.record_many(history(20))
-        assert rollup_rows(ledger)
+        assert all(all_rollups(ledger))
         engine = sa.create_engine(pg_url)
         with engine.begin() as conn:
             conn.exec_driver_sql("TRUNCATE costledger_events")
         engine.dispose()
-        assert rollup_rows(ledger) == {}
-        assert rollup_rows(ledger, tags=True) == {}
+        assert not any(all_rollups(ledger))
         assert ledger.summary() == []
 
 
@@ -386,8 +415,8 @@ def test_upgrading_from_0001_backfills_the_rollups(url: str) -> None:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("DROP TRIGGER costledger_events_truncate ON costledger_events")
                 conn.exec_driver_sql("DROP FUNCTION costledger_rollups_truncate()")
-            conn.exec_driver_sql(f"DROP TABLE {DAILY_TABLE}")
-            conn.exec_driver_sql(f"DROP TABLE {TAGS_TABLE}")
+            for cube in CUBES:
+                conn.exec_driver_sql(f"DROP TABLE {cube.table}")
             conn.exec_driver_sql("UPDATE costledger_alembic_version SET version_num = '0001'")
         assert current_revision(engine) == "0001"
         upgrade(url)
@@ -398,19 +427,19 @@ def test_upgrading_from_0001_backfills_the_rollups(url: str) -> None:
         assert_rollups_match(ledger, events)
 
 
-def test_rollup_columns_are_the_documented_dimensions(tmp_path: Path) -> None:
+def test_rollup_tables_have_the_documented_columns(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cols.db'}"
     upgrade(url)
     engine = make_engine(resolve_url(url))
     try:
         with engine.connect() as conn:
-            cols = [c["name"] for c in sa.inspect(conn).get_columns(DAILY_TABLE)]
-            tag_cols = [c["name"] for c in sa.inspect(conn).get_columns(TAGS_TABLE)]
+            for cube in CUBES:
+                cols = [c["name"] for c in sa.inspect(conn).get_columns(cube.table)]
+                assert tuple(cols) == cube.columns
+                assert "user" in cols or cube.dims == CORE_DIMENSIONS
     finally:
         engine.dispose()
-    assert cols[:2] == ["day", "gkey"]
-    assert cols[2 : 2 + len(DIMENSIONS)] == list(DIMENSIONS)
-    assert tag_cols[:3] == ["day", "gkey", "tag"]
+    assert DIMENSIONS[3] == "user"
 
 
 def test_sqlite_refuses_a_sum_beyond_64_bits_rather_than_round_it(tmp_path: Path) -> None:

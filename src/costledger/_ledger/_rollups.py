@@ -1,27 +1,44 @@
-"""Daily rollups: per-day sums of the events table, kept on write, that answer reports fast.
+"""Rollups: per-day and per-month sums of the events table, kept on write, that answer
+reports over millions of events in well under a second.
 
-Two tables, maintained inside the very transaction that inserts events (from exactly the
-rows newly inserted, so a duplicate is never counted) or re-prices them (the old figures
-are subtracted and the new ones added):
+Four tables ("cubes"), each a grain (UTC day, or month) and a set of dimensions:
 
-- ``costledger_rollup_daily``: one row per UTC day and group of ``DIMENSIONS``;
-- ``costledger_rollup_tags``: the same per tag (each distinct tag of an event counts it
-  once; an untagged event counts under tag ``NULL``).
+============================== ======= ============================================ =====
+table                          grain   grouped by                                   tags
+============================== ======= ============================================ =====
+costledger_rollup_daily        day     every dimension (``DIMENSIONS``)              no
+costledger_rollup_monthly      month   every dimension                               no
+costledger_rollup_core         day     every dimension but ``user``                  no
+costledger_rollup_core_tags    day     every dimension but ``user``, and the tag     yes
+============================== ======= ============================================ =====
 
-A summary whose keys and filters are all rollup columns is answered from them; time
-bounds that are not whole UTC days are answered from the rollups for the whole days and
-from the events table for the partial days at either end, so the result is exactly what
-the events table alone would give.
+The tag cube counts an event once under each of its distinct tags, and an untagged event
+under tag ``NULL``. A summary is answered from the smallest cube that has every key and
+filter it needs (``core`` unless it needs ``user``; months for the whole months of a
+range when it is neither by day nor by week, days for the rest); time bounds that are
+not whole UTC days are answered from the events table for those partial days, so the
+result is exactly what the events table alone would give. A summary that needs both a
+user and a tag, or a filter on several tags without grouping by tag, is answered from
+the events table.
 
-Money stays exact without the cost of a Python aggregate per row: an amount ``x`` (at
-most 18 decimal places) is kept as three BIGINT columns, its whole currency units
+Kept on write: the insert hook runs in the transaction that inserted the events, with
+exactly the rows newly inserted (a duplicate is never counted). It sums them in Python
+per day, dimensions and tag set (``RollupDelta``, about a microsecond an event), folds
+those sums into each cube's groups, and upserts them (``INSERT ... ON CONFLICT DO
+UPDATE``, in key order so concurrent writers on PostgreSQL lock rows in the same order).
+Re-pricing does the same with the old figures negated and the new ones added, then drops
+groups left empty. The cost of a write is one upsert per cube group a batch touches:
+with many users, about two and a half per event.
+
+Money stays exact without a Python aggregate per row: an amount ``x`` (at most 18
+decimal places) is kept as three BIGINT columns, its whole currency units
 ``cost_units = floor(x)``, then ``cost_nano`` (the next nine decimals) and ``cost_atto``
-(the last nine), each part in ``[0, 10**9)`` for one event. SQL sums each column exactly
-(SQLite's integer ``sum`` raises on overflow rather than going through a float; PostgreSQL
+(the last nine), each in ``[0, 10**9)`` for one event. SQL sums each column exactly
+(SQLite's integer ``sum`` raises on overflow rather than go through a float; PostgreSQL
 sums BIGINT into NUMERIC) and ``x = cost_units + cost_nano * 1e-9 + cost_atto * 1e-18``.
-``cost_places`` is the most decimal places of any amount summed, so a sum is shown as
-written (``1.0``, not ``1.000000000000000000``). Limits, per row (one day and group):
-9.2e18 currency units, and 9.2e9 priced events.
+``cost_places`` is the most decimal places of any amount summed, as SQLite stores them,
+so a sum reads as the events table's own sum does (``1.0``, not ``1.000000000000000000``).
+Limits, per rollup row: 9.2e18 currency units, and 9.2e9 priced events.
 """
 
 from __future__ import annotations
@@ -65,23 +82,21 @@ if TYPE_CHECKING:
     from ._store import CostChange, Store
 
 __all__ = [
-    "DAILY_TABLE",
+    "CORE_DIMENSIONS",
+    "CUBES",
     "DIMENSIONS",
-    "TAGS_TABLE",
+    "Cube",
     "RollupDelta",
     "apply_cost_changes",
     "apply_inserted",
     "cost_parts",
     "cost_value",
-    "daily_table",
+    "plan",
     "rebuild_rollups",
     "rollup_rows",
     "summarize",
-    "tags_table",
+    "write_delta",
 ]
-
-DAILY_TABLE = "costledger_rollup_daily"
-TAGS_TABLE = "costledger_rollup_tags"
 
 DIMENSIONS: tuple[str, ...] = (
     "model",
@@ -96,7 +111,10 @@ DIMENSIONS: tuple[str, ...] = (
     "currency",
     "pricing_status",
 )
-"""What a rollup row is grouped by, besides its day (and, in the tag rollup, its tag)."""
+"""What a full rollup row is grouped by, besides its day or month (and tag)."""
+CORE_DIMENSIONS: tuple[str, ...] = tuple(d for d in DIMENSIONS if d != "user")
+"""The dimensions of the ``core`` cubes: every one but the (many) users."""
+REQUIRED_DIMENSIONS = frozenset(("source", "status", "currency", "pricing_status"))
 
 COUNTERS: tuple[str, ...] = (
     "requests",
@@ -115,18 +133,41 @@ COUNTERS: tuple[str, ...] = (
 """Measures added on write; ``cost_places`` (a maximum) follows them."""
 MEASURES: tuple[str, ...] = (*COUNTERS, "cost_places")
 _N = len(COUNTERS)
-_PLACES = _N  # index of cost_places in an accumulator
 _NANO = 10**9
 _SCALE = 10**18
 _EXACT = Context(prec=120)
-_ROLLUP_FILTERS = frozenset(FILTERS)
 _TIME_KEYS = frozenset(("day", "week", "month"))
 _UTC = timezone.utc
 _FLUSH_GROUPS = 50_000  # rebuild: groups held in memory before they are written
 
 
+@dataclass(frozen=True, slots=True)
+class Cube:
+    """One rollup table: its grain, its dimensions, whether it is split by tag."""
+
+    table: str
+    grain: str  # "day" or "month"
+    dims: tuple[str, ...]
+    tags: bool
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column, in table order."""
+        return ("day", "gkey", *(("tag",) if self.tags else ()), *self.dims, *MEASURES)
+
+
+CUBES: tuple[Cube, ...] = (
+    Cube("costledger_rollup_daily", "day", DIMENSIONS, False),
+    Cube("costledger_rollup_monthly", "month", DIMENSIONS, False),
+    Cube("costledger_rollup_core", "day", CORE_DIMENSIONS, False),
+    Cube("costledger_rollup_core_tags", "day", CORE_DIMENSIONS, True),
+)
+_BY_TABLE = {cube.table: cube for cube in CUBES}
+
+
 class RollupDay(TypeDecorator[date]):
-    """A UTC calendar day: ``DATE`` on PostgreSQL, ``YYYY-MM-DD`` text on SQLite."""
+    """A UTC calendar day (a month: its first day): ``DATE`` on PostgreSQL, ``YYYY-MM-DD``
+    text on SQLite."""
 
     impl = String
     cache_ok = True
@@ -155,16 +196,17 @@ class RollupDay(TypeDecorator[date]):
         return date
 
 
-def _columns(with_tag: bool) -> list[Column[Any]]:
+def cube_columns(cube: Cube, *, primary_key: bool = True) -> list[Column[Any]]:
+    """The SQLAlchemy columns of a cube's table (the migration creates the same)."""
     cols: list[Column[Any]] = [
-        Column("day", RollupDay(), primary_key=True),
-        Column("gkey", String(), primary_key=True),
+        Column("day", RollupDay(), primary_key=primary_key, nullable=False),
+        Column("gkey", String(), primary_key=primary_key, nullable=False),
     ]
-    if with_tag:
+    if cube.tags:
         cols.append(Column("tag", String(), nullable=True))
-    for name in DIMENSIONS:
-        required = name in ("source", "status", "currency", "pricing_status")
-        cols.append(Column(name, String(), nullable=not required))
+    cols.extend(
+        Column(name, String(), nullable=name not in REQUIRED_DIMENSIONS) for name in cube.dims
+    )
     cols.extend(Column(name, BigInteger(), nullable=False) for name in COUNTERS)
     cols.append(Column("cost_places", Integer(), nullable=False))
     return cols
@@ -172,33 +214,47 @@ def _columns(with_tag: bool) -> list[Column[Any]]:
 
 rollup_metadata = MetaData()
 """The rollup tables (created by migration 0002; kept apart from the events' SQLModel metadata)."""
-daily_table = Table(DAILY_TABLE, rollup_metadata, *_columns(with_tag=False))
-tags_table = Table(TAGS_TABLE, rollup_metadata, *_columns(with_tag=True))
+TABLES: dict[str, Table] = {
+    cube.table: Table(cube.table, rollup_metadata, *cube_columns(cube)) for cube in CUBES
+}
 
 
-# -- money as two integers ---------------------------------------------------------------------
+# -- money as three integers ---------------------------------------------------------------------
 
 
 def cost_parts(text: str) -> tuple[int, int, int, int]:
-    """``(cost_units, cost_nano, cost_atto, places)`` of a stored amount in plain decimal text.
+    """``(cost_units, cost_nano, cost_atto, places)`` of an amount in plain decimal text.
 
-    ``places`` counts the decimals without trailing zeros. The amount must have at most
-    18 places (the ledger rounds to 18 before storing).
+    ``places`` counts the decimals as written (what SQLite stores), at most 18 (the
+    ledger rounds to 18 before storing).
     """
-    negative = text.startswith("-")
-    if negative or text.startswith("+"):
-        text = text[1:]
     whole, _, frac = text.partition(".")
-    frac = frac.rstrip("0")
     places = len(frac)
     if places > 18:
         raise ValueError(f"money {text!r} has more than 18 decimal places")
-    units = int(whole or "0") * _SCALE + (int(frac) * 10 ** (18 - places) if frac else 0)
-    if negative:
-        units = -units
+    units = int(whole + frac) * 10 ** (18 - places)  # "-0.5" -> int("-05"): the sign stays
     whole_units, rest = divmod(units, _SCALE)
     nano, atto = divmod(rest, _NANO)
     return whole_units, nano, atto, places
+
+
+_PARTS_CACHE: dict[Decimal, tuple[int, int, int, int]] = {}
+
+
+def decimal_parts(value: Decimal) -> tuple[int, int, int, int]:
+    """``cost_parts`` of the amount the ledger stores for ``value`` (cached: calls repeat)."""
+    parts = _PARTS_CACHE.get(value)
+    if parts is None:
+        text = format(value, "f")
+        if len(text.partition(".")[2]) > 18:  # the ledger stores 18 places, rounded half-even
+            from ._store import _text_money
+
+            text = _text_money("cost.total", value) or "0"
+        parts = cost_parts(text)
+        if len(_PARTS_CACHE) >= 65_536:
+            _PARTS_CACHE.clear()
+        _PARTS_CACHE[value] = parts
+    return parts
 
 
 def cost_value(units: Any, nano: Any, atto: Any, places: Any) -> Decimal:
@@ -211,37 +267,36 @@ def cost_value(units: Any, nano: Any, atto: Any, places: Any) -> Decimal:
 # -- accumulating events -------------------------------------------------------------------------
 
 Acc = list[int]
+GroupKey = tuple[tuple[Any, ...], tuple[str, ...]]
+"""``((day, *DIMENSIONS), distinct tags)``"""
 
 
 class RollupDelta:
-    """What a set of events (or cost changes) adds to each rollup row."""
+    """What a set of events (or cost changes) adds, per day, dimensions and tag set."""
 
-    __slots__ = ("_by_tags", "daily", "tags")
+    __slots__ = ("groups",)
 
     def __init__(self) -> None:
-        # (day, *dims) + tag set -> accumulator; folded into daily and tags by ``fold``
-        self._by_tags: dict[tuple[tuple[Any, ...], tuple[str, ...]], Acc] = {}
-        self.daily: dict[tuple[Any, ...], Acc] = {}
-        self.tags: dict[tuple[Any, ...], Acc] = {}
+        self.groups: dict[GroupKey, Acc] = {}
 
     def __len__(self) -> int:
-        return len(self._by_tags)
+        return len(self.groups)
 
     def add(
         self,
         day: date,
         dims: tuple[str | None, ...],
-        tags: Sequence[str],
+        tags: Iterable[str],
         counts: Sequence[int],
         total: str | None,
         sign: int = 1,
     ) -> None:
         """One event: ``dims`` in ``DIMENSIONS`` order, ``counts`` the 9 first ``COUNTERS``
         (requests ... reasoning_tokens), ``total`` its stored total cost text or ``None``."""
-        key = ((day, *dims), tuple(tags))
-        acc = self._by_tags.get(key)
+        key = ((day, *dims), tuple(dict.fromkeys(tags)))
+        acc = self.groups.get(key)
         if acc is None:
-            acc = self._by_tags[key] = [0] * (_N + 1)
+            acc = self.groups[key] = [0] * (_N + 1)
         for i, n in enumerate(counts):
             acc[i] += sign * n
         if total is not None:
@@ -249,46 +304,61 @@ class RollupDelta:
             acc[9] += sign * whole
             acc[10] += sign * nano
             acc[11] += sign * atto
-            if places > acc[_PLACES]:
-                acc[_PLACES] = places
+            if places > acc[12]:
+                acc[12] = places
 
-    def add_event(self, event: UsageEvent, sign: int = 1) -> None:
-        from ._store import _text_money
-
-        u = event.usage
-        c = event.cost
-        status = event.status
-        total = c.total
-        self.add(
-            event.timestamp.astimezone(_UTC).date(),
-            (
-                event.model,
-                event.response_model,
-                event.provider,
-                event.user,
-                event.team,
-                event.project,
-                event.feature,
-                event.source,
-                status,
-                c.currency,
-                c.status,
-            ),
-            event.tags,
-            (
-                1,
-                status == "error",
-                status == "cancelled",
-                total is None and c.status != "not_priced",
-                u.input_tokens,
-                u.cache_read_tokens,
-                u.cache_write_tokens,
-                u.output_tokens,
-                u.reasoning_tokens,
-            ),
-            _text_money("cost.total", total),
-            sign,
-        )
+    def add_events(self, events: Iterable[UsageEvent]) -> None:
+        """Newly inserted events (the hot path of every write: kept to plain operations)."""
+        groups = self.groups
+        parts = decimal_parts
+        for e in events:
+            c = e.cost
+            status = e.status
+            tags = e.tags
+            if len(tags) > 1:
+                tags = tuple(dict.fromkeys(tags))
+            key = (
+                (
+                    e.timestamp.date(),  # UsageEvent keeps UTC
+                    e.model,
+                    e.response_model,
+                    e.provider,
+                    e.user,
+                    e.team,
+                    e.project,
+                    e.feature,
+                    e.source,
+                    status,
+                    c.currency,
+                    c.status,
+                ),
+                tags,
+            )
+            acc = groups.get(key)
+            if acc is None:
+                acc = groups[key] = [0] * (_N + 1)
+            u = e.usage
+            acc[0] += 1
+            if status == "error":
+                acc[1] += 1
+            elif status == "cancelled":
+                acc[2] += 1
+            acc[4] += u.input_tokens
+            acc[5] += u.cache_read_tokens
+            acc[6] += u.cache_write_tokens
+            acc[7] += u.output_tokens
+            acc[8] += u.reasoning_tokens
+            total = c.total
+            if total is None:
+                if c.status != "not_priced":
+                    acc[3] += 1
+                continue
+            whole, nano, atto, places = parts(total)
+            acc[9] += whole
+            acc[10] += nano
+            acc[11] += atto
+            if places > acc[12]:
+                acc[12] = places
 
     def add_stored(self, row: StoredEvent, sign: int = 1) -> None:
         from ._money import money_text
@@ -326,15 +396,82 @@ class RollupDelta:
             sign,
         )
 
-    def fold(self) -> None:
-        """Spread the per-tag-set sums into the daily and tag rows."""
-        daily = self.daily
-        tags = self.tags
-        for (key, tag_set), acc in self._by_tags.items():
-            _merge(daily, key, acc)
-            for tag in dict.fromkeys(tag_set) or (None,):
-                _merge(tags, (key[0], tag, *key[1:]), acc)
-        self._by_tags.clear()
+
+# -- writing ---------------------------------------------------------------------------------------
+
+_Q = '"{}"'.format
+_UPSERT_CACHE: dict[tuple[str, str], str] = {}
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_GKEYS: dict[tuple[Any, ...], str] = {}
+
+
+def _gkey(values: tuple[Any, ...]) -> str:
+    """A group's dimension values (tag first in a tag cube) as one text key: JSON, so it
+    is unambiguous and keeps NULL apart from any string."""
+    key = _GKEYS.get(values)
+    if key is None:
+        key = _encode(list(values))
+        if len(_GKEYS) >= 65_536:
+            _GKEYS.clear()
+        _GKEYS[values] = key
+    return key
+
+
+def _upsert_sql(cube: Cube, dialect: str) -> str:
+    cached = _UPSERT_CACHE.get((cube.table, dialect))
+    if cached is not None:
+        return cached
+    names = cube.columns
+    quoted = ", ".join(_Q(n) for n in names)
+    sets = [f"{_Q(m)} = {cube.table}.{_Q(m)} + excluded.{_Q(m)}" for m in COUNTERS]
+    if dialect == "postgresql":
+        sets.append(f'"cost_places" = GREATEST({cube.table}."cost_places", excluded."cost_places")')
+        # the rows travel as one JSON document (one parameter, parsed in C by the server)
+        fields = []
+        for i, n in enumerate(names):
+            if n == "day":
+                fields.append(f"(e->>{i})::date")
+            elif n in MEASURES:
+                fields.append(f"(e->>{i})::bigint")
+            else:
+                fields.append(f"(e->>{i})")
+        sql = (
+            f"INSERT INTO {cube.table} ({quoted}) SELECT {', '.join(fields)} "
+            "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(e, n) ORDER BY n "
+        )
+    else:
+        sets.append(f'"cost_places" = max({cube.table}."cost_places", excluded."cost_places")')
+        sql = f"INSERT INTO {cube.table} ({quoted}) VALUES ({', '.join('?' * len(names))}) "
+    sql += f'ON CONFLICT ("day", "gkey") DO UPDATE SET {", ".join(sets)}'
+    _UPSERT_CACHE[(cube.table, dialect)] = sql
+    return sql
+
+
+def _fold(delta: RollupDelta) -> dict[Cube, dict[tuple[Any, ...], Acc]]:
+    """Each cube's groups: ``(period, [tag,] *cube dims) -> sums``."""
+    out: dict[Cube, dict[tuple[Any, ...], Acc]] = {cube: {} for cube in CUBES}
+    plans = [
+        (
+            out[cube],
+            cube.grain == "month",
+            None if cube.dims == DIMENSIONS else tuple(DIMENSIONS.index(d) for d in cube.dims),
+            cube.tags,
+        )
+        for cube in CUBES
+    ]
+    for (key, tags), acc in delta.groups.items():
+        day = key[0]
+        dims = key[1:]
+        month = day.replace(day=1)
+        for groups, monthly, index, tagged in plans:
+            period = month if monthly else day
+            values = dims if index is None else tuple(dims[i] for i in index)
+            if tagged:
+                for tag in tags or (None,):
+                    _merge(groups, (period, tag, *values), acc)
+            else:
+                _merge(groups, (period, *values), acc)
+    return out
 
 
 def _merge(into: dict[tuple[Any, ...], Acc], key: tuple[Any, ...], acc: Acc) -> None:
@@ -344,71 +481,36 @@ def _merge(into: dict[tuple[Any, ...], Acc], key: tuple[Any, ...], acc: Acc) -> 
         return
     for i in range(_N):
         mine[i] += acc[i]
-    if acc[_PLACES] > mine[_PLACES]:
-        mine[_PLACES] = acc[_PLACES]
-
-
-# -- writing ---------------------------------------------------------------------------------------
-
-_UPSERT_CACHE: dict[tuple[str, str], str] = {}
-
-
-def _upsert_sql(table: str, dialect: str) -> str:
-    cached = _UPSERT_CACHE.get((table, dialect))
-    if cached is not None:
-        return cached
-    names = ["day", "gkey", *(("tag",) if table == TAGS_TABLE else ()), *DIMENSIONS, *MEASURES]
-    mark = "%s" if dialect == "postgresql" else "?"
-    biggest = "GREATEST" if dialect == "postgresql" else "max"
-    sets = [f'"{m}" = {table}."{m}" + excluded."{m}"' for m in COUNTERS]
-    sets.append(f'"cost_places" = {biggest}({table}."cost_places", excluded."cost_places")')
-    sql = (
-        f"INSERT INTO {table} ({', '.join(f'{chr(34)}{n}{chr(34)}' for n in names)}) "
-        f"VALUES ({', '.join([mark] * len(names))}) "
-        f'ON CONFLICT ("day", "gkey") DO UPDATE SET {", ".join(sets)}'
-    )
-    _UPSERT_CACHE[(table, dialect)] = sql
-    return sql
-
-
-def _gkey(values: Iterable[Any]) -> str:
-    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
-
-
-def _day_param(day: date, dialect: str) -> Any:
-    return day if dialect == "postgresql" else day.isoformat()
+    if acc[_N] > mine[_N]:
+        mine[_N] = acc[_N]
 
 
 def write_delta(conn: Connection, delta: RollupDelta) -> set[date]:
-    """Add ``delta`` to the rollup tables (inside the caller's transaction); the days touched.
-
-    Rows are written in key order, so concurrent writers on PostgreSQL lock them in the
-    same order and never deadlock.
-    """
-    delta.fold()
-    dialect = conn.dialect.name
-    days: set[date] = set()
-    for table, groups in ((DAILY_TABLE, delta.daily), (TAGS_TABLE, delta.tags)):
-        if not groups:
-            continue
-        params = []
+    """Add ``delta`` to every cube, inside the caller's transaction; the days touched."""
+    if not delta.groups:
+        return set()
+    days = {key[0] for key, _ in delta.groups}
+    pg = conn.dialect.name == "postgresql"
+    for cube, groups in _fold(delta).items():
+        rows = []
         for key, acc in groups.items():
-            day = key[0]
-            days.add(day)
+            period = key[0]
             rest = key[1:]
-            params.append((_day_param(day, dialect), _gkey(rest), *rest, *acc))
-        params.sort(key=lambda p: (p[0], p[1]))
-        conn.exec_driver_sql(_upsert_sql(table, dialect), params)
-        groups.clear()
+            rows.append((period.isoformat(), _gkey(rest), *rest, *acc))
+        rows.sort(key=lambda r: (r[0], r[1]))  # one lock order for every writer
+        if pg:
+            document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+            conn.exec_driver_sql(_upsert_sql(cube, "postgresql"), (document,))
+        else:
+            conn.exec_driver_sql(_upsert_sql(cube, "sqlite"), rows)
+    delta.groups.clear()
     return days
 
 
 def apply_inserted(conn: Connection, events: Sequence[UsageEvent]) -> None:
     """Insert hook: add the newly inserted events to the rollups."""
     delta = RollupDelta()
-    add = delta.add_event
-    for event in events:
-        add(event)
+    delta.add_events(events)
     write_delta(conn, delta)
 
 
@@ -419,15 +521,18 @@ def apply_cost_changes(conn: Connection, changes: Sequence[CostChange]) -> None:
         delta.add_stored(change.before, sign=-1)
         delta.add_stored(change.after, sign=1)
     days = write_delta(conn, delta)
-    if days:
-        # a group whose events all moved to another group (pricing status, currency) is gone
-        dialect = conn.dialect.name
-        mark = "%s" if dialect == "postgresql" else "?"
-        for table in (DAILY_TABLE, TAGS_TABLE):
-            conn.exec_driver_sql(
-                f'DELETE FROM {table} WHERE "requests" = 0 AND "day" = {mark}',
-                [(_day_param(d, dialect),) for d in sorted(days)],
-            )
+    if not days:
+        return
+    # a group whose events all moved to another group (pricing status, currency) is gone
+    dialect = conn.dialect.name
+    mark = "%s" if dialect == "postgresql" else "?"
+    months = {d.replace(day=1) for d in days}
+    for cube in CUBES:
+        periods = days if cube.grain == "day" else months
+        conn.exec_driver_sql(
+            f'DELETE FROM {cube.table} WHERE "requests" = 0 AND "day" = {mark}',
+            [(d if dialect == "postgresql" else d.isoformat(),) for d in sorted(periods)],
+        )
 
 
 # -- rebuilding ---------------------------------------------------------------------------------
@@ -456,7 +561,7 @@ _REBUILD_COLUMNS = (
 
 
 def rebuild_on(conn: Connection) -> int:
-    """Recompute both rollup tables from the events table, inside ``conn``'s transaction.
+    """Recompute every cube from the events table, inside ``conn``'s transaction.
 
     Reads every event once (in constant memory: groups are written every 50,000) and
     applies exactly the arithmetic of the insert hook. Returns the number of events read.
@@ -464,15 +569,15 @@ def rebuild_on(conn: Connection) -> int:
     from ._money import money_text
 
     dialect = conn.dialect.name
-    conn.exec_driver_sql(f"DELETE FROM {DAILY_TABLE}")
-    conn.exec_driver_sql(f"DELETE FROM {TAGS_TABLE}")
-    names = ", ".join(f'"{c}"' for c in _REBUILD_COLUMNS)
+    for cube in CUBES:
+        conn.exec_driver_sql(f"DELETE FROM {cube.table}")
+    names = ", ".join(_Q(c) for c in _REBUILD_COLUMNS)
     sql = f"SELECT {names} FROM costledger_events"
-    delta = RollupDelta()
-    n = 0
     # (execution_options on the Connection itself would outlive this statement)
     options = {"yield_per": 20_000} if dialect == "postgresql" else {}
     result = conn.exec_driver_sql(sql, execution_options=options)
+    delta = RollupDelta()
+    n = 0
     for row in result:
         ts = row[0]
         # SQLite keeps UTC text, PostgreSQL gives an aware datetime
@@ -516,15 +621,15 @@ def rebuild_rollups(ledger: Ledger) -> int:
         return rebuild_on(conn)
 
 
-def rollup_rows(ledger: Ledger, *, tags: bool = False) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The rollup table as ``{(day, [tag,] *DIMENSIONS): {counter: int, "cost": Decimal}}``
-    (for tests and consistency checks)."""
+def rollup_rows(ledger: Ledger, table: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """A cube's rows as ``{(day, [tag,] *dims): {counter: int, "cost": Decimal}}`` (for
+    tests and consistency checks)."""
+    cube = _BY_TABLE[table]
     store = ledger._core.store
-    table = tags_table if tags else daily_table
-    keys = ["day", *(("tag",) if tags else ()), *DIMENSIONS]
+    keys = ["day", *(("tag",) if cube.tags else ()), *cube.dims]
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     with store.read_connection() as conn:
-        for r in conn.execute(select(table)):
+        for r in conn.execute(select(TABLES[table])):
             m = r._mapping
             row: dict[str, Any] = {name: int(m[name]) for name in COUNTERS[:9]}
             row["cost"] = cost_value(m["cost_units"], m["cost_nano"], m["cost_atto"], 18)
@@ -561,7 +666,7 @@ def _check(keys: tuple[str, ...], filters: Mapping[str, Any]) -> None:
     if len(set(keys)) != len(keys):
         raise ValueError(f"summary keys repeat: {keys!r}")
     for name, value in filters.items():
-        if name not in _ROLLUP_FILTERS:
+        if name not in FILTERS:
             raise ValueError(f"unknown filter {name!r}; use one of {', '.join(FILTERS)}")
         if value is not None:
             _values(name, value)
@@ -572,7 +677,7 @@ def answerable(keys: Sequence[str], filters: Mapping[str, Any]) -> bool:
 
     Every key and filter is a rollup column; the one exception is a tag filter with
     several tags when the summary is not by tag (an event carrying two of them would be
-    counted twice from the tag rollup).
+    counted twice from a tag cube).
     """
     wanted = filters.get("tag")
     if wanted is None or "tag" in keys:
@@ -582,21 +687,21 @@ def answerable(keys: Sequence[str], filters: Mapping[str, Any]) -> bool:
 
 def _rollup_query(
     conn: Connection,
+    cube: Cube,
     keys: tuple[str, ...],
-    first_day: date | None,
-    end_day: date | None,
+    first: date | None,
+    end: date | None,
     filters: Mapping[str, Any],
 ) -> list[SummaryRow]:
     dialect = conn.dialect.name
-    use_tags = "tag" in keys or filters.get("tag") is not None
-    table = tags_table if use_tags else daily_table
+    table = TABLES[cube.table]
     c = table.c
     key_columns = [_key_expression(name, dialect, table).label(f"k_{name}") for name in keys]
     conds: list[ColumnElement[bool]] = []
-    if first_day is not None:
-        conds.append(c.day >= first_day)
-    if end_day is not None:
-        conds.append(c.day < end_day)
+    if first is not None:
+        conds.append(c.day >= first)
+    if end is not None:
+        conds.append(c.day < end)
     for name, value in filters.items():
         if value is None:
             continue
@@ -643,13 +748,40 @@ def _rollup_query(
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How a summary is answered: ``rollup_days`` ``[first, end)`` from the rollups (``None``
-    bounds are open), and the ``edges`` (``[since, until)`` ranges) from the events table."""
+    """How a summary is answered: ``parts`` (a cube and ``[first, end)`` periods in it,
+    ``None`` bounds open) from the rollups, ``edges`` (``[since, until)``) from the
+    events table. ``rollup`` is false when the events table answers it all."""
 
     rollup: bool
-    first_day: date | None
-    end_day: date | None
+    parts: tuple[tuple[Cube, date | None, date | None], ...]
     edges: tuple[tuple[datetime | None, datetime | None], ...]
+
+
+def _needs(keys: Sequence[str], filters: Mapping[str, Any]) -> tuple[set[str], bool]:
+    dims: set[str] = set()
+    tags = False
+    for name in [*keys, *(f for f, v in filters.items() if v is not None)]:
+        if name == "tag":
+            tags = True
+        elif name == "model":
+            dims.update(("model", "response_model"))
+        elif name not in _TIME_KEYS:
+            dims.add(name)
+    return dims, tags
+
+
+def _cube(grain: str, dims: set[str], tags: bool) -> Cube | None:
+    """The smallest cube of this grain with these dimensions, if any."""
+    found = [c for c in CUBES if c.grain == grain and c.tags == tags and dims <= set(c.dims)]
+    return min(found, key=lambda c: len(c.dims)) if found else None
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 def plan(
@@ -658,28 +790,48 @@ def plan(
     until: datetime | date | None,
     filters: Mapping[str, Any],
 ) -> Plan:
-    """Split a time range into whole UTC days (rollups) and partial days (events)."""
+    """Split ``[since, until)`` into partial days (events table), whole days and whole
+    months (the smallest cubes that hold the keys and filters)."""
     lo = None if since is None else utc_datetime(since)
     hi = None if until is None else utc_datetime(until)
-    everything = Plan(False, None, None, ((lo, hi),))
+    everything = Plan(False, (), ((lo, hi),))
     if not answerable(keys, filters):
         return everything
-    first_day: date | None = None
-    end_day: date | None = None
+    first: date | None = None
+    end: date | None = None
     edges: list[tuple[datetime | None, datetime | None]] = []
     if lo is not None:
-        first_day = lo.date() if _whole_day(lo) else lo.date() + timedelta(days=1)
+        first = lo.date() if _whole_day(lo) else lo.date() + timedelta(days=1)
     if hi is not None:
-        end_day = hi.date()
-    if first_day is not None and end_day is not None and first_day >= end_day:
+        end = hi.date()
+    if first is not None and end is not None and first >= end:
         return everything  # less than one whole day: the events table, by the time index
     if lo is not None and not _whole_day(lo):
-        assert first_day is not None
-        edges.append((lo, _midnight(first_day)))
+        assert first is not None
+        edges.append((lo, _midnight(first)))
     if hi is not None and not _whole_day(hi):
-        assert end_day is not None
-        edges.append((_midnight(end_day), hi))
-    return Plan(True, first_day, end_day, tuple(edges))
+        assert end is not None
+        edges.append((_midnight(end), hi))
+    dims, tags = _needs(keys, filters)
+    daily = _cube("day", dims, tags)
+    if daily is None:
+        return everything  # a user and a tag: no cube has both
+    monthly = None if "day" in keys or "week" in keys else _cube("month", dims, tags)
+    parts: list[tuple[Cube, date | None, date | None]] = []
+    if monthly is None:
+        parts.append((daily, first, end))
+    else:
+        m_first = first if first is None or first.day == 1 else _next_month(first)
+        m_end = end if end is None else _month_start(end)
+        if m_first is not None and m_end is not None and m_first >= m_end:
+            parts.append((daily, first, end))  # within one month: days only
+        else:
+            if first is not None and m_first is not None and first < m_first:
+                parts.append((daily, first, m_first))
+            parts.append((monthly, m_first, m_end))
+            if end is not None and m_end is not None and m_end < end:
+                parts.append((daily, m_end, end))
+    return Plan(True, tuple(parts), tuple(edges))
 
 
 def _midnight(day: date) -> datetime:
@@ -729,15 +881,16 @@ def summarize(
     p = plan(keys, since, until, filters)
     if not use_rollups or not p.rollup:
         return summarize_events(store, by=keys, since=since, until=until, filters=filters)
+    parts: list[Sequence[SummaryRow]] = []
     try:
         with store.read_connection() as conn:
-            rolled = _rollup_query(conn, keys, p.first_day, p.end_day, filters)
+            for cube, first, end in p.parts:
+                parts.append(_rollup_query(conn, cube, keys, first, end, filters))
     except sa_exc.OperationalError as exc:
         if "overflow" not in str(exc).lower():
             raise
         # an integer sum beyond 64 bits on SQLite: the events table sums exactly, slowly
         return summarize_events(store, by=keys, since=since, until=until, filters=filters)
-    parts: list[Sequence[SummaryRow]] = [rolled]
     for lo, hi in p.edges:
         parts.append(summarize_events(store, by=keys, since=lo, until=hi, filters=filters))
     return merge_rows(parts)

@@ -379,8 +379,9 @@ def _unknown_days(store: Store) -> list[date]:
     """Days the rollups say hold unknown-model events (so only those are read)."""
     from sqlalchemy import select
 
-    from .._ledger._rollups import daily_table as r
+    from .._ledger._rollups import TABLES
 
+    r = TABLES["costledger_rollup_core"]
     stmt = select(r.c.day).where(r.c.pricing_status == "unknown_model").distinct()
     with store.read_connection() as conn:
         return sorted(conn.execute(stmt).scalars())

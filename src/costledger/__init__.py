@@ -27,6 +27,14 @@ from ._tracker import Tracker, configure, drain_deferred, get_tracker
 from ._usage import Usage
 
 if TYPE_CHECKING:
+    from ._dashboard import (
+        Dashboard,
+        DashboardServer,
+        build_dashboard,
+        render_dashboard,
+        serve_dashboard,
+        write_dashboard,
+    )
     from ._extract import ResponseInfo, extract_usage, read_response
     from ._guards import (
         Budget,
@@ -54,6 +62,8 @@ _LAZY: dict[str, str] = {
     "Budget": "._guards",
     "BudgetAlert": "._guards",
     "BudgetStatus": "._guards",
+    "Dashboard": "._dashboard",
+    "DashboardServer": "._dashboard",
     "Estimator": "._guards",
     "GuardConfig": "._guards",
     "Ledger": "._ledger",
@@ -69,6 +79,7 @@ _LAZY: dict[str, str] = {
     "TokenRateLimit": "._guards",
     "UsageLogger": "._logging",
     "budget_status": "._guards",
+    "build_dashboard": "._dashboard",
     "event_from_record": "._schema",
     "event_to_record": "._schema",
     "extract_usage": "._extract",
@@ -77,7 +88,10 @@ _LAZY: dict[str, str] = {
     "read_response": "._extract",
     "redact": "._redact",
     "redact_processor": "._redact",
+    "render_dashboard": "._dashboard",
+    "serve_dashboard": "._dashboard",
     "webhook_alert": "._guards",
+    "write_dashboard": "._dashboard",
 }
 
 
@@ -102,6 +116,8 @@ __all__ = [
     "BudgetStatus",
     "Cost",
     "CostLedgerError",
+    "Dashboard",
+    "DashboardServer",
     "Estimator",
     "GuardConfig",
     "GuardRefusal",
@@ -127,6 +143,7 @@ __all__ = [
     "__version__",
     "attribute",
     "budget_status",
+    "build_dashboard",
     "configure",
     "drain_deferred",
     "event_from_record",
@@ -138,6 +155,9 @@ __all__ = [
     "read_response",
     "redact",
     "redact_processor",
+    "render_dashboard",
+    "serve_dashboard",
     "track_cost",
     "webhook_alert",
+    "write_dashboard",
 ]

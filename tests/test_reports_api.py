@@ -1,0 +1,522 @@
+"""The reports API on real SQLite files and a real PostgreSQL database: reports equal a
+direct recomputation to the last decimal, what-if on a hand-checked history, re-pricing
+through the rollups, exports that round-trip exactly, time bounds, price lists."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from costledger import Cost, Usage, UsageEvent
+from costledger._ledger import InMemoryLedger, Ledger
+from costledger._ledger._query import summarize_events
+from costledger._reports import (
+    EXPORT_COLUMNS,
+    diff_prices,
+    export,
+    list_prices,
+    parse_by,
+    parse_when,
+    report,
+    reprice,
+    resolve_bounds,
+    show_price,
+    top,
+    whatif,
+)
+from costledger._schema import event_from_line
+
+from .test_reports_helpers import (
+    UTC,
+    expected_summary,
+    history,
+    pg_database,
+    pg_url,
+    summary_dict,
+)
+
+__all__ = ["pg_database", "pg_url"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def loaded(url: str) -> Iterator[tuple[Ledger, list[UsageEvent]]]:
+    events = history(600, seed=21)
+    with Ledger(url) as ledger:
+        ledger.record_many(events)
+        assert ledger.flush(timeout=60)
+        yield ledger, events
+
+
+def _share(part: Decimal, whole: Decimal) -> Decimal | None:
+    if not whole:
+        return None
+    return (part / whole).quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "by",
+    [(), ("day",), ("model",), ("month", "team"), ("tag",), ("user", "feature"), ("week", "tag")],
+    ids=lambda b: "+".join(b) or "total",
+)
+def test_report_equals_direct_recomputation(
+    loaded: tuple[Ledger, list[UsageEvent]], by: tuple[str, ...]
+) -> None:
+    ledger, events = loaded
+    got = report(ledger, by, sort="key")
+    store = ledger._core.store
+    direct = summarize_events(store, by=by, since=None, until=None, filters={})
+    want = expected_summary(events, by)
+    assert summary_dict(direct) == want
+    rows = {(*r.key, r.currency): r for r in got.rows}
+    assert set(rows) == set(want)
+    totals = {t.currency: t for t in got.totals}
+    whole = expected_summary(events, ())
+    for key, figures in want.items():
+        row = rows[key]
+        assert row.requests == figures["requests"]
+        assert row.unpriced == figures["unpriced"]
+        assert row.cache_write_tokens == figures["cache_write_tokens"]
+        assert row.cost == figures["cost"]
+        assert row.share == _share(figures["cost"], whole[(key[-1],)]["cost"])
+    for (currency,), figures in whole.items():
+        t = totals[currency]
+        assert (t.requests, t.errors, t.cost) == (
+            figures["requests"],
+            figures["errors"],
+            figures["cost"],
+        )
+        assert t.share == Decimal("1.000000")
+    # the same report from the events table alone is identical
+    assert report(ledger, by, sort="key", use_rollups=False) == got
+
+
+def test_report_filters_bounds_sort_and_limit(loaded: tuple[Ledger, list[UsageEvent]]) -> None:
+    ledger, events = loaded
+    since = datetime(2025, 2, 1, 6, 30, tzinfo=UTC)
+    got = report(ledger, "team", since=since, until="2025-02-20", user=["u1", "u3"], sort="cost")
+    chosen = [
+        e
+        for e in events
+        if since <= e.timestamp < datetime(2025, 2, 21, tzinfo=UTC) and e.user in ("u1", "u3")
+    ]
+    want = expected_summary(chosen, ("team",))
+    assert {(*r.key, r.currency): r.cost for r in got.rows} == {
+        k: v["cost"] for k, v in want.items()
+    }
+    usd = [r for r in got.rows if r.currency == "USD"]
+    assert [r.cost for r in usd] == sorted((r.cost for r in usd), reverse=True)
+    assert got.filters == {"user": ("u1", "u3")}
+    assert got.until == datetime(2025, 2, 21, tzinfo=UTC)  # a date as text includes its day
+    short = report(ledger, "user", limit=2)
+    assert len(short.rows) == 2
+    assert short.truncated == len(report(ledger, "user").rows) - 2
+    assert short.totals == report(ledger, "user").totals
+
+
+def test_report_by_tag_counts_each_event_once_in_the_totals(tmp_path: Path) -> None:
+    events = [
+        UsageEvent(
+            model="m",
+            usage=Usage(10, 1),
+            cost=Cost(status="priced", total=Decimal(amount)),
+            tags=tags,
+            timestamp=datetime(2025, 3, 1, tzinfo=UTC),
+        )
+        for amount, tags in (("1.5", ("a", "b")), ("0.25", ("a",)), ("2", ()))
+    ]
+    with InMemoryLedger() as ledger:
+        ledger.record_many(events)
+        got = report(ledger, "tag", sort="key")
+    assert [(r.group["tag"], r.requests, r.cost, r.share) for r in got.rows] == [
+        ("a", 2, Decimal("1.75"), Decimal("0.466667")),
+        ("b", 1, Decimal("1.5"), Decimal("0.4")),
+        (None, 1, Decimal("2"), Decimal("0.533333")),
+    ]
+    ((total),) = got.totals
+    assert (total.requests, total.cost) == (3, Decimal("3.75"))
+
+
+def test_report_rows_as_json_objects(loaded: tuple[Ledger, list[UsageEvent]]) -> None:
+    ledger, _ = loaded
+    rows = report(ledger, "day,model").as_dicts()
+    first = rows[0]
+    assert list(first)[:3] == ["day", "model", "currency"]
+    assert isinstance(first["cost"], str)
+    assert Decimal(first["cost"]) >= 0
+    assert date.fromisoformat(first["day"])
+    json.dumps(rows)  # JSON-ready as it is
+
+
+def test_parse_by() -> None:
+    assert parse_by("day, Model") == ("day", "model")
+    assert parse_by(["team"]) == ("team",)
+    assert parse_by("") == ()
+    with pytest.raises(ValueError, match="'colour'"):
+        parse_by("day,colour")
+    with pytest.raises(ValueError, match="repeat"):
+        parse_by("day,day")
+
+
+def test_report_refuses_bad_arguments(tmp_path: Path) -> None:
+    with InMemoryLedger() as ledger:
+        with pytest.raises(ValueError, match="unknown filter 'colour'"):
+            report(ledger, colour="red")
+        with pytest.raises(ValueError, match="'team'"):
+            report(ledger, team=[""])
+        with pytest.raises(ValueError, match="sort"):
+            report(ledger, sort="size")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="since"):
+            report(ledger, since="2025-02-02", until="2025-02-01T00:00")
+
+
+# -- time bounds ----------------------------------------------------------------------------------
+
+NOW = datetime(2025, 1, 15, 13, 45, tzinfo=UTC)  # a Wednesday
+
+
+@pytest.mark.parametrize(
+    ("text", "since", "until"),
+    [
+        ("today", datetime(2025, 1, 15), datetime(2025, 1, 16)),
+        ("yesterday", datetime(2025, 1, 14), datetime(2025, 1, 15)),
+        ("this-week", datetime(2025, 1, 13), datetime(2025, 1, 20)),
+        ("last-week", datetime(2025, 1, 6), datetime(2025, 1, 13)),
+        ("this-month", datetime(2025, 1, 1), datetime(2025, 2, 1)),
+        ("last-month", datetime(2024, 12, 1), datetime(2025, 1, 1)),
+        ("this-year", datetime(2025, 1, 1), datetime(2026, 1, 1)),
+        ("last_year", datetime(2024, 1, 1), datetime(2025, 1, 1)),
+        ("7d", datetime(2025, 1, 8, 13, 45), datetime(2025, 1, 8, 13, 45)),
+        ("24h", datetime(2025, 1, 14, 13, 45), datetime(2025, 1, 14, 13, 45)),
+        ("30m", datetime(2025, 1, 15, 13, 15), datetime(2025, 1, 15, 13, 15)),
+        ("2w", datetime(2025, 1, 1, 13, 45), datetime(2025, 1, 1, 13, 45)),
+        ("2025-01-31", datetime(2025, 1, 31), datetime(2025, 2, 1)),
+        ("2025-01-31T12:00", datetime(2025, 1, 31, 12), datetime(2025, 1, 31, 12)),
+        ("2025-01-31T12:00:00Z", datetime(2025, 1, 31, 12), datetime(2025, 1, 31, 12)),
+        ("2025-01-31T14:00+02:00", datetime(2025, 1, 31, 12), datetime(2025, 1, 31, 12)),
+        ("now", datetime(2025, 1, 15, 13, 45), datetime(2025, 1, 15, 13, 45)),
+    ],
+)
+def test_parse_when(text: str, since: datetime, until: datetime) -> None:
+    assert parse_when(text, "since", now=NOW) == since.replace(tzinfo=UTC)
+    assert parse_when(text, "until", now=NOW) == until.replace(tzinfo=UTC)
+
+
+def test_parse_when_from_python_values_keeps_the_ledger_meaning() -> None:
+    assert parse_when(date(2025, 1, 31), "until") == datetime(2025, 1, 31, tzinfo=UTC)
+    naive = datetime(2025, 1, 31, 12)
+    assert parse_when(naive) == naive.replace(tzinfo=UTC)
+    # last month from January is December of the year before; from March, February
+    march = datetime(2024, 3, 31, 23, 59, tzinfo=UTC)
+    assert parse_when("last-month", "since", now=march) == datetime(2024, 2, 1, tzinfo=UTC)
+    assert parse_when("this-month", "until", now=march) == datetime(2024, 4, 1, tzinfo=UTC)
+    assert parse_when("this-month", "until", now=datetime(2024, 12, 5, tzinfo=UTC)) == datetime(
+        2025, 1, 1, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("bad", ["soon", "7 days", "2025-13-01", "", "d7", "-3d"])
+def test_parse_when_names_the_field_and_the_value(bad: str) -> None:
+    with pytest.raises(ValueError, match="until: cannot read") as info:
+        parse_when(bad, "until", now=NOW)
+    assert repr(bad) in str(info.value)
+    assert "this-month" in str(info.value)
+
+
+def test_resolve_bounds_orders_them() -> None:
+    lo, hi = resolve_bounds("last-month", "last-month", now=NOW)
+    assert (lo, hi) == (datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="must be before"):
+        resolve_bounds("today", "yesterday", now=NOW)
+
+
+# -- top ---------------------------------------------------------------------------------------
+
+
+def test_top_orders_exactly_where_floats_cannot(url: str) -> None:
+    # all three are the same binary float; only exact arithmetic can order them
+    amounts = ["0.100000000000000001", "0.100000000000000003", "0.100000000000000002"]
+    events = [
+        UsageEvent(
+            model="m",
+            usage=Usage(10, 1),
+            cost=Cost(status="priced", total=Decimal(a)),
+            timestamp=datetime(2025, 3, 1, i, tzinfo=UTC),
+            team="t" if i else "other",
+        )
+        for i, a in enumerate(amounts)
+    ]
+    events.append(UsageEvent(model="x", usage=Usage(5, 5), cost=Cost.unknown("x")))
+    events.append(
+        UsageEvent(model="m", usage=Usage(1, 1), cost=Cost(status="priced", total=Decimal("7")))
+    )
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(events)
+        found = top(ledger, 3)
+        assert [e.total_cost for e in found] == [
+            Decimal("7"),
+            Decimal("0.100000000000000003"),
+            Decimal("0.100000000000000002"),
+        ]
+        assert [str(e.total_cost) for e in top(ledger, 10, team="t")] == [
+            "0.100000000000000003",
+            "0.100000000000000002",
+        ]
+        assert len(top(ledger, 10)) == 4  # the unpriced call is not ranked
+        window = top(ledger, 2, since="2025-03-01T01:00", until="2025-03-01T02:00")
+        assert [e.id for e in window] == [events[1].id]
+        with pytest.raises(ValueError, match="n must be"):
+            top(ledger, 0)
+
+
+# -- what-if and re-pricing ------------------------------------------------------------------------
+
+BOOK = {
+    "gpt-4o-mini": {"input": "0.10", "output": "0.40", "cache_read": "0.025"},
+    "my-model": {"input": "1", "output": "2"},
+}
+T0 = datetime(2025, 4, 2, 10, tzinfo=UTC)
+
+
+def known_history() -> list[UsageEvent]:
+    def ev(n: int, model: str, usage: Usage, cost: Cost, **kw: Any) -> UsageEvent:
+        return UsageEvent(
+            model=model,
+            usage=usage,
+            cost=cost,
+            timestamp=T0 + timedelta(minutes=n),
+            id=f"known-{n}",
+            **kw,
+        )
+
+    def priced(total: str) -> Cost:
+        return Cost(status="priced", total=Decimal(total))
+
+    return [
+        # 1000 in, 500 out at 0.15 / 0.60 per million: 0.00015 + 0.0003
+        ev(1, "gpt-4o-mini", Usage(1000, 500), priced("0.00045"), provider="openai"),
+        # 2000 in (1000 cached), 100 out at 0.15 / 0.075 / 0.60
+        ev(
+            2,
+            "gpt-4o-mini",
+            Usage(2000, 100, cache_read_tokens=1000),
+            priced("0.000285"),
+            provider="openai",
+        ),
+        ev(3, "my-model", Usage(100, 10), Cost.unknown("my-model")),
+        ev(4, "claude-sonnet-4", Usage(1000, 100), priced("0.0045"), provider="anthropic"),
+        ev(5, "gpt-4o-mini", Usage(0, 0), Cost(status="not_priced"), status="error"),
+        ev(6, "gpt-4o-mini", Usage(800, 80), Cost.zero(source="cache"), cache_hit=True),
+    ]
+
+
+def test_whatif_hand_checked_book_only() -> None:
+    with InMemoryLedger() as ledger:
+        ledger.record_many(known_history())
+        result = whatif(ledger, BOOK, only_book=True)
+    rows = {r.model: r for r in result.rows}
+    mini = rows["gpt-4o-mini"]
+    # under the book: 0.0001 + 0.0002 = 0.0003; 0.0001 + 0.000025 + 0.00004 = 0.000165;
+    # the cache hit keeps its 0; the failed call has nothing to price
+    assert mini.requests == 4
+    assert mini.cost_then == Decimal("0.000735")
+    assert mini.cost_book == Decimal("0.000465")
+    assert mini.compared == 3
+    assert mini.savings == Decimal("0.00027")
+    assert mini.savings_share == Decimal("0.367347")  # 0.00027 / 0.000735
+    assert (mini.unpriced_then, mini.unpriced_book) == (0, 0)
+    mine = rows["my-model"]
+    assert (mine.cost_then, mine.cost_book, mine.compared, mine.unpriced_then) == (
+        Decimal(0),
+        Decimal("0.00012"),  # 100 * 1e-6 + 10 * 2e-6
+        0,
+        1,
+    )
+    claude = rows["claude-sonnet-4"]
+    assert (claude.cost_then, claude.cost_book, claude.unpriced_book) == (
+        Decimal("0.0045"),
+        Decimal(0),
+        1,
+    )
+    (total,) = result.totals
+    assert total.requests == 6
+    assert total.cost_then == Decimal("0.005235")
+    assert total.cost_book == Decimal("0.000585")
+    assert total.savings == Decimal("0.00027")
+    assert (total.unpriced_then, total.unpriced_book) == (1, 1)
+    assert result.unpriced_count == 2
+    assert {(u.id, u.priced_then, u.priced_book) for u in result.unpriced} == {
+        ("known-3", False, True),
+        ("known-4", True, False),
+    }
+    assert result.as_dict()["totals"][0]["savings"] == "0.00027"
+
+
+def test_whatif_book_over_the_defaults_and_as_a_file(tmp_path: Path) -> None:
+    book = tmp_path / "book.toml"
+    book.write_text(
+        '["gpt-4o-mini"]\ninput = "0.10"\noutput = "0.40"\ncache_read = "0.025"\n'
+        '["my-model"]\ninput = "1"\noutput = "2"\n'
+    )
+    with InMemoryLedger() as ledger:
+        ledger.record_many(known_history())
+        result = whatif(ledger, book, since=T0, until=T0 + timedelta(minutes=5))
+    rows = {r.model: r for r in result.rows}
+    # claude is priced by the defaults (genai-prices: 3 / 15 per million): the same as then
+    assert rows["claude-sonnet-4"].cost_book == Decimal("0.0045")
+    assert rows["claude-sonnet-4"].savings == Decimal(0)
+    assert rows["gpt-4o-mini"].cost_book == Decimal("0.000465")
+    assert result.totals[0].requests == 4  # minutes 1 to 4 (until is exclusive)
+    assert result.totals[0].unpriced_book == 0
+
+
+def test_reprice_fills_in_unknown_models_and_the_rollups_follow(url: str) -> None:
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(known_history())
+        (before,) = ledger.summary()
+        assert before.unpriced == 1
+        dry = reprice(ledger, BOOK, dry_run=True)
+        assert (dry.examined, dry.repriced, dry.dry_run) == (1, 1, True)
+        assert ledger.summary() == [before]
+        done = reprice(ledger, BOOK)
+        assert (done.examined, done.repriced, done.still_unknown) == (1, 1, 0)
+        assert done.added == {"USD": Decimal("0.00012")}
+        assert done.by_model == {"my-model": (1, 0)}
+        (after,) = ledger.summary()
+        assert after.unpriced == 0
+        assert after.cost == before.cost + Decimal("0.00012")
+        stored = ledger.get("known-3")
+        assert stored is not None
+        assert stored.total_cost == Decimal("0.00012")
+        assert report(ledger, "model").rows == report(ledger, "model", use_rollups=False).rows
+        again = reprice(ledger, BOOK)
+        assert again.examined == 0
+
+
+def test_reprice_leaves_what_is_still_unknown(tmp_path: Path) -> None:
+    with InMemoryLedger() as ledger:
+        ledger.record_many(known_history())
+        result = reprice(ledger, {"other-model": {"input": "1", "output": "1"}})
+        assert (result.examined, result.repriced, result.still_unknown) == (1, 0, 1)
+        assert ledger.summary()[0].unpriced == 1
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def _expected_money(events: list[UsageEvent]) -> dict[str, Decimal | None]:
+    return {e.id: e.cost.total for e in events}
+
+
+def test_export_round_trips_in_all_three_formats(url: str, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    events = history(250, seed=9)
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(events)
+        want = _expected_money(events)
+        csv_file = tmp_path / "out.csv"
+        assert export(ledger, csv_file, "csv", batch_size=7).rows == 250
+        with csv_file.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == list(EXPORT_COLUMNS)
+        assert {r["id"]: Decimal(r["total_cost"]) if r["total_cost"] else None for r in rows} == (
+            want
+        )
+        assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
+        by_id = {e.id: e for e in events}
+        some = rows[0]
+        assert json.loads(some["tags"]) == list(by_id[some["id"]].tags)
+
+        jsonl = tmp_path / "out.jsonl"
+        assert export(ledger, jsonl, "jsonl").rows == 250
+        back = [event_from_line(line) for line in jsonl.read_bytes().splitlines()]
+        assert {e.id: e.cost.total for e in back} == want
+        assert {e.id: e.usage for e in back} == {e.id: e.usage for e in events}
+
+        parquet = tmp_path / "out.parquet"
+        assert export(ledger, parquet, "parquet", batch_size=100).rows == 250
+        table = pq.read_table(parquet)
+        assert table.num_rows == 250
+        assert table.schema.field("total_cost").type == pa.decimal128(38, 18)
+        assert pq.ParquetFile(parquet).metadata.num_row_groups == 3
+        ids = table.column("id").to_pylist()
+        totals = table.column("total_cost").to_pylist()
+        assert dict(zip(ids, totals, strict=True)) == want
+        assert not list(tmp_path.glob("*.part"))
+
+        # filtered, to a stream
+        buffer = io.BytesIO()
+        n = export(ledger, buffer, "csv", team="search", since="2025-02-01").rows
+        assert n == sum(
+            1
+            for e in events
+            if e.team == "search" and e.timestamp >= datetime(2025, 2, 1, tzinfo=UTC)
+        )
+        assert buffer.getvalue().count(b"\n") == n + 1
+
+
+def test_export_refuses_an_unknown_format(tmp_path: Path) -> None:
+    with InMemoryLedger() as ledger, pytest.raises(ValueError, match="xlsx"):
+        export(ledger, tmp_path / "x", "xlsx")  # type: ignore[arg-type]
+
+
+def test_export_of_nothing_is_a_valid_empty_file(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    with InMemoryLedger() as ledger:
+        assert export(ledger, tmp_path / "e.parquet", "parquet").rows == 0
+        assert export(ledger, tmp_path / "e.csv", "csv").rows == 0
+    assert pq.read_table(tmp_path / "e.parquet").num_rows == 0
+    assert (tmp_path / "e.csv").read_text().startswith("id,timestamp,")
+
+
+# -- prices ------------------------------------------------------------------------------------
+
+
+def test_price_list_show_and_diff(tmp_path: Path) -> None:
+    anthropic = list_prices(provider="anthropic")
+    assert anthropic
+    assert all(c.provider == "anthropic" for c in anthropic)
+    assert any(c.model.startswith("claude") for c in anthropic)
+    card = show_price("gpt-4o-mini")
+    assert card is not None
+    assert (card.input, card.output, card.cache_read) == (
+        Decimal("0.15"),
+        Decimal("0.6"),
+        Decimal("0.075"),
+    )
+    assert show_price("no-such-model-anywhere") is None
+    assert show_price("my-model", price_book=BOOK) is not None
+    with_book = list_prices(provider="openai", price_book={"x-model": {"input": 1, "output": 2}})
+    assert not any(c.model == "x-model" for c in with_book)  # no provider: not openai's
+    diffs = {(d.model, d.component): d for d in diff_prices(BOOK)}
+    d = diffs[("gpt-4o-mini", "input")]
+    assert (d.default, d.book, d.change, d.status) == (
+        Decimal("0.15"),
+        Decimal("0.1"),
+        Decimal("-0.05"),
+        "changed",
+    )
+    assert d.change_share == Decimal("-0.333333")
+    assert diffs[("my-model", "output")].status == "new"
+    assert diffs[("my-model", "output")].default is None
+    assert ("gpt-4o-mini", "cache_write_1h") not in diffs  # neither side prices it apart

@@ -132,6 +132,8 @@ _SHAPE_PROVIDER: Final = {"anthropic": "anthropic"}
 
 
 _INF: Final = float("inf")
+_MONEY_SCALE: Final = 18  # the ledger's places after the point (MONEY_SCALE)
+_MAX_ADJUSTED: Final = 19  # a storable amount is below 10**20
 
 
 _INT_ONLY: Final = frozenset((int,))
@@ -184,10 +186,15 @@ def _uuid5(name: str) -> str:
 
 
 def _store_helpers() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    from .._ledger._money import MONEY_PRECISION, MONEY_SCALE
     from .._ledger._rows import COLUMNS
     from .._ledger._store import _json, _text_money, sqlite_params
 
-    if tuple(COLUMNS) != _ROW_COLUMNS:  # pragma: no cover - a schema change must update this
+    if (  # pragma: no cover - a change of the ledger's schema must update this module
+        tuple(COLUMNS) != _ROW_COLUMNS
+        or MONEY_SCALE != _MONEY_SCALE
+        or MONEY_PRECISION - MONEY_SCALE - 1 != _MAX_ADJUSTED
+    ):
         raise RuntimeError("costledger ingest: the ledger's columns changed; update _convert")
     return _text_money, _json, sqlite_params
 
@@ -602,7 +609,7 @@ class Converter:
         reported_cost: Decimal | None,
     ) -> Row:
         """What ``sqlite_params`` gives for the event the Tracker builds from these values."""
-        money = self._money_text
+        money = self._decimal_text
         text_json = self._json
         if metadata:
             metadata = redact(dict(metadata))
@@ -650,6 +657,19 @@ class Converter:
             cost.provider,
             money("reported_cost", reported_cost),
         )
+
+    def _decimal_text(self, field: str, amount: Decimal | None) -> str | None:
+        """``_text_money(field, amount)`` (the ledger's storage text of an amount), with its
+        common case, a finite amount of at most 18 places below 10**20, inline."""
+        if amount is None:
+            return None
+        text = format(amount, "f")
+        if "0" <= text[-1] <= "9" and amount.adjusted() <= _MAX_ADJUSTED:
+            dot = text.find(".")
+            if dot < 0 or len(text) - dot <= _MONEY_SCALE + 1:
+                return text
+        stored: str | None = self._money_text(field, amount)  # rounds, or says what is wrong
+        return stored
 
     def _timestamp(self, at: datetime) -> str:
         # UsageEvent keeps UTC; the SQLite text is its isoformat with microseconds

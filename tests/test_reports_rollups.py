@@ -196,7 +196,7 @@ def test_rollups_equal_recomputation_after_inserts_duplicates_and_updates(url: s
         assert all_rollups(ledger) == before
 
 
-def test_an_event_with_a_repeated_tag_counts_once_per_tag(tmp_path: Path) -> None:
+def test_an_event_with_a_repeated_tag_counts_once_per_tag(url: str) -> None:
     e = UsageEvent(
         model="m",
         usage=Usage(10, 1),
@@ -204,12 +204,15 @@ def test_an_event_with_a_repeated_tag_counts_once_per_tag(tmp_path: Path) -> Non
         tags=("a", "a", "b"),
         timestamp=datetime(2025, 3, 1, tzinfo=UTC),
     )
-    with Ledger(f"sqlite:///{tmp_path / 'l.db'}", sync=True) as ledger:
+    with Ledger(url, sync=True) as ledger:
         ledger.record(e)
         rows = {r.tag: (r.requests, r.cost) for r in ledger.summary(by="tag")}
         assert rows == {"a": (1, Decimal("0.5")), "b": (1, Decimal("0.5"))}
         (only,) = ledger.summary(tag="a")
         assert (only.requests, only.cost) == (1, Decimal("0.5"))
+        store = ledger._core.store  # the events table agrees
+        direct = summarize_events(store, by=("tag",), since=None, until=None, filters={})
+        assert {r.tag: (r.requests, r.cost) for r in direct} == rows
 
 
 # -- summaries from the rollups -----------------------------------------------------------------

@@ -122,9 +122,23 @@ def _match(column: ColumnElement[Any], values: list[str]) -> ColumnElement[bool]
 
 
 def _tag_table(dialect: str) -> FromClause:
+    """One row per DISTINCT tag of an event (a tag listed twice counts once, as in the
+    rollups; SQLite has no LATERAL, so its repeats are dropped by ``_first_of_each_tag``)."""
     if dialect == "postgresql":
-        return func.jsonb_array_elements_text(t.c.tags).table_valued("value").lateral("tag")
-    return func.json_each(t.c.tags).table_valued("value").alias("tag")
+        each = func.jsonb_array_elements_text(t.c.tags).table_valued("value")
+        return select(each.c.value).distinct().lateral("tag")
+    return func.json_each(t.c.tags).table_valued("value", "key").alias("tag")
+
+
+def _first_of_each_tag(tag: FromClause) -> ColumnElement[bool]:
+    """SQLite: keep a ``json_each`` row only for the first position of its value."""
+    earlier = func.json_each(t.c.tags).table_valued("value", "key").alias("earlier")
+    repeated = exists(
+        select(1)
+        .select_from(earlier)
+        .where(earlier.c.value == tag.c.value, earlier.c.key < tag.c.key)
+    )
+    return ~repeated
 
 
 def _conditions(
@@ -290,6 +304,8 @@ def summarize_events(
     source: FromClause = t
     if tag is not None:
         source = t.outerjoin(tag, true())
+        if dialect != "postgresql":
+            conds.append(_first_of_each_tag(tag))
         wanted = filters.get("tag")
         if wanted is not None:  # by tag and filtered by tag: only the wanted tags' rows
             conds.append(tag.c.value.in_(_values("tag", wanted)))

@@ -190,7 +190,7 @@ def status(
         typer.Option(
             "--guard-store",
             help="Guard store URL (redis://..., postgresql://..., sqlite:///...) "
-            "[default: memory, counted from the ledger].",
+            "(default: memory, counted from the ledger).",
             show_default=False,
         ),
     ] = None,

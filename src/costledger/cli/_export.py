@@ -51,7 +51,7 @@ def export(
         typer.Option(
             "--output",
             "-o",
-            help="File to write [default: stdout]. Written to FILE.part, then renamed.",
+            help="File to write (default: stdout). Written to FILE.part, then renamed.",
             show_default=False,
         ),
     ] = None,
@@ -60,8 +60,8 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="csv, jsonl (costledger.usage/1 records) or parquet [default: from the "
-            "output's suffix, else csv].",
+            help="csv, jsonl (costledger.usage/1 records) or parquet (default: from the "
+            "output's suffix, else csv).",
             case_sensitive=False,
             show_default=False,
         ),

@@ -42,7 +42,7 @@ __all__ = [
     "selection",
 ]
 
-_DB_HELP = "Ledger database URL [default: $COSTLEDGER_DATABASE_URL, else sqlite:///costledger.db]."
+_DB_HELP = "Ledger database URL (default: $COSTLEDGER_DATABASE_URL, else sqlite:///costledger.db)."
 _WHEN_HELP = (
     "an ISO date or time (2025-01-31, 2025-01-31T12:00Z), a duration before now "
     "(7d, 24h, 30m, 2w), or today, yesterday, this-week, last-week, this-month, "

@@ -187,7 +187,7 @@ def reprice(
         typer.Option(
             "--price-book",
             "-p",
-            help="A price book laid over the default prices [default: the default prices].",
+            help="A price book laid over the default prices (default: the default prices).",
             show_default=False,
         ),
     ] = None,

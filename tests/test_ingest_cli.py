@@ -97,10 +97,15 @@ def test_price_book_prices_a_model_no_source_knows(tmp_path: Path) -> None:
     book = tmp_path / "book.toml"
     book.write_text('["acme-llm-9000"]\ninput = "1.5"\noutput = "2"\n')
     db = f"sqlite:///{tmp_path / 'l.db'}"
-    code, out, _ = _run(str(path), "--db", db, "--checkpoint-dir", str(tmp_path), "-f", "json")
+    code, out, err = _run(str(path), "--db", db, "--checkpoint-dir", str(tmp_path))
     assert code == 0
-    assert json.loads(out)["unpriced"] == 1
-    assert json.loads(out)["inputs"][0]["unpriced_models"] == {"acme-llm-9000": 1}
+    assert "no price for acme-llm-9000 (1)" in err
+    assert "no price for model" not in err  # the pricer's own warning: the summary says it
+    code, out, _ = _run(
+        str(path), "--db", db, "--checkpoint-dir", str(tmp_path), "-f", "json", "--restart"
+    )
+    assert code == 0
+    assert json.loads(out)["unpriced"] == 0  # a duplicate now; nothing unpriced was added
     code, out, _ = _run(
         str(path), "--db", f"sqlite:///{tmp_path / 'm.db'}", "--checkpoint-dir", str(tmp_path),
         "--price-book", str(book), "-f", "json",

@@ -369,6 +369,7 @@ class _InputRun:
     def start(self) -> None:
         src = self.src
         if not self.resumable or src.path is None or self.job.checkpoints is None:
+            self._forget_old_rejects()  # stdin: every run reads from the start
             return
         path = src.path
         st = os.stat(path)
@@ -379,9 +380,7 @@ class _InputRun:
         if ckpt is not None and not self._still_valid(ckpt, st):
             ckpt = None
         if ckpt is None:
-            if self.rejects is not None and self.rejects_is_default:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.rejects.path)  # the previous run's rejects of this input
+            self._forget_old_rejects()
             return
         if (
             self.rejects is not None
@@ -396,6 +395,12 @@ class _InputRun:
         self.resumed_at_line = ckpt.next_line
         self.probe_id = ckpt.probe_id
         self.identity = (st.st_dev, st.st_ino, st.st_size, ckpt.head_bytes, ckpt.head_sha256)
+
+    def _forget_old_rejects(self) -> None:
+        """Reading an input from its start: its own rejects file describes an earlier run."""
+        if self.rejects is not None and self.rejects_is_default:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.rejects.path)
 
     def _still_valid(self, ckpt: Checkpoint, st: os.stat_result) -> bool:
         if (ckpt.device, ckpt.inode) != (st.st_dev, st.st_ino) or st.st_size < ckpt.size:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -96,7 +99,7 @@ def ingest(
             raise typer.BadParameter(f"{name!r} {what}", param_hint="'FILE...'")
     pricer = Pricer(overrides=price_book) if price_book is not None else None
     show_progress = fmt is OutputFormat.table and sys.stderr.isatty()
-    with _Progress(show_progress) as progress:
+    with _Progress(show_progress) as progress, _unknown_models_in_summary():
         try:
             result = run_ingest(
                 inputs,
@@ -126,6 +129,21 @@ def _failure(result: IngestResult) -> str:
         see = f"; reasons in {where}" if where else ""
         return f"every line was rejected ({result.rejected:,} lines){see}"
     return "nothing to read: the input is empty"
+
+
+@contextlib.contextmanager
+def _unknown_models_in_summary() -> Iterator[None]:
+    """The pricer warns once per unknown model; the summary lists them all, with counts."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return getattr(record, "costledger_event", None) != "unknown_model"
+
+    logger = logging.getLogger("costledger")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 # -- output -------------------------------------------------------------------------------------

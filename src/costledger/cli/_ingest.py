@@ -303,7 +303,10 @@ class _Progress:
             return
         task = self._tasks.get(p.input)
         if task is None:
-            task = self._tasks[p.input] = bar.add_task(p.input, total=p.size, lines=0, rejected=0)
+            name = Path(p.input).name or p.input
+            if len(name) > 32:
+                name = "..." + name[-29:]
+            task = self._tasks[p.input] = bar.add_task(name, total=p.size, lines=0, rejected=0)
         bar.update(task, completed=p.position, lines=p.lines, rejected=p.rejected)
 
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_reports.py [--events 10000000] [--days 180] [--users 2000]
         [--sqlite PATH] [--keep] [--no-sqlite] [--no-postgres] [--verify]
+    python benchmarks/bench_reports.py --write-cost 50000     # the rollups' price on write
 
 Generates a realistic history (2,000 users in 20 teams with Zipf-like activity, each using
 one to three of 12 features; a feature has its model and entry point, a tenth of its
@@ -403,6 +404,7 @@ def cases() -> list[tuple[str, Callable[[Ledger], Any]]]:
         ("by provider, team-03", lambda lg: report(lg, "provider", team="team-03")),
         ("by week,feature, tag=batch", lambda lg: report(lg, "week,feature", tag="batch")),
         ("top 10 calls, June", lambda lg: top(lg, 10, since=month_start)),
+        ("top 10 calls, all time", lambda lg: top(lg, 10)),
     ]
 
 
@@ -439,6 +441,106 @@ def time_reports(label: str, url: str, verify: bool) -> None:
                 raise SystemExit("rollups and events table disagree")
 
 
+# -- the price on write -------------------------------------------------------------------------
+
+
+def as_events(rows: Iterator[tuple[Any, ...]]) -> list[Any]:
+    """History rows as ``UsageEvent`` objects (what an application records)."""
+    from costledger import Cost, Usage, UsageEvent
+
+    out = []
+    for r in rows:
+        status = r[29]
+        if status == "priced":
+            cost = Cost(status="priced", total=Decimal(r[31]), source="genai-prices")
+        elif status == "unknown_model":
+            cost = Cost.unknown(r[4])
+        else:
+            cost = Cost(status="not_priced")
+        out.append(
+            UsageEvent(
+                id=uuid.uuid4().hex,
+                model=r[4],
+                response_model=r[5],
+                provider=r[3],
+                usage=Usage(
+                    input_tokens=r[21],
+                    output_tokens=r[22],
+                    cache_read_tokens=r[23],
+                    reasoning_tokens=r[26],
+                ),
+                cost=cost,
+                timestamp=datetime.fromisoformat(r[1]),
+                status=r[6],
+                source=r[2],
+                user=r[13],
+                team=r[14],
+                project=r[15],
+                feature=r[16],
+                tags=tuple(json.loads(r[17])),
+            )
+        )
+    return out
+
+
+def write_rate(url: str, events: list[Any], rollups: bool) -> float:
+    """Events per second through ``Ledger.record`` + ``flush``, with or without the rollups."""
+    with Ledger(url) as ledger:
+        ledger.summary()  # schema first
+        store = ledger._core.store
+        if not rollups:
+            store.insert_hooks = [h for h in store.insert_hooks if "rollup" not in h.__module__]
+        start = time.perf_counter()
+        for event in events:
+            ledger.record(event)
+        assert ledger.flush(timeout=600)
+        return len(events) / (time.perf_counter() - start)
+
+
+def write_cost(n: int, pg: str | None) -> None:
+    """What keeping the rollups costs the writer: the same events with and without them."""
+    print(f"\nwrite throughput, {n:,} events per run, rollups off / on (best of 2)")
+    targets: list[tuple[str, Callable[[], str]]] = []
+    tmp = tempfile.TemporaryDirectory()
+    targets.append(("SQLite", lambda: f"sqlite:///{tmp.name}/{uuid.uuid4().hex}.db"))
+    admin = None
+    names: list[str] = []
+    if pg:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(resolve_url(pg), isolation_level="AUTOCOMMIT")
+
+        def fresh_pg() -> str:
+            assert admin is not None
+            name = f"costledger_bench_{uuid.uuid4().hex[:10]}"
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            names.append(name)
+            return resolve_url(pg).set(database=name).render_as_string(hide_password=False)
+
+        targets.append(("PostgreSQL", fresh_pg))
+    try:
+        for users in (50, 2000):
+            for label, make_url in targets:
+                rates = {False: 0.0, True: 0.0}
+                for _ in range(2):
+                    for rollups in (False, True):
+                        events = as_events(History(n, 3, users, seed=7).rows())
+                        rate = write_rate(make_url(), events, rollups)
+                        rates[rollups] = max(rates[rollups], rate)
+                print(
+                    f"  {label:<10} {users:>5} users: {rates[False]:>8,.0f}/s without, "
+                    f"{rates[True]:>8,.0f}/s with rollups ({rates[True] / rates[False]:.2f}x)"
+                )
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                for name in names:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+        tmp.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -449,7 +551,19 @@ def main() -> None:
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--verify", action="store_true")
+    parser.add_argument(
+        "--write-cost",
+        type=int,
+        metavar="N",
+        help="instead: write N events through the Ledger with and without rollups",
+    )
     args = parser.parse_args()
+    pg_env = os.environ.get("COSTLEDGER_BENCH_POSTGRES_URL") or os.environ.get(
+        "COSTLEDGER_TEST_POSTGRES_URL"
+    )
+    if args.write_cost:
+        write_cost(args.write_cost, None if args.no_postgres else pg_env)
+        return
     print(
         f"{args.events:,} events over {args.days} days, {args.users} users; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"

@@ -364,11 +364,13 @@ def test_plan_uses_months_days_and_the_events_table() -> None:
     assert _tables(plan(("user",), None, None, {})) == [("monthly", None, None)]
     assert _tables(plan(("week",), None, None, {"user": "u"})) == [("daily", None, None)]
     assert _tables(plan(("model",), date(2025, 1, 1), None, {"tag": "x"})) == [
-        ("core_tags", date(2025, 1, 1), None)
+        ("core_tags_monthly", date(2025, 1, 1), None)
     ]
     assert _tables(plan(("feature", "tag"), None, date(2025, 1, 15), {})) == [
-        ("core_tags", None, date(2025, 1, 15)),
+        ("core_tags_monthly", None, date(2025, 1, 1)),
+        ("core_tags", date(2025, 1, 1), date(2025, 1, 15)),
     ]
+    assert _tables(plan(("week", "tag"), None, None, {})) == [("core_tags", None, None)]
     assert not plan(("user", "tag"), None, None, {}).rollup  # no cube has both
     # within one month: days only; less than a day: the events table only
     assert _tables(plan((), date(2025, 2, 3), date(2025, 2, 9), {})) == [

@@ -1,18 +1,19 @@
 """Rollups: per-day and per-month sums of the events table, kept on write, that answer
 reports over millions of events in well under a second.
 
-Four tables ("cubes"), each a grain (UTC day, or month) and a set of dimensions:
+Five tables ("cubes"), each a grain (UTC day, or month) and a set of dimensions:
 
-============================== ======= ============================================ =====
-table                          grain   grouped by                                   tags
-============================== ======= ============================================ =====
-costledger_rollup_daily        day     every dimension (``DIMENSIONS``)              no
-costledger_rollup_monthly      month   every dimension                               no
-costledger_rollup_core         day     every dimension but ``user``                  no
-costledger_rollup_core_tags    day     every dimension but ``user``, and the tag     yes
-============================== ======= ============================================ =====
+=================================== ======= ======================================== ====
+table                               grain   grouped by                               tags
+=================================== ======= ======================================== ====
+costledger_rollup_daily             day     every dimension (``DIMENSIONS``)          no
+costledger_rollup_monthly           month   every dimension                           no
+costledger_rollup_core              day     every dimension but ``user``              no
+costledger_rollup_core_tags         day     every dimension but ``user``              yes
+costledger_rollup_core_tags_monthly month   every dimension but ``user``              yes
+=================================== ======= ======================================== ====
 
-The tag cube counts an event once under each of its distinct tags, and an untagged event
+A tag cube counts an event once under each of its distinct tags, and an untagged event
 under tag ``NULL``. A summary is answered from the smallest cube that has every key and
 filter it needs (``core`` unless it needs ``user``; months for the whole months of a
 range when it is neither by day nor by week, days for the rest); time bounds that are
@@ -27,8 +28,7 @@ per day, dimensions and tag set (``RollupDelta``, about a microsecond an event),
 those sums into each cube's groups, and upserts them (``INSERT ... ON CONFLICT DO
 UPDATE``, in key order so concurrent writers on PostgreSQL lock rows in the same order).
 Re-pricing does the same with the old figures negated and the new ones added, then drops
-groups left empty. The cost of a write is one upsert per cube group a batch touches:
-with many users, about two and a half per event.
+groups left empty. The cost of a write is one upsert per cube group a batch touches.
 
 Money stays exact without a Python aggregate per row: an amount ``x`` (at most 18
 decimal places) is kept as three BIGINT columns, its whole currency units
@@ -161,6 +161,7 @@ CUBES: tuple[Cube, ...] = (
     Cube("costledger_rollup_monthly", "month", DIMENSIONS, False),
     Cube("costledger_rollup_core", "day", CORE_DIMENSIONS, False),
     Cube("costledger_rollup_core_tags", "day", CORE_DIMENSIONS, True),
+    Cube("costledger_rollup_core_tags_monthly", "month", CORE_DIMENSIONS, True),
 )
 _BY_TABLE = {cube.table: cube for cube in CUBES}
 

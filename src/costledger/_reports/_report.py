@@ -296,15 +296,45 @@ def _top(
             return [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt.limit(n))]
     # SQLite keeps money as text. Rounding to a float never reverses an order (it is
     # monotonic), so the n largest exact amounts are among the rows whose float is at
-    # least the n-th largest float; those few are then ordered exactly.
+    # least the n-th largest float of any subset of the selection; those few candidates
+    # are then ordered exactly. The subset: the selection's dearest day, which the
+    # rollups name at once, so the whole selection is scanned only once.
     approx = cast(t.c.total_cost, Float)
+
+    def nth_largest(conn: Any, lo: datetime | None, hi: datetime | None) -> Any:
+        where = [*_conditions(store.dialect, lo, hi, filters), t.c.total_cost.is_not(None)]
+        query = select(approx).where(*where).order_by(approx.desc()).offset(n - 1).limit(1)
+        return conn.execute(query).scalar()
+
+    dearest = _dearest_day(ledger, since, until, filters)
     with store.read_connection() as conn:
-        nth = conn.execute(
-            select(approx).where(*conds).order_by(approx.desc()).offset(n - 1).limit(1)
-        ).scalar()
+        floor = None if dearest is None else nth_largest(conn, *dearest)
+        if floor is None:
+            floor = nth_largest(conn, since, until)
         stmt = select(t).where(*conds)
-        if nth is not None:
-            stmt = stmt.where(approx >= nth)
+        if floor is not None:
+            stmt = stmt.where(approx >= floor)
         found = [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt)]
     found.sort(key=lambda e: (-(e.total_cost or Decimal(0)), e.timestamp, e.id))
     return found[:n]
+
+
+def _dearest_day(
+    ledger: Ledger,
+    since: datetime | None,
+    until: datetime | None,
+    filters: Mapping[str, list[str] | None],
+) -> tuple[datetime, datetime] | None:
+    """The UTC day of the selection with the highest cost, clipped to the selection."""
+    from datetime import timedelta, timezone
+
+    days = _summarize(ledger, ("day",), since, until, filters, True)
+    best = max(days, key=lambda r: r.cost, default=None)
+    if best is None or best.day is None:
+        return None
+    start = datetime(best.day.year, best.day.month, best.day.day, tzinfo=timezone.utc)
+    end = start + timedelta(days=1)
+    return (
+        start if since is None else max(start, since),
+        end if until is None else min(end, until),
+    )

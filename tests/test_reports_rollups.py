@@ -196,6 +196,29 @@ def test_rollups_equal_recomputation_after_inserts_duplicates_and_updates(url: s
         assert all_rollups(ledger) == before
 
 
+def test_concurrent_writers_keep_the_rollups_exact(url: str) -> None:
+    """Several ledgers (own connections) writing at once, with overlapping duplicates."""
+    import threading
+
+    events = history(1200, seed=13)
+    parts = [events[i * 300 : i * 300 + 400] for i in range(4)]  # 100 shared with the next
+
+    def write(chunk: list[UsageEvent]) -> None:
+        with Ledger(url, batch_size=50) as ledger:
+            for event in chunk:
+                ledger.record(event)
+            assert ledger.flush(timeout=120)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in parts]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    with Ledger(url, sync=True) as ledger:
+        assert ledger.stats().inserted == 0
+        assert_rollups_match(ledger, events)
+
+
 def test_an_event_with_a_repeated_tag_counts_once_per_tag(url: str) -> None:
     e = UsageEvent(
         model="m",

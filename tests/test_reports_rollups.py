@@ -455,6 +455,31 @@ def test_upgrading_from_0001_backfills_the_rollups(url: str) -> None:
         assert_rollups_match(ledger, events)
 
 
+def test_rebuild_repairs_an_older_rollup_layout(url: str) -> None:
+    events = history(120, seed=8)
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(events)
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.begin() as conn:  # a layout from before: one cube missing, one retired
+            conn.exec_driver_sql(f"DROP TABLE {CUBES[-1].table}")
+            conn.exec_driver_sql("CREATE TABLE costledger_rollup_tags (day TEXT)")
+    finally:
+        engine.dispose()
+    with Ledger(url, sync=True) as ledger:
+        assert rebuild_rollups(ledger) == 120
+        assert_rollups_match(ledger, events)
+        ledger.record_many(history(30, seed=99))  # and writes work again
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.connect() as conn:
+            names = set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    assert "costledger_rollup_tags" not in names
+    assert {c.table for c in CUBES} <= names
+
+
 def test_rollup_tables_have_the_documented_columns(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cols.db'}"
     upgrade(url)

@@ -220,6 +220,61 @@ TABLES: dict[str, Table] = {
 }
 
 
+def cube_schema(cube: Cube, dialect: str) -> list[Any]:
+    """Columns and constraints of a cube's table as migration 0002 creates it (create it
+    with ``sqlite_with_rowid=False``: one B-tree keyed by ``(day, gkey)`` on SQLite)."""
+    from sqlalchemy import CheckConstraint, PrimaryKeyConstraint
+
+    items: list[Any] = list(cube_columns(cube, primary_key=False))
+    items.append(PrimaryKeyConstraint("day", "gkey", name=f"{cube.table}_pkey"))
+    if dialect == "sqlite":
+        # SQLite turns an integer sum that overflows 64 bits into a float: refuse instead
+        for name in ("cost_units", "cost_nano", "cost_atto"):
+            items.append(
+                CheckConstraint(f"typeof({name}) = 'integer'", name=f"{cube.table}_{name}_exact")
+            )
+    return items
+
+
+def truncate_trigger_sql() -> list[str]:
+    """PostgreSQL: empty every cube whenever the events table is truncated."""
+    return [
+        f"""
+        CREATE OR REPLACE FUNCTION costledger_rollups_truncate() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            TRUNCATE {", ".join(cube.table for cube in CUBES)};
+            RETURN NULL;
+        END $$
+        """,
+        "DROP TRIGGER IF EXISTS costledger_events_truncate ON costledger_events",
+        "CREATE TRIGGER costledger_events_truncate AFTER TRUNCATE ON costledger_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION costledger_rollups_truncate()",
+    ]
+
+
+def ensure_cube_tables(conn: Connection) -> None:
+    """Create missing cube tables and drop retired ones (``costledger_rollup_*`` not in
+    ``CUBES``): repairs a database whose rollup layout predates this one."""
+    from sqlalchemy import inspect
+
+    dialect = conn.dialect.name
+    present = {
+        name for name in inspect(conn).get_table_names() if name.startswith("costledger_rollup_")
+    }
+    wanted = {cube.table for cube in CUBES}
+    for name in sorted(present - wanted):
+        conn.exec_driver_sql(f"DROP TABLE {name}")
+    for cube in CUBES:
+        if cube.table not in present:
+            Table(
+                cube.table, MetaData(), *cube_schema(cube, dialect), sqlite_with_rowid=False
+            ).create(conn)
+    if dialect == "postgresql" and present != wanted:
+        for sql in truncate_trigger_sql():
+            conn.exec_driver_sql(sql)
+
+
 # -- money as three integers ---------------------------------------------------------------------
 
 
@@ -565,11 +620,13 @@ def rebuild_on(conn: Connection) -> int:
     """Recompute every cube from the events table, inside ``conn``'s transaction.
 
     Reads every event once (in constant memory: groups are written every 50,000) and
-    applies exactly the arithmetic of the insert hook. Returns the number of events read.
+    applies exactly the arithmetic of the insert hook; creates missing cube tables first.
+    Returns the number of events read.
     """
     from ._money import money_text
 
     dialect = conn.dialect.name
+    ensure_cube_tables(conn)
     for cube in CUBES:
         conn.exec_driver_sql(f"DELETE FROM {cube.table}")
     names = ", ".join(_Q(c) for c in _REBUILD_COLUMNS)

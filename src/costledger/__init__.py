@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         guards_from_config,
         webhook_alert,
     )
+    from ._ingest import IngestError, IngestProgress, IngestResult, InputResult, ingest
     from ._ledger import Ledger, LedgerStats, StoredEvent, SummaryRow
     from ._logging import UsageLogger
     from ._pricing import PriceBook, Pricer, RateCard, RateTier
@@ -66,6 +67,10 @@ _LAZY: dict[str, str] = {
     "DashboardServer": "._dashboard",
     "Estimator": "._guards",
     "GuardConfig": "._guards",
+    "IngestError": "._ingest",
+    "IngestProgress": "._ingest",
+    "IngestResult": "._ingest",
+    "InputResult": "._ingest",
     "Ledger": "._ledger",
     "LedgerStats": "._ledger",
     "PriceBook": "._pricing",
@@ -85,6 +90,7 @@ _LAZY: dict[str, str] = {
     "extract_usage": "._extract",
     "flush_alerts": "._guards",
     "guards_from_config": "._guards",
+    "ingest": "._ingest",
     "read_response": "._extract",
     "redact": "._redact",
     "redact_processor": "._redact",
@@ -122,6 +128,10 @@ __all__ = [
     "GuardConfig",
     "GuardRefusal",
     "GuardStoreUnavailable",
+    "IngestError",
+    "IngestProgress",
+    "IngestResult",
+    "InputResult",
     "Ledger",
     "LedgerStats",
     "PriceBook",
@@ -152,6 +162,7 @@ __all__ = [
     "flush_alerts",
     "get_tracker",
     "guards_from_config",
+    "ingest",
     "read_response",
     "redact",
     "redact_processor",

@@ -784,3 +784,14 @@ def test_env_var_module_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_raw_driver_data_errors_count_as_bad_rows(postgres_url: str) -> None:
+    """Unwrapped psycopg errors for a bad row (a NUL in text) isolate the row, not spool all."""
+    import psycopg
+
+    from costledger._ledger._store import is_data_error
+
+    assert is_data_error(psycopg.errors.UntranslatableCharacter("nul"))
+    assert is_data_error(psycopg.DataError("bad"))
+    assert not is_data_error(psycopg.OperationalError("server gone"))

@@ -293,7 +293,14 @@ def is_data_error(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError):
         return True  # a bind value could not be converted
+    # The write path runs on the driver's own cursor, so its errors arrive unwrapped: PEP 249
+    # names the bad-row kinds the same in every driver (psycopg, sqlite3).
+    if any(c.__name__ in _DBAPI_DATA_ERRORS for c in type(exc).__mro__):
+        return True
     return isinstance(exc, (ValueError, TypeError, OverflowError))
+
+
+_DBAPI_DATA_ERRORS = frozenset(("DataError", "IntegrityError"))
 
 
 class Store:

@@ -136,11 +136,11 @@ def report(
     emit(fmt, rows, cols, footer=footer, fields=_fields(result.by), group=result.by)
     if fmt is OutputFormat.table:
         if result.truncated:
-            note(f"{result.truncated} more group(s) not shown (--limit); totals include them")
+            note(f"{result.truncated:,} more group(s) not shown (--limit); totals include them")
         unpriced = sum(t.unpriced for t in result.totals)
         if unpriced:
             note(
-                f"warning: {unpriced} call(s) have no price (unknown model); their cost is "
+                f"warning: {unpriced:,} call(s) have no price (unknown model); their cost is "
                 "not included (not $0). Add a price and run 'costledger reprice'."
             )
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import operator
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -70,34 +71,58 @@ class ExportResult:
     path: Path | None
 
 
-def _csv_value(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if name in _MONEY:
-        return format(value, "f")
-    if name == "timestamp":
-        return str(value.isoformat())
-    if name in _BOOLS:
-        return "true" if value else "false"
-    if name in ("tags", "metadata"):
-        from .._ledger._money import dumps
+def _csv_formatters() -> list[tuple[int, Callable[[Any], str]]]:
+    """``(column index, function)`` for the fields whose CSV text is not what ``csv``
+    writes by itself (it writes ``None`` as an empty field and numbers and text as they
+    are, but a Decimal may come out in exponent form and a datetime with a space)."""
+    from .._ledger._money import dumps
 
-        return dumps(list(value) if name == "tags" else dict(value))
-    if name == "latency_ms":
-        return repr(value)
-    return str(value)
+    def money(v: Any) -> str:
+        return "" if v is None else format(v, "f")
+
+    def when(v: Any) -> str:
+        return "" if v is None else str(v.isoformat())
+
+    def flag(v: Any) -> str:
+        return "true" if v else "false"
+
+    def tags(v: Any) -> str:
+        return dumps(list(v or ()))
+
+    def metadata(v: Any) -> str:
+        return dumps(dict(v or {}))
+
+    chosen: dict[str, Callable[[Any], str]] = {"timestamp": when, "tags": tags}
+    chosen["metadata"] = metadata
+    out: list[tuple[int, Callable[[Any], str]]] = []
+    for i, name in enumerate(EXPORT_COLUMNS):
+        if name in _MONEY:
+            out.append((i, money))
+        elif name in _BOOLS:
+            out.append((i, flag))
+        elif name in chosen:
+            out.append((i, chosen[name]))
+    return out
 
 
 def _write_csv(events: Iterable[StoredEvent], out: IO[bytes]) -> int:
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-    writer = csv.writer(text, lineterminator="\n")
+    formatters = _csv_formatters()
+    values_of = operator.attrgetter(*EXPORT_COLUMNS)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     n = 0
     for e in events:
-        writer.writerow([_csv_value(name, getattr(e, name)) for name in EXPORT_COLUMNS])
+        row = list(values_of(e))
+        for i, f in formatters:
+            row[i] = f(row[i])
+        writer.writerow(row)
         n += 1
-    text.flush()
-    text.detach()  # the caller owns ``out``
+        if n % 2000 == 0:
+            out.write(buffer.getvalue().encode())
+            buffer.seek(0)
+            buffer.truncate()
+    out.write(buffer.getvalue().encode())
     return n
 
 

@@ -17,12 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from costledger import Cost, Usage, UsageEvent
+from costledger._events import CallStatus
 from costledger._ledger._engine import resolve_url
 
 UTC = timezone.utc
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-pro", "my-finetune")
-STATUSES = ("ok", "ok", "ok", "ok", "error", "cancelled")
+STATUSES: tuple[CallStatus, ...] = ("ok", "ok", "ok", "ok", "error", "cancelled")
 AMOUNTS = ("0.1", "0.2", "0.0000000375", "12345678.000000000000000001", "0.000000000000000001")
 
 
@@ -149,7 +150,8 @@ def _accumulate(
         for name in by:
             keys = [(*k, v) for k in keys for v in _key(e, name)]
         for k in keys:
-            acc = out[(*k, e.cost.currency)]
+            group = (*k, e.cost.currency)
+            acc = out[group]
             acc["requests"] += 1
             acc["errors"] += e.status == "error"
             acc["cancelled"] += e.status == "cancelled"

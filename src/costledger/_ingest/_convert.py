@@ -35,6 +35,7 @@ from .._attribution import Attribution
 from .._cost import Cost
 from .._errors import UsageError
 from .._extract import read_response
+from .._ledger._rows import COLUMNS
 from .._redact import redact
 from .._schema import (
     RECORD_FIELDS,
@@ -68,53 +69,17 @@ INGEST_NAMESPACE: Final = uuid.UUID("5b0f4f2e-8a57-5c1e-9d2b-6c6f73746c64")
 
 _UTC: Final = timezone.utc
 
-# COLUMNS positions used here; checked against the ledger's own list at import.
-_ROW_COLUMNS: Final = (
-    "id",
-    "timestamp",
-    "source",
-    "provider",
-    "model",
-    "response_model",
-    "status",
-    "error_type",
-    "latency_ms",
-    "request_id",
-    "trace_id",
-    "run_id",
-    "parent_run_id",
-    "user",
-    "team",
-    "project",
-    "feature",
-    "tags",
-    "metadata",
-    "streamed",
-    "cache_hit",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-    "pricing_status",
-    "currency",
-    "total_cost",
-    "input_cost",
-    "cache_read_cost",
-    "cache_write_cost",
-    "output_cost",
-    "audio_cost",
-    "pricing_source",
-    "priced_model",
-    "priced_provider",
-    "reported_cost",
+# The ledger's own column order: rows built here go straight into its insert.
+_ROW_COLUMNS: Final = COLUMNS
+I_ID, I_TIMESTAMP, I_MODEL, I_RESPONSE_MODEL = (
+    COLUMNS.index(c) for c in ("id", "timestamp", "model", "response_model")
 )
-I_ID, I_TIMESTAMP, I_MODEL, I_RESPONSE_MODEL = 0, 1, 4, 5
-I_TAGS, I_METADATA, I_STREAMED, I_CACHE_HIT = 17, 18, 19, 20
-I_PRICING_STATUS, I_CURRENCY, I_TOTAL = 29, 30, 31
+I_TAGS, I_METADATA, I_STREAMED, I_CACHE_HIT = (
+    COLUMNS.index(c) for c in ("tags", "metadata", "streamed", "cache_hit")
+)
+I_PRICING_STATUS, I_CURRENCY, I_TOTAL = (
+    COLUMNS.index(c) for c in ("pricing_status", "currency", "total_cost")
+)
 
 _RECORD_KEYS: Final = frozenset(RECORD_FIELDS)
 _STATUSES: Final = ("ok", "error", "cancelled")
@@ -187,13 +152,10 @@ def _uuid5(name: str) -> str:
 
 def _store_helpers() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
     from .._ledger._money import MONEY_PRECISION, MONEY_SCALE
-    from .._ledger._rows import COLUMNS
     from .._ledger._store import _json, _text_money, sqlite_params
 
     if (  # pragma: no cover - a change of the ledger's schema must update this module
-        tuple(COLUMNS) != _ROW_COLUMNS
-        or MONEY_SCALE != _MONEY_SCALE
-        or MONEY_PRECISION - MONEY_SCALE - 1 != _MAX_ADJUSTED
+        MONEY_SCALE != _MONEY_SCALE or MONEY_PRECISION - MONEY_SCALE - 1 != _MAX_ADJUSTED
     ):
         raise RuntimeError("costledger ingest: the ledger's columns changed; update _convert")
     return _text_money, _json, sqlite_params

@@ -251,23 +251,14 @@ def _finish_stream(
         else:
             spec.finish(tracker, call, last, streamed=True)
         return
-    status = _status_of(exc)
-    if last is not None:
-        # Usage seen before the stop still cost money: keep it.
-        try:
-            from ._extract import read_response
-
-            info = read_response(last, provider=spec.provider)
-            tracker.finish(
-                call,
-                usage=info.usage,
-                response_model=info.model,
-                status=status,
-                error=exc,
-                streamed=True,
-                defer=True,
-            )
-            return
-        except Exception:
-            pass
-    tracker.finish(call, status=status, error=exc, streamed=True, defer=True)
+    # Usage seen before the stop still cost money: the Tracker reads it from the last
+    # chunk that carried it (and records the call without usage if that chunk is bad).
+    tracker.finish(
+        call,
+        payload=last,
+        provider=spec.provider,
+        status=_status_of(exc),
+        error=exc,
+        streamed=True,
+        defer=True,
+    )

@@ -26,6 +26,7 @@ from costledger._ledger._rollups import (
     Cube,
     cost_parts,
     cost_value,
+    decimal_parts,
     plan,
     rebuild_rollups,
     rollup_rows,
@@ -134,6 +135,15 @@ def test_cost_parts_round_trip(text: str) -> None:
     assert 0 <= atto < 10**9
     assert cost_value(units, nano, atto, places) == Decimal(text)
     assert places == len(text.partition(".")[2])
+
+
+def test_decimal_parts_keeps_the_places_each_amount_was_written_with() -> None:
+    # equal Decimals with different exponents once shared a cache entry, so a rollup's
+    # places depended on which amount the process had seen first
+    assert decimal_parts(Decimal("0.000975")) == (0, 975000, 0, 6)
+    assert decimal_parts(Decimal("0.000975000")) == (0, 975000, 0, 9)
+    assert decimal_parts(Decimal("0.000975")) == (0, 975000, 0, 6)
+    assert decimal_parts(Decimal("1.0000000000000000005")) == (1, 0, 0, 18)
 
 
 def test_cost_parts_refuses_more_than_18_places() -> None:

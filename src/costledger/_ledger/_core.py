@@ -177,7 +177,8 @@ class _Core:
                 self._reject_events([event], exc)
                 return
             self.buffer.append((event, params, None))
-            if len(self.buffer) >= self.batch_size:
+            # Event.set takes a lock even when already set: only the first call may wake
+            if len(self.buffer) >= self.batch_size and not self.wake.is_set():
                 self.wake.set()
             if self.thread is None:
                 self._start()
@@ -204,7 +205,7 @@ class _Core:
             self.n_spooled += 1
             self.pending_hint = True
             _report(logging.WARNING, "full", "costledger: ledger buffer full; spooling events")
-        elif len(self.buffer) >= self.batch_size:
+        elif len(self.buffer) >= self.batch_size and not self.wake.is_set():
             self.wake.set()
         if self.thread is None:
             self._start()

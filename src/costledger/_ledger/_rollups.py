@@ -294,22 +294,26 @@ def cost_parts(text: str) -> tuple[int, int, int, int]:
     return whole_units, nano, atto, places
 
 
-_PARTS_CACHE: dict[Decimal, tuple[int, int, int, int]] = {}
+_PARTS_CACHE: dict[str, tuple[int, int, int, int]] = {}
 
 
 def decimal_parts(value: Decimal) -> tuple[int, int, int, int]:
-    """``cost_parts`` of the amount the ledger stores for ``value`` (cached: calls repeat)."""
-    parts = _PARTS_CACHE.get(value)
+    """``cost_parts`` of the amount the ledger stores for ``value`` (cached: calls repeat).
+
+    Cached by text, not by the Decimal: ``Decimal("0.5") == Decimal("0.500")``, but the
+    places they were written with differ, and the rollups keep those places."""
+    text = format(value, "f")
+    parts = _PARTS_CACHE.get(text)
     if parts is None:
-        text = format(value, "f")
+        stored = text
         if len(text.partition(".")[2]) > 18:  # the ledger stores 18 places, rounded half-even
             from ._store import _text_money
 
-            text = _text_money("cost.total", value) or "0"
-        parts = cost_parts(text)
+            stored = _text_money("cost.total", value) or "0"
+        parts = cost_parts(stored)
         if len(_PARTS_CACHE) >= 65_536:
             _PARTS_CACHE.clear()
-        _PARTS_CACHE[value] = parts
+        _PARTS_CACHE[text] = parts
     return parts
 
 

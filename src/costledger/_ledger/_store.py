@@ -3,8 +3,9 @@
 The insert path skips SQLAlchemy's per-value bind processing (it cost more than SQLite
 itself): each event becomes one tuple of driver-native values, columns holding their
 default in every row of a batch are left out, and the rest go in one multi-row
-``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id`` per chunk, run through the
-SQLAlchemy ``Connection`` (so transactions, pooling and events stay SQLAlchemy's).
+``INSERT ... ON CONFLICT (id) DO NOTHING`` per chunk (``RETURNING id`` on PostgreSQL;
+SQLite counts the rows added and finds them by rowid when some were duplicates), run
+through the SQLAlchemy ``Connection`` (so transactions, pooling and events stay SQLAlchemy's).
 """
 
 from __future__ import annotations
@@ -146,19 +147,42 @@ def _check_money(field: str, d: Decimal | None) -> Decimal | None:
 
 
 def _text_money(field: str, d: Decimal | None) -> str | None:
+    """The storage text of an amount (plain notation, at most 18 places)."""
     if d is None:
         return None
-    if not isinstance(d, Decimal) or not d.is_finite() or d.adjusted() > _MAX_ADJUSTED:
-        return format(_check_money(field, d), "f")  # raises the precise error
-    text = format(d, "f")
-    dot = text.find(".")
-    if dot >= 0 and len(text) - dot - 1 > MONEY_SCALE:
-        return format(d.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN), "f")
-    return text
+    if d.__class__ is Decimal:
+        # runs 7 times per stored event: one format, then checks on the text (a
+        # non-finite amount formats as "NaN" / "Infinity", ending in a letter)
+        text = format(d, "f")
+        dot = text.find(".")
+        if dot < 0:
+            dot = len(text)
+        if text[-1] <= "9" and dot <= _MAX_WHOLE_CHARS and len(text) - dot <= MONEY_SCALE + 1:
+            return text
+    return format(_check_money(field, d), "f")  # rounds, or raises the precise error
+
+
+_MAX_WHOLE_CHARS = _MAX_ADJUSTED + 1  # "-" + 20 digits also fails: the slow path decides
 
 
 def _json(value: Any, empty: str) -> str:
     return dumps(value) if value else empty
+
+
+_TAGS_TEXT: dict[tuple[str, ...], str] = {(): "[]"}
+
+
+def _tags_text(tags: tuple[str, ...]) -> str:
+    """The JSON text of a tag tuple (cached: a service uses a handful of tag sets)."""
+    try:
+        return _TAGS_TEXT[tags]
+    except KeyError:
+        text = dumps(list(tags))
+        if len(_TAGS_TEXT) < 4096:
+            _TAGS_TEXT[tags] = text
+        return text
+    except TypeError:  # an unhashable tag: the ledger's JSON encoder decides
+        return dumps(list(tags))
 
 
 def _check_id(event: UsageEvent) -> str:
@@ -173,6 +197,7 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
     """Driver-native values of one event for SQLite, in ``COLUMNS`` order."""
     u = e.usage
     c = e.cost
+    metadata = e.metadata
     return (
         _check_id(e),
         sqlite_timestamp(e.timestamp),
@@ -191,8 +216,8 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
         e.team,
         e.project,
         e.feature,
-        _json(list(e.tags), "[]"),
-        _json(dict(e.metadata), "{}"),
+        _tags_text(e.tags),
+        dumps(dict(metadata)) if metadata else "{}",
         1 if e.streamed else 0,
         1 if e.cache_hit else 0,
         u.input_tokens,
@@ -381,18 +406,21 @@ class Store:
                 sql = (
                     f"INSERT INTO {EVENTS_TABLE} ({columns}) SELECT {values} "
                     "FROM jsonb_array_elements(%s::jsonb) AS r(e)"
+                    ' ON CONFLICT ("id") DO NOTHING RETURNING "id"'
                 )
             else:
+                # no RETURNING on SQLite (it costs ~15% of the insert): ``insert_params``
+                # counts the rows added and finds them by rowid only when some were not
                 one = "(" + ",".join("?" * len(present)) + ")"
                 sql = f"INSERT INTO {EVENTS_TABLE} ({columns}) VALUES " + ",".join([one] * nrows)
-            sql += ' ON CONFLICT ("id") DO NOTHING RETURNING "id"'
+                sql += ' ON CONFLICT ("id") DO NOTHING'
             if len(self._sql_cache) > 256:
                 self._sql_cache.clear()
             self._sql_cache[key] = sql
         return sql
 
     def insert_params(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
-        """Insert driver-native rows; the ids that were new (``RETURNING``)."""
+        """Insert driver-native rows (ids unique); the ids that were new."""
         if not rows:
             return set()
         by_column = list(zip(*rows, strict=True))
@@ -416,11 +444,21 @@ class Store:
                 cursor.execute(self._sql(kept, 0), (document,))
                 inserted.update(row[0] for row in cursor.fetchall())
                 return inserted
+            # inside this write transaction nobody else inserts, and SQLite gives a new row
+            # a rowid above every existing one: the rows added are those above this mark
+            cursor.execute(f"SELECT max(rowid) FROM {EVENTS_TABLE}")
+            mark = cursor.fetchone()[0] or 0
             per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
             sparse = list(zip(*(by_column[i] for i in kept), strict=True))
+            added = 0
             for start in range(0, n, per_chunk):
                 chunk = sparse[start : start + per_chunk]
                 cursor.execute(self._sql(kept, len(chunk)), tuple(chain.from_iterable(chunk)))
+                added += cursor.rowcount
+            if added == n:
+                return set(by_column[0])
+            if added:
+                cursor.execute(f"SELECT id FROM {EVENTS_TABLE} WHERE rowid > ?", (mark,))
                 inserted.update(row[0] for row in cursor.fetchall())
         finally:
             cursor.close()

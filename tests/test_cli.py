@@ -112,6 +112,50 @@ def test_report_filters_repeat_or_split_on_commas(db: str) -> None:
     assert json.loads(a.stdout) == json.loads(b.stdout)
 
 
+SELECTION_OPTIONS = ["db", "since", "until", "model", "provider", "user", "team", "project"]
+SELECTION_OPTIONS += ["feature", "tag", "status", "source"]
+
+
+def test_every_filtering_command_has_the_same_selection_options() -> None:
+    import typer.main
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+    def block(name: str) -> list[tuple[Any, ...]]:
+        params = [p for p in commands[name].params if p.name in SELECTION_OPTIONS]
+        names = [p.name for p in commands[name].params]
+        start = names.index("db")
+        assert names[start : start + len(SELECTION_OPTIONS)] == SELECTION_OPTIONS, name
+        return [(p.name, p.opts, p.help, p.default, p.multiple, p.show_default) for p in params]
+
+    want = block("report")
+    assert want[0] == ("db", ["--db"], want[0][2], None, False, False)
+    assert want[-1][1:] == (
+        ["--source"],
+        "Only calls of this entry point (langchain, litellm, decorator, http, ingest, api) "
+        "(repeat, or separate with commas, for several).",
+        None,
+        True,
+        False,
+    )
+    for name in ("top", "whatif", "reprice", "export", "dashboard", "serve"):
+        assert block(name) == want, name
+
+
+def test_export_filters_and_the_nothing_matched_message(db: str) -> None:
+    split = run("export", "--db", db, "--user", "u1,u2", "--model", "gpt-4o-mini")
+    repeated = run("export", "--db", db, "--user", "u1", "--user", "u2", "--model", "gpt-4o-mini")
+    assert split.exit_code == repeated.exit_code == 0, split.output
+    assert split.stdout == repeated.stdout
+    rows = list(csv.DictReader(io.StringIO(split.stdout)))
+    assert {(r["user"], r["model"]) for r in rows} == {("u1", "gpt-4o-mini"), ("u2", "gpt-4o-mini")}
+    api = report(db, user=["u1", "u2"], model=["gpt-4o-mini"])
+    assert len(rows) == sum(t.requests for t in api.totals)
+    none = run("export", "--db", db, "--team", "x", "--since", "2030-01-01", "--user", "a,b")
+    assert none.exit_code == 1
+    assert one_error_line(none) == "error: no calls match (since=2030-01-01 user=a,b team=x)"
+
+
 def test_report_time_bounds(db: str) -> None:
     result = run(
         "report", "--db", db, "-f", "json", "--since", "2025-02-01", "--until", "2025-02-07"

@@ -12,23 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ._app import EXIT_USAGE, CliError
-from ._options import (
-    Db,
-    Feature,
-    Model,
-    Project,
-    Provider,
-    Since,
-    Source,
-    Status,
-    Tag,
-    Team,
-    Until,
-    User,
-    describe,
-    open_ledger,
-    selection,
-)
+from ._options import Selection, open_ledger, selecting
 
 if TYPE_CHECKING:
     from .._dashboard import Dashboard
@@ -96,12 +80,11 @@ def _budget_source(config: str | None, budgets_file: Path | None) -> Any:
 
 @contextmanager
 def _view(
-    db: str | None,
+    selected: Selection,
     config: str | None,
     budgets_file: Path | None,
     guard_store: str | None,
     top_n: int,
-    selected: dict[str, Any],
 ) -> Iterator[tuple[Ledger, Callable[[], Dashboard]]]:
     """The ledger, and a function computing the dashboard of the selection now (relative
     times such as ``7d`` or ``this-month`` are read again on every call)."""
@@ -110,22 +93,23 @@ def _view(
     from ._budget import _tracker_and_budgets
 
     source = _budget_source(config, budgets_file)
-    with open_ledger(db) as ledger:
+    with open_ledger(selected.db) as ledger:
         tracker: Tracker | None = None
         budgets: list[Budget] | None = None
         if isinstance(source, Tracker):
             tracker = source
         elif source is not None:
-            tracker, budgets = _tracker_and_budgets(source, db, guard_store, ledger)
+            tracker, budgets = _tracker_and_budgets(source, selected.db, guard_store, ledger)
 
         def compute() -> Dashboard:
             return build_dashboard(
-                ledger, budgets=budgets, tracker=tracker, top_n=top_n, **selected
+                ledger, budgets=budgets, tracker=tracker, top_n=top_n, **selected.api
             )
 
         yield ledger, compute
 
 
+@selecting
 def dashboard(
     output: Annotated[
         Path,
@@ -136,18 +120,8 @@ def dashboard(
             show_default=False,
         ),
     ],
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
     config: Config = None,
     budgets_file: BudgetsFile = None,
     guard_store: GuardStore = None,
@@ -157,26 +131,13 @@ def dashboard(
     most expensive calls, budget burn-down, unpriced calls) to one HTML file."""
     from .._dashboard import write_dashboard
 
-    selected = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
     if output.is_dir():
         raise CliError(f"--output {str(output)!r} is a directory; give a file name")
-    with _view(db, config, budgets_file, guard_store, top_n, selected) as (_, compute):
+    with _view(selected, config, budgets_file, guard_store, top_n) as (_, compute):
         data = compute()
         calls = sum(r.requests for r in data.totals)
         if not calls:
-            raise CliError(f"no calls match ({describe(selected)}); nothing written")
+            raise CliError(f"no calls match ({selected.describe()}); nothing written")
         written = write_dashboard(data, output)
     costs = ", ".join(f"{r.cost} {r.currency}" for r in data.totals) or "nothing"
     unpriced = sum(data.unpriced.values())
@@ -185,6 +146,7 @@ def dashboard(
     typer.echo(line)
 
 
+@selecting
 def serve(
     host: Annotated[
         str,
@@ -200,18 +162,8 @@ def serve(
         float,
         typer.Option("--refresh", min=0.5, max=3600, help="Seconds between the page's updates."),
     ] = 5.0,
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
     config: Config = None,
     budgets_file: BudgetsFile = None,
     guard_store: GuardStore = None,
@@ -220,20 +172,7 @@ def serve(
     """Serve the dashboard live on http://127.0.0.1:PORT/, updating as events land."""
     from .._dashboard import DashboardServer
 
-    selected = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
-    with _view(db, config, budgets_file, guard_store, top_n, selected) as (_, compute):
+    with _view(selected, config, budgets_file, guard_store, top_n) as (_, compute):
         compute()  # a bad selection or an unreachable ledger fails now, not in the page
         try:
             server = DashboardServer(compute, host=host, port=port, refresh_seconds=refresh)

@@ -10,23 +10,7 @@ from typing import Annotated
 import typer
 
 from ._app import EXIT_BAD_INPUT, CliError
-from ._options import (
-    Db,
-    Feature,
-    Model,
-    Project,
-    Provider,
-    Since,
-    Source,
-    Status,
-    Tag,
-    Team,
-    Until,
-    User,
-    describe,
-    open_ledger,
-    selection,
-)
+from ._options import Selection, open_ledger, selecting
 from ._output import note
 
 __all__ = ["export"]
@@ -45,6 +29,7 @@ _SUFFIXES = {
 }
 
 
+@selecting
 def export(
     output: Annotated[
         Path | None,
@@ -66,18 +51,8 @@ def export(
             show_default=False,
         ),
     ] = None,
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
 ) -> None:
     """Write the selected calls, in time order, streaming (constant memory)."""
     from .._reports import export as write
@@ -88,27 +63,14 @@ def export(
         chosen_format = chosen_format or ExportFormat.csv
     if output is not None and not output.parent.is_dir():
         raise CliError(f"cannot write {str(output)!r}: directory {str(output.parent)!r} is missing")
-    chosen = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
-    with open_ledger(db) as ledger:
+    with open_ledger(selected.db) as ledger:
         if output is None:
             sys.stdout.flush()
-            result = write(ledger, sys.stdout.buffer, chosen_format.value, **chosen)
+            result = write(ledger, sys.stdout.buffer, chosen_format.value, **selected.api)
             sys.stdout.buffer.flush()
         else:
-            result = write(ledger, output, chosen_format.value, **chosen)
+            result = write(ledger, output, chosen_format.value, **selected.api)
     if result.rows == 0:
-        raise CliError(f"no calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+        raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
     if output is not None:
         note(f"exported {result.rows:,} calls to {output} ({chosen_format.value})")

@@ -1,17 +1,23 @@
 """Options shared by the commands (``--db``, ``--since``/``--until``, the filters, ``--format``)
-and the helpers that turn them into API arguments. New commands import these::
+and the helpers that turn them into API arguments. A command that reads a selection of the
+ledger takes one ``Selection`` parameter and is wrapped in ``@selecting``, which gives it
+all of those options, in the same order and with the same help as every other such command::
 
-    from ._options import Db, Format, Since, Until, Model, ..., selection
+    from ._options import Format, OutputFormat, Selection, open_ledger, selecting
 
-    def mycommand(db: Db = None, since: Since = None, ..., fmt: Format = OutputFormat.table):
-        with open_ledger(db) as ledger:
-            rows = api(ledger, **selection(since, until, model=model, ...))
+    @selecting
+    def mycommand(*, selected: Selection, fmt: Format = OutputFormat.table) -> None:
+        with open_ledger(selected.db) as ledger:
+            rows = api(ledger, **selected.api)
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,22 +30,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Db",
-    "Feature",
     "Format",
-    "Model",
     "OutputFormat",
-    "Project",
-    "Provider",
+    "Selection",
     "Since",
-    "Source",
-    "Status",
-    "Tag",
-    "Team",
     "Until",
-    "User",
-    "filters",
     "open_ledger",
-    "selection",
+    "selecting",
 ]
 
 _DB_HELP = "Ledger database URL (default: $COSTLEDGER_DATABASE_URL, else sqlite:///costledger.db)."
@@ -72,11 +69,28 @@ def _check_when(bound: str) -> Any:
 
 
 def _filter_option(name: str, what: str) -> Any:
-    return typer.Option(
-        f"--{name}",
-        help=f"Only calls of this {what} (repeat, or separate with commas, for several).",
-        show_default=False,
-    )
+    return Annotated[
+        list[str] | None,
+        typer.Option(
+            f"--{name}",
+            help=f"Only calls of this {what} (repeat, or separate with commas, for several).",
+            show_default=False,
+        ),
+    ]
+
+
+# Each filter: its option (and Selection.filters key), and what "Only calls of this ..." says.
+_FILTERS = {
+    "model": "model (requested or response)",
+    "provider": "provider",
+    "user": "user",
+    "team": "team",
+    "project": "project",
+    "feature": "feature",
+    "tag": "tag",
+    "status": "status (ok, error, cancelled)",
+    "source": "entry point (langchain, litellm, decorator, http, ingest, api)",
+}
 
 
 Db = Annotated[str | None, typer.Option("--db", help=_DB_HELP, show_default=False)]
@@ -99,18 +113,6 @@ Until = Annotated[
         show_default=False,
     ),
 ]
-Model = Annotated[list[str] | None, _filter_option("model", "model (requested or response)")]
-Provider = Annotated[list[str] | None, _filter_option("provider", "provider")]
-User = Annotated[list[str] | None, _filter_option("user", "user")]
-Team = Annotated[list[str] | None, _filter_option("team", "team")]
-Project = Annotated[list[str] | None, _filter_option("project", "project")]
-Feature = Annotated[list[str] | None, _filter_option("feature", "feature")]
-Tag = Annotated[list[str] | None, _filter_option("tag", "tag")]
-Status = Annotated[list[str] | None, _filter_option("status", "status (ok, error, cancelled)")]
-Source = Annotated[
-    list[str] | None,
-    _filter_option("source", "entry point (langchain, litellm, decorator, http, ingest, api)"),
-]
 Format = Annotated[
     OutputFormat,
     typer.Option("--format", "-f", help="Output format.", case_sensitive=False),
@@ -124,47 +126,63 @@ def _split(values: list[str] | None) -> list[str] | None:
     return out or None
 
 
-def filters(
-    *,
-    model: list[str] | None = None,
-    provider: list[str] | None = None,
-    user: list[str] | None = None,
-    team: list[str] | None = None,
-    project: list[str] | None = None,
-    feature: list[str] | None = None,
-    tag: list[str] | None = None,
-    status: list[str] | None = None,
-    source: list[str] | None = None,
-) -> dict[str, list[str]]:
-    """The filter options that were given, comma-separated values split."""
-    given = {
-        "model": model,
-        "provider": provider,
-        "user": user,
-        "team": team,
-        "project": project,
-        "feature": feature,
-        "tag": tag,
-        "status": status,
-        "source": source,
-    }
-    out: dict[str, list[str]] = {}
-    for name, values in given.items():
-        split = _split(values)
-        if split is not None:
-            out[name] = split
-    return out
+@dataclass(frozen=True)
+class Selection:
+    """Which ledger (``--db``) and which of its calls (``--since``/``--until``, the filters)
+    a command reads. Filters hold only the options given, comma-separated values split."""
+
+    db: str | None = None
+    since: str | None = None
+    until: str | None = None
+    filters: Mapping[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def api(self) -> dict[str, Any]:
+        """Keyword arguments for the report API: ``since``, ``until`` and the filters."""
+        return {"since": self.since, "until": self.until, **self.filters}
+
+    def describe(self) -> str:
+        """The selection in words, for "nothing matched" messages."""
+        given = self.api.items()
+        parts = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in given if v]
+        return " ".join(parts) if parts else "all time"
 
 
-def selection(since: str | None, until: str | None, **filter_values: Any) -> dict[str, Any]:
-    """Keyword arguments for the report API: ``since``, ``until`` and the given filters."""
-    return {"since": since, "until": until, **filters(**filter_values)}
+_SELECTION_OPTIONS: dict[str, Any] = {
+    "db": Db,
+    "since": Since,
+    "until": Until,
+    **{name: _filter_option(name, what) for name, what in _FILTERS.items()},
+}
 
 
-def describe(selected: dict[str, Any]) -> str:
-    """The selection in words, for "nothing matched" messages."""
-    parts = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in selected.items() if v]
-    return " ".join(parts) if parts else "all time"
+def selecting(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with the options ``--db``, ``--since``, ``--until`` and the filters in
+    place of its ``Selection`` parameter, which receives them as one ``Selection``.
+
+    Typer reads a command's options from its signature, so the wrapper publishes the
+    command's signature with that one parameter spread into the options it stands for.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    at, marker = next((i, p) for i, p in enumerate(params) if p.annotation is Selection)
+    params[at : at + 1] = [
+        inspect.Parameter(name, marker.kind, default=None, annotation=option)
+        for name, option in _SELECTION_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        given = {name: values.pop(name) for name in _SELECTION_OPTIONS}
+        filters = {name: split for name in _FILTERS if (split := _split(given[name]))}
+        selected = Selection(given["db"], given["since"], given["until"], filters)
+        command(**values, **{marker.name: selected})
+
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    # typer also asks typing.get_type_hints, which reads __annotations__
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    run.__annotations__["return"] = signature.return_annotation
+    return run
 
 
 @contextlib.contextmanager

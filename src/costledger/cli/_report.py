@@ -8,25 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import EXIT_BAD_INPUT, CliError
-from ._options import (
-    Db,
-    Feature,
-    Format,
-    Model,
-    OutputFormat,
-    Project,
-    Provider,
-    Since,
-    Source,
-    Status,
-    Tag,
-    Team,
-    Until,
-    User,
-    describe,
-    open_ledger,
-    selection,
-)
+from ._options import Format, OutputFormat, Selection, open_ledger, selecting
 from ._output import Col, emit, note
 
 __all__ = ["event_dict", "report", "top"]
@@ -52,6 +34,7 @@ def _check_by(value: str) -> str:
     return value
 
 
+@selecting
 def report(
     by: Annotated[
         str,
@@ -73,18 +56,8 @@ def report(
         int | None,
         typer.Option("--limit", min=1, help="Show only the first N groups.", show_default=False),
     ] = None,
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Requests, errors, tokens by kind, exact cost and share of total per group, with totals."""
@@ -92,26 +65,13 @@ def report(
 
     if sort not in ("auto", "key", "cost"):
         raise typer.BadParameter(f"use auto, key or cost, not {sort!r}", param_hint="'--sort'")
-    chosen = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
-    with open_ledger(db) as ledger:
-        result = build(ledger, by, sort=sort, limit=limit, **chosen)  # type: ignore[arg-type]
+    with open_ledger(selected.db) as ledger:
+        result = build(ledger, by, sort=sort, limit=limit, **selected.api)  # type: ignore[arg-type]
     rows = result.as_dicts()
     if not rows:
         if fmt is not OutputFormat.table:  # still a valid (empty) document for a pipe
             emit(fmt, [], [], fields=_fields(result.by))
-        raise CliError(f"no calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+        raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
     currencies = {r["currency"] for r in rows}
     cols = [Col(name, name) for name in result.by]
     if currencies != {"USD"}:
@@ -195,47 +155,25 @@ _TOP_COLS = (
 )
 
 
+@selecting
 def top(
     n: Annotated[int, typer.Argument(min=1, help="How many calls.")] = 10,
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """The N most expensive calls (exact order), most expensive first."""
     from .._reports import top as find
 
-    chosen = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
-    with open_ledger(db) as ledger:
-        found = find(ledger, n, **chosen)
+    with open_ledger(selected.db) as ledger:
+        found = find(ledger, n, **selected.api)
     rows = [event_dict(e) for e in found]
     if not rows:
         if fmt is not OutputFormat.table:
             from .._ledger._rows import COLUMNS
 
             emit(fmt, [], _TOP_COLS, fields=COLUMNS)
-        raise CliError(f"no priced calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+        raise CliError(f"no priced calls match ({selected.describe()})", EXIT_BAD_INPUT)
     cols = list(_TOP_COLS)
     if fmt is OutputFormat.table:
         for r, e in zip(rows, found, strict=True):

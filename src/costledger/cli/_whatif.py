@@ -9,25 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import EXIT_BAD_INPUT, CliError
-from ._options import (
-    Db,
-    Feature,
-    Format,
-    Model,
-    OutputFormat,
-    Project,
-    Provider,
-    Since,
-    Source,
-    Status,
-    Tag,
-    Team,
-    Until,
-    User,
-    describe,
-    open_ledger,
-    selection,
-)
+from ._options import Format, OutputFormat, Selection, open_ledger, selecting
 from ._output import Col, emit, note
 
 __all__ = ["reprice", "whatif"]
@@ -53,6 +35,7 @@ _WHATIF_COLS = (
 )
 
 
+@selecting
 def whatif(
     price_book: Annotated[
         Path,
@@ -71,44 +54,21 @@ def whatif(
             "instead of the book laid over the default prices.",
         ),
     ] = False,
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Re-price the selected calls under a price book: cost then, under the book, savings."""
     from .._reports import whatif as compare
 
     book = _book(price_book)
-    chosen = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
-    with open_ledger(db) as ledger:
+    with open_ledger(selected.db) as ledger:
         result = compare(
             ledger,
             book,  # type: ignore[arg-type]
             only_book=only_book,
             list_limit=1000 if fmt is not OutputFormat.table else _SHOWN_UNPRICED,
-            **chosen,
+            **selected.api,
         )
     rows = [r.as_dict() for r in result.rows]
     if not rows:
@@ -116,7 +76,7 @@ def whatif(
             emit(fmt, [], [], document=result.as_dict())
         elif fmt is OutputFormat.csv:
             emit(fmt, [], [], fields=_WHATIF_FIELDS)
-        raise CliError(f"no calls match ({describe(chosen)})", EXIT_BAD_INPUT)
+        raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
     if fmt is OutputFormat.json:
         emit(fmt, rows, _WHATIF_COLS, document=result.as_dict())
         return
@@ -181,6 +141,7 @@ _WHATIF_FIELDS = [
 ]
 
 
+@selecting
 def reprice(
     price_book: Annotated[
         Path | None,
@@ -194,43 +155,20 @@ def reprice(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be priced; write nothing.")
     ] = False,
-    db: Db = None,
-    since: Since = None,
-    until: Until = None,
-    model: Model = None,
-    provider: Provider = None,
-    user: User = None,
-    team: Team = None,
-    project: Project = None,
-    feature: Feature = None,
-    tag: Tag = None,
-    status: Status = None,
-    source: Source = None,
+    *,
+    selected: Selection,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Price the stored calls of unknown models that now have a price."""
     from .._reports import reprice as fill
 
     book = _book(price_book)
-    chosen = selection(
-        since,
-        until,
-        model=model,
-        provider=provider,
-        user=user,
-        team=team,
-        project=project,
-        feature=feature,
-        tag=tag,
-        status=status,
-        source=source,
-    )
-    with open_ledger(db) as ledger:
-        result = fill(ledger, book, dry_run=dry_run, **chosen)
+    with open_ledger(selected.db) as ledger:
+        result = fill(ledger, book, dry_run=dry_run, **selected.api)
     if result.examined == 0:
         if fmt is not OutputFormat.table:
             emit(fmt, [], [], document=result.as_dict(), fields=_REPRICE_FIELDS)
-        raise CliError(f"no unpriced calls to re-price ({describe(chosen)})", EXIT_BAD_INPUT)
+        raise CliError(f"no unpriced calls to re-price ({selected.describe()})", EXIT_BAD_INPUT)
     rows: list[dict[str, Any]] = [
         {"model": m, "repriced": a, "still_unknown": b} for m, (a, b) in result.by_model.items()
     ]

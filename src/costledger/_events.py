@@ -34,15 +34,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 
-def new_event_id() -> str:
+def new_event_id(ms: int | None = None) -> str:
     """A UUIDv7 string: unique, and sorting by it sorts by creation time.
 
     Monotonic within a process (a 12-bit counter breaks ties in one
-    millisecond), random across processes. Written here rather than taken from
-    the ``uuid6`` package because it is ten lines and on the hot path of every call.
+    millisecond), random across processes. ``ms`` (Unix milliseconds) dates it
+    at an earlier moment than now, such as the start of the call it names; an id
+    never sorts before one this process already made. Written here rather than
+    taken from the ``uuid6`` package because it is ten lines and on the hot path
+    of every call.
     """
     global _last_ms, _seq
-    ms = time.time_ns() // 1_000_000
+    if ms is None:
+        ms = time.time_ns() // 1_000_000
     with _id_lock:
         if ms <= _last_ms:
             _seq += 1

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
@@ -34,6 +33,7 @@ __all__ = [
     "LedgerLike",
     "Tracker",
     "configure",
+    "defer",
     "drain_deferred",
     "get_tracker",
 ]
@@ -46,33 +46,100 @@ class LedgerLike(Protocol):
     def record(self, event: UsageEvent) -> None: ...
 
 
-@dataclass(slots=True, eq=False)
 class Call:
     """A call in flight, from ``Tracker.start`` to ``Tracker.finish``.
 
     ``prompt_text`` and ``max_output_tokens`` only feed the guards' worst-case
     estimate; ``prompt_text`` is dropped once the guards have reserved and is
     never stored or logged.
+
+    ``id`` and ``started_at`` are made on first use, from the clock read at the
+    start: a call finished on the background worker never costs the host's thread a
+    UUID or a ``datetime``. A call belongs to one thread at a time (the host's until
+    it is finished, then the worker's), so the first use is never a race.
     """
 
-    id: str
-    source: str
-    model: str | None
-    provider: str | None
-    attribution: Attribution
-    started_at: datetime
-    started: float
-    run_id: str | None = None
-    parent_run_id: str | None = None
-    trace_id: str | None = None
-    prompt_text: str | None = None
-    max_output_tokens: int | None = None
-    estimate: Decimal | None = None
-    reservations: list[tuple[Guard, Any]] = field(default_factory=list)
-    finished: bool = False
+    __slots__ = (
+        "_id",
+        "_started_at",
+        "_wall",
+        "attribution",
+        "estimate",
+        "finished",
+        "max_output_tokens",
+        "model",
+        "parent_run_id",
+        "prompt_text",
+        "provider",
+        "reservations",
+        "run_id",
+        "source",
+        "started",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        model: str | None,
+        provider: str | None,
+        attribution: Attribution,
+        id: str | None = None,
+        started_at: datetime | None = None,
+        started: float | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        trace_id: str | None = None,
+        prompt_text: str | None = None,
+        max_output_tokens: int | None = None,
+        estimate: Decimal | None = None,
+    ) -> None:
+        self._id = id
+        self._started_at = started_at
+        self._wall = time.time() if started_at is None else started_at.timestamp()
+        self.started = time.perf_counter() if started is None else started
+        self.source = source
+        self.model = model
+        self.provider = provider
+        self.attribution = attribution
+        self.run_id = run_id
+        self.parent_run_id = parent_run_id
+        self.trace_id = trace_id
+        self.prompt_text = prompt_text
+        self.max_output_tokens = max_output_tokens
+        self.estimate = estimate
+        self.reservations: list[tuple[Guard, Any]] = []
+        self.finished = False
+
+    @property
+    def id(self) -> str:
+        """The event's id (UUIDv7, its time the call's start): the idempotency key."""
+        if self._id is None:
+            self._id = new_event_id(int(self._wall * 1000))
+        return self._id
+
+    @property
+    def started_at(self) -> datetime:
+        """When the call started (aware, UTC)."""
+        if self._started_at is None:
+            self._started_at = datetime.fromtimestamp(self._wall, timezone.utc)
+        return self._started_at
+
+    @started_at.setter
+    def started_at(self, value: datetime) -> None:
+        self._started_at = value
+        self._wall = value.timestamp()
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Call(id={self.id!r}, source={self.source!r}, model={self.model!r}, "
+            f"provider={self.provider!r}, started_at={self.started_at!r}, "
+            f"finished={self.finished!r})"
+        )
 
 
 @runtime_checkable
@@ -182,13 +249,11 @@ class Tracker:
     ) -> Call:
         """Open a call and run the guards. Raises only a guard's ``GuardRefusal``."""
         call = Call(
-            id=call_id or new_event_id(),
+            id=call_id,
             source=source,
             model=model,
             provider=provider,
             attribution=self._attribution_for(attribution),
-            started_at=datetime.now(timezone.utc),
-            started=time.perf_counter(),
             run_id=run_id,
             parent_run_id=parent_run_id,
             trace_id=trace_id,
@@ -489,12 +554,12 @@ class Tracker:
         Guards are settled too, so spend recorded this way counts against budgets.
         """
         call = Call(
-            id=call_id or new_event_id(),
+            id=call_id,
             source=source,
             model=model,
             provider=provider,
             attribution=self._attribution_for(attribution),
-            started_at=started_at or datetime.now(timezone.utc),
+            started_at=started_at,
             started=time.perf_counter() - (latency_ms or 0.0) / 1000.0,
         )
         for guard in self.guards:
@@ -568,7 +633,8 @@ class _DeferredWorker:
         if self._thread is None or self._pid != os.getpid():
             self._start()
         self._items.append((fn, args))
-        if len(self._items) >= self._batch:
+        # Event.set takes a lock even when the event is already set: wake it once
+        if len(self._items) >= self._batch and not self._wake.is_set():
             self._wake.set()
 
     def _start(self) -> None:
@@ -619,6 +685,16 @@ class _DeferredWorker:
 
 
 _deferred = _DeferredWorker()
+
+
+def defer(fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` on the background worker, in order with deferred finishes.
+
+    For entry points whose whole ending can leave the host's thread (LangChain hands its
+    result objects on unchanged). ``fn`` should finish its call itself, with
+    ``defer=False``; an exception it raises is reported, never the host's problem.
+    """
+    _deferred.submit(fn, *args)
 
 
 def drain_deferred(timeout: float | None = None) -> bool:

@@ -29,7 +29,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
-from costledger._tracker import drain_deferred
+from costledger._tracker import defer, drain_deferred
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -465,7 +465,7 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         try:
             run = _runs.pop(run_id)
             if run is not None:
-                _finish(run, response, status="ok", error=None)
+                _end(run, response, "ok", None)
         except Exception as exc:
             _report("langchain.on_llm_end", exc)
 
@@ -482,20 +482,53 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             run = _runs.pop(run_id)
             if run is not None:
                 cancelled = isinstance(error, _CANCELLED)
-                _finish(
-                    run,
-                    kwargs.get("response"),
-                    status="cancelled" if cancelled else "error",
-                    error=error,
-                )
+                _end(run, kwargs.get("response"), "cancelled" if cancelled else "error", error)
         except Exception as exc:
             _report("langchain.on_llm_error", exc)
 
 
-def _finish(
-    run: _Run, response: LLMResult | None, *, status: CallStatus, error: BaseException | None
+def _end(
+    run: _Run, response: LLMResult | None, status: CallStatus, error: BaseException | None
 ) -> None:
+    """A model run ended: the clock and the message are taken now, everything else runs
+    on costledger's background worker, so the model call pays for none of the reading,
+    pricing or storing.
+
+    The message is picked here because LangChain's LLM cache swaps a cached generation's
+    message for a copy marked as a cache hit when it replays it, and the cached
+    generation is the one this response holds; messages themselves are not changed."""
     message, llm_output = _first_message(response)
+    defer(_finish_off_path, run, message, llm_output, status, error, run.call.elapsed_ms())
+
+
+def _finish_off_path(
+    run: _Run,
+    message: Any,
+    llm_output: Mapping[str, Any] | None,
+    status: CallStatus,
+    error: BaseException | None,
+    latency_ms: float,
+) -> None:
+    try:
+        _finish(run, message, llm_output, status=status, error=error, latency_ms=latency_ms)
+    except Exception as exc:
+        # A result this handler could not read: the call is still recorded, without usage
+        # (and its guard reservations released), rather than lost.
+        _report(f"langchain.on_llm_{'end' if status == 'ok' else 'error'}", exc)
+        run.tracker.finish(
+            run.call, status=status, error=error, latency_ms=latency_ms, on_event=run.add_to_sinks
+        )
+
+
+def _finish(
+    run: _Run,
+    message: Any,
+    llm_output: Mapping[str, Any] | None,
+    *,
+    status: CallStatus,
+    error: BaseException | None,
+    latency_ms: float,
+) -> None:
     usage_metadata: Any = getattr(message, "usage_metadata", None) if message is not None else None
     response_metadata: Mapping[str, Any] = (
         getattr(message, "response_metadata", None) or {} if message is not None else {}
@@ -520,8 +553,6 @@ def _finish(
     if cache_hit and not payload:  # a replayed answer whose usage was never known: still $0
         usage = _NO_USAGE
         payload = None
-    # Deferred: the usage is read now; pricing, storage and the totals' update run on
-    # costledger's background worker, so the model call pays for none of it.
     run.tracker.finish(
         run.call,
         usage=usage,
@@ -532,8 +563,7 @@ def _finish(
         request_id=_request_id(message, response_metadata),
         streamed=run.streamed,
         cache_hit=cache_hit,
-        defer=True,
-        read_now=False,  # LangChain hands the message on unchanged: read it off the path
+        latency_ms=latency_ms,
         on_event=run.add_to_sinks,
     )
 

@@ -182,3 +182,48 @@ def test_cancelled_while_a_guard_waits_releases_earlier_reservations() -> None:
     asyncio.run(main())
     assert first.reserved == 0
     assert first.released == 1
+
+
+def _uuid7_ms(event_id: str) -> int:
+    return int(event_id.replace("-", "")[:12], 16)
+
+
+def test_call_id_and_start_are_made_lazily_from_the_start_clock(tracker: Tracker) -> None:
+    import time
+    from datetime import timezone
+
+    call = tracker.start(source="api", model="gpt-4o-mini", provider="openai")
+    time.sleep(0.02)  # the id is made later, but dated at the start
+    assert call._id is None
+    assert call._started_at is None
+    started_ms = int(call._wall * 1000)
+    assert call.started_at.tzinfo is timezone.utc
+    assert int(call.started_at.timestamp() * 1000) == started_ms
+    assert _uuid7_ms(call.id) >= started_ms
+    assert _uuid7_ms(call.id) < started_ms + 20  # not "now", which is 20 ms later
+    assert call.id == call.id  # made once
+    event = tracker.finish(call, usage=Usage(10, 5))
+    assert event is not None
+    assert (event.id, event.timestamp) == (call.id, call.started_at)
+
+
+def test_call_started_at_can_be_set_by_an_entry_point(tracker: Tracker) -> None:
+    from datetime import datetime, timezone
+
+    call = tracker.start(source="litellm", model="gpt-4o-mini")
+    at = datetime(2025, 3, 9, 12, 0, 0, 250000, tzinfo=timezone.utc)
+    call.started_at = at  # LiteLLM's own clock
+    assert call.started_at == at
+    assert _uuid7_ms(call.id) >= int(at.timestamp() * 1000)
+    event = tracker.finish(call, usage=Usage(10, 5))
+    assert event is not None
+    assert event.timestamp == at
+
+
+def test_new_event_id_dated_earlier_never_sorts_before_an_earlier_id() -> None:
+    from costledger._events import new_event_id
+
+    now = new_event_id()
+    older = new_event_id(_uuid7_ms(now) - 60_000)  # a minute earlier than one already made
+    assert older > now
+    assert len({new_event_id(0) for _ in range(5000)}) == 5000

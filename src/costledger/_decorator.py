@@ -37,6 +37,7 @@ class _Spec:
         "estimate",
         "model",
         "provider",
+        "static_kwargs",
         "tracker",
         "usage_fn",
     )
@@ -58,8 +59,15 @@ class _Spec:
         self.estimate = estimate
         self.attribution_fn = attribution_fn
         self.attribution = Attribution.from_mapping(static_attribution)
+        # Nothing depends on the call's arguments: one dict serves every call
+        # (``Tracker.start(**kwargs)`` unpacks it, never keeps or changes it).
+        self.static_kwargs: dict[str, Any] | None = None
+        if attribution_fn is None and not callable(estimate):
+            self.static_kwargs = self.start_kwargs((), {})
 
     def start_kwargs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.static_kwargs is not None:
+            return self.static_kwargs
         attribution = self.attribution
         if self.attribution_fn is not None:
             attribution = attribution.merge(

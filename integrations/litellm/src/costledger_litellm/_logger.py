@@ -274,6 +274,8 @@ class CostLedgerLogger(CustomLogger):
         request_id = None if failed else _text(_field(response_obj, "id"))
         reported_cost = _reported_cost(slo, kwargs, failed, usage)
 
+        # Pricing, storage and logging leave LiteLLM's thread (for acompletion: the event
+        # loop) unless guards are on, whose spend is then settled before this returns.
         if pending is not None:
             tracker, call = pending
             if started_at is not None:
@@ -291,6 +293,8 @@ class CostLedgerLogger(CustomLogger):
                 reported_cost=reported_cost,
                 metadata=metadata,
                 latency_ms=latency_ms,
+                defer=not tracker.has_guards,
+                on_event=_check_reported_cost,
             )
         else:
             tracker = self.tracker
@@ -312,9 +316,9 @@ class CostLedgerLogger(CustomLogger):
                 cache_hit=cache_hit,
                 reported_cost=reported_cost,
                 metadata=metadata,
+                defer=not tracker.has_guards,
+                on_event=_check_reported_cost,
             )
-        if event is not None:
-            _check_reported_cost(event)
         return event
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,86 @@ def test_offline_sql_for_a_dba(capsys: pytest.CaptureFixture[str]) -> None:
     assert "CREATE TABLE costledger_events" in out
     assert "NUMERIC(38, 18)" in out
     assert "USING gin" in out
+
+
+def _downgrade(url: str, revision: str) -> None:
+    """Take the schema back as Alembic would (the connection holds the migration lock)."""
+    from alembic import command
+
+    from costledger._ledger._engine import BEGIN_OPTION
+
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+            with conn.begin():
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def _columns(url: str, table: str) -> list[str]:
+    engine = make_engine(resolve_url(url))
+    try:
+        with engine.connect() as conn:
+            return [c["name"] for c in sa.inspect(conn).get_columns(table)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("how", ["db upgrade", "first use"])
+def test_upgrading_0002_with_data_fills_the_bounds(empty_url: str, how: str) -> None:
+    """A ledger left at 0002 (sums, no ``max_cost``) by an older costledger: after 0003,
+    ``top`` equals a direct SQL recomputation and every bound is its group's dearest call."""
+    from costledger._ledger._rollups import BOUND, CUBES, rebuild_rollups, rollup_rows
+    from costledger._reports import top
+
+    from .test_reports_api import expected_top, top_history
+    from .test_reports_rollups import assert_bounds, assert_rollups_match
+
+    events = top_history(400, seed=77)
+    with Ledger(empty_url, sync=True) as ledger:
+        ledger.record_many(events)
+    _downgrade(empty_url, "0002")
+    engine = make_engine(resolve_url(empty_url))
+    try:
+        assert current_revision(engine) == "0002"
+    finally:
+        engine.dispose()
+    assert BOUND not in _columns(empty_url, "costledger_rollup_daily")
+    if how == "db upgrade":
+        upgrade(empty_url)  # what `costledger db upgrade` runs
+    with Ledger(empty_url, sync=True) as ledger:  # else: ensure_schema on first use
+        assert sum(r.requests for r in ledger.summary()) == len(events)
+        engine = ledger._core.store.engine
+        assert current_revision(engine) == HEAD
+        for cube in CUBES:
+            assert (BOUND in _columns(empty_url, cube.table)) == cube.bounded
+        assert_rollups_match(ledger, events)
+        assert_bounds(ledger, events, exact=True)
+        with engine.connect() as conn:  # the direct recomputation: plain SQL, exact Decimals
+            rows = conn.exec_driver_sql(
+                "SELECT id, timestamp, total_cost FROM costledger_events "
+                "WHERE total_cost IS NOT NULL"
+            ).all()
+        direct = sorted(
+            ((str(i), _utc(ts), Decimal(str(cost))) for i, ts, cost in rows),
+            key=lambda r: (-r[2], r[1], r[0]),
+        )
+        for n in (1, 10, 100):
+            got = [(e.id, e.total_cost) for e in top(ledger, n)]
+            assert got == [(i, cost) for i, _, cost in direct[:n]]
+            assert got == expected_top(events, n)
+        assert len(direct) > 250
+        before = [rollup_rows(ledger, cube.table) for cube in CUBES]
+        assert rebuild_rollups(ledger) == len(events)  # `costledger db rebuild-rollups`
+        assert [rollup_rows(ledger, cube.table) for cube in CUBES] == before
+        assert_bounds(ledger, events, exact=True)
+
+
+def _utc(value: object) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc)
+    return datetime.fromisoformat(str(value)).astimezone(timezone.utc)

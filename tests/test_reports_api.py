@@ -286,6 +286,227 @@ def test_top_orders_exactly_where_floats_cannot(url: str) -> None:
             top(ledger, 0)
 
 
+# amounts that tie, tie only in exact arithmetic, tie as Decimals written with other
+# exponents, are zero (two ways) or negative (a refund); unpriced calls are not ranked
+TOP_AMOUNTS = (
+    "0.5",
+    "0.50",
+    "0.500000",
+    "0.100000000000000001",
+    "0.100000000000000002",
+    "0.1",
+    "0",
+    "0.000",
+    "-0.25",
+    "-0.250",
+    "3",
+    "2.999999999999999999",
+    "0.000000000000000001",
+    "12345678.000000000000000001",
+    "12345678",
+)
+TOP_T0 = datetime(2025, 1, 27, tzinfo=UTC)
+
+
+def top_history(n: int, seed: int) -> list[UsageEvent]:
+    """Calls over 40 days; many share a timestamp (ties on cost and time: the id decides)."""
+    import random
+
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        roll = rng.random()
+        if roll < 0.75:
+            amount = rng.choice(TOP_AMOUNTS)
+            if rng.random() < 0.5:  # and a spread of plain ones
+                amount = str(Decimal(rng.randrange(0, 10**6)) * Decimal("1E-7"))
+            cost = Cost(
+                status="priced", total=Decimal(amount), currency=rng.choice(["USD"] * 4 + ["EUR"])
+            )
+        elif roll < 0.9:
+            cost = Cost.unknown("m")
+        else:
+            cost = Cost(status="not_priced")
+        ts = TOP_T0 + timedelta(hours=rng.randrange(0, 40 * 24), minutes=rng.choice([0, 0, 7]))
+        events.append(
+            UsageEvent(
+                id=f"ev-{rng.randrange(10**6):06d}-{i:05d}",
+                model=rng.choice(["gpt-4o", "claude-sonnet-4", "m"]),
+                response_model=rng.choice([None, "gpt-4o-2024"]),
+                usage=Usage(10, 1),
+                cost=cost,
+                timestamp=ts,
+                status=rng.choice(["ok", "ok", "error"]),
+                user=rng.choice(["u1", "u2", "u3", None]),
+                team=rng.choice(["search", "chat", None]),
+                project=rng.choice(["p1", "p2", None]),
+                feature=rng.choice(["f1", "f2", None]),
+                tags=tuple(rng.sample(["a", "b", "c"], rng.randrange(0, 3))),
+            )
+        )
+    return events
+
+
+def expected_top(
+    events: list[UsageEvent],
+    n: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    **filters: str | list[str],
+) -> list[tuple[str, Decimal]]:
+    """Ordered by exact cost, ties by time, then id; computed from the events themselves."""
+
+    def wanted(e: UsageEvent) -> bool:
+        if e.cost.total is None:
+            return False
+        if (since is not None and e.timestamp < since) or (
+            until is not None and e.timestamp >= until
+        ):
+            return False
+        for name, value in filters.items():
+            values = [value] if isinstance(value, str) else value
+            if name == "model":
+                if e.model not in values and e.response_model not in values:
+                    return False
+            elif name == "tag":
+                if not set(values) & set(e.tags):
+                    return False
+            elif getattr(e, name) not in values:
+                return False
+        return True
+
+    chosen = sorted(
+        (e for e in events if wanted(e)),
+        key=lambda e: (-(e.cost.total or Decimal(0)), e.timestamp, e.id),
+    )
+    return [(e.id, e.cost.total or Decimal(0)) for e in chosen[:n]]
+
+
+def _ranked(found: list[Any]) -> list[tuple[str, Decimal]]:
+    return [(e.id, e.total_cost) for e in found]
+
+
+TOP_CASES: list[tuple[int, datetime | None, datetime | None, dict[str, Any]]] = [
+    (1, None, None, {}),
+    (10, None, None, {}),
+    (40, None, None, {}),
+    (5000, None, None, {}),  # more than there are: every priced call
+    (10, datetime(2025, 2, 1, tzinfo=UTC), datetime(2025, 3, 1, tzinfo=UTC), {}),  # a month
+    (10, datetime(2025, 2, 3, 13, 5, tzinfo=UTC), datetime(2025, 2, 20, 7, tzinfo=UTC), {}),
+    (3, datetime(2025, 2, 5, 1, tzinfo=UTC), datetime(2025, 2, 5, 22, tzinfo=UTC), {}),  # < a day
+    (10, None, None, {"team": "search"}),
+    (10, None, None, {"user": "u2"}),  # the full daily cube
+    (10, None, None, {"model": "gpt-4o-2024", "feature": "f1"}),
+    (10, None, None, {"tag": "a"}),  # the tag cube
+    (10, None, None, {"tag": ["a", "b"]}),  # several tags: one scan of the events table
+    (10, None, None, {"user": "u1", "tag": "c"}),  # a user and a tag: no cube has both
+    (7, datetime(2025, 2, 10, tzinfo=UTC), None, {"status": "error", "project": "p1"}),
+]
+
+
+@pytest.fixture
+def top_loaded(url: str) -> Iterator[tuple[Ledger, list[UsageEvent]]]:
+    events = top_history(1500, seed=31)
+    with Ledger(url) as ledger:
+        ledger.record_many(events)
+        assert ledger.flush(timeout=60)
+        yield ledger, events
+
+
+def _check_top_cases(ledger: Ledger, events: list[UsageEvent]) -> None:
+    for n, since, until, filters in TOP_CASES:
+        want = expected_top(events, n, since, until, **filters)
+        got = _ranked(top(ledger, n, since=since, until=until, **filters))
+        assert got == want, (n, since, until, filters)
+
+
+def test_top_equals_direct_recomputation(top_loaded: tuple[Ledger, list[UsageEvent]]) -> None:
+    ledger, events = top_loaded
+    assert len(expected_top(events, 5000)) > 1000  # the data has what the cases need
+    assert len({e.timestamp for e in events}) < len(events)
+    _check_top_cases(ledger, events)
+
+
+def test_top_after_repricing_up_and_down_and_a_rebuild(
+    top_loaded: tuple[Ledger, list[UsageEvent]],
+) -> None:
+    from costledger._ledger._rollups import rebuild_rollups
+
+    ledger, events = top_loaded
+    current = {e.id: e for e in events}
+    ranked = expected_top(events, 30)
+    changes: dict[str, Cost] = {}
+    # the dearest calls drop (their groups keep a bound that is now too high) ...
+    for event_id, _ in ranked[:15]:
+        changes[event_id] = Cost(status="priced", total=Decimal("0.0000001"))
+    # ... unknown and cheap ones rise above everything, one to a tie
+    cheap = [e for e in events if e.cost.total is None or e.cost.total < Decimal("0.01")]
+    for i, e in enumerate(cheap[:12]):
+        amount = "12345678.000000000000000002" if i % 3 else "12345678.000000000000000001"
+        changes[e.id] = Cost(status="priced", total=Decimal(amount))
+    changes[cheap[20].id] = Cost.unknown("m")  # and a priced one becomes unknown
+    assert ledger.update_costs(changes) == len(changes)
+    for event_id, cost in changes.items():
+        current[event_id] = current[event_id].with_cost(cost)
+    now = list(current.values())
+    assert expected_top(now, 30) != ranked
+    _check_top_cases(ledger, now)
+    assert rebuild_rollups(ledger) == len(events)
+    _check_top_cases(ledger, now)
+
+
+def test_top_reads_only_the_slices_that_can_rank(tmp_path: Path) -> None:
+    """Sixty days of calls, a few dear ones: all-time top reads a handful of short slices
+    of the events table, not every call (counted statements, not timed)."""
+    import sqlalchemy as sa
+
+    events = [
+        UsageEvent(
+            model="m",
+            usage=Usage(1, 1),
+            cost=Cost(status="priced", total=Decimal("0.01") + Decimal(i % 97) / 10_000),
+            timestamp=TOP_T0 + timedelta(minutes=29 * i),
+            team=f"team-{i % 5}",
+            feature=f"f-{i % 3}",
+        )
+        for i in range(3000)
+    ]
+    for i, day in enumerate((3, 17, 41)):
+        events.append(
+            UsageEvent(
+                model="m",
+                usage=Usage(1, 1),
+                cost=Cost(status="priced", total=Decimal(5 + i)),
+                timestamp=TOP_T0 + timedelta(days=day, hours=5),
+                team="team-1",
+                feature="f-1",
+            )
+        )
+    with Ledger(f"sqlite:///{tmp_path / 'slices.db'}", sync=True) as ledger:
+        ledger.record_many(events)
+        ranges: list[tuple[datetime, ...]] = []
+
+        def record_range(conn: Any, cursor: Any, sql: str, params: Any, *args: Any) -> None:
+            if "FROM costledger_events" in sql:
+                bounds = [p for p in params if isinstance(p, str) and p[:4] == "2025"]
+                ranges.append(tuple(datetime.fromisoformat(b) for b in bounds))
+
+        engine = ledger._core.store.engine
+        sa.event.listen(engine, "before_cursor_execute", record_range)
+        try:
+            found = top(ledger, 3)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", record_range)
+    assert [e.total_cost for e in found] == [Decimal(7), Decimal(6), Decimal(5)]
+    # each statement reads one day (of one team and feature): the three dear days, two
+    # statements each; the next slice's bound is below the third call, which ends it
+    assert all(len(r) == 2 and r[1] - r[0] == timedelta(days=1) for r in ranges), ranges
+    assert len(ranges) == 6, ranges
+    assert {r[0].date() for r in ranges} == {
+        (TOP_T0 + timedelta(days=d)).date() for d in (3, 17, 41)
+    }
+
+
 # -- what-if and re-pricing ------------------------------------------------------------------------
 
 BOOK = {

@@ -20,9 +20,11 @@ from costledger._ledger._engine import make_engine, resolve_url
 from costledger._ledger._migrate import HEAD, current_revision
 from costledger._ledger._query import summarize_events
 from costledger._ledger._rollups import (
+    BOUND,
     CORE_DIMENSIONS,
     CUBES,
     DIMENSIONS,
+    TABLES,
     Cube,
     cost_parts,
     cost_value,
@@ -108,6 +110,69 @@ def assert_rollups_match(ledger: Ledger, events: list[UsageEvent]) -> None:
         assert rollup_rows(ledger, cube.table) == recompute(events, cube), cube.table
 
 
+def bound_rows(ledger: Ledger, cube: Cube) -> dict[tuple[Any, ...], float | None]:
+    """A daily cube's ``max_cost`` per group, keyed as ``rollup_rows``."""
+    table = TABLES[cube.table]
+    keys = ["day", *(("tag",) if cube.tags else ()), *cube.dims]
+    with ledger._core.store.read_connection() as conn:
+        rows = conn.execute(sa.select(*(table.c[k] for k in keys), table.c[BOUND])).all()
+    return {tuple(r[:-1]): r[-1] for r in rows}
+
+
+def expected_bounds(
+    events: Iterable[UsageEvent], cube: Cube
+) -> dict[tuple[Any, ...], float | None]:
+    """The float of each group's dearest stored amount (``None``: no priced call)."""
+    out: dict[tuple[Any, ...], float | None] = {}
+    for e in events:
+        values = {
+            "model": e.model,
+            "response_model": e.response_model,
+            "provider": e.provider,
+            "user": e.user,
+            "team": e.team,
+            "project": e.project,
+            "feature": e.feature,
+            "source": e.source,
+            "status": e.status,
+            "currency": e.cost.currency,
+            "pricing_status": e.cost.status,
+        }
+        dims = tuple(values[d] for d in cube.dims)
+        day = e.timestamp.date()
+        tags = list(dict.fromkeys(e.tags)) or [None]
+        for key in [(day, t, *dims) for t in tags] if cube.tags else [(day, *dims)]:
+            have = out.get(key)
+            if e.cost.total is None:
+                out.setdefault(key, None)
+                continue
+            amount = float(_text_money("total", e.cost.total) or "0")
+            out[key] = amount if have is None else max(have, amount)
+    return out
+
+
+def assert_bounds(ledger: Ledger, events: list[UsageEvent], *, exact: bool) -> None:
+    """Every daily group's ``max_cost`` is at least its dearest call (``exact``: equal)."""
+    daily = [cube for cube in CUBES if cube.bounded]
+    assert [c.table for c in daily] == [
+        "costledger_rollup_daily",
+        "costledger_rollup_core",
+        "costledger_rollup_core_tags",
+    ]
+    for cube in daily:
+        got = bound_rows(ledger, cube)
+        want = expected_bounds(events, cube)
+        assert set(got) == set(want), cube.table
+        if exact:
+            assert got == want, cube.table
+            continue
+        for key, bound in want.items():
+            if bound is not None:
+                have = got[key]
+                assert have is not None, (cube.table, key)
+                assert have >= bound, (cube.table, key, have, bound)
+
+
 def all_rollups(ledger: Ledger) -> list[dict[tuple[Any, ...], dict[str, Any]]]:
     return [rollup_rows(ledger, cube.table) for cube in CUBES]
 
@@ -171,11 +236,13 @@ def test_rollups_equal_recomputation_after_inserts_duplicates_and_updates(url: s
         ledger.record_many(events[:300])
         assert ledger.flush(timeout=60)
         assert_rollups_match(ledger, events[:300])
+        assert_bounds(ledger, events[:300], exact=True)
 
         # duplicates (in the batch and already stored) never count twice
         ledger.record_many(events[200:400] + events[350:400])
         assert ledger.flush(timeout=60)
         assert_rollups_match(ledger, events[:400])
+        assert_bounds(ledger, events[:400], exact=True)
 
         # re-pricing: unknown -> priced, priced -> unknown, another amount, another currency
         stored = {e.id: e for e in events[:400]}
@@ -193,17 +260,26 @@ def test_rollups_equal_recomputation_after_inserts_duplicates_and_updates(url: s
             stored[e.id] = e.with_cost(new)
         assert ledger.update_costs(changes) == len(changes)
         assert_rollups_match(ledger, list(stored.values()))
+        # a raised amount raises its group's bound; a lowered one leaves it above
+        assert_bounds(ledger, list(stored.values()), exact=False)
+        assert any(  # where 123.456 is now the dearest, the bound rose to it
+            bound == 123.456 for bound in bound_rows(ledger, CUBES[0]).values()
+        )
 
         # putting everything back removes the groups that emptied
         back = {i: next(e for e in events if e.id == i).cost for i in changes}
         assert ledger.update_costs(back) == len(back)
         assert_rollups_match(ledger, events[:400])
+        assert_bounds(ledger, events[:400], exact=False)
+        with pytest.raises(AssertionError):  # 123.456 stays until a rebuild
+            assert_bounds(ledger, events[:400], exact=True)
 
         ledger.record_many(events[400:])
         assert ledger.flush(timeout=60)
         before = all_rollups(ledger)
         assert rebuild_rollups(ledger) == len(events)
         assert all_rollups(ledger) == before
+        assert_bounds(ledger, events, exact=True)  # the rebuild makes them exact again
 
 
 def test_concurrent_writers_keep_the_rollups_exact(url: str) -> None:
@@ -227,6 +303,7 @@ def test_concurrent_writers_keep_the_rollups_exact(url: str) -> None:
     with Ledger(url, sync=True) as ledger:
         assert ledger.stats().inserted == 0
         assert_rollups_match(ledger, events)
+        assert_bounds(ledger, events, exact=True)
 
 
 def test_an_event_with_a_repeated_tag_counts_once_per_tag(url: str) -> None:
@@ -463,6 +540,7 @@ def test_upgrading_from_0001_backfills_the_rollups(url: str) -> None:
         engine.dispose()
     with Ledger(url, sync=True) as ledger:
         assert_rollups_match(ledger, events)
+        assert_bounds(ledger, events, exact=True)
 
 
 def test_rebuild_repairs_an_older_rollup_layout(url: str) -> None:
@@ -471,14 +549,16 @@ def test_rebuild_repairs_an_older_rollup_layout(url: str) -> None:
         ledger.record_many(events)
     engine = make_engine(resolve_url(url))
     try:
-        with engine.begin() as conn:  # a layout from before: one cube missing, one retired
+        with engine.begin() as conn:  # a layout from before: one cube missing, one retired,
             conn.exec_driver_sql(f"DROP TABLE {CUBES[-1].table}")
             conn.exec_driver_sql("CREATE TABLE costledger_rollup_tags (day TEXT)")
+            conn.exec_driver_sql(f"ALTER TABLE {CUBES[0].table} DROP COLUMN {BOUND}")  # no bound
     finally:
         engine.dispose()
     with Ledger(url, sync=True) as ledger:
         assert rebuild_rollups(ledger) == 120
         assert_rollups_match(ledger, events)
+        assert_bounds(ledger, events, exact=True)
         ledger.record_many(history(30, seed=99))  # and writes work again
     engine = make_engine(resolve_url(url))
     try:

@@ -44,7 +44,8 @@ Limits, per rollup row: 9.2e18 currency units, and 9.2e9 priced events.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal
@@ -57,6 +58,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     Integer,
     MetaData,
     String,
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from ._store import CostChange, Store
 
 __all__ = [
+    "BOUND",
     "CORE_DIMENSIONS",
     "CUBES",
     "DIMENSIONS",
@@ -89,6 +92,7 @@ __all__ = [
     "RollupDelta",
     "apply_cost_changes",
     "apply_inserted",
+    "bounds",
     "cost_parts",
     "cost_value",
     "plan",
@@ -132,7 +136,12 @@ COUNTERS: tuple[str, ...] = (
 )
 """Measures added on write; ``cost_places`` (a maximum) follows them."""
 MEASURES: tuple[str, ...] = (*COUNTERS, "cost_places")
+BOUND = "max_cost"
+"""Daily cubes only (migration 0003): an upper bound of the float of any one call's total
+in the group, ``NULL`` while the group has no priced call (see ``top``)."""
 _N = len(COUNTERS)
+_NO_BOUND = -math.inf  # an accumulator's bound before any priced call
+_EMPTY: tuple[float, ...] = (0,) * (_N + 1) + (_NO_BOUND,)
 _NANO = 10**9
 _SCALE = 10**18
 _EXACT = Context(prec=120)
@@ -151,9 +160,19 @@ class Cube:
     tags: bool
 
     @property
+    def bounded(self) -> bool:
+        """Whether the table has ``max_cost`` (the daily ones: ``top`` prunes by day)."""
+        return self.grain == "day"
+
+    @property
     def columns(self) -> tuple[str, ...]:
         """Every column, in table order."""
-        return ("day", "gkey", *(("tag",) if self.tags else ()), *self.dims, *MEASURES)
+        return self.layout(bounds=True)
+
+    def layout(self, *, bounds: bool) -> tuple[str, ...]:
+        """The columns; ``bounds=False``: as migration 0002 created them (no ``max_cost``)."""
+        extra = (BOUND,) if bounds and self.bounded else ()
+        return ("day", "gkey", *(("tag",) if self.tags else ()), *self.dims, *MEASURES, *extra)
 
 
 CUBES: tuple[Cube, ...] = (
@@ -197,8 +216,8 @@ class RollupDay(TypeDecorator[date]):
         return date
 
 
-def cube_columns(cube: Cube, *, primary_key: bool = True) -> list[Column[Any]]:
-    """The SQLAlchemy columns of a cube's table (the migration creates the same)."""
+def cube_columns(cube: Cube, *, primary_key: bool = True, bounds: bool = True) -> list[Column[Any]]:
+    """The SQLAlchemy columns of a cube's table (the migrations create the same)."""
     cols: list[Column[Any]] = [
         Column("day", RollupDay(), primary_key=primary_key, nullable=False),
         Column("gkey", String(), primary_key=primary_key, nullable=False),
@@ -210,7 +229,14 @@ def cube_columns(cube: Cube, *, primary_key: bool = True) -> list[Column[Any]]:
     )
     cols.extend(Column(name, BigInteger(), nullable=False) for name in COUNTERS)
     cols.append(Column("cost_places", Integer(), nullable=False))
+    if bounds and cube.bounded:
+        cols.append(bound_column())
     return cols
+
+
+def bound_column() -> Column[Any]:
+    """``max_cost``: REAL on SQLite, double precision on PostgreSQL."""
+    return Column(BOUND, Float(precision=53), nullable=True)
 
 
 rollup_metadata = MetaData()
@@ -220,12 +246,13 @@ TABLES: dict[str, Table] = {
 }
 
 
-def cube_schema(cube: Cube, dialect: str) -> list[Any]:
-    """Columns and constraints of a cube's table as migration 0002 creates it (create it
-    with ``sqlite_with_rowid=False``: one B-tree keyed by ``(day, gkey)`` on SQLite)."""
+def cube_schema(cube: Cube, dialect: str, *, bounds: bool = True) -> list[Any]:
+    """Columns and constraints of a cube's table (create it with ``sqlite_with_rowid=False``:
+    one B-tree keyed by ``(day, gkey)`` on SQLite); ``bounds=False``: as migration 0002
+    created it, before 0003 added ``max_cost``."""
     from sqlalchemy import CheckConstraint, PrimaryKeyConstraint
 
-    items: list[Any] = list(cube_columns(cube, primary_key=False))
+    items: list[Any] = list(cube_columns(cube, primary_key=False, bounds=bounds))
     items.append(PrimaryKeyConstraint("day", "gkey", name=f"{cube.table}_pkey"))
     if dialect == "sqlite":
         # SQLite turns an integer sum that overflows 64 bits into a float: refuse instead
@@ -254,13 +281,15 @@ def truncate_trigger_sql() -> list[str]:
 
 
 def ensure_cube_tables(conn: Connection) -> None:
-    """Create missing cube tables and drop retired ones (``costledger_rollup_*`` not in
-    ``CUBES``): repairs a database whose rollup layout predates this one."""
+    """Create missing cube tables, add a missing ``max_cost`` and drop retired tables
+    (``costledger_rollup_*`` not in ``CUBES``): repairs a database whose rollup layout
+    predates this one."""
     from sqlalchemy import inspect
 
     dialect = conn.dialect.name
+    inspector = inspect(conn)
     present = {
-        name for name in inspect(conn).get_table_names() if name.startswith("costledger_rollup_")
+        name for name in inspector.get_table_names() if name.startswith("costledger_rollup_")
     }
     wanted = {cube.table for cube in CUBES}
     for name in sorted(present - wanted):
@@ -270,9 +299,17 @@ def ensure_cube_tables(conn: Connection) -> None:
             Table(
                 cube.table, MetaData(), *cube_schema(cube, dialect), sqlite_with_rowid=False
             ).create(conn)
+        elif cube.bounded and BOUND not in {c["name"] for c in inspector.get_columns(cube.table)}:
+            add_bound_column(conn, cube)
     if dialect == "postgresql" and present != wanted:
         for sql in truncate_trigger_sql():
             conn.exec_driver_sql(sql)
+
+
+def add_bound_column(conn: Connection, cube: Cube) -> None:
+    """``ALTER TABLE ... ADD COLUMN max_cost`` (NULL: no bound yet; a rebuild fills it)."""
+    kind = "DOUBLE PRECISION" if conn.dialect.name == "postgresql" else "REAL"
+    conn.exec_driver_sql(f'ALTER TABLE {cube.table} ADD COLUMN "{BOUND}" {kind}')
 
 
 # -- money as three integers ---------------------------------------------------------------------
@@ -294,7 +331,7 @@ def cost_parts(text: str) -> tuple[int, int, int, int]:
     return whole_units, nano, atto, places
 
 
-_PARTS_CACHE: dict[str, tuple[int, int, int, int]] = {}
+_PARTS_CACHE: dict[str, tuple[int, int, int, int, float]] = {}
 
 
 def decimal_parts(value: Decimal) -> tuple[int, int, int, int]:
@@ -302,6 +339,11 @@ def decimal_parts(value: Decimal) -> tuple[int, int, int, int]:
 
     Cached by text, not by the Decimal: ``Decimal("0.5") == Decimal("0.500")``, but the
     places they were written with differ, and the rollups keep those places."""
+    return _stored_parts(value)[:4]
+
+
+def _stored_parts(value: Decimal) -> tuple[int, int, int, int, float]:
+    """``decimal_parts``, then the float nearest the stored amount (for ``max_cost``)."""
     text = format(value, "f")
     parts = _PARTS_CACHE.get(text)
     if parts is None:
@@ -310,7 +352,7 @@ def decimal_parts(value: Decimal) -> tuple[int, int, int, int]:
             from ._store import _text_money
 
             stored = _text_money("cost.total", value) or "0"
-        parts = cost_parts(stored)
+        parts = (*cost_parts(stored), float(stored))
         if len(_PARTS_CACHE) >= 65_536:
             _PARTS_CACHE.clear()
         _PARTS_CACHE[text] = parts
@@ -326,7 +368,8 @@ def cost_value(units: Any, nano: Any, atto: Any, places: Any) -> Decimal:
 
 # -- accumulating events -------------------------------------------------------------------------
 
-Acc = list[int]
+Acc = list[float]
+"""The 13 ``MEASURES`` (ints), then the bound (a float, ``-inf`` for none)."""
 GroupKey = tuple[tuple[Any, ...], tuple[str, ...]]
 """``((day, *DIMENSIONS), distinct tags)``"""
 
@@ -352,11 +395,13 @@ class RollupDelta:
         sign: int = 1,
     ) -> None:
         """One event: ``dims`` in ``DIMENSIONS`` order, ``counts`` the 9 first ``COUNTERS``
-        (requests ... reasoning_tokens), ``total`` its stored total cost text or ``None``."""
+        (requests ... reasoning_tokens), ``total`` its stored total cost text or ``None``.
+        ``sign=-1`` takes an event out (re-pricing): its amount leaves the sums, but not
+        the bound, which only ever rises until a rebuild."""
         key = ((day, *dims), tuple(dict.fromkeys(tags)))
         acc = self.groups.get(key)
         if acc is None:
-            acc = self.groups[key] = [0] * (_N + 1)
+            acc = self.groups[key] = list(_EMPTY)
         for i, n in enumerate(counts):
             acc[i] += sign * n
         if total is not None:
@@ -366,11 +411,16 @@ class RollupDelta:
             acc[11] += sign * atto
             if places > acc[12]:
                 acc[12] = places
+            if sign > 0:
+                approx = float(total)  # correctly rounded, so monotonic in the amount
+                if approx > acc[13]:
+                    acc[13] = approx
 
     def add_events(self, events: Iterable[UsageEvent]) -> None:
         """Newly inserted events (the hot path of every write: kept to plain operations)."""
         groups = self.groups
-        parts = decimal_parts
+        parts = _stored_parts
+        empty = _EMPTY
         for e in events:
             c = e.cost
             status = e.status
@@ -396,7 +446,7 @@ class RollupDelta:
             )
             acc = groups.get(key)
             if acc is None:
-                acc = groups[key] = [0] * (_N + 1)
+                acc = groups[key] = list(empty)
             u = e.usage
             acc[0] += 1
             if status == "error":
@@ -413,12 +463,14 @@ class RollupDelta:
                 if c.status != "not_priced":
                     acc[3] += 1
                 continue
-            whole, nano, atto, places = parts(total)
+            whole, nano, atto, places, approx = parts(total)
             acc[9] += whole
             acc[10] += nano
             acc[11] += atto
             if places > acc[12]:
                 acc[12] = places
+            if approx > acc[13]:
+                acc[13] = approx
 
     def add_stored(self, row: StoredEvent, sign: int = 1) -> None:
         from ._money import money_text
@@ -460,7 +512,7 @@ class RollupDelta:
 # -- writing ---------------------------------------------------------------------------------------
 
 _Q = '"{}"'.format
-_UPSERT_CACHE: dict[tuple[str, str], str] = {}
+_UPSERT_CACHE: dict[tuple[str, str, bool], str] = {}
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _GKEYS: dict[tuple[Any, ...], str] = {}
 
@@ -477,33 +529,42 @@ def _gkey(values: tuple[Any, ...]) -> str:
     return key
 
 
-def _upsert_sql(cube: Cube, dialect: str) -> str:
-    cached = _UPSERT_CACHE.get((cube.table, dialect))
+def _upsert_sql(cube: Cube, dialect: str, bounds: bool = True) -> str:
+    cached = _UPSERT_CACHE.get((cube.table, dialect, bounds))
     if cached is not None:
         return cached
-    names = cube.columns
+    names = cube.layout(bounds=bounds)
     quoted = ", ".join(_Q(n) for n in names)
-    sets = [f"{_Q(m)} = {cube.table}.{_Q(m)} + excluded.{_Q(m)}" for m in COUNTERS]
+    table = cube.table
+    sets = [f"{_Q(m)} = {table}.{_Q(m)} + excluded.{_Q(m)}" for m in COUNTERS]
+    bound = BOUND in names
     if dialect == "postgresql":
-        sets.append(f'"cost_places" = GREATEST({cube.table}."cost_places", excluded."cost_places")')
+        sets.append(f'"cost_places" = GREATEST({table}."cost_places", excluded."cost_places")')
+        if bound:  # GREATEST skips NULLs
+            sets.append(f'"{BOUND}" = GREATEST({table}."{BOUND}", excluded."{BOUND}")')
         # the rows travel as one JSON document (one parameter, parsed in C by the server)
         fields = []
         for i, n in enumerate(names):
             if n == "day":
                 fields.append(f"(e->>{i})::date")
+            elif n == BOUND:
+                fields.append(f"(e->>{i})::float8")
             elif n in MEASURES:
                 fields.append(f"(e->>{i})::bigint")
             else:
                 fields.append(f"(e->>{i})")
         sql = (
-            f"INSERT INTO {cube.table} ({quoted}) SELECT {', '.join(fields)} "
+            f"INSERT INTO {table} ({quoted}) SELECT {', '.join(fields)} "
             "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS r(e, n) ORDER BY n "
         )
     else:
-        sets.append(f'"cost_places" = max({cube.table}."cost_places", excluded."cost_places")')
-        sql = f"INSERT INTO {cube.table} ({quoted}) VALUES ({', '.join('?' * len(names))}) "
+        sets.append(f'"cost_places" = max({table}."cost_places", excluded."cost_places")')
+        if bound:  # SQLite's max() of a NULL is NULL: a missing side takes the other's value
+            old, new = f'{table}."{BOUND}"', f'excluded."{BOUND}"'
+            sets.append(f'"{BOUND}" = max(coalesce({old}, {new}), coalesce({new}, {old}))')
+        sql = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))}) "
     sql += f'ON CONFLICT ("day", "gkey") DO UPDATE SET {", ".join(sets)}'
-    _UPSERT_CACHE[(cube.table, dialect)] = sql
+    _UPSERT_CACHE[(cube.table, dialect, bounds)] = sql
     return sql
 
 
@@ -543,26 +604,45 @@ def _merge(into: dict[tuple[Any, ...], Acc], key: tuple[Any, ...], acc: Acc) -> 
         mine[i] += acc[i]
     if acc[_N] > mine[_N]:
         mine[_N] = acc[_N]
+    if acc[_N + 1] > mine[_N + 1]:
+        mine[_N + 1] = acc[_N + 1]
 
 
-def write_delta(conn: Connection, delta: RollupDelta) -> set[date]:
-    """Add ``delta`` to every cube, inside the caller's transaction; the days touched."""
+def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) -> set[date]:
+    """Add ``delta`` to every cube, inside the caller's transaction; the days touched.
+
+    ``bounds=False`` writes the layout of migration 0002 (no ``max_cost``): for that
+    migration only."""
     if not delta.groups:
         return set()
     days = {key[0] for key, _ in delta.groups}
     pg = conn.dialect.name == "postgresql"
+    dialect = "postgresql" if pg else "sqlite"
     for cube, groups in _fold(delta).items():
         rows = []
-        for key, acc in groups.items():
-            period = key[0]
-            rest = key[1:]
-            rows.append((period.isoformat(), _gkey(rest), *rest, *acc))
+        if bounds and cube.bounded:
+            for key, acc in groups.items():
+                rest = key[1:]
+                bound = acc[_N + 1]
+                rows.append(
+                    (
+                        key[0].isoformat(),
+                        _gkey(rest),
+                        *rest,
+                        *acc[: _N + 1],
+                        None if bound == _NO_BOUND else bound,
+                    )
+                )
+        else:
+            for key, acc in groups.items():
+                rest = key[1:]
+                rows.append((key[0].isoformat(), _gkey(rest), *rest, *acc[: _N + 1]))
         rows.sort(key=lambda r: (r[0], r[1]))  # one lock order for every writer
         if pg:
             document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-            conn.exec_driver_sql(_upsert_sql(cube, "postgresql"), (document,))
+            conn.exec_driver_sql(_upsert_sql(cube, dialect, bounds), (document,))
         else:
-            conn.exec_driver_sql(_upsert_sql(cube, "sqlite"), rows)
+            conn.exec_driver_sql(_upsert_sql(cube, dialect, bounds), rows)
     delta.groups.clear()
     return days
 
@@ -575,7 +655,11 @@ def apply_inserted(conn: Connection, events: Sequence[UsageEvent]) -> None:
 
 
 def apply_cost_changes(conn: Connection, changes: Sequence[CostChange]) -> None:
-    """Cost hook: take each re-priced row out as it was and put it back as it is now."""
+    """Cost hook: take each re-priced row out as it was and put it back as it is now.
+
+    ``max_cost`` only rises here (to a raised amount): a lowered amount leaves it where it
+    was, which keeps it an upper bound, all that ``top`` needs; finding the new maximum
+    would mean reading the group's other calls. A rebuild makes it exact again."""
     delta = RollupDelta()
     for change in changes:
         delta.add_stored(change.before, sign=-1)
@@ -620,17 +704,19 @@ _REBUILD_COLUMNS = (
 )
 
 
-def rebuild_on(conn: Connection) -> int:
+def rebuild_on(conn: Connection, *, bounds: bool = True) -> int:
     """Recompute every cube from the events table, inside ``conn``'s transaction.
 
     Reads every event once (in constant memory: groups are written every 50,000) and
-    applies exactly the arithmetic of the insert hook; creates missing cube tables first.
-    Returns the number of events read.
+    applies exactly the arithmetic of the insert hook, ``max_cost`` included (exact
+    again after re-pricing lowered amounts); creates missing cube tables first.
+    Returns the number of events read. ``bounds=False``: migration 0002's layout.
     """
     from ._money import money_text
 
     dialect = conn.dialect.name
-    ensure_cube_tables(conn)
+    if bounds:
+        ensure_cube_tables(conn)
     for cube in CUBES:
         conn.exec_driver_sql(f"DELETE FROM {cube.table}")
     names = ", ".join(_Q(c) for c in _REBUILD_COLUMNS)
@@ -666,8 +752,8 @@ def rebuild_on(conn: Connection) -> int:
         )
         n += 1
         if len(delta) >= _FLUSH_GROUPS:
-            write_delta(conn, delta)
-    write_delta(conn, delta)
+            write_delta(conn, delta, bounds=bounds)
+    write_delta(conn, delta, bounds=bounds)
     return n
 
 
@@ -759,19 +845,7 @@ def _rollup_query(
     table = TABLES[cube.table]
     c = table.c
     key_columns = [_key_expression(name, dialect, table).label(f"k_{name}") for name in keys]
-    conds: list[ColumnElement[bool]] = []
-    if first is not None:
-        conds.append(c.day >= first)
-    if end is not None:
-        conds.append(c.day < end)
-    for name, value in filters.items():
-        if value is None:
-            continue
-        values = _values(name, value)
-        if name == "model":
-            conds.append(or_(c.model.in_(values), c.response_model.in_(values)))
-        else:
-            conds.append(c[name].in_(values))
+    conds = _cube_conditions(table, first, end, filters)
     measures = [func.sum(c[name]).label(name) for name in COUNTERS]
     measures.append(func.max(c.cost_places).label("cost_places"))
     stmt = (
@@ -806,6 +880,67 @@ def _rollup_query(
             )
         )
     return rows
+
+
+def _cube_conditions(
+    table: Table, first: date | None, end: date | None, filters: Mapping[str, Any]
+) -> list[ColumnElement[bool]]:
+    c = table.c
+    conds: list[ColumnElement[bool]] = []
+    if first is not None:
+        conds.append(c.day >= first)
+    if end is not None:
+        conds.append(c.day < end)
+    for name, value in filters.items():
+        if value is None:
+            continue
+        values = _values(name, value)
+        if name == "model":
+            conds.append(or_(c.model.in_(values), c.response_model.in_(values)))
+        else:
+            conds.append(c[name].in_(values))
+    return conds
+
+
+SLICE_DIMENSIONS: tuple[str, ...] = ("user", "team", "project", "feature")
+"""What ``bounds`` names a slice by, besides its day: the dimensions the events table
+indexes with the timestamp, so one slice is one short index range."""
+
+
+def bounds(
+    conn: Connection,
+    cube: Cube,
+    first: date | None,
+    end: date | None,
+    filters: Mapping[str, Any],
+) -> Iterator[tuple[float, date, dict[str, str | None]]]:
+    """The groups of a daily cube that hold priced calls, dearest bound first:
+    ``(max_cost, day, {slice dimension: value})``.
+
+    Read in pages that grow (a caller usually stops within the first): each page is one
+    pass over the cube's rows in range, which the database keeps to its best ``LIMIT``
+    rows. A slice appears once per group it holds, with that group's bound.
+    """
+    if not cube.bounded:
+        raise ValueError(f"{cube.table} has no {BOUND}")
+    table = TABLES[cube.table]
+    c = table.c
+    dims = [d for d in SLICE_DIMENSIONS if d in cube.dims]
+    stmt = (
+        select(c[BOUND], c.day, *(c[d] for d in dims))
+        .where(*_cube_conditions(table, first, end, filters), c[BOUND].is_not(None))
+        .order_by(c[BOUND].desc(), c.day, c.gkey)  # a total order: pages neither skip nor repeat
+    )
+    offset = 0
+    size = 64
+    while True:
+        rows = conn.execute(stmt.offset(offset).limit(size)).all()
+        for r in rows:
+            yield float(r[0]), _as_date(r[1]) or date.min, dict(zip(dims, r[2:], strict=True))
+        if len(rows) < size:
+            return
+        offset += size
+        size *= 8
 
 
 @dataclass(frozen=True, slots=True)

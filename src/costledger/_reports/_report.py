@@ -275,6 +275,11 @@ def top(
         return _top(opened, n, lo, hi, checked)
 
 
+_MARGIN = 2.0**-30
+"""Relative slack when a float bound is compared with a floor: bounds are Python's
+correctly rounded floats, SQLite's ``CAST(... AS REAL)`` may differ by an ulp or two."""
+
+
 def _top(
     ledger: Ledger,
     n: int,
@@ -282,6 +287,105 @@ def _top(
     until: datetime | None,
     filters: Mapping[str, list[str] | None],
 ) -> list[StoredEvent]:
+    from .._ledger._rollups import plan
+
+    p = plan(("day",), since, until, filters)
+    if p.rollup and all(cube.bounded for cube, _, _ in p.parts):
+        return _top_pruned(ledger, n, p.parts, p.edges, filters)
+    return _top_scan(ledger, n, since, until, filters)
+
+
+def _top_pruned(
+    ledger: Ledger,
+    n: int,
+    parts: Sequence[tuple[Any, date | None, date | None]],
+    edges: Sequence[tuple[datetime | None, datetime | None]],
+    filters: Mapping[str, list[str] | None],
+) -> list[StoredEvent]:
+    """The rollups bound each group's dearest call (``max_cost``). Slices of the events
+    table (a day and the indexed dimensions of a group) are read dearest bound first,
+    each for its own best ``n`` at or above the floor (the ``n``-th best call found so
+    far); a slice whose bound is below the floor cannot hold a better call, and neither
+    can any after it. Usually a handful of short index ranges instead of every call.
+
+    SQLite compares ``CAST(total_cost AS REAL)`` (money is text there): rounding to a
+    float never reverses an order, so every call that ranks has a float at least the
+    floor's, and the calls found are ordered exactly in ``Decimal`` at the end.
+    PostgreSQL compares the exact NUMERIC."""
+    from datetime import timedelta, timezone
+
+    from sqlalchemy import Float, cast, select
+
+    from .._ledger import StoredEvent
+    from .._ledger._query import _conditions
+    from .._ledger._rollups import bounds
+    from .._ledger._tables import events_table as t
+
+    store = ledger._core.store
+    pg = store.dialect == "postgresql"
+    approx: Any = t.c.total_cost if pg else cast(t.c.total_cost, Float)
+    best: list[tuple[StoredEvent, Any]] = []  # (call, its approx), exact order, at most n
+    floor: Any = None  # approx of the n-th best, once there are n
+
+    def order(item: tuple[StoredEvent, Any]) -> tuple[Decimal, datetime, str]:
+        e = item[0]
+        return (-(e.total_cost or Decimal(0)), e.timestamp, e.id)
+
+    def scan(conn: Any, lo: datetime | None, hi: datetime | None, where: list[Any]) -> None:
+        nonlocal best, floor
+        conds = [*_conditions(store.dialect, lo, hi, filters), *where, t.c.total_cost.is_not(None)]
+        if floor is not None:
+            conds.append(approx >= floor)
+        # the slice's own n-th approx: below it, n calls of the slice are already better
+        nth = select(approx).where(*conds).order_by(approx.desc()).offset(n - 1).limit(1)
+        kth = conn.execute(nth).scalar()
+        if kth is not None:
+            conds.append(approx >= kth)
+        rows = conn.execute(select(t, approx.label("costledger_approx")).where(*conds))
+        found = [(StoredEvent.from_row(r._mapping), r._mapping["costledger_approx"]) for r in rows]
+        if not found:
+            return
+        best = sorted(best + found, key=order)[:n]
+        if len(best) == n:
+            # monotonic rounding: the exactly smallest of the n has the smallest approx
+            floor = best[-1][1]
+
+    def below_floor(bound: float) -> bool:
+        if len(best) < n:
+            return False
+        f = float(floor)
+        return bound < f - abs(f) * _MARGIN
+
+    with store.read_connection() as conn:
+        for lo, hi in edges:  # partial days at either end: not in the rollups, and short
+            scan(conn, lo, hi, [])
+        seen: set[tuple[date, tuple[tuple[str, str | None], ...]]] = set()
+        for cube, first, end in parts:
+            for bound, day, dims in bounds(conn, cube, first, end, filters):
+                if below_floor(bound):
+                    break
+                key = (day, tuple(dims.items()))
+                if key in seen:
+                    continue
+                seen.add(key)
+                start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+                where = [
+                    t.c[name].is_(None) if value is None else t.c[name] == value
+                    for name, value in dims.items()
+                ]
+                scan(conn, start, start + timedelta(days=1), where)
+    return [e for e, _ in best]
+
+
+def _top_scan(
+    ledger: Ledger,
+    n: int,
+    since: datetime | None,
+    until: datetime | None,
+    filters: Mapping[str, list[str] | None],
+) -> list[StoredEvent]:
+    """What the rollups cannot prune (a user and a tag, several tags, less than a day):
+    one scan of the selection."""
     from sqlalchemy import Float, cast, select
 
     from .._ledger import StoredEvent
@@ -291,9 +395,22 @@ def _top(
     store = ledger._core.store
     conds = [*_conditions(store.dialect, since, until, filters), t.c.total_cost.is_not(None)]
     if store.dialect == "postgresql":  # NUMERIC orders exactly
-        stmt = select(t).where(*conds).order_by(t.c.total_cost.desc(), t.c.timestamp, t.c.id)
         with store.read_connection() as conn:
-            return [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt.limit(n))]
+            # every call tied with the n-th: Python breaks ties by time, then id (codepoints,
+            # whatever the database's collation)
+            kth = conn.execute(
+                select(t.c.total_cost)
+                .where(*conds)
+                .order_by(t.c.total_cost.desc())
+                .offset(n - 1)
+                .limit(1)
+            ).scalar()
+            if kth is not None:
+                conds.append(t.c.total_cost >= kth)
+            rows = conn.execute(select(t).where(*conds))
+            found = [StoredEvent.from_row(r._mapping) for r in rows]
+        found.sort(key=lambda e: (-(e.total_cost or Decimal(0)), e.timestamp, e.id))
+        return found[:n]
     # SQLite keeps money as text. Rounding to a float never reverses an order (it is
     # monotonic), so the n largest exact amounts are among the rows whose float is at
     # least the n-th largest float of any subset of the selection; those few candidates

@@ -183,6 +183,19 @@ def test_per_request_fee_is_in_the_total(pricer: Pricer) -> None:
     assert cost.total == D("0.0135")  # 0.001 + 0.0005 + 0.012
     assert cost.input == D("0.001")
     assert cost.output == D("0.0005")
+    assert cost.request == D("0.012")  # the fee, named: the components plus it are the total
+    plain = pricer.price("gpt-4o-mini", Usage(input_tokens=1000, output_tokens=500), at=NOON)
+    assert plain.request == 0
+
+
+def test_cost_request_is_exact_and_none_without_components() -> None:
+    # 38 significant digits: a 28-digit default context would round this difference
+    total = D("12345678901234567890.123456789012345678")
+    cost = Cost(status="priced", total=total, input=D("0.000000000000000001"))
+    assert cost.request == D("12345678901234567890.123456789012345677")
+    assert Cost(status="priced", total=D("0.5")).request is None  # a reported total alone
+    assert Cost.unknown("m").request is None
+    assert Cost.zero(source="cache").request == 0
 
 
 def test_money_is_decimal_and_exact_for_huge_counts(pricer: Pricer) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Literal
 
 __all__ = ["Cost", "PricingStatus"]
 
 PricingStatus = Literal["priced", "unknown_model", "not_priced"]
+
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # money is never rounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +23,8 @@ class Cost:
     was nothing to price (a failed call with no usage).
 
     ``input`` is the uncached input only; ``cache_read`` and ``cache_write`` price
-    the cached parts; ``audio`` prices input and output audio tokens.
+    the cached parts; ``audio`` prices input and output audio tokens; ``request`` is
+    the rest of ``total`` (a per-call fee).
     """
 
     status: PricingStatus
@@ -39,6 +42,24 @@ class Cost:
     @property
     def priced(self) -> bool:
         return self.status == "priced"
+
+    @property
+    def request(self) -> Decimal | None:
+        """The part of ``total`` that no token component names: a flat fee per call
+        (Perplexity's Sonar models charge one per thousand requests). Derived, so that
+        ``total`` always equals the components plus this; ``None`` when unpriced or
+        when no component is known (a provider-reported total alone)."""
+        total = self.total
+        if total is None:
+            return None
+        parts = (self.input, self.cache_read, self.cache_write, self.output, self.audio)
+        if all(part is None for part in parts):
+            return None
+        rest = total
+        for part in parts:
+            if part is not None:
+                rest = _EXACT.subtract(rest, part)
+        return rest
 
     @classmethod
     def unknown(cls, model: str | None, provider: str | None = None) -> Cost:

@@ -232,7 +232,7 @@ class _Writer:
                     # a big file with ids in no order (LiteLLM's uuid4 call ids) walks the
                     # primary key and six indexes at random: 2 MB of page cache is not enough
                     conn.exec_driver_sql(_SQLITE_CACHE_PRAGMA)
-                new = store.insert_params(conn, params)
+                new = store.insert_params(conn, params, every_column=True)
                 if new and store.insert_hooks:
                     self._run_hooks(conn, [r for r in rows if r[I_ID] in new])
             return new, []

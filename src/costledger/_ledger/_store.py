@@ -86,6 +86,7 @@ _PG_OMITTABLE = tuple(
     for name in (COLUMNS[i],)
 )
 _ALWAYS_INDEXES = tuple(i for i, name in enumerate(COLUMNS) if name in _ALWAYS)
+_EVERY_INDEX = tuple(range(len(COLUMNS)))
 _JSON_COLUMNS = frozenset(("tags", "metadata"))
 _PG_TYPES: dict[str, str] = {
     **dict.fromkeys(COLUMNS, "text"),
@@ -419,18 +420,29 @@ class Store:
             self._sql_cache[key] = sql
         return sql
 
-    def insert_params(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> set[str]:
-        """Insert driver-native rows (ids unique); the ids that were new."""
+    def insert_params(
+        self, conn: Connection, rows: Sequence[tuple[Any, ...]], *, every_column: bool = False
+    ) -> set[str]:
+        """Insert driver-native rows (ids unique); the ids that were new.
+
+        ``every_column`` (SQLite): bind every column of every row, without first looking
+        for columns at their default in the whole batch (that scan costs more than
+        binding the few it leaves out, for a bulk loader whose batches rarely have any).
+        """
         if not rows:
             return set()
-        by_column = list(zip(*rows, strict=True))
         n = len(rows)
-        present = list(_ALWAYS_INDEXES)
-        for i, default in self._omittable:
-            if by_column[i].count(default) != n:
-                present.append(i)
-        present.sort()
-        kept = tuple(present)
+        if every_column and self.dialect != "postgresql":
+            by_column = [tuple(row[0] for row in rows)]
+            kept = _EVERY_INDEX
+        else:
+            by_column = list(zip(*rows, strict=True))
+            present = list(_ALWAYS_INDEXES)
+            for i, default in self._omittable:
+                if by_column[i].count(default) != n:
+                    present.append(i)
+            present.sort()
+            kept = tuple(present)
         inserted: set[str] = set()
         # the DBAPI cursor of this SQLAlchemy connection, inside its transaction: fetching
         # the returned ids in C rather than building a Row object per id
@@ -449,7 +461,11 @@ class Store:
             cursor.execute(f"SELECT max(rowid) FROM {EVENTS_TABLE}")
             mark = cursor.fetchone()[0] or 0
             per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
-            sparse = list(zip(*(by_column[i] for i in kept), strict=True))
+            sparse = (
+                rows
+                if kept is _EVERY_INDEX
+                else list(zip(*(by_column[i] for i in kept), strict=True))
+            )
             added = 0
             for start in range(0, n, per_chunk):
                 chunk = sparse[start : start + per_chunk]

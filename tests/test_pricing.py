@@ -9,12 +9,17 @@ import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from costledger import Cost, PriceBookError, Usage, UsageEvent
 from costledger._pricing import Pricer, RateCard
+
+# the source the pricer names: the installed genai-prices (0.2 on Python >= 3.11,
+# 0.1.13 or newer on 3.10, which genai-prices 0.2 does not support)
+GENAI = f"genai-prices {version('genai-prices')}"
 
 D = Decimal
 UTC = timezone.utc
@@ -49,7 +54,7 @@ def test_gpt_4o_with_cached_input(pricer: Pricer) -> None:
         D("0.004"),
     )
     assert (cost.provider, cost.model, cost.currency) == ("openai", "gpt-4o", "USD")
-    assert cost.source == "genai-prices 0.2.3"
+    assert cost.source == GENAI
 
 
 def test_claude_sonnet_4_with_5m_and_1h_cache_writes(pricer: Pricer) -> None:
@@ -249,7 +254,7 @@ def test_provider_prefixes_and_aliases(
     )
     assert cost.status == "priced"
     assert (cost.provider, cost.model) == (expected_provider, expected_model)
-    assert cost.source == "genai-prices 0.2.3"
+    assert cost.source == GENAI
 
 
 def test_prefix_gives_the_same_price_as_the_bare_name(pricer: Pricer) -> None:
@@ -263,7 +268,7 @@ def test_prefix_gives_the_same_price_as_the_bare_name(pricer: Pricer) -> None:
 
 def test_dated_snapshot_known_to_genai_prices(pricer: Pricer) -> None:
     cost = pricer.price("gpt-4o-mini-2024-07-18", Usage(input_tokens=1000, output_tokens=1000))
-    assert (cost.model, cost.source) == ("gpt-4o-mini", "genai-prices 0.2.3")
+    assert (cost.model, cost.source) == ("gpt-4o-mini", GENAI)
     assert cost.total == D("0.00075")
 
 
@@ -275,7 +280,7 @@ def test_unknown_dated_snapshot_falls_back_to_its_base_model_visibly(
     assert cost.status == "priced"
     assert cost.model == "gpt-5"
     assert cost.source is not None
-    assert cost.source.startswith("genai-prices 0.2.3 (dated snapshot ")
+    assert cost.source.startswith(f"{GENAI} (dated snapshot ")
     assert "priced as 'gpt-5'" in cost.source
     assert cost.total == D("0.01125")  # 1000 x 1.25 + 1000 x 10
 
@@ -633,7 +638,7 @@ def test_rate_card_for_guards(pricer: Pricer) -> None:
     )
     assert card.cache_write_1h == D("6")
     assert card.currency == "USD"
-    assert card.source == "genai-prices 0.2.3"
+    assert card.source == GENAI
     assert card.max_output_tokens == 64000
     assert card.max_input_tokens == 200000
     assert [t.above for t in card.tiers] == [200_000]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from datetime import datetime, timezone
 from decimal import Decimal
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -20,6 +21,10 @@ from hypothesis import strategies as st
 
 from costledger import Usage
 from costledger._pricing import Pricer
+
+# the source the pricer names: the installed genai-prices (0.2 on Python >= 3.11,
+# 0.1.13 or newer on 3.10, which genai-prices 0.2 does not support)
+GENAI = f"genai-prices {version('genai-prices')}"
 
 UTC = timezone.utc
 TIMES = (
@@ -137,7 +142,7 @@ def test_every_model_equals_genai_prices(pricer: Pricer, provider_id: str) -> No
                 assert cost.total == expected.total_price, where
                 assert cost.model == expected.model.id, where
                 assert cost.provider == expected.provider.id, where
-                assert cost.source == "genai-prices 0.2.3"
+                assert cost.source == GENAI
                 compared += 1
     assert compared > 0 or provider_id in {"elevenlabs", "openai-decisions"}
 
@@ -146,7 +151,7 @@ def test_parity_covers_the_whole_data_set(pricer: Pricer) -> None:
     """Guard against the test above silently skipping most models."""
     resolvable = sum(1 for p in providers for m in p.models if model_ref(p.id, m) is not None)
     total = sum(len(p.models) for p in providers)
-    assert total > 2000
+    assert total > 1500  # 1,808 models in genai-prices 0.1.13, 2,330 in 0.2.3
     assert resolvable / total > 0.9
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import time
 import zlib
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Union, cast
@@ -31,6 +32,7 @@ from ._convert import (
     to_postgresql,
 )
 from ._lines import Block, InputSource, open_input, read_blocks, skip_to
+from ._sink import SinkError, SinkProcess
 from ._state import (
     HEAD_BYTES,
     Checkpoint,
@@ -66,6 +68,11 @@ DEFAULT_BATCH_LINES = 20_000
 _SAMPLE_REJECTS = 10
 _SQLITE_CACHE_PRAGMA = "PRAGMA cache_size = -65536"  # KiB: 64 MiB
 _ZERO = Decimal(0)
+_EXACT = Context(prec=100)
+_row_id = operator.itemgetter(I_ID)
+_row_total = operator.itemgetter(I_TOTAL)
+_row_currency = operator.itemgetter(I_CURRENCY)
+_row_pricing_status = operator.itemgetter(I_PRICING_STATUS)
 
 InputLike = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
 
@@ -590,13 +597,17 @@ class _InputRun:
         )
         self.rows, self.row_lines = [], []
         if rows:
-            firsts: dict[str, int] = {}
-            for k, row in enumerate(rows):
-                firsts.setdefault(row[I_ID], k)
-            batch.unique = [rows[k] for k in firsts.values()]
+            if len(set(map(_row_id, rows))) == len(rows):
+                batch.unique = rows  # the common case: no id twice in the batch
+            else:
+                firsts: dict[str, int] = {}
+                for k, row in enumerate(rows):
+                    firsts.setdefault(row[I_ID], k)
+                batch.unique = [rows[k] for k in firsts.values()]
         self.settle()
         if batch.unique:
-            batch.future = self.job.executor.submit(self.job.writer.write, batch.unique)
+            write = self.job.writer.write if self.job.sink is None else self.job.sink.write
+            batch.future = self.job.executor.submit(write, batch.unique)
         self.in_flight = batch
         if final or batch.future is None:
             self.settle()
@@ -607,7 +618,7 @@ class _InputRun:
         if batch is None:
             return
         new_ids: set[str] = set()
-        refused: list[tuple[int, BaseException]] = []
+        refused: list[tuple[int, Any]] = []
         if batch.future is not None:
             try:
                 new_ids, refused = batch.future.result()
@@ -620,7 +631,10 @@ class _InputRun:
             refused_ids.add(row[I_ID])
             line_no = batch.row_lines[rows.index(row)]
             self.rejected += 1
-            reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
+            if isinstance(refusal, str):  # described by the writer process
+                reason = f"refused by the database: {refusal}"
+            else:
+                reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
             if len(self.first_rejects) < _SAMPLE_REJECTS:
                 self.first_rejects.append(Reject(line_no, -1, reason))
             if self.rejects is not None:
@@ -635,17 +649,12 @@ class _InputRun:
                 )
                 batch.rejects.extend(self.rejects.take())
         if new_ids:
-            costs = self.costs
-            for row in unique:
-                if row[I_ID] in new_ids:
-                    total = row[I_TOTAL]
-                    if total is not None:
-                        currency = row[I_CURRENCY]
-                        costs[currency] = costs.get(currency, _ZERO) + Decimal(total)
-                    if row[I_PRICING_STATUS] == "unknown_model":
-                        self.unpriced += 1
-                        name = row[I_RESPONSE_MODEL] or row[I_MODEL] or "?"
-                        self.unpriced_models[name] = self.unpriced_models.get(name, 0) + 1
+            added = (
+                unique
+                if len(new_ids) == len(unique)
+                else [row for row in unique if row[I_ID] in new_ids]
+            )
+            self._count_added(added)
         self.accepted += len(new_ids)
         self.duplicates += len(rows) - len(new_ids) - len(refused)
         for row in unique:
@@ -659,6 +668,27 @@ class _InputRun:
         self.complete = batch.complete
         self._save_checkpoint()
         self._report(committed=True)
+
+    def _count_added(self, added: list[Row]) -> None:
+        """The costs (per currency, exact) and unpriced models of newly added rows."""
+        currencies = set(map(_row_currency, added))
+        with localcontext(_EXACT):  # a sum of 38-digit amounts, never rounded
+            for currency in currencies:
+                of_currency = (
+                    added
+                    if len(currencies) == 1
+                    else [row for row in added if row[I_CURRENCY] == currency]
+                )
+                # map/filter/sum run in C: a loop over the rows cost a microsecond each
+                total = sum(map(Decimal, filter(None, map(_row_total, of_currency))), _ZERO)
+                if total or any(map(_row_total, of_currency)):
+                    self.costs[currency] = self.costs.get(currency, _ZERO) + total
+        if "unknown_model" in set(map(_row_pricing_status, added)):
+            for row in added:
+                if row[I_PRICING_STATUS] == "unknown_model":
+                    self.unpriced += 1
+                    name = row[I_RESPONSE_MODEL] or row[I_MODEL] or "?"
+                    self.unpriced_models[name] = self.unpriced_models.get(name, 0) + 1
 
     def abandon(self) -> None:
         """After a failure: let the batch in flight finish (its commit is idempotent and
@@ -735,6 +765,11 @@ class _InputRun:
         )
 
 
+_Written = tuple[set[str], list[tuple[int, Any]]]
+"""What a write gives: the new ids, and the refused rows (an exception, or its text when
+the writer process described it)."""
+
+
 @dataclass(slots=True, eq=False)
 class _Batch:
     rows: list[Row]
@@ -744,7 +779,7 @@ class _Batch:
     next_line: int
     complete: bool
     unique: list[Row] = field(default_factory=list)
-    future: Future[tuple[set[str], list[tuple[int, BaseException]]]] | None = None
+    future: Future[_Written] | None = None
 
 
 class _WriteFailed(Exception):
@@ -765,6 +800,7 @@ class _Job:
     batch_lines: int
     progress: Callable[[IngestProgress], None] | None
     executor: ThreadPoolExecutor
+    sink: SinkProcess | None = None  # the writer process of a big ingestion
 
 
 # ------------------------------------------------------------------------------- the API
@@ -833,6 +869,7 @@ def ingest(
     shared_rejects = RejectsFile(rejects) if rejects is not None else None
     # one writer thread: the database works (without the GIL) while the next batch is parsed
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="costledger-ingest")
+    job: _Job | None = None
     try:
         store = the_ledger._core.store
         store.ensure_schema()
@@ -853,6 +890,10 @@ def ingest(
             progress=progress,
             executor=executor,
         )
+        if own_ledger and not memory and _wants_writer_process(sources):
+            # a fresh ledger of our own has only the ledger's own insert hooks: the
+            # writer process, opening the same URL, does exactly what this one would
+            job.sink = SinkProcess(the_ledger.url.render_as_string(hide_password=False))
         for item in sources:
             try:
                 source = open_input(item)
@@ -875,9 +916,14 @@ def ingest(
                 results.append(run.result())
                 done = IngestResult(tuple(results), time.perf_counter() - started)
                 cause = failed.cause
+                what = (
+                    f"{cause.kind}: {cause.message}"
+                    if isinstance(cause, SinkError)
+                    else f"{type(cause).__name__}: {_one_line(cause)}"
+                )
                 raise IngestError(
                     f"could not write to the ledger {job.ledger_name}: "
-                    f"{type(cause).__name__}: {_one_line(cause)}; {source.name}: "
+                    f"{what}; {source.name}: "
                     f"{run.accepted + run.duplicates} lines committed up to line "
                     f"{run.next_line - 1}; run the same ingestion again to resume",
                     done,
@@ -893,11 +939,33 @@ def ingest(
             results.append(run.result())
     finally:
         executor.shutdown(wait=True)
+        if job is not None and job.sink is not None:
+            job.sink.close()
         if shared_rejects is not None:
             shared_rejects.close()
         if own_ledger:
             the_ledger.close()
     return IngestResult(tuple(results), time.perf_counter() - started)
+
+
+WRITER_PROCESS_ENV = "COSTLEDGER_INGEST_WRITER"
+"""``process`` or ``thread``: where the ledger writes of an ingestion run (default: a
+process of their own when the input files total ``WRITER_PROCESS_MIN_BYTES``)."""
+WRITER_PROCESS_MIN_BYTES = 32 << 20  # below this, starting a process costs more than it saves
+
+
+def _wants_writer_process(sources: list[InputLike]) -> bool:
+    choice = os.environ.get(WRITER_PROCESS_ENV, "").strip().lower()
+    if choice in ("process", "thread"):
+        return choice == "process"
+    if (os.cpu_count() or 1) < 2:
+        return False
+    total = 0
+    for item in sources:
+        if isinstance(item, (str, os.PathLike)) and os.fspath(item) != "-":
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(item)
+    return total >= WRITER_PROCESS_MIN_BYTES
 
 
 def _one_line(exc: BaseException) -> str:

@@ -423,3 +423,52 @@ def test_rollups_from_rows_equal_rollups_from_events(tmp_path: Path) -> None:
         ledger.record_many(events)
     assert _rollup_tables(ingested) == _rollup_tables(recorded)
     assert any(_rollup_tables(ingested).values())
+
+
+_AMOUNTS = [
+    "0",
+    "0.00",
+    "-0",
+    "0E-8",
+    "0E+30",
+    "1E+19",
+    "1E+20",
+    "99999999999999999999.5",
+    "0.000000000000000001",
+    "0.0000000000000000005",
+    "0.0000000000000000015",
+    "-12.25",
+    "1.10",
+]
+
+
+@pytest.mark.parametrize("text", _AMOUNTS)
+def test_cost_amounts_are_stored_as_the_ledger_stores_them(text: str) -> None:
+    """The six amounts of a priced cost, formatted and checked together, give what the
+    ledger's own money check gives each (or its error)."""
+    from costledger._ledger._store import _text_money
+
+    amount = Decimal(text)
+    others = [Decimal("0.5"), Decimal("1E-7"), Decimal("0"), Decimal("2.50"), Decimal("3")]
+    for position in range(6):
+        values = [*others[:position], amount, *others[position:]]
+        cost = Cost(
+            status="priced",
+            total=values[0],
+            input=values[1],
+            cache_read=values[2],
+            cache_write=values[3],
+            output=values[4],
+            audio=values[5],
+        )
+        fields = ["total", "input", "cache_read", "cache_write", "output", "audio"]
+        try:
+            pairs = zip(fields, values, strict=True)
+            expected: Any = [_text_money(f"cost.{f}", v) for f, v in pairs]
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got: Any = list(_CONVERTER._cost_texts(cost))
+        except ValueError as exc:
+            got = str(exc)
+        assert got == expected

@@ -1,7 +1,8 @@
 """Report latency over a large ledger (default 10,000,000 events) on SQLite and PostgreSQL.
 
     python benchmarks/bench_reports.py [--events 10000000] [--days 180] [--users 2000]
-        [--sqlite PATH] [--keep] [--no-sqlite] [--no-postgres] [--verify]
+        [--sqlite PATH] [--keep] [--postgres-db NAME] [--no-sqlite] [--no-postgres]
+        [--verify] [--only TEXT]
     python benchmarks/bench_reports.py --write-cost 50000     # the rollups' price on write
 
 Generates a realistic history (2,000 users in 20 teams with Zipf-like activity, each using
@@ -16,7 +17,12 @@ of three. ``--verify`` also answers one report from the events table alone, chec
 that both answers are identical to the last decimal, and prints that time (the peer:
 what a report costs without rollups). ``--sqlite PATH`` keeps (and reuses) the SQLite
 file. PostgreSQL URL: $COSTLEDGER_BENCH_POSTGRES_URL, else $COSTLEDGER_TEST_POSTGRES_URL
-(a scratch database is created, and dropped unless ``--keep``).
+(a scratch database is created, and dropped unless ``--keep``; ``--postgres-db NAME``
+reuses one that ``--keep`` left). A reused ledger is first brought to the current schema
+(``costledger db upgrade``; the time is printed: a migration that recomputes the rollups
+reads every event). ``--only TEXT`` times only the cases whose name contains TEXT
+(``--only top``). ``top`` also prints its peer: the same answer from one scan of the
+events table (``ORDER BY`` the exact cost), checked identical.
 
 Target (issue 5 §3): every report <= 1 s over 10,000,000 events on both databases.
 """
@@ -408,11 +414,13 @@ def cases() -> list[tuple[str, Callable[[Ledger], Any]]]:
     ]
 
 
-def time_reports(label: str, url: str, verify: bool) -> None:
+def time_reports(label: str, url: str, verify: bool, only: str | None = None) -> None:
     print(f"\n{label}: report timings (cold, then best of 3)")
     with Ledger(url, sync=True) as ledger:
         worst = 0.0
         for name, run in cases():
+            if only is not None and only not in name:
+                continue
             t0 = time.perf_counter()
             first = run(ledger)
             cold = time.perf_counter() - t0
@@ -425,6 +433,8 @@ def time_reports(label: str, url: str, verify: bool) -> None:
             size = len(first.rows) if hasattr(first, "rows") else len(first)
             print(f"  {name:<30} cold {cold:7.3f} s   best {best:7.3f} s   ({size} rows)")
         print(f"  slowest report (best of 3): {worst:.3f} s  (target <= 1 s)")
+        if only is None or only in "top 10 calls, all time":
+            time_top_peer(ledger)
         if verify:
             t0 = time.perf_counter()
             fast = report(ledger, "model")
@@ -439,6 +449,46 @@ def time_reports(label: str, url: str, verify: bool) -> None:
             )
             if not same:
                 raise SystemExit("rollups and events table disagree")
+
+
+def time_top_peer(ledger: Ledger) -> None:
+    """All-time ``top 10`` against its peer: one scan of the events table (what ``top``
+    did before the rollups bounded each group's dearest call), checked identical."""
+    from costledger._reports._report import _top_scan
+
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        fast = top(ledger, 10)
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    slow = _top_scan(ledger, 10, None, None, {})
+    t_slow = time.perf_counter() - t0
+    same = [(e.id, e.total_cost) for e in fast] == [(e.id, e.total_cost) for e in slow]
+    print(
+        f"  peer: all-time top 10 by one scan of the events table {t_slow:.2f} s, "
+        f"pruned by the rollups' bounds {min(times):.3f} s ({t_slow / min(times):,.0f}x); "
+        f"identical: {same}"
+    )
+    if not same:
+        raise SystemExit("top from the bounds and from a full scan disagree")
+
+
+def upgrade_timed(label: str, url: str) -> None:
+    """Bring a reused ledger to the current schema, timed (0003 recomputes the rollups)."""
+    from costledger._ledger._engine import make_engine
+    from costledger._ledger._migrate import HEAD, current_revision
+
+    engine = make_engine(resolve_url(url))
+    try:
+        before = current_revision(engine)
+    finally:
+        engine.dispose()
+    if before == HEAD:
+        return
+    t0 = time.perf_counter()
+    upgrade(url)
+    print(f"{label}: upgraded from revision {before} to {HEAD} in {time.perf_counter() - t0:.1f} s")
 
 
 # -- the price on write -------------------------------------------------------------------------
@@ -548,6 +598,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--sqlite", type=Path, help="SQLite file to create, or reuse if loaded")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
+    parser.add_argument("--postgres-db", help="reuse this PostgreSQL database (from --keep)")
+    parser.add_argument("--only", help="time only the cases whose name contains this text")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--verify", action="store_true")
@@ -584,7 +636,11 @@ def main() -> None:
     pg = os.environ.get("COSTLEDGER_BENCH_POSTGRES_URL") or os.environ.get(
         "COSTLEDGER_TEST_POSTGRES_URL"
     )
-    if not args.no_postgres and pg:
+    if not args.no_postgres and pg and args.postgres_db:
+        pg_url = resolve_url(pg).set(database=args.postgres_db)
+        urls.append(("PostgreSQL", pg_url.render_as_string(hide_password=False)))
+        print(f"PostgreSQL: reusing database {args.postgres_db}")
+    elif not args.no_postgres and pg:
         import sqlalchemy as sa
 
         admin = sa.create_engine(resolve_url(pg), isolation_level="AUTOCOMMIT")
@@ -604,10 +660,12 @@ def main() -> None:
             )
             print(f"loaded {args.events:,} events in {seconds:,.0f} s")
         for label, url in urls:
+            upgrade_timed(label, url)
+        for label, url in urls:
             if label == "SQLite":
                 file = Path(url[len("sqlite:///") :])
                 print(f"\nSQLite file: {file.stat().st_size / 1e9:.2f} GB")
-            time_reports(label, url, args.verify)
+            time_reports(label, url, args.verify, args.only)
     finally:
         if admin is not None and pg_name is not None and not args.keep:
             with admin.connect() as conn:

@@ -275,6 +275,20 @@ def top(
         return _top(opened, n, lo, hi, checked)
 
 
+def _pg_order() -> tuple[Any, ...]:
+    from .._ledger._tables import events_table as t
+
+    # ties by time, then id as Python compares strings (code points: the bytes of UTF-8),
+    # whatever the database's collation
+    return (t.c.total_cost.desc(), t.c.timestamp, t.c.id.collate("C"))
+
+
+def _stored(row: Any) -> StoredEvent:
+    from .._ledger import StoredEvent
+
+    return StoredEvent.from_row(row._mapping)
+
+
 _MARGIN = 2.0**-30
 """Relative slack when a float bound is compared with a floor: bounds are Python's
 correctly rounded floats, SQLite's ``CAST(... AS REAL)`` may differ by an ulp or two."""
@@ -316,7 +330,6 @@ def _top_pruned(
 
     from sqlalchemy import Float, cast, select
 
-    from .._ledger import StoredEvent
     from .._ledger._query import _conditions
     from .._ledger._rollups import bounds
     from .._ledger._tables import events_table as t
@@ -336,13 +349,18 @@ def _top_pruned(
         conds = [*_conditions(store.dialect, lo, hi, filters), *where, t.c.total_cost.is_not(None)]
         if floor is not None:
             conds.append(approx >= floor)
-        # the slice's own n-th approx: below it, n calls of the slice are already better
-        nth = select(approx).where(*conds).order_by(approx.desc()).offset(n - 1).limit(1)
-        kth = conn.execute(nth).scalar()
-        if kth is not None:
-            conds.append(approx >= kth)
-        rows = conn.execute(select(t, approx.label("costledger_approx")).where(*conds))
-        found = [(StoredEvent.from_row(r._mapping), r._mapping["costledger_approx"]) for r in rows]
+        if pg:
+            # the slice's best n in the very order of the end (ids compared as code points)
+            stmt = select(t).where(*conds).order_by(*_pg_order()).limit(n)
+            found = [(e, e.total_cost) for e in map(_stored, conn.execute(stmt))]
+        else:
+            # the slice's own n-th float: below it, n calls of the slice are already better
+            nth = select(approx).where(*conds).order_by(approx.desc()).offset(n - 1).limit(1)
+            kth = conn.execute(nth).scalar()
+            if kth is not None:
+                conds.append(approx >= kth)
+            rows = conn.execute(select(t, approx.label("costledger_approx")).where(*conds))
+            found = [(_stored(r), r._mapping["costledger_approx"]) for r in rows]
         if not found:
             return
         best = sorted(best + found, key=order)[:n]
@@ -395,22 +413,9 @@ def _top_scan(
     store = ledger._core.store
     conds = [*_conditions(store.dialect, since, until, filters), t.c.total_cost.is_not(None)]
     if store.dialect == "postgresql":  # NUMERIC orders exactly
+        stmt = select(t).where(*conds).order_by(*_pg_order()).limit(n)
         with store.read_connection() as conn:
-            # every call tied with the n-th: Python breaks ties by time, then id (codepoints,
-            # whatever the database's collation)
-            kth = conn.execute(
-                select(t.c.total_cost)
-                .where(*conds)
-                .order_by(t.c.total_cost.desc())
-                .offset(n - 1)
-                .limit(1)
-            ).scalar()
-            if kth is not None:
-                conds.append(t.c.total_cost >= kth)
-            rows = conn.execute(select(t).where(*conds))
-            found = [StoredEvent.from_row(r._mapping) for r in rows]
-        found.sort(key=lambda e: (-(e.total_cost or Decimal(0)), e.timestamp, e.id))
-        return found[:n]
+            return [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt)]
     # SQLite keeps money as text. Rounding to a float never reverses an order (it is
     # monotonic), so the n largest exact amounts are among the rows whose float is at
     # least the n-th largest float of any subset of the selection; those few candidates

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import tempfile
@@ -31,6 +32,7 @@ import orjson
 
 from costledger import Usage, UsageEvent
 from costledger._ingest import ingest
+from costledger._ingest._run import WRITER_PROCESS_ENV
 from costledger._pricing import Pricer
 from costledger._schema import event_to_record
 
@@ -263,14 +265,20 @@ class Timing:
         self.cpu = cpu
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the writer process)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def timed(fn: Callable[[], Any], rounds: int) -> tuple[Timing, Any]:
     best, result = Timing(float("inf"), float("inf")), None
     for _ in range(rounds):
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu = time.perf_counter(), _cpu()
         result = fn()
         wall = time.perf_counter() - start
         if wall < best.wall:
-            best = Timing(wall, time.process_time() - cpu)
+            best = Timing(wall, _cpu() - cpu)
     return best, result
 
 
@@ -307,11 +315,48 @@ def sqlite_floor(path: Path, pricer: Pricer, work: Path) -> Timing:
 
 
 def bench_file(
-    label: str, path: Path, n: int, url_for: Callable[[], str], rounds: int, pricer: Pricer
+    label: str,
+    path: Path,
+    n: int,
+    url_for: Callable[[], str],
+    rounds: int,
+    pricer: Pricer,
+    writers: tuple[str, ...] = ("auto",),
 ) -> None:
     size = path.stat().st_size
     floor, _ = timed(lambda: orjson_floor(path), rounds)
     db_floor = sqlite_floor(path, pricer, path.parent) if "sqlite" in url_for.__name__ else None
+    print(f"{label}: {n:,} lines, {size / 1e6:.1f} MB")
+    for writer in writers:
+        if writer == "auto":
+            os.environ.pop(WRITER_PROCESS_ENV, None)
+        else:
+            os.environ[WRITER_PROCESS_ENV] = writer
+        try:
+            _bench_ingest(path, n, url_for, rounds, pricer, writer, floor)
+        finally:
+            os.environ.pop(WRITER_PROCESS_ENV, None)
+    if db_floor is not None:
+        print(
+            f"  peer: sqlite3 insert    {_rate(n, db_floor)}  (plain executemany of "
+            "pre-converted rows: no parsing, no conflict check, no rollups)"
+        )
+
+
+def _rate(n: int, t: Timing) -> str:
+    return f"{n / t.wall:>9,.0f} /s wall  {n / t.cpu:>9,.0f} per CPU-second"
+
+
+def _bench_ingest(
+    path: Path,
+    n: int,
+    url_for: Callable[[], str],
+    rounds: int,
+    pricer: Pricer,
+    writer: str,
+    floor: Timing,
+) -> None:
+    size = path.stat().st_size
     state = Path(tempfile.mkdtemp(prefix="bench-ingest-state-"))
 
     def fresh() -> Any:
@@ -329,23 +374,15 @@ def bench_file(
     assert result2.duplicates == n, result2
     shutil.rmtree(state, ignore_errors=True)
 
-    def rate(t: Timing) -> str:
-        return f"{n / t.wall:>9,.0f} /s wall  {n / t.cpu:>9,.0f} per CPU-second"
-
+    mode = "" if writer == "auto" else f" ({WRITER_PROCESS_ENV}={writer})"
     print(
-        f"{label}: {n:,} lines, {size / 1e6:.1f} MB\n"
-        f"  ingest                  {rate(took)}  ({size / took.wall / 1e6:.1f} MB/s; "
+        f"  ingest{mode}\n"
+        f"    fresh ledger          {_rate(n, took)}  ({size / took.wall / 1e6:.1f} MB/s; "
         f"{took.cpu / n * 1e6:.1f} us CPU a line)\n"
-        f"  again (all duplicates)  {rate(again)}\n"
-        f"  peer: orjson.loads only {rate(floor)}  (ingest/peer: wall {floor.wall / took.wall:.2f},"
-        f" CPU {floor.cpu / took.cpu:.2f})"
+        f"    again (duplicates)    {_rate(n, again)}\n"
+        f"    peer: orjson.loads    {_rate(n, floor)}  (ingest/peer: wall "
+        f"{floor.wall / took.wall:.3f}, CPU {floor.cpu / took.cpu:.3f})"
     )
-    if db_floor is not None:
-        print(
-            f"  peer: sqlite3 insert    {rate(db_floor)}  (ingest/peer: wall "
-            f"{db_floor.wall / took.wall:.2f}, CPU {db_floor.cpu / took.cpu:.2f}; plain "
-            "executemany of pre-converted rows: no parsing, no RETURNING, no rollups)"
-        )
 
 
 def main() -> None:
@@ -398,7 +435,13 @@ def main() -> None:
     ingest(warm, ledger=sqlite_url(), pricer=pricer, resume=False, checkpoint_dir=work)
     print("SQLite (fresh ledger file per run, WAL, synchronous=NORMAL):")
     bench_file(
-        "mixed " + args.mix, work / "mixed.jsonl", len(mixed), sqlite_url, args.rounds, pricer
+        "mixed " + args.mix,
+        work / "mixed.jsonl",
+        len(mixed),
+        sqlite_url,
+        args.rounds,
+        pricer,
+        writers=("process", "thread"),
     )
     for k in per_format:
         bench_file(

@@ -405,3 +405,38 @@ def test_unterminated_last_line_is_left_for_the_next_run(tmp_path: Path) -> None
     second = ingest(path, ledger=db, checkpoint_dir=tmp_path / "ck")
     assert (second.inputs[0].resumed_at_line, second.lines, second.accepted) == (2, 2, 2)
     assert count_rows(db) == 3
+
+
+def test_blocks_split_lines_exactly_whatever_the_read_size() -> None:
+    """Lines cut by any read size come back whole, numbered, at their byte offsets, and a
+    line over the limit only by its length."""
+    import random
+
+    from costledger._ingest._lines import read_blocks
+
+    rng = random.Random(1)
+    for _ in range(300):
+        parts = [
+            bytes(rng.choice(b"ab{}") for _ in range(rng.randint(0, 30)))
+            for _ in range(rng.randint(0, 12))
+        ]
+        data = b"\n".join(parts) + (b"\n" if rng.random() < 0.5 else b"")
+        limit, read_size = rng.randint(1, 20), rng.randint(1, 16)
+        got = []
+        for block in read_blocks(io.BytesIO(data), max_line_bytes=limit, read_size=read_size):
+            offset = block.start
+            for i, line in enumerate(block.lines):
+                size = block.oversized.get(i, len(line))
+                shown = None if i in block.oversized else line
+                got.append((block.first_line + i, offset, shown, size))
+                offset += size + 1
+        expected = []
+        offset = 0
+        segments = data.split(b"\n")
+        if segments[-1] == b"":
+            segments.pop()
+        for number, segment in enumerate(segments, 1):
+            shown = segment if len(segment) <= limit else None
+            expected.append((number, offset, shown, len(segment)))
+            offset += len(segment) + 1
+        assert got == expected, (data, limit, read_size)

@@ -155,15 +155,18 @@ def read_blocks(
             data = data[nl + 1 :]
             if not data:
                 continue
-        buf = carry + data if carry else data
-        lines = buf.split(b"\n")
+        # the carried partial line joins the first line only (not a copy of the whole read)
+        lines = data.split(b"\n")
+        read_bytes = len(carry) + len(data)
+        if carry:
+            lines[0] = carry + lines[0]
         carry = lines.pop()
         if len(carry) > max_line_bytes:
             skipping = len(carry)
             carry = b""
         if not lines:
             continue
-        size = len(buf) - len(carry) - skipping
+        size = read_bytes - len(carry) - skipping
         oversized: dict[int, int] = {}
         if size > max_line_bytes + 1 and max(map(len, lines)) > max_line_bytes:
             for i, line in enumerate(lines):

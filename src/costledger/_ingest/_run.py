@@ -278,13 +278,24 @@ def _driver_data_error(exc: BaseException) -> bool:
     return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(exc).__mro__[:-1])
 
 
+_TAG_SETS: dict[str, tuple[str, ...]] = {}
+
+
+def _tag_set(text: str) -> tuple[str, ...]:
+    """The tags of a row's tag text (cached: a service uses a handful of tag sets)."""
+    tags = tuple(json.loads(text))
+    if len(_TAG_SETS) < 4096:
+        _TAG_SETS[text] = tags
+    return tags
+
+
 def _add_to_rollups(conn: Connection, rows: list[Row]) -> None:
     from .._ledger._rollups import RollupDelta, write_delta
 
     delta = RollupDelta()
     add = delta.add
     days: dict[str, date] = {}
-    loads = json.loads
+    tag_sets = _TAG_SETS
     for r in rows:
         key = r[1][:10]  # the SQLite timestamp text is UTC: its first ten characters are the day
         day = days.get(key)
@@ -297,7 +308,7 @@ def _add_to_rollups(conn: Connection, rows: list[Row]) -> None:
         add(
             day,
             (r[4], r[5], r[3], r[13], r[14], r[15], r[16], r[2], status, r[I_CURRENCY], pricing),
-            () if tags == "[]" else tuple(loads(tags)),
+            () if tags == "[]" else tag_sets.get(tags) or _tag_set(tags),
             (
                 1,
                 status == "error",

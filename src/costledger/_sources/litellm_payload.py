@@ -109,7 +109,9 @@ _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 _UTC: Final = timezone.utc
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every ingested LiteLLM line, and a frozen dataclass's
+# __init__ (object.__setattr__ per field) costs three times as much. Treat it as read-only.
+@dataclass(slots=True)
 class LiteLLMCall:
     """What a ``StandardLoggingPayload`` says about one call, ready for ``Tracker.record``.
 

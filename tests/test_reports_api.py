@@ -427,6 +427,18 @@ def test_top_equals_direct_recomputation(top_loaded: tuple[Ledger, list[UsageEve
     _check_top_cases(ledger, events)
 
 
+def test_top_past_its_slice_budget_scans_the_rest_once(
+    top_loaded: tuple[Ledger, list[UsageEvent]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls found in the first slices are found again by the final scan: counted once."""
+    from costledger._reports import _report
+
+    ledger, events = top_loaded
+    for budget in (0, 1, 3):
+        monkeypatch.setattr(_report, "_SLICES", budget)
+        _check_top_cases(ledger, events)
+
+
 def test_top_after_repricing_up_and_down_and_a_rebuild(
     top_loaded: tuple[Ledger, list[UsageEvent]],
 ) -> None:

@@ -292,6 +292,10 @@ def _stored(row: Any) -> StoredEvent:
 _MARGIN = 2.0**-30
 """Relative slack when a float bound is compared with a floor: bounds are Python's
 correctly rounded floats, SQLite's ``CAST(... AS REAL)`` may differ by an ulp or two."""
+_SLICES = 128
+"""Slices ``top`` reads before it reads the rest in one scan instead: a large ``n``
+reaches into many groups, and past about this many short index ranges one pass over
+the selection (above the floor found so far) costs less."""
 
 
 def _top(
@@ -305,13 +309,15 @@ def _top(
 
     p = plan(("day",), since, until, filters)
     if p.rollup and all(cube.bounded for cube, _, _ in p.parts):
-        return _top_pruned(ledger, n, p.parts, p.edges, filters)
+        return _top_pruned(ledger, n, since, until, p.parts, p.edges, filters)
     return _top_scan(ledger, n, since, until, filters)
 
 
 def _top_pruned(
     ledger: Ledger,
     n: int,
+    since: datetime | None,
+    until: datetime | None,
     parts: Sequence[tuple[Any, date | None, date | None]],
     edges: Sequence[tuple[datetime | None, datetime | None]],
     filters: Mapping[str, list[str] | None],
@@ -320,7 +326,8 @@ def _top_pruned(
     table (a day and the indexed dimensions of a group) are read dearest bound first,
     each for its own best ``n`` at or above the floor (the ``n``-th best call found so
     far); a slice whose bound is below the floor cannot hold a better call, and neither
-    can any after it. Usually a handful of short index ranges instead of every call.
+    can any after it. Usually a handful of short index ranges instead of every call
+    (past ``_SLICES`` of them, one scan of the selection above the floor).
 
     SQLite compares ``CAST(total_cost AS REAL)`` (money is text there): rounding to a
     float never reverses an order, so every call that ranks has a float at least the
@@ -363,7 +370,10 @@ def _top_pruned(
             found = [(_stored(r), r._mapping["costledger_approx"]) for r in rows]
         if not found:
             return
-        best = sorted(best + found, key=order)[:n]
+        # (a call already found is found again only by the last, whole-selection scan)
+        merged = {e.id: (e, a) for e, a in best}
+        merged.update((e.id, (e, a)) for e, a in found)
+        best = sorted(merged.values(), key=order)[:n]
         if len(best) == n:
             # monotonic rounding: the exactly smallest of the n has the smallest approx
             floor = best[-1][1]
@@ -386,6 +396,9 @@ def _top_pruned(
                 if key in seen:
                     continue
                 seen.add(key)
+                if len(seen) > _SLICES:
+                    scan(conn, since, until, [])
+                    return [e for e, _ in best]
                 start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
                 where = [
                     t.c[name].is_(None) if value is None else t.c[name] == value

@@ -244,54 +244,30 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
     )
 
 
+_I_TIMESTAMP, _I_TAGS, _I_METADATA, _I_STREAMED, _I_CACHE_HIT = (
+    COLUMNS.index(name) for name in ("timestamp", "tags", "metadata", "streamed", "cache_hit")
+)
+
+
+def postgresql_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """The PostgreSQL form of a SQLite-form row (``sqlite_params``): JSON-ready values, as a
+    batch goes to the server as one JSON document (tags and metadata as JSON values,
+    flags as booleans, money as exact decimal text)."""
+    values = list(row)
+    ts: str = values[_I_TIMESTAMP]
+    if ts[20:26] == "000000":  # as datetime.isoformat() writes it: no zero microseconds
+        values[_I_TIMESTAMP] = ts[:19] + ts[26:]
+    tags, metadata = values[_I_TAGS], values[_I_METADATA]
+    values[_I_TAGS] = [] if tags == "[]" else json.loads(tags)
+    values[_I_METADATA] = {} if metadata == "{}" else json.loads(metadata)
+    values[_I_STREAMED] = bool(values[_I_STREAMED])
+    values[_I_CACHE_HIT] = bool(values[_I_CACHE_HIT])
+    return tuple(values)
+
+
 def postgresql_params(e: UsageEvent) -> tuple[Any, ...]:
-    """JSON-ready values of one event for PostgreSQL, in ``COLUMNS`` order: a batch goes
-    to the server as one JSON document (money as exact decimal text)."""
-    u = e.usage
-    c = e.cost
-    return (
-        _check_id(e),
-        e.timestamp.isoformat(),
-        e.source,
-        e.provider,
-        e.model,
-        e.response_model,
-        e.status,
-        e.error_type,
-        e.latency_ms,
-        e.request_id,
-        e.trace_id,
-        e.run_id,
-        e.parent_run_id,
-        e.user,
-        e.team,
-        e.project,
-        e.feature,
-        list(e.tags),
-        dict(e.metadata),
-        bool(e.streamed),
-        bool(e.cache_hit),
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_read_tokens,
-        u.cache_write_tokens,
-        u.cache_write_1h_tokens,
-        u.reasoning_tokens,
-        u.input_audio_tokens,
-        u.output_audio_tokens,
-        c.status,
-        c.currency,
-        _text_money("cost.total", c.total),
-        _text_money("cost.input", c.input),
-        _text_money("cost.cache_read", c.cache_read),
-        _text_money("cost.cache_write", c.cache_write),
-        _text_money("cost.output", c.output),
-        _text_money("cost.audio", c.audio),
-        c.source,
-        c.model,
-        c.provider,
-        _text_money("reported_cost", e.reported_cost),
-    )
+    """JSON-ready values of one event for PostgreSQL, in ``COLUMNS`` order."""
+    return postgresql_row(sqlite_params(e))
 
 
 def cost_columns(cost: Cost) -> dict[str, Any]:

@@ -266,7 +266,8 @@ def top(
     **filters: str | Sequence[str] | None,
 ) -> list[StoredEvent]:
     """The ``n`` most expensive calls in the selection, most expensive first (exact order;
-    ties by time). Unpriced calls have no amount and are not ranked."""
+    ties by time, then id). Unpriced calls have no amount and are not ranked. Reads only
+    the slices of the events table that the daily rollups' bounds say can rank."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     checked = check_filters(filters)

@@ -3,16 +3,14 @@ idempotency, batching, summaries checked against a direct computation, re-pricin
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +20,8 @@ from costledger._ledger import InMemoryLedger, Ledger, StoredEvent, event_to_row
 from costledger._ledger._engine import resolve_url
 from costledger._ledger._money import decimal_sum_aggregate
 from costledger._ledger._rows import decode_spool_line, encode_spool_line
+
+from .test_reports_helpers import expected_summary, history, summary_dict
 
 UTC = timezone.utc
 
@@ -433,109 +433,9 @@ def test_garbage_collected_ledger_stops_its_writer(tmp_path: Path) -> None:
 # -- queries -----------------------------------------------------------------------------------
 
 
-MODELS = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"]
-STATUSES: list[Literal["ok", "error", "cancelled"]] = [
-    *(["ok"] * 8),  # type: ignore[list-item]  # a repeated Literal list widens to list[str]
-    "error",
-    "cancelled",
-]
-
-
-def _dataset(n: int, seed: int = 7) -> list[UsageEvent]:
-    rng = random.Random(seed)
-    start = datetime(2025, 1, 27, tzinfo=UTC)  # a Monday; spans weeks and months
-    events = []
-    for i in range(n):
-        ts = start + timedelta(minutes=rng.randrange(0, 60 * 24 * 45), microseconds=i)
-        status = rng.choice(STATUSES)
-        priced = rng.random() > 0.15
-        inp = rng.randrange(0, 5000)
-        cache_read = rng.randrange(0, inp + 1)
-        cache_write = rng.randrange(0, inp - cache_read + 1)
-        out = rng.randrange(0, 2000)
-        usage = Usage(
-            input_tokens=inp,
-            output_tokens=out,
-            cache_read_tokens=cache_read,
-            cache_write_tokens=cache_write,
-            reasoning_tokens=rng.randrange(0, out + 1),
-        )
-        if priced:
-            # amounts float addition would get wrong: many tiny ones, tenths, huge ones
-            total = Decimal(rng.randrange(1, 10**9)) * Decimal("1E-17") + Decimal(
-                rng.choice(["0.1", "0.2", "0.0000000375", "12345678.000000000000000001"])
-            )
-            cost = Cost(status="priced", total=total, currency=rng.choice(["USD"] * 9 + ["EUR"]))
-        else:
-            cost = Cost.unknown("x") if status == "ok" else Cost(status="not_priced")
-        model = rng.choice(MODELS)
-        events.append(
-            UsageEvent(
-                model=model,
-                response_model=rng.choice([None, model + "-2025"]),
-                usage=usage,
-                cost=cost,
-                timestamp=ts,
-                status=status,
-                provider=rng.choice(["openai", "anthropic"]),
-                source=rng.choice(["langchain", "litellm", "api"]),
-                user=rng.choice(["u1", "u2", "u3", None]),
-                team=rng.choice(["search", "chat", None]),
-                project=rng.choice(["p1", "p2"]),
-                feature=rng.choice(["f1", "f2", None]),
-                tags=tuple(rng.sample(["a", "b", "c", "d"], rng.randrange(0, 3))),
-            )
-        )
-    return events
-
-
-def _key(event: UsageEvent, name: str) -> list[Any]:
-    ts = event.timestamp
-    if name == "day":
-        return [ts.date()]
-    if name == "week":
-        return [ts.date() - timedelta(days=ts.weekday())]
-    if name == "month":
-        return [date(ts.year, ts.month, 1)]
-    if name == "model":
-        return [event.response_model or event.model]
-    if name == "tag":
-        return list(event.tags) or [None]
-    return [getattr(event, name)]
-
-
-def _expected(
-    events: list[UsageEvent], by: tuple[str, ...]
-) -> dict[tuple[Any, ...], dict[str, Any]]:
-    def fresh() -> dict[str, Any]:
-        acc: dict[str, Any] = defaultdict(int)
-        acc["cost"] = Decimal(0)
-        return acc
-
-    out: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(fresh)
-    for e in events:
-        keys: list[tuple[Any, ...]] = [()]
-        for name in by:
-            keys = [(*k, v) for k in keys for v in _key(e, name)]
-        for k in keys:
-            group = (*k, e.cost.currency)
-            acc = out[group]
-            acc["requests"] += 1
-            acc["errors"] += e.status == "error"
-            acc["cancelled"] += e.status == "cancelled"
-            acc["unpriced"] += e.cost.total is None and e.cost.status != "not_priced"
-            for f in ("input_tokens", "cache_read_tokens", "cache_write_tokens"):
-                acc[f] += getattr(e.usage, f)
-            acc["output_tokens"] += e.usage.output_tokens
-            acc["reasoning_tokens"] += e.usage.reasoning_tokens
-            if e.cost.total is not None:
-                acc["cost"] += e.cost.total
-    return {k: dict(v) for k, v in out.items()}
-
-
 @pytest.fixture
 def loaded(url: str) -> Iterator[tuple[Ledger, list[UsageEvent]]]:
-    events = _dataset(400)
+    events = history(400, seed=7)
     with Ledger(url) as ledger:
         ledger.record_many(events)
         assert ledger.flush(timeout=60)
@@ -566,22 +466,7 @@ def test_summary_equals_direct_computation(
 ) -> None:
     ledger, events = loaded
     rows = ledger.summary(by=by)
-    got = {
-        (*r.key, r.currency): {
-            "requests": r.requests,
-            "errors": r.errors,
-            "cancelled": r.cancelled,
-            "unpriced": r.unpriced,
-            "input_tokens": r.input_tokens,
-            "cache_read_tokens": r.cache_read_tokens,
-            "cache_write_tokens": r.cache_write_tokens,
-            "output_tokens": r.output_tokens,
-            "reasoning_tokens": r.reasoning_tokens,
-            "cost": r.cost,
-        }
-        for r in rows
-    }
-    assert got == _expected(events, by)
+    assert summary_dict(rows) == expected_summary(events, by)
     for r in rows:
         assert isinstance(r.cost, Decimal)
 
@@ -602,7 +487,7 @@ def test_summary_with_filters_and_time_range(loaded: tuple[Ledger, list[UsageEve
         by=["user", "tag"], since=since, until=until, team="search", user=["u1", "u2"], tag="a"
     )
     expected = {
-        k: v for k, v in _expected(chosen, ("user", "tag")).items() if k[1] == "a"
+        k: v for k, v in expected_summary(chosen, ("user", "tag")).items() if k[1] == "a"
     }  # grouped by tag and filtered by tag: only the wanted tag's rows
     assert {(*r.key, r.currency): r.cost for r in rows} == {
         k: v["cost"] for k, v in expected.items()

@@ -176,3 +176,23 @@ def test_which_writer_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert not _run._wants_writer_process([small])
     monkeypatch.setenv(_run.WRITER_PROCESS_ENV, "process")
     assert _run._wants_writer_process(["-"])
+
+
+def test_the_url_reaches_the_writer_process_off_its_command_line(tmp_path: Path) -> None:
+    """A PostgreSQL URL may hold a password: it is sent over the pipe, not shown by ``ps``."""
+    from costledger._ingest._convert import Converter
+    from costledger._ingest._sink import SinkProcess
+    from costledger._pricing import Pricer
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    line = own_line(make_event(1, id="evt-1"))
+    row = Converter(Pricer()).convert(orjson.loads(line), line, 1)
+    sink = SinkProcess(url)
+    try:
+        assert not any("ledger.db" in str(arg) for arg in sink.process.args)
+        assert sink.write([row]) == ({"evt-1"}, [])
+        assert sink.write([row]) == (set(), [])  # idempotent
+    finally:
+        sink.close()
+    assert sink.process.returncode == 0
+    assert count_rows(url) == 1

@@ -3,9 +3,10 @@
 Parsing and converting lines is Python work, and so is most of a batch insert (binding
 41 values a row, the rollup sums): in one process they take turns on the GIL, and a
 two-core machine runs one of them at a time. A second process gets the writes, so the
-two run side by side. It is an ordinary child (``python -m costledger._ingest
-URL``, no ``multiprocessing``: that would import the caller's ``__main__`` again),
-sent batches of rows over its stdin and answering on its stdout, one batch at a time.
+two run side by side. It is an ordinary child (``python -m costledger._ingest``, no
+``multiprocessing``: that would import the caller's ``__main__`` again), sent the
+ledger's URL and then batches of rows over its stdin (never the command line: the URL
+may hold a password), answering on its stdout, one batch at a time.
 
 A frame is an 8-byte length and a ``marshal`` payload (rows are tuples of str, int,
 float and None: marshal reads them several times faster than pickle):
@@ -81,11 +82,17 @@ class SinkProcess:
             [package_root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )
         self.process = subprocess.Popen(  # our own interpreter and module
-            [sys.executable, "-m", "costledger._ingest", url],
+            [sys.executable, "-m", "costledger._ingest"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
         )
+        assert self.process.stdin is not None
+        # the URL (it may hold a password) goes as the first frame, never on a command line
+        try:
+            _send(self.process.stdin, url.encode())
+        except OSError as exc:
+            raise self._gone() from exc
 
     def write(self, rows: list[Row]) -> tuple[set[str], list[tuple[int, str]]]:
         """Commit ``rows`` in the child: the ids that were new, and the refused rows."""
@@ -135,8 +142,9 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     return type(exc).__name__, _one_line(exc)
 
 
-def serve(url: str) -> int:
-    """The child's side (``python -m costledger._ingest URL``): write batches until EOF."""
+def serve() -> int:
+    """The child's side (``python -m costledger._ingest``): read the ledger URL, then write
+    batches until its stdin closes."""
     from .._ledger import Ledger
     from ._run import _Writer
 
@@ -145,7 +153,10 @@ def serve(url: str) -> int:
     # answers go to the original stdout; anything else printing there goes to stderr
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    ledger = Ledger(url, sync=True)
+    url = _receive(requests)
+    if url is None:
+        return 0
+    ledger = Ledger(url.decode(), sync=True)
     try:
         store = ledger._core.store
         store.ensure_schema()

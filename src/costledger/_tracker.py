@@ -389,7 +389,9 @@ class Tracker:
             latency_ms,
         )
         if defer:
-            _deferred.submit(self._complete, call, ending, on_event)
+            # one plain tuple per call, no bound method: every object kept alive until the
+            # worker runs is one more for the cyclic GC to scan in a busy host
+            _deferred.submit((_complete, self, call, ending, on_event))
             return None
         return self._complete(call, ending, on_event)
 
@@ -620,7 +622,7 @@ class _DeferredWorker:
     """
 
     def __init__(self, interval: float = 0.05, batch: int = 256) -> None:
-        self._items: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._items: deque[tuple[Any, ...]] = deque()  # (fn, *args)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
@@ -629,10 +631,11 @@ class _DeferredWorker:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, item: tuple[Any, ...]) -> None:
+        """Queue ``item`` = ``(fn, *args)``; the worker calls ``fn(*args)``."""
         if self._thread is None or self._pid != os.getpid():
             self._start()
-        self._items.append((fn, args))
+        self._items.append(item)
         # Event.set takes a lock even when the event is already set: wake it once
         if len(self._items) >= self._batch and not self._wake.is_set():
             self._wake.set()
@@ -656,7 +659,7 @@ class _DeferredWorker:
             self._wake.clear()
             self._busy = True
             while items:
-                fn, args = items.popleft()
+                fn, *args = items.popleft()
                 try:
                     fn(*args)
                 except Exception as exc:
@@ -685,6 +688,7 @@ class _DeferredWorker:
 
 
 _deferred = _DeferredWorker()
+_complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
 
 
 def defer(fn: Callable[..., Any], *args: Any) -> None:
@@ -694,7 +698,7 @@ def defer(fn: Callable[..., Any], *args: Any) -> None:
     result objects on unchanged). ``fn`` should finish its call itself, with
     ``defer=False``; an exception it raises is reported, never the host's problem.
     """
-    _deferred.submit(fn, *args)
+    _deferred.submit((fn, *args))
 
 
 def drain_deferred(timeout: float | None = None) -> bool:

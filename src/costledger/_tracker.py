@@ -109,7 +109,8 @@ class Call:
         self.prompt_text = prompt_text
         self.max_output_tokens = max_output_tokens
         self.estimate = estimate
-        self.reservations: list[tuple[Guard, Any]] = []
+        # a list only once a guard holds something: most calls have no guards
+        self.reservations: list[tuple[Guard, Any]] | tuple[()] = ()
         self.finished = False
 
     @property
@@ -133,6 +134,12 @@ class Call:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
+
+    def hold(self, guard: Guard, token: Any) -> None:
+        """Keep what ``guard`` reserved for this call, to settle or release at its end."""
+        if isinstance(self.reservations, tuple):
+            self.reservations = []
+        self.reservations.append((guard, token))
 
     def __repr__(self) -> str:
         return (
@@ -284,7 +291,7 @@ class Tracker:
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
                     continue
-                call.reservations.append((guard, token))
+                call.hold(guard, token)
         except BaseException:
             # A refusal, or the caller cancelled while a guard waited: give back what the
             # guards before it reserved.
@@ -304,7 +311,7 @@ class Tracker:
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
                     continue
-                call.reservations.append((guard, token))
+                call.hold(guard, token)
         except BaseException:
             # A refusal, or the caller cancelled while a guard waited: give back what the
             # guards before it reserved.
@@ -500,7 +507,7 @@ class Tracker:
                     guard.release(token)
             except Exception as exc:
                 _report("guard.settle", exc)
-        call.reservations.clear()
+        call.reservations = ()
 
     def _release(self, call: Call) -> None:
         for guard, token in call.reservations:
@@ -508,7 +515,7 @@ class Tracker:
                 guard.release(token)
             except Exception as exc:
                 _report("guard.release", exc)
-        call.reservations.clear()
+        call.reservations = ()
 
     def cancel(self, call: Call) -> None:
         """Forget a call that never reached the provider: release reservations, record nothing."""
@@ -569,7 +576,7 @@ class Tracker:
             account = getattr(guard, "account", None)
             if account is not None:
                 try:
-                    call.reservations.append((guard, account(call, self)))
+                    call.hold(guard, account(call, self))
                 except Exception as exc:
                     _report("guard.account", exc)
         return self.finish(

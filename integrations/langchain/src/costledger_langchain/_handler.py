@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -490,27 +490,46 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
 def _end(
     run: _Run, response: LLMResult | None, status: CallStatus, error: BaseException | None
 ) -> None:
-    """A model run ended: the clock and the message are taken now, everything else runs
-    on costledger's background worker, so the model call pays for none of the reading,
-    pricing or storing.
+    """A model run ended: the clock and the message's parts are taken now, everything else
+    runs on costledger's background worker, so the model call pays for none of the
+    reading, pricing or storing.
 
-    The message is picked here because LangChain's LLM cache swaps a cached generation's
+    The parts are picked here because LangChain's LLM cache swaps a cached generation's
     message for a copy marked as a cache hit when it replays it, and the cached
-    generation is the one this response holds; messages themselves are not changed."""
+    generation is the one this response holds (the dicts themselves are not changed).
+    Only the parts are kept, not the message: each object held until the worker runs is
+    one more for the host's cyclic GC to scan."""
     message, llm_output = _first_message(response)
-    defer(_finish_off_path, run, message, llm_output, status, error, run.call.elapsed_ms())
+    if message is None:
+        ending = _Ending(None, {}, None, llm_output)
+    else:
+        ending = _Ending(
+            getattr(message, "usage_metadata", None),
+            getattr(message, "response_metadata", None) or {},
+            getattr(message, "id", None),
+            llm_output,
+        )
+    defer(_finish_off_path, run, ending, status, error, run.call.elapsed_ms())
+
+
+class _Ending(NamedTuple):
+    """What the worker needs of a model run's result."""
+
+    usage_metadata: Any
+    response_metadata: Mapping[str, Any]
+    message_id: Any
+    llm_output: Mapping[str, Any] | None
 
 
 def _finish_off_path(
     run: _Run,
-    message: Any,
-    llm_output: Mapping[str, Any] | None,
+    ending: _Ending,
     status: CallStatus,
     error: BaseException | None,
     latency_ms: float,
 ) -> None:
     try:
-        _finish(run, message, llm_output, status=status, error=error, latency_ms=latency_ms)
+        _finish(run, ending, status=status, error=error, latency_ms=latency_ms)
     except Exception as exc:
         # A result this handler could not read: the call is still recorded, without usage
         # (and its guard reservations released), rather than lost.
@@ -522,17 +541,15 @@ def _finish_off_path(
 
 def _finish(
     run: _Run,
-    message: Any,
-    llm_output: Mapping[str, Any] | None,
+    ending: _Ending,
     *,
     status: CallStatus,
     error: BaseException | None,
     latency_ms: float,
 ) -> None:
-    usage_metadata: Any = getattr(message, "usage_metadata", None) if message is not None else None
-    response_metadata: Mapping[str, Any] = (
-        getattr(message, "response_metadata", None) or {} if message is not None else {}
-    )
+    usage_metadata: Any = ending.usage_metadata
+    response_metadata = ending.response_metadata
+    llm_output = ending.llm_output
     cache_hit = False
     if usage_metadata and "total_cost" in usage_metadata:
         # langchain-core (>= 0.3.73) marks a replayed LLM-cache entry this way; the
@@ -560,7 +577,7 @@ def _finish(
         response_model=_response_model(response_metadata, llm_output),
         status=status,
         error=error,
-        request_id=_request_id(message, response_metadata),
+        request_id=_request_id(ending.message_id, response_metadata),
         streamed=run.streamed,
         cache_hit=cache_hit,
         latency_ms=latency_ms,
@@ -615,11 +632,11 @@ def _response_model(
     return None
 
 
-def _request_id(message: Any, response_metadata: Mapping[str, Any]) -> str | None:
+def _request_id(message_id: Any, response_metadata: Mapping[str, Any]) -> str | None:
     value = response_metadata.get("id")
     if isinstance(value, str) and value:
         return value
-    value = getattr(message, "id", None)
+    value = message_id
     if isinstance(value, str) and value and not value.startswith(_LANGCHAIN_ID_PREFIXES):
         return value
     return None

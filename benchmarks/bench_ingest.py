@@ -5,8 +5,10 @@
 
 Generates a mixed JSONL file (costledger usage records with varied attribution and
 models, LiteLLM StandardLoggingPayloads in the shape LiteLLM 1.x logs them, raw
-OpenAI / Anthropic responses), then ingests it into a fresh SQLite ledger, again
-(every line a duplicate), and each format on its own. Printed next to each figure is
+OpenAI / Anthropic responses), then ingests it into a fresh SQLite ledger with each
+writer (``COSTLEDGER_INGEST_WRITER=process`` and ``=thread``), again (every line a
+duplicate), and each format on its own (the default writer). CPU time includes the
+writer process's. Printed next to each figure is
 the peer on the same file in the same run: ``orjson.loads`` of every line and nothing
 else, the floor of any JSON-lines reader in Python, so a busy machine can be told from
 a slow ingester. Target: 100,000 lines/s into SQLite.

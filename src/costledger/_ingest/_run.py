@@ -213,7 +213,7 @@ def default_checkpoint_dir() -> Path:
 
 class _Writer:
     """Commits batches of rows through the ledger's ``Store``: one transaction per batch,
-    the same idempotent ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` and insert
+    the same idempotent ``INSERT ... ON CONFLICT DO NOTHING`` and insert
     hooks (rollups) as ``Ledger.record``. A batch the database refuses because of its
     data is split until the refused rows are isolated; any other failure propagates
     (nothing of that batch is committed)."""
@@ -591,7 +591,7 @@ class _InputRun:
 
     # -- committing ----------------------------------------------------------------------
     def commit(self, *, final: bool = False) -> None:
-        """Hand the pending rows to the writer thread as one batch (one transaction).
+        """Hand the pending rows to the writer (thread or process) as one batch (one transaction).
 
         The batch before it is settled first (its rejects written, then its checkpoint),
         so at most one batch is in flight, commits happen in input order, and the
@@ -878,7 +878,8 @@ def ingest(
     started = time.perf_counter()
     results: list[InputResult] = []
     shared_rejects = RejectsFile(rejects) if rejects is not None else None
-    # one writer thread: the database works (without the GIL) while the next batch is parsed
+    # one writer thread: it commits a batch (itself, or through the writer process) while
+    # the next batch is parsed
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="costledger-ingest")
     job: _Job | None = None
     try:

@@ -196,3 +196,16 @@ def test_the_url_reaches_the_writer_process_off_its_command_line(tmp_path: Path)
         sink.close()
     assert sink.process.returncode == 0
     assert count_rows(url) == 1
+
+
+def test_no_writer_process_to_start_means_the_thread_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedding host whose ``sys.executable`` cannot be run still ingests."""
+    monkeypatch.setenv(_run.WRITER_PROCESS_ENV, "process")
+    monkeypatch.setattr(_run.sys, "executable", str(tmp_path / "no-such-python"))
+    lines = [own_line(make_event(n, id=f"evt-{n}")) for n in range(1, 6)]
+    path = write_lines(tmp_path / "usage.log", lines)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert ingest(path, ledger=url, checkpoint_dir=tmp_path).accepted == 5
+    assert count_rows(url) == 5

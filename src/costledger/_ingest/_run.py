@@ -7,6 +7,7 @@ import contextlib
 import json
 import operator
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
@@ -902,10 +903,11 @@ def ingest(
             progress=progress,
             executor=executor,
         )
-        if own_ledger and not memory and _wants_writer_process(sources):
+        if own_ledger and not memory and sys.executable and _wants_writer_process(sources):
             # a fresh ledger of our own has only the ledger's own insert hooks: the
             # writer process, opening the same URL, does exactly what this one would
-            job.sink = SinkProcess(the_ledger.url.render_as_string(hide_password=False))
+            with contextlib.suppress(OSError, SinkError):  # cannot start: the thread writes
+                job.sink = SinkProcess(the_ledger.url.render_as_string(hide_password=False))
         for item in sources:
             try:
                 source = open_input(item)

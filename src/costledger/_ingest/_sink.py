@@ -119,7 +119,11 @@ class SinkProcess:
                 code = self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 code = None
-        return SinkError("WriterProcessExited", f"the ledger writer process ended (code {code})")
+        return SinkError(
+            "WriterProcessExited",
+            f"the ledger writer process ended (code {code}); "
+            "COSTLEDGER_INGEST_WRITER=thread writes from this process instead",
+        )
 
     def close(self) -> None:
         """End the child once it has finished the batch in hand (if any)."""

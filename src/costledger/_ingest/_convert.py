@@ -10,7 +10,7 @@ Three formats, told apart by their keys (see ``detect``):
   Anthropic message, Gemini, ...), read by ``read_response``. Priced here.
 
 A row is the tuple ``Store.params`` makes of a ``UsageEvent`` for SQLite (the
-PostgreSQL form is derived from it by ``to_postgresql``). It is built straight from
+PostgreSQL form is derived from it by the ledger's ``postgresql_row``). It is built straight from
 the line's values rather than through a ``UsageEvent``: that object and its
 conversion cost several times the JSON parse, and ingestion is meant to run at
 100,000 lines a second. Only the common, well-formed shape takes that path; anything
@@ -59,7 +59,6 @@ __all__ = [
     "Row",
     "detect",
     "response_event_id",
-    "to_postgresql",
 ]
 
 Row = tuple[Any, ...]
@@ -757,16 +756,3 @@ _NO_USAGE: Final = Usage()
 _SIX_AMOUNTS: Final = " ".join(["{:f}"] * 6)
 _SIX_STORABLE: Final = re.compile(" ".join([r"-?\d{1,20}(?:\.\d{1,18})?"] * 6)).fullmatch
 _adjusted: Final = Decimal.adjusted
-
-
-def to_postgresql(row: Row) -> Row:
-    """The PostgreSQL form (``postgresql_params``) of a SQLite-form row."""
-    values = list(row)
-    ts: str = values[I_TIMESTAMP]
-    if ts[20:26] == "000000":  # datetime.isoformat() leaves out zero microseconds
-        values[I_TIMESTAMP] = ts[:19] + ts[26:]
-    values[I_TAGS] = json.loads(values[I_TAGS])
-    values[I_METADATA] = json.loads(values[I_METADATA])
-    values[I_STREAMED] = bool(values[I_STREAMED])
-    values[I_CACHE_HIT] = bool(values[I_CACHE_HIT])
-    return tuple(values)

@@ -30,7 +30,6 @@ from ._convert import (
     I_TOTAL,
     Converter,
     Row,
-    to_postgresql,
 )
 from ._lines import Block, InputSource, open_input, read_blocks, skip_to
 from ._sink import SinkError, SinkProcess
@@ -225,7 +224,9 @@ class _Writer:
 
     def write(self, rows: list[Row]) -> tuple[set[str], list[tuple[int, BaseException]]]:
         """Insert ``rows`` (ids unique); the ids that were new, and the refused rows' indexes."""
-        params = [to_postgresql(r) for r in rows] if self.postgresql else rows
+        from .._ledger._store import postgresql_row
+
+        params = [postgresql_row(r) for r in rows] if self.postgresql else rows
         return self._insert(rows, params, 0)
 
     def _insert(

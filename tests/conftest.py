@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -41,3 +43,51 @@ def postgres_url() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return _server_url("COSTLEDGER_TEST_REDIS_URL")
+
+
+# -- ledgers on both backends ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (other runs share the server)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from costledger._ledger._engine import resolve_url
+
+    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
+    name = f"costledger_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = resolve_url(postgres_url).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        sa.create_engine(url).dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The session database, emptied for this test (the truncate trigger empties the
+    rollups with the events)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_database)
+    with engine.begin() as conn:
+        if sa.inspect(conn).has_table("costledger_events"):
+            conn.exec_driver_sql("TRUNCATE costledger_events")
+    engine.dispose()
+    return pg_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ledger URL on each backend: a SQLite file, and an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("pg_url"))

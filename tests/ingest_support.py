@@ -3,8 +3,6 @@ database, events with every field set, and the lines of each format."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -22,43 +20,6 @@ from costledger._schema import event_to_record
 UTC = timezone.utc
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 LITELLM_PAYLOADS = FIXTURES / "litellm_payloads.jsonl"
-
-
-@pytest.fixture(scope="session")
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database for this test session (other helpers share the server)."""
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_ingest_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = resolve_url(postgres_url).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        sa.create_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    """The session database, emptied (events and rollups) for this test."""
-    engine = sa.create_engine(pg_database)
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        for table in ("costledger_events", "costledger_rollup_daily", "costledger_rollup_tags"):
-            if inspector.has_table(table):
-                conn.exec_driver_sql(f"TRUNCATE {table}")
-    engine.dispose()
-    return pg_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture(scope="session")

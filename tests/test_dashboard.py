@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from costledger._dashboard import (
@@ -33,7 +31,6 @@ from costledger._dashboard import (
 from costledger._dashboard._data import money_text
 from costledger._guards import Budget, budget_status
 from costledger._ledger import Ledger
-from costledger._ledger._engine import resolve_url
 from costledger._reports import top
 from costledger._tracker import Tracker
 from costledger.cli import app
@@ -41,39 +38,6 @@ from costledger.cli import app
 from .test_dashboard_helpers import NOW, UTC, history, priced
 
 # -- backends ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database for this session (other helpers share the server)."""
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_dashboard_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = resolve_url(postgres_url).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    engine = sa.create_engine(pg_database)
-    with engine.begin() as conn:
-        if sa.inspect(conn).has_table("costledger_events"):
-            conn.exec_driver_sql("TRUNCATE costledger_events")
-    engine.dispose()
-    return pg_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

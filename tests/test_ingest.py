@@ -25,15 +25,12 @@ from .ingest_support import (
     count_rows,
     make_event,
     own_line,
-    pg_database,
-    pg_url,
     pricer,
     rich_events,
-    url,
     write_lines,
 )
 
-__all__ = ["pg_database", "pg_url", "pricer", "url"]  # fixtures
+__all__ = ["pricer"]  # fixtures
 
 NOW = datetime(2025, 7, 1, 8, 30, tzinfo=UTC)
 

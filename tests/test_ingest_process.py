@@ -22,13 +22,9 @@ from .ingest_support import (
     count_rows,
     make_event,
     own_line,
-    pg_database,
-    pg_url,
     rich_events,
     write_lines,
 )
-
-__all__ = ["pg_database", "pg_url"]  # fixtures
 
 _RESPONSE = {
     "id": "chatcmpl-raw-1",

@@ -25,13 +25,8 @@ from .ingest_support import (
     count_rows,
     make_event,
     own_line,
-    pg_database,
-    pg_url,
-    url,
     write_lines,
 )
-
-__all__ = ["pg_database", "pg_url", "url"]  # fixtures
 
 BAD_EVERY = 97
 

@@ -29,41 +29,6 @@ UTC = timezone.utc
 # -- backends ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database for this test session (other helpers share the server)."""
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = resolve_url(postgres_url).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        sa.create_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    engine = sa.create_engine(pg_database)
-    with engine.begin() as conn:
-        has = sa.inspect(conn).has_table("costledger_events")
-        if has:
-            conn.exec_driver_sql("TRUNCATE costledger_events")
-    engine.dispose()
-    return pg_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def _count(url: str) -> int:
     engine = sa.create_engine(resolve_url(url))
     try:

@@ -6,52 +6,20 @@
 from __future__ import annotations
 
 import random
-import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal, localcontext
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
-
 from costledger import Cost, Usage, UsageEvent
 from costledger._events import CallStatus
-from costledger._ledger._engine import resolve_url
 
 UTC = timezone.utc
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "gemini-2.5-pro", "my-finetune")
 STATUSES: tuple[CallStatus, ...] = ("ok", "ok", "ok", "ok", "error", "cancelled")
 AMOUNTS = ("0.1", "0.2", "0.0000000375", "12345678.000000000000000001", "0.000000000000000001")
-
-
-@pytest.fixture(scope="session")
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh database for this test session (other helpers share the server)."""
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_reports_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = resolve_url(postgres_url).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    """The session database, emptied (the truncate trigger empties the rollups too)."""
-    engine = sa.create_engine(pg_database)
-    with engine.begin() as conn:
-        if sa.inspect(conn).has_table("costledger_events"):
-            conn.exec_driver_sql("TRUNCATE costledger_events")
-    engine.dispose()
-    return pg_database
 
 
 def history(n: int, seed: int = 11, *, start: datetime | None = None) -> list[UsageEvent]:

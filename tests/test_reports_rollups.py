@@ -41,20 +41,8 @@ from .test_reports_helpers import (
     expected_summary,
     history,
     in_range,
-    pg_database,
-    pg_url,
     summary_dict,
 )
-
-__all__ = ["pg_database", "pg_url"]  # fixtures used through pytest
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
 
 # -- a direct recomputation of the rollup tables ------------------------------------------------
 

@@ -16,6 +16,7 @@ logging off.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import tempfile
 import time
@@ -32,7 +33,7 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from costledger import Ledger, Tracker, drain_deferred
+from costledger import Ledger, Tracker, _tracker, drain_deferred
 from costledger_langchain import CostLedgerCallbackHandler
 
 
@@ -70,6 +71,21 @@ class FakeOpenAI(BaseChatModel):
         return "bench-fake-openai"
 
 
+_DISCARDED = "ours, background queue discarded"
+
+
+class _Discard:
+    """Stands in for costledger's background queue in the diagnostic variant: drops work."""
+
+    pending = False
+
+    def submit(self, item: tuple[Any, ...]) -> None:
+        pass
+
+    def drain(self, timeout: float | None = None) -> bool:
+        return True
+
+
 def _invoker(model: FakeOpenAI, handler: BaseCallbackHandler | None) -> Callable[[], Any]:
     config: Any = {"callbacks": [handler]} if handler is not None else {}
 
@@ -83,6 +99,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000, help="invokes per variant per round")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="also time ours with costledger's background queue discarded instead of run "
+        "(a diagnostic: the handler's own cost on the call path, without the worker beside "
+        "it and the objects its queue keeps alive), and count GC collections per variant",
+    )
     args = parser.parse_args()
 
     model = FakeOpenAI()
@@ -94,18 +117,29 @@ def main() -> None:
             "UsageMetadataCallbackHandler": _invoker(model, UsageMetadataCallbackHandler()),
             "CostLedgerCallbackHandler": _invoker(model, ours_sqlite),
         }
+        if args.split:
+            variants[_DISCARDED] = variants["CostLedgerCallbackHandler"]
         for call in variants.values():  # warm up: imports, price card, schema, writer thread
             for _ in range(300):
                 call()
         sqlite_ledger.flush()
         wall: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
+        collections: dict[str, list[int]] = {name: [0, 0, 0] for name in variants}
+        real_queue = _tracker._deferred
         for _ in range(args.rounds):
             for name, call in variants.items():
+                if name == _DISCARDED:
+                    _tracker._deferred = _Discard()  # type: ignore[assignment]
+                before = [g["collections"] for g in gc.get_stats()]
                 w0, c0 = time.perf_counter(), time.thread_time()
                 for _ in range(args.calls):
                     call()
                 c1 = time.thread_time()
+                _tracker._deferred = real_queue
+                after = [g["collections"] for g in gc.get_stats()]
+                for gen in range(3):
+                    collections[name][gen] += after[gen] - before[gen]
                 # Wall time includes the background work (pricing, storage) the calls left,
                 # so that it is charged to ours and does not leak into the next variant.
                 drain_deferred()
@@ -130,7 +164,12 @@ def main() -> None:
                 reference = table["UsageMetadataCallbackHandler"] - table["no handler"]
                 ratio = f"{added / reference:5.2f}x" if reference > 0 else "  n/a"
                 cells.append(f"{table[name]:7.1f} ({added:+6.1f}, {ratio})")
-            print(f"  {name:29} {cells[0]}  |  {cells[1]}")
+            print(f"  {name:34} {cells[0]}  |  {cells[1]}")
+    if args.split:
+        print("\nGC collections per 1,000 calls (generation 0 / 1 / 2):")
+        for name, counts in collections.items():
+            per = " / ".join(f"{c * 1000 / (args.calls * args.rounds):.2f}" for c in counts)
+            print(f"  {name:34} {per}")
     totals = ours_sqlite.totals
     if totals.unpriced or totals.requests != stored:
         raise SystemExit(f"ours lost or mispriced calls: {totals!r}, {stored} rows stored")

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -562,10 +563,36 @@ def _upsert_sql(cube: Cube, dialect: str, bounds: bool = True) -> str:
         if bound:  # SQLite's max() of a NULL is NULL: a missing side takes the other's value
             old, new = f'{table}."{BOUND}"', f'excluded."{BOUND}"'
             sets.append(f'"{BOUND}" = max(coalesce({old}, {new}), coalesce({new}, {old}))')
-        sql = f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))}) "
+        # one placeholder group per row: the statement is repeated over a chunk of rows
+        # by ``_sqlite_upsert`` (``{rows}`` below)
+        sql = f"INSERT INTO {table} ({quoted}) VALUES {{rows}} "
     sql += f'ON CONFLICT ("day", "gkey") DO UPDATE SET {", ".join(sets)}'
     _UPSERT_CACHE[(cube.table, dialect, bounds)] = sql
     return sql
+
+
+_UPSERT_PARAMS = 30_000  # under SQLite's 32,766 host parameters
+
+
+def _sqlite_upsert(conn: Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """Upsert ``rows`` with one multi-row statement per chunk, not ``executemany``.
+
+    ``executemany`` steps each row on its own and gives up the GIL around every step; in a
+    process whose other threads are busy (the host recording calls) each step then waits
+    for the GIL to come back, which made the rollup upserts of a batch take longer than its
+    insert. One statement per chunk waits once."""
+    width = len(rows[0])
+    per_chunk = max(1, _UPSERT_PARAMS // width)
+    group = "(" + ",".join("?" * width) + ")"
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            cursor.execute(
+                sql.format(rows=",".join([group] * len(chunk))), tuple(chain.from_iterable(chunk))
+            )
+    finally:
+        cursor.close()
 
 
 def _fold(delta: RollupDelta) -> dict[Cube, dict[tuple[Any, ...], Acc]]:
@@ -641,8 +668,8 @@ def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) ->
         if pg:
             document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
             conn.exec_driver_sql(_upsert_sql(cube, dialect, bounds), (document,))
-        else:
-            conn.exec_driver_sql(_upsert_sql(cube, dialect, bounds), rows)
+        elif rows:
+            _sqlite_upsert(conn, _upsert_sql(cube, dialect, bounds), rows)
     delta.groups.clear()
     return days
 

@@ -437,15 +437,20 @@ class Store:
             cursor.execute(f"SELECT max(rowid) FROM {EVENTS_TABLE}")
             mark = cursor.fetchone()[0] or 0
             per_chunk = max(1, min(_CHUNK_ROWS, _CHUNK_PARAMS // len(kept)))
-            sparse = (
-                rows
-                if kept is _EVERY_INDEX
-                else list(zip(*(by_column[i] for i in kept), strict=True))
-            )
+            columns = None if kept is _EVERY_INDEX else [by_column[i] for i in kept]
             added = 0
             for start in range(0, n, per_chunk):
-                chunk = sparse[start : start + per_chunk]
-                cursor.execute(self._sql(kept, len(chunk)), tuple(chain.from_iterable(chunk)))
+                end = min(n, start + per_chunk)
+                if columns is None:
+                    flat = tuple(chain.from_iterable(rows[start:end]))
+                else:
+                    # row by row straight from the columns: zip reuses its one result tuple
+                    # when nothing keeps it, so no tuple per row outlives this line (a
+                    # batch's worth of them used to survive into the GC's older generations)
+                    flat = tuple(
+                        chain.from_iterable(zip(*(c[start:end] for c in columns), strict=True))
+                    )
+                cursor.execute(self._sql(kept, end - start), flat)
                 added += cursor.rowcount
             if added == n:
                 return set(by_column[0])

@@ -113,6 +113,7 @@ class _Core:
         temp_spool: bool,
     ) -> None:
         self.store = store
+        self.to_params = store.row_builder()  # one call per record, not two
         self.spool = spool
         self.sync = sync
         self.durable = durable and not sync
@@ -172,7 +173,7 @@ class _Core:
             # converting here (CPU only, a few microseconds) lets the writer spend its
             # time in the database driver, which releases the GIL: the two overlap
             try:
-                params = self.store.params(event)
+                params = self.to_params(event)
             except Exception as exc:
                 self._reject_events([event], exc)
                 return

@@ -370,6 +370,10 @@ class Store:
     def params(self, event: UsageEvent) -> tuple[Any, ...]:
         return self._params(event)
 
+    def row_builder(self) -> Callable[[UsageEvent], tuple[Any, ...]]:
+        """``params`` itself, for a hot loop: the dialect's row function."""
+        return self._params
+
     def _sql(self, present: tuple[int, ...], nrows: int) -> str:
         key = (present, nrows)
         sql = self._sql_cache.get(key)

@@ -36,7 +36,7 @@ from .._attribution import Attribution
 from .._cost import Cost
 from .._errors import UsageError
 from .._extract import read_response
-from .._ledger._rows import COLUMNS
+from .._ledger._rows import COLUMNS, MONEY_COLUMNS
 from .._redact import redact
 from .._schema import (
     RECORD_FIELDS,
@@ -155,18 +155,7 @@ _OWN_KEY_OF: Final = {
 }
 _own_values: Final = operator.itemgetter(*(_OWN_KEY_OF[c] for c in COLUMNS))
 _N_RECORD_KEYS: Final = len(RECORD_FIELDS)
-_MONEY_INDEXES: Final = tuple(
-    COLUMNS.index(c)
-    for c in (
-        "total_cost",
-        "input_cost",
-        "cache_read_cost",
-        "cache_write_cost",
-        "output_cost",
-        "audio_cost",
-        "reported_cost",
-    )
-)
+_MONEY_INDEXES: Final = tuple(COLUMNS.index(c) for c in MONEY_COLUMNS)
 # the field names the ledger's money check uses in its messages
 _MONEY_FIELD_NAMES: Final = dict(
     zip(

@@ -21,7 +21,10 @@ from .._usage import Usage
 
 __all__ = [
     "COLUMNS",
+    "FLAG_COLUMNS",
+    "MONEY_COLUMNS",
     "SPOOL_FORMAT",
+    "TOKEN_COLUMNS",
     "StoredEvent",
     "decode_spool_line",
     "encode_spool_line",
@@ -79,17 +82,31 @@ COLUMNS: tuple[str, ...] = (
 )
 """Every column of ``costledger_events``, in table order; also the keys of a row dict."""
 
-_MONEY = frozenset(
-    (
-        "total_cost",
-        "input_cost",
-        "cache_read_cost",
-        "cache_write_cost",
-        "output_cost",
-        "audio_cost",
-        "reported_cost",
-    )
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
 )
+"""The token counts (integers, 0 by default)."""
+MONEY_COLUMNS: tuple[str, ...] = (
+    "total_cost",
+    "input_cost",
+    "cache_read_cost",
+    "cache_write_cost",
+    "output_cost",
+    "audio_cost",
+    "reported_cost",
+)
+"""The amounts (exact decimals, NULL when unknown)."""
+FLAG_COLUMNS: tuple[str, ...] = ("streamed", "cache_hit")
+"""The booleans (false by default)."""
+
+_MONEY = frozenset(MONEY_COLUMNS)
 
 
 def _check_money(name: str, value: Decimal | None) -> Decimal | None:

@@ -28,7 +28,7 @@ from .._events import UsageEvent
 from ._engine import BEGIN_OPTION, is_memory_sqlite, make_engine
 from ._migrate import ensure_schema
 from ._money import MONEY_PRECISION, MONEY_SCALE, dumps, json_default, sqlite_timestamp
-from ._rows import COLUMNS, StoredEvent
+from ._rows import COLUMNS, FLAG_COLUMNS, MONEY_COLUMNS, TOKEN_COLUMNS, StoredEvent
 from ._tables import EVENTS_TABLE, events_table
 
 __all__ = [
@@ -58,21 +58,7 @@ _QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 _MAX_ADJUSTED = MONEY_PRECISION - MONEY_SCALE - 1
 _DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(COLUMNS),
-    **dict.fromkeys(
-        (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "reasoning_tokens",
-            "input_audio_tokens",
-            "output_audio_tokens",
-            "streamed",
-            "cache_hit",
-        ),
-        0,
-    ),
+    **dict.fromkeys((*TOKEN_COLUMNS, *FLAG_COLUMNS), 0),
     "tags": "[]",
     "metadata": "{}",
 }
@@ -92,33 +78,9 @@ _PG_TYPES: dict[str, str] = {
     **dict.fromkeys(COLUMNS, "text"),
     "timestamp": "timestamptz",
     "latency_ms": "float8",
-    "streamed": "bool",
-    "cache_hit": "bool",
-    **dict.fromkeys(
-        (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "reasoning_tokens",
-            "input_audio_tokens",
-            "output_audio_tokens",
-        ),
-        "int8",
-    ),
-    **dict.fromkeys(
-        (
-            "total_cost",
-            "input_cost",
-            "cache_read_cost",
-            "cache_write_cost",
-            "output_cost",
-            "audio_cost",
-            "reported_cost",
-        ),
-        "numeric",
-    ),
+    **dict.fromkeys(FLAG_COLUMNS, "bool"),
+    **dict.fromkeys(TOKEN_COLUMNS, "int8"),
+    **dict.fromkeys(MONEY_COLUMNS, "numeric"),
 }
 """PostgreSQL type of each column, to cast the JSON text of a batch's values to."""
 

@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Boolean, Float, Index, MetaData, String, Tabl
 from sqlmodel import Field, SQLModel
 
 from ._money import JSONDocument, Money, UTCDateTime
+from ._rows import MONEY_COLUMNS, TOKEN_COLUMNS
 
 __all__ = [
     "ATTRIBUTION_COLUMNS",
@@ -33,25 +34,6 @@ __all__ = [
 EVENTS_TABLE = "costledger_events"
 VERSION_TABLE = "costledger_alembic_version"
 
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
-MONEY_COLUMNS: tuple[str, ...] = (
-    "total_cost",
-    "input_cost",
-    "cache_read_cost",
-    "cache_write_cost",
-    "output_cost",
-    "audio_cost",
-    "reported_cost",
-)
 ATTRIBUTION_COLUMNS: tuple[str, ...] = ("user", "team", "project", "feature")
 
 

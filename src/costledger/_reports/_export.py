@@ -23,7 +23,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from .._ledger._rows import COLUMNS
+from .._ledger._rows import COLUMNS, FLAG_COLUMNS, MONEY_COLUMNS, TOKEN_COLUMNS
 from ._common import check_filters, open_ledger
 from ._when import resolve_bounds
 
@@ -34,30 +34,9 @@ __all__ = ["EXPORT_COLUMNS", "EXPORT_FORMATS", "ExportFormat", "ExportResult", "
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
-_MONEY = frozenset(
-    (
-        "total_cost",
-        "input_cost",
-        "cache_read_cost",
-        "cache_write_cost",
-        "output_cost",
-        "audio_cost",
-        "reported_cost",
-    )
-)
-_INTS = frozenset(
-    (
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "reasoning_tokens",
-        "input_audio_tokens",
-        "output_audio_tokens",
-    )
-)
-_BOOLS = frozenset(("streamed", "cache_hit"))
+_MONEY = frozenset(MONEY_COLUMNS)
+_INTS = frozenset(TOKEN_COLUMNS)
+_BOOLS = frozenset(FLAG_COLUMNS)
 
 
 EXPORT_COLUMNS: tuple[str, ...] = COLUMNS

@@ -548,21 +548,10 @@ def _primary_currency(totals: Sequence[SummaryRow]) -> str:
 
 
 def _check_filters(filters: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    from .._ledger._query import FILTERS
+    """The reports' filter check; a filter given as ``None`` selects nothing here."""
+    from .._reports._common import check_filters
 
-    out: dict[str, tuple[str, ...]] = {}
-    for name, value in filters.items():
-        if name not in FILTERS:
-            raise ValueError(f"unknown filter {name!r}; use any of {', '.join(FILTERS)}")
-        if value is None:
-            continue
-        values = (value,) if isinstance(value, str) else tuple(value)
-        if not values or not all(isinstance(v, str) and v for v in values):
-            raise ValueError(
-                f"filter {name!r} must be a non-empty string or list of them, got {value!r}"
-            )
-        out[name] = values
-    return out
+    return {name: tuple(v) for name, v in check_filters(filters).items() if v is not None}
 
 
 def build_dashboard(

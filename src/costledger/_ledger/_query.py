@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from ._money import Money, dumps, utc_datetime
-from ._rows import StoredEvent
+from ._rows import FILTERS, SUMMARY_KEYS, StoredEvent
 from ._store import Store
 from ._tables import events_table
 
@@ -40,31 +40,6 @@ __all__ = [
     "summarize_events",
 ]
 
-SUMMARY_KEYS: tuple[str, ...] = (
-    "day",
-    "week",
-    "month",
-    "model",
-    "provider",
-    "user",
-    "team",
-    "project",
-    "feature",
-    "tag",
-    "source",
-    "status",
-)
-FILTERS: tuple[str, ...] = (
-    "model",
-    "provider",
-    "user",
-    "team",
-    "project",
-    "feature",
-    "tag",
-    "status",
-    "source",
-)
 _TIME_KEYS = frozenset(("day", "week", "month"))
 
 t = events_table

@@ -21,9 +21,11 @@ from .._usage import Usage
 
 __all__ = [
     "COLUMNS",
+    "FILTERS",
     "FLAG_COLUMNS",
     "MONEY_COLUMNS",
     "SPOOL_FORMAT",
+    "SUMMARY_KEYS",
     "TOKEN_COLUMNS",
     "StoredEvent",
     "decode_spool_line",
@@ -107,6 +109,34 @@ FLAG_COLUMNS: tuple[str, ...] = ("streamed", "cache_hit")
 """The booleans (false by default)."""
 
 _MONEY = frozenset(MONEY_COLUMNS)
+
+SUMMARY_KEYS: tuple[str, ...] = (
+    "day",
+    "week",
+    "month",
+    "model",
+    "provider",
+    "user",
+    "team",
+    "project",
+    "feature",
+    "tag",
+    "source",
+    "status",
+)
+"""What ``Ledger.summary`` (and ``report``) can group by."""
+FILTERS: tuple[str, ...] = (
+    "model",
+    "provider",
+    "user",
+    "team",
+    "project",
+    "feature",
+    "tag",
+    "status",
+    "source",
+)
+"""What the ledger's queries (and every report) can filter on."""
 
 
 def _check_money(name: str, value: Decimal | None) -> Decimal | None:

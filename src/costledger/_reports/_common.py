@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._ledger._rows import FILTERS
+
 if TYPE_CHECKING:
     from .._ledger import Ledger
 
@@ -25,17 +27,7 @@ __all__ = [
 EXACT = Context(prec=120, rounding=ROUND_HALF_EVEN)
 """Sums and differences of ledger money never round in this context (38 digits at most each)."""
 
-FILTER_NAMES: tuple[str, ...] = (
-    "model",
-    "provider",
-    "user",
-    "team",
-    "project",
-    "feature",
-    "tag",
-    "status",
-    "source",
-)
+FILTER_NAMES: tuple[str, ...] = FILTERS
 Filters = Mapping[str, str | Sequence[str] | None]
 _SHARE = Decimal("0.000001")
 

@@ -8,6 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._ledger._rows import SUMMARY_KEYS
 from ._common import (
     EXACT,
     canonical,
@@ -24,20 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GROUP_KEYS", "Report", "ReportRow", "parse_by", "report", "top"]
 
-GROUP_KEYS: tuple[str, ...] = (
-    "day",
-    "week",
-    "month",
-    "model",
-    "provider",
-    "user",
-    "team",
-    "project",
-    "feature",
-    "tag",
-    "source",
-    "status",
-)
+GROUP_KEYS: tuple[str, ...] = SUMMARY_KEYS
 _TIME_KEYS = frozenset(("day", "week", "month"))
 Sort = Literal["auto", "key", "cost"]
 

@@ -201,7 +201,6 @@ _OWN_TYPES: Final = tuple(
 )
 """The types each value of the common shape may have (else the canonical reader decides)."""
 _OWN_KEY_SETS: dict[tuple[str, ...], bool] = {}
-_TAGS_TEXT: dict[tuple[Any, ...], str] = {}
 _METADATA_TEXT: dict[tuple[Any, ...], str] = {}
 _CACHEABLE: Final = frozenset((str, int, bool, _NONE))
 _CACHE_LIMIT: Final = 4096  # a hostile file with endless shapes only empties the caches
@@ -286,15 +285,15 @@ def _uuid5(name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _store_helpers() -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+def _store_helpers() -> tuple[Callable[..., Any], ...]:
     from .._ledger._money import MONEY_PRECISION, MONEY_SCALE
-    from .._ledger._store import _json, _text_money, sqlite_params
+    from .._ledger._store import _json, _tags_text, _text_money, sqlite_params
 
     if (  # pragma: no cover - a change of the ledger's schema must update this module
         MONEY_SCALE != _MONEY_SCALE or MONEY_PRECISION - MONEY_SCALE - 1 != _MAX_ADJUSTED
     ):
         raise RuntimeError("costledger ingest: the ledger's columns changed; update _convert")
-    return _text_money, _json, sqlite_params
+    return _text_money, _json, sqlite_params, _tags_text
 
 
 class Converter:
@@ -307,7 +306,7 @@ class Converter:
     def __init__(self, pricer: Pricer, *, now: datetime | None = None) -> None:
         self.pricer = pricer
         self.now = now or datetime.now(_UTC)
-        self._money_text, self._json, self._sqlite_params = _store_helpers()
+        self._money_text, self._json, self._sqlite_params, self._tags_text = _store_helpers()
         self.counts: dict[str, int] = dict.fromkeys(FORMATS, 0)
         """Lines converted, per format, since this converter was made."""
 
@@ -421,13 +420,9 @@ class Converter:
             tags_text = "[]"
         else:
             key = tuple(tags)
-            tags_text = _TAGS_TEXT.get(key)
-            if tags_text is None:
-                if not all(type(t) is str for t in tags):
-                    raise _Fallback
-                tags_text = self._json(tags, "[]")
-                if len(_TAGS_TEXT) < _CACHE_LIMIT:
-                    _TAGS_TEXT[key] = tags_text
+            if not all(type(t) is str for t in key):
+                raise _Fallback
+            tags_text = self._tags_text(key)  # the ledger's cached text of a tag set
         meta = values[I_METADATA]
         if not meta:
             meta_text = "{}"
@@ -686,15 +681,6 @@ class Converter:
             money("cost.output", cost.output),
             money("cost.audio", cost.audio),
         )
-
-    def _tags_text(self, tags: tuple[str, ...]) -> str:
-        """The JSON text of a tag tuple (cached: a service uses a handful of tag sets)."""
-        text = _TAGS_TEXT.get(tags)
-        if text is None:
-            text = self._json(list(tags), "[]")
-            if len(_TAGS_TEXT) < _CACHE_LIMIT:
-                _TAGS_TEXT[tags] = text
-        return text
 
     def _metadata_text(self, metadata: Mapping[str, Any]) -> str:
         """The stored JSON text of metadata, secrets redacted. Cached when every value is

@@ -345,7 +345,6 @@ class Tracker:
         metadata: Mapping[str, Any] | None = None,
         latency_ms: float | None = None,
         defer: bool = False,
-        read_now: bool = True,
         on_event: Callable[[UsageEvent], None] | None = None,
     ) -> UsageEvent | None:
         """Close a call: read usage, price, settle guards, store and log. Never raises.
@@ -362,8 +361,8 @@ class Tracker:
         runs on costledger's background worker, keeping the host's call path to a few
         microseconds; ``None`` is returned. Ledger reads, ``capture_costs`` and
         ``drain_deferred()`` wait for deferred work, so nothing is seen half-done.
-        ``read_now=False`` defers the reading too, for payloads nobody mutates (a
-        LangChain message's usage).
+        (An entry point whose whole ending can leave the host's thread hands it to
+        ``defer`` instead, and finishes there with ``defer=False``.)
         """
         if call.finished:
             return None
@@ -372,7 +371,7 @@ class Tracker:
             # What the host could change or what time would move: fixed now.
             if latency_ms is None:
                 latency_ms = call.elapsed_ms()
-            if read_now and usage is None and payload is not None:
+            if usage is None and payload is not None:
                 try:
                     info = _read_response(payload, provider)
                     usage = info.usage

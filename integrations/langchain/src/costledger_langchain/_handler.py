@@ -501,18 +501,18 @@ def _end(
     one more for the host's cyclic GC to scan."""
     message, llm_output = _first_message(response)
     if message is None:
-        ending = _Ending(None, {}, None, llm_output)
+        parts = _ResultParts(None, {}, None, llm_output)
     else:
-        ending = _Ending(
+        parts = _ResultParts(
             getattr(message, "usage_metadata", None),
             getattr(message, "response_metadata", None) or {},
             getattr(message, "id", None),
             llm_output,
         )
-    defer(_finish_off_path, run, ending, status, error, run.call.elapsed_ms())
+    defer(_finish_off_path, run, parts, status, error, run.call.elapsed_ms())
 
 
-class _Ending(NamedTuple):
+class _ResultParts(NamedTuple):
     """What the worker needs of a model run's result."""
 
     usage_metadata: Any
@@ -523,13 +523,13 @@ class _Ending(NamedTuple):
 
 def _finish_off_path(
     run: _Run,
-    ending: _Ending,
+    parts: _ResultParts,
     status: CallStatus,
     error: BaseException | None,
     latency_ms: float,
 ) -> None:
     try:
-        _finish(run, ending, status=status, error=error, latency_ms=latency_ms)
+        _finish(run, parts, status=status, error=error, latency_ms=latency_ms)
     except Exception as exc:
         # A result this handler could not read: the call is still recorded, without usage
         # (and its guard reservations released), rather than lost.
@@ -541,15 +541,15 @@ def _finish_off_path(
 
 def _finish(
     run: _Run,
-    ending: _Ending,
+    parts: _ResultParts,
     *,
     status: CallStatus,
     error: BaseException | None,
     latency_ms: float,
 ) -> None:
-    usage_metadata: Any = ending.usage_metadata
-    response_metadata = ending.response_metadata
-    llm_output = ending.llm_output
+    usage_metadata: Any = parts.usage_metadata
+    response_metadata = parts.response_metadata
+    llm_output = parts.llm_output
     cache_hit = False
     if usage_metadata and "total_cost" in usage_metadata:
         # langchain-core (>= 0.3.73) marks a replayed LLM-cache entry this way; the
@@ -577,7 +577,7 @@ def _finish(
         response_model=_response_model(response_metadata, llm_output),
         status=status,
         error=error,
-        request_id=_request_id(ending.message_id, response_metadata),
+        request_id=_request_id(parts.message_id, response_metadata),
         streamed=run.streamed,
         cache_hit=cache_hit,
         latency_ms=latency_ms,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._sqlite import prepare_sqlite_connection
 from ._store import (
     Acquired,
     Admission,
@@ -130,20 +131,20 @@ class SqlStore(GuardStore):
                 connect_args=connect_args,
             )
         else:
+            # A pool as wide as the threads that call at once: a connection opened and
+            # closed per call would redo the connection set-up every time.
             engine = create_engine(
-                self._url, connect_args={"check_same_thread": False, "timeout": 30}
+                self._url,
+                pool_size=16,
+                max_overflow=16,
+                connect_args={"check_same_thread": False, "timeout": 30},
             )
 
             @event.listens_for(engine, "connect")
             def _connect(dbapi_connection: Any, _record: Any) -> None:
                 # We issue BEGIN ourselves: IMMEDIATE takes the write lock up front, so
                 # a transaction never fails half-way upgrading a read lock.
-                dbapi_connection.isolation_level = None
-                cur = dbapi_connection.cursor()
-                cur.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                cur.execute("PRAGMA journal_mode = WAL")
-                cur.execute("PRAGMA synchronous = NORMAL")
-                cur.close()
+                prepare_sqlite_connection(dbapi_connection, busy_timeout_ms=_BUSY_TIMEOUT_MS)
 
             @event.listens_for(engine, "begin")
             def _begin(conn: Connection) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
+from .._sqlite import prepare_sqlite_connection
 from ._money import decimal_sum_aggregate
 
 __all__ = [
@@ -101,18 +102,9 @@ def default_spool_dir(url: URL) -> Path:
 def _sqlite_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
     # costledger emits BEGIN itself (see _sqlite_begin): transactional DDL for the
     # migrations, and BEGIN IMMEDIATE for writes.
-    dbapi_connection.isolation_level = None
+    prepare_sqlite_connection(dbapi_connection, busy_timeout_ms=BUSY_TIMEOUT_MS)
     dbapi_connection.create_aggregate("decimal_sum", 1, decimal_sum_aggregate)  # type: ignore[arg-type]  # typeshed wants a Protocol the class satisfies structurally
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = cursor.execute("PRAGMA journal_mode").fetchone()
-        if mode and str(mode[0]).lower() not in ("wal", "memory"):
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA temp_store = MEMORY")
-    finally:
-        cursor.close()
+    dbapi_connection.execute("PRAGMA temp_store = MEMORY")
 
 
 def _sqlite_begin(conn: Connection) -> None:

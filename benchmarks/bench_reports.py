@@ -242,45 +242,6 @@ class History:
         )
 
 
-def add_to_rollups(delta: RollupDelta, row: tuple[Any, ...]) -> None:
-    """The insert hook's arithmetic, on a raw row (see ``RollupDelta.add_events``)."""
-    status = row[6]
-    total = row[31]
-    tags = json.loads(row[17]) if row[17] != "[]" else ()
-    delta.add(
-        date.fromisoformat(row[1][:10]),
-        (
-            row[4],
-            row[5],
-            row[3],
-            row[13],
-            row[14],
-            row[15],
-            row[16],
-            row[2],
-            status,
-            row[30],
-            row[29],
-        ),
-        tags,
-        (
-            1,
-            status == "error",
-            status == "cancelled",
-            total is None and row[29] != "not_priced",
-            row[21],
-            row[23],
-            row[24],
-            row[22],
-            row[26],
-        ),
-        total,
-    )
-
-
-# -- loading ---------------------------------------------------------------------------------------
-
-
 def _secondary_indexes_sqlite(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     return list(
         conn.execute(
@@ -368,7 +329,7 @@ def load(history: History, sinks: list[Any], urls: list[str]) -> float:
 
     for row in history.rows():
         chunk.append(row)
-        add_to_rollups(delta, row)
+        delta.add_rows((row,))
         if len(chunk) >= CHUNK:
             for sink in sinks:
                 sink.write(chunk)
@@ -539,7 +500,7 @@ def write_rate(url: str, events: list[Any], rollups: bool) -> float:
         ledger.summary()  # schema first
         store = ledger._core.store
         if not rollups:
-            store.insert_hooks = [h for h in store.insert_hooks if "rollup" not in h.__module__]
+            store.rollups = False
         start = time.perf_counter()
         for event in events:
             ledger.record(event)

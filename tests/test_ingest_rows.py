@@ -25,7 +25,8 @@ from costledger._ingest import ingest
 from costledger._ingest._convert import Converter, _Fallback
 from costledger._ledger import InMemoryLedger, Ledger
 from costledger._ledger._engine import resolve_url
-from costledger._ledger._store import postgresql_params, postgresql_row, sqlite_params
+from costledger._ledger._rows import postgresql_row
+from costledger._ledger._store import sqlite_params
 from costledger._pricing import Pricer
 from costledger._redact import redact
 from costledger._sources.litellm_payload import read_standard_logging_payload
@@ -147,7 +148,7 @@ def test_own_record_row_equals_the_events_row(event: UsageEvent) -> None:
     # the PostgreSQL form too
     if event.metadata:
         event = replace(event, metadata=redact(dict(event.metadata)))
-    assert postgresql_row(row) == postgresql_params(event)
+    assert postgresql_row(row) == postgresql_row(sqlite_params(event))
 
 
 def test_logger_records_take_the_fast_path() -> None:

@@ -3,6 +3,7 @@ idempotency, batching, summaries checked against a direct computation, re-pricin
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -267,6 +268,29 @@ def test_full_buffer_spills_to_the_spool_and_nothing_is_lost(tmp_path: Path) -> 
         assert ledger.flush(timeout=30)
         assert {e.id for e in ledger.events()} == {e.id for e in events}
         assert list(ledger.spool_dir.glob("[0-9]*.jsonl")) == []
+
+
+def test_buffered_events_are_rows_the_gc_stops_tracking(tmp_path: Path) -> None:
+    """What waits for the writer is a row of strings and numbers per event, not the event:
+    the cyclic GC drops it from its lists the first time it sees it, so a busy host's
+    collections do not scan the backlog (the events themselves can be freed at once)."""
+    url = f"sqlite:///{tmp_path / 'rows.db'}"
+    with Ledger(url, batch_size=1000, flush_interval=3600) as ledger:
+        events = [full_event(id=f"e{i}") for i in range(50)]
+        for event in events:
+            ledger.record(event)
+        buffered = list(ledger._core.buffer)
+        assert len(buffered) == 50
+        gc.collect()  # untracks each row: it holds only strings, numbers and None
+        gc.collect()  # then the (row, segment) item holding it
+        assert [gc.is_tracked(item) for item in buffered] == [False] * 50
+        assert ledger.flush(timeout=30)
+        stored = [ledger.get(e.id) for e in events]
+        assert [s.to_event() if s else None for s in stored] == events
+        # text storage keeps even the exponent, through the spool too
+        assert [str(s.total_cost) if s else None for s in stored] == [
+            str(e.cost.total) for e in events
+        ]
 
 
 def test_concurrent_threads_recording(url: str) -> None:

@@ -21,6 +21,8 @@ from costledger._ledger import Ledger, event_to_row
 from costledger._ledger._engine import resolve_url
 from costledger._ledger._rows import encode_spool_line
 
+from .test_ledger import full_event
+
 
 def _event(i: int = 0) -> UsageEvent:
     return UsageEvent(
@@ -126,6 +128,29 @@ def test_sync_ledger_spools_too(tmp_path: Path) -> None:
         stored = ledger.get(event.id)
         assert stored is not None
         assert stored.total_cost == Decimal("0.000000037500")
+    finally:
+        ledger.close()
+
+
+def test_every_field_comes_back_from_the_spool_as_recorded(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("x")
+    url = f"sqlite:///{blocker / 'ledger.db'}"
+    events = [full_event(id="full"), full_event(id="bare", tags=(), metadata={})]
+    ledger = Ledger(url, spool_dir=tmp_path / "spool", flush_interval=0.05)
+    try:
+        for event in events:
+            ledger.record(event)
+        assert ledger.flush(timeout=30) is False
+        assert _spooled_lines(tmp_path / "spool") == 2
+        blocker.unlink()
+        assert ledger.flush(timeout=30)
+        stored = [ledger.get(e.id) for e in events]
+        assert [s.to_event() if s else None for s in stored] == events
+        # text storage keeps even the exponent, through the spool too
+        assert [str(s.total_cost) if s else None for s in stored] == [
+            str(e.cost.total) for e in events
+        ]
     finally:
         ledger.close()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any
@@ -26,15 +26,15 @@ from costledger._ledger._rollups import (
     DIMENSIONS,
     TABLES,
     Cube,
+    RollupDelta,
     cost_parts,
     cost_value,
-    decimal_parts,
     plan,
     rebuild_rollups,
     rollup_rows,
     summarize,
 )
-from costledger._ledger._store import _text_money
+from costledger._ledger._store import _text_money, sqlite_params
 
 from .test_reports_helpers import (
     UTC,
@@ -190,13 +190,27 @@ def test_cost_parts_round_trip(text: str) -> None:
     assert places == len(text.partition(".")[2])
 
 
-def test_decimal_parts_keeps_the_places_each_amount_was_written_with() -> None:
-    # equal Decimals with different exponents once shared a cache entry, so a rollup's
-    # places depended on which amount the process had seen first
-    assert decimal_parts(Decimal("0.000975")) == (0, 975000, 0, 6)
-    assert decimal_parts(Decimal("0.000975000")) == (0, 975000, 0, 9)
-    assert decimal_parts(Decimal("0.000975")) == (0, 975000, 0, 6)
-    assert decimal_parts(Decimal("1.0000000000000000005")) == (1, 0, 0, 18)
+def test_rollups_keep_the_places_each_amount_was_written_with() -> None:
+    # equal amounts written with different places once shared a cache entry (keyed by
+    # Decimal), so a rollup's places depended on which amount the process had seen first
+    for text, want in [
+        ("0.000975", (0, 975000, 0, 6)),
+        ("0.000975000", (0, 975000, 0, 9)),
+        ("0.000975", (0, 975000, 0, 6)),
+        ("1.0000000000000000005", (1, 0, 0, 18)),  # stored rounded to 18 places
+    ]:
+        event = UsageEvent(
+            id=f"e-{text}",
+            timestamp=datetime(2025, 3, 1, tzinfo=timezone.utc),
+            source="api",
+            model="m",
+            usage=Usage(input_tokens=1),
+            cost=Cost(status="priced", total=Decimal(text), input=Decimal(text)),
+        )
+        delta = RollupDelta()
+        delta.add_rows([sqlite_params(event)])
+        ((_, acc),) = delta.groups.items()
+        assert (acc[9], acc[10], acc[11], acc[12]) == want
 
 
 def test_cost_parts_refuses_more_than_18_places() -> None:

@@ -4,7 +4,6 @@ a bad line."""
 from __future__ import annotations
 
 import contextlib
-import json
 import operator
 import os
 import sys
@@ -13,7 +12,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from types import MappingProxyType
@@ -26,7 +25,6 @@ from ._convert import (
     I_MODEL,
     I_PRICING_STATUS,
     I_RESPONSE_MODEL,
-    I_TAGS,
     I_TOTAL,
     Converter,
     Row,
@@ -45,8 +43,6 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
-
     from .._ledger import Ledger
     from .._ledger._store import Store
     from .._pricing import Pricer
@@ -224,7 +220,7 @@ class _Writer:
 
     def write(self, rows: list[Row]) -> tuple[set[str], list[tuple[int, BaseException]]]:
         """Insert ``rows`` (ids unique); the ids that were new, and the refused rows' indexes."""
-        from .._ledger._store import postgresql_row
+        from .._ledger._rows import postgresql_row
 
         params = [postgresql_row(r) for r in rows] if self.postgresql else rows
         return self._insert(rows, params, 0)
@@ -242,8 +238,10 @@ class _Writer:
                     # primary key and six indexes at random: 2 MB of page cache is not enough
                     conn.exec_driver_sql(_SQLITE_CACHE_PRAGMA)
                 new = store.insert_params(conn, params, every_column=True)
-                if new and store.insert_hooks:
-                    self._run_hooks(conn, [r for r in rows if r[I_ID] in new])
+                if new:
+                    store.on_inserted(
+                        conn, rows if len(new) == len(rows) else [r for r in rows if r[I_ID] in new]
+                    )
             return new, []
         except Exception as exc:
             if not (is_data_error(exc) or _driver_data_error(exc)):
@@ -255,76 +253,12 @@ class _Writer:
             new_b, bad_b = self._insert(rows[mid:], params[mid:], base + mid)
             return new_a | new_b, bad_a + bad_b
 
-    def _run_hooks(self, conn: Connection, rows: list[Row]) -> None:
-        """The insert hooks, with the new rows. The ledger's own daily rollups are fed from
-        the rows directly (the same figures ``RollupDelta.add_event`` takes from an event);
-        any other hook gets ``UsageEvent`` objects, as from ``Ledger.record``."""
-        from .._ledger._rollups import apply_inserted
-
-        hooks = list(self.store.insert_hooks)
-        if hooks and hooks[0] is apply_inserted:
-            _add_to_rollups(conn, rows)
-            hooks = hooks[1:]
-        if hooks:
-            from .._ledger._rows import COLUMNS, row_to_event
-
-            events = [row_to_event(dict(zip(COLUMNS, row, strict=True))) for row in rows]
-            for hook in hooks:
-                hook(conn, events)
-
 
 def _driver_data_error(exc: BaseException) -> bool:
     """A DB-API ``DataError`` / ``IntegrityError`` raised by the driver itself (the insert runs
     on the driver's cursor, so it is not wrapped in SQLAlchemy's classes): the rows are bad,
     the connection is fine."""
     return any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(exc).__mro__[:-1])
-
-
-_TAG_SETS: dict[str, tuple[str, ...]] = {}
-
-
-def _tag_set(text: str) -> tuple[str, ...]:
-    """The tags of a row's tag text (cached: a service uses a handful of tag sets)."""
-    tags = tuple(json.loads(text))
-    if len(_TAG_SETS) < 4096:
-        _TAG_SETS[text] = tags
-    return tags
-
-
-def _add_to_rollups(conn: Connection, rows: list[Row]) -> None:
-    from .._ledger._rollups import RollupDelta, write_delta
-
-    delta = RollupDelta()
-    add = delta.add
-    days: dict[str, date] = {}
-    tag_sets = _TAG_SETS
-    for r in rows:
-        key = r[1][:10]  # the SQLite timestamp text is UTC: its first ten characters are the day
-        day = days.get(key)
-        if day is None:
-            day = days[key] = date.fromisoformat(key)
-        status = r[6]
-        total = r[I_TOTAL]
-        pricing = r[I_PRICING_STATUS]
-        tags = r[I_TAGS]
-        add(
-            day,
-            (r[4], r[5], r[3], r[13], r[14], r[15], r[16], r[2], status, r[I_CURRENCY], pricing),
-            () if tags == "[]" else tag_sets.get(tags) or _tag_set(tags),
-            (
-                1,
-                status == "error",
-                status == "cancelled",
-                total is None and pricing != "not_priced",
-                r[21],
-                r[23],
-                r[24],
-                r[22],
-                r[26],
-            ),
-            total,
-        )
-    write_delta(conn, delta)
 
 
 # ------------------------------------------------------------------------------ one input

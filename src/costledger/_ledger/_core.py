@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._cost import Cost
 from .._events import UsageEvent
-from ._rows import StoredEvent, encode_spool_line, event_to_row, row_to_event
+from ._rows import (
+    StoredEvent,
+    encode_spool_line,
+    event_to_row,
+    row_fields,
+    row_to_event,
+    spool_line,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -73,9 +80,12 @@ class _RateLimitedLog:
 
 _report = _RateLimitedLog()
 
-Params = tuple[Any, ...]
-_Item = tuple[UsageEvent, "Params | None", "Segment | None"]
-"""A buffered event, its driver-native values if already converted, its durable segment."""
+Row = tuple[Any, ...]
+_Item = tuple[Row, "Segment | None"]
+"""A buffered event in the ledger's SQLite form (``sqlite_params``), and its durable
+segment. Rows, not ``UsageEvent`` objects: a row of strings and numbers is one object the
+cyclic GC stops tracking once it has seen it, where an event is four objects it keeps
+scanning for as long as they wait to be written (in the host's thread, the host pays)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +122,10 @@ class _Core:
         exit_timeout: float,
         temp_spool: bool,
     ) -> None:
+        from ._store import sqlite_params
+
         self.store = store
-        self.to_params = store.row_builder()  # one call per record, not two
+        self.to_row = sqlite_params
         self.spool = spool
         self.sync = sync
         self.durable = durable and not sync
@@ -162,9 +174,11 @@ class _Core:
         if self.closed:
             self._spill(event, "the ledger is closed")
         elif self.sync:
-            with self.write_lock:
-                self._maybe_replay(force=False)
-                self._write([(event, None, None)], force_try=False)
+            row = self._row(event)
+            if row is not None:
+                with self.write_lock:
+                    self._maybe_replay(force=False)
+                    self._write([(row, None)], force_try=False)
         elif self.durable:
             self._record_durable(event)
         elif len(self.buffer) >= self.max_buffer:
@@ -173,35 +187,42 @@ class _Core:
             # converting here (CPU only, a few microseconds) lets the writer spend its
             # time in the database driver, which releases the GIL: the two overlap
             try:
-                params = self.to_params(event)
+                row = self.to_row(event)
             except Exception as exc:
                 self._reject_events([event], exc)
                 return
-            self.buffer.append((event, params, None))
+            self.buffer.append((row, None))
             # Event.set takes a lock even when already set: only the first call may wake
             if len(self.buffer) >= self.batch_size and not self.wake.is_set():
                 self.wake.set()
             if self.thread is None:
                 self._start()
 
-    def _record_durable(self, event: UsageEvent) -> None:
+    def _row(self, event: UsageEvent) -> Row | None:
+        """The event's row; ``None`` when it cannot be stored (it is rejected, kept)."""
         try:
-            line = encode_spool_line(event_to_row(event))
+            return self.to_row(event)
         except Exception as exc:
             self._reject_events([event], exc)
+            return None
+
+    def _record_durable(self, event: UsageEvent) -> None:
+        row = self._row(event)
+        if row is None:
             return
+        line = spool_line(row)
         full = len(self.buffer) >= self.max_buffer
         try:
             with self.spool.lock:
                 seg = self.spool.append(line, queued=not full)
                 if not full:
-                    self.buffer.append((event, None, seg))
+                    self.buffer.append((row, seg))
         except OSError as exc:
             _report(logging.ERROR, "spool", "costledger: cannot append to the spool: %r", exc)
             if full:
                 self.n_dropped += 1
                 return
-            self.buffer.append((event, None, None))
+            self.buffer.append((row, None))
         if full:
             self.n_spooled += 1
             self.pending_hint = True
@@ -213,8 +234,11 @@ class _Core:
 
     def _spill(self, event: UsageEvent, why: str) -> None:
         """Put one event straight into the spool (never blocks on the database)."""
+        row = self._row(event)
+        if row is None:
+            return
         try:
-            line = encode_spool_line(event_to_row(event))
+            line = spool_line(row)
             if self.closed:  # no writer will rotate it: a closed file, replayable at once
                 self.spool.write_segment([line])
             else:
@@ -350,14 +374,15 @@ class _Core:
         # files still locked belong to live processes: theirs to write, not a failure of ours
         return True
 
-    def _replay_rows(self, rows: list[dict[str, Any]]) -> int:
-        events: list[UsageEvent] = []
-        for row in rows:
+    def _replay_rows(self, fields: list[dict[str, Any]]) -> int:
+        rows: list[Row] = []
+        for one in fields:
             try:
-                events.append(row_to_event(row))
+                # through an event: a spool line is checked as a recorded event is
+                rows.append(self.to_row(row_to_event(one)))
             except Exception as exc:
-                self._reject_rows([row], exc)
-        return self._insert_isolating(events)
+                self._reject_rows([one], exc)
+        return self._insert_isolating(rows)
 
     def _bad_lines(self, path: Path, lines: list[bytes]) -> None:
         self.n_rejected += len(lines)
@@ -376,10 +401,8 @@ class _Core:
         if not self.healthy and not force_try and time.monotonic() < self.next_retry:
             self._spool_batch(batch)
             return False
-        events = [item[0] for item in batch]
-        params = [item[1] for item in batch]
         try:
-            self._insert_isolating(events, params)
+            self._insert_isolating([item[0] for item in batch])
         except Exception as exc:
             self._failed(exc)
             self._spool_batch(batch)
@@ -388,31 +411,26 @@ class _Core:
         self._settle(batch, failed=False)
         return True
 
-    def _insert_isolating(
-        self, events: Sequence[UsageEvent], params: Sequence[Params | None] | None = None
-    ) -> int:
+    def _insert_isolating(self, rows: Sequence[Row]) -> int:
         """Insert; when some rows are bad, split the batch until they are isolated and
         rejected, so one bad event never holds back the others. Connection-level errors
         propagate (the caller spools)."""
         from ._store import is_data_error
 
-        if not events:
+        if not rows:
             return 0
         try:
-            new = self.store.insert_events(events, params)
+            new = self.store.insert_rows(rows)
         except Exception as exc:
             if not is_data_error(exc):
                 raise
-            if len(events) == 1:
-                self._reject_events(events, exc)
+            if len(rows) == 1:
+                self._reject_rows([row_fields(rows[0])], exc)
                 return 0
-            mid = len(events) // 2
-            first, second = (None, None) if params is None else (params[:mid], params[mid:])
-            return self._insert_isolating(events[:mid], first) + self._insert_isolating(
-                events[mid:], second
-            )
+            mid = len(rows) // 2
+            return self._insert_isolating(rows[:mid]) + self._insert_isolating(rows[mid:])
         self.n_inserted += len(new)
-        self.n_duplicates += len(events) - len(new)
+        self.n_duplicates += len(rows) - len(new)
         return len(new)
 
     def _succeeded(self) -> None:
@@ -438,14 +456,8 @@ class _Core:
         )
 
     def _spool_batch(self, batch: list[_Item]) -> None:
-        lines: list[bytes] = []
-        for event, _, seg in batch:
-            if seg is not None:
-                continue  # already in a durable segment, which is now kept for replay
-            try:
-                lines.append(encode_spool_line(event_to_row(event)))
-            except Exception as exc:
-                self._reject_events([event], exc)
+        # rows in a durable segment are already there: the segment is now kept for replay
+        lines = [spool_line(row) for row, seg in batch if seg is None]
         if lines:
             try:
                 self.spool.write_segment(lines)
@@ -458,7 +470,7 @@ class _Core:
 
     def _settle(self, batch: list[_Item], *, failed: bool) -> None:
         touched: dict[int, Segment] = {}
-        for _, _, seg in batch:
+        for _, seg in batch:
             if seg is not None:
                 seg.handled += 1
                 if failed:
@@ -656,7 +668,10 @@ class Ledger:
             with core.write_lock:
                 core.n_recorded += len(batch)
                 core._maybe_replay(force=False)
-                core._write([(e, None, None) for e in batch], force_try=False)
+                rows: list[_Item] = [
+                    (row, None) for e in batch if (row := core._row(e)) is not None
+                ]
+                core._write(rows, force_try=False)
             return
         for event in events:
             core.record(event)

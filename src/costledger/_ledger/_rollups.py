@@ -75,9 +75,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from .._events import UsageEvent
 from ._money import utc_datetime
 from ._query import FILTERS, SUMMARY_KEYS, SummaryRow, _as_date, _values, summarize_events
+from ._rows import COLUMNS
 
 if TYPE_CHECKING:
     from ._core import Ledger
@@ -332,34 +332,6 @@ def cost_parts(text: str) -> tuple[int, int, int, int]:
     return whole_units, nano, atto, places
 
 
-_PARTS_CACHE: dict[str, tuple[int, int, int, int, float]] = {}
-
-
-def decimal_parts(value: Decimal) -> tuple[int, int, int, int]:
-    """``cost_parts`` of the amount the ledger stores for ``value`` (cached: calls repeat).
-
-    Cached by text, not by the Decimal: ``Decimal("0.5") == Decimal("0.500")``, but the
-    places they were written with differ, and the rollups keep those places."""
-    return _stored_parts(value)[:4]
-
-
-def _stored_parts(value: Decimal) -> tuple[int, int, int, int, float]:
-    """``decimal_parts``, then the float nearest the stored amount (for ``max_cost``)."""
-    text = format(value, "f")
-    parts = _PARTS_CACHE.get(text)
-    if parts is None:
-        stored = text
-        if len(text.partition(".")[2]) > 18:  # the ledger stores 18 places, rounded half-even
-            from ._store import _text_money
-
-            stored = _text_money("cost.total", value) or "0"
-        parts = (*cost_parts(stored), float(stored))
-        if len(_PARTS_CACHE) >= 65_536:
-            _PARTS_CACHE.clear()
-        _PARTS_CACHE[text] = parts
-    return parts
-
-
 def cost_value(units: Any, nano: Any, atto: Any, places: Any) -> Decimal:
     """The exact amount of summed ``cost_units``, ``cost_nano``, ``cost_atto`` columns."""
     total = int(units or 0) * _SCALE + int(nano or 0) * _NANO + int(atto or 0)
@@ -373,6 +345,81 @@ Acc = list[float]
 """The 13 ``MEASURES`` (ints), then the bound (a float, ``-inf`` for none)."""
 GroupKey = tuple[tuple[Any, ...], tuple[str, ...]]
 """``((day, *DIMENSIONS), distinct tags)``"""
+
+
+(
+    _R_TIMESTAMP,
+    _R_SOURCE,
+    _R_PROVIDER,
+    _R_MODEL,
+    _R_RESPONSE_MODEL,
+    _R_STATUS,
+    _R_USER,
+    _R_TEAM,
+    _R_PROJECT,
+    _R_FEATURE,
+    _R_TAGS,
+    _R_INPUT,
+    _R_OUTPUT,
+    _R_CACHE_READ,
+    _R_CACHE_WRITE,
+    _R_REASONING,
+    _R_PRICING,
+    _R_CURRENCY,
+    _R_TOTAL,
+) = (
+    COLUMNS.index(name)
+    for name in (
+        "timestamp",
+        "source",
+        "provider",
+        "model",
+        "response_model",
+        "status",
+        "user",
+        "team",
+        "project",
+        "feature",
+        "tags",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "pricing_status",
+        "currency",
+        "total_cost",
+    )
+)
+_DAYS: dict[str, date] = {}
+_TAG_SETS: dict[str, tuple[str, ...]] = {}
+_row_parts_cache: dict[str, tuple[int, int, int, int, float]] = {}
+
+
+def _day(text: str) -> date:
+    day = date.fromisoformat(text)
+    if len(_DAYS) >= 4096:
+        _DAYS.clear()
+    _DAYS[text] = day
+    return day
+
+
+def _tag_set(text: str) -> tuple[str, ...]:
+    """The distinct tags of a row's tag text (cached: a service uses a handful of sets)."""
+    tags = tuple(dict.fromkeys(json.loads(text)))
+    if len(_TAG_SETS) >= 4096:
+        _TAG_SETS.clear()
+    _TAG_SETS[text] = tags
+    return tags
+
+
+def _row_parts(text: str) -> tuple[int, int, int, int, float]:
+    """``cost_parts`` of a stored amount's text, then its float (for ``max_cost``)."""
+    parts = (*cost_parts(text), float(text))
+    if len(_row_parts_cache) >= 65_536:
+        _row_parts_cache.clear()
+    _row_parts_cache[text] = parts
+    return parts
 
 
 class RollupDelta:
@@ -417,54 +464,57 @@ class RollupDelta:
                 if approx > acc[13]:
                     acc[13] = approx
 
-    def add_events(self, events: Iterable[UsageEvent]) -> None:
-        """Newly inserted events (the hot path of every write: kept to plain operations)."""
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Newly inserted rows, in the ledger's SQLite form (``sqlite_params``): the hot
+        path of every write, from ``Ledger.record`` and from ``ingest`` alike, so kept
+        to plain operations."""
         groups = self.groups
-        parts = _stored_parts
+        parts = _row_parts_cache.get
+        days = _DAYS
+        tag_sets = _TAG_SETS
         empty = _EMPTY
-        for e in events:
-            c = e.cost
-            status = e.status
-            tags = e.tags
-            if len(tags) > 1:
-                tags = tuple(dict.fromkeys(tags))
+        for r in rows:
+            stamp = r[_R_TIMESTAMP][:10]  # the stored text is UTC: its day is its first ten
+            day = days.get(stamp) or _day(stamp)
+            status = r[_R_STATUS]
+            pricing = r[_R_PRICING]
+            tags = r[_R_TAGS]
             key = (
                 (
-                    e.timestamp.date(),  # UsageEvent keeps UTC
-                    e.model,
-                    e.response_model,
-                    e.provider,
-                    e.user,
-                    e.team,
-                    e.project,
-                    e.feature,
-                    e.source,
+                    day,
+                    r[_R_MODEL],
+                    r[_R_RESPONSE_MODEL],
+                    r[_R_PROVIDER],
+                    r[_R_USER],
+                    r[_R_TEAM],
+                    r[_R_PROJECT],
+                    r[_R_FEATURE],
+                    r[_R_SOURCE],
                     status,
-                    c.currency,
-                    c.status,
+                    r[_R_CURRENCY],
+                    pricing,
                 ),
-                tags,
+                () if tags == "[]" else tag_sets.get(tags) or _tag_set(tags),
             )
             acc = groups.get(key)
             if acc is None:
                 acc = groups[key] = list(empty)
-            u = e.usage
             acc[0] += 1
             if status == "error":
                 acc[1] += 1
             elif status == "cancelled":
                 acc[2] += 1
-            acc[4] += u.input_tokens
-            acc[5] += u.cache_read_tokens
-            acc[6] += u.cache_write_tokens
-            acc[7] += u.output_tokens
-            acc[8] += u.reasoning_tokens
-            total = c.total
+            acc[4] += r[_R_INPUT]
+            acc[5] += r[_R_CACHE_READ]
+            acc[6] += r[_R_CACHE_WRITE]
+            acc[7] += r[_R_OUTPUT]
+            acc[8] += r[_R_REASONING]
+            total = r[_R_TOTAL]
             if total is None:
-                if c.status != "not_priced":
+                if pricing != "not_priced":
                     acc[3] += 1
                 continue
-            whole, nano, atto, places, approx = parts(total)
+            whole, nano, atto, places, approx = parts(total) or _row_parts(total)
             acc[9] += whole
             acc[10] += nano
             acc[11] += atto
@@ -674,10 +724,11 @@ def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) ->
     return days
 
 
-def apply_inserted(conn: Connection, events: Sequence[UsageEvent]) -> None:
-    """Insert hook: add the newly inserted events to the rollups."""
+def apply_inserted(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Add newly inserted rows (SQLite form, ``sqlite_params``) to the rollups, in their
+    insert transaction."""
     delta = RollupDelta()
-    delta.add_events(events)
+    delta.add_rows(rows)
     write_delta(conn, delta)
 
 

@@ -8,7 +8,7 @@ it in the caller's thread.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -31,7 +31,10 @@ __all__ = [
     "decode_spool_line",
     "encode_spool_line",
     "event_to_row",
+    "postgresql_row",
+    "row_fields",
     "row_to_event",
+    "spool_line",
 ]
 
 SPOOL_FORMAT = 1
@@ -288,6 +291,38 @@ def row_to_event(row: Mapping[str, Any]) -> UsageEvent:
         cost=cost,
         reported_cost=_money(row, "reported_cost"),
     )
+
+
+_I_TIMESTAMP, _I_TAGS, _I_METADATA, _I_STREAMED, _I_CACHE_HIT = (
+    COLUMNS.index(name) for name in ("timestamp", "tags", "metadata", "streamed", "cache_hit")
+)
+
+
+def postgresql_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """The PostgreSQL form of a SQLite-form row (``sqlite_params``): JSON-ready values, as a
+    batch goes to the server as one JSON document (tags and metadata as JSON values,
+    flags as booleans, money as exact decimal text)."""
+    values = list(row)
+    ts: str = values[_I_TIMESTAMP]
+    if ts[20:26] == "000000":  # as datetime.isoformat() writes it: no zero microseconds
+        values[_I_TIMESTAMP] = ts[:19] + ts[26:]
+    tags, metadata = values[_I_TAGS], values[_I_METADATA]
+    values[_I_TAGS] = [] if tags == "[]" else json.loads(tags)
+    values[_I_METADATA] = {} if metadata == "{}" else json.loads(metadata)
+    values[_I_STREAMED] = bool(values[_I_STREAMED])
+    values[_I_CACHE_HIT] = bool(values[_I_CACHE_HIT])
+    return tuple(values)
+
+
+def row_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """A SQLite-form row as a dict keyed by column, JSON-ready (tags and metadata as JSON
+    values, flags as booleans, money as text): a spool line, a rejected row."""
+    return dict(zip(COLUMNS, postgresql_row(row), strict=True))
+
+
+def spool_line(row: Sequence[Any]) -> bytes:
+    """The spool line of a SQLite-form row (``row_to_event`` reads it back)."""
+    return encode_spool_line(row_fields(row))
 
 
 def _spool_default(value: Any) -> Any:

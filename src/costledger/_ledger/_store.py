@@ -28,18 +28,30 @@ from .._events import UsageEvent
 from ._engine import BEGIN_OPTION, is_memory_sqlite, make_engine
 from ._migrate import ensure_schema
 from ._money import MONEY_PRECISION, MONEY_SCALE, dumps, json_default, sqlite_timestamp
-from ._rows import COLUMNS, FLAG_COLUMNS, MONEY_COLUMNS, TOKEN_COLUMNS, StoredEvent
+from ._rows import (
+    COLUMNS,
+    FLAG_COLUMNS,
+    MONEY_COLUMNS,
+    TOKEN_COLUMNS,
+    StoredEvent,
+    postgresql_row,
+    row_to_event,
+)
 from ._tables import EVENTS_TABLE, events_table
 
 __all__ = [
     "CostChange",
     "CostHook",
     "InsertHook",
+    "Row",
     "Store",
     "cost_columns",
     "is_data_error",
 ]
 
+Row = tuple[Any, ...]
+"""One event in the ledger's SQLite form (``sqlite_params``): what a ledger buffers and
+spools, and what the rollups are fed from, on either database."""
 InsertHook = Callable[[Connection, Sequence[UsageEvent]], None]
 """Called inside the insert transaction with the events that were newly inserted."""
 
@@ -206,32 +218,6 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
     )
 
 
-_I_TIMESTAMP, _I_TAGS, _I_METADATA, _I_STREAMED, _I_CACHE_HIT = (
-    COLUMNS.index(name) for name in ("timestamp", "tags", "metadata", "streamed", "cache_hit")
-)
-
-
-def postgresql_row(row: Sequence[Any]) -> tuple[Any, ...]:
-    """The PostgreSQL form of a SQLite-form row (``sqlite_params``): JSON-ready values, as a
-    batch goes to the server as one JSON document (tags and metadata as JSON values,
-    flags as booleans, money as exact decimal text)."""
-    values = list(row)
-    ts: str = values[_I_TIMESTAMP]
-    if ts[20:26] == "000000":  # as datetime.isoformat() writes it: no zero microseconds
-        values[_I_TIMESTAMP] = ts[:19] + ts[26:]
-    tags, metadata = values[_I_TAGS], values[_I_METADATA]
-    values[_I_TAGS] = [] if tags == "[]" else json.loads(tags)
-    values[_I_METADATA] = {} if metadata == "{}" else json.loads(metadata)
-    values[_I_STREAMED] = bool(values[_I_STREAMED])
-    values[_I_CACHE_HIT] = bool(values[_I_CACHE_HIT])
-    return tuple(values)
-
-
-def postgresql_params(e: UsageEvent) -> tuple[Any, ...]:
-    """JSON-ready values of one event for PostgreSQL, in ``COLUMNS`` order."""
-    return postgresql_row(sqlite_params(e))
-
-
 def cost_columns(cost: Cost) -> dict[str, Any]:
     """The cost columns of a row for ``cost`` (validated as on insert)."""
     if not isinstance(cost, Cost):
@@ -279,13 +265,14 @@ class Store:
         self._lock: threading.RLock | None = threading.RLock() if self.single_connection else None
         self._schema_lock = threading.Lock()
         self._schema_ready = False
-        from ._rollups import apply_cost_changes, apply_inserted
+        from ._rollups import apply_cost_changes
 
-        # the daily rollups are kept in every write transaction, before any other hook
-        self.insert_hooks: list[InsertHook] = [apply_inserted]
+        # the daily rollups are kept in every write transaction, from the rows (see
+        # ``on_inserted``); these hooks come after them and get events
+        self.insert_hooks: list[InsertHook] = []
         self.cost_hooks: list[CostHook] = [apply_cost_changes]
+        self.rollups = True  # benchmarks switch them off to measure what they cost
         pg = self.dialect == "postgresql"
-        self._params = postgresql_params if pg else sqlite_params
         self._omittable = _PG_OMITTABLE if pg else _OMITTABLE
         self._sql_cache: dict[tuple[tuple[int, ...], int], str] = {}
 
@@ -329,13 +316,6 @@ class Store:
         self.engine.dispose()
 
     # -- inserts ----------------------------------------------------------------------------
-    def params(self, event: UsageEvent) -> tuple[Any, ...]:
-        return self._params(event)
-
-    def row_builder(self) -> Callable[[UsageEvent], tuple[Any, ...]]:
-        """``params`` itself, for a hot loop: the dialect's row function."""
-        return self._params
-
     def _sql(self, present: tuple[int, ...], nrows: int) -> str:
         key = (present, nrows)
         sql = self._sql_cache.get(key)
@@ -427,39 +407,36 @@ class Store:
             cursor.close()
         return inserted
 
-    def insert_events(
-        self,
-        events: Sequence[UsageEvent],
-        params: Sequence[tuple[Any, ...] | None] | None = None,
-    ) -> list[UsageEvent]:
-        """Insert events idempotently in one transaction; return those newly inserted.
-
-        Duplicated ids (in the batch or already stored) are skipped. The insert hooks
-        run in the same transaction, with the new events only.
-        """
-        unique: dict[str, tuple[Any, ...]] = {}
-        firsts: dict[str, UsageEvent] = {}
-        for n, event in enumerate(events):
-            values = None if params is None else params[n]
-            if values is None:
-                values = self._params(event)
-            if values[0] not in unique:
-                unique[values[0]] = values
-                firsts[values[0]] = event
+    def insert_rows(self, rows: Sequence[Row]) -> list[Row]:
+        """Insert SQLite-form rows idempotently in one transaction; return those newly
+        inserted (the first of each id; ids already stored are skipped). The rollups and
+        insert hooks run in the same transaction, with the new rows only."""
+        unique: dict[str, Row] = {}
+        for row in rows:
+            unique.setdefault(row[0], row)
         if not unique:
             return []
+        firsts = list(unique.values())
+        params = [postgresql_row(r) for r in firsts] if self.dialect == "postgresql" else firsts
         with self.write_transaction() as conn:
-            new_ids = self.insert_params(conn, list(unique.values()))
-            new = [e for i, e in firsts.items() if i in new_ids]
+            new_ids = self.insert_params(conn, params)
+            new = firsts if len(new_ids) == len(firsts) else [r for r in firsts if r[0] in new_ids]
             if new:
-                self._on_inserted(conn, new)
+                self.on_inserted(conn, new)
         return new
 
-    def _on_inserted(self, conn: Connection, events: Sequence[UsageEvent]) -> None:
-        """Hook: runs inside the insert transaction with exactly the newly inserted events
-        (a later rollup table adds them here, so a duplicate is never counted twice)."""
-        for hook in self.insert_hooks:
-            hook(conn, events)
+    def on_inserted(self, conn: Connection, rows: Sequence[Row]) -> None:
+        """Inside the insert transaction, with exactly the newly inserted rows (SQLite
+        form): the daily rollups add them, so a duplicate is never counted twice; then
+        any insert hook gets them as ``UsageEvent`` objects."""
+        if self.rollups:
+            from ._rollups import apply_inserted
+
+            apply_inserted(conn, rows)
+        if self.insert_hooks:
+            events = [row_to_event(dict(zip(COLUMNS, row, strict=True))) for row in rows]
+            for hook in self.insert_hooks:
+                hook(conn, events)
 
     # -- re-pricing -------------------------------------------------------------------------
     def update_costs(self, changes: Iterable[tuple[str, Cost]]) -> int:

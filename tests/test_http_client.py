@@ -304,3 +304,18 @@ def test_stream_chat_error_mid_stream(provider: FakeProvider, costs: CapturedCos
         list(client.stream_chat("gpt-4o-mini", MESSAGES))
     (event,) = list(costs)
     assert (event.status, event.error_type) == ("error", "server_error")
+
+
+def test_default_wait_doubles_from_half_a_second_to_eight_plus_jitter() -> None:
+    from tenacity import RetryCallState
+
+    from costledger._http._retry import default_wait
+
+    wait = default_wait()
+    for attempt, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)]:
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        waits = [wait(state) for _ in range(200)]
+        assert base <= min(waits)
+        assert max(waits) <= base + 1.0
+        assert max(waits) - min(waits) > 0.5  # jittered

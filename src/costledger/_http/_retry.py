@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tenacity import RetryCallState
 from tenacity.retry import retry_base
-from tenacity.wait import wait_base, wait_exponential_jitter
+from tenacity.wait import wait_base, wait_exponential, wait_random
 
 from ._errors import APIConnectionError, APIStatusError, RateLimitedByProvider
 
@@ -68,5 +68,8 @@ class wait_retry_after(wait_base):
 
 
 def default_wait() -> wait_base:
-    """Exponential backoff with jitter: about 0.5, 1, 2, 4, then 8 s, each plus up to 1 s."""
-    return wait_exponential_jitter(initial=0.5, max=8.0, jitter=1.0)
+    """Exponential backoff with jitter: 0.5, 1, 2, 4, then 8 s, each plus up to 1 s.
+
+    Composed rather than ``wait_exponential_jitter``, whose ``initial`` is deprecated in
+    tenacity 9 while its replacement, ``multiplier``, is missing from the 8.x we accept."""
+    return wait_exponential(multiplier=0.5, max=8.0) + wait_random(0, 1.0)

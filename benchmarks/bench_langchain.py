@@ -1,7 +1,7 @@
 """Overhead of ``CostLedgerCallbackHandler`` per sync ``invoke``, against LangChain's own
 ``UsageMetadataCallbackHandler``, on the same fake chat model, in one run.
 
-Run: python benchmarks/bench_langchain.py [--calls 1000] [--rounds 15]
+Run: python benchmarks/bench_langchain.py [--calls 1000] [--rounds 15] [--split] [--latency-ms 2]
 Target (issue 3): ours adds no more than ``UsageMetadataCallbackHandler`` (about 40-90 us here).
 
 Variants are timed in interleaved rounds (each round runs every variant once), so noise
@@ -38,9 +38,11 @@ from costledger_langchain import CostLedgerCallbackHandler
 
 
 class FakeOpenAI(BaseChatModel):
-    """Answers at once with ChatOpenAI's shape of usage and metadata."""
+    """Answers with ChatOpenAI's shape of usage and metadata: at once, or after
+    ``latency`` seconds (a stand-in for the network: the thread sleeps, using no CPU)."""
 
     model_name: str = "gpt-4o-mini"
+    latency: float = 0.0
 
     def _generate(
         self,
@@ -49,6 +51,8 @@ class FakeOpenAI(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.latency:
+            time.sleep(self.latency)
         message = AIMessage(
             content="forty two",
             usage_metadata={
@@ -106,9 +110,17 @@ def main() -> None:
         "(a diagnostic: the handler's own cost on the call path, without the worker beside "
         "it and the objects its queue keeps alive), and count GC collections per variant",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="the fake model's answer time (a sleep): 0 is the tight loop, the worst case "
+        "for ours, whose background work then competes with the calls for the CPU; with a "
+        "model that takes time, as any remote one does, that work fits in the waits",
+    )
     args = parser.parse_args()
 
-    model = FakeOpenAI()
+    model = FakeOpenAI(latency=args.latency_ms / 1000)
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_ledger = Ledger(f"sqlite:///{tmp}/bench.db")
         ours_sqlite = CostLedgerCallbackHandler(Tracker(sqlite_ledger, log="off"))
@@ -150,7 +162,10 @@ def main() -> None:
         stored = sum(1 for _ in sqlite_ledger.events())
         sqlite_ledger.close()
 
-    print(f"sync invoke: {args.calls} calls x {args.rounds} interleaved rounds")
+    print(
+        f"sync invoke: {args.calls} calls x {args.rounds} interleaved rounds,"
+        f" model answer time {args.latency_ms:g} ms"
+    )
     for clock, samples in (("wall", wall), ("caller-thread CPU", cpu)):
         median = {name: statistics.median(v) for name, v in samples.items()}
         best = {name: min(v) for name, v in samples.items()}

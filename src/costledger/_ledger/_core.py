@@ -456,8 +456,15 @@ class _Core:
         )
 
     def _spool_batch(self, batch: list[_Item]) -> None:
-        # rows in a durable segment are already there: the segment is now kept for replay
-        lines = [spool_line(row) for row, seg in batch if seg is None]
+        lines: list[bytes] = []
+        for row, seg in batch:
+            if seg is not None:
+                continue  # already in a durable segment, which is now kept for replay
+            try:
+                lines.append(spool_line(row))
+            except Exception as exc:  # a row made by sqlite_params always encodes; still
+                self.n_dropped += 1
+                _report(logging.ERROR, "drop", "costledger: event %s lost: %r", row[0], exc)
         if lines:
             try:
                 self.spool.write_segment(lines)

@@ -36,7 +36,7 @@ from .._attribution import Attribution
 from .._cost import Cost
 from .._errors import UsageError
 from .._extract import read_response
-from .._ledger._rows import COLUMNS, MONEY_COLUMNS
+from .._ledger._rows import COLUMNS, MONEY_COLUMNS, Row
 from .._redact import redact
 from .._schema import (
     RECORD_FIELDS,
@@ -61,7 +61,6 @@ __all__ = [
     "response_event_id",
 ]
 
-Row = tuple[Any, ...]
 FORMATS: Final = ("costledger", "litellm", "response")
 
 INGEST_NAMESPACE: Final = uuid.UUID("5b0f4f2e-8a57-5c1e-9d2b-6c6f73746c64")

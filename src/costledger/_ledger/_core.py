@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._cost import Cost
 from .._events import UsageEvent
 from ._rows import (
+    Row,
     StoredEvent,
     encode_spool_line,
     event_to_row,
@@ -80,7 +81,6 @@ class _RateLimitedLog:
 
 _report = _RateLimitedLog()
 
-Row = tuple[Any, ...]
 _Item = tuple[Row, "Segment | None"]
 """A buffered event in the ledger's SQLite form (``sqlite_params``), and its durable
 segment. Rows, not ``UsageEvent`` objects: a row of strings and numbers is one object the

@@ -27,6 +27,7 @@ __all__ = [
     "SPOOL_FORMAT",
     "SUMMARY_KEYS",
     "TOKEN_COLUMNS",
+    "Row",
     "StoredEvent",
     "decode_spool_line",
     "encode_spool_line",
@@ -37,6 +38,10 @@ __all__ = [
     "spool_line",
 ]
 
+Row = tuple[Any, ...]
+"""One event in the ledger's SQLite form (``sqlite_params``, ``COLUMNS`` order): what a
+ledger buffers and spools, what ingest builds, and what the rollups are fed from, on
+either database."""
 SPOOL_FORMAT = 1
 """Version stamped on every spool line (key ``"v"``) so a later format can still read old spools."""
 

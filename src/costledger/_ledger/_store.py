@@ -33,6 +33,7 @@ from ._rows import (
     FLAG_COLUMNS,
     MONEY_COLUMNS,
     TOKEN_COLUMNS,
+    Row,
     StoredEvent,
     postgresql_row,
     row_to_event,
@@ -43,15 +44,11 @@ __all__ = [
     "CostChange",
     "CostHook",
     "InsertHook",
-    "Row",
     "Store",
     "cost_columns",
     "is_data_error",
 ]
 
-Row = tuple[Any, ...]
-"""One event in the ledger's SQLite form (``sqlite_params``): what a ledger buffers and
-spools, and what the rollups are fed from, on either database."""
 InsertHook = Callable[[Connection, Sequence[UsageEvent]], None]
 """Called inside the insert transaction with the events that were newly inserted."""
 

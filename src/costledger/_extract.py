@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, Final, NoReturn
 
 from ._errors import UsageError
-from ._usage import Usage
+from ._usage import TOKEN_FIELDS, Usage
 
 __all__ = ["PROVIDER_HINTS", "SHAPES", "ResponseInfo", "extract_usage", "read_response"]
 
@@ -839,16 +839,7 @@ def _read_canonical(get: Getter, where: str) -> Usage:
     )
 
 
-_CANONICAL_FIELDS: Final = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
+_CANONICAL_FIELDS: Final = TOKEN_FIELDS
 
 _READERS: Final[Mapping[str, Callable[[Getter, str], Usage]]] = {
     "openai": partial(_read_chat, False),

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._errors import UsageError
 
-__all__ = ["Usage", "UsageError", "check_count"]
+__all__ = ["TOKEN_FIELDS", "Usage", "UsageError", "check_count"]
 
 
 def check_count(field: str, value: Any) -> int:
@@ -120,3 +120,8 @@ class Usage:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+TOKEN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+"""``Usage``'s counts by name, in order: also the ledger's token columns and the keys of
+costledger's own usage dicts."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from .._cost import Cost
 from .._events import UsageEvent
-from .._usage import Usage
+from .._usage import TOKEN_FIELDS, Usage
 
 __all__ = [
     "COLUMNS",
@@ -69,14 +69,7 @@ COLUMNS: tuple[str, ...] = (
     "metadata",
     "streamed",
     "cache_hit",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
+    *TOKEN_FIELDS,
     "pricing_status",
     "currency",
     "total_cost",
@@ -92,16 +85,7 @@ COLUMNS: tuple[str, ...] = (
 )
 """Every column of ``costledger_events``, in table order; also the keys of a row dict."""
 
-TOKEN_COLUMNS: tuple[str, ...] = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
+TOKEN_COLUMNS: tuple[str, ...] = TOKEN_FIELDS
 """The token counts (integers, 0 by default)."""
 MONEY_COLUMNS: tuple[str, ...] = (
     "total_cost",

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._usage import TOKEN_FIELDS
 from ._common import EXACT, canonical, check_filters, money_text, open_ledger, share_of
 from ._when import resolve_bounds
 
@@ -186,14 +187,7 @@ _COLUMNS = (
     "response_model",
     "provider",
     "cache_hit",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
+    *TOKEN_FIELDS,
     "pricing_status",
     "currency",
     "total_cost",

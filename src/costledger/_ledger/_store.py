@@ -268,7 +268,6 @@ class Store:
         # ``on_inserted``); these hooks come after them and get events
         self.insert_hooks: list[InsertHook] = []
         self.cost_hooks: list[CostHook] = [apply_cost_changes]
-        self.rollups = True  # benchmarks switch them off to measure what they cost
         pg = self.dialect == "postgresql"
         self._omittable = _PG_OMITTABLE if pg else _OMITTABLE
         self._sql_cache: dict[tuple[tuple[int, ...], int], str] = {}
@@ -426,10 +425,9 @@ class Store:
         """Inside the insert transaction, with exactly the newly inserted rows (SQLite
         form): the daily rollups add them, so a duplicate is never counted twice; then
         any insert hook gets them as ``UsageEvent`` objects."""
-        if self.rollups:
-            from ._rollups import apply_inserted
+        from ._rollups import apply_inserted
 
-            apply_inserted(conn, rows)
+        apply_inserted(conn, rows)
         if self.insert_hooks:
             events = [row_to_event(dict(zip(COLUMNS, row, strict=True))) for row in rows]
             for hook in self.insert_hooks:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -148,3 +149,13 @@ def rich_events() -> list[UsageEvent]:
             error_type="CancelledError",
         ),
     ]
+
+
+def lines_with_a_nul_user() -> list[bytes]:
+    """Eight own-format lines; the fifth names a user with a NUL character, which
+    PostgreSQL cannot store and SQLite can."""
+    lines = [own_line(make_event(n)) for n in range(1, 9)]
+    nul = orjson.loads(lines[4])
+    nul["costledger.user"] = "nul\u0000user"
+    lines[4] = orjson.dumps(nul)
+    return lines

@@ -20,6 +20,7 @@ from costledger._ledger._rollups import rebuild_rollups
 from .ingest_support import (
     LITELLM_PAYLOADS,
     count_rows,
+    lines_with_a_nul_user,
     make_event,
     own_line,
     rich_events,
@@ -145,11 +146,7 @@ def test_a_row_postgresql_refuses_is_rejected_with_the_reason_from_the_process(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(_run.WRITER_PROCESS_ENV, "process")
-    lines = [own_line(make_event(n)) for n in range(1, 9)]
-    nul = orjson.loads(lines[4])
-    nul["costledger.user"] = "nul\u0000user"
-    lines[4] = orjson.dumps(nul)
-    path = write_lines(tmp_path / "nul.log", lines)
+    path = write_lines(tmp_path / "nul.log", lines_with_a_nul_user())
     result = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path)
     assert (result.accepted, result.rejected) == (7, 1)
     assert count_rows(pg_url) == 7

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -23,6 +22,7 @@ from costledger._ledger._rollups import rebuild_rollups
 
 from .ingest_support import (
     count_rows,
+    lines_with_a_nul_user,
     make_event,
     own_line,
     write_lines,
@@ -225,11 +225,7 @@ def test_postgresql_refuses_one_row_and_only_that_line_is_rejected(
 ) -> None:
     """PostgreSQL cannot store a NUL character; SQLite can. The refused row is found by
     splitting the batch, rejected with the database's reason, and the rest is written."""
-    lines = [own_line(make_event(n)) for n in range(1, 9)]
-    nul = orjson.loads(lines[4])
-    nul["costledger.user"] = "nul\u0000user"
-    lines[4] = orjson.dumps(nul)
-    path = write_lines(tmp_path / "nul.log", lines)
+    path = write_lines(tmp_path / "nul.log", lines_with_a_nul_user())
     result = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path)
     assert (result.accepted, result.rejected) == (7, 1)
     assert count_rows(pg_url) == 7

@@ -186,10 +186,8 @@ class _Core:
         else:
             # converting here (CPU only, a few microseconds) lets the writer spend its
             # time in the database driver, which releases the GIL: the two overlap
-            try:
-                row = self.to_row(event)
-            except Exception as exc:
-                self._reject_events([event], exc)
+            row = self._row(event)
+            if row is None:
                 return
             self.buffer.append((row, None))
             # Event.set takes a lock even when already set: only the first call may wake
@@ -462,7 +460,8 @@ class _Core:
                 continue  # already in a durable segment, which is now kept for replay
             try:
                 lines.append(spool_line(row))
-            except Exception as exc:  # a row made by sqlite_params always encodes; still
+            except Exception as exc:  # not seen: rows from sqlite_params encode; the
+                # rest of the batch must be spooled all the same
                 self.n_dropped += 1
                 _report(logging.ERROR, "drop", "costledger: event %s lost: %r", row[0], exc)
         if lines:

@@ -7,11 +7,11 @@ Generates a mixed JSONL file (costledger usage records with varied attribution a
 models, LiteLLM StandardLoggingPayloads in the shape LiteLLM 1.x logs them, raw
 OpenAI / Anthropic responses), then ingests it into a fresh SQLite ledger with each
 writer (``COSTLEDGER_INGEST_WRITER=process`` and ``=thread``), again (every line a
-duplicate), and each format on its own (the default writer). CPU time includes the
-writer process's. Printed next to each figure is
-the peer on the same file in the same run: ``orjson.loads`` of every line and nothing
-else, the floor of any JSON-lines reader in Python, so a busy machine can be told from
-a slow ingester. Target: 100,000 lines/s into SQLite.
+duplicate), the same lines shuffled out of time order, and each format on its own
+(the default writer). CPU time includes the writer process's. Printed next to each
+figure is the peer on the same file in the same run: ``orjson.loads`` of every line and
+nothing else, the floor of any JSON-lines reader in Python, so a busy machine can be
+told from a slow ingester. Target: 100,000 lines/s into SQLite.
 """
 
 from __future__ import annotations
@@ -422,6 +422,10 @@ def main() -> None:
             if line is not None:
                 mixed.append(line)
     write(work / "mixed.jsonl", mixed)
+    # the same lines in no time order: logs of several writers interleaved at random
+    shuffled = list(mixed)
+    random.Random(11).shuffle(shuffled)
+    write(work / "shuffled.jsonl", shuffled)
     for k, lines in per_format.items():
         write(work / f"{k}.jsonl", lines[: args.per_format])
     print(f"generated in {time.perf_counter() - start:.1f} s; cpus {os.cpu_count()}", flush=True)
@@ -444,6 +448,14 @@ def main() -> None:
         args.rounds,
         pricer,
         writers=("process", "thread"),
+    )
+    bench_file(
+        "the same lines in no time order",
+        work / "shuffled.jsonl",
+        len(shuffled),
+        sqlite_url,
+        args.rounds,
+        pricer,
     )
     for k in per_format:
         bench_file(

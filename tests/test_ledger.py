@@ -21,6 +21,7 @@ from costledger._ledger import InMemoryLedger, Ledger, StoredEvent, event_to_row
 from costledger._ledger._engine import resolve_url
 from costledger._ledger._money import decimal_sum_aggregate
 from costledger._ledger._rows import decode_spool_line, encode_spool_line
+from costledger._ledger._store import sqlite_params
 
 from .test_reports_helpers import expected_summary, history, summary_dict
 
@@ -209,6 +210,28 @@ def test_same_id_twice_is_one_row(url: str) -> None:
         assert stored is not None
         assert stored.model == "gpt-4o-mini"
     assert _count(url) == 1
+
+
+def test_a_batch_out_of_time_order_with_stored_ids_adds_exactly_the_new_ones(url: str) -> None:
+    # SQLite inserts a batch in time order (for index locality): which ids were new must
+    # still be exact when the batch mixes stored and new ids in no order of time
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    events = [
+        simple_event(timestamp=t0.replace(hour=h), user=f"u{h % 3}", model=f"m{h}")
+        for h in range(24)
+    ]
+    stored = events[::2]
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(stored)
+        inserted = ledger._core.store.insert_rows([sqlite_params(e) for e in reversed(events)])
+        assert sorted(row[0] for row in inserted) == sorted(e.id for e in events[1::2])
+        by_id = {e.id: e for e in ledger.events(limit=100)}
+        assert sorted(by_id) == sorted(e.id for e in events)
+        assert {i: by_id[e.id].model for i, e in enumerate(events)} == {
+            i: f"m{i}" for i in range(24)
+        }
+        assert ledger.summary(by=["day"])[0].requests == 24
+        assert ledger.summary(by=["day"])[0].cost == Decimal("0.000027") * 24
 
 
 def test_batches_by_size_before_the_interval(tmp_path: Path) -> None:

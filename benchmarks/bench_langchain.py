@@ -19,6 +19,7 @@ import argparse
 import gc
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,23 @@ class _Discard:
         return True
 
 
+class _GcClock:
+    """Seconds the cyclic GC ran on the caller's thread, per generation (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        self._caller = threading.get_ident()
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if threading.get_ident() != self._caller:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+
 def _invoker(model: FakeOpenAI, handler: BaseCallbackHandler | None) -> Callable[[], Any]:
     config: Any = {"callbacks": [handler]} if handler is not None else {}
 
@@ -108,7 +126,7 @@ def main() -> None:
         action="store_true",
         help="also time ours with costledger's background queue discarded instead of run "
         "(a diagnostic: the handler's own cost on the call path, without the worker beside "
-        "it and the objects its queue keeps alive), and count GC collections per variant",
+        "it and the objects its queue keeps alive), and count and time GC collections per variant",
     )
     parser.add_argument(
         "--latency-ms",
@@ -138,16 +156,21 @@ def main() -> None:
         wall: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         collections: dict[str, list[int]] = {name: [0, 0, 0] for name in variants}
+        gc_seconds: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in variants}
+        gc_clock = _GcClock()
+        gc.callbacks.append(gc_clock)
         real_queue = _tracker._deferred
         for _ in range(args.rounds):
             for name, call in variants.items():
                 if name == _DISCARDED:
                     _tracker._deferred = _Discard()  # type: ignore[assignment]
                 before = [g["collections"] for g in gc.get_stats()]
+                gc_clock.seconds = gc_seconds[name]
                 w0, c0 = time.perf_counter(), time.thread_time()
                 for _ in range(args.calls):
                     call()
                 c1 = time.thread_time()
+                gc_clock.seconds = [0.0, 0.0, 0.0]  # drains and flushes are not charged
                 _tracker._deferred = real_queue
                 after = [g["collections"] for g in gc.get_stats()]
                 for gen in range(3):
@@ -159,6 +182,7 @@ def main() -> None:
                 w1 = time.perf_counter()
                 wall[name].append((w1 - w0) / args.calls * 1e6)
                 cpu[name].append((c1 - c0) / args.calls * 1e6)
+        gc.callbacks.remove(gc_clock)
         stored = sum(1 for _ in sqlite_ledger.events())
         sqlite_ledger.close()
 
@@ -184,6 +208,10 @@ def main() -> None:
         print("\nGC collections per 1,000 calls (generation 0 / 1 / 2):")
         for name, counts in collections.items():
             per = " / ".join(f"{c * 1000 / (args.calls * args.rounds):.2f}" for c in counts)
+            print(f"  {name:34} {per}")
+        print("\nGC time on the caller's thread, us per call (generation 0 / 1 / 2):")
+        for name, seconds in gc_seconds.items():
+            per = " / ".join(f"{s * 1e6 / (args.calls * args.rounds):.2f}" for s in seconds)
             print(f"  {name:34} {per}")
     totals = ours_sqlite.totals
     if totals.unpriced or totals.requests != stored:

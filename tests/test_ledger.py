@@ -230,8 +230,9 @@ def test_a_batch_out_of_time_order_with_stored_ids_adds_exactly_the_new_ones(url
         assert {i: by_id[e.id].model for i, e in enumerate(events)} == {
             i: f"m{i}" for i in range(24)
         }
-        assert ledger.summary(by=["day"])[0].requests == 24
-        assert ledger.summary(by=["day"])[0].cost == Decimal("0.000027") * 24
+        (day,) = ledger.summary(by=["day"])
+        assert day.requests == 24
+        assert day.cost == Decimal("0.000027") * 24
 
 
 def test_batches_by_size_before_the_interval(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def test_import_does_not_load_frameworks_or_heavy_parts() -> None:
     code = (
         "import sys, costledger, costledger.testing; "
         "heavy = [m for m in ('langchain_core', 'litellm', 'openai', 'anthropic', 'sqlalchemy', "
-        "'genai_prices', 'tiktoken') if m in sys.modules]; print(','.join(heavy))"
+        "'genai_prices', 'tiktoken', 'opentelemetry') if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -75,6 +75,7 @@ class Call:
         "run_id",
         "source",
         "started",
+        "trace_context",
         "trace_id",
     )
 
@@ -112,6 +113,8 @@ class Call:
         # a list only once a guard holds something: most calls have no guards
         self.reservations: list[tuple[Guard, Any]] | tuple[()] = ()
         self.finished = False
+        # what a call observer noted at the start (costledger.otel: the span then current)
+        self.trace_context: Any = None
 
     @property
     def id(self) -> str:
@@ -268,6 +271,8 @@ class Tracker:
             max_output_tokens=max_output_tokens,
             estimate=estimate,
         )
+        if _observers:
+            _observe_start(call)
         if self.guards and _reserve:
             self._reserve(call)
         return call
@@ -427,6 +432,11 @@ class Tracker:
                 on_event(event)
             except Exception as exc:
                 _report("tracker.on_event", exc)
+        for observer in _observers:
+            try:
+                observer.finished(call, event)
+            except Exception as exc:
+                _report("observer.finished", exc)
         return event
 
     def _build_event(
@@ -570,6 +580,8 @@ class Tracker:
             started_at=started_at,
             started=time.perf_counter() - (latency_ms or 0.0) / 1000.0,
         )
+        if _observers:
+            _observe_start(call)
         for guard in self.guards:
             # Guards that count spend they did not reserve (budgets) say so with ``account``.
             account = getattr(guard, "account", None)
@@ -723,6 +735,43 @@ atexit.register(drain_deferred, 10.0)
 # lock, so the hot path reads it without locking.
 _sinks: tuple[Callable[[UsageEvent], None], ...] = ()
 _sinks_lock = threading.Lock()
+
+
+class CallObserver(Protocol):
+    """Sees every call start (on the host's thread) and finish (wherever it is finished).
+
+    For integrations that need the call itself, not only its event (``costledger.otel``
+    notes the span current at the start and makes a span at the end). Both methods must
+    be quick and may not raise into the host: ``started`` is on the call path.
+    """
+
+    def started(self, call: Call) -> None: ...
+
+    def finished(self, call: Call, event: UsageEvent) -> None: ...
+
+
+_observers: tuple[CallObserver, ...] = ()
+
+
+def add_observer(observer: CallObserver) -> None:
+    global _observers
+    with _sinks_lock:
+        if observer not in _observers:
+            _observers = (*_observers, observer)
+
+
+def remove_observer(observer: CallObserver) -> None:
+    global _observers
+    with _sinks_lock:
+        _observers = tuple(o for o in _observers if o is not observer)
+
+
+def _observe_start(call: Call) -> None:
+    for observer in _observers:
+        try:
+            observer.started(call)
+        except Exception as exc:
+            _report("observer.started", exc)
 
 
 def add_sink(sink: Callable[[UsageEvent], None]) -> None:

@@ -509,3 +509,82 @@ def test_book_fixture_matches_the_api_book(book: Path) -> None:
     from costledger._pricing._book import load_price_book
 
     assert load_price_book(book).keys() == load_price_book(BOOK).keys()
+
+
+def test_report_in_one_currency(tmp_path: Path) -> None:
+    from .test_reports_api import _two_currencies
+
+    url = _two_currencies(tmp_path)
+    result = run(
+        "report",
+        "--db",
+        url,
+        "--by",
+        "model",
+        "--currency",
+        "eur",
+        "--rate",
+        "USD=0.92",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [
+        {
+            "model": "m",
+            "currency": "EUR",
+            "requests": 2,
+            "errors": 0,
+            "cancelled": 0,
+            "unpriced": 0,
+            "input_tokens": 30,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "output_tokens": 3,
+            "reasoning_tokens": 0,
+            "cost": "3.38",
+            "share": "1.000000",
+            "exchange_rates": "USD=0.92",
+        },
+        {
+            "model": "unknown",
+            "currency": "EUR",
+            "requests": 1,
+            "errors": 0,
+            "cancelled": 0,
+            "unpriced": 1,
+            "input_tokens": 5,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "output_tokens": 5,
+            "reasoning_tokens": 0,
+            "cost": "0",
+            "share": "0.000000",
+            "exchange_rates": "USD=0.92",
+        },
+    ]
+    table = run("report", "--db", url, "--by", "team", "--currency", "USD", "--rate", "EUR=1.087")
+    assert table.exit_code == 0, table.output
+    assert "2.174" in table.stdout
+    assert "3.674" in table.stdout
+    assert "converted at 1 EUR = 1.087 USD (--rate)" in table.output
+
+
+def test_report_currency_errors(tmp_path: Path) -> None:
+    from .test_reports_api import _two_currencies
+
+    url = _two_currencies(tmp_path)
+    missing = run("report", "--db", url, "--currency", "EUR")
+    assert missing.exit_code == 1
+    assert one_error_line(missing) == (
+        "error: the selection holds costs in USD, with no rate to EUR: give one "
+        "(USD=..., EUR per unit)"
+    )
+    for args in (
+        ["--rate", "USD"],
+        ["--rate", "USD=0.9"],
+        ["--currency", "EUR", "--rate", "USD=1", "--rate", "usd=2"],
+    ):
+        bad = run("report", "--db", url, *args)
+        assert bad.exit_code == 2, (args, bad.output)
+        assert "Traceback" not in bad.output

@@ -9,7 +9,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -742,3 +742,145 @@ def test_price_list_show_and_diff(tmp_path: Path) -> None:
     assert diffs[("my-model", "output")].status == "new"
     assert diffs[("my-model", "output")].default is None
     assert ("gpt-4o-mini", "cache_write_1h") not in diffs  # neither side prices it apart
+
+
+# -- report in one currency ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("by", [(), ("model",), ("day", "team"), ("tag",)], ids=str)
+def test_report_converted_equals_each_event_converted(
+    loaded: tuple[Ledger, list[UsageEvent]], by: tuple[str, ...]
+) -> None:
+    ledger, events = loaded
+    rate = Decimal("0.9213")
+    got = report(ledger, by, sort="key", currency="EUR", rates={"USD": "0.9213"})
+    assert got.rates == {"USD": rate}
+    with localcontext(Context(prec=100)):  # exact: the default 28 digits would round
+        converted = _in_eur(events, rate)
+    want = expected_summary(converted, by)
+    assert {(*r.key, r.currency): r.cost for r in got.rows} == {
+        k: v["cost"] for k, v in want.items()
+    }
+    assert {(*r.key, r.currency): r.requests for r in got.rows} == {
+        k: v["requests"] for k, v in want.items()
+    }
+    (total,) = got.totals
+    whole = expected_summary(converted, ())[("EUR",)]
+    assert (total.currency, total.requests, total.unpriced, total.cost) == (
+        "EUR",
+        len(events),
+        whole["unpriced"],
+        whole["cost"],
+    )
+    for row in got.rows:
+        assert row.share == _share(row.cost, total.cost)
+
+
+def _in_eur(events: list[UsageEvent], rate: Decimal) -> list[UsageEvent]:
+    """Each event with its cost in EUR: USD amounts times ``rate``."""
+    return [
+        e.with_cost(
+            Cost(
+                status=e.cost.status,
+                total=None
+                if e.cost.total is None
+                else e.cost.total * rate
+                if e.cost.currency == "USD"
+                else e.cost.total,
+                currency="EUR",
+            )
+        )
+        for e in events
+    ]
+
+
+def _two_currencies(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'fx.db'}"
+    at = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    with Ledger(url, sync=True) as ledger:
+        ledger.record_many(
+            [
+                UsageEvent(
+                    model="m",
+                    usage=Usage(10, 1),
+                    cost=Cost(status="priced", total=Decimal("1.50"), currency="USD"),
+                    timestamp=at,
+                    team="a",
+                ),
+                UsageEvent(
+                    model="m",
+                    usage=Usage(20, 2),
+                    cost=Cost(status="priced", total=Decimal("2.00"), currency="EUR"),
+                    timestamp=at,
+                    team="b",
+                ),
+                UsageEvent(
+                    model="unknown",
+                    usage=Usage(5, 5),
+                    cost=Cost(status="unknown_model"),
+                    timestamp=at,
+                    team="b",
+                ),
+            ]
+        )
+    return url
+
+
+def test_report_converted_by_hand(tmp_path: Path) -> None:
+    url = _two_currencies(tmp_path)
+    before = report(url, "model")
+    assert {(r.key, r.currency): r.cost for r in before.rows} == {
+        (("m",), "USD"): Decimal("1.5"),
+        (("m",), "EUR"): Decimal("2"),
+        (("unknown",), "USD"): Decimal("0"),
+    }
+    in_eur = report(url, "model", currency="EUR", rates={"USD": Decimal("0.92")})
+    # 1.50 USD x 0.92 = 1.38 EUR, + 2.00 EUR = 3.38 EUR; the unpriced call adds nothing
+    assert [(r.key, r.currency, r.requests, r.unpriced, r.cost, r.share) for r in in_eur.rows] == [
+        (("m",), "EUR", 2, 0, Decimal("3.38"), Decimal("1.000000")),
+        (("unknown",), "EUR", 1, 1, Decimal("0"), Decimal("0.000000")),
+    ]
+    in_usd = report(url, "team", currency="USD", rates={"EUR": "1.087", "GBP": "1.27"})
+    assert in_usd.rates == {"EUR": Decimal("1.087")}  # only currencies the selection holds
+    assert {r.key: r.cost for r in in_usd.rows} == {
+        ("a",): Decimal("1.5"),
+        ("b",): Decimal("2.174"),
+    }
+    assert in_usd.cost == {"USD": Decimal("3.674")}
+
+
+@pytest.mark.parametrize(
+    ("currency", "rates", "message"),
+    [
+        ("EUR", None, "the selection holds costs in USD, with no rate to EUR: give one (USD=..."),
+        ("GBP", {"USD": "0.79"}, "the selection holds costs in EUR, with no rate to GBP"),
+        (
+            "EUR",
+            {"USD": 0.92},
+            "exchange rate for USD must be a Decimal, a decimal string or an int, got 0.92",
+        ),
+        ("EUR", {"USD": "0"}, "exchange rate for USD must be above 0, got '0'"),
+        ("EUR", {"USD": "-1"}, "exchange rate for USD must be above 0, got '-1'"),
+        ("EUR", {"USD": "NaN"}, "exchange rate for USD must be above 0, got 'NaN'"),
+        ("EUR", {"USD": "ninety"}, "exchange rate for USD is not a number: 'ninety'"),
+        ("EUR", {"usd": "0.9"}, "an exchange rate's currency must be a three-letter currency code"),
+        (
+            "euro",
+            {"USD": "0.9"},
+            "currency must be a three-letter currency code like 'EUR', got 'euro'",
+        ),
+        ("EUR", {"USD": "0.9", "EUR": "2"}, "the rate of EUR to itself is 1, got '2'"),
+    ],
+)
+def test_report_conversion_refuses_bad_or_missing_rates(
+    tmp_path: Path, currency: str, rates: Any, message: str
+) -> None:
+    url = _two_currencies(tmp_path)
+    with pytest.raises(ValueError) as caught:
+        report(url, "model", currency=currency, rates=rates)
+    assert message in str(caught.value)
+
+
+def test_report_rates_without_a_currency_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rates are for converting: give currency= too"):
+        report(_two_currencies(tmp_path), "model", rates={"USD": "0.9"})

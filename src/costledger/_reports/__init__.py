@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._export import EXPORT_COLUMNS, EXPORT_FORMATS, ExportFormat, ExportResult, export
 from ._prices import COMPONENTS, PriceDiff, diff_prices, effective_rates, list_prices, show_price
-from ._report import GROUP_KEYS, Report, ReportRow, parse_by, report, top
+from ._report import GROUP_KEYS, Report, ReportRow, exchange_rates, parse_by, report, top
 from ._whatif import RepriceResult, UnpricedCall, WhatIf, WhatIfRow, reprice, whatif
 from ._when import PERIODS, parse_when, resolve_bounds
 
@@ -30,6 +30,7 @@ __all__ = [
     "WhatIfRow",
     "diff_prices",
     "effective_rates",
+    "exchange_rates",
     "export",
     "list_prices",
     "parse_by",

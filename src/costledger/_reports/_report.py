@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +23,7 @@ from ._when import resolve_bounds
 if TYPE_CHECKING:
     from .._ledger import Ledger, StoredEvent, SummaryRow
 
-__all__ = ["GROUP_KEYS", "Report", "ReportRow", "parse_by", "report", "top"]
+__all__ = ["GROUP_KEYS", "Report", "ReportRow", "exchange_rates", "parse_by", "report", "top"]
 
 GROUP_KEYS: tuple[str, ...] = SUMMARY_KEYS
 _TIME_KEYS = frozenset(("day", "week", "month"))
@@ -92,6 +92,9 @@ class Report:
     totals: tuple[ReportRow, ...]
     truncated: int = 0
     """Groups left out by ``limit``."""
+    rates: Mapping[str, Decimal] = field(default_factory=dict)
+    """When converted (``currency=``): the rate applied to each currency the selection
+    held, in units of the report's currency per unit (``{"USD": Decimal("0.9213")}``)."""
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [row.as_dict() for row in self.rows]
@@ -134,15 +137,86 @@ def _summarize(
     )
 
 
-def _add(rows: Sequence[SummaryRow]) -> dict[str, list[Any]]:
+_Group = tuple[tuple[Any, ...], str, tuple[int, ...], Decimal]
+"""A summary row reduced to what a report needs: key, currency, counts, cost."""
+
+
+def _groups(rows: Sequence[SummaryRow]) -> list[_Group]:
+    return [(r.key, r.currency, _counts(r), r.cost) for r in rows]
+
+
+def _add(groups: Sequence[_Group]) -> dict[str, list[Any]]:
     """Per currency: requests ... reasoning tokens, then cost."""
     out: dict[str, list[Any]] = {}
-    for r in rows:
-        acc = out.setdefault(r.currency, [0] * 9 + [Decimal(0)])
-        for i, n in enumerate(_counts(r)):
+    for _, currency, counts, cost in groups:
+        acc = out.setdefault(currency, [0] * 9 + [Decimal(0)])
+        for i, n in enumerate(counts):
             acc[i] += n
-        acc[9] = EXACT.add(acc[9], r.cost)
+        acc[9] = EXACT.add(acc[9], cost)
     return out
+
+
+def _converted(
+    groups: Sequence[_Group], currency: str, rates: Mapping[str, Decimal]
+) -> list[_Group]:
+    """The groups in ``currency``: each cost times its currency's rate, exactly; groups that
+    differed only by currency merged (in the order they first appear)."""
+    merged: dict[tuple[Any, ...], tuple[list[int], list[Decimal]]] = {}
+    for key, source, counts, cost in groups:
+        acc_counts, acc_cost = merged.setdefault(key, ([0] * len(counts), [Decimal(0)]))
+        for i, n in enumerate(counts):
+            acc_counts[i] += n
+        rate = rates.get(source, _ONE)
+        acc_cost[0] = EXACT.add(acc_cost[0], EXACT.multiply(cost, rate))
+    return [(key, currency, tuple(c), cost[0]) for key, (c, cost) in merged.items()]
+
+
+_ONE = Decimal(1)
+_CURRENCY_CODE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _currency_code(value: object, what: str) -> str:
+    if not isinstance(value, str) or len(value) != 3 or not set(value) <= _CURRENCY_CODE:
+        raise ValueError(f"{what} must be a three-letter currency code like 'EUR', got {value!r}")
+    return value
+
+
+def exchange_rates(
+    currency: str, rates: Mapping[str, Decimal | str | int] | None, present: set[str]
+) -> dict[str, Decimal]:
+    """The rates to convert every currency in ``present`` into ``currency``, checked.
+
+    A rate is how many units of ``currency`` one unit of the other is worth, given as a
+    ``Decimal``, a decimal string or an int (never a float: it would not be the rate that
+    was written). A currency the selection holds without a rate is an error, never
+    guessed; rates for currencies the selection does not hold are ignored.
+    """
+    target = _currency_code(currency, "currency")
+    checked: dict[str, Decimal] = {}
+    for code, value in (rates or {}).items():
+        source = _currency_code(code, "an exchange rate's currency")
+        if isinstance(value, bool) or not isinstance(value, (Decimal, str, int)):
+            raise ValueError(
+                f"exchange rate for {source} must be a Decimal, a decimal string or an int, "
+                f"got {value!r}"
+            )
+        try:
+            rate = Decimal(value.strip() if isinstance(value, str) else value)
+        except ArithmeticError:
+            raise ValueError(f"exchange rate for {source} is not a number: {value!r}") from None
+        if not rate.is_finite() or rate <= 0:
+            raise ValueError(f"exchange rate for {source} must be above 0, got {value!r}")
+        if source == target and rate != _ONE:
+            raise ValueError(f"the rate of {target} to itself is 1, got {value!r}")
+        checked[source] = rate
+    missing = sorted(present - set(checked) - {target})
+    if missing:
+        given = ", ".join(f"{code}=..." for code in missing)
+        raise ValueError(
+            f"the selection holds costs in {', '.join(missing)}, with no rate to {target}: "
+            f"give one ({given}, {target} per unit)"
+        )
+    return {code: checked[code] for code in sorted(present - {target})}
 
 
 def _counts(r: SummaryRow) -> tuple[int, ...]:
@@ -196,6 +270,8 @@ def report(
     limit: int | None = None,
     now: datetime | None = None,
     use_rollups: bool = True,
+    currency: str | None = None,
+    rates: Mapping[str, Decimal | str | int] | None = None,
     **filters: str | Sequence[str] | None,
 ) -> Report:
     """Requests, errors, tokens by kind, exact cost and share of total per group.
@@ -208,6 +284,11 @@ def report(
     ``"auto"`` (by key when grouping by a time key, else by cost). ``limit`` keeps that
     many rows (totals still cover everything). Answered from the daily rollups whenever
     they can (``use_rollups=False`` forces the events table; the figures are identical).
+
+    Costs are reported per currency as priced. ``currency="EUR"`` with
+    ``rates={"USD": "0.9213"}`` (EUR per USD) converts every cost exactly (no rounding)
+    and merges the groups into that one currency; ``Report.rates`` keeps the rates used.
+    See ``exchange_rates`` for what is checked.
     """
     keys = parse_by(by)
     checked = check_filters(filters)
@@ -220,9 +301,18 @@ def report(
         rows = _summarize(opened, keys, lo, hi, checked, use_rollups)
         # by tag, rows overlap (an event with two tags is in both): count each event once
         total_rows = _summarize(opened, (), lo, hi, checked, use_rollups) if "tag" in keys else rows
-    totals = _add(total_rows)
+    groups = _groups(rows)
+    total_groups = _groups(total_rows) if total_rows is not rows else groups
+    used: dict[str, Decimal] = {}
+    if currency is not None:
+        used = exchange_rates(currency, rates, {g[1] for g in total_groups})
+        groups = _converted(groups, currency, used)
+        total_groups = _converted(total_groups, currency, used)
+    elif rates:
+        raise ValueError("rates are for converting: give currency= too")
+    totals = _add(total_groups)
     report_rows = [
-        _row(keys, r.key, r.currency, _counts(r), r.cost, totals[r.currency][9]) for r in rows
+        _row(keys, key, cur, counts, cost, totals[cur][9]) for key, cur, counts, cost in groups
     ]
     if sort == "cost" or (sort == "auto" and not _TIME_KEYS & set(keys)):
         report_rows.sort(key=lambda r: (r.currency, -r.cost))
@@ -241,6 +331,7 @@ def report(
         rows=tuple(report_rows),
         totals=total_list,
         truncated=truncated,
+        rates=used,
     )
 
 

@@ -56,6 +56,24 @@ def report(
         int | None,
         typer.Option("--limit", min=1, help="Show only the first N groups.", show_default=False),
     ] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option(
+            "--currency",
+            help="Convert every cost into this currency (e.g. EUR), exactly, at the --rate "
+            "given for each other currency in the selection.",
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            help="An exchange rate for --currency: CODE=RATE, units of --currency per unit of "
+            "CODE (--rate USD=0.9213). Repeat for each currency.",
+            show_default=False,
+        ),
+    ] = None,
     *,
     selected: Selection,
     fmt: Format = OutputFormat.table,
@@ -65,13 +83,28 @@ def report(
 
     if sort not in ("auto", "key", "cost"):
         raise typer.BadParameter(f"use auto, key or cost, not {sort!r}", param_hint="'--sort'")
+    rates = _parse_rates(rate or [])
+    if rates and currency is None:
+        raise typer.BadParameter("--rate converts into --currency: give --currency too")
     with open_ledger(selected.db) as ledger:
-        result = build(ledger, by, sort=sort, limit=limit, **selected.api)  # type: ignore[arg-type]
+        result = build(
+            ledger,
+            by,
+            sort=sort,  # type: ignore[arg-type]
+            limit=limit,
+            currency=None if currency is None else currency.upper(),
+            rates=rates,
+            **selected.api,
+        )
     rows = result.as_dicts()
     if not rows:
         if fmt is not OutputFormat.table:  # still a valid (empty) document for a pipe
             emit(fmt, [], [], fields=_fields(result.by))
         raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
+    if result.rates:
+        rates_text = ";".join(f"{code}={rate}" for code, rate in result.rates.items())
+        for r in rows:
+            r["exchange_rates"] = rates_text
     currencies = {r["currency"] for r in rows}
     cols = [Col(name, name) for name in result.by]
     if currencies != {"USD"}:
@@ -93,8 +126,11 @@ def report(
         footer.append(line)
     if not result.by:
         rows, footer = footer, []
-    emit(fmt, rows, cols, footer=footer, fields=_fields(result.by), group=result.by)
+    fields = _fields(result.by) + (["exchange_rates"] if result.rates else [])
+    emit(fmt, rows, cols, footer=footer, fields=fields, group=result.by)
     if fmt is OutputFormat.table:
+        for code, value in result.rates.items():
+            note(f"converted at 1 {code} = {value} {_currency_of(result)} (--rate)")
         if result.truncated:
             note(f"{result.truncated:,} more group(s) not shown (--limit); totals include them")
         unpriced = sum(t.unpriced for t in result.totals)
@@ -103,6 +139,25 @@ def report(
                 f"warning: {unpriced:,} call(s) have no price (unknown model); their cost is "
                 "not included (not $0). Add a price and run 'costledger reprice'."
             )
+
+
+def _parse_rates(given: list[str]) -> dict[str, str]:
+    rates: dict[str, str] = {}
+    for item in given:
+        code, sep, value = item.partition("=")
+        if not sep or not code.strip() or not value.strip():
+            raise typer.BadParameter(
+                f"use CODE=RATE (USD=0.9213), not {item!r}", param_hint="'--rate'"
+            )
+        code = code.strip().upper()
+        if code in rates:
+            raise typer.BadParameter(f"{code} is given twice", param_hint="'--rate'")
+        rates[code] = value.strip()
+    return rates
+
+
+def _currency_of(result: Any) -> str:
+    return str(result.totals[0].currency) if result.totals else ""
 
 
 def _fields(by: tuple[str, ...]) -> list[str]:

@@ -570,6 +570,31 @@ def test_report_in_one_currency(tmp_path: Path) -> None:
     assert "converted at 1 EUR = 1.087 USD (--rate)" in table.output
 
 
+def test_report_totals_only_in_one_currency_carry_the_rates(tmp_path: Path) -> None:
+    from .test_reports_api import _two_currencies
+
+    url = _two_currencies(tmp_path)
+    result = run("report", "--db", url, "--currency", "EUR", "--rate", "USD=0.92", "-f", "csv")
+    assert result.exit_code == 0, result.output
+    assert list(csv.DictReader(io.StringIO(result.stdout))) == [
+        {
+            "currency": "EUR",
+            "requests": "3",
+            "errors": "0",
+            "cancelled": "0",
+            "unpriced": "1",
+            "input_tokens": "35",
+            "cache_read_tokens": "0",
+            "cache_write_tokens": "0",
+            "output_tokens": "8",
+            "reasoning_tokens": "0",
+            "cost": "3.38",
+            "share": "1.000000",
+            "exchange_rates": "USD=0.92",
+        }
+    ]
+
+
 def test_report_currency_errors(tmp_path: Path) -> None:
     from .test_reports_api import _two_currencies
 

@@ -101,10 +101,6 @@ def report(
         if fmt is not OutputFormat.table:  # still a valid (empty) document for a pipe
             emit(fmt, [], [], fields=_fields(result.by))
         raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
-    if result.rates:
-        rates_text = ";".join(f"{code}={rate}" for code, rate in result.rates.items())
-        for r in rows:
-            r["exchange_rates"] = rates_text
     currencies = {r["currency"] for r in rows}
     cols = [Col(name, name) for name in result.by]
     if currencies != {"USD"}:
@@ -124,6 +120,10 @@ def report(
         if first is not None:
             line[first] = "total" if len(result.totals) == 1 else f"total {total.currency}"
         footer.append(line)
+    if result.rates:
+        rates_text = ";".join(f"{code}={rate}" for code, rate in result.rates.items())
+        for line in (*rows, *footer):
+            line["exchange_rates"] = rates_text
     if not result.by:
         rows, footer = footer, []
     fields = _fields(result.by) + (["exchange_rates"] if result.rates else [])

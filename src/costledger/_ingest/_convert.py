@@ -543,8 +543,11 @@ class Converter:
             )
         info = read_response(record)
         at = self.now
+        # a Responses API stream event (response.completed) has its time in "response"
+        inner = record.get("response")
+        timed = inner if isinstance(inner, dict) and "created" not in record else record
         for key in ("created", "created_at"):
-            created = record.get(key)
+            created = timed.get(key)
             if created is not None:
                 if isinstance(created, bool) or not isinstance(created, (int, float)):
                     raise UsageError(

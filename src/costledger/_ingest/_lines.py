@@ -88,9 +88,27 @@ def open_input(source: str | os.PathLike[str] | IO[bytes] | IO[str]) -> InputSou
     return _wrap(source, getattr(source, "name", None) or repr(source), owned=False)
 
 
+class _EncodedText:
+    """A text stream with no binary buffer under it (``io.StringIO``), read as UTF-8 bytes."""
+
+    def __init__(self, text: io.TextIOBase) -> None:
+        self._text = text
+
+    def read(self, size: int = -1) -> bytes:
+        return self._text.read(size).encode("utf-8", "surrogateescape")
+
+    def seekable(self) -> bool:
+        return False
+
+
 def _wrap(stream: Any, name: str, *, owned: bool) -> InputSource:
     if isinstance(stream, io.TextIOBase):
-        stream = getattr(stream, "buffer", stream)
+        buffer = getattr(stream, "buffer", None)
+        if buffer is None:
+            return InputSource(
+                str(name), cast(IO[bytes], _EncodedText(stream)), None, False, None, None, owned
+            )
+        stream = buffer
     if not hasattr(stream, "read"):
         raise TypeError(f"an input must be a path or a binary file object, got {stream!r}")
     if not callable(getattr(stream, "peek", None)) and callable(getattr(stream, "readinto", None)):

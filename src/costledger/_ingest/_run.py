@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Union, cast
 
 from .._errors import CostLedgerError, UsageError
+from .._redact import redact_text
 from ._convert import (
     I_CURRENCY,
     I_ID,
@@ -183,7 +184,8 @@ class IngestResult:
             return False
         if self.lines and not self.accepted and not self.duplicates:
             return False
-        return self.lines > 0 or any(r.resumed_at_line is not None for r in self.inputs)
+        # resumed past line 1: read before; a checkpoint at line 1 read nothing (an empty file)
+        return self.lines > 0 or any((r.resumed_at_line or 0) > 1 for r in self.inputs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +432,7 @@ class _InputRun:
             except ValueError as exc:
                 record = self._recover(line, exc)
                 if record is None:
-                    if block.unterminated and self.resumable:
+                    if block.unterminated and self.resumable and not self.src.compressed:
                         held_tail = True  # maybe still being written: left for the next run
                         counted -= 1
                         continue
@@ -510,6 +512,7 @@ class _InputRun:
         nbytes: int,
     ) -> None:
         self.rejected += 1
+        reason = redact_text(reason)  # a value quoted from the line may be a key
         line_no = block.first_line + i
         offset = self._offset_of(block, i)
         if len(self.first_rejects) < _SAMPLE_REJECTS:
@@ -582,6 +585,7 @@ class _InputRun:
                 reason = f"refused by the database: {refusal}"
             else:
                 reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
+            reason = redact_text(reason)
             if len(self.first_rejects) < _SAMPLE_REJECTS:
                 self.first_rejects.append(Reject(line_no, -1, reason))
             if self.rejects is not None:
@@ -789,8 +793,9 @@ def ingest(
     """Read usage log lines into the ledger: idempotent, resumable, never stopped by a bad line.
 
     ``inputs``: one or more paths (``"-"`` is stdin; gzip is read transparently) or
-    binary file objects. Each line may be a costledger usage record, a LiteLLM
-    ``StandardLoggingPayload`` or a provider response (see docs/ingestion.md).
+    file objects (binary, or text read as UTF-8). Each line may be a costledger usage
+    record, a LiteLLM ``StandardLoggingPayload`` or a provider response (see
+    docs/ingestion.md).
     ``ledger``: a ``Ledger``, a database URL, or ``None`` for the default ledger.
     ``pricer``: prices LiteLLM payloads and responses (default ``Pricer.default()``).
     ``rejects``: one file for every input's rejected lines; by default each input

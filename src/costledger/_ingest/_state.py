@@ -28,6 +28,7 @@ __all__ = ["CHECKPOINT_VERSION", "Checkpoint", "RejectsFile", "checkpoint_path",
 CHECKPOINT_VERSION = 1
 HEAD_BYTES = 4096
 _EXCERPT_CHARS = 160
+_SCRUB_BYTES = 4096  # far past the excerpt and any key that could reach into it
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +101,9 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 
 def excerpt(line: bytes) -> str:
     """The start of a line for a reject record: decoded leniently, secrets scrubbed."""
-    text = line[: _EXCERPT_CHARS * 4].decode("utf-8", "backslashreplace")[:_EXCERPT_CHARS]
-    return redact_text(text)
+    # Scrubbed before it is cut: a key across the cut would lose the end its pattern needs.
+    text = line[:_SCRUB_BYTES].decode("utf-8", "backslashreplace")
+    return redact_text(text)[:_EXCERPT_CHARS]
 
 
 class RejectsFile:

@@ -64,7 +64,8 @@ def money_value(field: str, value: Any) -> Decimal:
         raise ValueError(f"money field {field!r} must be finite, got {value!r}")
     exponent = d.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MONEY_SCALE:
-        d = d.quantize(_QUANTUM, rounding=decimal.ROUND_HALF_EVEN)
+        # 38 digits and more: the default context's 28 would raise InvalidOperation
+        d = d.quantize(_QUANTUM, rounding=decimal.ROUND_HALF_EVEN, context=_SUM_CONTEXT)
     if abs(d) >= _MAX:
         raise ValueError(
             f"money field {field!r} = {value!r} exceeds NUMERIC({MONEY_PRECISION}, {MONEY_SCALE})"

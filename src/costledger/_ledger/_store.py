@@ -28,7 +28,15 @@ from .._cost import Cost
 from .._events import UsageEvent
 from ._engine import BEGIN_OPTION, is_memory_sqlite, make_engine
 from ._migrate import ensure_schema
-from ._money import MONEY_PRECISION, MONEY_SCALE, dumps, json_default, sqlite_timestamp
+from ._money import (
+    _QUANTUM,
+    _SUM_CONTEXT,
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    dumps,
+    json_default,
+    sqlite_timestamp,
+)
 from ._rows import (
     COLUMNS,
     FLAG_COLUMNS,
@@ -64,7 +72,6 @@ class CostChange:
 
 CostHook = Callable[[Connection, Sequence[CostChange]], None]
 
-_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 _MAX_ADJUSTED = MONEY_PRECISION - MONEY_SCALE - 1
 _DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(COLUMNS),
@@ -116,7 +123,8 @@ def _check_money(field: str, d: Decimal | None) -> Decimal | None:
         raise ValueError(f"UsageEvent {field} = {d!r} exceeds NUMERIC({MONEY_PRECISION}, 18)")
     exponent = d.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MONEY_SCALE:
-        d = d.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+        # in a context of 80 digits: the default 28 would raise InvalidOperation past 10^10
+        d = d.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=_SUM_CONTEXT)
     return d
 
 

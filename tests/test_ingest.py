@@ -437,3 +437,92 @@ def test_blocks_split_lines_exactly_whatever_the_read_size() -> None:
             expected.append((number, offset, shown, len(segment)))
             offset += len(segment) + 1
         assert got == expected, (data, limit, read_size)
+
+
+# -- found in review (2026-12-07) ---------------------------------------------------------------
+
+KEY = "sk-proj-" + "Q7w" * 16 + "xQz"  # ends in letters no hex id or digest holds
+
+
+def test_rejection_reasons_never_show_a_key(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"litellm_call_id": "c1", "startTime": 1.7e9, "status": KEY}).encode(),
+        json.dumps({"id": "r2", "model": "gpt-4o", "usage": {"prompt_tokens": KEY}}).encode(),
+        json.dumps({KEY: 1}).encode(),
+    ]
+    path = write_lines(tmp_path / "keys.log", lines)
+    result = ingest(path, ledger=f"sqlite:///{tmp_path / 'l.db'}", checkpoint_dir=tmp_path)
+    assert result.rejected == 3
+    shown = repr(result) + Path(f"{path}.rejects.jsonl").read_text()
+    assert "xQz" not in shown
+    assert "Q7wQ7w" not in shown
+    assert [r.line for r in result.inputs[0].first_rejects] == [1, 2, 3]
+    assert all("[REDACTED]" in r.reason for r in result.inputs[0].first_rejects)
+
+
+def test_an_excerpt_is_scrubbed_before_it_is_cut(tmp_path: Path) -> None:
+    """A key across the excerpt's 160th character is scrubbed whole, not cut and kept."""
+    prefix = b'{"note": "'
+    pad = b"x" * (160 - len(prefix) - 13) + b" "  # the cut leaves "sk-proj-Q7wQ"
+    path = write_lines(tmp_path / "cut.log", [prefix + pad + KEY.encode() + b'" BROKEN'])
+    ingest(path, ledger=f"sqlite:///{tmp_path / 'l.db'}", checkpoint_dir=tmp_path)
+    [record] = [json.loads(x) for x in Path(f"{path}.rejects.jsonl").read_bytes().splitlines()]
+    assert " [REDACTED]" in record["excerpt"]
+    assert "sk-proj-" not in record["excerpt"]
+
+
+def test_a_gzip_whose_last_line_is_cut_rejects_it(tmp_path: Path) -> None:
+    """A compressed file does not grow: a cut-off last line is bad, not 'still being written'."""
+    whole = own_line(make_event(2))
+    gz = tmp_path / "cut.log.gz"
+    gz.write_bytes(gzip.compress(own_line(make_event(1)) + b"\n" + whole[:40]))
+    result = ingest(gz, ledger=f"sqlite:///{tmp_path / 'l.db'}", checkpoint_dir=tmp_path)
+    assert (result.accepted, result.rejected, result.inputs[0].incomplete) == (1, 1, 0)
+    assert [r.line for r in result.inputs[0].first_rejects] == [2]
+
+
+def test_a_responses_stream_completed_event_takes_the_responses_time(tmp_path: Path) -> None:
+    usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
+    response = {
+        "id": "resp_D",
+        "object": "response",
+        "created_at": 1748779200,
+        "model": "gpt-4o-2024-08-06",
+        "usage": usage,
+    }
+    event = {"type": "response.completed", "sequence_number": 7, "response": response}
+    path = write_lines(tmp_path / "r.log", [json.dumps(event).encode()])
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    assert ingest(path, ledger=db, checkpoint_dir=tmp_path, now=NOW).accepted == 1
+    [stored] = _events(db).values()
+    assert stored.request_id == "resp_D"
+    assert stored.timestamp == datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_a_text_stream_is_read_as_utf8(tmp_path: Path) -> None:
+    events = [make_event(n, user="zoë") for n in range(3)]
+    text = "".join(own_line(e).decode() + "\n" for e in events)
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    result = ingest(io.StringIO(text), ledger=db, rejects=tmp_path / "r.jsonl")
+    assert (result.lines, result.accepted) == (3, 3)
+    assert _events(db) == {e.id: e for e in events}
+
+
+def test_money_with_eleven_whole_digits_and_more_than_18_places_is_rounded(
+    url: str, tmp_path: Path
+) -> None:
+    record = json.loads(own_line(make_event(1)))
+    record["costledger.cost.total"] = "12345678901.1234567890123456789"
+    path = write_lines(tmp_path / "big.log", [json.dumps(record).encode()])
+    result = ingest(path, ledger=url, checkpoint_dir=tmp_path)
+    assert (result.accepted, result.rejected) == (1, 0)
+    [stored] = _events(url).values()
+    assert stored.cost.total == Decimal("12345678901.123456789012345679")  # half-even at 18
+
+
+def test_an_empty_input_is_not_ok_on_its_second_run_either(tmp_path: Path) -> None:
+    path = tmp_path / "empty.log"
+    path.write_bytes(b"")
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    assert not ingest(path, ledger=db, checkpoint_dir=tmp_path).ok
+    assert not ingest(path, ledger=db, checkpoint_dir=tmp_path).ok

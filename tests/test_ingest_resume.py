@@ -233,3 +233,73 @@ def test_postgresql_refuses_one_row_and_only_that_line_is_rejected(
     assert record["line"] == 5
     assert "refused by the database" in str(record["reason"])
     _rollups_consistent(pg_url)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_refused_first_line_of_an_id_gives_the_next_line_its_turn(
+    pg_url: str, tmp_path: Path, writer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first line of an id is written in a batch; when PostgreSQL refuses it, a
+    later line with that id is not a duplicate of anything stored, and is stored."""
+    from costledger._ingest._run import WRITER_PROCESS_ENV
+
+    monkeypatch.setenv(WRITER_PROCESS_ENV, writer)
+    lines = lines_with_a_nul_user()  # the fifth line (evt-000005) has a NUL in its user
+    path = write_lines(tmp_path / "nul.log", [*lines, own_line(make_event(5))])
+    result = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path)
+    assert (result.lines, result.accepted, result.duplicates, result.rejected) == (9, 8, 0, 1)
+    assert count_rows(pg_url) == 8
+    [record] = _rejects(Path(f"{path}.rejects.jsonl"))
+    assert record["line"] == 5
+    with Ledger(pg_url) as ledger:
+        stored = ledger.get("evt-000005")
+    assert stored is not None
+    assert stored.user == "user-2"  # the good line's
+    again = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path, resume=False)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 8, 1)
+    _rollups_consistent(pg_url)
+
+
+def test_a_shared_rejects_file_keeps_other_inputs_records_on_resume(tmp_path: Path) -> None:
+    """Resuming one input drops only its own records of a batch never checkpointed, never
+    what other inputs wrote into the same --rejects file since."""
+    from costledger._ingest._state import RejectsFile
+
+    shared = tmp_path / "all.rejects.jsonl"
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    a, _, bad_a = _file_with_bad_lines(tmp_path / "a.log", 500)
+    b = write_lines(tmp_path / "b.log", [b"nope", own_line(make_event(9000)), b"{"])
+    done = ingest(a, ledger=db, rejects=shared, checkpoint_dir=tmp_path / "ck")
+    assert done.rejected == bad_a == 5
+    # as if a's last batch was written to the rejects file but its checkpoint was not saved
+    ckpt_file = next((tmp_path / "ck").glob("*.json"))
+    ckpt = json.loads(ckpt_file.read_text())
+    ckpt.update(complete=False, rejects_size=0)
+    ckpt_file.write_text(json.dumps(ckpt))
+    assert ingest(b, ledger=db, rejects=shared, checkpoint_dir=tmp_path / "ck").rejected == 2
+    RejectsFile(shared).drop_after(0, str(a))  # what resuming a does first
+    inputs = [r["input"] for r in _rejects(shared)]
+    assert inputs == [str(b), str(b)]
+
+
+def test_a_last_line_without_newline_then_its_newline_shifts_no_line(tmp_path: Path) -> None:
+    """A whole last line with no newline is read; the newline its writer adds later ends
+    that line, not a blank one: later lines keep their numbers (rejects, line-based ids)."""
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    embedding = json.dumps(
+        {"object": "list", "model": "text-embedding-3-small", "usage": {"prompt_tokens": 8000}}
+    ).encode()
+    path = tmp_path / "live.log"
+    path.write_bytes(own_line(make_event(1)) + b"\n" + embedding)
+    first = ingest(path, ledger=db, checkpoint_dir=tmp_path / "ck")
+    assert (first.lines, first.accepted, first.inputs[0].incomplete) == (2, 2, 0)
+    with path.open("ab") as f:
+        f.write(b"\nnot json\n")
+    second = ingest(path, ledger=db, checkpoint_dir=tmp_path / "ck")
+    assert (second.inputs[0].resumed_at_line, second.inputs[0].blank, second.lines) == (3, 0, 1)
+    [record] = _rejects(Path(f"{path}.rejects.jsonl"))
+    assert record["line"] == 3
+    again = ingest(path, ledger=db, checkpoint_dir=tmp_path / "ck", resume=False)
+    assert (again.accepted, again.duplicates, again.rejected) == (0, 2, 1)
+    assert count_rows(db) == 2  # the embedding (its id made from its line) is stored once

@@ -312,6 +312,7 @@ class _InputRun:
         self.next_line = 1
         self.pending_end = 0
         self.pending_next_line = 1
+        self.pending_open = self.open_line = False
         self.probe_id: str | None = None
         self.complete = False
         self.checkpoint_file: Path | None = None
@@ -344,9 +345,17 @@ class _InputRun:
             and ckpt.rejects == self.rejects.path
             and self.rejects.size() > ckpt.rejects_size
         ):
-            self.rejects.truncate(ckpt.rejects_size)  # records of a batch never committed
+            self.rejects.drop_after(ckpt.rejects_size, self.src.name)
         skip_to(src.stream, ckpt.offset)
-        self.offset = self.pending_end = ckpt.offset
+        offset = ckpt.offset
+        if ckpt.open_line:
+            # The last line read had no newline; if one came since, it ends that line
+            # (not a blank line before the next one, which would shift every line number).
+            if src.stream.read(1) == b"\n":
+                offset += 1
+            else:
+                src.stream.seek(offset)
+        self.offset = self.pending_end = offset
         self.next_line = self.pending_next_line = ckpt.next_line
         self.resumed_at_line = ckpt.next_line
         self.probe_id = ckpt.probe_id
@@ -468,10 +477,13 @@ class _InputRun:
             self.incomplete = 1
             self.pending_end = block.start
             self.pending_next_line = first
+            self.pending_open = False
         else:
             self.incomplete = 0
             self.pending_end = block.end
             self.pending_next_line = first + len(block.lines)
+            # read to the end of a file that may grow: its newline may still come
+            self.pending_open = block.unterminated and self.resumable and not self.src.compressed
 
     def _recover(self, line: bytes, exc: Exception) -> Any:
         """A second chance for a line orjson refused: a prefix before the JSON object (a
@@ -544,6 +556,7 @@ class _InputRun:
             end=self.pending_end,
             next_line=self.pending_next_line,
             complete=final and self.error is None,
+            open_line=self.pending_open,
         )
         self.rows, self.row_lines = [], []
         if rows:
@@ -575,11 +588,15 @@ class _InputRun:
             except Exception as exc:
                 raise _WriteFailed(exc) from exc
         rows, unique = batch.rows, batch.unique
+        refusals = [(unique[index], refusal) for index, refusal in refused]
+        written = unique
+        if refusals and len(unique) < len(rows):
+            retried = self._retry_refused(rows, refusals, new_ids)
+            written = unique + retried
         refused_ids = set()
-        for index, refusal in refused:
-            row = unique[index]
+        for row, refusal in refusals:
             refused_ids.add(row[I_ID])
-            line_no = batch.row_lines[rows.index(row)]
+            line_no = batch.row_lines[_index_of(rows, row)]
             self.rejected += 1
             if isinstance(refusal, str):  # described by the writer process
                 reason = f"refused by the database: {refusal}"
@@ -600,14 +617,17 @@ class _InputRun:
                 )
                 batch.rejects.extend(self.rejects.take())
         if new_ids:
+            refused_rows = {id(row) for row, _ in refusals}
             added = (
                 unique
-                if len(new_ids) == len(unique)
-                else [row for row in unique if row[I_ID] in new_ids]
+                if len(new_ids) == len(unique) and not refusals
+                else [
+                    row for row in written if row[I_ID] in new_ids and id(row) not in refused_rows
+                ]
             )
             self._count_added(added)
         self.accepted += len(new_ids)
-        self.duplicates += len(rows) - len(new_ids) - len(refused)
+        self.duplicates += len(rows) - len(new_ids) - len(refusals)
         for row in unique:
             if row[I_ID] not in refused_ids:
                 self.probe_id = row[I_ID]
@@ -616,9 +636,44 @@ class _InputRun:
             self.rejects.write(batch.rejects)
         self.offset = batch.end
         self.next_line = batch.next_line
+        self.open_line = batch.open_line
         self.complete = batch.complete
         self._save_checkpoint()
         self._report(committed=True)
+
+    def _retry_refused(
+        self, rows: list[Row], refusals: list[tuple[Row, Any]], new_ids: set[str]
+    ) -> list[Row]:
+        """Write the next line of each id the database refused, if the batch has one.
+
+        Only the first line of an id goes into a batch's write; when the database refuses
+        that row (PostgreSQL and a NUL character, a number past BIGINT), a later line
+        with the same id is not a duplicate of anything stored, so it gets its turn. The
+        refusals of these writes are added to ``refusals``; the new ids to ``new_ids``.
+        """
+        later: dict[str, list[Row]] = {}
+        firsts: set[str] = set()
+        for row in rows:
+            rid = row[I_ID]
+            if rid in firsts:
+                later.setdefault(rid, []).append(row)
+            else:
+                firsts.add(rid)
+        write = self.job.writer.write if self.job.sink is None else self.job.sink.write
+        retried: list[Row] = []
+        waiting = [row[I_ID] for row, _ in refusals if later.get(row[I_ID])]
+        while waiting:
+            attempt = [later[rid].pop(0) for rid in waiting]
+            try:
+                added, refused = write(attempt)
+            except Exception as exc:
+                raise _WriteFailed(exc) from exc
+            retried += attempt
+            new_ids.update(added)
+            again = [(attempt[index], refusal) for index, refusal in refused]
+            refusals += again
+            waiting = [row[I_ID] for row, _ in again if later.get(row[I_ID])]
+        return retried
 
     def _count_added(self, added: list[Row]) -> None:
         """The costs (per currency, exact) and unpriced models of newly added rows."""
@@ -669,6 +724,7 @@ class _InputRun:
                 rejects_size=0 if self.rejects is None else self.rejects.size(),
                 complete=self.complete,
                 probe_id=self.probe_id,
+                open_line=self.open_line,
             ),
         )
 
@@ -716,6 +772,11 @@ class _InputRun:
         )
 
 
+def _index_of(rows: list[Row], row: Row) -> int:
+    """The position of this very row (two lines may make equal rows)."""
+    return next(k for k, candidate in enumerate(rows) if candidate is row)
+
+
 _Written = tuple[set[str], list[tuple[int, Any]]]
 """What a write gives: the new ids, and the refused rows (an exception, or its text when
 the writer process described it)."""
@@ -729,6 +790,7 @@ class _Batch:
     end: int
     next_line: int
     complete: bool
+    open_line: bool = False
     unique: list[Row] = field(default_factory=list)
     future: Future[_Written] | None = None
 

@@ -49,6 +49,8 @@ class Checkpoint:
     complete: bool  # the input was read to its end (at that time)
     probe_id: str | None  # an id the ledger held after this batch
     version: int = CHECKPOINT_VERSION
+    # ``offset`` is after a last line that had no newline yet: one written since ends it
+    open_line: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -58,7 +60,9 @@ class Checkpoint:
         if data.get("version") != CHECKPOINT_VERSION:
             return None
         try:
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+            return cls(
+                **{k: data[k] for k in cls.__dataclass_fields__ if k in data or k != "open_line"}
+            )
         except (KeyError, TypeError):
             return None
 
@@ -99,6 +103,13 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         raise
 
 
+def _input_of(record: bytes) -> object:
+    try:
+        return json.loads(record).get("input")
+    except (ValueError, AttributeError):
+        return None  # not a record of ours, or cut short: kept
+
+
 def excerpt(line: bytes) -> str:
     """The start of a line for a reject record: decoded leniently, secrets scrubbed."""
     # Scrubbed before it is cut: a key across the cut would lose the end its pattern needs.
@@ -128,10 +139,15 @@ class RejectsFile:
         except OSError:
             return 0
 
-    def truncate(self, size: int) -> None:
-        """Drop what the file holds past ``size`` (records of a batch never committed)."""
+    def drop_after(self, size: int, input_name: str) -> None:
+        """Drop ``input_name``'s records past ``size`` (those of a batch whose checkpoint was
+        never saved), keeping what other inputs sharing the file wrote since."""
         with contextlib.suppress(FileNotFoundError), open(self.path, "r+b") as f:
-            f.truncate(size)
+            f.seek(size)
+            kept = [line for line in f.read().splitlines(True) if _input_of(line) != input_name]
+            f.seek(size)
+            f.truncate()
+            f.writelines(kept)
 
     def add(
         self,

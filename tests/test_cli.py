@@ -116,6 +116,37 @@ SELECTION_OPTIONS = ["db", "since", "until", "model", "provider", "user", "team"
 SELECTION_OPTIONS += ["feature", "tag", "status", "source"]
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--team", ""], "error: Invalid value for '--team': needs a non-empty value, got ''"),
+        (["--tag", ","], "error: Invalid value for '--tag': needs a non-empty value, got ','"),
+        (
+            ["--user", " ", "--user", ", "],
+            "error: Invalid value for '--user': needs a non-empty value, got ' ', ', '",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["report", "top", "export"])
+def test_an_empty_filter_value_is_a_usage_error_not_everything(
+    db: str, command: str, args: list[str], error: str
+) -> None:
+    # an unset shell variable (--team "$TEAM") must not widen the selection to every call
+    result = run(command, "--db", db, *args)
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result) == f"{error} (see 'costledger {command} --help')"
+    assert result.stdout == ""
+
+
+def test_a_filter_with_an_empty_part_keeps_the_others(db: str) -> None:
+    a = run("report", "--db", db, "-f", "json", "--user", "u1,")
+    b = run("report", "--db", db, "-f", "json", "--user", "u1")
+    assert a.exit_code == b.exit_code == 0, a.output
+    assert json.loads(a.stdout) == json.loads(b.stdout)
+    want = {t.currency: t.requests for t in report(db, user="u1").totals}
+    assert {r["currency"]: r["requests"] for r in json.loads(a.stdout)} == want
+
+
 def test_every_filtering_command_has_the_same_selection_options() -> None:
     import typer.main
 
@@ -188,6 +219,9 @@ def test_nothing_matched_is_exit_1_and_still_valid_json(db: str) -> None:
         (["report", "--sort", "size"], "size"),
         (["top", "0"], "greater than or equal to 1"),
         (["report", "--limit", "0"], "--limit"),
+        (["report", "--since", "99999999999d"], "'99999999999d' is out of range"),
+        (["top", "--since", "999999999w"], "'999999999w' is out of range"),
+        (["report", "--until", "9999-12-31"], "'9999-12-31' is out of range"),
     ],
 )
 def test_usage_errors_are_exit_2_and_one_line(db: str, args: list[str], needle: str) -> None:
@@ -209,6 +243,17 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert one_error_line(result)
 
 
+def test_an_unparsable_database_url_is_shown_without_its_password() -> None:
+    url = "postgresql://admin:TopS3cretPW@db.internal:54x2/prod"
+    for result in (run("report", "--db", url), run("report", env={"COSTLEDGER_DATABASE_URL": url})):
+        assert result.exit_code == 1
+        assert one_error_line(result) == (
+            "error: database url 'postgresql://admin:***@db.internal:54x2/prod' is not a valid "
+            "URL: invalid literal for int() with base 10: '54x2'"
+        )
+        assert "TopS3cretPW" not in result.output
+
+
 def test_default_database_from_the_environment(db: str) -> None:
     result = run("report", "-f", "json", env={"COSTLEDGER_DATABASE_URL": db})
     assert result.exit_code == 0, result.output
@@ -220,6 +265,56 @@ def test_unpriced_calls_are_flagged_in_the_table(db: str) -> None:
     assert result.exit_code == 0, result.output
     assert "unpriced" in result.stdout
     assert "no price" in result.stderr
+
+
+def _table_cells(stdout: str) -> list[list[str]]:
+    """The rows of a rich table on stdout, as lists of cells (the header and rules left out)."""
+    return [
+        [cell.strip() for cell in line.split("│")]
+        for line in stdout.splitlines()
+        if "│" in line and "┃" not in line
+    ]
+
+
+@pytest.fixture
+def unpriced_only(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'unpriced.db'}"
+    with Ledger(url, sync=True) as ledger:
+        ledger.record(
+            UsageEvent(
+                model="mystery",
+                usage=Usage(10, 5),
+                cost=Cost(status="unknown_model"),
+                timestamp=datetime(2025, 2, 1, 1, tzinfo=UTC),
+            )
+        )
+    return url
+
+
+def test_a_selection_with_nothing_priced_totals_to_no_amount_not_zero(
+    unpriced_only: str, tmp_path: Path
+) -> None:
+    # requests, errors, input, cached, cache write, output, reasoning, unpriced, cost, share
+    figures = ["1", "0", "10", "0", "0", "5", "0", "1", "-", "-"]
+    alone = run("report", "--db", unpriced_only)
+    assert alone.exit_code == 0, alone.output
+    assert _table_cells(alone.stdout) == [figures]
+    by_model = run("report", "--db", unpriced_only, "--by", "model")
+    assert by_model.exit_code == 0, by_model.output
+    assert _table_cells(by_model.stdout) == [["mystery", *figures], ["total", *figures]]
+    # JSON keeps the exact (empty) sum
+    (doc,) = json.loads(run("report", "--db", unpriced_only, "-f", "json").stdout)
+    assert (doc["cost"], doc["unpriced"]) == ("0", 1)
+    book = tmp_path / "other.toml"
+    book.write_text('["other-model"]\ninput = "1"\noutput = "2"\n')
+    whatif = run("whatif", "--db", unpriced_only, "-p", str(book), "--only-book")
+    assert whatif.exit_code == 0, whatif.output
+    # model, requests, cost then, under the book, savings, savings %, unpriced then, in book
+    cells = _table_cells(whatif.stdout)
+    assert cells[:2] == [
+        ["mystery", "1", "-", "-", "-", "-", "1", "1"],
+        ["total", "1", "-", "-", "-", "-", "1", "1"],
+    ]
 
 
 # -- top -----------------------------------------------------------------------------------------

@@ -644,6 +644,42 @@ def test_url_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         Ledger("sqlite://", batch_size=0)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown", "why"),
+    [
+        (
+            "postgresql://admin:TopS3cretPW@db.internal:54x2/prod",
+            "postgresql://admin:***@db.internal:54x2/prod",
+            "invalid literal for int() with base 10: '54x2'",
+        ),
+        (  # an unencoded "@": SQLAlchemy would quote the password's tail as the port
+            "postgres://admin:TopS3c@ret:PW@db.internal:5432/prod",
+            "postgres://admin:***@db.internal:5432/prod",
+            "a character in the password (such as @ / : ?) must be percent-encoded",
+        ),
+        (
+            "postgresql:/admin:TopS3cretPW@db.internal/prod",  # a slash missing
+            "postgresql:/admin:***@db.internal/prod",
+            "Could not parse SQLAlchemy URL from given URL string",
+        ),
+        (  # no password: shown as given
+            "postgresql://admin@db.internal:54x2/prod",
+            "postgresql://admin@db.internal:54x2/prod",
+            "invalid literal for int() with base 10: '54x2'",
+        ),
+    ],
+)
+def test_an_unparsable_url_is_shown_without_its_password(url: str, shown: str, why: str) -> None:
+    with pytest.raises(ValueError) as info:
+        resolve_url(url)
+    assert str(info.value) == f"database url {shown!r} is not a valid URL: {why}"
+    assert "TopS3c" not in str(info.value)
+    assert "PW" not in str(info.value)
+    with pytest.raises(ValueError) as info:
+        Ledger(url)
+    assert str(info.value) == f"database url {shown!r} is not a valid URL: {why}"
+
+
 def test_sqlite_pragmas(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     with Ledger(url) as ledger:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
@@ -32,6 +33,7 @@ from costledger._reports import (
     top,
     whatif,
 )
+from costledger._reports._when import Bound
 from costledger._schema import event_from_line
 
 from .test_reports_helpers import (
@@ -227,6 +229,70 @@ def test_parse_when_names_the_field_and_the_value(bad: str) -> None:
         parse_when(bad, "until", now=NOW)
     assert repr(bad) in str(info.value)
     assert "this-month" in str(info.value)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="date.fromisoformat reads basic forms")
+@pytest.mark.parametrize("text", ["20250131", "2025-W05-5", "2025W055"])
+def test_every_iso_form_of_a_date_is_the_whole_day(text: str) -> None:
+    assert parse_when(text, "since", now=NOW) == datetime(2025, 1, 31, tzinfo=UTC)
+    assert parse_when(text, "until", now=NOW) == datetime(2025, 2, 1, tzinfo=UTC)
+    # a time of day in the basic form is still the exact instant
+    assert parse_when(text + "T1200", "until", now=NOW) == datetime(2025, 1, 31, 12, tzinfo=UTC)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="date.fromisoformat reads basic forms")
+def test_until_a_basic_iso_date_reports_its_whole_last_day(url: str) -> None:
+    late = UsageEvent(
+        model="m",
+        usage=Usage(3, 2),
+        cost=Cost(status="priced", total=Decimal("0.000000000000000007")),
+        timestamp=datetime(2025, 1, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    )
+    with Ledger(url, sync=True) as ledger:
+        ledger.record(late)
+        for until in ("2025-01-31", "20250131", "2025-W05-5"):
+            (total,) = report(ledger, since="20250131", until=until).totals
+            assert (total.requests, total.cost) == (1, Decimal("0.000000000000000007")), until
+
+
+@pytest.mark.parametrize(
+    ("text", "bound", "why"),
+    [
+        ("99999999999d", "since", "'99999999999d' is out of range"),
+        ("999999999w", "until", "'999999999w' is out of range"),
+        ("0001-01-01T00:00+01:00", "since", "'0001-01-01T00:00+01:00' is out of range"),
+        ("9999-12-31", "until", "'9999-12-31' is out of range"),  # its day ends in 10000
+    ],
+)
+def test_a_time_beyond_the_years_1_to_9999_is_a_value_error(
+    text: str, bound: Bound, why: str
+) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_when(text, bound, now=NOW)
+    hint = " (a date as an upper bound ends at the next midnight)" if bound == "until" else ""
+    assert str(info.value) == (
+        f"{bound}: {why}; a time must fall within the years 1 to 9999 UTC{hint}"
+    )
+    # the last representable day as a lower bound, or its last instant, read fine
+    assert parse_when("9999-12-31", "since") == datetime(9999, 12, 31, tzinfo=UTC)
+    assert parse_when("9999-12-31T23:59:59.999999Z", "until") == datetime.max.replace(tzinfo=UTC)
+
+
+def test_bounds_in_the_last_day_and_month_there_is_report_nothing(url: str) -> None:
+    e = UsageEvent(
+        model="m",
+        usage=Usage(3, 2),
+        cost=Cost(status="priced", total=Decimal("1.25")),
+        timestamp=datetime(2025, 1, 31, 12, tzinfo=UTC),
+    )
+    with Ledger(url, sync=True) as ledger:
+        ledger.record(e)
+        for since in ("9999-12-31T01:00Z", "9999-12-31", "9999-12-02T01:00Z", "9999-11-30T01:00Z"):
+            for by in ((), ("month",), ("day",)):
+                r = report(ledger, by=by, since=since)
+                assert (r.rows, r.totals) == ((), ()), (since, by)
+        (total,) = report(ledger, until="9999-12-31T23:00Z", by="month").totals
+        assert (total.requests, total.cost) == (1, Decimal("1.25"))
 
 
 def test_resolve_bounds_orders_them() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from costledger import Cost, Usage, UsageEvent
+from costledger import Cost, Usage, UsageError, UsageEvent
 from costledger._ledger import Ledger, upgrade
 from costledger._ledger._engine import make_engine, resolve_url
 from costledger._ledger._migrate import HEAD, current_revision
@@ -34,6 +34,7 @@ from costledger._ledger._rollups import (
     rollup_rows,
     summarize,
 )
+from costledger._ledger._rows import COLUMNS
 from costledger._ledger._store import _text_money, sqlite_params
 
 from .test_reports_helpers import (
@@ -587,24 +588,163 @@ def test_rollup_tables_have_the_documented_columns(tmp_path: Path) -> None:
     assert DIMENSIONS[3] == "user"
 
 
-def test_sqlite_refuses_a_sum_beyond_64_bits_rather_than_round_it(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'big.db'}"
-    huge = Decimal("5000000000000000000")  # 5e18: two of them overflow a 64-bit sum
-    events = [
-        UsageEvent(
-            model="m",
-            usage=Usage(1, 1),
-            cost=Cost(status="priced", total=huge),
-            timestamp=datetime(2025, 3, 1, i, tzinfo=UTC),
-        )
-        for i in range(2)
-    ]
+def _priced(total: str, hour: int, tokens: int = 1) -> UsageEvent:
+    return UsageEvent(
+        model="m",
+        usage=Usage(tokens, 1),
+        cost=Cost(status="priced", total=Decimal(total)),
+        timestamp=datetime(2025, 3, 1, hour, tzinfo=UTC),
+    )
+
+
+INT64_MAX = 2**63 - 1
+SUM_REFUSED = (
+    "the ledger's sums cannot take it: a sum (of cost in whole currency units, or of tokens) "
+    "of a group of costledger_rollup_daily for the day of 2025-03-01 would pass "
+    "9223372036854775807 (2^63 - 1), the most a rollup column holds"
+)
+
+
+def test_a_sum_beyond_64_bits_is_refused_rather_than_rounded(url: str, tmp_path: Path) -> None:
+    huge = "5000000000000000000"  # 5e18: two of them overflow a 64-bit sum
     with Ledger(url, sync=True, spool_dir=tmp_path / "spool") as ledger:
-        ledger.record(events[0])
-        ledger.record(events[1])
+        first, second = _priced(huge, 0), _priced(huge, 1)
+        ledger.record(first)
+        ledger.record(second)
         stats = ledger.stats()
         assert stats.inserted == 1
         assert stats.rejected == 1  # kept in the spool's rejected file, not stored half-way
+        assert len(list((tmp_path / "spool").glob("rejected-*.jsonl"))) == 1
         (row,) = ledger.summary()
-        assert row.cost == huge
-        assert row.requests == 1
+        assert (row.requests, row.cost) == (1, Decimal(huge))
+        # the reason, as the writer gets it
+        with pytest.raises(ValueError) as info:
+            ledger._core.store.insert_rows([sqlite_params(second)])
+        assert str(info.value) == SUM_REFUSED
+        assert_rollups_match(ledger, [first])
+        # re-pricing into the same sum is refused the same way, and changes nothing
+        small = _priced("1", 2)
+        ledger.record(small)
+        with pytest.raises(ValueError) as info:
+            ledger.update_cost(small.id, Cost(status="priced", total=Decimal(huge)))
+        assert str(info.value) == SUM_REFUSED
+        assert ledger.get(small.id).total_cost == Decimal(1)  # type: ignore[union-attr]
+        assert_rollups_match(ledger, [first, small])
+        (row,) = ledger.summary()
+        assert (row.requests, row.cost) == (2, Decimal("5000000000000000001"))
+
+
+def test_an_amount_of_2_to_the_63_units_is_refused_naming_it(url: str, tmp_path: Path) -> None:
+    largest = "9223372036854775807.999999999999999999"  # the most whole units a sum holds
+    with Ledger(url, sync=True, spool_dir=tmp_path / "spool") as ledger:
+        kept = _priced(largest, 0)
+        ledger.record(kept)
+        ledger.record(_priced("9223372036854775808", 1))  # 2^63 < 10^20: storable, not summable
+        ledger.record(_priced("-9223372036854775809", 2))
+        assert (ledger.stats().inserted, ledger.stats().rejected) == (1, 2)
+        (row,) = ledger.summary()
+        assert (row.requests, row.cost) == (1, Decimal(largest))
+        assert [e.total_cost for e in ledger.events()] == [Decimal(largest)]
+        assert_rollups_match(ledger, [kept])
+        for amount in ("9223372036854775808", "-9223372036854775809", "10000000000000000000"):
+            with pytest.raises(ValueError) as info:
+                ledger.update_cost(kept.id, Cost(status="priced", total=Decimal(amount)))
+            assert str(info.value) == (
+                f"total_cost {amount} is too large for the ledger's sums: an amount (and each "
+                "day's or month's sum of a group) must stay within 9223372036854775807 "
+                "currency units (2^63 - 1) either side of zero"
+            )
+        assert [e.total_cost for e in ledger.events()] == [Decimal(largest)]
+        # the least that fits on the other side: floor(-2^63 + 0.5) = -2^63, on another day
+        least = UsageEvent(
+            model="m",
+            usage=Usage(1, 1),
+            cost=Cost(status="priced", total=Decimal("-9223372036854775807.5")),
+            timestamp=datetime(2025, 3, 2, tzinfo=UTC),
+        )
+        ledger.record(least)
+        assert ledger.stats().inserted == 2
+        assert_rollups_match(ledger, [kept, least])
+        assert [(r.day, r.cost) for r in ledger.summary(by="day")] == [
+            (date(2025, 3, 1), Decimal(largest)),
+            (date(2025, 3, 2), Decimal("-9223372036854775807.5")),
+        ]
+
+
+def test_a_token_sum_beyond_64_bits_is_refused_not_made_a_float(url: str) -> None:
+    # a group whose day already holds nearly 2^63 input tokens (922 calls of 10^16)
+    with Ledger(url, sync=True) as ledger:
+        ledger.record(_priced("1", 0, tokens=10**16))
+        engine = sa.create_engine(resolve_url(url))
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE costledger_rollup_daily SET input_tokens = {INT64_MAX - 10**16 + 1}"
+            )
+        engine.dispose()
+        more = _priced("1", 1, tokens=10**16)
+        with pytest.raises(ValueError) as info:
+            ledger._core.store.insert_rows([sqlite_params(more)])
+        assert str(info.value) == SUM_REFUSED
+        with ledger._core.store.read_connection() as conn:
+            sums = conn.exec_driver_sql(
+                "SELECT requests, input_tokens FROM costledger_rollup_daily"
+            ).all()
+        assert [tuple(r) for r in sums] == [(1, INT64_MAX - 10**16 + 1)]  # an int, untouched
+        assert isinstance(sums[0][1], int)
+        assert ledger.get(more.id) is None
+
+
+def test_a_row_that_bypassed_usage_is_held_to_its_bound(url: str) -> None:
+    # ingest reads its own lines without building a Usage: the rollups hold them to it
+    with Ledger(url, sync=True) as ledger:
+        row = list(sqlite_params(_priced("1", 0)))
+        row[COLUMNS.index("input_tokens")] = 2**62
+        with pytest.raises(UsageError) as info:
+            ledger._core.store.insert_rows([tuple(row)])
+        assert str(info.value) == (
+            "usage field 'input_tokens' must be at most 10^16 tokens, got 4611686018427387904"
+        )
+        row[COLUMNS.index("input_tokens")] = 10**16
+        row[COLUMNS.index("output_tokens")] = 10**16 + 1
+        with pytest.raises(UsageError, match="'output_tokens' must be at most 10"):
+            ledger._core.store.insert_rows([tuple(row)])
+        assert ledger.summary() == []
+        row[COLUMNS.index("output_tokens")] = 10**16
+        assert len(ledger._core.store.insert_rows([tuple(row)])) == 1
+        (got,) = ledger.summary()
+        assert (got.input_tokens, got.output_tokens) == (10**16, 10**16)
+
+
+def test_the_last_instant_of_a_sunday_stays_in_its_week_day_and_month(url: str) -> None:
+    # 2025-08-31 is a Sunday and the last day of a month; SQLite's date functions round
+    # 23:59:59.9999 up to the next day, so the keys must be cut from the stored day text
+    last = datetime(2025, 8, 31, 23, 59, 59, 999900, tzinfo=UTC)
+    e = UsageEvent(
+        model="m",
+        usage=Usage(7, 3),
+        cost=Cost(status="priced", total=Decimal("1.500000000000000001")),
+        tags=("a",),
+        timestamp=last,
+    )
+    want = {
+        "day": date(2025, 8, 31),
+        "week": date(2025, 8, 25),  # the Monday of that ISO week
+        "month": date(2025, 8, 1),
+    }
+    with Ledger(url, sync=True) as ledger:
+        ledger.record(e)
+        store = ledger._core.store
+        for key, day in want.items():
+            for since, filters in [
+                (None, {}),  # the rollups
+                (datetime(2025, 8, 31, 12, tzinfo=UTC), {}),  # a partial day: the events
+                (None, {"tag": ["a", "b"]}),  # several tags: the events table
+            ]:
+                (got,) = summarize(store, by=(key,), since=since, until=None, filters=filters)
+                assert (got.key, got.requests, got.cost) == (
+                    (day,),
+                    1,
+                    Decimal("1.500000000000000001"),
+                ), (key, since, filters)
+            (direct,) = summarize_events(store, by=(key, "tag"), since=None, until=None, filters={})
+            assert direct.key == (day, "a")

@@ -14,18 +14,25 @@ from typing import Any
 
 from ._errors import UsageError
 
-__all__ = ["TOKEN_FIELDS", "Usage", "UsageError", "check_count"]
+__all__ = ["MAX_TOKENS", "TOKEN_FIELDS", "Usage", "UsageError", "check_count"]
+
+MAX_TOKENS = 10**16
+"""The most tokens one count may hold: ten million billion, far beyond any call (the
+largest context windows hold ~10^7). The ledger sums counts in 64-bit integers (up to
+9.2e18); with this bound one group's sum (a day's calls, or a month's) overflows only
+after 922 such calls, where a count near 2^63 would overflow the sum of two."""
 
 
 def check_count(field: str, value: Any) -> int:
     """Return ``value`` as a token count, or raise ``UsageError`` naming ``field``.
 
     bools and floats are refused on purpose: ``True`` is not one token, and a
-    float count means something upstream averaged or guessed.
+    float count means something upstream averaged or guessed. More than ``MAX_TOKENS``
+    is refused too.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, str) and value.strip().isdigit():
-            return int(value.strip())
+            return check_count(field, int(value.strip()))
         raise UsageError(
             f"usage field {field!r} must be a whole number of tokens, got {value!r}",
             field=field,
@@ -34,6 +41,12 @@ def check_count(field: str, value: Any) -> int:
     if value < 0:
         raise UsageError(
             f"usage field {field!r} must not be negative, got {value!r}", field=field, value=value
+        )
+    if value > MAX_TOKENS:
+        raise UsageError(
+            f"usage field {field!r} must be at most 10^16 tokens, got {value!r}",
+            field=field,
+            value=value,
         )
     return value
 

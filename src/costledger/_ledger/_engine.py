@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def resolve_url(url: str | URL | None = None) -> URL:
         try:
             parsed = make_url(text)
         except Exception as exc:
-            raise ValueError(f"database url {url!r} is not a valid URL: {exc}") from None
+            shown, detail = _mask_password(url.strip(), str(exc))
+            raise ValueError(f"database url {shown!r} is not a valid URL: {detail}") from None
     elif isinstance(url, URL):
         parsed = url
     else:
@@ -67,6 +69,31 @@ def resolve_url(url: str | URL | None = None) -> URL:
             f"costledger supports sqlite and postgresql, not {backend!r}"
         )
     return parsed
+
+
+# "scheme://user:password@rest" (or, without "://", "[scheme:[/]]user:password@rest"): the
+# password runs to the LAST "@" (SQLAlchemy stops at the first, so with an unencoded "@" in
+# it the tail would show up as host or port).
+_CREDENTIALS = re.compile(r"(?P<head>[^:/?#@]+://[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)", re.S)
+_CREDENTIALS_NO_SLASHES = re.compile(
+    r"(?P<head>(?:[^:/?#@]+:/?)?[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)", re.S
+)
+
+
+def _mask_password(text: str, detail: str) -> tuple[str, str]:
+    """A URL that did not parse, and why, with the password as ``***`` (as ``display_url``
+    shows a parsed one): the parser's complaint may quote a piece of the password (its
+    port text, say), so the reason given is that of the masked URL."""
+    pattern = _CREDENTIALS if "://" in text else _CREDENTIALS_NO_SLASHES
+    match = pattern.fullmatch(text)
+    if match is None or not match["password"]:
+        return text, detail
+    shown = f"{match['head']}***@{match['tail']}"
+    try:
+        make_url(shown)
+    except Exception as exc:
+        return shown, str(exc)
+    return shown, "a character in the password (such as @ / : ?) must be percent-encoded"
 
 
 def display_url(url: URL) -> str:

@@ -201,10 +201,15 @@ def _key_expression(name: str, dialect: str, tag: FromClause | None) -> ColumnEl
         if dialect == "postgresql":
             unit = {"day": "day", "week": "week", "month": "month"}[name]
             return cast(func.date_trunc(unit, func.timezone("UTC", ts)), Date)
+        # Every key is cut from the stored text (``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``),
+        # never read as a time: SQLite's date functions round to milliseconds, so
+        # ``date(ts, ...)`` would put Sunday 23:59:59.9995 in the next week (and the
+        # rollups, keyed by the day text, would disagree with the events table).
+        day = func.substr(ts, 1, 10)
         if name == "day":
-            return func.substr(ts, 1, 10)
-        if name == "week":  # the Monday of the ISO week
-            return func.date(ts, "weekday 0", "-6 days")
+            return day
+        if name == "week":  # the Monday of the ISO week, from the day as the rollups do
+            return func.date(day, "weekday 0", "-6 days")
         return func.substr(ts, 1, 7)
     if name == "model":
         return func.coalesce(t.c.response_model, t.c.model)

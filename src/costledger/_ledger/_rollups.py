@@ -38,13 +38,17 @@ decimal places) is kept as three BIGINT columns, its whole currency units
 sums BIGINT into NUMERIC) and ``x = cost_units + cost_nano * 1e-9 + cost_atto * 1e-18``.
 ``cost_places`` is the most decimal places of any amount summed, as SQLite stores them,
 so a sum reads as the events table's own sum does (``1.0``, not ``1.000000000000000000``).
-Limits, per rollup row: 9.2e18 currency units, and 9.2e9 priced events.
+Limits, per rollup row: 9.2e18 currency units, and 9.2e9 priced events. A write that would
+take a sum past 64 bits is refused (``ValueError``: the event is rejected, never rounded;
+SQLite would make the sum a float, so its upsert turns that into a NOT NULL violation),
+as is a single ``total_cost`` past 2^63 - 1 units or a token count past ``MAX_TOKENS``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
@@ -75,6 +79,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from .._usage import MAX_TOKENS, check_count
 from ._money import utc_datetime
 from ._query import FILTERS, SUMMARY_KEYS, SummaryRow, _as_date, _values, summarize_events
 from ._rows import COLUMNS
@@ -145,6 +150,9 @@ _NO_BOUND = -math.inf  # an accumulator's bound before any priced call
 _EMPTY: tuple[float, ...] = (0,) * (_N + 1) + (_NO_BOUND,)
 _NANO = 10**9
 _SCALE = 10**18
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+"""What a 64-bit rollup column holds: every sum of a group (a day's or a month's calls)."""
 _EXACT = Context(prec=120)
 _TIME_KEYS = frozenset(("day", "week", "month"))
 _UTC = timezone.utc
@@ -328,6 +336,13 @@ def cost_parts(text: str) -> tuple[int, int, int, int]:
         raise ValueError(f"money {text!r} has more than 18 decimal places")
     units = int(whole + frac) * 10 ** (18 - places)  # "-0.5" -> int("-05"): the sign stays
     whole_units, rest = divmod(units, _SCALE)
+    if not _INT64_MIN <= whole_units <= _INT64_MAX:
+        # the events table holds up to 10^20, but the rollups sum whole units in 64 bits
+        raise ValueError(
+            f"total_cost {text} is too large for the ledger's sums: an amount (and each "
+            "day's or month's sum of a group) must stay within 9223372036854775807 "
+            "currency units (2^63 - 1) either side of zero"
+        )
     nano, atto = divmod(rest, _NANO)
     return whole_units, nano, atto, places
 
@@ -422,6 +437,13 @@ def _row_parts(text: str) -> tuple[int, int, int, int, float]:
     return parts
 
 
+def _too_many_tokens(n_in: int, n_out: int) -> None:
+    """``Usage``'s refusal, for a row that did not come through a ``Usage`` (ingest reads
+    its own lines directly): every stored count is within ``MAX_TOKENS``."""
+    name, value = ("input_tokens", n_in) if n_in > MAX_TOKENS else ("output_tokens", n_out)
+    check_count(name, value)
+
+
 class RollupDelta:
     """What a set of events (or cost changes) adds, per day, dimensions and tag set."""
 
@@ -473,6 +495,7 @@ class RollupDelta:
         days = _DAYS
         tag_sets = _TAG_SETS
         empty = _EMPTY
+        max_tokens = MAX_TOKENS
         for r in rows:
             stamp = r[_R_TIMESTAMP][:10]  # the stored text is UTC: its day is its first ten
             day = days.get(stamp) or _day(stamp)
@@ -504,10 +527,14 @@ class RollupDelta:
                 acc[1] += 1
             elif status == "cancelled":
                 acc[2] += 1
-            acc[4] += r[_R_INPUT]
+            n_in = r[_R_INPUT]
+            n_out = r[_R_OUTPUT]
+            if n_in > max_tokens or n_out > max_tokens:  # they bound every other count
+                _too_many_tokens(n_in, n_out)
+            acc[4] += n_in
             acc[5] += r[_R_CACHE_READ]
             acc[6] += r[_R_CACHE_WRITE]
-            acc[7] += r[_R_OUTPUT]
+            acc[7] += n_out
             acc[8] += r[_R_REASONING]
             total = r[_R_TOTAL]
             if total is None:
@@ -587,7 +614,14 @@ def _upsert_sql(cube: Cube, dialect: str, bounds: bool = True) -> str:
     names = cube.layout(bounds=bounds)
     quoted = ", ".join(_Q(n) for n in names)
     table = cube.table
-    sets = [f"{_Q(m)} = {table}.{_Q(m)} + excluded.{_Q(m)}" for m in COUNTERS]
+    sums = {m: f"{table}.{_Q(m)} + excluded.{_Q(m)}" for m in COUNTERS}
+    if dialect == "postgresql":  # a BIGINT sum past 64 bits is an error ("out of range")
+        sets = [f"{_Q(m)} = {total}" for m, total in sums.items()]
+    else:  # SQLite would make it a REAL without a word: NULL instead, refused (NOT NULL)
+        sets = [
+            f"{_Q(m)} = CASE WHEN typeof({total}) = 'integer' THEN {total} END"
+            for m, total in sums.items()
+        ]
     bound = BOUND in names
     if dialect == "postgresql":
         sets.append(f'"cost_places" = GREATEST({table}."cost_places", excluded."cost_places")')
@@ -715,13 +749,50 @@ def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) ->
                 rest = key[1:]
                 rows.append((key[0].isoformat(), _gkey(rest), *rest, *acc[: _N + 1]))
         rows.sort(key=lambda r: (r[0], r[1]))  # one lock order for every writer
-        if pg:
-            document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-            conn.exec_driver_sql(_upsert_sql(cube, dialect, bounds), (document,))
-        elif rows:
-            _sqlite_upsert(conn, _upsert_sql(cube, dialect, bounds), rows)
+        try:
+            if pg:
+                document = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+                conn.exec_driver_sql(_upsert_sql(cube, dialect, bounds), (document,))
+            elif rows:
+                _sqlite_upsert(conn, _upsert_sql(cube, dialect, bounds), rows)
+        except Exception as exc:
+            if not _overflowed(exc):
+                raise
+            raise ValueError(_overflow_message(cube, groups)) from exc
     delta.groups.clear()
     return days
+
+
+def _overflowed(exc: BaseException) -> bool:
+    """Whether a rollup upsert failed because a sum left the 64-bit columns: a value Python
+    cannot bind, PostgreSQL's "bigint out of range", SQLite's guard (see ``_upsert_sql``)
+    or the ``*_exact`` checks of the cost columns."""
+    if isinstance(exc, OverflowError):
+        return True
+    text = str(exc)
+    if "bigint out of range" in text or "out of range for type bigint" in text:
+        return True
+    refused = _REFUSED.search(text)
+    if refused is None:
+        return False
+    name = refused.group(2)
+    if refused.group(1) == "NOT NULL":
+        return name.rsplit(".", 1)[-1] in COUNTERS
+    return name.endswith(("_cost_units_exact", "_cost_nano_exact", "_cost_atto_exact"))
+
+
+_REFUSED = re.compile(r"(NOT NULL|CHECK) constraint failed: (costledger_rollup_[\w.]+)")
+
+
+def _overflow_message(cube: Cube, groups: Mapping[tuple[Any, ...], Acc]) -> str:
+    periods = sorted({key[0] for key in groups})
+    shown = ", ".join(p.isoformat() for p in periods[:3]) + (", ..." if len(periods) > 3 else "")
+    what = "month" if cube.grain == "month" else "day"
+    return (
+        f"the ledger's sums cannot take it: a sum (of cost in whole currency units, or of "
+        f"tokens) of a group of {cube.table} for the {what} of {shown} would pass "
+        "9223372036854775807 (2^63 - 1), the most a rollup column holds"
+    )
 
 
 def apply_inserted(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
@@ -1055,6 +1126,10 @@ def _month_start(day: date) -> date:
     return day.replace(day=1)
 
 
+_LAST_MONTH = date(9999, 12, 1)
+"""No month starts after it (``date`` ends in the year 9999)."""
+
+
 def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
@@ -1076,7 +1151,12 @@ def plan(
     end: date | None = None
     edges: list[tuple[datetime | None, datetime | None]] = []
     if lo is not None:
-        first = lo.date() if _whole_day(lo) else lo.date() + timedelta(days=1)
+        if _whole_day(lo):
+            first = lo.date()
+        elif lo.date() == date.max:
+            return everything  # within the last day there is: no whole day follows
+        else:
+            first = lo.date() + timedelta(days=1)
     if hi is not None:
         end = hi.date()
     if first is not None and end is not None and first >= end:
@@ -1096,9 +1176,10 @@ def plan(
     if monthly is None:
         parts.append((daily, first, end))
     else:
-        m_first = first if first is None or first.day == 1 else _next_month(first)
+        in_last_month = first is not None and first.day != 1 and first >= _LAST_MONTH
+        m_first = first if first is None or first.day == 1 or in_last_month else _next_month(first)
         m_end = end if end is None else _month_start(end)
-        if m_first is not None and m_end is not None and m_first >= m_end:
+        if in_last_month or (m_first is not None and m_end is not None and m_first >= m_end):
             parts.append((daily, first, end))  # within one month: days only
         else:
             if first is not None and m_first is not None and first < m_first:

@@ -5,9 +5,12 @@ A named period (``today``, ``yesterday``, ``this-week``, ``last-week``, ``this-m
 as an upper bound, so ``since=last-month, until=last-month`` is exactly last month. A
 duration (``7d``, ``24h``, ``30m``, ``2w``) means that long before now. A date written as
 text, as an upper bound, includes that whole day (``until="2025-01-31"`` ends at February
-1st, 00:00), as a person reading ``--until 2025-01-31`` expects; an ISO date-time is the
-exact instant (naive means UTC). Python ``date`` and ``datetime`` objects keep the
-ledger's meaning: a date is its midnight, and ``until`` is exclusive.
+1st, 00:00), as a person reading ``--until 2025-01-31`` expects, in every form
+``date.fromisoformat`` reads (from Python 3.11 also ``20250131`` and ``2025-W05-5``); an ISO
+date-time is the exact instant (naive means UTC). A time beyond the years 1 to 9999 is a
+``ValueError`` (``WhenOutOfRange``) like any unreadable one. Python ``date`` and
+``datetime`` objects keep the ledger's meaning: a date is its midnight, and ``until`` is
+exclusive.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Literal
 
-__all__ = ["PERIODS", "Bound", "parse_when", "resolve_bounds"]
+__all__ = ["PERIODS", "Bound", "WhenOutOfRange", "parse_when", "resolve_bounds"]
 
 _UTC = timezone.utc
 Bound = Literal["since", "until"]
@@ -36,6 +39,11 @@ _HELP = (
     "use an ISO date or time (2025-01-31, 2025-01-31T12:00), a duration before now "
     f"(7d, 24h, 30m, 2w) or one of {', '.join(PERIODS)}"
 )
+
+
+class WhenOutOfRange(ValueError):
+    """A time that reads but falls outside ``datetime``'s years 1 to 9999 (``99999999999d``,
+    ``until="9999-12-31"``, whose day ends in the year 10000)."""
 
 
 def _midnight(day: date) -> datetime:
@@ -98,17 +106,34 @@ def parse_when(
         return _midnight(start if bound == "since" else end)
     if name == "now":
         return moment
+    try:
+        return _from_text(text, bound, moment)
+    except OverflowError:
+        hint = " (a date as an upper bound ends at the next midnight)" if bound == "until" else ""
+        raise WhenOutOfRange(
+            f"{label}: {value!r} is out of range; a time must fall within the years 1 to 9999 "
+            f"UTC{hint}"
+        ) from None
+    except ValueError:
+        raise ValueError(f"{label}: cannot read {value!r} as a time; {_HELP}") from None
+
+
+def _from_text(text: str, bound: Bound, moment: datetime) -> datetime:
+    """``parse_when`` of a duration or an ISO date or time; ``ValueError`` or
+    ``OverflowError`` (beyond ``datetime``'s years 1 to 9999) when it cannot be."""
     match = _DURATION.match(text)
     if match:
         seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
         return moment - timedelta(seconds=seconds)
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return _midnight(day + timedelta(days=1) if bound == "until" else day)
-        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        # every form of a date alone (2025-01-31, and from Python 3.11 also 20250131 and
+        # 2025-W05-5) is a whole day, never the midnight that starts it
+        day = date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{label}: cannot read {value!r} as a time; {_HELP}") from None
+        pass
+    else:
+        return _midnight(day + timedelta(days=1) if bound == "until" else day)
+    parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     return parsed.replace(tzinfo=_UTC) if parsed.tzinfo is None else parsed.astimezone(_UTC)
 
 

@@ -58,14 +58,26 @@ def _check_when(bound: str) -> Any:
         if value is None:
             return None
         from .._reports import parse_when
+        from .._reports._when import WhenOutOfRange
 
         try:
             parse_when(value, "since" if bound == "since" else "until")
+        except WhenOutOfRange as exc:  # 99999999999d, or --until 9999-12-31
+            raise typer.BadParameter(str(exc).partition(": ")[2]) from None
         except ValueError:
             raise typer.BadParameter(f"cannot read {value!r} as a time; use {_WHEN_HELP}") from None
         return value
 
     return check
+
+
+def _check_filter(values: list[str] | None) -> list[str] | None:
+    """An empty value (``--team ""``, ``--tag ,``: an unset shell variable, say) would
+    otherwise be dropped, and the command would silently read every call."""
+    if values and _split(values) is None:
+        given = ", ".join(repr(v) for v in values)
+        raise typer.BadParameter(f"needs a non-empty value, got {given}")
+    return values
 
 
 def _filter_option(name: str, what: str) -> Any:
@@ -74,6 +86,7 @@ def _filter_option(name: str, what: str) -> Any:
         typer.Option(
             f"--{name}",
             help=f"Only calls of this {what} (repeat, or separate with commas, for several).",
+            callback=_check_filter,
             show_default=False,
         ),
     ]

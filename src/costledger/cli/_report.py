@@ -109,10 +109,6 @@ def report(
     if any(r["unpriced"] for r in rows):
         cols.append(Col("unpriced", "unpriced", "int"))
     cols += [Col("cost", "cost", "money"), Col("share", "share", "share")]
-    if fmt is OutputFormat.table:
-        for r in rows:
-            if r["unpriced"] and Decimal(r["cost"]).is_zero():
-                r["cost"] = None  # nothing priced in this group: no amount, not 0
     footer: list[dict[str, Any]] = []
     for total in result.totals:
         line = total.as_dict()
@@ -120,6 +116,10 @@ def report(
         if first is not None:
             line[first] = "total" if len(result.totals) == 1 else f"total {total.currency}"
         footer.append(line)
+    if fmt is OutputFormat.table:
+        for r in (*rows, *footer):  # the totals too (the only row without --by)
+            if r["unpriced"] and Decimal(r["cost"]).is_zero():
+                r["cost"] = None  # nothing priced in this group: no amount, not 0
     if result.rates:
         rates_text = ";".join(f"{code}={rate}" for code, rate in result.rates.items())
         for line in (*rows, *footer):

@@ -83,13 +83,6 @@ def whatif(
     if fmt is OutputFormat.csv:
         emit(fmt, rows, _WHATIF_COLS, fields=_WHATIF_FIELDS)
         return
-    for r in rows:  # a group with nothing priced has no amount, not 0
-        if r["unpriced_then"] and Decimal(r["cost_then"]).is_zero():
-            r["cost_then"] = None
-        if r["unpriced_book"] and Decimal(r["cost_book"]).is_zero():
-            r["cost_book"] = None
-        if not r["compared"]:
-            r["savings"] = None
     cols = list(_WHATIF_COLS)
     if len({r["currency"] for r in rows}) > 1 or rows[0]["currency"] != "USD":
         cols.insert(1, Col("currency", "currency"))
@@ -98,6 +91,13 @@ def whatif(
         line = t.as_dict()
         line["model"] = "total" if len(result.totals) == 1 else f"total {t.currency}"
         footer.append(line)
+    for r in (*rows, *footer):  # a group (or total) with nothing priced has no amount, not 0
+        if r["unpriced_then"] and Decimal(r["cost_then"]).is_zero():
+            r["cost_then"] = None
+        if r["unpriced_book"] and Decimal(r["cost_book"]).is_zero():
+            r["cost_book"] = None
+        if not r["compared"]:
+            r["savings"] = None
     emit(fmt, rows, cols, footer=footer, title=f"what if: {book}")
     note(
         "savings = cost then - cost under the book, over the calls priced both ways "

@@ -112,6 +112,85 @@ def test_crlf_line_endings_and_no_event_names() -> None:
     assert result.payload["usage"]["output_tokens"] == 300
 
 
+def multiline_sse(events: list[tuple[str | None, str]]) -> bytes:
+    """An LF stream in SSE's less common forms: a comment first, and each event whose data
+    carries usage sent as two ``data:`` lines (joined by the reader with an LF, the
+    JSON stays valid; a line end read twice would cut it in two)."""
+    out = [": keep-alive\n\n"]
+    for name, data in events:
+        head = f"event: {name}\n" if name else ""
+        i = data.find('"usage"')
+        body = f"data: {data}\n" if i < 0 else f"data: {data[:i]}\ndata: {data[i:]}\n"
+        out.append(head + body + "\n")
+    return "".join(out).encode()
+
+
+_LINE_END_STREAMS = {
+    "chat": multiline_sse(chat_stream("gpt-4o-mini-2024-07-18")),
+    "responses": multiline_sse(responses_stream("gpt-4o-mini-2024-07-18")),
+    "messages": multiline_sse(
+        anthropic_stream(
+            "claude-sonnet-4-20250514",
+            delta_usages=[{"output_tokens": 10}, {"output_tokens": 30, "input_tokens": 1000}],
+        )
+    ),
+}
+_LINE_END_USAGE = {
+    "chat": CHAT_USAGE,
+    "responses": RESPONSES_USAGE,
+    "messages": {**ANTHROPIC_START_USAGE, "output_tokens": 30},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_LINE_END_STREAMS))
+@pytest.mark.parametrize("line_end", [b"\r", b"\r\n"], ids=["cr", "crlf"])
+def test_cr_and_crlf_streams_split_at_every_byte(kind: str, line_end: bytes) -> None:
+    """SSE ends a line with CRLF, LF or a bare CR: the same usage however the stream is cut,
+    a CR at the end of one chunk and an LF at the start of the next being one line end."""
+    lf = _LINE_END_STREAMS[kind]
+    data = lf.replace(b"\n", line_end)
+    expected = _LINE_END_USAGE[kind]
+    model = "claude-sonnet-4-20250514" if kind == "messages" else "gpt-4o-mini-2024-07-18"
+    reference = scan(kind, [lf])
+    assert reference.payload is not None
+    assert reference.payload["usage"] == expected
+    splits = [[data[:i], data[i:]] for i in range(len(data) + 1)]
+    splits.append([data[i : i + 1] for i in range(len(data))])  # a byte at a time
+    splits.append([data[i : i + 3] for i in range(0, len(data), 3)])
+    for pieces in splits:
+        result = scan(kind, pieces)
+        where = [len(p) for p in pieces[:3]]
+        assert result.payload is not None, where
+        assert result.payload["usage"] == expected, where
+        assert result.model == model, where
+        assert (result.complete, result.error) == (True, None), where
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
+    line_end=st.sampled_from([b"\r", b"\r\n"]),
+)
+def test_cr_stream_usage_in_any_chunking(cuts: list[int], line_end: bytes) -> None:
+    data = _LINE_END_STREAMS["chat"].replace(b"\n", line_end)
+    result = scan("chat", split_at(data, cuts))
+    assert result.complete
+    assert result.payload is not None
+    assert result.payload["usage"] == CHAT_USAGE
+
+
+def test_lf_stream_whose_first_line_spans_chunks_then_turns_to_cr() -> None:
+    """A CR arriving while an LF-read event waits for its end still ends lines."""
+    data = _LINE_END_STREAMS["chat"]
+    first = data.index(b"\n\n") + 2  # the comment, in LF
+    rest = data[first:].replace(b"\n", b"\r")
+    pieces = [data[:first], rest[:10], rest[10:20], rest[20:]]
+    result = scan("chat", pieces)
+    assert result.complete
+    assert result.payload is not None
+    assert result.payload["usage"] == CHAT_USAGE
+
+
 def test_chat_stream_without_usage_reports_it_missing() -> None:
     result = scan("chat", [sse_bytes(chat_stream(include_usage=False))])
     assert result.complete

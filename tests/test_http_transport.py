@@ -166,6 +166,31 @@ def test_openai_chat_stream_gets_usage_added(
     assert event.streamed is True
 
 
+@pytest.mark.parametrize("line_end", [b"\r", b"\r\n"], ids=["cr", "crlf"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_openai_chat_stream_with_cr_line_ends(
+    provider: FakeProvider, costs: CapturedCosts, flavour: str, line_end: bytes
+) -> None:
+    """SSE lines may end in a bare CR or CRLF: the SDK reads such a stream, so does the scanner."""
+    body = b"".join(
+        f"data: {data}\n\n".encode() for _, data in chat_stream("gpt-4o-mini-2024-07-18")
+    ).replace(b"\n", line_end)
+    provider.enqueue(
+        "/chat/completions", Reply(raw=body, headers={"Content-Type": "text/event-stream"})
+    )
+    client = openai_client(provider, flavour)
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello there!"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == 2000
+    event = only(costs)
+    assert_priced(event, CHAT_USAGE, CHAT_COST)
+    assert event.response_model == "gpt-4o-mini-2024-07-18"
+    assert event.streamed is True
+
+
 def test_explicit_include_usage_false_is_respected(
     provider: FakeProvider, costs: CapturedCosts
 ) -> None:

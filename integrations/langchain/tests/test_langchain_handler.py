@@ -17,15 +17,15 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.globals import set_llm_cache
 from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.outputs import Generation, LLMResult
+from langchain_core.outputs import ChatResult, Generation, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_fakes import SNAPSHOT, UsageChatModel, expected_cost, usage_metadata
 
 import costledger
-from costledger import Tracker
+from costledger import Tracker, Usage
 from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
 from costledger_langchain import CostLedgerCallbackHandler, CostTotals
 
@@ -277,6 +277,42 @@ def test_error_is_recorded_and_raised_unchanged(costs: CapturedCosts) -> None:
     assert handler.totals.unpriced == 0  # a failed call with no usage is not "unpriced spend"
 
 
+class FlakyChatModel(UsageChatModel):
+    """Fails its first ``failures`` calls, then answers like UsageChatModel."""
+
+    failures: int = 2
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.calls < self.failures:
+            self.calls += 1
+            raise ConnectionError("transient")
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+def test_with_retry_records_each_attempt_without_its_attempt_tag(costs: CapturedCosts) -> None:
+    handler = CostLedgerCallbackHandler()
+    model = FlakyChatModel().with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
+    reply = model.invoke("hi", config={"callbacks": [handler], "tags": ["checkout"]})
+
+    assert reply.content == "the answer is forty two"
+    first, second, third = costs.events
+    assert [e.status for e in costs.events] == ["error", "error", "ok"]
+    assert (first.error_type, second.error_type) == ("ConnectionError", "ConnectionError")
+    # LangChain tags the 2nd and 3rd attempts 'retry:attempt:N': its structure, not the
+    # caller's; the caller's own tag stays on every attempt.
+    assert [e.tags for e in costs.events] == [("checkout",)] * 3
+    assert (first.cost.total, second.cost.total, third.cost.total) == (None, None, ONE_CALL)
+    totals = handler.totals
+    assert (totals.requests, totals.errors, totals.unpriced) == (3, 2, 0)
+    assert totals.total_cost == ONE_CALL
+
+
 def test_agent_loop_with_handlers_at_several_levels(costs: CapturedCosts) -> None:
     outer = CostLedgerCallbackHandler()
     inner = CostLedgerCallbackHandler()
@@ -522,6 +558,98 @@ def test_completion_llm_usage_from_llm_output(costs: CapturedCosts) -> None:
     assert event.response_model == SNAPSHOT
     assert (event.usage.input_tokens, event.usage.output_tokens) == (1000, 200)
     assert event.cost.total == ONE_CALL
+
+
+class BatchCompletionLLM(BaseLLM):
+    """A completion model answering all its prompts in one request, like langchain-openai's
+    ``OpenAI``: the request's usage (1000 in, 200 out per prompt) once, in ``llm_output``,
+    under ``usage_key``, or an empty ``token_usage`` when ``report_usage`` is off (the
+    request's usage is unknown)."""
+
+    usage_key: str = "token_usage"
+    report_usage: bool = True
+    requests: int = 0
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        self.requests += 1
+        n = len(prompts)
+        usage = {"prompt_tokens": 1000 * n, "completion_tokens": 200 * n, "total_tokens": 1200 * n}
+        return LLMResult(
+            generations=[[Generation(text=f"answer {p}")] for p in prompts],
+            llm_output={
+                self.usage_key: usage if self.report_usage else {},
+                "model_name": SNAPSHOT,
+            },
+        )
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return LangSmithParams(ls_provider="openai", ls_model_name="gpt-4o-mini")
+
+    @property
+    def _llm_type(self) -> str:
+        return "batch-completion-fake"
+
+
+def _check_one_request_of_three(costs: CapturedCosts, handler: CostLedgerCallbackHandler) -> None:
+    """Three prompts, one request: its usage and cost once, the other two runs at exactly $0."""
+    first, *others = costs.events
+    assert len(others) == 2
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (3000, 600)
+    assert first.cost.total == 3 * ONE_CALL
+    for event in others:
+        assert event.status == "ok"
+        assert event.usage == Usage()
+        assert event.cost.status == "priced"
+        assert event.cost.total == Decimal(0)
+        assert event.response_model == SNAPSHOT
+    totals = handler.totals
+    assert (totals.requests, totals.unpriced, totals.errors) == (3, 0, 0)
+    assert (totals.input_tokens, totals.output_tokens) == (3000, 600)
+    assert totals.total_cost == costs.total == 3 * ONE_CALL
+
+
+@pytest.mark.parametrize("usage_key", ["token_usage", "usage"])
+def test_completion_llm_batch_is_one_request_counted_once(
+    costs: CapturedCosts, usage_key: str
+) -> None:
+    handler = CostLedgerCallbackHandler()
+    llm = BatchCompletionLLM(usage_key=usage_key)
+    result = llm.generate(["a", "b", "c"], callbacks=[handler])
+    assert [g[0].text for g in result.generations] == ["answer a", "answer b", "answer c"]
+    assert llm.requests == 1
+    _check_one_request_of_three(costs, handler)
+
+
+async def test_completion_llm_abatch_is_one_request_counted_once(costs: CapturedCosts) -> None:
+    handler = CostLedgerCallbackHandler()
+    llm = BatchCompletionLLM()
+    assert await llm.abatch(["a", "b", "c"], config={"callbacks": [handler]}) == [
+        "answer a",
+        "answer b",
+        "answer c",
+    ]
+    assert llm.requests == 1
+    _check_one_request_of_three(costs, handler)
+
+
+def test_completion_llm_empty_token_usage_of_a_single_call_is_unknown(
+    costs: CapturedCosts,
+) -> None:
+    """Outside a batch an empty token_usage is usage the integration did not report (as
+    langchain-openai's streamed completions): unpriced, never a silent $0."""
+    handler = CostLedgerCallbackHandler()
+    BatchCompletionLLM(report_usage=False).invoke("hi", config={"callbacks": [handler]})
+    [event] = costs.events
+    assert event.status == "ok"
+    assert event.cost.total is None
+    assert event.cost.status == "not_priced"
+    assert handler.totals.unpriced == 1
 
 
 def test_handler_totals_keep_events_only_when_asked(costs: CapturedCosts) -> None:

@@ -479,6 +479,72 @@ def test_attribution_from_metadata_and_user(costs: CapturedCosts, sentinel: Sent
     assert event.metadata["api_key"] == "[REDACTED]"
 
 
+def test_router_bookkeeping_is_not_event_metadata(
+    costs: CapturedCosts, sentinel: Sentinel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Router call with a retry and a fallback: LiteLLM writes the chosen deployment, the
+    retry and fallback counts (and, when asked to, the raw request with the prompt) into
+    the request's metadata; only what the caller set is the event's."""
+    from litellm import Router
+
+    monkeypatch.setattr(litellm, "log_raw_request_response", True)
+    litellm.callbacks = [CostLedgerLogger(), sentinel]
+    router = Router(
+        model_list=[
+            {
+                "model_name": "main",
+                "litellm_params": {
+                    "model": "gpt-4o-mini",
+                    "api_key": "sk-test",
+                    "mock_response": Exception("down"),
+                },
+            },
+            {
+                "model_name": "backup",
+                "litellm_params": {"model": "gpt-4o", "api_key": "sk-test", "mock_response": "4"},
+            },
+        ],
+        fallbacks=[{"main": ["backup"]}],
+        num_retries=1,
+        retry_after=0,
+    )
+
+    response = router.completion(
+        model="main", messages=MESSAGES, metadata={"feature": "chat", "ticket": "T-9"}
+    )
+
+    assert response.choices[0].message.content == "4"
+    sentinel.wait(3)
+    [success] = [kwargs for kind, kwargs, *_ in sentinel.seen if kind == "success"]
+    litellm_metadata = success["litellm_params"]["metadata"]
+    # what LiteLLM did put there (so the test shows each is filtered, not absent)
+    assert {
+        "attempted_fallbacks",
+        "attempted_retries",
+        "max_retries",
+        "original_model_group",
+        "deployment_model_name",
+        "request_retry_count",
+        "model_group",
+        "deployment",
+        "model_info",
+        "previous_models",
+        "raw_request",
+    } <= set(litellm_metadata)
+    assert litellm_metadata["attempted_fallbacks"] == 1
+    first, second, fallback = costs.events
+    assert [e.status for e in costs.events] == ["error", "error", "ok"]
+    assert [e.model for e in costs.events] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]
+    for failed in (first, second):
+        assert failed.cost.total is None
+        assert set(failed.metadata) == {"ticket", "litellm_model_group", "error_message"}
+        assert failed.metadata["litellm_model_group"] == "main"
+    assert dict(fallback.metadata) == {"ticket": "T-9", "litellm_model_group": "backup"}
+    assert {e.feature for e in costs.events} == {"chat"}
+    assert fallback.usage == Usage(input_tokens=10, output_tokens=20)
+    assert fallback.cost.total == Decimal("0.000225")  # 10 * $2.50 + 20 * $10.00, per million
+
+
 def test_openai_user_parameter_is_the_user(costs: CapturedCosts, sentinel: Sentinel) -> None:
     litellm.callbacks = [CostLedgerLogger(), sentinel]
 

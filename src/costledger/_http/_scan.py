@@ -154,8 +154,11 @@ class _SSEScanner(Scanner):
     """Splits a server-sent-event stream into events incrementally; subclasses read them.
 
     The usual event, one ``data:`` line (maybe after an ``event:`` line) ended by a
-    blank line, is cut out with C-level ``split`` and ``startswith``; anything
-    else (comments, multi-line data, CR line endings) goes line by line.
+    blank line, is cut out with C-level ``split`` and ``startswith``. A stream with a
+    CR in it goes line by line from then on: SSE ends a line with CRLF, LF or a bare
+    CR, which ``bytes.splitlines`` splits on, and a CR that ends one chunk is a whole
+    line end even if the next chunk starts with the LF of a CRLF (that LF is skipped).
+    Comments and multi-line data (LF streams) go line by line too.
     """
 
     streamed = True
@@ -164,6 +167,7 @@ class _SSEScanner(Scanner):
         super().__init__(decoder)
         self._pending: list[bytes] = []
         self._by_line = False
+        self._after_cr = False  # by line: the last chunk ended in a CR (its LF may come next)
         self._event: bytes | None = None
         self._data: list[bytes] = []
         self.model: str | None = None
@@ -176,9 +180,9 @@ class _SSEScanner(Scanner):
         if not data:
             return
         if self._pending:
-            # An event spread over several chunks: joined once, when a newline arrives.
+            # An event spread over several chunks: joined once, when a line end arrives.
             self._pending.append(data)
-            if b"\n" not in data:
+            if b"\n" not in data and b"\r" not in data:
                 return
             data = b"".join(self._pending)
             self._pending = []
@@ -210,18 +214,22 @@ class _SSEScanner(Scanner):
         self._line(b"")
 
     def _feed_lines(self, data: bytes) -> None:
-        start = 0
-        nl = data.find(b"\n")
-        while nl >= 0:
-            self._line(data[start:nl])
-            start = nl + 1
-            nl = data.find(b"\n", start)
-        if start < len(data):
-            self._pending.append(data[start:])
+        if self._after_cr:
+            self._after_cr = False
+            if data.startswith(b"\n"):  # the LF of a CRLF cut after its CR
+                data = data[1:]
+                if not data:
+                    return
+        lines = data.splitlines()  # at CRLF, LF and CR (no other byte splits bytes)
+        last = data[-1]
+        if last == 13:  # CR: the last line is whole, and an LF may follow in the next chunk
+            self._after_cr = True
+        elif last != 10:  # no line end: the last line goes on in the next chunk
+            self._pending.append(lines.pop())
+        for line in lines:
+            self._line(line)
 
     def _line(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
         if not line:
             if self._data:
                 data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)

@@ -60,14 +60,29 @@ __all__ = [
 INTERNAL_METADATA_KEYS: Final = frozenset(
     {
         "hidden_params",
+        # the Router's: the deployment it chose, its retries and fallbacks
         "model_group",
         "model_group_size",
         "model_group_alias",
         "model_info",
         "deployment",
+        "deployment_model_name",
         "api_base",
         "caching_groups",
         "previous_models",
+        "original_model_group",
+        "attempted_fallbacks",
+        "attempted_retries",
+        "max_retries",
+        "request_retry_count",
+        "routing_plugin_signals",
+        # LiteLLM's marks on its own sub-calls, proxy retries and batches, Responses websockets
+        "internal_call_origin",
+        "billed_retry_attempt",
+        "batch_enqueued_token_limit",
+        "responses_websocket_call_id",
+        # the raw request as a curl command, prompt and all (litellm.log_raw_request_response)
+        "raw_request",
         "endpoint",
         "headers",
         "requester_metadata",

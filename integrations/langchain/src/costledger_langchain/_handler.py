@@ -49,7 +49,8 @@ MAX_IN_FLIGHT = 10_000
 """Model runs the handler remembers between start and end; past it the oldest is dropped."""
 
 # Tags LangChain adds to child runs on its own (sequence steps, map keys, branches, LangGraph
-# steps, LangSmith flags). They describe the graph, not who the call is for.
+# steps, LangSmith flags, with_retry's attempt number). They describe the graph, not who the
+# call is for.
 _INTERNAL_TAG_PREFIXES = (
     "seq:step:",
     "map:key:",
@@ -57,6 +58,7 @@ _INTERNAL_TAG_PREFIXES = (
     "condition:",
     "graph:step:",
     "langsmith:",
+    "retry:attempt:",
 )
 _PLAIN_KEYS = frozenset(("user", "team", "project", "feature", "user_id"))
 _PREFIX = "costledger_"
@@ -202,12 +204,16 @@ class CostTotals:
 class _Run:
     """What ``on_*_start`` learnt about a model run, kept until its end."""
 
-    __slots__ = ("call", "last_chunk", "sinks", "stream_usages", "streamed", "tracker")
+    __slots__ = ("batched", "call", "last_chunk", "sinks", "stream_usages", "streamed", "tracker")
 
-    def __init__(self, call: Call, tracker: Tracker, sinks: tuple[CostTotals, ...]) -> None:
+    def __init__(
+        self, call: Call, tracker: Tracker, sinks: tuple[CostTotals, ...], batched: bool = False
+    ) -> None:
         self.call = call
         self.tracker = tracker
         self.sinks = sinks
+        # One prompt of a completion LLM's batch (BaseLLM.generate with several prompts).
+        self.batched = batched
         self.streamed = False
         self.last_chunk: object = None
         self.stream_usages: list[Mapping[str, Any]] | None = None
@@ -404,7 +410,9 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             prompt_text=prompt_text,
             max_output_tokens=max_output_tokens,
         )
-        run = _Run(call, tracker, self._sinks)
+        batch_size = kwargs.get("batch_size")
+        batched = prompts is not None and isinstance(batch_size, int) and batch_size > 1
+        run = _Run(call, tracker, self._sinks, batched)
         for dropped in _runs.add(run_id, run):
             if dropped is run:  # a racing duplicate start: keep the first
                 tracker.cancel(call)
@@ -560,13 +568,22 @@ def _finish(
         # Each chunk repeated the running total and LangChain summed them: take the last.
         usage_metadata = run.stream_usages[-1]
     payload: Any = None
+    usage = None
     if usage_metadata and "input_tokens" in usage_metadata:
         payload = usage_metadata
     elif llm_output:  # a completion LLM, or an integration older than usage_metadata
-        payload = llm_output.get("token_usage") or llm_output.get("usage")
+        token_usage = llm_output.get("token_usage")
+        if run.batched and isinstance(token_usage, Mapping) and not token_usage:
+            # A completion LLM answers a batch of prompts in one request, and LangChain
+            # (LLMResult.flatten) gives the first prompt's run that request's whole usage
+            # and every other run an empty token_usage: counted there, nothing more here.
+            # (Outside a batch an empty one is usage not reported, e.g. a streamed
+            # completion: unknown, never a silent $0.)
+            usage = _NO_USAGE
+        else:
+            payload = token_usage or llm_output.get("usage")
     # The payload is read by the Tracker from its own fields (a LangChain usage dict and
     # an OpenAI one say which they are); a bad one is recorded without usage, flagged.
-    usage = None
     if cache_hit and not payload:  # a replayed answer whose usage was never known: still $0
         usage = _NO_USAGE
         payload = None

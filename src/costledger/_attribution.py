@@ -1,18 +1,20 @@
 """Who a call is for: user, team, project, feature, tags and free metadata, carried in contextvars.
 
-``attribute(...)`` works as a context manager and as a decorator (sync and async). Because the
-state lives in a ``ContextVar``, it follows asyncio tasks and threads that copy the context
-(``contextvars.copy_context().run``, LangChain's executor), and never leaks between requests.
+``attribute(...)`` works as a context manager and as a decorator (sync and async functions,
+generators and async generators: a generator's code sees the scope at each step, the code
+that consumes it between steps does not). Because the state lives in a ``ContextVar``, it
+follows asyncio tasks and threads that copy the context (``contextvars.copy_context().run``,
+LangChain's executor), and never leaks between requests.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from types import AsyncGeneratorType, GeneratorType, MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 __all__ = ["ATTRIBUTION_KEYS", "Attribution", "attribute", "current_attribution"]
@@ -158,12 +160,80 @@ class attribute:
 
             return async_wrapper  # type: ignore[return-value]
 
+        attribution = self._attribution
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _current.set(_current.get().merge(self._attribution))
+            token = _current.set(_current.get().merge(attribution))
             try:
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
             finally:
                 _current.reset(token)
+            # A generator (from a generator function, or from a wrapper such as
+            # ``@track_cost`` that returns one) does its work when it is resumed, later.
+            if isinstance(result, GeneratorType):
+                return _scoped_gen(result, attribution)
+            if isinstance(result, AsyncGeneratorType):
+                return _scoped_agen(result, attribution)
+            return result
 
         return wrapper  # type: ignore[return-value]
+
+
+# A generator's body runs in the context of whoever resumes it, one step at a time. The scope
+# is set around each step (next, send, throw, close) and reset before the item is handed out,
+# so the generator's code sees it and the consumer's code between steps does not.
+
+
+def _scoped_gen(
+    gen: Generator[Any, Any, Any], attribution: Attribution
+) -> Generator[Any, Any, Any]:
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = _current.set(_current.get().merge(attribution))
+        try:
+            item = gen.send(sent) if thrown is None else gen.throw(thrown)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            _current.reset(token)
+        thrown = None
+        try:
+            sent = yield item
+        except GeneratorExit:
+            token = _current.set(_current.get().merge(attribution))
+            try:
+                gen.close()
+            finally:
+                _current.reset(token)
+            raise
+        except BaseException as exc:  # forwarded, as ``yield from`` does
+            thrown = exc
+
+
+async def _scoped_agen(
+    agen: AsyncGenerator[Any, Any], attribution: Attribution
+) -> AsyncGenerator[Any, Any]:
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        token = _current.set(_current.get().merge(attribution))
+        try:
+            item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
+        except StopAsyncIteration:
+            return
+        finally:
+            _current.reset(token)
+        thrown = None
+        try:
+            sent = yield item
+        except GeneratorExit:
+            token = _current.set(_current.get().merge(attribution))
+            try:
+                await agen.aclose()
+            finally:
+                _current.reset(token)
+            raise
+        except BaseException as exc:
+            thrown = exc

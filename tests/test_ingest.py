@@ -526,3 +526,15 @@ def test_an_empty_input_is_not_ok_on_its_second_run_either(tmp_path: Path) -> No
     db = f"sqlite:///{tmp_path / 'l.db'}"
     assert not ingest(path, ledger=db, checkpoint_dir=tmp_path).ok
     assert not ingest(path, ledger=db, checkpoint_dir=tmp_path).ok
+
+
+def test_a_token_count_past_the_bound_is_a_line_error_naming_the_field(tmp_path: Path) -> None:
+    record = json.loads(own_line(make_event(1)))
+    record["gen_ai.usage.input_tokens"] = 2**62
+    path = write_lines(tmp_path / "huge.log", [json.dumps(record).encode()])
+    result = ingest(path, ledger=f"sqlite:///{tmp_path / 'l.db'}", checkpoint_dir=tmp_path)
+    assert (result.accepted, result.rejected) == (0, 1)
+    [reject] = result.inputs[0].first_rejects
+    assert reject.field == "gen_ai.usage.input_tokens"
+    assert "refused by the database" not in reject.reason
+    assert str(2**62) in reject.reason

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +230,36 @@ def test_new_event_id_dated_earlier_never_sorts_before_an_earlier_id() -> None:
     older = new_event_id(_uuid7_ms(now) - 60_000)  # a minute earlier than one already made
     assert older > now
     assert len({new_event_id(0) for _ in range(5000)}) == 5000
+
+
+def test_a_call_finished_at_interpreter_shutdown_does_not_hang_the_exit(tmp_path: Path) -> None:
+    """The first deferred finish of a process, made while it shuts down (an object the GC
+    collects then), runs in place: a new thread then hung Python 3.11's exit."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        "from costledger import Tracker, Usage\n"
+        "from costledger.testing import InMemoryLedger\n"
+        "tracker = Tracker(InMemoryLedger(), log='off')\n"
+        "call = tracker.start(source='api', model='gpt-4o-mini')\n"
+        "class Late:\n"
+        "    def __del__(self):\n"
+        "        tracker.finish(call, usage=Usage(10, 5), defer=True)\n"
+        "        print('finished at shutdown', call.finished, flush=True)\n"
+        "late = Late()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "finished at shutdown True\n")
+
+
+def test_capture_costs_does_not_see_calls_finished_before_it() -> None:
+    """A call finished (deferred) before the block may still be on the worker when the block
+    starts: it is not the block's."""
+    tracker = Tracker(InMemoryLedger(), log="off")
+    calls = [tracker.start(source="api", model="gpt-4o-mini") for _ in range(50)]
+    for call in calls:
+        tracker.finish(call, usage=Usage(10, 5), defer=True)
+    with capture_costs() as costs:
+        tracker.record("gpt-4o-mini", Usage(1200, 300, cache_read_tokens=1024))
+    assert [e.cost.total for e in costs.events] == [GPT4O_MINI_1200_1024_300]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -652,6 +653,11 @@ class _DeferredWorker:
     def submit(self, item: tuple[Any, ...]) -> None:
         """Queue ``item`` = ``(fn, *args)``; the worker calls ``fn(*args)``."""
         if self._thread is None or self._pid != os.getpid():
+            if sys.is_finalizing():
+                # No new thread at interpreter shutdown (Python 3.11 hangs the exit on
+                # one): a call finished now (a generator closed by the GC) runs here.
+                self._run_now(item)
+                return
             self._start()
         self._items.append(item)
         # Event.set takes a lock even when the event is already set: wake it once
@@ -685,6 +691,14 @@ class _DeferredWorker:
             self._busy = False
             with self._idle:
                 self._idle.notify_all()
+
+    @staticmethod
+    def _run_now(item: tuple[Any, ...]) -> None:
+        fn, *args = item
+        try:
+            fn(*args)
+        except Exception as exc:
+            _report("tracker.deferred", exc)
 
     @property
     def pending(self) -> bool:

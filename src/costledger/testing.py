@@ -81,6 +81,8 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
     one with an in-memory ledger and logging off, so tests write no file; entry
     points handed their own Tracker are captured as well, and still record there.
     """
+    # Calls finished before the block, still in the background, are not the block's.
+    drain_deferred(10.0)
     captured = CapturedCosts()
     previous: Tracker | None = None
     if isolate:

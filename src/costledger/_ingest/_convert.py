@@ -47,7 +47,7 @@ from .._schema import (
     event_from_record,
 )
 from .._sources.litellm_payload import is_standard_logging_payload, read_standard_logging_payload
-from .._usage import Usage
+from .._usage import MAX_TOKENS, Usage
 
 if TYPE_CHECKING:
     from .._pricing import Pricer
@@ -407,8 +407,10 @@ class Converter:
             or n_reason > n_out
             or n_ain > n_in
             or n_aout > n_out
+            or n_in > MAX_TOKENS  # bounds the cache counts; output bounds reasoning
+            or n_out > MAX_TOKENS
         ):
-            raise _Fallback
+            raise _Fallback  # the canonical reader refuses it, naming the field
         latency = values[I_LATENCY]
         if latency is not None and latency - latency != 0.0:
             raise _Fallback  # inf - inf and nan - nan are nan: not a finite latency

@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import costledger.otel
 from costledger import Tracker, Usage, attribute, track_cost
 from costledger._tracker import drain_deferred
+from costledger.otel import CapturedSpans, capture_spans
 from costledger.testing import InMemoryLedger
 
 from .test_tracker import GPT4O_MINI_1200_1024_300
@@ -30,16 +31,9 @@ STARTED_NS = 1772443815_123456_000  # STARTED in nanoseconds since 1970, exactly
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    costledger.otel.instrument(provider)
-    try:
-        yield exporter
-    finally:
-        costledger.otel.uninstrument()
-        provider.shutdown()
+def captured() -> Iterator[CapturedSpans]:
+    with capture_spans() as spans:
+        yield spans
 
 
 @pytest.fixture
@@ -53,14 +47,13 @@ def tracker() -> Tracker:
     return Tracker(InMemoryLedger(), log="off")
 
 
-def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    drain_deferred()
-    (span,) = exporter.get_finished_spans()
+def only_span(captured: CapturedSpans) -> ReadableSpan:
+    (span,) = captured.spans
     return span
 
 
 def test_a_recorded_call_is_a_child_span_with_its_exact_cost(
-    exporter: InMemorySpanExporter, app_tracer: Any, tracker: Tracker
+    captured: CapturedSpans, app_tracer: Any, tracker: Tracker
 ) -> None:
     with (
         app_tracer.start_as_current_span("POST /answer") as parent,
@@ -76,7 +69,7 @@ def test_a_recorded_call_is_a_child_span_with_its_exact_cost(
             latency_ms=812.5,
         )
     assert event is not None
-    span = only_span(exporter)
+    span = only_span(captured)
     parent_context = parent.get_span_context()
     assert span.name == "llm.usage gpt-4o-mini-2024-07-18"
     assert span.kind is SpanKind.CLIENT
@@ -129,26 +122,26 @@ def test_a_recorded_call_is_a_child_span_with_its_exact_cost(
 
 
 def test_a_call_outside_any_span_is_a_root_span_and_gets_no_invented_trace_id(
-    exporter: InMemorySpanExporter, tracker: Tracker
+    captured: CapturedSpans, tracker: Tracker
 ) -> None:
     event = tracker.record("gpt-4o-mini", USAGE)
     assert event is not None
     assert event.trace_id is None
-    span = only_span(exporter)
+    span = only_span(captured)
     assert span.parent is None
     assert span.attributes is not None
     assert "costledger.trace_id" not in span.attributes
 
 
 def test_a_given_trace_id_is_kept(
-    exporter: InMemorySpanExporter, app_tracer: Any, tracker: Tracker
+    captured: CapturedSpans, app_tracer: Any, tracker: Tracker
 ) -> None:
     with app_tracer.start_as_current_span("job"):
         call = tracker.start(source="api", model="gpt-4o-mini", trace_id="my-own-trace")
         event = tracker.finish(call, usage=USAGE)
     assert event is not None
     assert event.trace_id == "my-own-trace"
-    assert only_span(exporter).attributes["costledger.trace_id"] == "my-own-trace"  # type: ignore[index]
+    assert only_span(captured).attributes["costledger.trace_id"] == "my-own-trace"  # type: ignore[index]
 
 
 def test_trace_ids_false_leaves_events_alone_but_still_makes_child_spans(
@@ -165,13 +158,14 @@ def test_trace_ids_false_leaves_events_alone_but_still_makes_child_spans(
         costledger.otel.uninstrument()
     assert event is not None
     assert event.trace_id is None
-    span = only_span(exporter)
+    drain_deferred()
+    (span,) = exporter.get_finished_spans()
     assert span.parent is not None
     assert span.parent.span_id == parent.get_span_context().span_id
 
 
 def test_a_failed_decorated_call_is_an_error_span_and_the_exception_is_unchanged(
-    exporter: InMemorySpanExporter, app_tracer: Any, tracker: Tracker
+    captured: CapturedSpans, app_tracer: Any, tracker: Tracker
 ) -> None:
     class ProviderDown(Exception):
         pass
@@ -182,7 +176,7 @@ def test_a_failed_decorated_call_is_an_error_span_and_the_exception_is_unchanged
 
     with app_tracer.start_as_current_span("job") as parent, pytest.raises(ProviderDown):
         ask()
-    span = only_span(exporter)
+    span = only_span(captured)
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "ProviderDown"
     assert span.parent is not None
@@ -194,7 +188,7 @@ def test_a_failed_decorated_call_is_an_error_span_and_the_exception_is_unchanged
 
 
 def test_the_parent_is_the_span_current_at_the_start_even_when_finished_elsewhere(
-    exporter: InMemorySpanExporter, app_tracer: Any, tracker: Tracker
+    captured: CapturedSpans, app_tracer: Any, tracker: Tracker
 ) -> None:
     with app_tracer.start_as_current_span("request") as parent:
         call = tracker.start(source="api", model="gpt-4o-mini")
@@ -202,41 +196,37 @@ def test_the_parent_is_the_span_current_at_the_start_even_when_finished_elsewher
     done = threading.Thread(target=tracker.finish, args=(call,), kwargs={"usage": USAGE})
     done.start()
     done.join()
-    span = only_span(exporter)
+    span = only_span(captured)
     assert span.parent is not None
     assert span.parent.span_id == parent.get_span_context().span_id
 
 
-def test_unpriced_calls_carry_no_cost_amount(
-    exporter: InMemorySpanExporter, tracker: Tracker
-) -> None:
+def test_unpriced_calls_carry_no_cost_amount(captured: CapturedSpans, tracker: Tracker) -> None:
     tracker.record("a-model-no-price-book-knows", USAGE)
-    attributes = only_span(exporter).attributes
+    attributes = only_span(captured).attributes
     assert attributes is not None
     assert attributes["costledger.cost.status"] == "unknown_model"
     assert "costledger.cost.total" not in attributes
     assert "gen_ai.usage.cost.amount" not in attributes
 
 
-def test_uninstrument_stops_the_spans(exporter: InMemorySpanExporter, tracker: Tracker) -> None:
+def test_uninstrument_stops_the_spans(captured: CapturedSpans, tracker: Tracker) -> None:
     assert costledger.otel.is_instrumented()
     costledger.otel.uninstrument()
     assert not costledger.otel.is_instrumented()
     tracker.record("gpt-4o-mini", USAGE)
-    drain_deferred()
-    assert exporter.get_finished_spans() == ()
+    assert captured.spans == []
 
 
 def test_instrument_twice_makes_one_span_per_call(
-    exporter: InMemorySpanExporter, tracker: Tracker
+    captured: CapturedSpans, tracker: Tracker
 ) -> None:
     second = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(second))
     costledger.otel.instrument(provider)  # replaces the fixture's
     tracker.record("gpt-4o-mini", USAGE)
-    drain_deferred()
-    assert exporter.get_finished_spans() == ()
+    assert captured.spans == []
     assert len(second.get_finished_spans()) == 1
 
 
@@ -257,12 +247,12 @@ def test_a_broken_tracer_never_reaches_the_host(tracker: Tracker) -> None:
 
 
 def test_metadata_is_one_json_string_with_secrets_scrubbed(
-    exporter: InMemorySpanExporter, tracker: Tracker
+    captured: CapturedSpans, tracker: Tracker
 ) -> None:
     key = "sk-proj-" + "A1b2C3d4" * 6 + "xQz"
     with attribute(note=f"called with {key}", nested={"a": [1, 2]}):
         tracker.record("gpt-4o-mini", USAGE)
-    attributes = only_span(exporter).attributes
+    attributes = only_span(captured).attributes
     assert attributes is not None
     metadata = json.loads(str(attributes["costledger.metadata"]))
     assert metadata["nested"] == {"a": [1, 2]}
@@ -291,3 +281,20 @@ def test_import_without_opentelemetry_says_what_to_install() -> None:
         "costledger.otel needs the OpenTelemetry API, which is not installed: "
         "pip install 'costledger[otel]'"
     )
+
+
+def test_capture_spans_puts_the_applications_instrumentation_back(tracker: Tracker) -> None:
+    mine = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(mine))
+    costledger.otel.instrument(provider)
+    try:
+        tracker.record("gpt-4o-mini", USAGE)  # before the block: not captured
+        with capture_spans() as captured:
+            tracker.record("gpt-4o-mini", USAGE)
+        tracker.record("gpt-4o-mini", USAGE)  # after it: the application's again
+        assert len(captured.spans) == 1
+        drain_deferred()
+        assert len(mine.get_finished_spans()) == 2
+    finally:
+        costledger.otel.uninstrument()

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 try:
     from opentelemetry import context as otel_context
@@ -51,13 +53,22 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 from . import __version__
 from ._events import UsageEvent
 from ._schema import event_to_record
-from ._tracker import Call, add_observer, remove_observer
+from ._tracker import Call, add_observer, drain_deferred, remove_observer
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.trace import Tracer, TracerProvider
     from opentelemetry.util.types import AttributeValue
 
-__all__ = ["SPAN_NAME", "instrument", "is_instrumented", "span_attributes", "uninstrument"]
+__all__ = [
+    "SPAN_NAME",
+    "CapturedSpans",
+    "capture_spans",
+    "instrument",
+    "is_instrumented",
+    "span_attributes",
+    "uninstrument",
+]
 
 SPAN_NAME = "llm.usage"
 """Every span's name starts with this, then the model: ``llm.usage gpt-4o-mini``."""
@@ -194,3 +205,59 @@ def uninstrument() -> None:
 
 def is_instrumented() -> bool:
     return _installed is not None
+
+
+class CapturedSpans:
+    """The spans ``capture_spans`` collected (``spans`` waits for calls still finishing)."""
+
+    def __init__(self, exporter: Any) -> None:
+        self._exporter = exporter
+
+    @property
+    def spans(self) -> list[ReadableSpan]:
+        drain_deferred(10.0)
+        return list(self._exporter.get_finished_spans())
+
+
+@contextmanager
+def capture_spans() -> Iterator[CapturedSpans]:
+    """For tests: the spans costledger makes inside the block, in memory, on a private
+    ``TracerProvider`` (the application's and OpenTelemetry's global one are not touched;
+    an earlier ``instrument()`` is put back after). Needs ``opentelemetry-sdk``.
+
+    >>> with costledger.otel.capture_spans() as captured:
+    ...     my_llm_feature()
+    >>> [span] = captured.spans
+    >>> span.attributes["costledger.cost.total"]
+    '0.00027000'
+    """
+    global _installed
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        raise ImportError(
+            "costledger.otel.capture_spans needs the OpenTelemetry SDK: "
+            "pip install opentelemetry-sdk"
+        ) from exc
+    drain_deferred(10.0)  # calls finished before the block are not its spans
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with _lock:
+        previous = _installed
+    instrument(provider)
+    try:
+        yield CapturedSpans(exporter)
+    finally:
+        drain_deferred(10.0)
+        with _lock:
+            if _installed is not None:
+                remove_observer(_installed)
+            _installed = previous
+            if previous is not None:
+                add_observer(previous)
+        provider.shutdown()

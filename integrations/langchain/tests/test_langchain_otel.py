@@ -11,30 +11,22 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_fakes import SNAPSHOT, UsageChatModel
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import costledger.otel
 from costledger import Tracker
 from costledger._tracker import drain_deferred
+from costledger.otel import CapturedSpans, capture_spans
 from costledger.testing import InMemoryLedger
 from costledger_langchain import CostLedgerCallbackHandler
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    costledger.otel.instrument(provider)
-    try:
-        yield exporter
-    finally:
-        costledger.otel.uninstrument()
+def captured() -> Iterator[CapturedSpans]:
+    with capture_spans() as spans:
+        yield spans
 
 
 def test_each_model_call_of_a_chain_is_a_child_of_the_request_span(
-    exporter: InMemorySpanExporter,
+    captured: CapturedSpans,
 ) -> None:
     ledger = InMemoryLedger()
     handler = CostLedgerCallbackHandler(Tracker(ledger, log="off"))
@@ -47,7 +39,7 @@ def test_each_model_call_of_a_chain_is_a_child_of_the_request_span(
         chain.invoke({"q": "c"}, config={"callbacks": [handler]})
     drain_deferred()
 
-    spans = exporter.get_finished_spans()
+    spans = captured.spans
     assert len(spans) == 3
     assert {span.name for span in spans} == {f"llm.usage {SNAPSHOT}"}
     parents = sorted(span.parent.span_id for span in spans if span.parent is not None)

@@ -9,12 +9,10 @@ import litellm
 import pytest
 from litellm_support import GPT_4O_MINI_10_IN_20_OUT, MESSAGES, Sentinel, litellm_isolated, offline
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import costledger.otel
 import costledger_litellm
 from costledger._tracker import drain_deferred
+from costledger.otel import CapturedSpans, capture_spans
 from costledger.testing import CapturedCosts, capture_costs
 from costledger_litellm import CostLedgerLogger
 
@@ -24,19 +22,13 @@ pytestmark = pytest.mark.usefixtures("litellm_isolated", "offline")
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    costledger.otel.instrument(provider)
-    try:
-        yield exporter
-    finally:
-        costledger.otel.uninstrument()
+def captured() -> Iterator[CapturedSpans]:
+    with capture_spans() as spans:
+        yield spans
 
 
 def test_wrapped_completion_is_a_child_of_the_callers_span(
-    exporter: InMemorySpanExporter,
+    captured: CapturedSpans,
 ) -> None:
     sentinel = Sentinel()
     litellm.callbacks = [CostLedgerLogger(), sentinel]
@@ -50,7 +42,7 @@ def test_wrapped_completion_is_a_child_of_the_callers_span(
         drain_deferred()
 
     [event] = costs.events
-    [span] = exporter.get_finished_spans()
+    [span] = captured.spans
     parent = request.get_span_context()
     assert span.parent is not None
     assert span.parent.span_id == parent.span_id

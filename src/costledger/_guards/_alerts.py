@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import os
 import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -75,14 +76,18 @@ def _report(where: str, exc: BaseException, **context: Any) -> None:
         pass
 
 
+_Item = tuple[BudgetAlert, tuple[AlertCallback, ...]] | threading.Event
+
+
 class _Dispatcher:
     """One daemon thread running alert callbacks in order, with its own event loop."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[BudgetAlert, tuple[AlertCallback, ...]] | threading.Event]
-        self._queue = queue.Queue(maxsize=10_000)
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._flush_registered = False
 
     def submit(self, alert: BudgetAlert, callbacks: tuple[AlertCallback, ...]) -> None:
         if not callbacks:
@@ -94,20 +99,33 @@ class _Dispatcher:
             _report("alerts.queue", exc, budget=alert.budget)
 
     def _start(self) -> None:
-        if self._thread is None:
+        if self._thread is None or self._pid != os.getpid():
             with self._lock:
+                if self._pid != os.getpid():
+                    # a forked child: the parent's thread is not here, its queue is the
+                    # parent's (alerts queued before the fork are the parent's to deliver)
+                    self._pid = os.getpid()
+                    self._thread = None
+                    self._queue = queue.Queue(maxsize=10_000)
                 if self._thread is None:
                     thread = threading.Thread(
-                        target=self._run, name="costledger-alerts", daemon=True
+                        target=self._run, args=(self._queue,), name="costledger-alerts", daemon=True
                     )
                     thread.start()
                     self._thread = thread
-                    atexit.register(self.flush, 5.0)
+                    if not self._flush_registered:  # a child inherits the parent's hook
+                        atexit.register(self.flush, 5.0)
+                        self._flush_registered = True
+
+    def _forked(self) -> None:
+        """In a forked child, before any other thread runs: a lock another thread of the
+        parent held at the fork would stay held here forever."""
+        self._lock = threading.Lock()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every alert submitted so far has been delivered; False on timeout."""
-        if self._thread is None:
-            return True
+        if self._thread is None or self._pid != os.getpid():
+            return True  # nothing submitted in this process
         done = threading.Event()
         try:
             self._queue.put(done, timeout=timeout)
@@ -115,12 +133,12 @@ class _Dispatcher:
             return False
         return done.wait(timeout)
 
-    def _run(self) -> None:
+    def _run(self, items: queue.Queue[_Item]) -> None:
         import asyncio  # here, not at import: most programs never have an alert
 
         loop = asyncio.new_event_loop()
         while True:
-            item = self._queue.get()
+            item = items.get()
             if isinstance(item, threading.Event):
                 item.set()
                 continue
@@ -139,6 +157,8 @@ async def _as_coroutine(awaitable: Awaitable[None]) -> None:
 
 
 _dispatcher = _Dispatcher()
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_dispatcher._forked)
 
 
 def dispatch(alert: BudgetAlert, callbacks: Iterable[AlertCallback]) -> None:

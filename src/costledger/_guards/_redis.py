@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from ._store import (
     Acquired,
@@ -186,6 +186,26 @@ return 1
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
+_OPTIONS = frozenset({"prefix", "timeout"})
+
+
+def _without_options(url: str, query: str) -> str:
+    """``url`` without our query options, the rest of its text as given. By hand, not
+    urlunsplit: that turns ``unix:///tmp/redis.sock`` (an empty host) into
+    ``unix:/tmp/redis.sock``, which redis-py rejects."""
+    if not query:
+        return url
+    head, _, tail = url.partition("?")
+    _, hash_mark, fragment = tail.partition("#")
+    kept = [
+        field
+        for field in query.split("&")
+        if field and unquote_plus(field.partition("=")[0]) not in _OPTIONS
+    ]
+    rest = "&".join(kept)
+    return f"{head}{'?' if rest else ''}{rest}{hash_mark}{fragment}"
+
+
 def _at(ms: int | None) -> str:
     return "" if ms is None else str(ms)
 
@@ -200,7 +220,7 @@ class RedisStore(GuardStore):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.prefix = query.pop("prefix", "costledger:guard")
         timeout = float(query.pop("timeout", "2"))
-        self._url = urlunsplit(parts._replace(query=urlencode(query)))
+        self._url = _without_options(url, parts.query)
         self.url = display_url(url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self.client: redis.Redis = client or redis.Redis.from_url(

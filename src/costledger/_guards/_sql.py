@@ -70,7 +70,8 @@ class SqlStore(GuardStore):
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self._url = parsed.set(query=query)
-        self.url = parsed.render_as_string(hide_password=True)
+        # SQLAlchemy hides the userinfo password only: display_url hides ?password=... too
+        self.url = display_url(parsed.render_as_string(hide_password=True))
         self.prefix = prefix
         self._engine: Engine | None = None
         self._auto: Engine | None = None
@@ -257,18 +258,18 @@ class SqlStore(GuardStore):
             self._pruned.clear()
         conn.execute(self._sql["prune"], {"c": counter, "f": floor})
 
-    def _expire(self, conn: _Raw, counter: str, now_ms: int, reserved: int) -> int:
+    def _expire(self, conn: _Raw, counter: str, now_ms: int, reserved: int) -> tuple[int, int]:
+        """Drop the reservations expired at ``now_ms``; store and return what is still
+        reserved and the earliest expiry of the reservations still held (``_NEVER``: none)."""
         s = self._sql
         gone = conn.execute(s["expired"], {"c": counter, "n": now_ms}).scalar_one()
         if gone:
             conn.execute(s["drop_expired"], {"c": counter, "n": now_ms})
             reserved -= int(gone)
         nxt = conn.execute(s["next_expiry"], {"c": counter}).scalar_one()
-        conn.execute(
-            s["set_reserved"],
-            {"c": counter, "r": reserved, "e": _NEVER if nxt is None else int(nxt)},
-        )
-        return reserved
+        next_expiry = _NEVER if nxt is None else int(nxt)
+        conn.execute(s["set_reserved"], {"c": counter, "r": reserved, "e": next_expiry})
+        return reserved, next_expiry
 
     def _fire(self, conn: _Raw, counter: str, spent: int, marks: Marks) -> tuple[str, ...]:
         fired = []
@@ -330,8 +331,9 @@ class SqlStore(GuardStore):
             if not seeded:
                 return Admission("unseeded")
             if next_expiry <= now_ms:
-                reserved = self._expire(conn, counter, now_ms, reserved)
-                next_expiry = _NEVER
+                # the next expiry of the reservations still held: the update below keeps
+                # the earlier of it and this reservation's own
+                reserved, next_expiry = self._expire(conn, counter, now_ms, reserved)
             spent = self._spent(conn, counter, floor)
             if limit is not None and spent + reserved + amount > limit:
                 first = False
@@ -435,7 +437,7 @@ class SqlStore(GuardStore):
                 return CounterState(0, 0, False)
             seeded, reserved, next_expiry = int(row[0]), int(row[1]), int(row[2])
             if next_expiry <= now_ms:
-                reserved = self._expire(conn, counter, now_ms, reserved)
+                reserved, _ = self._expire(conn, counter, now_ms, reserved)
             return CounterState(self._spent(conn, counter, floor), reserved, bool(seeded))
 
     def counters(self, prefix: str) -> list[str]:

@@ -74,7 +74,7 @@ if TYPE_CHECKING:
         top,
         whatif,
     )
-    from ._schema import event_from_record, event_to_record
+    from ._schema import event_from_line, event_from_record, event_to_record
 
 __version__ = "0.1.0"
 
@@ -114,6 +114,7 @@ _LAZY: dict[str, str] = {
     "budget_status": "._guards",
     "build_dashboard": "._dashboard",
     "diff_prices": "._reports",
+    "event_from_line": "._schema",
     "event_from_record": "._schema",
     "event_to_record": "._schema",
     "export": "._reports",
@@ -203,6 +204,7 @@ __all__ = [
     "configure",
     "diff_prices",
     "drain_deferred",
+    "event_from_line",
     "event_from_record",
     "event_to_record",
     "export",

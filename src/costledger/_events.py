@@ -120,6 +120,10 @@ class UsageEvent:
             object.__setattr__(self, "tags", tuple(self.tags))
         if type(self.metadata) is not MappingProxyType:
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        latency = self.latency_ms
+        # inf - inf and nan - nan are nan, which differs from 0.0: no latency was measured.
+        if isinstance(latency, float) and latency - latency != 0.0:
+            object.__setattr__(self, "latency_ms", None)
 
     @property
     def total_cost(self) -> Decimal | None:

@@ -63,7 +63,7 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (datetime, date, dt_time)):
         return obj.isoformat()
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
+        return redact(sorted(obj, key=repr))
     if isinstance(obj, bytes):
         return redact_text(obj.decode("utf-8", "replace"))
     # Unknown objects become their text, scrubbed: redact() could not look inside them.

@@ -1,6 +1,6 @@
 """Scrub secrets (API keys, bearer tokens, passwords) from values before they are logged or stored.
 
-Two rules, applied recursively to strings, mappings and sequences:
+Two rules, applied recursively to strings, bytes, mappings, sequences and sets:
 
 * a mapping entry whose KEY names a secret (``Authorization``, ``api_key``,
   ``x-api-key``, ``password``, ``secret``, ``token``, ``access_token``, ...) has its
@@ -222,8 +222,19 @@ def _redact(value: Any, depth: int) -> Any:
         if all(new is old for new, old in zip(items, value, strict=True)):
             return value
         return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, (set, frozenset)):
+        items = [_redact(item, depth + 1) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        # A list: two secrets scrubbed to the same text stay two items, and a scrubbed
+        # item may no longer be hashable. Sorted, so the same set always gives the same list.
+        return sorted(items, key=repr)
     if isinstance(value, str):  # str subclasses (StrEnum members and the like)
         return redact_text(value)
+    if isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("utf-8", "replace")
+        scrubbed = redact_text(text)
+        return value if scrubbed == text else scrubbed
     return value
 
 
@@ -231,7 +242,9 @@ def redact(value: Any) -> Any:
     """``value`` with secrets replaced by ``"[REDACTED]"``; recursive over mappings and sequences.
 
     Returns the same object when nothing needed scrubbing. Mappings that changed
-    come back as ``dict``, lists as ``list``, tuples as ``tuple``. Other objects
+    come back as ``dict``, lists as ``list``, tuples as ``tuple``, sets and frozensets
+    as a ``list`` (sorted by ``repr``), and bytes holding a secret as the scrubbed text
+    (decoded as UTF-8, undecodable bytes replaced). Other objects
     (numbers, dataclasses, ...) are returned unchanged: render them to text
     first if they may hold a secret.
     """

@@ -498,7 +498,8 @@ def _call(e: StoredEvent) -> dict[str, Any]:
         "cache_read_tokens": e.cache_read_tokens,
         "output_tokens": e.output_tokens,
         "reasoning_tokens": e.reasoning_tokens,
-        "latency_ms": e.latency_ms,
+        # None for an infinite or NaN latency a ledger may hold from before they were refused.
+        "latency_ms": None if e.latency_ms is None or e.latency_ms - e.latency_ms else e.latency_ms,
         "cost": None if e.total_cost is None else money_text(e.total_cost),
         "currency": e.currency,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,7 @@ __all__ = ["plotly_js", "render_dashboard", "to_json", "write_dashboard"]
 
 _MARK = "/*COSTLEDGER:{}*/"
 _HTML_MARK = "<!--COSTLEDGER:{}-->"
+_MARKS = re.compile(r"/\*COSTLEDGER:(?:CSS|DATA|OPTIONS|JS)\*/|<!--COSTLEDGER:PLOTLY-->")
 
 
 @cache
@@ -73,23 +75,20 @@ def render_dashboard(
     else:
         plotly_tag = f'<script src="{_attr(plotly_url)}"></script>'
     options = {"live": bool(live), "refresh_seconds": refresh_seconds, "data_url": data_url}
-    page = _asset("page.html")
     parts = {
         _MARK.format("CSS"): _asset("page.css"),
         _MARK.format("DATA"): to_json(_payload(data)),
         _MARK.format("OPTIONS"): to_json(options),
         _MARK.format("JS"): _asset("page.js"),
+        _HTML_MARK.format("PLOTLY"): plotly_tag,
     }
-    for mark, text in parts.items():
-        before, found, after = page.partition(mark)
-        if not found:
+    # One pass over the template: what is put in is never scanned again, so a model or user
+    # named like a mark (or Plotly's 4 MB) cannot be taken for one.
+    template = _asset("page.html")
+    for mark in parts:
+        if template.count(mark) != 1:
             raise RuntimeError(f"page template lost its {mark} mark")
-        page = before + text + after
-    # Plotly last: its 4 MB are never scanned for the other marks.
-    before, found, after = page.partition(_HTML_MARK.format("PLOTLY"))
-    if not found:
-        raise RuntimeError("page template lost its Plotly mark")
-    return before + plotly_tag + after
+    return _MARKS.sub(lambda m: parts[m.group(0)], template)
 
 
 def _attr(text: str) -> str:

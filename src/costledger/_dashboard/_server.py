@@ -35,7 +35,7 @@ _log = logging.getLogger("costledger.dashboard")
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -88,7 +88,9 @@ class DashboardServer:
         self._httpd.daemon_threads = True
         self.host = host.strip("[]")
         self.port = int(self._httpd.server_address[1])
-        self.loopback = _is_loopback(host)
+        # From the address actually bound, not the spelling given: "LOCALHOST", "127.1" and
+        # "0x7f.1" are loopback too, and must keep the Host check (DNS rebinding) on.
+        self.loopback = _is_loopback(str(self._httpd.server_address[0]))
 
     @property
     def url(self) -> str:
@@ -162,7 +164,10 @@ class DashboardServer:
             return True  # bound to a public address on purpose: any name may reach it
         if not header:
             return False
-        name = urlsplit(f"//{header}").hostname or ""
+        try:
+            name = urlsplit(f"//{header}").hostname or ""
+        except ValueError:  # "[::1", "evil.com]": no host name at all
+            return False
         return _is_loopback(name)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -196,9 +201,12 @@ class DashboardServer:
                 self.send_header("Referrer-Policy", "no-referrer")
                 for name, value in (extra or {}).items():
                     self.send_header(name, value)
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                try:
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                except ConnectionError:  # the browser went away (reload, tab closed): fine
+                    self.close_connection = True
 
             def do_HEAD(self) -> None:
                 self.do_GET()
@@ -207,41 +215,31 @@ class DashboardServer:
                 if not server._allowed_host(self.headers.get("Host")):
                     self._send(403, b"forbidden host\n", "text/plain; charset=utf-8")
                     return
-                path = urlsplit(self.path).path
+                # Only working out the answer is guarded: a failed write is the client
+                # leaving (see _send), not a failed computation, and gets no 500.
                 try:
-                    if path in ("/", "/index.html"):
-                        self._send(
-                            200,
-                            server.page(),
-                            "text/html; charset=utf-8",
-                            {"Cache-Control": "no-store"},
-                        )
-                    elif path == "/data.json":
-                        self._send(
-                            200,
-                            server.data_json(),
-                            "application/json",
-                            {"Cache-Control": "no-store"},
-                        )
-                    elif path == "/plotly.min.js":
-                        body, etag = plotly()
-                        if self.headers.get("If-None-Match") == etag:
-                            self._send(304, b"", "text/javascript", {"ETag": etag})
-                        else:
-                            self._send(
-                                200,
-                                body,
-                                "text/javascript; charset=utf-8",
-                                {"ETag": etag, "Cache-Control": "max-age=86400"},
-                            )
-                    elif path == "/favicon.ico":
-                        self._send(204, b"", "image/x-icon")
-                    else:
-                        self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                    reply = self._reply(urlsplit(self.path).path)
                 except Exception as exc:  # the ledger failed: say so, keep serving
                     _log.warning("costledger dashboard: computing the data failed: %r", exc)
                     body = to_json({"error": f"{type(exc).__name__}: {exc}"}).encode()
-                    self._send(500, body, "application/json", {"Cache-Control": "no-store"})
+                    reply = (500, body, "application/json", {"Cache-Control": "no-store"})
+                self._send(*reply)
+
+            def _reply(self, path: str) -> tuple[int, bytes, str, dict[str, str]]:
+                no_store = {"Cache-Control": "no-store"}
+                if path in ("/", "/index.html"):
+                    return 200, server.page(), "text/html; charset=utf-8", no_store
+                if path == "/data.json":
+                    return 200, server.data_json(), "application/json", no_store
+                if path == "/plotly.min.js":
+                    body, etag = plotly()
+                    if self.headers.get("If-None-Match") == etag:
+                        return 304, b"", "text/javascript", {"ETag": etag}
+                    cache = {"ETag": etag, "Cache-Control": "max-age=86400"}
+                    return 200, body, "text/javascript; charset=utf-8", cache
+                if path == "/favicon.ico":
+                    return 204, b"", "image/x-icon", {}
+                return 404, b"not found\n", "text/plain; charset=utf-8", {}
 
         return Handler
 

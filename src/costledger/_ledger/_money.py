@@ -17,6 +17,8 @@ from sqlalchemy import JSON, Dialect, String
 from sqlalchemy.dialects.postgresql import JSONB, NUMERIC, TIMESTAMP
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from .._redact import redact, redact_text
+
 __all__ = [
     "MONEY_PRECISION",
     "MONEY_SCALE",
@@ -79,14 +81,19 @@ def money_text(value: Decimal) -> str:
 
 
 def json_default(value: Any) -> Any:
-    """Make metadata JSON-able: Decimal and datetime as text, anything else as ``str()``."""
+    """Make metadata JSON-able: Decimal and datetime as text, sets as lists, bytes decoded,
+    anything else as ``str()``; whatever could hold a secret is scrubbed on the way."""
     if isinstance(value, Decimal):
         return money_text(value) if value.is_finite() else str(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
+    if isinstance(value, (set, frozenset)):
+        return redact(sorted(value, key=repr))
+    if isinstance(value, tuple):
+        return redact(list(value))
+    if isinstance(value, (bytes, bytearray)):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    return redact_text(str(value))
 
 
 def dumps(value: Any) -> str:

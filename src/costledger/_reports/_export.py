@@ -17,7 +17,7 @@ import io
 import json
 import operator
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -30,7 +30,15 @@ from ._when import resolve_bounds
 if TYPE_CHECKING:
     from .._ledger import Ledger, StoredEvent
 
-__all__ = ["EXPORT_COLUMNS", "EXPORT_FORMATS", "ExportFormat", "ExportResult", "export"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "EXPORT_FORMATS",
+    "ExportFormat",
+    "ExportResult",
+    "export",
+    "finite",
+    "json_text",
+]
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
@@ -41,6 +49,29 @@ _BOOLS = frozenset(FLAG_COLUMNS)
 
 EXPORT_COLUMNS: tuple[str, ...] = COLUMNS
 """CSV and Parquet columns: the ledger table's, in its order."""
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every infinite or NaN float (JSON has neither) replaced by ``None``,
+    in nested dicts, lists and tuples too; the same object when there was none."""
+    if isinstance(value, float):
+        return None if value - value != 0.0 else value
+    if isinstance(value, Mapping):
+        items = {k: finite(v) for k, v in value.items()}
+        same = all(items[k] is v for k, v in value.items())
+        return value if same else items
+    if isinstance(value, (list, tuple)):
+        seq = [finite(v) for v in value]
+        return value if all(a is b for a, b in zip(seq, value, strict=True)) else seq
+    return value
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``json.dumps`` that never writes ``Infinity`` or ``NaN`` (not JSON): they become null."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(finite(value), allow_nan=False, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +100,14 @@ def _csv_formatters() -> list[tuple[int, Callable[[Any], str]]]:
         return dumps(list(v or ()))
 
     def metadata(v: Any) -> str:
-        return dumps(dict(v or {}))
+        return dumps(finite(dict(v or {})))
+
+    def latency(v: Any) -> str:
+        return "" if v is None or v - v != 0.0 else repr(float(v))
 
     chosen: dict[str, Callable[[Any], str]] = {"timestamp": when, "tags": tags}
     chosen["metadata"] = metadata
+    chosen["latency_ms"] = latency
     out: list[tuple[int, Callable[[Any], str]]] = []
     for i, name in enumerate(EXPORT_COLUMNS):
         if name in _MONEY:
@@ -112,7 +147,7 @@ def _write_jsonl(events: Iterable[StoredEvent], out: IO[bytes]) -> int:
     lines: list[bytes] = []
     for e in events:
         record = event_to_record(e.to_event())
-        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
+        lines.append(json_text(record, ensure_ascii=False, separators=(",", ":")).encode())
         n += 1
         if len(lines) >= 1000:
             out.write(b"\n".join(lines) + b"\n")
@@ -175,7 +210,9 @@ def _write_parquet(events: Iterable[StoredEvent], out: IO[bytes], batch_size: in
             for name in EXPORT_COLUMNS:
                 value = getattr(e, name)
                 if name == "metadata":
-                    value = dumps(dict(value))
+                    value = dumps(finite(dict(value)))
+                elif name == "latency_ms" and value is not None:
+                    value = finite(float(value))
                 columns[name].append(value)
             n += 1
             if len(columns["id"]) >= batch_size:

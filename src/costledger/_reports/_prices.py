@@ -102,8 +102,11 @@ def show_price(
 class PriceDiff:
     """One component of one model: the default price, the book's, and the change.
 
-    ``status``: ``"same"``, ``"changed"``, or ``"new"`` when no default source prices
-    the model. ``change_share`` is the change over the default, six places.
+    ``status``: ``"same"``, ``"changed"``, ``"new"`` when no default source prices
+    the model, or ``"other currency"`` when the default prices it in another currency
+    (``default_currency``) than the book (``currency``): then there is no ``change``
+    nor ``change_share``, amounts in two currencies do not subtract. ``change_share``
+    is the change over the default, six places.
     """
 
     model: str
@@ -116,6 +119,7 @@ class PriceDiff:
     status: str
     default_source: str | None
     currency: str
+    default_currency: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +127,7 @@ class PriceDiff:
             "provider": self.provider,
             "component": self.component,
             "currency": self.currency,
+            "default_currency": self.default_currency,
             "default": money_text(self.default),
             "book": money_text(self.book),
             "change": money_text(self.change),
@@ -169,7 +174,25 @@ def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[Pr
                     )
                 )
                 continue
+            assert default is not None
             base = theirs[name]
+            if default.currency != card.currency:
+                out.append(
+                    PriceDiff(
+                        card.model,
+                        card.provider,
+                        name,
+                        canonical(base),
+                        canonical(value),
+                        None,
+                        None,
+                        "other currency",
+                        default.source,
+                        card.currency,
+                        default.currency,
+                    )
+                )
+                continue
             change = EXACT.subtract(value, base)
             out.append(
                 PriceDiff(
@@ -181,8 +204,9 @@ def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[Pr
                     canonical(change),
                     share_of(change, base),
                     "same" if change.is_zero() else "changed",
-                    default.source if default is not None else None,
+                    default.source,
                     card.currency,
+                    default.currency,
                 )
             )
     return out

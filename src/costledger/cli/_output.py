@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,17 @@ def console() -> Console:
 
     out = sys.stdout
     width = shutil.get_terminal_size((200, 24)).columns if out.isatty() else 240
-    return Console(file=out, width=max(80, width), soft_wrap=False, highlight=False)
+    # Cells, titles and headers hold ledger text (user names, models, tags, paths) that
+    # rich must print as it is: "[/bold]" or ":smile:" is a name, not markup or an emoji.
+    # Styling goes through style= (the bold totals, the table's header style) instead.
+    return Console(
+        file=out,
+        width=max(80, width),
+        soft_wrap=False,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
 
 
 def note(message: str) -> None:
@@ -107,8 +116,11 @@ def emit(
     kind = fmt.value
     group_keys = set(group)
     if kind == "json":
+        from .._reports._export import json_text
+
         value = document if document is not None else [dict(r) for r in rows]
-        text = json.dumps(value, indent=2, ensure_ascii=False, default=_plain)
+        # An infinite latency stored before it was refused must not print "Infinity".
+        text = json_text(value, indent=2, ensure_ascii=False, default=_plain)
         typer.echo(text)
         return
     if kind == "csv":

@@ -160,7 +160,9 @@ _DIFF_COLS = (
     Col("model", "model"),
     Col("component", "component"),
     Col("default", "default", "money"),
+    Col("default_currency", "currency"),
     Col("book", "book", "money"),
+    Col("currency", "currency"),
     Col("change", "change", "money"),
     Col("change_share", "change %", "share"),
     Col("status", "status"),
@@ -184,7 +186,8 @@ def diff(
     if not found:
         raise CliError(f"price book {str(book)!r} lists no models", EXIT_BAD_INPUT)
     rows = [d.as_dict() for d in found if not changed_only or d.status != "same"]
-    fields = ["model", "provider", "component", "currency", "default", "book", "change"]
+    fields = ["model", "provider", "component", "currency", "default_currency", "default"]
+    fields += ["book", "change"]
     emit(
         fmt,
         rows,

@@ -195,6 +195,11 @@ def reprice(
         for currency, amount in result.added.items():
             verb = "would add" if dry_run else "added"
             note(f"{verb} {amount} {currency} to the ledger's total")
+    if result.repriced == 0:
+        raise CliError(
+            f"nothing to re-price: none of the {result.examined} unpriced call(s) has a price yet",
+            EXIT_BAD_INPUT,
+        )
 
 
 _REPRICE_FIELDS = ["model", "repriced", "still_unknown"]

@@ -19,8 +19,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit
 
-__all__ = ["REDACTED", "is_secret_key", "redact", "redact_processor", "redact_text"]
+__all__ = [
+    "REDACTED",
+    "is_secret_key",
+    "redact",
+    "redact_processor",
+    "redact_text",
+    "redact_url",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -262,3 +270,40 @@ def redact_processor(
     """
     scrubbed: MutableMapping[str, Any] = _redact_mapping(event_dict, 0)
     return scrubbed
+
+
+_SECRET_QUERY_KEYS = frozenset(
+    {"password", "pass", "passwd", "sslpassword", "secret", "token", "api_key"}
+)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: the one in the userinfo and the
+    value of a query parameter that carries a secret (``?password=...``, ``token``, ...;
+    the key in any case). Only those pieces change, the rest of the text stays as given."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    shown = url
+    if password is not None:
+        # By hand, not urlunsplit: that drops the '//' of a URL whose host is empty.
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[-1]
+        shown = shown.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
+    if parts.query:
+        head, _, tail = shown.partition("?")
+        query, hash_mark, fragment = tail.partition("#")
+        shown = f"{head}?{_mask_query(query)}{hash_mark}{fragment}"
+    return shown
+
+
+def _mask_query(query: str) -> str:
+    fields = []
+    for field in query.split("&"):
+        key, equals, _ = field.partition("=")
+        if equals and unquote_plus(key).strip().lower() in _SECRET_QUERY_KEYS:
+            field = f"{key}=***"
+        fields.append(field)
+    return "&".join(fields)

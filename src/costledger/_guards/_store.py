@@ -16,9 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote_plus, urlsplit
 
 from .._errors import GuardRefusal, GuardStoreUnavailable
+from .._redact import redact_url as display_url
 
 if TYPE_CHECKING:
     from limits.storage import Storage
@@ -194,43 +194,6 @@ class GuardStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
-
-
-_SECRET_QUERY_KEYS = frozenset(
-    {"password", "pass", "passwd", "sslpassword", "secret", "token", "api_key"}
-)
-
-
-def display_url(url: str) -> str:
-    """The URL with any password replaced by ``***``: the one in the userinfo and the
-    value of a query parameter that carries a secret (``?password=...``, ``token``, ...;
-    the key in any case). Only those pieces change, the rest of the text stays as given."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    shown = url
-    if password is not None:
-        # By hand, not urlunsplit: that drops the '//' of a URL whose host is empty.
-        user = parts.username or ""
-        host = parts.netloc.rsplit("@", 1)[-1]
-        shown = shown.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
-    if parts.query:
-        head, _, tail = shown.partition("?")
-        query, hash_mark, fragment = tail.partition("#")
-        shown = f"{head}?{_mask_query(query)}{hash_mark}{fragment}"
-    return shown
-
-
-def _mask_query(query: str) -> str:
-    fields = []
-    for field in query.split("&"):
-        key, equals, _ = field.partition("=")
-        if equals and unquote_plus(key).strip().lower() in _SECRET_QUERY_KEYS:
-            field = f"{key}=***"
-        fields.append(field)
-    return "&".join(fields)
 
 
 _shared: dict[str, GuardStore] = {}

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
+from .._redact import redact_url
 from .._sqlite import prepare_sqlite_connection
 from ._money import decimal_sum_aggregate
 
@@ -97,7 +98,8 @@ def _mask_password(text: str, detail: str) -> tuple[str, str]:
 
 
 def display_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+    """The URL to show: no password, in the userinfo or as a query parameter."""
+    return redact_url(url.render_as_string(hide_password=True))
 
 
 def is_memory_sqlite(url: URL) -> bool:
@@ -122,7 +124,8 @@ def default_spool_dir(url: URL) -> Path:
     path = sqlite_path(url)
     if path is not None:
         return path.with_name(path.name + ".spool")
-    digest = hashlib.sha256(display_url(url).encode()).hexdigest()[:16]
+    # the name spooled events are found by: not display_url, whose masking may grow
+    digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:16]
     return Path.home() / ".costledger" / "spool" / digest
 
 

@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, Final, NoReturn
 
 from ._errors import UsageError
-from ._usage import TOKEN_FIELDS, Usage
+from ._usage import MAX_TOKENS, TOKEN_FIELDS, Usage
 
 __all__ = ["PROVIDER_HINTS", "SHAPES", "ResponseInfo", "extract_usage", "read_response"]
 
@@ -875,6 +875,11 @@ def _build(
         or reasoning > output_tokens
         or audio_in > input_tokens
         or audio_out > output_tokens
+        # MAX_TOKENS: every other count is a part of one of these two (checked above), so
+        # they bound every count, and the sums (Anthropic's and Bedrock's input plus cache,
+        # Gemini's candidates plus thoughts) too: two comparisons per read, not one per field.
+        or input_tokens > _MAX
+        or output_tokens > _MAX
     ):
         _raise_inconsistent(
             (
@@ -890,8 +895,8 @@ def _build(
             where,
             paths,
         )
-    # Every count is already checked: skip Usage.__post_init__ checking them again, which
-    # would double the cost of a read.
+    # Every count is already checked (type, sign, MAX_TOKENS, parts within their whole):
+    # skip Usage.__post_init__ checking them again, which would double the cost of a read.
     usage: Usage = _new_object(Usage)
     _set(usage, "input_tokens", input_tokens)
     _set(usage, "output_tokens", output_tokens)
@@ -906,6 +911,7 @@ def _build(
 
 _new_object = object.__new__
 _set = object.__setattr__
+_MAX: Final = MAX_TOKENS
 
 
 def _raise_inconsistent(values: tuple[int, ...], where: str, paths: tuple[str, ...]) -> NoReturn:
@@ -937,6 +943,23 @@ def _raise_inconsistent(values: tuple[int, ...], where: str, paths: tuple[str, .
                 field=_join(where, paths[part]),
                 value=values[part],
             )
+    # Past MAX_TOKENS: a part of the input or output first (a raw count, such as Anthropic's
+    # cache_read_input_tokens), else the whole, which may be a sum of raw counts.
+    for part in (2, 3, 6, 5, 7, 0, 1):
+        if values[part] > _MAX and (paths[part] or part < 2):
+            if part < 2:
+                what = "input" if part == 0 else "output"
+                raise UsageError(
+                    f"usage field {name(part)} gives {values[part]} {what} tokens in all, "
+                    "more than the 10^16 one call may count",
+                    field=_join(where, paths[part]),
+                    value=values[part],
+                )
+            raise UsageError(
+                f"usage field {name(part)} must be at most 10^16 tokens, got {values[part]}",
+                field=_join(where, paths[part]),
+                value=values[part],
+            )
     raise AssertionError("called with consistent counts")  # pragma: no cover
 
 
@@ -960,18 +983,30 @@ def _optional(value: Any, where: str, key: str) -> int:
 
 def _coerce(value: Any, where: str, key: str) -> int:
     """The slow path: int subclasses and digit strings pass, as in ``check_count``;
-    bools and floats never do (``True`` is not one token; a float was guessed)."""
+    bools and floats never do (``True`` is not one token; a float was guessed), nor
+    counts past ``MAX_TOKENS``."""
     path = _join(where, key)
+    count: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        if value >= 0:
-            return int(value)
-        raise UsageError(
-            f"usage field {path!r} must not be negative, got {value!r}", field=path, value=value
-        )
-    if isinstance(value, str):
+        if value < 0:
+            raise UsageError(
+                f"usage field {path!r} must not be negative, got {value!r}",
+                field=path,
+                value=value,
+            )
+        count = int(value)
+    elif isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
-            return int(text)
+            count = int(text)
+    if count is not None:
+        if count <= _MAX:
+            return count
+        raise UsageError(
+            f"usage field {path!r} must be at most 10^16 tokens, got {_short(value)}",
+            field=path,
+            value=value,
+        )
     raise UsageError(
         f"usage field {path!r} must be a whole number of tokens, got {_short(value)}",
         field=path,

@@ -31,8 +31,12 @@ def check_count(field: str, value: Any) -> int:
     is refused too.
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            return check_count(field, int(value.strip()))
+        if isinstance(value, str):
+            text = value.strip()
+            # ASCII only: str.isdigit() is also true of "²" (which int() refuses) and of
+            # other scripts' digits ("١٢"), which no provider writes in a count.
+            if text.isascii() and text.isdigit():
+                return check_count(field, int(text))
         raise UsageError(
             f"usage field {field!r} must be a whole number of tokens, got {value!r}",
             field=field,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import PriceBookError
-from ._card import RateCard
+from ._card import EXACT, RateCard
 
 __all__ = ["PRICE_FIELDS", "load_price_book"]
 
@@ -40,6 +40,12 @@ _SYNONYMS = {"cache_input": "cache_read"}
 _OTHER_FIELDS = ("currency", "provider", "max_input_tokens", "max_output_tokens")
 _KNOWN = frozenset(PRICE_FIELDS) | frozenset(_SYNONYMS) | frozenset(_OTHER_FIELDS)
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Bounds that keep every call's arithmetic exact in the card's 60-digit context (a price
+# of 30 digits between 10^-20 and 10^12, times up to 10^16 tokens, summed over the
+# components, spans under 50 digits), so Pricer.price can never raise decimal.Inexact.
+_MAX_DIGITS = 30
+_MIN_EXPONENT = -20  # no digit below 10^-20 per million tokens
+_MAX_ADJUSTED = 11  # below 10^12 per million tokens
 
 
 def load_price_book(
@@ -61,7 +67,12 @@ def load_price_book(
                 raw: Any = tomllib.load(f, parse_float=Decimal)
         elif suffix == ".json":
             with path.open("rb") as f:
-                raw = json.load(f, parse_float=Decimal, parse_constant=_refuse_constant)
+                raw = json.load(
+                    f,
+                    parse_float=Decimal,
+                    parse_constant=_refuse_constant,
+                    object_pairs_hook=_unique_keys,
+                )
         else:
             raise PriceBookError(
                 f"price book {str(path)!r}: unknown format {suffix or '(no suffix)'!r}; "
@@ -69,6 +80,12 @@ def load_price_book(
             )
     except OSError as exc:
         raise PriceBookError(f"price book {str(path)!r} cannot be read: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PriceBookError(
+            f"price book {str(path)!r} cannot be decoded as text ({exc}); save it as UTF-8"
+        ) from exc
+    except _BadJson as exc:
+        raise PriceBookError(f"price book {str(path)!r} is not valid json: {exc}") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise PriceBookError(f"price book {str(path)!r} is not valid {suffix[1:]}: {exc}") from exc
     if not isinstance(raw, Mapping):
@@ -78,8 +95,23 @@ def load_price_book(
     return _parse(raw, label)
 
 
+class _BadJson(Exception):
+    """Raised from inside ``json.load``; re-raised as ``PriceBookError`` naming the file."""
+
+
 def _refuse_constant(name: str) -> Any:
-    raise PriceBookError(f"price book values must be finite numbers, got {name}")
+    raise _BadJson(f"values must be finite numbers, got {name}")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (json keeps the last silently;
+    TOML refuses, and so does a book in either format)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _BadJson(f"key {key!r} is listed twice in one object")
+        out[key] = value
+    return out
 
 
 def _parse(book: Mapping[str, Any], source: str) -> dict[str, RateCard]:
@@ -184,7 +216,28 @@ def _price(model: str, field: str, value: Any, source: str) -> Decimal:
         raise bad("must be a finite number")
     if price < 0:
         raise bad("must not be negative")
-    return abs(price) if price.is_zero() else price  # -0 reads as 0
+    if price.is_zero():  # -0 reads as 0; 0E-500 as 0
+        exponent = price.as_tuple().exponent
+        keep = isinstance(exponent, int) and _MIN_EXPONENT <= exponent <= 0
+        return abs(price) if keep else Decimal(0)
+    _, digits, exponent = price.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    zeros = 0  # trailing zeros of the coefficient ("0.150" has one): not significant
+    while digits[-1 - zeros] == 0:
+        zeros += 1
+    significant = len(digits) - zeros
+    if significant > _MAX_DIGITS:
+        raise bad(
+            f"has {significant} significant digits, more than the {_MAX_DIGITS} kept exact "
+            "(a binary float through Decimal(float)? write the number as a string)"
+        )
+    if exponent + zeros < _MIN_EXPONENT:
+        raise bad("has a digit below 10^-20, too small to be a price")
+    if price.adjusted() > _MAX_ADJUSTED:
+        raise bad("is 10^12 or more, too large to be a price")
+    if len(digits) > _MAX_DIGITS:  # "0.15" and 40 zeros: the same price, written short
+        price = price.quantize(Decimal(1).scaleb(min(exponent + zeros, 0)), context=EXACT)
+    return price
 
 
 def _limit(model: str, field: str, value: Any, source: str) -> int | None:

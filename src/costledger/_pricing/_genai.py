@@ -9,6 +9,7 @@ other unit (images, video, searches, seconds, characters) counts zero for a
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,6 +156,29 @@ def _utc_time(value: time) -> time:
     return as_utc.time()
 
 
+_FREE_PROVIDERS = frozenset({"github-copilot"})
+"""Providers whose models are paid for by a subscription, not per token: an entry there
+with no price at all is "included", so free per call."""
+_SAYS_FREE = re.compile(r"\(free\)|\bfree of charge\b|\bincluded in the subscription\b", re.I)
+
+
+def free_by_evidence(match: Match) -> bool:
+    """Whether a genai-prices entry with no price at all is known to be free.
+
+    genai-prices also leaves the price out of models it keeps only for old usage
+    (delisted, price unknown: Cerebras' ``qwen-3-coder-480b``), so an empty price is
+    free only with evidence: a ``:free`` model id (OpenRouter, Azure, Mistral), a
+    subscription provider (GitHub Copilot), or the entry's own name, description or
+    price comment saying so ("Gemma 3 (free)", "All OpenAI moderation models and
+    endpoints are free of charge"). Anything else is no price, never a silent $0.
+    """
+    model = match.model
+    if model.id.lower().endswith(":free") or match.provider.id in _FREE_PROVIDERS:
+        return True
+    words = (model.name, model.description, model.price_comments)
+    return any(isinstance(text, str) and _SAYS_FREE.search(text) for text in words)
+
+
 def compile_price(price: ModelPrice, match: Match, source: str) -> RateCard | None:
     """One genai-prices ``ModelPrice`` as a card; ``None`` when it has no token price."""
     from genai_prices.types import TieredPrices
@@ -162,9 +186,14 @@ def compile_price(price: ModelPrice, match: Match, source: str) -> RateCard | No
     values: dict[str, Any] = {
         k: v for k, v in vars(price).items() if v is not None and not k.startswith("_")
     }
-    if values and "input_mtok" not in values and "output_mtok" not in values:
+    if not values:
+        # No price at all: free with evidence (free_by_evidence); otherwise unknown (the
+        # next source is asked, then the model is unknown_model). A price written as 0 is
+        # a price and does not come here.
+        if not free_by_evidence(match):
+            return None
+    elif "input_mtok" not in values and "output_mtok" not in values:
         # Priced per second, character or page only: a token count cannot be priced.
-        # (No price at all is genai-prices' way to say "free": a subscription, a :free model.)
         return None
     thresholds = sorted(
         {tier.start for v in values.values() if isinstance(v, TieredPrices) for tier in v.tiers}

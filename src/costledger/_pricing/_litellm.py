@@ -4,6 +4,17 @@ The JSON file ships inside the ``litellm`` package; it is found with
 ``importlib.util.find_spec`` and read as data, so ``litellm`` itself is never
 imported (that takes seconds and hundreds of megabytes). Numbers are parsed with
 ``parse_float=Decimal``: ``3e-07`` per token becomes exactly ``0.3`` per million.
+
+The map is written from floats computed by scripts, so a few rates carry binary noise
+(``1.0000000000000001e-07``, ``4.0000000000000003e-07``). Every rate is rounded to 15
+significant digits as it is compiled: a double holds 15 decimal digits exactly, so a
+rate someone wrote with up to 15 digits is recovered (``0.1`` per million, not
+``0.10000000000000001``) and the noise never reaches money.
+
+``tiered_pricing`` (Alibaba's Qwen on dashscope / qwencloud, Volcengine's Doubao, some
+opencode_go entries) is compiled into the card's tiers: each ``range`` start becomes a
+tier threshold and the whole request is billed at the tier its prompt reaches, as
+LiteLLM's ``select_tier_for_input`` does.
 """
 
 from __future__ import annotations
@@ -11,7 +22,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +48,9 @@ _RATES = {
 }
 _TIER_KEY = re.compile(r"^(?P<base>[a-z0-9_]+?)_above_(?P<n>\d+)(?P<unit>[km])_tokens$")
 _NO_OUTPUT_MODES = frozenset({"embedding", "rerank", "moderation", "moderations"})
+_DIGITS = 15
+_ROUND = Context(prec=_DIGITS, rounding=ROUND_HALF_EVEN)
+_ONE = Decimal(1)
 
 
 class LiteLLMPrices:
@@ -100,9 +115,11 @@ class LiteLLMPrices:
         return None, None
 
     def compile(self, key: str, entry: Mapping[str, Any]) -> RateCard | None:
-        """The entry as a card; ``None`` when it is not priced per token."""
+        """The entry as a card; ``None`` when it is not priced per token, or its
+        ``tiered_pricing`` cannot be read exactly."""
         base: dict[str, Decimal] = {}
         tiers: dict[int, dict[str, Decimal]] = {}
+        table = entry.get("tiered_pricing")
         for field_key, value in entry.items():
             rate = _per_million(value)
             if rate is None:
@@ -114,26 +131,89 @@ class LiteLLMPrices:
             if m and m.group("base") in _RATES:
                 above = int(m.group("n")) * (1000 if m.group("unit") == "k" else 1_000_000)
                 tiers.setdefault(above, {})[_RATES[m.group("base")]] = rate
-        if "input" not in base:
-            return None
-        if "output" not in base:
-            if entry.get("mode") not in _NO_OUTPUT_MODES:
-                return None
-            base["output"] = Decimal(0)
         request = _decimal(entry.get("input_cost_per_request"))
         provider = entry.get("litellm_provider")
+        no_output = entry.get("mode") in _NO_OUTPUT_MODES
+        if table is not None:
+            if tiers:
+                return None  # both kinds of tier: which wins is not defined; refuse
+            bands = _tier_table(table, base.get("output"), no_output)
+            if bands is None:
+                return None
+            first = bands[0][1]
+            tier_list = tuple(RateTier(above=above, **rates) for above, rates in bands[1:])
+        else:
+            if "input" not in base:
+                return None
+            if "output" not in base:
+                if not no_output:
+                    return None
+                base["output"] = Decimal(0)
+            first = _fill(base, base)
+            tier_list = tuple(
+                RateTier(above=above, **_fill(tiers[above], base)) for above in sorted(tiers)
+            )
         return RateCard(
             model=key,
             provider=provider if isinstance(provider, str) else None,
             source=self.source,
             request=request if request is not None and request >= 0 else Decimal(0),
-            tiers=tuple(
-                RateTier(above=above, **_fill(tiers[above], base)) for above in sorted(tiers)
-            ),
+            tiers=tier_list,
             max_input_tokens=_positive_int(entry.get("max_input_tokens")),
             max_output_tokens=_positive_int(entry.get("max_output_tokens")),
-            **_fill(base, base),
+            **first,
         )
+
+
+def _tier_table(
+    table: Any, output: Decimal | None, no_output: bool
+) -> list[tuple[int, dict[str, Any]]] | None:
+    """LiteLLM's ``tiered_pricing`` as ``(threshold, rates)`` bands, lowest first; ``None``
+    when it cannot be compiled exactly (then the model is unknown, never mispriced).
+
+    LiteLLM picks the tier whose ``range`` holds the request's whole prompt
+    (``start < prompt <= end``; past the last range, the last tier) and bills every
+    token of the request at it. As a card: the first tier is the base rates, and each
+    later ``range`` start is a threshold above which that tier's rates apply. So the
+    ranges must start at 0 and follow each other without a gap or an overlap.
+
+    In a tier, a missing cache rate is the tier's input rate, a missing output rate the
+    entry's own output rate (LiteLLM's rules); reasoning and audio rates are the tier's
+    where it gives them, else billed as its output / input.
+    """
+    if not isinstance(table, list) or not table:
+        return None
+    bands: list[tuple[int, int, dict[str, Any]]] = []
+    for tier in table:
+        if not isinstance(tier, Mapping):
+            return None
+        bounds = tier.get("range")
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            return None
+        start, end = (_whole(b) for b in bounds)
+        if start is None or end is None or end <= start:
+            return None
+        rates: dict[str, Decimal] = {}
+        for field_key, value in tier.items():
+            if field_key in _RATES:
+                rate = _per_million(value)
+                if rate is None:
+                    return None  # a rate that is not a number >= 0: refuse, do not guess
+                rates[_RATES[field_key]] = rate
+        if "input" not in rates:
+            return None  # a per-query or per-image table: not priced per token
+        if "output" not in rates:
+            if output is None and not no_output:
+                return None
+            rates["output"] = output if output is not None else Decimal(0)
+        bands.append((start, end, _fill(rates, rates)))
+    bands.sort(key=lambda band: band[0])
+    if bands[0][0] != 0:
+        return None
+    for (_, end, _), (start, _, _) in pairwise(bands):
+        if start != end:
+            return None  # a gap or an overlap between ranges
+    return [(start, rates) for start, _, rates in bands]
 
 
 def _fill(rates: Mapping[str, Decimal], base: Mapping[str, Decimal | None]) -> dict[str, Any]:
@@ -173,13 +253,31 @@ def _price_file() -> Path | None:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    """A number of the map as an exact ``Decimal``, rounded to 15 significant digits
+    (the float noise the map carries, see the module docstring); ``None`` if not a number."""
     if isinstance(value, bool):
         return None
     if isinstance(value, Decimal):
-        return value if value.is_finite() else None
+        if not value.is_finite():
+            return None
+        if len(value.as_tuple().digits) <= _DIGITS:
+            return value
+        rounded = _ROUND.plus(value).normalize(EXACT)
+        exponent = rounded.as_tuple().exponent
+        # no positive exponent (1E+2): a rate prints and multiplies as a plain number
+        positive = isinstance(exponent, int) and exponent > 0
+        return rounded.quantize(_ONE, context=EXACT) if positive else rounded
     if isinstance(value, int):
         return Decimal(value)
     return None
+
+
+def _whole(value: Any) -> int | None:
+    """A tier bound (``256000.0`` in the map) as an int, ``None`` if not a whole number >= 0."""
+    number = _decimal(value)
+    if number is None or number < 0 or number != number.to_integral_value():
+        return None
+    return int(number)
 
 
 def _per_million(value: Any) -> Decimal | None:

@@ -4,7 +4,9 @@ Sources, first match wins: a custom price book (``overrides``), genai-prices,
 LiteLLM's bundled price map; then, for a dated snapshot nobody lists, the same
 again without the date. A model no source knows is ``unknown_model``: no
 amount at all (never $0, never another model's price), one warning per model,
-and the event can be re-priced once a price exists.
+and the event can be re-priced once a price exists. So is a model a source lists
+without a price costledger can use (no token price, a tier table it cannot read):
+it is not priced as its undated base model either.
 
 Resolving a name is slow (genai-prices' matching walks its model list); it is
 done once per ``(model, provider)`` and the compiled ``RateCard`` kept, so a
@@ -193,7 +195,7 @@ class Pricer:
                 raise TypeError(f"model must be a string, got {type(model).__name__} {model!r}")
             name = split_name(model, provider)
             resolved = self._lookup(name) if name.full else None
-            if resolved is None:
+            if resolved is None:  # no source lists the name (listed unpriced is not None)
                 base = strip_date_suffix(name.ref)
                 if base is not None:
                     prefix = name.full[: len(name.full) - len(name.ref)]
@@ -201,6 +203,8 @@ class Pricer:
                     resolved = self._lookup(base_name, snapshot=name.full)
                     if resolved is not None:
                         resolved.name = name
+                        if resolved.unknown is not None:
+                            resolved.unknown = Cost.unknown(name.full, name.provider)
             if resolved is None:
                 resolved = _Resolved(name, unknown=Cost.unknown(name.full, name.provider))
             if len(self._resolved) >= _MAX_NAMES:
@@ -209,6 +213,10 @@ class Pricer:
             return resolved
 
     def _lookup(self, name: ModelName, snapshot: str | None = None) -> _Resolved | None:
+        """What ``name`` resolves to: a card, timed cards, or (``unknown`` set) a name
+        that a source lists without a usable token price; ``None`` when no source lists it.
+        """
+        listed = False
         note = (
             f" (dated snapshot {snapshot!r} unknown; priced as {{model!r}})"
             if snapshot is not None
@@ -233,6 +241,7 @@ class Pricer:
         if self._genai is not None:
             match = self._genai.find(name)
             if match is not None:
+                listed = True
                 if isinstance(match.model.prices, list):
                     timed = self._genai.timed(match, noted)
                     return _Resolved(
@@ -253,9 +262,15 @@ class Pricer:
         if self._litellm is not None:
             found = self._litellm.find(name)
             if found is not None:
+                listed = True
                 card = self._litellm.compile(*found)
                 if card is not None:
                     return _Resolved(name, card=noted(card), canonical=card.model)
+        if listed:
+            # Listed, but with no price that a token count can be priced at (per second
+            # only, no price and no sign it is free, a tier table that cannot be read):
+            # unknown, and never priced as the undated base model.
+            return _Resolved(name, unknown=Cost.unknown(name.full, name.provider))
         return None
 
     def _limits(self, resolved: _Resolved, card: RateCard) -> tuple[int | None, int | None]:

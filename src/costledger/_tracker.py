@@ -258,7 +258,23 @@ class Tracker:
         estimate: Decimal | None = None,
         _reserve: bool = True,
     ) -> Call:
-        """Open a call and run the guards. Raises only a guard's ``GuardRefusal``."""
+        """Open a call and run the guards. Raises only a guard's ``GuardRefusal``, or a
+        ``ValueError`` naming ``estimate`` / ``max_output_tokens`` when one cannot be read
+        (an ``estimate`` is a ``Decimal``, an ``int`` or a decimal string, never a float;
+        ``max_output_tokens`` an ``int``): a guard must never run on a worst case it
+        cannot read, and silently dropping it would let the call past a hard budget."""
+        if estimate is not None and not (
+            type(estimate) is Decimal and estimate.is_finite() and estimate >= 0
+        ):
+            from ._guards._estimate import check_estimate
+
+            estimate = check_estimate(estimate)
+        if max_output_tokens is not None and (
+            type(max_output_tokens) is not int or max_output_tokens < 0
+        ):
+            from ._guards._estimate import check_max_output_tokens
+
+            max_output_tokens = check_max_output_tokens(max_output_tokens)
         call = Call(
             id=call_id,
             source=source,
@@ -511,7 +527,10 @@ class Tracker:
     def _settle(self, call: Call, event: UsageEvent) -> None:
         for guard, token in call.reservations:
             try:
-                if event.status == "ok" or event.cost.total is not None:
+                # A call that reported usage is settled, failed or not (it was billed), even
+                # when its model has no price: the guard counts its tokens, or its
+                # reservation. Only a failed call without usage gives its reservation back.
+                if event.status == "ok" or event.cost.status != "not_priced":
                     guard.settle(token, event)
                 else:
                     guard.release(token)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -11,11 +13,13 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._errors import BudgetExceeded
+from .._errors import BudgetExceeded, GuardRefusal
 from ._alerts import AlertCallback, BudgetAlert, dispatch
-from ._estimate import DEFAULT_ESTIMATOR, Estimator
+from ._estimate import DEFAULT_ESTIMATOR, Estimator, check_estimate
 from ._ledger_spend import ledger_buckets
 from ._spec import (
+    PER_KEYS,
+    ROLLING_BUCKETS,
     Clock,
     Limit,
     Period,
@@ -27,6 +31,7 @@ from ._spec import (
     parse_duration,
     parse_limit,
     parse_period,
+    plain,
     reserve_units,
     to_units,
 )
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from .._events import UsageEvent
     from .._tracker import Call, Tracker
 
-__all__ = ["Budget", "BudgetStatus", "counter_key", "decode_key"]
+__all__ = ["Budget", "BudgetCheckFailed", "BudgetStatus", "counter_key", "decode_key"]
 
 FailMode = Literal["closed", "open"]
 _MARGIN_MS = 3_600_000
@@ -58,6 +63,52 @@ def counter_key(key: str | None) -> str:
 
 def decode_key(text: str) -> str | None:
     return None if text == "~" else text[1:]
+
+
+class BudgetCheckFailed(BudgetExceeded):
+    """A budget that fails closed could not check a call (an unexpected error in its
+    reservation: the estimator, the call's attribution, ...), so it refused it: spending
+    unchecked could go past a hard limit. ``cause`` is the error; ``spent`` and
+    ``reserved`` are unknown and given as 0."""
+
+    def __init__(self, budget: Budget, cause: BaseException) -> None:
+        text = str(cause).strip().splitlines()
+        super().__init__(
+            f"budget {budget.name!r} could not check this call:"
+            f" {type(cause).__name__}: {text[0][:300] if text else ''}; it fails closed,"
+            " so the call is refused",
+            scope=budget.name,
+            key=None,
+            limit=budget.limit.amount,
+            spent=Decimal(0),
+            reserved=Decimal(0),
+            resets_at=None,
+            unit=budget.limit.unit,
+        )
+        self.cause = cause
+
+
+# Reservation ids: one per reservation, never the call's id (two calls in flight may share
+# one, and a caller's id may be of any length). A random prefix per process (made anew in
+# a forked child) and a counter: unique across the processes sharing a store, and cheap.
+_res_prefix = ""
+_res_count = itertools.count()
+
+
+def _new_prefix() -> None:
+    global _res_prefix, _res_count
+    _res_prefix = os.urandom(8).hex() + "."
+    _res_count = itertools.count()
+
+
+_new_prefix()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_prefix)
+
+
+def _reservation_id() -> str:
+    """A new reservation id: 17 + up to 16 hex characters, within any store's 64."""
+    return f"{_res_prefix}{next(_res_count):x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +171,14 @@ class Budget:
 
     A hard budget refuses a call whose worst-case estimate no longer fits with
     ``BudgetExceeded``; a soft one (``hard=False``) only alerts. Alerts fire once per
-    period and key at each ``warn_at`` fraction, and once when a hard budget first refuses.
+    period and key at each ``warn_at`` fraction, and once when a hard budget first refuses
+    (rolling windows: once per slot of the window's length).
 
-    ``on_store_error``: what to do when the guard store cannot be reached: ``"closed"``
-    (refuse the call; the default for hard budgets) or ``"open"`` (let it through and
-    log; the default for soft ones). ``reservation_ttl``: how long a reservation is held
-    if its call never ends (a crashed process), default 10 minutes. ``clock``: seconds
-    since the epoch, for tests.
+    ``on_store_error``: what to do when the guard store cannot be reached, or the budget
+    fails to check a call for any other reason: ``"closed"`` (refuse the call; the default
+    for hard budgets) or ``"open"`` (let it through and log; the default for soft ones).
+    ``reservation_ttl``: how long a reservation is held if its call never ends (a crashed
+    process), default 10 minutes. ``clock``: seconds since the epoch, for tests.
     """
 
     def __init__(
@@ -148,7 +200,9 @@ class Budget:
         self.limit: Limit = parse_limit(limit)
         self.period: Period = parse_period(period, tz)
         self.per = check_per(per)
-        self.hard = bool(hard)
+        if not isinstance(hard, bool):
+            raise ValueError(f"hard must be True or False, got {hard!r}")
+        self.hard = hard
         self.where = _check_where(where)
         if on_store_error is None:
             on_store_error = "closed" if self.hard else "open"
@@ -172,6 +226,11 @@ class Budget:
         self._callbacks: list[AlertCallback] = []
         self._ttl_ms = int(self.reservation_ttl * 1000)
         self._refuse_mark = EXCEEDED_MARK if self.hard else None
+        # Rolling windows: marks of the current slot (see _marks_for).
+        self._slot: tuple[int, tuple[tuple[str, int], ...], str | None] | None = None
+        self._slot_ms = (
+            self.period.bucket_ms * ROLLING_BUCKETS if self.period.kind == "rolling" else 0
+        )
         # Hot-path caches: the last tracker's store, counter names of recent keys.
         self._last_store: tuple[Tracker, GuardStore] | None = None
         self._names: dict[tuple[str | None, str], str] = {}
@@ -207,42 +266,69 @@ class Budget:
 
     # -- the guard protocol ---------------------------------------------------------------------
     def reserve(self, call: Call, tracker: Tracker) -> _Token | None:
-        if self.where is not None and not matches(call, self.where):
-            return None
-        if self._pending and time.monotonic() >= self._next_retry:
-            self._retry_pending()
-        last = self._last_store
-        if last is not None and last[0] is tracker:
-            store = last[1]
-        else:
-            store = store_for(tracker)
-            self._last_store = (tracker, store)
-        now = self._clock()
-        now_ms = int(now * 1000)
-        win = self.period.window(now)
-        units = self._estimate_units(call, tracker)
-        token = _Token(store, units, tracker)
-        per = self.per
-        if per is None:
-            keys: tuple[str | None, ...] = (None,)
-        elif per == "tag":
-            keys = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
-        else:
-            keys = call_keys(call, per)
-        keep = self._keep_until(win, now_ms)
-        for i, key in enumerate(keys):
-            res_id = call.id if len(keys) == 1 else f"{call.id}/{i}"
-            try:
-                self._reserve_key(store, tracker, token, key, res_id, win, now, now_ms, keep)
-            except StoreUnavailable as exc:
-                if self.on_store_error == "closed":
-                    self.release(token)
-                    raise StoreRefusal(exc.store, exc.cause, f"budget {self.name!r}") from exc
-                _report("budget.reserve", exc, budget=self.name)
-                for other in keys[i:]:
-                    token.holds.append(_Hold(self._counter(other, win), other, None, win, keep))
-                return token
-        return token
+        # An estimate that cannot be read is the caller's mistake: a ValueError naming it
+        # (Tracker.start checks it before any guard runs, so it never gets here from there).
+        explicit = None
+        if not self.tokens and call.estimate is not None:
+            explicit = check_estimate(call.estimate)
+        token: _Token | None = None
+        try:
+            if self.where is not None and not matches(call, self.where):
+                return None
+            if self._pending and time.monotonic() >= self._next_retry:
+                self._retry_pending()
+            last = self._last_store
+            if last is not None and last[0] is tracker:
+                store = last[1]
+            else:
+                store = store_for(tracker)
+                self._last_store = (tracker, store)
+            now = self._clock()
+            now_ms = int(now * 1000)
+            win = self.period.window(now)
+            if explicit is not None:
+                units = reserve_units(explicit, tokens=False)
+            else:
+                units = self._estimate_units(call, tracker)
+            token = _Token(store, units, tracker)
+            per = self.per
+            if per is None:
+                keys: tuple[str | None, ...] = (None,)
+            elif per == "tag":
+                keys = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
+            else:
+                keys = call_keys(call, per)
+            keep = self._keep_until(win, now_ms)
+            for i, key in enumerate(keys):
+                try:
+                    self._reserve_key(
+                        store, tracker, token, key, _reservation_id(), win, now, now_ms, keep
+                    )
+                except StoreUnavailable as exc:
+                    if self.on_store_error == "closed":
+                        self.release(token)
+                        raise StoreRefusal(exc.store, exc.cause, f"budget {self.name!r}") from exc
+                    _report("budget.reserve", exc, budget=self.name)
+                    for other in keys[i:]:
+                        hold = _Hold(self._counter(other, win), other, None, win, keep)
+                        token.holds.append(hold)
+                    return token
+            return token
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            # The budget's own failure (the estimator, the call's attribution, a store
+            # answering nonsense): it cannot tell whether the call fits. Whatever it held
+            # is given back; then it fails the way it fails when its store is down.
+            if token is not None:
+                self._release_quietly(token)
+            if self.on_store_error == "closed":
+                raise BudgetCheckFailed(self, exc) from exc
+            _report("budget.reserve", exc, budget=self.name)
+            try:  # fails open: the call is not checked, but what it spends still counts
+                return self.account(call, tracker)
+            except Exception:
+                return None
 
     def account(self, call: Call, tracker: Tracker) -> _Token | None:
         """For ``Tracker.record``: a call that already happened is counted when it settles,
@@ -276,6 +362,7 @@ class Budget:
         counter = self._counter(key, win)
         limit = self._limit_units if self.hard else None
         expires = now_ms + self._ttl_ms
+        refuse_mark = self._refuse_mark if self._slot_ms == 0 else self._marks_for(win)[1]
         admission = store.reserve(
             counter,
             res_id=res_id,
@@ -285,7 +372,7 @@ class Budget:
             now_ms=now_ms,
             expires_ms=expires,
             keep_until=keep,
-            refuse_mark=self._refuse_mark,
+            refuse_mark=refuse_mark,
         )
         if admission.status == "unseeded":
             self._seed(store, tracker, counter, key, win, now, keep)
@@ -298,7 +385,7 @@ class Budget:
                 now_ms=now_ms,
                 expires_ms=expires,
                 keep_until=keep,
-                refuse_mark=self._refuse_mark,
+                refuse_mark=refuse_mark,
             )
         if admission.status == "ok":
             token.holds.append(_Hold(counter, key, res_id, win, keep))
@@ -340,10 +427,13 @@ class Budget:
 
     def _settle_hold(self, token: _Token, hold: _Hold, units: int) -> bool:
         """Settle one key; False when the store could not be reached."""
-        if self.period.kind == "rolling":
-            floor = self.period.window(self._clock()).floor
+        if self._slot_ms:  # rolling: the window and alert slot of now
+            now_win = self.period.window(self._clock())
+            floor = now_win.floor
+            marks = self._marks_for(now_win)[0]
         else:
             floor = hold.win.floor
+            marks = self._marks
         try:
             settled = token.store.settle(
                 hold.counter,
@@ -353,7 +443,7 @@ class Budget:
                 amount=units,
                 floor=floor,
                 keep_until=hold.keep_until,
-                marks=self._marks,
+                marks=marks,
             )
         except StoreUnavailable as exc:
             _report("budget.settle", exc, budget=self.name, units=units)
@@ -363,7 +453,7 @@ class Budget:
                 token,
                 "threshold",
                 hold.key,
-                self._thresholds.get(label),
+                self._thresholds.get(label.partition("@")[0]),
                 settled.spent,
                 settled.reserved,
                 hold.win,
@@ -382,6 +472,12 @@ class Budget:
                 pending.appendleft((token, hold, units))
                 self._next_retry = time.monotonic() + 1.0  # not on every call of an outage
                 return
+
+    def _release_quietly(self, token: _Token) -> None:
+        try:
+            self.release(token)
+        except Exception as exc:
+            _report("budget.release", exc, budget=self.name)
 
     def release(self, token: _Token | None) -> None:
         if token is None:
@@ -411,17 +507,20 @@ class Budget:
         now_ms = int(now * 1000)
         win = self.period.window(now)
         if keys is None:
-            found: dict[str | None, None] = {}
+            # One row per counter: a key longer than 200 characters is shortened (with a
+            # digest) in its counter's name, so the store's name and the ledger's full key
+            # are the same row, shown with the full key.
+            found: dict[str, str | None] = {}
             if self.per is None:
-                found[None] = None
+                found[self._counter(None, win)] = None
             suffix = f":{win.label}"
             for name in sorted(store.counters(self._prefix)):
                 if name.endswith(suffix):
-                    found[decode_key(name[len(self._prefix) : -len(suffix)])] = None
+                    found.setdefault(name, decode_key(name[len(self._prefix) : -len(suffix)]))
             if self.per is not None:
                 for key in _ledger_keys(tracker, self, win, now):
-                    found.setdefault(key, None)
-            keys = list(found)
+                    found[self._counter(key, win)] = key
+            keys = list(found.values())
         result = []
         for key in keys:
             counter = self._counter(key, win)
@@ -459,6 +558,26 @@ class Budget:
             name = names[(key, win.label)] = f"{self._prefix}{counter_key(key)}:{win.label}"
         return name
 
+    def _marks_for(self, win: Window) -> tuple[tuple[tuple[str, int], ...], str | None]:
+        """The alert marks (and the "exceeded" mark) of the window ``win`` is in.
+
+        A calendar counter lives one period, so its marks fire once per period. A rolling
+        counter lives as long as the budget is in use, so its marks carry a slot: the
+        window's length, counted from the epoch. Each alert then fires at most once per
+        slot, and again in a later slot in which spend reaches it again, rather than once
+        for the counter's whole life."""
+        if not self._slot_ms:
+            return self._marks, self._refuse_mark
+        slot = win.bucket // self._slot_ms
+        cached = self._slot
+        if cached is not None and cached[0] == slot:
+            return cached[1], cached[2]
+        tag = f"@{slot}"
+        marks = tuple((label + tag, units) for label, units in self._marks)
+        refuse = None if self._refuse_mark is None else self._refuse_mark + tag
+        self._slot = (slot, marks, refuse)
+        return marks, refuse
+
     def _keep_until(self, win: Window, now_ms: int) -> int | None:
         ttl = int(self.reservation_ttl * 1000) + _MARGIN_MS
         if self.period.kind == "lifetime":
@@ -477,8 +596,6 @@ class Budget:
         return self._time(win.end)
 
     def _estimate_units(self, call: Call, tracker: Tracker) -> int:
-        if not self.tokens and call.estimate is not None:
-            return reserve_units(_check_estimate(call.estimate), tokens=False)
         estimate = self.estimator.estimate(call, tracker)
         if self.tokens:
             return estimate.tokens
@@ -511,7 +628,8 @@ class Budget:
         keep: int | None,
     ) -> None:
         buckets = ledger_buckets(tracker, self, key, win, now)
-        store.seed(counter, buckets=buckets, marks=self._marks, floor=win.floor, keep_until=keep)
+        marks = self._marks_for(win)[0]
+        store.seed(counter, buckets=buckets, marks=marks, floor=win.floor, keep_until=keep)
 
     def _alert(
         self,
@@ -549,18 +667,21 @@ def _for_key(per: str | None, key: str | None) -> str:
     return f" for {per} {key!r}" if key is not None else f" for calls without a {per}"
 
 
-def _check_estimate(value: Any) -> Decimal:
-    if isinstance(value, Decimal) and value.is_finite() and value >= 0:
-        return value
-    raise ValueError(f"estimate must be a Decimal amount of money >= 0, got {value!r}")
-
-
 def _check_where(where: Mapping[str, str] | None) -> dict[str, str] | None:
+    """``where=`` of a budget or rate limit; each error starts with ``where``."""
     if where is None:
         return None
+    if not isinstance(where, Mapping):
+        raise ValueError(f"where must be a mapping such as {{'team': 'search'}}, got {where!r}")
     checked = {}
     for key, value in where.items():
-        check_per(key)
+        try:
+            check_per(key)
+        except ValueError:
+            raise ValueError(
+                f"where[{key!r}]: where keys are per keys, and per must be one of"
+                f" {', '.join(PER_KEYS)}; got {key!r}"
+            ) from None
         if not isinstance(value, str):
             raise ValueError(f"where[{key!r}] must be a string, got {value!r}")
         checked[key] = value
@@ -568,6 +689,10 @@ def _check_where(where: Mapping[str, str] | None) -> dict[str, str] | None:
 
 
 def _check_warn_at(values: Iterable[float | Decimal | str]) -> tuple[Decimal, ...]:
+    if isinstance(values, (str, bytes, Decimal, int, float)) or not isinstance(values, Iterable):
+        raise ValueError(
+            f"warn_at must be a list of fractions such as [0.5, 0.8, 1.0], got {values!r}"
+        )
     result = []
     for value in values:
         if isinstance(value, bool):
@@ -580,7 +705,7 @@ def _check_warn_at(values: Iterable[float | Decimal | str]) -> tuple[Decimal, ..
             ) from None
         if not fraction.is_finite() or fraction <= 0:
             raise ValueError(f"warn_at values must be fractions above 0, got {value!r}")
-        result.append(fraction.normalize())
+        result.append(plain(fraction.normalize()))
     return tuple(sorted(set(result)))
 
 

@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._tracker import Call, Tracker
 
-__all__ = ["DEFAULT_ESTIMATOR", "Estimate", "Estimator", "count_tokens", "heuristic_tokens"]
+__all__ = [
+    "DEFAULT_ESTIMATOR",
+    "Estimate",
+    "Estimator",
+    "check_estimate",
+    "check_max_output_tokens",
+    "count_tokens",
+    "heuristic_tokens",
+]
 
 CHARS_PER_TOKEN = 4
 """ASCII text: English averages about 4 characters per token in every BPE tokenizer
@@ -136,6 +144,41 @@ def count_tokens(text: str, model: str | None) -> tuple[int, str]:
             if encoding is not None:
                 return len(encoding.encode_ordinary(text)) + OVERHEAD_TOKENS, f"tiktoken:{name}"
     return heuristic_tokens(text), "heuristic"
+
+
+def check_estimate(value: object) -> Decimal:
+    """A call's ``estimate=`` as a ``Decimal`` amount of money >= 0: a ``Decimal``, an ``int``
+    or a decimal string (``"0.05"``). A float is refused (it cannot hold money exactly), as
+    is anything else: a guard must never run on an estimate it cannot read."""
+    amount: Decimal | None = None
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            amount = Decimal(value.strip())
+        except ArithmeticError:
+            amount = None
+    elif isinstance(value, float):
+        raise ValueError(
+            "estimate must be a Decimal, an int or a decimal string such as '0.05', never a"
+            f" float (which cannot hold money exactly), got {value!r}"
+        )
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise ValueError(
+            "estimate must be a Decimal, an int or a decimal string such as '0.05': an"
+            f" amount of money >= 0, got {value!r}"
+        )
+    return amount
+
+
+def check_max_output_tokens(value: object) -> int:
+    """A call's ``max_output_tokens=`` as a whole number of tokens >= 0 (an ``int``; a bool
+    is not one, nor is a string or a float)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"max_output_tokens must be an int >= 0, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,16 @@ period, a Redis that lost its data) is seeded once from the ledger: the money or
 recorded in the counter's window for its key. Seeding happens before any settle can
 reach the counter, so nothing is counted twice; the ledger's reads flush what it has
 buffered first, so the seed includes every event recorded so far.
+
+Models: a budget counts a call under the model it asked for (``per="model"``,
+``where={"model": ...}``), while the ledger's summaries group by the model that answered
+(a dated name such as ``gpt-4o-2024-08-06``) and its ``model`` filter matches either.
+So the keys of a ``per="model"`` budget are read from the events' requested ``model``,
+and rolling windows (read from the events anyway) count only the events whose requested
+model is the key. A calendar seed keeps the ledger's summary (its rollups answer in
+milliseconds, where reading the events would hold up the first call of a period): a key
+that is also another requested model's answer counts that spend too, which can only
+refuse early, never let a hard budget overspend.
 """
 
 from __future__ import annotations
@@ -71,6 +81,15 @@ def _has_key(row: Any, per: str) -> bool:
     return _get(row, per) is not None
 
 
+def _models_match(row: Any, budget: Budget, key: str | None, use_key: bool) -> bool:
+    """Whether an event's requested model is the one the budget counts it under (the
+    ledger's ``model`` filter also matches the response model)."""
+    want = (budget.where or {}).get("model")
+    if want is not None and _get(row, "model") != want:
+        return False
+    return not (use_key and budget.per == "model" and _get(row, "model") != key)
+
+
 def _window_bounds(budget: Budget, win: Window, now: float) -> tuple[datetime | None, datetime]:
     if win.end is None or budget.period.kind == "rolling":
         until = _when(int(now * 1000) + 1)
@@ -130,6 +149,8 @@ def _rolling(
     for row in rows:
         if not use_key and _has_key(row, budget.per or ""):
             continue
+        if not _models_match(row, budget, key, use_key):
+            continue
         ts = _get(row, "timestamp")
         if ts is None:
             continue
@@ -151,7 +172,19 @@ def ledger_keys(tracker: Tracker, budget: Budget, win: Window, now: float) -> li
         return []
     since, until = _window_bounds(budget, win, now)
     try:
-        rows = summary(by=[budget.per], since=since, until=until, **_filters(budget, None, False))
+        filters = _filters(budget, None, False)
+        if budget.per == "model":
+            # The budget's keys are the requested models; summaries group by the answering
+            # one (a dated name): read the keys from the events.
+            events = getattr(ledger, "events", None)
+            if events is None:
+                return []
+            found: dict[str | None, None] = {}
+            for event in events(since=since, until=until, **filters):
+                if _models_match(event, budget, None, False):
+                    found.setdefault(_get(event, "model"), None)
+            return list(found)
+        rows = summary(by=[budget.per], since=since, until=until, **filters)
         return list(dict.fromkeys(_get(row, budget.per) for row in rows))
     except Exception as exc:
         raise StoreUnavailable(_name(ledger), exc) from exc

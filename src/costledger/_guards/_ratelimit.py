@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import RateLimited
-from ._budget import counter_key
+from ._budget import _check_where, counter_key
 from ._estimate import DEFAULT_ESTIMATOR, Estimator
 from ._spec import ROLLING_BUCKETS, Clock, call_keys, check_per, matches, parse_limit
 from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
@@ -84,15 +84,14 @@ class _Window:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
             raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
         self.wait = float(wait)
-        self.where = dict(where) if where else None
-        for key in self.where or {}:
-            check_per(key)
+        self.where = _check_where(where)
         if on_store_error not in ("closed", "open"):
             raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
         self.on_store_error = on_store_error
         self._clock: Clock = clock or time.time
         self.window_ms = int(self.item.get_expiry() * 1000)
         self.bucket_ms = max(1, -(-self.window_ms // ROLLING_BUCKETS))
+        self.span_ms = self.bucket_ms * ROLLING_BUCKETS  # how long a bucket counts
         default = f"{limit}" + (" tokens" if tokens and "token" not in limit else "")
         if self.per:
             default += f" per {self.per}"
@@ -117,7 +116,7 @@ class _Window:
         """Take ``amount`` from the window kept in the store's counters.
         Returns (None, bucket) when taken, else (seconds to wait, 0)."""
         ms, bucket, floor = self._bucket()
-        span = self.bucket_ms * ROLLING_BUCKETS
+        span = self.span_ms
         got = store.acquire(
             self._counter(key),
             bucket=bucket,
@@ -323,13 +322,18 @@ class TokenRateLimit(_Window):
                         taken.held.append((self._counter(key), bucket))
                         break
                     if time.monotonic() + retry > deadline:
-                        self.release(taken)
                         raise self._refuse(key, retry)
                     time.sleep(retry)
         except StoreUnavailable as exc:
-            self.release(taken)
+            self._give_back(taken)
             self._store_failed(exc)
             return None
+        except BaseException:
+            # Refused, cancelled while waiting for a later key (CancelledError,
+            # KeyboardInterrupt), or any other failure: the keys already taken give their
+            # tokens back, or they would hold them for a whole window.
+            self._give_back(taken)
+            raise
         return taken
 
     async def areserve(self, call: Call, tracker: Tracker) -> _Taken | None:
@@ -345,13 +349,18 @@ class TokenRateLimit(_Window):
                         taken.held.append((self._counter(key), bucket))
                         break
                     if time.monotonic() + retry > deadline:
-                        self.release(taken)
                         raise self._refuse(key, retry)
                     await _sleep(retry)
         except StoreUnavailable as exc:
-            self.release(taken)
+            self._give_back(taken)
             self._store_failed(exc)
             return None
+        except BaseException:
+            # Refused, cancelled while waiting for a later key (CancelledError,
+            # KeyboardInterrupt), or any other failure: the keys already taken give their
+            # tokens back, or they would hold them for a whole window.
+            self._give_back(taken)
+            raise
         return taken
 
     def settle(self, token: _Taken | None, event: UsageEvent) -> None:
@@ -368,12 +377,19 @@ class TokenRateLimit(_Window):
             return
         self._correct(token, -token.amount)
 
+    def _give_back(self, taken: _Taken) -> None:
+        """``release`` while another error is on its way: never replaces it."""
+        try:
+            self.release(taken)
+        except Exception as exc:
+            _report("ratelimit.release", exc, limit=self.name)
+
     def _correct(self, token: _Taken, delta: int) -> None:
         held, token.held = token.held, []
         if not delta:
             return
         _, bucket_now, floor = self._bucket()
-        span = self.bucket_ms * ROLLING_BUCKETS
+        span = self.span_ms
         for counter, bucket in held:
             try:
                 token.store.adjust(

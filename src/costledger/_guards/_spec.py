@@ -35,6 +35,7 @@ __all__ = [
     "parse_duration",
     "parse_limit",
     "parse_period",
+    "plain",
     "to_units",
 ]
 
@@ -116,7 +117,7 @@ def parse_limit(value: object, *, field: str = "limit") -> Limit:
         )
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{field} must be a finite amount >= 0, got {value!r}")
-    return Limit(amount, unit)
+    return Limit(plain(amount), unit)
 
 
 def _number(text: str, field: str, original: str) -> Decimal:
@@ -145,7 +146,17 @@ def reserve_units(amount: Decimal | int, *, tokens: bool) -> int:
 def from_units(units: int, *, tokens: bool) -> Decimal:
     if tokens:
         return Decimal(units)
-    return (Decimal(units) * _NANO).normalize() if units else Decimal(0)
+    return plain((Decimal(units) * _NANO).normalize()) if units else Decimal(0)
+
+
+def plain(value: Decimal) -> Decimal:
+    """``value`` without an exponent, so it prints as ``100``, never ``1E+2`` (``normalize``
+    turns whole amounts into exponent form). Same value; trailing zeros after the point
+    are kept as given."""
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return Decimal(format(value, "f"))
+    return value
 
 
 # -- durations -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -145,15 +146,29 @@ _COLS = (
     Col("used", "used", "share"),
     Col("unit", "unit"),
     Col("period", "period"),
-    Col("resets_at", "resets at (UTC)"),
+    Col("resets_at", "resets at (UTC)"),  # converted to UTC by _status_dict
 )
 
 
-def _status_dict(s: BudgetStatus) -> dict[str, Any]:
+NO_KEY_YET = "(none yet)"
+"""The key shown for a per-key budget that has no key with spend yet this period."""
+
+
+def _utc(moment: datetime | None) -> str | None:
+    return moment.astimezone(timezone.utc).isoformat() if moment is not None else None
+
+
+def _status_dict(s: BudgetStatus, placeholder: bool = False) -> dict[str, Any]:
+    if placeholder:
+        key = NO_KEY_YET
+    elif s.key is not None:
+        key = s.key
+    else:
+        key = "(all)" if s.per is None else "(none)"
     return {
         "budget": s.budget,
         "per": s.per,
-        "key": s.key if s.key is not None else ("(all)" if s.per is None else "(none)"),
+        "key": key,
         "unit": s.unit,
         "limit": format(s.limit, "f"),
         "spent": format(s.spent, "f"),
@@ -161,10 +176,29 @@ def _status_dict(s: BudgetStatus) -> dict[str, Any]:
         "remaining": format(s.remaining, "f"),
         "used": format(s.used.quantize(Decimal("0.000001")), "f"),
         "period": s.period,
-        "period_start": s.period_start.isoformat() if s.period_start else None,
-        "resets_at": s.resets_at.isoformat() if s.resets_at else None,
+        # In UTC, as the table's header says (a budget's own zone is in its name).
+        "period_start": _utc(s.period_start),
+        "resets_at": _utc(s.resets_at),
         "hard": s.hard,
     }
+
+
+def _rows(tracker: Tracker, chosen: list[Budget] | None) -> list[tuple[BudgetStatus, bool]]:
+    """Each budget's rows; a per-key budget without any key yet this period gets one row
+    (nothing spent, the whole limit remaining), marked as a placeholder. Empty only when
+    there are no budgets at all."""
+    from .._guards import Budget, budget_status
+
+    budgets = [g for g in (tracker.guards if chosen is None else chosen) if isinstance(g, Budget)]
+    shown: list[tuple[BudgetStatus, bool]] = []
+    for budget in budgets:
+        mine = budget_status(tracker, [budget])
+        if mine:
+            shown.extend((s, False) for s in mine)
+        else:
+            # Key None: the calls without a key, none of which has spent anything either.
+            shown.extend((s, True) for s in budget.status(tracker, keys=[None]))
+    return shown
 
 
 @app.command("status")
@@ -198,8 +232,6 @@ def status(
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Spent, reserved and remaining of every budget and key, this period."""
-    from .._guards import budget_status
-
     if config is not None and budgets_file is not None:
         raise CliError("give --config or --budgets, not both", EXIT_USAGE)
     if config is None and budgets_file is None:
@@ -220,16 +252,16 @@ def status(
     from .._tracker import Tracker
 
     if isinstance(source, Tracker):
-        rows = budget_status(source)
+        shown = _rows(source, None)
     else:
         with open_ledger(db) as ledger:
             tracker, chosen = _tracker_and_budgets(source, db, guard_store, ledger)
-            rows = budget_status(tracker, chosen)
-    if not rows:
+            shown = _rows(tracker, chosen)
+    if not shown:
         raise CliError("no budgets found", EXIT_BAD_INPUT)
     emit(
         fmt,
-        [_status_dict(s) for s in rows],
+        [_status_dict(s, placeholder) for s, placeholder in shown],
         _COLS,
         fields=[
             "budget",

@@ -12,6 +12,7 @@ import pytest
 
 import costledger
 from costledger import BudgetExceeded, Tracker, Usage, UsageEvent, attribute
+from costledger._pricing import Pricer
 from costledger._tracker import Call
 from costledger.testing import InMemoryLedger, capture_costs
 
@@ -263,3 +264,41 @@ def test_capture_costs_does_not_see_calls_finished_before_it() -> None:
     with capture_costs() as costs:
         tracker.record("gpt-4o-mini", Usage(1200, 300, cache_read_tokens=1024))
     assert [e.cost.total for e in costs.events] == [GPT4O_MINI_1200_1024_300]
+
+
+def test_secrets_in_attribution_and_error_text_never_reach_a_row() -> None:
+    key = "sk-proj-" + "Q7w" * 16 + "xQz"
+    ledger = InMemoryLedger()
+    tracker = Tracker(ledger, log="off")
+    with attribute(user=f"Bearer {key}", team=key, feature=f"api_key={key}", tags=[key, "ok"]):
+        call = tracker.start(source="api", model="gpt-4o-mini")
+    tracker.finish(call, status="error", error=f"upstream said Bearer {key}")
+    (row,) = list(ledger.events())
+    shown = repr(row)
+    assert "xQz" not in shown
+    assert "Q7wQ7w" not in shown
+    assert (row.user, row.team, row.feature) == (
+        "Bearer [REDACTED]",
+        "[REDACTED]",
+        "api_key=[REDACTED]",
+    )
+    assert row.tags == ["[REDACTED]", "ok"]
+    assert row.error_type == "upstream said Bearer [REDACTED]"
+
+
+def test_a_failed_pricing_keeps_the_usage_and_leaves_the_call_unpriced() -> None:
+    """The call was made and billed: its tokens stay, unpriced (for reprice), never dropped."""
+
+    class BrokenPricer(Pricer):
+        def price(self, *args: Any, **kwargs: Any) -> Any:
+            raise ArithmeticError("a price book the card cannot use")
+
+    ledger = InMemoryLedger()
+    tracker = Tracker(ledger, pricer=BrokenPricer(), log="off")
+    event = tracker.record("gpt-4o-mini", Usage(1200, 300, cache_read_tokens=1024))
+    assert event is not None
+    assert event.usage == Usage(1200, 300, cache_read_tokens=1024)
+    assert (event.cost.status, event.cost.total) == ("unknown_model", None)
+    assert event.metadata["costledger.tracking_error"] == "ArithmeticError"
+    (row,) = list(ledger.events())
+    assert (row.input_tokens, row.output_tokens, row.cache_read_tokens) == (1200, 300, 1024)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
@@ -440,8 +441,13 @@ class Tracker:
             event = self._build_event(call, ending)
         except Exception as exc:
             _report("tracker.finish", exc, source=call.source, model=call.model)
-            # The call may still have cost money; keep what we know rather than nothing.
-            event = self._build_event(call, ending._replace(usage=None), tracking_error=exc)
+            # The call may still have cost money; keep what we know rather than nothing:
+            # the usage read (a failed pricing leaves it unpriced, to reprice later), and
+            # if even that fails, the call without it.
+            try:
+                event = self._build_event(call, ending, tracking_error=exc)
+            except Exception:
+                event = self._build_event(call, ending._replace(usage=None), tracking_error=exc)
         self._settle(call, event)
         self.emit(event)
         if on_event is not None:
@@ -480,11 +486,13 @@ class Tracker:
             cost = Cost(status="not_priced", model=model, provider=provider)
         elif cache_hit:
             cost = Cost.zero(model=model, provider=provider, source="cache hit")
+        elif tracking_error is not None:  # pricing may be what failed: not tried again
+            cost = Cost(status="unknown_model", model=model, provider=provider)
         else:
             cost = self.pricer.price(
                 response_model or model or "", usage, provider=provider, at=call.started_at
             )
-        attribution = call.attribution
+        attribution = _scrubbed(call.attribution)
         meta: Mapping[str, Any] = attribution.metadata
         if metadata:
             meta = {**meta, **metadata}
@@ -496,7 +504,12 @@ class Tracker:
             meta = redact(dict(meta))
         error_type: str | None = None
         if error is not None:
-            error_type = error if isinstance(error, str) else type(error).__name__
+            if isinstance(error, str):
+                from ._redact import redact_text
+
+                error_type = redact_text(error)
+            else:
+                error_type = type(error).__name__
         return UsageEvent(
             id=call.id,
             model=model,
@@ -624,6 +637,21 @@ class Tracker:
 
 
 _NO_USAGE = Usage()
+
+
+def _scrubbed(attribution: Attribution) -> Attribution:
+    """``attribution`` with no secret in its names and tags: they go to rows and log lines
+    as they are (metadata is scrubbed with the rest of the event's). Most names are clean
+    and a clean one costs one precompiled search."""
+    from ._redact import redact_text
+
+    names = (attribution.user, attribution.team, attribution.project, attribution.feature)
+    clean = tuple(None if v is None else redact_text(v) for v in names)
+    tags = tuple(redact_text(t) for t in attribution.tags)
+    if clean == names and tags == tuple(attribution.tags):
+        return attribution
+    user, team, project, feature = clean
+    return replace(attribution, user=user, team=team, project=project, feature=feature, tags=tags)
 
 
 class _Ending(NamedTuple):

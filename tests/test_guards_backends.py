@@ -320,7 +320,7 @@ def test_a_burst_against_n_per_minute_admits_exactly_n(store_url: str) -> None:
     assert admitted == 20 if unavailable == 0 else admitted <= 20
     waits = [w for r in results for w in r["retry_after"]]
     assert len(waits) == limited
-    assert all(0 < w <= 60.5 for w in waits)
+    assert all(0 < w <= 61.5 for w in waits)  # the window, plus up to one bucket late
 
 
 @backends(*BACKENDS)

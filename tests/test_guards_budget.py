@@ -285,7 +285,10 @@ def test_rolling_window_lets_old_spend_leave(pricer: Pricer) -> None:
     with pytest.raises(BudgetExceeded) as info:
         spend(tracker)
     assert info.value.resets_at is None
-    clock.set("2026-03-10T01:00:59+00:00")  # the first cent (bucket 00:00-00:01) has left
+    clock.set("2026-03-10T01:00:59+00:00")  # its bucket (00:00-00:01) counts until 01:01:00
+    with pytest.raises(BudgetExceeded):
+        spend(tracker)
+    clock.set("2026-03-10T01:01:00+00:00")  # the first cent has left, never early
     spend(tracker)
     with pytest.raises(BudgetExceeded):
         spend(tracker)

@@ -1,7 +1,7 @@
 """Guard fixes from review, each on real stores (memory, Redis, PostgreSQL, SQLite file):
 unreadable call inputs, budgets that fail closed on their own errors, billed failed calls,
-reservation ids, token limits cancelled while waiting, status rows, rolling alerts,
-configuration errors, the CLI, and amounts."""
+rolling windows that free room late (never early), reservation ids, token limits cancelled
+while waiting, status rows, rolling alerts, configuration errors, the CLI, and amounts."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from costledger import BudgetExceeded, GuardRefusal, Tracker, Usage, UsageEvent
+from costledger import BudgetExceeded, GuardRefusal, RateLimited, Tracker, Usage, UsageEvent
 from costledger._guards import (
     Budget,
     BudgetAlert,
     Estimate,
     Estimator,
+    RateLimit,
     TokenRateLimit,
     budget_status,
     flush_alerts,
@@ -233,6 +234,52 @@ def test_a_failed_call_that_reported_usage_is_settled_even_unpriced() -> None:
         tokens.name: (Decimal(950), 0),  # the tokens it used
         money.name: (Decimal("0.1"), 0),  # unpriced: its reservation (default_reserve)
     }
+
+
+# -- 3. rolling windows free room late, never early -----------------------------------------------
+
+
+@backends(*BACKENDS)
+def test_rolling_budget_spend_leaves_late_never_early(store_url: str) -> None:
+    clock = Clock("2030-03-10T12:00:59+00:00")
+    tracker = tracker_for(Budget("0.05 USD", "1h", clock=clock), store=store_url)
+    spend(tracker, 5, estimate=Decimal("0.05"))  # the limit, spent at 12:00:59
+    for when in ("12:59:59", "13:00:00", "13:00:58.999"):
+        clock.set(f"2030-03-10T{when}+00:00")
+        with pytest.raises(BudgetExceeded) as info:
+            tracker.start(source="api", model="m", estimate=CENT)
+        assert info.value.spent == Decimal("0.05")
+    clock.set("2030-03-10T13:01:00+00:00")  # its bucket (12:00-12:01) has left
+    tracker.cancel(tracker.start(source="api", model="m", estimate=CENT))
+
+
+@backends(*BACKENDS)
+def test_token_window_frees_room_late_never_early(store_url: str) -> None:
+    clock = Clock("2030-03-10T12:00:00.990+00:00")
+    tracker = tracker_for(TokenRateLimit("1000/minute", clock=clock), store=store_url)
+    kw: dict[str, Any] = {"source": "api", "model": "m", "prompt_text": ""}  # 16 tokens
+    tracker.finish(tracker.start(**kw, max_output_tokens=984), usage=Usage(input_tokens=1000))
+    for when, retry in (("12:01:00.000", 1.0), ("12:01:00.999", 0.001)):
+        clock.set(f"2030-03-10T{when}+00:00")
+        with pytest.raises(RateLimited) as info:
+            tracker.start(**kw, max_output_tokens=84)
+        assert info.value.retry_after == retry
+    clock.set("2030-03-10T12:01:01.000+00:00")
+    tracker.cancel(tracker.start(**kw, max_output_tokens=84))
+
+
+@backends("postgres", "sqlite")
+def test_request_window_in_sql_frees_room_late_never_early(store_url: str) -> None:
+    clock = Clock("2030-03-10T12:00:00.990+00:00")
+    tracker = tracker_for(RateLimit("2/minute", clock=clock), store=store_url)
+    for _ in range(2):
+        tracker.cancel(tracker.start(source="api", model="m"))
+    clock.set("2030-03-10T12:01:00.000+00:00")
+    with pytest.raises(RateLimited) as info:
+        tracker.start(source="api", model="m")
+    assert info.value.retry_after == 1.0
+    clock.set("2030-03-10T12:01:01.000+00:00")
+    tracker.cancel(tracker.start(source="api", model="m"))
 
 
 # -- 5. each reservation its own id ---------------------------------------------------------------

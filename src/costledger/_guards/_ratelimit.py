@@ -91,7 +91,9 @@ class _Window:
         self._clock: Clock = clock or time.time
         self.window_ms = int(self.item.get_expiry() * 1000)
         self.bucket_ms = max(1, -(-self.window_ms // ROLLING_BUCKETS))
-        self.span_ms = self.bucket_ms * ROLLING_BUCKETS  # how long a bucket counts
+        # How long a bucket counts from its start: the window, and the bucket itself (so
+        # spend leaves up to one bucket late, never early).
+        self.span_ms = self.bucket_ms * (ROLLING_BUCKETS + 1)
         default = f"{limit}" + (" tokens" if tokens and "token" not in limit else "")
         if self.per:
             default += f" per {self.per}"
@@ -107,10 +109,12 @@ class _Window:
         return self._prefix + counter_key(key)
 
     def _bucket(self) -> tuple[int, int, int]:
-        """(now ms, current bucket, oldest bucket in the window)."""
+        """(now ms, current bucket, oldest bucket in the window). The window is the current
+        bucket and the ``ROLLING_BUCKETS`` before it: a token used at the very end of the
+        oldest one still counts a whole window later (late by up to a bucket, never early)."""
         ms = int(self._clock() * 1000)
         bucket = ms - ms % self.bucket_ms
-        return ms, bucket, bucket - self.bucket_ms * (ROLLING_BUCKETS - 1)
+        return ms, bucket, bucket - self.bucket_ms * ROLLING_BUCKETS
 
     def _acquire(self, store: GuardStore, key: str | None, amount: int) -> tuple[float | None, int]:
         """Take ``amount`` from the window kept in the store's counters.

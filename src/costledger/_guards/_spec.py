@@ -189,7 +189,9 @@ CalendarUnit = Literal["hour", "day", "week", "month", "year"]
 _CALENDAR: tuple[str, ...] = ("hour", "day", "week", "month", "year")
 ROLLING_BUCKETS = 60
 """A rolling window is kept as this many buckets: spend leaves the window one
-bucket at a time, up to 1/60 of the window late (never early)."""
+bucket at a time, up to 1/60 of the window late (never early). So a window counts
+the current bucket and the ``ROLLING_BUCKETS`` before it: a bucket leaves only once
+the whole window has passed since its *end*, the latest moment spend in it was made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,9 +243,10 @@ class Period:
 
     @property
     def span_ms(self) -> int:
-        """How long a counter must be kept after its last write."""
+        """How long a counter must be kept after its last write: the window, plus the
+        bucket by which spend leaves it late."""
         if self.kind == "rolling":
-            return self.bucket_ms * ROLLING_BUCKETS
+            return self.bucket_ms * (ROLLING_BUCKETS + 1)
         return 0
 
     def window(self, now: float) -> Window:
@@ -258,8 +261,10 @@ class Period:
         elif self.kind == "rolling":
             width = self.bucket_ms
             bucket = ms - ms % width
-            floor = bucket - width * (ROLLING_BUCKETS - 1)
-            win = Window("rolling", bucket, floor, floor, floor + width * ROLLING_BUCKETS)
+            # Spend made at the very end of the oldest bucket must still count a whole
+            # window later: late by up to one bucket, never early.
+            floor = bucket - width * ROLLING_BUCKETS
+            win = Window("rolling", bucket, floor, floor, bucket + width)
             self._cache = (bucket, bucket + width, win)
         else:
             start, end, label = self._calendar(now)

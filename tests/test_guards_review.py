@@ -10,8 +10,6 @@ import contextlib
 import json
 import multiprocessing
 import textwrap
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,7 +29,6 @@ from costledger._guards import (
     budget_status,
     flush_alerts,
     guards_from_config,
-    open_store,
     store_for,
 )
 from costledger._guards._budget import BudgetCheckFailed, _reservation_id
@@ -40,41 +37,14 @@ from costledger._pricing import Pricer
 from costledger._tracker import Call
 from costledger.cli import app
 
+from .test_guards_backends import store_url
+
+__all__ = ["store_url"]  # fixtures
+
 BACKENDS = ["memory", "redis", "postgres", "sqlite"]
 PRICES = {"m": {"input": "10", "output": "20"}}  # 1,000 input tokens = one cent
 DATED = {**PRICES, "m-2026-01-01": {"input": "10", "output": "20"}}
 CENT = Decimal("0.01")
-
-
-def _with_query(url: str, **params: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return url + sep + "&".join(f"{k}={v}" for k, v in params.items())
-
-
-@pytest.fixture
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = request.param
-    tag = uuid.uuid4().hex[:12]
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "redis":
-        base = request.getfixturevalue("redis_url")
-        prefix = f"cltest:{tag}"
-        yield _with_query(base, prefix=prefix)
-        import redis
-
-        client = redis.Redis.from_url(base)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-    elif kind == "postgres":
-        base = request.getfixturevalue("postgres_url")
-        url = _with_query(base, prefix=f"g{tag}")
-        yield url
-        open_store(url).drop()  # type: ignore[attr-defined]
-    else:
-        yield f"sqlite:///{tmp_path / 'guards.db'}"
 
 
 def backends(*kinds: str) -> Any:

@@ -27,6 +27,10 @@ from costledger._guards._store import StoreRefusal, display_url
 from costledger._ledger import InMemoryLedger
 from costledger._pricing import Pricer
 
+from .test_guards_backends import _with_query, store_url
+
+__all__ = ["store_url"]  # fixtures
+
 PRICES = {"m": {"input": "10", "output": "20"}}  # 1,000 input tokens = one cent
 CENT = Decimal("0.01")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -34,37 +38,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def _pricer() -> Pricer:
     return Pricer(PRICES, genai_prices=False, litellm=False)
-
-
-def _with_query(url: str, **params: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return url + sep + "&".join(f"{k}={v}" for k, v in params.items())
-
-
-@pytest.fixture
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = request.param
-    tag = uuid.uuid4().hex[:12]
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "redis":
-        base = request.getfixturevalue("redis_url")
-        prefix = f"cltest:{tag}"
-        yield _with_query(base, prefix=prefix)
-        import redis
-
-        client = redis.Redis.from_url(base)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-    elif kind == "postgres":
-        base = request.getfixturevalue("postgres_url")
-        url = _with_query(base, prefix=f"g{tag}")
-        yield url
-        open_store(url).drop()  # type: ignore[attr-defined]
-    else:
-        yield f"sqlite:///{tmp_path / 'guards.db'}"
 
 
 _MARKS = {"redis": pytest.mark.redis, "postgres": pytest.mark.postgres}

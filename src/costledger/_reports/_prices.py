@@ -176,24 +176,14 @@ def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[Pr
                 continue
             assert default is not None
             base = theirs[name]
-            if default.currency != card.currency:
-                out.append(
-                    PriceDiff(
-                        card.model,
-                        card.provider,
-                        name,
-                        canonical(base),
-                        canonical(value),
-                        None,
-                        None,
-                        "other currency",
-                        default.source,
-                        card.currency,
-                        default.currency,
-                    )
-                )
-                continue
-            change = EXACT.subtract(value, base)
+            change: Decimal | None = None
+            share: Decimal | None = None
+            if default.currency != card.currency:  # not comparable: no difference given
+                status = "other currency"
+            else:
+                exact = EXACT.subtract(value, base)
+                change, share = canonical(exact), share_of(exact, base)
+                status = "same" if exact.is_zero() else "changed"
             out.append(
                 PriceDiff(
                     card.model,
@@ -201,9 +191,9 @@ def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[Pr
                     name,
                     canonical(base),
                     canonical(value),
-                    canonical(change),
-                    share_of(change, base),
-                    "same" if change.is_zero() else "changed",
+                    change,
+                    share,
+                    status,
                     default.source,
                     card.currency,
                     default.currency,

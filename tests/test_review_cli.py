@@ -311,6 +311,12 @@ def test_serve_malformed_host_is_forbidden(
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_serve_refuses_a_second_host_header(served: DashboardServer) -> None:
+    for hosts in (b"Host: localhost\r\nHost: evil.example", b"Host: localhost\r\nHost: localhost"):
+        out = _raw(served.port, b"GET /data.json HTTP/1.1\r\n" + hosts + b"\r\n\r\n")
+        assert out.split(b"\r\n")[0] == b"HTTP/1.0 403 Forbidden"
+
+
 def test_serve_client_leaving_is_no_error(
     served: DashboardServer,
     caplog: pytest.LogCaptureFixture,

@@ -212,7 +212,9 @@ class DashboardServer:
                 self.do_GET()
 
             def do_GET(self) -> None:
-                if not server._allowed_host(self.headers.get("Host")):
+                hosts = self.headers.get_all("Host") or []
+                # two Host headers: which one a proxy or browser honoured is unknown
+                if len(hosts) > 1 or not server._allowed_host(self.headers.get("Host")):
                     self._send(403, b"forbidden host\n", "text/plain; charset=utf-8")
                     return
                 # Only working out the answer is guarded: a failed write is the client

@@ -282,9 +282,7 @@ def _tracked_gen(
     gen: Generator[Any, Any, Any], spec: _Spec, tracker: Tracker, start: dict[str, Any]
 ) -> Generator[Any, Any, Any]:
     call = tracker.start(**start)
-    usage_fn, provider = spec.usage_fn, spec.provider
-    last: Any = None  # the last chunk (or usage= answer) that gave usage
-    missed: str | None = None  # why usage= gave none for a chunk, the last time it failed
+    seen = _StreamUsage(spec)
     sent: Any = None
     thrown: BaseException | None = None
     send = gen.send
@@ -296,17 +294,7 @@ def _tracked_gen(
                 result = stop.value
                 break
             thrown = None
-            if usage_fn is None:
-                if _carries_usage(chunk):
-                    last = chunk
-            else:
-                try:
-                    part = _usage_part(usage_fn(chunk), provider)
-                except Exception as exc:
-                    missed = _why(exc)
-                else:
-                    if part is not None:
-                        last = part
+            seen.see(chunk)
             try:
                 sent = yield chunk
             except GeneratorExit:
@@ -315,9 +303,9 @@ def _tracked_gen(
             except BaseException as exc:
                 thrown = exc
     except BaseException as exc:
-        _finish_stream(spec, tracker, call, last, missed, exc)
+        seen.finish(tracker, call, exc)
         raise
-    _finish_stream(spec, tracker, call, last, missed, None)
+    seen.finish(tracker, call, None)
     return result
 
 
@@ -336,9 +324,7 @@ async def _tracked_agen(
     agen: AsyncGenerator[Any, Any], spec: _Spec, tracker: Tracker, start: dict[str, Any]
 ) -> AsyncGenerator[Any, Any]:
     call = await tracker.astart(**start)
-    usage_fn, provider = spec.usage_fn, spec.provider
-    last: Any = None
-    missed: str | None = None
+    seen = _StreamUsage(spec)
     sent: Any = None
     thrown: BaseException | None = None
     asend = agen.asend
@@ -349,17 +335,7 @@ async def _tracked_agen(
             except StopAsyncIteration:
                 break
             thrown = None
-            if usage_fn is None:
-                if _carries_usage(chunk):
-                    last = chunk
-            else:
-                try:
-                    part = _usage_part(usage_fn(chunk), provider)
-                except Exception as exc:
-                    missed = _why(exc)
-                else:
-                    if part is not None:
-                        last = part
+            seen.see(chunk)
             try:
                 sent = yield chunk
             except GeneratorExit:
@@ -368,49 +344,65 @@ async def _tracked_agen(
             except BaseException as exc:
                 thrown = exc
     except BaseException as exc:
-        _finish_stream(spec, tracker, call, last, missed, exc)
+        seen.finish(tracker, call, exc)
         raise
-    _finish_stream(spec, tracker, call, last, missed, None)
+    seen.finish(tracker, call, None)
 
 
-def _finish_stream(
-    spec: _Spec,
-    tracker: Tracker,
-    call: Call,
-    last: Any,
-    missed: str | None,
-    exc: BaseException | None,
-) -> None:
-    if sys.is_finalizing():
-        # A generator left suspended is closed as the interpreter shuts down, after the
-        # exit-time drain: nothing can store it now, and starting the background worker
-        # then would hang the exit (Python 3.11).
-        return
-    # Usage seen before a stop (error, close, cancel) still cost money: it is recorded from
-    # the last chunk that carried it (and the call without usage if that chunk is bad).
-    status: CallStatus = "ok" if exc is None else _status_of(exc)
-    if last is None:
-        metadata = None
-        if missed is not None:
-            metadata = _failed(missed)
-        elif exc is None:
-            metadata = _failed("no usage")
-        tracker.finish(call, status=status, error=exc, streamed=True, metadata=metadata, defer=True)
-    elif isinstance(last, Usage):
+class _StreamUsage:
+    """What a tracked stream has shown of its usage so far, and the call's end from it.
+
+    ``last``: the last chunk (or ``usage=`` answer) that gave usage; ``missed``: why
+    ``usage=`` gave none for a chunk, the last time it failed.
+    """
+
+    __slots__ = ("last", "missed", "spec")
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.last: Any = None
+        self.missed: str | None = None
+
+    def see(self, chunk: Any) -> None:
+        usage_fn = self.spec.usage_fn
+        if usage_fn is None:
+            if _carries_usage(chunk):
+                self.last = chunk
+            return
+        try:
+            part = _usage_part(usage_fn(chunk), self.spec.provider)
+        except Exception as exc:
+            self.missed = _why(exc)
+        else:
+            if part is not None:
+                self.last = part
+
+    def finish(self, tracker: Tracker, call: Call, exc: BaseException | None) -> None:
+        if sys.is_finalizing():
+            # A generator left suspended is closed as the interpreter shuts down, after
+            # the exit-time drain: nothing can store it now.
+            return
+        # Usage seen before a stop (error, close, cancel) still cost money: it is recorded
+        # from the last chunk that carried it (and the call without usage if that chunk
+        # is bad).
+        status: CallStatus = "ok" if exc is None else _status_of(exc)
+        last = self.last
+        if last is None:
+            metadata = None
+            if self.missed is not None:
+                metadata = _failed(self.missed)
+            elif exc is None:
+                metadata = _failed("no usage")
+            tracker.finish(
+                call, status=status, error=exc, streamed=True, metadata=metadata, defer=True
+            )
+            return
+        usage, payload = (last, None) if isinstance(last, Usage) else (None, last)
         tracker.finish(
             call,
-            usage=last,
-            provider=spec.provider,
-            status=status,
-            error=exc,
-            streamed=True,
-            defer=True,
-        )
-    else:
-        tracker.finish(
-            call,
-            payload=last,
-            provider=spec.provider,
+            usage=usage,
+            payload=payload,
+            provider=self.spec.provider,
             status=status,
             error=exc,
             streamed=True,

@@ -183,24 +183,28 @@ def instrument(tracer_provider: TracerProvider | None = None, *, trace_ids: bool
     looked up when each span is made, so it may be set later). ``trace_ids=False``
     leaves events' ``trace_id`` alone. Calling it again replaces the earlier settings.
     """
-    global _installed
-    maker = _SpanMaker(
-        trace.get_tracer("costledger", __version__, tracer_provider), trace_ids=trace_ids
-    )
-    with _lock:
-        if _installed is not None:
-            remove_observer(_installed)
-        add_observer(maker)
-        _installed = maker
+    _install(_span_maker(tracer_provider, trace_ids=trace_ids))
 
 
 def uninstrument() -> None:
     """Stop making spans; calls in flight get none either."""
+    _install(None)
+
+
+def _span_maker(provider: TracerProvider | None, *, trace_ids: bool) -> _SpanMaker:
+    return _SpanMaker(trace.get_tracer("costledger", __version__, provider), trace_ids=trace_ids)
+
+
+def _install(maker: _SpanMaker | None) -> _SpanMaker | None:
+    """Put ``maker`` (or nothing) in place of the installed one; returns that one."""
     global _installed
     with _lock:
-        if _installed is not None:
-            remove_observer(_installed)
-            _installed = None
+        previous, _installed = _installed, maker
+        if previous is not None:
+            remove_observer(previous)
+        if maker is not None:
+            add_observer(maker)
+    return previous
 
 
 def is_instrumented() -> bool:
@@ -231,7 +235,6 @@ def capture_spans() -> Iterator[CapturedSpans]:
     >>> span.attributes["costledger.cost.total"]
     '0.00027000'
     """
-    global _installed
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -247,17 +250,10 @@ def capture_spans() -> Iterator[CapturedSpans]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with _lock:
-        previous = _installed
-    instrument(provider)
+    previous = _install(_span_maker(provider, trace_ids=True))
     try:
         yield CapturedSpans(exporter)
     finally:
         drain_deferred(10.0)
-        with _lock:
-            if _installed is not None:
-                remove_observer(_installed)
-            _installed = previous
-            if previous is not None:
-                add_observer(previous)
+        _install(previous)
         provider.shutdown()

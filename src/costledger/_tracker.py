@@ -648,7 +648,7 @@ def _scrubbed(attribution: Attribution) -> Attribution:
     names = (attribution.user, attribution.team, attribution.project, attribution.feature)
     clean = tuple(None if v is None else redact_text(v) for v in names)
     tags = tuple(redact_text(t) for t in attribution.tags)
-    if clean == names and tags == tuple(attribution.tags):
+    if clean == names and tags == attribution.tags:
         return attribution
     user, team, project, feature = clean
     return replace(attribution, user=user, team=team, project=project, feature=feature, tags=tags)
@@ -730,17 +730,14 @@ class _DeferredWorker:
             self._wake.clear()
             self._busy = True
             while items:
-                fn, *args = items.popleft()
-                try:
-                    fn(*args)
-                except Exception as exc:
-                    _report("tracker.deferred", exc)
+                self._run_now(items.popleft())
             self._busy = False
             with self._idle:
                 self._idle.notify_all()
 
     @staticmethod
     def _run_now(item: tuple[Any, ...]) -> None:
+        """Call ``fn(*args)``; what it raises is reported, never the host's problem."""
         fn, *args = item
         try:
             fn(*args)

@@ -569,8 +569,7 @@ class _InputRun:
                 batch.unique = [rows[k] for k in firsts.values()]
         self.settle()
         if batch.unique:
-            write = self.job.writer.write if self.job.sink is None else self.job.sink.write
-            batch.future = self.job.executor.submit(write, batch.unique)
+            batch.future = self.job.executor.submit(self.job.write, batch.unique)
         self.in_flight = batch
         if final or batch.future is None:
             self.settle()
@@ -659,7 +658,7 @@ class _InputRun:
                 later.setdefault(rid, []).append(row)
             else:
                 firsts.add(rid)
-        write = self.job.writer.write if self.job.sink is None else self.job.sink.write
+        write = self.job.write
         retried: list[Row] = []
         waiting = [row[I_ID] for row, _ in refusals if later.get(row[I_ID])]
         while waiting:
@@ -814,6 +813,10 @@ class _Job:
     progress: Callable[[IngestProgress], None] | None
     executor: ThreadPoolExecutor
     sink: SinkProcess | None = None  # the writer process of a big ingestion
+
+    def write(self, rows: list[Row]) -> _Written:
+        """Commit ``rows`` with the writer process if there is one, else the thread writer."""
+        return self.writer.write(rows) if self.sink is None else self.sink.write(rows)
 
 
 # ------------------------------------------------------------------------------- the API

@@ -556,7 +556,7 @@ def test_db_upgrade_and_rebuild(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     result = run("db", "upgrade", "--db", url)
     assert result.exit_code == 0, result.output
-    assert "revision 0003" in result.stderr
+    assert "revision 0004" in result.stderr
     with Ledger(url, sync=True) as ledger:
         ledger.record_many(known_history())
         before = ledger.summary(by="model")

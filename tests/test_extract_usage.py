@@ -52,6 +52,7 @@ def test_fixture_reads_exactly(case: dict[str, Any]) -> None:
         model=case["model"],
         response_id=case["response_id"],
         provider=case["shape"],
+        price_context=case.get("price_context"),
     )
 
 
@@ -80,7 +81,11 @@ def test_openai_chat_completion_object() -> None:
         input_tokens=2006, output_tokens=300, cache_read_tokens=1920, reasoning_tokens=192
     )
     assert read_response(completion) == ResponseInfo(
-        expected, "o3-mini-2025-01-31", "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT", "openai"
+        expected,
+        "o3-mini-2025-01-31",
+        "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+        "openai",
+        {"service_tier": "default"},
     )
     assert extract_usage(completion.usage) == expected
     bare = CompletionUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
@@ -141,7 +146,11 @@ def test_anthropic_message_object() -> None:
         cache_write_1h_tokens=388,
     )
     assert read_response(message) == ResponseInfo(
-        expected, "claude-sonnet-4-5-20250929", "msg_01XFDUDYJgAACzvnptvVoYEL", "anthropic"
+        expected,
+        "claude-sonnet-4-5-20250929",
+        "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "anthropic",
+        {"service_tier": "standard"},
     )
     # The SDK object has every optional field, set to None: None means 0 there.
     bare = AnthropicUsage(input_tokens=25, output_tokens=12)

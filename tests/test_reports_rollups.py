@@ -535,6 +535,7 @@ def test_upgrading_from_0001_backfills_the_rollups(url: str) -> None:
                 conn.exec_driver_sql("DROP FUNCTION costledger_rollups_truncate()")
             for cube in CUBES:
                 conn.exec_driver_sql(f"DROP TABLE {cube.table}")
+            conn.exec_driver_sql("ALTER TABLE costledger_events DROP COLUMN price_context")
             conn.exec_driver_sql("UPDATE costledger_alembic_version SET version_num = '0001'")
         assert current_revision(engine) == "0001"
         upgrade(url)

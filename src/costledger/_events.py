@@ -106,6 +106,9 @@ class UsageEvent:
     cache_hit: bool = False
     reported_cost: Decimal | None = None
     # What the framework said the call cost (LiteLLM's response_cost), kept for comparison.
+    price_context: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    # How the call was served where that changes its price ({"service_tier": "flex"}):
+    # kept so that re-pricing picks the same price variant.
 
     def __post_init__(self) -> None:
         # Every check starts with an identity test: the Tracker already hands over UTC
@@ -120,6 +123,8 @@ class UsageEvent:
             object.__setattr__(self, "tags", tuple(self.tags))
         if type(self.metadata) is not MappingProxyType:
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        if type(self.price_context) is not MappingProxyType:
+            object.__setattr__(self, "price_context", MappingProxyType(dict(self.price_context)))
         latency = self.latency_ms
         # inf - inf and nan - nan are nan, which differs from 0.0: no latency was measured.
         if isinstance(latency, float) and latency - latency != 0.0:

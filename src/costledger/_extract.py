@@ -82,13 +82,16 @@ class ResponseInfo:
 
     ``model`` is the model the provider reports (often a dated snapshot of the one
     requested); ``response_id`` the provider's id of the response; ``provider`` the
-    shape the usage was read as (one of ``SHAPES``).
+    shape the usage was read as (one of ``SHAPES``); ``price_context`` how the call was
+    served where the provider says so (``{"service_tier": "flex"}``, ``{"speed":
+    "fast"}``, ``{"processing": "batch"}``: the keys ``Pricer.price`` takes).
     """
 
     usage: Usage
     model: str | None = None
     response_id: str | None = None
     provider: str | None = None
+    price_context: Mapping[str, str] | None = None
 
 
 def extract_usage(payload: Any, provider: str | None = None) -> Usage:
@@ -137,7 +140,9 @@ def _read(payload: Any, hints: tuple[str, ...], where: str) -> ResponseInfo:
             meta = get("ResponseMetadata", None)
             if meta is not None:
                 response_id = _text(_getter(meta)("RequestId", None))
-        return ResponseInfo(info[0], _text(get("model", None)), response_id, info[1])
+        return ResponseInfo(
+            info[0], _text(get("model", None)), response_id, info[1], _served(get, node)
+        )
 
     node = get("usageMetadata", _MISSING)
     if node is not _MISSING:
@@ -207,7 +212,10 @@ def _read_usage_metadata(payload: Any, get: Getter, node: Any, where: str) -> Re
         # LangChain fills a missing id with its own run id, which no provider knows.
         if message_id is not None and not message_id.startswith(("run-", "lc_")):
             response_id = message_id
-    return ResponseInfo(usage, model, response_id, shape)
+    # ChatOpenAI keeps the response's service_tier in response_metadata, ChatAnthropic
+    # the provider's own usage (with its service_tier and speed) under "usage"
+    served = _served(meta, meta("usage", None))
+    return ResponseInfo(usage, model, response_id, shape, served)
 
 
 def _read_llm_result(
@@ -241,7 +249,7 @@ def _read_llm_result(
         if llm_output is not None and model is None:
             out = _getter(llm_output)
             model = _text(out("model_name", None)) or _text(out("model", None))
-        return ResponseInfo(total, model, response_id, first.provider)
+        return ResponseInfo(total, model, response_id, first.provider, first.price_context)
     if llm_output is not None:
         return _read(llm_output, hints, _join(where, "llm_output"))
     raise UsageError(
@@ -250,6 +258,39 @@ def _read_llm_result(
         field=_join(where, "generations"),
         value=None,
     )
+
+
+def price_context_of(response: Any) -> dict[str, str] | None:
+    """The price context a whole response states (see ``_served``): for entry points that
+    read the usage part on its own (LiteLLM's records)."""
+    if response is None or isinstance(response, (str, bytes, int, float)):
+        return None
+    get = response.get if type(response) is dict else _getter(response)
+    return _served(get, get("usage", None))
+
+
+def _served(get: Getter, usage: Any) -> dict[str, str] | None:
+    """How the call was served, where that changes its price, from a response's
+    ``service_tier`` (OpenAI: "default", "flex", "priority", ...) and its usage part's
+    ``service_tier`` and ``speed`` (Anthropic: "standard", "priority", "batch"; "fast"),
+    under genai-prices' keys: Anthropic's "batch" tier is ``processing="batch"``.
+    Values are kept as the provider wrote them; ``None`` when nothing says."""
+    context: dict[str, str] = {}
+    tier = get("service_tier", None)
+    if isinstance(tier, str) and tier:
+        context["service_tier"] = tier
+    if usage is not None and not isinstance(usage, (Usage, str, bytes, int, float)):
+        used = usage.get if type(usage) is dict else _getter(usage)
+        tier = used("service_tier", None)
+        if isinstance(tier, str) and tier:
+            if tier == "batch":
+                context["processing"] = "batch"
+            else:
+                context.setdefault("service_tier", tier)
+        speed = used("speed", None)
+        if isinstance(speed, str) and speed:
+            context["speed"] = speed
+    return context or None
 
 
 # --- detecting the shape of a usage part ---------------------------------------------

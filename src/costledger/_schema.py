@@ -118,8 +118,12 @@ RECORD_FIELDS: tuple[str, ...] = (
 )
 """Every key of a ``costledger.usage/1`` record, in the order the writer emits them."""
 
-_RECORD_KEYS = frozenset(RECORD_FIELDS)
-_KNOWN_OWN_KEYS = frozenset(key for key in RECORD_FIELDS if key.startswith("costledger."))
+OPTIONAL_RECORD_FIELDS: tuple[str, ...] = ("costledger.price_context",)
+"""Keys a record has only when they are set (the price context of a call served at a
+tier or speed with its own price): every other line stays as older readers know it."""
+
+_RECORD_KEYS = frozenset((*RECORD_FIELDS, *OPTIONAL_RECORD_FIELDS))
+_KNOWN_OWN_KEYS = frozenset(key for key in _RECORD_KEYS if key.startswith("costledger."))
 
 
 def _money_text(value: Decimal | None) -> str | None:
@@ -135,14 +139,15 @@ def _timestamp_text(ts: datetime) -> str:
 
 
 def event_to_record(event: UsageEvent) -> dict[str, Any]:
-    """``event`` as a flat log record: JSON-ready, money as decimal strings, every key present.
+    """``event`` as a flat log record: JSON-ready, money as decimal strings, every key of
+    ``RECORD_FIELDS`` present (and ``costledger.price_context`` when the call has one).
 
     Nothing is redacted here: the Tracker scrubs attribution and metadata before
     it builds the event, and the log outputs scrub again on their way out.
     """
     usage = event.usage
     cost = event.cost
-    return {
+    record = {
         "event": USAGE_EVENT_NAME,
         "schema": USAGE_SCHEMA,
         "costledger.id": event.id,
@@ -187,6 +192,9 @@ def event_to_record(event: UsageEvent) -> dict[str, Any]:
         "costledger.streamed": event.streamed,
         "costledger.cache_hit": event.cache_hit,
     }
+    if event.price_context:
+        record["costledger.price_context"] = dict(event.price_context)
+    return record
 
 
 # ---------------------------------------------------------------------------- reading
@@ -320,6 +328,21 @@ def _metadata(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
+def price_context_of(record: Mapping[str, Any], key: str) -> Mapping[str, str]:
+    """A price context field: an object of text values (``{"service_tier": "flex"}``)."""
+    value = record.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(key, value, 'an object of text values (such as {"service_tier": "flex"})')
+    for item_key, item in value.items():
+        if not isinstance(item_key, str) or not isinstance(item, str):
+            raise _fail(
+                key, value, f"an object of text values ({item_key!r}: {item!r} is not text)"
+            )
+    return value
+
+
 def event_from_record(record: Mapping[str, Any]) -> UsageEvent:
     """Read a usage record (as written by ``event_to_record``) back into the exact same event.
 
@@ -396,6 +419,7 @@ def event_from_record(record: Mapping[str, Any]) -> UsageEvent:
         streamed=_flag(record, "costledger.streamed"),
         cache_hit=_flag(record, "costledger.cache_hit"),
         reported_cost=_money(record, "costledger.reported_cost"),
+        price_context=price_context_of(record, "costledger.price_context"),
         **texts,
     )
 

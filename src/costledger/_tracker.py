@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from ._attribution import Attribution, current_attribution
@@ -367,6 +368,7 @@ class Tracker:
         reported_cost: Decimal | None = None,
         metadata: Mapping[str, Any] | None = None,
         latency_ms: float | None = None,
+        price_context: Mapping[str, str] | None = None,
         defer: bool = False,
         on_event: Callable[[UsageEvent], None] | None = None,
     ) -> UsageEvent | None:
@@ -374,7 +376,9 @@ class Tracker:
 
         ``latency_ms`` is the call's duration as measured by the framework that ran it
         (LiteLLM hands its callbacks the start and end times); by default it is the time
-        since ``start``.
+        since ``start``. ``price_context`` says how the call was served where that changes
+        its price (``{"service_tier": "flex"}``, see ``Pricer.price``); by default it is
+        read from the response with its usage.
 
         Returns the recorded event, or ``None`` when tracking failed (the failure is
         logged, rate-limited) or the call was already finished.
@@ -400,6 +404,7 @@ class Tracker:
                     usage = info.usage
                     response_model = response_model or info.model
                     request_id = request_id or info.response_id
+                    price_context = price_context or info.price_context
                     payload = None
                 except Exception:  # read again, and reported, on the worker
                     pass
@@ -416,6 +421,7 @@ class Tracker:
             reported_cost,
             metadata,
             latency_ms,
+            price_context,
         )
         if defer:
             # one plain tuple per call, no bound method: every object kept alive until the
@@ -437,6 +443,7 @@ class Tracker:
                     usage=info.usage,
                     response_model=ending.response_model or info.model,
                     request_id=ending.request_id or info.response_id,
+                    price_context=ending.price_context or info.price_context,
                 )
             event = self._build_event(call, ending)
         except Exception as exc:
@@ -478,6 +485,7 @@ class Tracker:
             reported_cost,
             metadata,
             latency_ms,
+            price_context,
         ) = ending
         provider = provider or call.provider
         model = call.model or response_model
@@ -490,8 +498,19 @@ class Tracker:
             cost = Cost(status="unknown_model", model=model, provider=provider)
         else:
             cost = self.pricer.price(
-                response_model or model or "", usage, provider=provider, at=call.started_at
+                response_model or model or "",
+                usage,
+                provider=provider,
+                at=call.started_at,
+                price_context=price_context,
             )
+        if price_context and tracking_error is not None:
+            # what failed may be this very context: keep only its text entries
+            price_context = {
+                k: v
+                for k, v in (price_context.items() if isinstance(price_context, Mapping) else ())
+                if isinstance(k, str) and isinstance(v, str)
+            }
         attribution = _scrubbed(call.attribution)
         meta: Mapping[str, Any] = attribution.metadata
         if metadata:
@@ -535,6 +554,7 @@ class Tracker:
             streamed=streamed,
             cache_hit=cache_hit,
             reported_cost=reported_cost,
+            price_context=price_context or _NO_CONTEXT,
         )
 
     def _settle(self, call: Call, event: UsageEvent) -> None:
@@ -637,6 +657,7 @@ class Tracker:
 
 
 _NO_USAGE = Usage()
+_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
 def _scrubbed(attribution: Attribution) -> Attribution:
@@ -669,6 +690,7 @@ class _Ending(NamedTuple):
     reported_cost: Decimal | None
     metadata: Mapping[str, Any] | None
     latency_ms: float | None
+    price_context: Mapping[str, str] | None
 
 
 def _read_response(payload: Any, provider: str | None) -> Any:

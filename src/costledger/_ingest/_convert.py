@@ -152,7 +152,10 @@ _OWN_KEY_OF: Final = {
     "priced_provider": "costledger.cost.provider",
     "reported_cost": "costledger.reported_cost",
 }
-_own_values: Final = operator.itemgetter(*(_OWN_KEY_OF[c] for c in COLUMNS))
+_OWN_COLUMNS: Final = tuple(c for c in COLUMNS if c in _OWN_KEY_OF)
+"""The columns every record has (``costledger.price_context`` is there only when set)."""
+assert (*_OWN_COLUMNS, "price_context") == COLUMNS
+_own_values: Final = operator.itemgetter(*(_OWN_KEY_OF[c] for c in _OWN_COLUMNS))
 _N_RECORD_KEYS: Final = len(RECORD_FIELDS)
 _MONEY_INDEXES: Final = tuple(COLUMNS.index(c) for c in MONEY_COLUMNS)
 # the field names the ledger's money check uses in its messages
@@ -196,7 +199,7 @@ _OWN_TYPES: Final = tuple(
     else frozenset((int, _NONE))
     if c.endswith("_tokens")
     else _TEXT
-    for c in COLUMNS
+    for c in _OWN_COLUMNS
 )
 """The types each value of the common shape may have (else the canonical reader decides)."""
 _OWN_KEY_SETS: dict[tuple[str, ...], bool] = {}
@@ -432,6 +435,15 @@ class Converter:
                 raise _Fallback  # an integer orjson could only read as a float
             meta_text = self._metadata_text(meta)
 
+        context = get("costledger.price_context")
+        if context:
+            if type(context) is not dict or not all(
+                type(k) is str and type(v) is str for k, v in context.items()
+            ):
+                raise _Fallback
+            context_text = self._json(context, "{}")
+        else:
+            context_text = "{}"
         row = (
             event_id,
             ts[:-1] + "+00:00",
@@ -441,6 +453,7 @@ class Converter:
             1 if values[I_STREAMED] else 0,
             1 if values[I_CACHE_HIT] else 0,
             *values[I_TOKENS:],
+            context_text,
         )
         # Seven amounts checked by one regex match over their texts joined by spaces (a
         # tenth of the cost of seven matches): the shape's pattern has one slot per amount,
@@ -497,8 +510,10 @@ class Converter:
             at = self.now
         model = call.model or call.response_model
         usage: Usage | None = None
+        context = call.price_context
         if call.usage is not None:
-            usage = read_response(call.usage, provider="litellm").usage
+            info = read_response(call.usage, provider="litellm")
+            usage, context = info.usage, context or info.price_context
         if usage is None:
             usage = _NO_USAGE
             cost = Cost(status="not_priced", model=model, provider=call.provider)
@@ -506,7 +521,11 @@ class Converter:
             cost = Cost.zero(model=model, provider=call.provider, source="cache hit")
         else:
             cost = self.pricer.price(
-                call.response_model or model or "", usage, provider=call.provider, at=at
+                call.response_model or model or "",
+                usage,
+                provider=call.provider,
+                at=at,
+                price_context=context,
             )
         attribution = Attribution.from_mapping(call.attribution) if call.attribution else None
         meta: Mapping[str, Any] = call.metadata
@@ -530,6 +549,7 @@ class Converter:
             usage=usage,
             cost=cost,
             reported_cost=call.reported_cost,
+            price_context=context,
         )
 
     # -- raw provider responses ------------------------------------------------------------
@@ -568,7 +588,9 @@ class Converter:
                 break
         provider = _SHAPE_PROVIDER.get(info.provider or "")
         model = info.model
-        cost = self.pricer.price(model or "", info.usage, provider=provider, at=at)
+        cost = self.pricer.price(
+            model or "", info.usage, provider=provider, at=at, price_context=info.price_context
+        )
         return self.row(
             event_id=response_event_id(info.response_id, line, line_no),
             at=at,
@@ -587,6 +609,7 @@ class Converter:
             usage=info.usage,
             cost=cost,
             reported_cost=None,
+            price_context=info.price_context,
         )
 
     # -- the row of a priced call ------------------------------------------------------------
@@ -610,6 +633,7 @@ class Converter:
         usage: Usage,
         cost: Cost,
         reported_cost: Decimal | None,
+        price_context: Mapping[str, str] | None = None,
     ) -> Row:
         """What ``sqlite_params`` gives for the event the Tracker builds from these values."""
         a = attribution
@@ -650,6 +674,7 @@ class Converter:
             cost.model,
             cost.provider,
             self._decimal_text("reported_cost", reported_cost),
+            self._json(dict(price_context), "{}") if price_context else "{}",
         )
 
     def _cost_texts(self, cost: Cost) -> tuple[str | None, ...] | list[str]:

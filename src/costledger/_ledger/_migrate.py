@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HEAD", "SchemaError", "alembic_config", "current_revision", "ensure_schema", "upgrade"]
 
-HEAD = "0003"
+HEAD = "0004"
 """The newest revision this costledger ships (a test checks it against Alembic's head)."""
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

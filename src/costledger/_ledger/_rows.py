@@ -82,6 +82,7 @@ COLUMNS: tuple[str, ...] = (
     "priced_model",
     "priced_provider",
     "reported_cost",
+    "price_context",
 )
 """Every column of ``costledger_events``, in table order; also the keys of a row dict."""
 
@@ -198,6 +199,7 @@ def event_to_row(event: UsageEvent, *, check: bool = True) -> dict[str, Any]:
         "priced_model": c.model,
         "priced_provider": c.provider,
         "reported_cost": money("reported_cost", event.reported_cost),
+        "price_context": dict(event.price_context),
     }
 
 
@@ -279,11 +281,13 @@ def row_to_event(row: Mapping[str, Any]) -> UsageEvent:
         usage=usage,
         cost=cost,
         reported_cost=_money(row, "reported_cost"),
+        price_context=_json(row.get("price_context"), {}),
     )
 
 
-_I_TIMESTAMP, _I_TAGS, _I_METADATA, _I_STREAMED, _I_CACHE_HIT = (
-    COLUMNS.index(name) for name in ("timestamp", "tags", "metadata", "streamed", "cache_hit")
+_I_TIMESTAMP, _I_TAGS, _I_METADATA, _I_STREAMED, _I_CACHE_HIT, _I_PRICE_CONTEXT = (
+    COLUMNS.index(name)
+    for name in ("timestamp", "tags", "metadata", "streamed", "cache_hit", "price_context")
 )
 
 
@@ -298,6 +302,8 @@ def postgresql_row(row: Sequence[Any]) -> tuple[Any, ...]:
     tags, metadata = values[_I_TAGS], values[_I_METADATA]
     values[_I_TAGS] = [] if tags == "[]" else json.loads(tags)
     values[_I_METADATA] = {} if metadata == "{}" else json.loads(metadata)
+    context = values[_I_PRICE_CONTEXT]
+    values[_I_PRICE_CONTEXT] = {} if context == "{}" else json.loads(context)
     values[_I_STREAMED] = bool(values[_I_STREAMED])
     values[_I_CACHE_HIT] = bool(values[_I_CACHE_HIT])
     return tuple(values)
@@ -354,7 +360,7 @@ class StoredEvent:
     """One stored row of the ledger, read back: every column as an attribute.
 
     ``timestamp`` is timezone-aware UTC, money columns are ``Decimal`` (``None``
-    when unpriced), ``tags`` a list and ``metadata`` a read-only mapping.
+    when unpriced), ``tags`` a list, ``metadata`` and ``price_context`` read-only mappings.
     ``to_event()`` rebuilds the ``UsageEvent``.
     """
 
@@ -399,6 +405,7 @@ class StoredEvent:
     priced_model: str | None
     priced_provider: str | None
     reported_cost: Decimal | None
+    price_context: Mapping[str, str]
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> StoredEvent:
@@ -408,6 +415,7 @@ class StoredEvent:
         values[18] = MappingProxyType(dict(values[18] or {}))
         values[19] = bool(values[19])
         values[20] = bool(values[20])
+        values[_I_PRICE_CONTEXT] = MappingProxyType(dict(values[_I_PRICE_CONTEXT] or {}))
         return cls(*values)
 
     @property

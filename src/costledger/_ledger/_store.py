@@ -78,20 +78,21 @@ _DEFAULTS: dict[str, Any] = {
     **dict.fromkeys((*TOKEN_COLUMNS, *FLAG_COLUMNS), 0),
     "tags": "[]",
     "metadata": "{}",
+    "price_context": "{}",
 }
 """What an omitted column gets from the table (NULL or its server default)."""
 _ALWAYS = frozenset(("id", "timestamp", "source", "status", "pricing_status", "currency"))
 _OMITTABLE = tuple((i, _DEFAULTS[name]) for i, name in enumerate(COLUMNS) if name not in _ALWAYS)
 # PostgreSQL batches are JSON documents: tags and metadata travel as JSON values there
 _PG_OMITTABLE = tuple(
-    (i, [] if name == "tags" else {} if name == "metadata" else default)
+    (i, [] if name == "tags" else {} if name in ("metadata", "price_context") else default)
     for i, default in _OMITTABLE
     for name in (COLUMNS[i],)
 )
 _ALWAYS_INDEXES = tuple(i for i, name in enumerate(COLUMNS) if name in _ALWAYS)
 _EVERY_INDEX = tuple(range(len(COLUMNS)))
 _row_timestamp = itemgetter(COLUMNS.index("timestamp"))
-_JSON_COLUMNS = frozenset(("tags", "metadata"))
+_JSON_COLUMNS = frozenset(("tags", "metadata", "price_context"))
 _PG_TYPES: dict[str, str] = {
     **dict.fromkeys(COLUMNS, "text"),
     "timestamp": "timestamptz",
@@ -222,6 +223,7 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
         c.model,
         c.provider,
         _text_money("reported_cost", e.reported_cost),
+        dumps(dict(e.price_context)) if e.price_context else "{}",
     )
 
 

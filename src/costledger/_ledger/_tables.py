@@ -151,6 +151,13 @@ class EventRecord(SQLModel, table=True):
     priced_model: str | None = _text()
     priced_provider: str | None = _text()
     reported_cost: Decimal | None = _money()
+    # how the call was served where that changed its price ({"service_tier": "flex"})
+    price_context: dict[str, str] = Field(
+        default_factory=dict,
+        sa_type=JSONDocument,
+        nullable=False,
+        sa_column_kwargs={"server_default": text("'{}'")},
+    )
 
 
 metadata: MetaData = SQLModel.metadata

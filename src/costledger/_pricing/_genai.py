@@ -9,9 +9,10 @@ other unit (images, video, searches, seconds, characters) counts zero for a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
@@ -105,6 +106,31 @@ class GenaiPrices:
 
         return TimedCards(match.model, build)
 
+    def variant(
+        self, match: Match, context: Mapping[str, str], finish: Callable[[RateCard], RateCard]
+    ) -> TimedCards | None:
+        """Cards of the model's price variants that ``context`` selects (its service tier,
+        speed, batch processing), following their start dates; ``None`` when no variant
+        of the model matches ``context`` (the standard price applies)."""
+        chosen = [
+            variant
+            for variant in match.model.price_variants or ()
+            if all(context.get(key) == value for key, value in variant.when.items())
+        ]
+        if not chosen:
+            return None
+        source = self.source
+        label = " [" + ", ".join(f"{k}={v}" for k, v in sorted(context.items())) + "]"
+
+        def build(at: datetime) -> RateCard | None:
+            card = compile_price(match.model.get_prices(at, dict(context)), match, source)
+            if card is None:
+                return None
+            card = finish(card)
+            return dataclasses.replace(card, source=card.source + label)
+
+        return TimedCards(match.model, build, (variant.constraint for variant in chosen))
+
 
 class TimedCards:
     """Cards of a model whose price depends on the date or the time of day.
@@ -114,13 +140,20 @@ class TimedCards:
     the whole bucket.
     """
 
-    def __init__(self, model: ModelInfo, build: Callable[[datetime], RateCard | None]) -> None:
+    def __init__(
+        self,
+        model: ModelInfo,
+        build: Callable[[datetime], RateCard | None],
+        more_constraints: Iterable[object] = (),
+    ) -> None:
         from genai_prices.types import StartDateConstraint, TimeOfDateConstraint
 
         bounds: set[time] = set()
         uses_date = False
-        for conditional in model.prices if isinstance(model.prices, list) else ():
-            constraint = conditional.constraint
+        conditionals = model.prices if isinstance(model.prices, list) else ()
+        constraints: list[object] = [c.constraint for c in conditionals]
+        constraints.extend(more_constraints)  # a price variant's own start date
+        for constraint in constraints:
             if isinstance(constraint, StartDateConstraint):
                 uses_date = True
             elif isinstance(constraint, TimeOfDateConstraint):

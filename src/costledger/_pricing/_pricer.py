@@ -29,7 +29,7 @@ from .._events import UsageEvent
 from .._usage import Usage
 from ._book import load_price_book
 from ._card import RateCard
-from ._genai import GenaiPrices, TimedCards
+from ._genai import GenaiPrices, Match, TimedCards
 from ._litellm import LiteLLMPrices
 from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
 
@@ -56,6 +56,9 @@ class _Resolved:
     unknown: Cost | None = None
     limits: tuple[int | None, int | None] | None = None
     full_cards: dict[RateCard, RateCard] = field(default_factory=dict)
+    match: Match | None = None  # the genai-prices entry, for its price variants
+    finish: Any = None  # what the entry's cards are decorated with (a snapshot's note)
+    variants: dict[tuple[tuple[str, str], ...], TimedCards | None] = field(default_factory=dict)
 
 
 class Pricer:
@@ -103,16 +106,25 @@ class Pricer:
         *,
         provider: str | None = None,
         at: datetime | None = None,
+        price_context: Mapping[str, str] | None = None,
     ) -> Cost:
         """The exact cost of one call of ``model`` with ``usage``.
 
         ``provider`` narrows the match (``"azure"``, ``"bedrock"``, ...); a provider
         prefix in ``model`` (``"openai/gpt-4.1"``) does the same. ``at``, the call's
         time (timezone-aware; default now), picks date- and time-of-day prices.
+        ``price_context`` says how the call was served where that changes its price, in
+        genai-prices' terms: ``{"service_tier": "priority"}`` (or ``"flex"``),
+        ``{"speed": "fast"}``, ``{"processing": "batch"}``; a value the model has no
+        price variant for leaves the standard price.
         """
         resolved = self._resolved.get((model, provider))
         if resolved is None:
             resolved = self._resolve(model, provider)
+        if price_context:
+            card = self._variant_card(resolved, price_context, at)
+            if card is not None:
+                return card.cost(usage)
         card = resolved.card
         if card is None:
             if resolved.timed is not None:
@@ -134,8 +146,38 @@ class Pricer:
         model = event.response_model or event.model
         if not model:
             return event
-        cost = self.price(model, event.usage, provider=event.provider, at=event.timestamp)
+        cost = self.price(
+            model,
+            event.usage,
+            provider=event.provider,
+            at=event.timestamp,
+            price_context=event.price_context,
+        )
         return event.with_cost(cost)
+
+    def _variant_card(
+        self, resolved: _Resolved, context: Mapping[str, str], at: datetime | None
+    ) -> RateCard | None:
+        """The card of the price variant ``context`` selects; ``None`` for the standard
+        price (no variant matches, or the model's price is not genai-prices')."""
+        match = resolved.match
+        if match is None or not match.model.price_variants:
+            check_price_context(context)
+            return None
+        key = check_price_context(context)
+        try:
+            timed = resolved.variants[key]
+        except KeyError:
+            if self._genai is None:
+                return None
+            with self._lock:
+                timed = self._genai.variant(match, dict(key), resolved.finish or _same)
+                if len(resolved.variants) >= 64:
+                    resolved.variants.clear()
+                resolved.variants[key] = timed
+        if timed is None:
+            return None
+        return timed.card_at(_when(at))
 
     def rate_card(
         self, model: str, *, provider: str | None = None, at: datetime | None = None
@@ -249,6 +291,8 @@ class Pricer:
                         timed=timed,
                         canonical=match.model.id,
                         context_window=self._genai.context_window(match),
+                        match=match,
+                        finish=noted,
                     )
                 card = self._genai.compile_static(match)
                 if card is not None:
@@ -257,6 +301,8 @@ class Pricer:
                         card=noted(card),
                         canonical=match.model.id,
                         context_window=self._genai.context_window(match),
+                        match=match,
+                        finish=noted,
                     )
 
         if self._litellm is not None:
@@ -308,6 +354,27 @@ class Pricer:
                 "costledger_provider": resolved.name.provider,
             },
         )
+
+
+def _same(card: RateCard) -> RateCard:
+    return card
+
+
+def check_price_context(context: Any) -> tuple[tuple[str, str], ...]:
+    """``context`` as sorted ``(key, value)`` pairs; ``TypeError`` naming the entry that is
+    not text (a price variant is selected by exact text: ``"priority"``, never ``1``)."""
+    if not isinstance(context, Mapping):
+        raise TypeError(
+            f"price_context must be a mapping of text to text, got {type(context).__name__} "
+            f"{context!r}"
+        )
+    for key, value in context.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(
+                f"price_context[{key!r}] must be text (a key and value such as "
+                f"'service_tier': 'priority'), got {type(value).__name__} {value!r}"
+            )
+    return tuple(sorted(context.items()))
 
 
 def _when(at: datetime | None) -> datetime:

@@ -1,13 +1,14 @@
 """``export``: the selected events as CSV, JSON lines or Parquet, streamed in constant memory.
 
 - ``csv``: one row per event, the ledger's columns (``EXPORT_COLUMNS``) in table order;
-  money as exact decimal strings, timestamps ISO 8601 UTC, tags and metadata as JSON
-  text, booleans ``true``/``false``, no value as an empty field.
+  money as exact decimal strings, timestamps ISO 8601 UTC, tags, metadata and
+  price_context as JSON text, booleans ``true``/``false``, no value as an empty field.
 - ``jsonl``: one ``costledger.usage/1`` record per line (docs/log-schema.md), the same
   record the usage logger writes, so ``costledger ingest`` reads an export back.
 - ``parquet``: the ledger's columns; money as ``decimal128(38, 18)`` (exactly the
   ledger's ``NUMERIC(38, 18)``), timestamps ``timestamp[us, UTC]``, tags
-  ``list<string>``, metadata JSON text. Written one row group per ``batch_size`` events.
+  ``list<string>``, metadata and price_context JSON text. Written one row group per
+  ``batch_size`` events.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def _csv_formatters() -> list[tuple[int, Callable[[Any], str]]]:
 
     chosen: dict[str, Callable[[Any], str]] = {"timestamp": when, "tags": tags}
     chosen["metadata"] = metadata
+    chosen["price_context"] = metadata
     chosen["latency_ms"] = latency
     out: list[tuple[int, Callable[[Any], str]]] = []
     for i, name in enumerate(EXPORT_COLUMNS):
@@ -209,7 +211,7 @@ def _write_parquet(events: Iterable[StoredEvent], out: IO[bytes], batch_size: in
         for e in events:
             for name in EXPORT_COLUMNS:
                 value = getattr(e, name)
-                if name == "metadata":
+                if name in ("metadata", "price_context"):
                     value = dumps(finite(dict(value)))
                 elif name == "latency_ms" and value is not None:
                     value = finite(float(value))

@@ -43,6 +43,7 @@ from typing import Any, Final, TypeGuard
 
 from .._errors import UsageError
 from .._events import CallStatus
+from .._extract import price_context_of
 
 __all__ = [
     "INTERNAL_METADATA_KEYS",
@@ -152,6 +153,7 @@ class LiteLLMCall:
     reported_cost: Decimal | None
     attribution: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    price_context: Mapping[str, str] | None = None
 
 
 def _is_map(value: Any) -> TypeGuard[Mapping[str, Any]]:
@@ -411,4 +413,5 @@ def read_standard_logging_payload(payload: Mapping[str, Any]) -> LiteLLMCall:
         ),
         attribution=values,
         metadata=metadata,
+        price_context=None if failed or not response else price_context_of(response),
     )

@@ -185,7 +185,7 @@ def event_dict(e: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in COLUMNS:
         value = getattr(e, name)
-        if name == "metadata":
+        if name in ("metadata", "price_context"):
             value = dict(value)
         elif hasattr(value, "isoformat"):
             value = value.isoformat()

@@ -34,6 +34,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEvent, get_tracker
 from costledger._events import new_event_id
+from costledger._extract import price_context_of
 from costledger._sources.litellm_payload import (
     attribution_values,
     proxy_request_metadata,
@@ -272,6 +273,8 @@ class CostLedgerLogger(CustomLogger):
         usage = _usage_payload(response_obj, slo, failed)
         response_model = None if failed else _text(_field(response_obj, "model"))
         request_id = None if failed else _text(_field(response_obj, "id"))
+        # the service tier (OpenAI) or speed (Anthropic) the response says it was served at
+        price_context = None if failed else price_context_of(response_obj)
         reported_cost = _reported_cost(slo, kwargs, failed, usage)
 
         # Pricing, storage and logging leave LiteLLM's thread (for acompletion: the event
@@ -293,6 +296,7 @@ class CostLedgerLogger(CustomLogger):
                 reported_cost=reported_cost,
                 metadata=metadata,
                 latency_ms=latency_ms,
+                price_context=price_context,
                 defer=not tracker.has_guards,
                 on_event=_check_reported_cost,
             )
@@ -316,6 +320,7 @@ class CostLedgerLogger(CustomLogger):
                 cache_hit=cache_hit,
                 reported_cost=reported_cost,
                 metadata=metadata,
+                price_context=price_context,
                 defer=not tracker.has_guards,
                 on_event=_check_reported_cost,
             )

@@ -29,6 +29,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
+from costledger._extract import price_context_of
 from costledger._tracker import defer, drain_deferred
 
 if TYPE_CHECKING:
@@ -598,6 +599,9 @@ def _finish(
         streamed=run.streamed,
         cache_hit=cache_hit,
         latency_ms=latency_ms,
+        # ChatOpenAI keeps the response's service_tier in response_metadata, ChatAnthropic
+        # the provider's usage (its service_tier and speed) under response_metadata["usage"]
+        price_context=price_context_of(response_metadata) or price_context_of(llm_output),
         on_event=run.add_to_sinks,
     )
 

@@ -1,4 +1,5 @@
-"""Budget alerts: a structured log event and the callbacks an operator registered.
+"""Budget alerts: a log event (structlog if the application configured it, else stdlib
+logging) and the callbacks an operator registered.
 
 A threshold alert fires once per budget, period and key, across every process sharing
 the store: the store marks it atomically (``HSETNX`` in Redis, a unique row in SQL) and
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import logging
 import os
 import queue
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -161,14 +164,35 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
     os.register_at_fork(after_in_child=_dispatcher._forked)
 
 
-def dispatch(alert: BudgetAlert, callbacks: Iterable[AlertCallback]) -> None:
-    """Log the alert (structlog, logger ``costledger.alerts``) and queue its callbacks."""
-    try:
-        import structlog
+def _log(alert: BudgetAlert) -> None:
+    """The alert as a WARNING on the logger ``costledger.alerts``.
 
-        fields = alert.to_dict()
+    Through the application's structlog chain when it has configured structlog; else on
+    the stdlib logger of that name, so it goes where the application's logging sends it
+    (and, with no logging set up at all, to stderr through logging's last-resort handler).
+    An unconfigured structlog is never used: its default logger prints to stdout, which a
+    library must not write to uninvited (it would corrupt a CLI's output or a pipe).
+    """
+    fields = alert.to_dict()
+    structlog = sys.modules.get("structlog")  # never imported: never configured
+    if structlog is not None and structlog.is_configured():
         del fields["event"]
         structlog.get_logger(ALERT_LOGGER).warning(ALERT_EVENT, **fields)
+        return
+    text = " ".join(
+        f"{key}={value!r}" if isinstance(value, str) and " " in value else f"{key}={value}"
+        for key, value in fields.items()
+        if key != "event"
+    )
+    logging.getLogger(ALERT_LOGGER).warning(
+        "%s %s", ALERT_EVENT, text, extra={"costledger_alert": fields}
+    )
+
+
+def dispatch(alert: BudgetAlert, callbacks: Iterable[AlertCallback]) -> None:
+    """Log the alert (logger ``costledger.alerts``, see ``_log``) and queue its callbacks."""
+    try:
+        _log(alert)
     except Exception as exc:
         _report("alerts.log", exc, budget=alert.budget)
     _dispatcher.submit(alert, tuple(callbacks))

@@ -8,6 +8,12 @@ Prices are per million tokens. Values stay exact: files are parsed with
 ``parse_float=Decimal``; in a Python mapping, ``Decimal``, ``int`` and ``str`` are
 taken as written and a ``float`` through its shortest ``repr`` (``0.15`` -> ``"0.15"``),
 which is the number the user typed.
+
+One model's card as ``costledger prices show MODEL -f json`` prints it (a flat object
+with a string ``"model"``) is also read, as a book of that one model: ``source`` is
+dropped, and ``reasoning``, ``per_request`` and ``tiers`` are accepted only with the
+values that mean "none" (``null``, ``"0"``, ``[]``), since a book has no such prices; any
+other value is refused rather than silently priced without it.
 """
 
 from __future__ import annotations
@@ -114,7 +120,35 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _from_show(card: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A flat card from ``prices show -f json`` as a one-model book."""
+    model = card["model"]
+    entry = {k: v for k, v in card.items() if k not in ("model", "source")}
+    for name, why in (
+        ("reasoning", "a separate reasoning price"),
+        ("per_request", "a per-request fee"),
+        ("tiers", "long-context tiers"),
+    ):
+        value = entry.pop(name, None)
+        empty = value is None or value == [] or (name == "per_request" and _is_zero(value))
+        if not empty:
+            raise PriceBookError(
+                f"{source}: model {model!r} field {name!r} (value {value!r}): a price book "
+                f"cannot express {why}; delete the field to price without it"
+            )
+    return {model: entry}
+
+
+def _is_zero(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and Decimal(str(value).strip()).is_zero()
+    except (InvalidOperation, ValueError):
+        return False
+
+
 def _parse(book: Mapping[str, Any], source: str) -> dict[str, RateCard]:
+    if isinstance(book.get("model"), str):  # a book's entries are mappings, never strings
+        book = _from_show(book, source)
     cards: dict[str, RateCard] = {}
     for model, entry in book.items():
         if not isinstance(model, str) or not model.strip():

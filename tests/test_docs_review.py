@@ -1,0 +1,166 @@
+"""Fixes from the documentation review: what the docs promise, checked against the code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from costledger import Budget, BudgetExceeded, Tracker, Usage
+from costledger._ledger import InMemoryLedger
+
+NOON = datetime(2026, 3, 10, 12, tzinfo=timezone.utc).timestamp()
+
+ALERT_SCRIPT = textwrap.dedent(
+    """
+    from decimal import Decimal
+    from costledger import Budget, BudgetExceeded, Ledger, Tracker, Usage
+
+    tracker = Tracker(Ledger("sqlite://"), guards=[Budget("0.001 USD", "day")], log="off")
+    tracker.record("gpt-4o", Usage(input_tokens=1000, output_tokens=1000))
+    try:
+        tracker.start(source="api", model="gpt-4o", estimate=Decimal("1"))
+    except BudgetExceeded:
+        pass
+    else:
+        raise SystemExit("the budget did not refuse")
+    """
+)
+
+
+def _refuse_once(tracker: Tracker) -> None:
+    tracker.record("gpt-4o", Usage(input_tokens=1000, output_tokens=1000))
+    with pytest.raises(BudgetExceeded):
+        tracker.start(source="api", model="gpt-4o", estimate=Decimal("1"))
+
+
+def _tracker() -> Tracker:
+    budget = Budget("0.001 USD", "day", clock=lambda: NOON)
+    return Tracker(InMemoryLedger(), guards=[budget], log="off")
+
+
+def test_budget_alert_never_prints_to_stdout_without_logging_config(tmp_path: Path) -> None:
+    """log-schema.md: costledger never prints to a program's stdout uninvited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLEDGER_")}
+    done = subprocess.run(
+        [sys.executable, "-c", ALERT_SCRIPT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == ""
+    # the documented place when nothing is configured: stdlib logging's last resort, stderr
+    assert "costledger.budget_alert kind=exceeded budget='0.001 USD/day'" in done.stderr
+
+
+def test_budget_alert_goes_to_the_stdlib_logger_when_structlog_is_not_configured(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import structlog
+
+    monkeypatch.setattr(structlog, "is_configured", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="costledger.alerts"):
+        _refuse_once(_tracker())
+    records = [r for r in caplog.records if r.name == "costledger.alerts"]
+    assert len(records) == 1
+    record = records[0]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("costledger.budget_alert kind=exceeded ")
+    alert = record.costledger_alert  # type: ignore[attr-defined]
+    assert alert["event"] == "costledger.budget_alert"
+    assert (alert["kind"], alert["budget"], alert["limit"]) == (
+        "exceeded",
+        "0.001 USD/day",
+        "0.001",
+    )
+
+
+def test_budget_alert_goes_through_structlog_when_the_application_configured_it() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:  # configures structlog for the block
+        _refuse_once(_tracker())
+    alerts = [e for e in logs if e.get("event") == "costledger.budget_alert"]
+    assert len(alerts) == 1
+    assert alerts[0]["log_level"] == "warning"
+    assert (alerts[0]["kind"], alerts[0]["budget"]) == ("exceeded", "0.001 USD/day")
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _python_block_after(page: str, marker: str) -> str:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    start = text.index("```python\n", text.index(marker)) + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_budgets_testing_recipe_runs() -> None:
+    """budgets.md's "Tests" recipe: only names that exist, and its assertions hold."""
+    namespace: dict[str, object] = {"__name__": "budgets_recipe"}
+    exec(compile(_python_block_after("budgets.md", "**Tests**"), "budgets.md", "exec"), namespace)
+    test = namespace["test_the_tokyo_month_starts_at_15_utc"]
+    assert callable(test)
+    test()
+
+
+# -- reports.md: the card `prices show -f json` prints is read as a one-model price book ------
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from costledger.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_prices_show_json_is_a_price_book_after_editing(tmp_path: Path) -> None:
+    import json
+
+    from costledger import Pricer
+    from costledger._pricing._book import load_price_book
+
+    code, out, err = _cli("prices", "show", "gpt-4o", "--provider", "openai", "-f", "json")
+    assert code == 0, err
+    card = json.loads(out)
+    card["input"], card["output"] = "2", "8"  # a negotiated discount
+    path = tmp_path / "gpt-4o-deal.json"
+    path.write_text(json.dumps(card, indent=2))
+
+    book = load_price_book(path)
+    assert list(book) == ["gpt-4o"]
+    deal = book["gpt-4o"]
+    assert (deal.input, deal.output, deal.cache_read) == (Decimal(2), Decimal(8), Decimal("1.25"))
+    assert (deal.provider, deal.currency, deal.max_output_tokens) == ("openai", "USD", 16384)
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    priced = Pricer(path).price("gpt-4o", usage, provider="openai")
+    assert priced.total == Decimal(10)
+
+    code, out, err = _cli("prices", "diff", str(path), "-f", "json")
+    assert code == 0, err
+    changed = {row["component"] for row in json.loads(out) if row["status"] == "changed"}
+    assert changed == {"input", "output"}
+
+
+def test_a_shown_card_with_what_a_book_cannot_express_is_refused(tmp_path: Path) -> None:
+    from costledger._errors import PriceBookError
+    from costledger._pricing._book import load_price_book
+
+    base = {"model": "m", "input": "1", "output": "2", "source": "genai-prices 0.0.0"}
+    assert load_price_book({**base, "reasoning": None, "per_request": "0", "tiers": []})["m"]
+    for extra in ({"tiers": [{"above": 200000, "input": "6"}]}, {"per_request": "0.01"}):
+        with pytest.raises(PriceBookError, match="cannot express"):
+            load_price_book({**base, **extra})

@@ -210,6 +210,24 @@ def test_unpriced_calls_carry_no_cost_amount(captured: CapturedSpans, tracker: T
     assert "gen_ai.usage.cost.amount" not in attributes
 
 
+def test_the_price_context_is_one_attribute_per_key(
+    captured: CapturedSpans, tracker: Tracker
+) -> None:
+    tracker.record(
+        "gpt-5",
+        Usage(input_tokens=10_000, output_tokens=2_000),
+        provider="openai",
+        price_context={"service_tier": "flex"},
+        started_at=datetime(2026, 12, 1, tzinfo=timezone.utc),
+    )
+    attributes = only_span(captured).attributes
+    assert attributes is not None
+    assert attributes["costledger.price_context.service_tier"] == "flex"
+    assert attributes["openai.response.service_tier"] == "flex"
+    assert "costledger.price_context" not in attributes
+    assert attributes["costledger.cost.total"] == "0.016250000"  # gpt-5 flex: half price
+
+
 def test_uninstrument_stops_the_spans(captured: CapturedSpans, tracker: Tracker) -> None:
     assert costledger.otel.is_instrumented()
     costledger.otel.uninstrument()

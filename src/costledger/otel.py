@@ -82,6 +82,7 @@ _NOT_ATTRIBUTES = frozenset(
         "costledger.timestamp",
         "costledger.latency_ms",
         "costledger.tags",
+        "costledger.price_context",
         "costledger.metadata",
     )
 )
@@ -107,7 +108,9 @@ def span_attributes(event: UsageEvent) -> dict[str, AttributeValue]:
     Money stays an exact decimal string in ``costledger.cost.*``; only
     ``gen_ai.usage.cost.amount`` is a double, because the proposed convention types it
     so and tracing backends add numbers. Tags are a list of strings, metadata one
-    JSON string (attribute values cannot nest).
+    JSON string (attribute values cannot nest), the price context one attribute per key
+    (``costledger.price_context.service_tier``; an OpenAI call's tier also as
+    ``openai.response.service_tier``).
     """
     record = event_to_record(event)
     attributes: dict[str, AttributeValue] = {
@@ -123,6 +126,11 @@ def span_attributes(event: UsageEvent) -> dict[str, AttributeValue]:
         attributes["costledger.metadata"] = json.dumps(
             record["costledger.metadata"], sort_keys=True, default=str
         )
+    for key, value in event.price_context.items():
+        attributes[f"costledger.price_context.{key}"] = value
+    tier = event.price_context.get("service_tier")
+    if tier is not None and (event.provider or "").lower() in ("openai", "azure"):
+        attributes["openai.response.service_tier"] = tier  # the GenAI OpenAI convention
     total = event.cost.total
     if total is not None:
         attributes["gen_ai.usage.cost.amount"] = float(total)

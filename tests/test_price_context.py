@@ -233,3 +233,21 @@ def test_the_openai_sdk_through_the_transport_records_the_flex_price() -> None:
     (event,) = list(costs)
     assert dict(event.price_context) == {"service_tier": "flex"}
     assert event.cost.total == Decimal("0.01625")
+
+
+def test_whatif_prices_each_call_at_the_variant_it_was_served_at(tmp_path: Path) -> None:
+    from costledger import whatif
+
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(db, sync=True) as ledger:
+        tracker = Tracker(ledger=ledger, log="off")
+        tracker.record("gpt-5", USAGE, price_context={"service_tier": "priority"}, started_at=AT)
+        tracker.record("gpt-5", USAGE, started_at=AT)
+    # a book that does not list gpt-5: the defaults price it, at the tier it was served at
+    result = whatif(db, {"some-other-model": {"input": "1", "output": "1"}})
+    (row,) = result.rows
+    assert (row.cost_then, row.cost_book, row.savings) == (
+        Decimal("0.0975"),
+        Decimal("0.0975"),
+        Decimal("0"),
+    )

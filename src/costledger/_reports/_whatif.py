@@ -191,6 +191,7 @@ _COLUMNS = (
     "pricing_status",
     "currency",
     "total_cost",
+    "price_context",
 )
 
 
@@ -282,14 +283,17 @@ def _whatif(
         price = pricer.price
         for r in _rows(store, stmt):
             (eid, ts, model, response_model, provider, cache_hit, *tokens) = r[:14]
-            status, currency, then = r[14], r[15], r[16]
+            status, currency, then, context = r[14], r[15], r[16], r[17]
             name = response_model or model
             book: Cost | None = None
             if status == "not_priced" or cache_hit or not name:
                 book_total, book_currency, book_known = then, currency, status != "unknown_model"
             else:
                 try:
-                    book = price(name, Usage(*tokens), provider=provider, at=ts)
+                    # the book's price for the variant the call was served at
+                    book = price(
+                        name, Usage(*tokens), provider=provider, at=ts, price_context=context
+                    )
                 except (ValueError, TypeError):
                     book = None
                 if book is None or book.total is None:

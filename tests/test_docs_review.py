@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -164,3 +165,51 @@ def test_a_shown_card_with_what_a_book_cannot_express_is_refused(tmp_path: Path)
     for extra in ({"tiers": [{"above": 200000, "input": "6"}]}, {"per_request": "0.01"}):
         with pytest.raises(PriceBookError, match="cannot express"):
             load_price_book({**base, **extra})
+
+
+# -- CLI --help: help strings are rich markup, and bracketed text must survive it ------------
+
+
+def _help(*command: str) -> str:
+    from typer.testing import CliRunner
+
+    from costledger.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.stdout.split())  # table borders and wrapping aside
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (("budget", "status"), "A TOML file of [[budget]] tables."),
+        (("dashboard",), "a TOML file of [[budget]] tables (as for 'budget status')"),
+        (("dashboard",), "count in [default: memory, counted from the ledger]."),
+        (("serve",), "count in [default: memory, counted from the ledger]."),
+    ],
+)
+def test_help_shows_bracketed_text(command: tuple[str, ...], expected: str) -> None:
+    assert expected in _help(*command)
+
+
+def test_no_help_text_loses_characters_to_rich_markup() -> None:
+    import click
+    import typer
+    from rich.text import Text
+
+    from costledger.cli import app
+
+    def walk(command: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
+        yield path, command
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, f"{path} {name}")
+
+    eaten = []
+    for path, command in walk(typer.main.get_command(app), "costledger"):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            if Text.from_markup(text).plain != text.replace("\\[", "["):
+                eaten.append((path, text))
+    assert eaten == []

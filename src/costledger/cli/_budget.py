@@ -216,7 +216,11 @@ def status(
     budgets_file: Annotated[
         Path | None,
         typer.Option(
-            "--budgets", "-b", help="A TOML file of [[budget]] tables.", show_default=False
+            "--budgets",
+            "-b",
+            # help is rich markup: "[\\[budget]]" shows "[[budget]]" ("[budget]" is a tag)
+            help="A TOML file of [\\[budget]] tables.",
+            show_default=False,
         ),
     ] = None,
     guard_store: Annotated[

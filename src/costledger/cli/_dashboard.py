@@ -37,7 +37,8 @@ BudgetsFile = Annotated[
     typer.Option(
         "--budgets",
         "-b",
-        help="Budgets to burn down: a TOML file of [[budget]] tables (as for 'budget status'). "
+        # help is rich markup: "[\\[budget]]" shows "[[budget]]" ("[budget]" would be a style tag)
+        help="Budgets to burn down: a TOML file of [\\[budget]] tables (as for 'budget status'). "
         "Without budgets (nor $COSTLEDGER_BUDGETS), the page shows this month's spend "
         "with a forecast to the month's end.",
         show_default=False,
@@ -47,7 +48,8 @@ GuardStore = Annotated[
     str | None,
     typer.Option(
         "--guard-store",
-        help="Guard store URL the budgets count in [default: memory, counted from the ledger].",
+        # rich markup: "\\[" keeps the bracketed text (typer's show_default would add parentheses)
+        help="Guard store URL the budgets count in \\[default: memory, counted from the ledger].",
         show_default=False,
     ),
 ]

@@ -196,11 +196,14 @@ class Flavour:
         self.byte_stream: type[Any] = module.ByteStream
         self.request_not_read: type[BaseException] = module.RequestNotRead
         # Errors raised before the request left this process: nothing reached the provider.
+        # LocalProtocolError: the request itself broke HTTP (an illegal header value, such as
+        # a key with a newline) and was refused before the provider could act on it.
         self.not_sent: tuple[type[BaseException], ...] = (
             module.ConnectError,
             module.ConnectTimeout,
             module.PoolTimeout,
             module.UnsupportedProtocol,
+            module.LocalProtocolError,
         )
 
     def with_body(self, request: Any, body: bytes) -> Any:
@@ -234,27 +237,44 @@ class _TrackingBase:
         self.provider = provider
 
     def _open(self, request: Any) -> tuple[Any, TrackedRequest] | None:
-        """Whether to track ``request`` (and the request to send). Never raises."""
+        """Whether to track ``request`` (and the request to send). Never raises.
+
+        Once the path is a model endpoint the call is tracked whatever fails next: an
+        unreadable body only loses the model (``None``), a failed ``include_usage``
+        injection only sends the request as it was. The guards and the ledger are never
+        skipped for a model call.
+        """
         try:
             url = request.url
             path = url.path
             kind = endpoint_kind(request.method, path)
             if kind is None:
                 return None
+        except Exception as exc:
+            _report("http.request", exc)
+            return None
+        try:
+            provider = provider_for(url.scheme, url.host, path, kind, self.provider)
+        except Exception as exc:
+            _report("http.request", exc)
+            provider = self.provider or "openai"
+        try:
             try:
                 content: bytes | None = request.content
             except self._flavour.request_not_read:  # a streamed upload: no body to read
                 content = None
-            provider = provider_for(url.scheme, url.host, path, kind, self.provider)
             tracked = read_request(kind, content, provider=provider)
-            if self.include_usage:
+        except Exception as exc:
+            _report("http.request", exc)
+            tracked = TrackedRequest(kind, provider, None, False, None, None)
+        if self.include_usage:
+            try:
                 body = with_stream_usage(tracked)
                 if body is not None:
                     request = self._flavour.with_body(request, body)
-            return request, tracked
-        except Exception as exc:
-            _report("http.request", exc)
-            return None
+            except Exception as exc:
+                _report("http.request", exc, model=tracked.model)
+        return request, tracked
 
     def _start_kwargs(self, tracked: TrackedRequest) -> tuple[Tracker, dict[str, Any]] | None:
         try:

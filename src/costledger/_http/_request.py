@@ -224,4 +224,10 @@ def with_stream_usage(request: TrackedRequest) -> bytes | None:
     else:
         return None
     new_body = {**body, "stream_options": new_options}
-    return json.dumps(new_body, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(new_body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (a "\ud83d" escape: half an emoji cut by a JS client) is
+        # valid JSON but not UTF-8: keep it escaped, as it came.
+        return json.dumps(new_body, separators=(",", ":")).encode()

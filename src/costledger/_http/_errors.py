@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import CostLedgerError
+from .._redact import _SHAPES, REDACTED, _replace_shape
 
 __all__ = [
     "APIConnectionError",
@@ -50,7 +51,9 @@ class APIStatusError(APIError):
     """The provider answered with an error status.
 
     ``provider_message`` is the provider's own explanation (scrubbed of anything
-    that looks like a key); ``error_type`` / ``error_code`` its machine-readable kind.
+    that looks like a key); ``error_type`` / ``error_code`` its machine-readable kind;
+    ``retry_after`` how long the provider asked to wait, in seconds, if it said
+    (``Retry-After`` / ``retry-after-ms``, on any status).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class APIStatusError(APIError):
         error_type: str | None = None,
         error_code: str | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -69,6 +73,7 @@ class APIStatusError(APIError):
         self.error_type = error_type
         self.error_code = error_code
         self.request_id = request_id
+        self.retry_after = retry_after
 
 
 class BadRequestError(APIStatusError):
@@ -94,10 +99,6 @@ class RateLimitedByProvider(APIStatusError):
     Not to be confused with ``costledger.RateLimited``, raised by costledger's own guards.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
-
 
 class ServerError(APIStatusError):
     """5xx: the provider failed; retried, then raised."""
@@ -111,15 +112,81 @@ _BY_STATUS: Mapping[int, type[APIStatusError]] = {
     429: RateLimitedByProvider,
 }
 
-# Key-looking tokens: "sk-...", "sk-ant-...", "key-...", and masked echoes like "sk-abc***xyz".
-_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
+# Key-looking tokens: "sk-...", "key-...", "pk_live_...", and masked echoes like "sk-abc***xyz".
+# A match is a key only when its tail looks like one (see _keylike): ordinary words such as
+# "key-value", "key_name" or "pk_lookup_table" are kept, so a provider's message still names
+# the field it objected to.
+_KEYLIKE = re.compile(
+    r"\b(?:sk|pk|rk|key|api[-_]?key)[-_](?P<tail>[A-Za-z0-9_\-*.]{4,})", re.IGNORECASE
+)
+_MARK = "[redacted]"
+# A fragment of the secret this long at its start or end is redacted too (a provider that
+# quotes a cut key, or a message cut short): long enough that no other text holds one by chance.
+_FRAGMENT = 10
+
+
+def _keylike(match: re.Match[str]) -> str:
+    tail = match.group("tail").rstrip(".")
+    # A masked echo ("sk-abc***xyz", "sk-...xyz"), or a tail with a digit among 8 or more
+    # characters, as random keys have; "key-value", "key_name", "pk_lookup_table" have none.
+    if "*" in tail or "..." in tail or (len(tail) >= 8 and any(c.isdigit() for c in tail)):
+        return _MARK
+    return match.group(0)
+
+
+def _shape(match: re.Match[str]) -> str:
+    return _replace_shape(match).replace(REDACTED, _MARK)
+
+
+def _secret_forms(secret: str) -> list[str]:
+    """The secret as it may appear in a message: as is, and escaped as ``repr`` shows it
+    (an h11 "Illegal header value b'Bearer <key>\\n'" error quotes the header's bytes)."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret.encode("utf-8", "backslashreplace"))[2:-1],
+        secret.strip(),
+    }
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def _scrub_fragments(text: str, secret: str) -> str:
+    """Redact any run of ``_FRAGMENT`` or more characters of the secret's start or end."""
+    if len(secret) < 2 * _FRAGMENT:
+        return text
+    for piece, at_start in ((secret[:_FRAGMENT], True), (secret[-_FRAGMENT:], False)):
+        start = text.find(piece)
+        while start >= 0:
+            if at_start:
+                end = start + _FRAGMENT
+                while (
+                    end < len(text)
+                    and end - start < len(secret)
+                    and (text[end] == secret[end - start])
+                ):
+                    end += 1
+                text = text[:start] + _MARK + text[end:]
+            else:
+                begin = start
+                tail_at = len(secret) - _FRAGMENT
+                while begin > 0 and tail_at > 0 and text[begin - 1] == secret[tail_at - 1]:
+                    begin -= 1
+                    tail_at -= 1
+                text = text[:begin] + _MARK + text[start + _FRAGMENT :]
+                start = begin
+            start = text.find(piece, start + len(_MARK))
+    return text
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` and without anything that looks like an API key."""
+    """``text`` without ``secret`` (in full, escaped, or a long piece of its start or end)
+    and without anything that looks like an API key."""
     if secret:
-        text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)
+        for form in _secret_forms(secret):
+            text = text.replace(form, _MARK)
+        text = _scrub_fragments(text, secret.strip())
+    text = _SHAPES.sub(_shape, text)
+    return _KEYLIKE.sub(_keylike, text)
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -151,6 +218,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     return seconds if seconds >= 0 else None
 
 
+_MAX_MESSAGE = 500
+
+
 def _provider_error(body: bytes) -> tuple[str | None, str | None, str | None]:
     """(message, type, code) from OpenAI's ``{"error": {...}}`` or Anthropic's
     ``{"type": "error", "error": {...}}`` error bodies."""
@@ -158,7 +228,7 @@ def _provider_error(body: bytes) -> tuple[str | None, str | None, str | None]:
         obj = json.loads(body)
     except ValueError:
         text = body.decode("utf-8", "replace").strip()
-        return (text[:500] or None), None, None
+        return (text or None), None, None
     if not isinstance(obj, dict):
         return None, None, None
     error = obj.get("error", obj)
@@ -186,9 +256,12 @@ def error_for_status(
     """The error to raise for an error response. Never includes ``secret``."""
     message, etype, code = _provider_error(body)
     if message is not None:
-        message = scrub(message, secret)
+        # Scrubbed whole, then cut: cutting first could leave half a key that no rule knows.
+        message = scrub(message, secret)[:_MAX_MESSAGE] or None
     request_id = headers.get("x-request-id") or headers.get("request-id")
     status = f"HTTP {status_code} {reason}".rstrip()
+    retry_after = parse_retry_after(headers)
+    wait = f" (retry after {retry_after:g} s)" if retry_after is not None else ""
     said = f": {message}" if message else ""
     if status_code == 401:
         text = (
@@ -196,19 +269,16 @@ def error_for_status(
             "Check the api_key argument or the OPENAI_API_KEY environment variable."
         )
     elif status_code == 429:
-        retry_after = parse_retry_after(headers)
-        wait = f" (retry after {retry_after:g} s)" if retry_after is not None else ""
         text = f"{where} is rate limiting this key ({status}){wait}{said}"
     else:
-        text = f"{where} answered {status}{said}"
+        text = f"{where} answered {status}{wait}{said}"
     kwargs: dict[str, Any] = {
         "status_code": status_code,
         "provider_message": message,
         "error_type": etype,
         "error_code": code,
         "request_id": request_id,
+        "retry_after": retry_after,
     }
-    if status_code == 429:
-        return RateLimitedByProvider(text, retry_after=parse_retry_after(headers), **kwargs)
     cls = _BY_STATUS.get(status_code) or (ServerError if status_code >= 500 else APIStatusError)
     return cls(text, **kwargs)

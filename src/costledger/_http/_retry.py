@@ -23,18 +23,21 @@ _NOT_TRANSIENT_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reac
 def is_transient(exc: BaseException | None, *, max_retry_after: float = 60.0) -> bool:
     """Whether a later attempt may succeed: 408/409/429, 5xx, timeouts, connection errors.
 
-    A 429 is not transient when the provider says the quota is exhausted, or asks
-    to wait longer than ``max_retry_after`` seconds.
+    An error status is not transient when the provider asks to wait longer than
+    ``max_retry_after`` seconds (``Retry-After``, on a 429, a 503 or any other), nor a
+    429 that says the quota is exhausted.
     """
     if isinstance(exc, APIConnectionError):
         return True
-    if isinstance(exc, RateLimitedByProvider):
-        if exc.error_code in _NOT_TRANSIENT_CODES or exc.error_type in _NOT_TRANSIENT_CODES:
-            return False
-        return exc.retry_after is None or exc.retry_after <= max_retry_after
-    if isinstance(exc, APIStatusError):
-        return exc.status_code in _RETRY_STATUSES or exc.status_code >= 500
-    return False
+    if not isinstance(exc, APIStatusError):
+        return False
+    if not (exc.status_code in _RETRY_STATUSES or exc.status_code >= 500):
+        return False
+    if isinstance(exc, RateLimitedByProvider) and (
+        exc.error_code in _NOT_TRANSIENT_CODES or exc.error_type in _NOT_TRANSIENT_CODES
+    ):
+        return False
+    return exc.retry_after is None or exc.retry_after <= max_retry_after
 
 
 class retry_if_transient(retry_base):

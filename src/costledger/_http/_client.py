@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,6 +27,7 @@ from tenacity import AsyncRetrying, Retrying, stop_after_attempt
 from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
+from .._redact import redact_url
 from .._tracker import Tracker
 from ._errors import (
     APIConnectionError,
@@ -55,11 +64,20 @@ class _Base:
     ) -> None:
         base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not isinstance(base, str) or not base.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {base!r}")
+            shown = repr(redact_url(base)) if isinstance(base, str) else repr(base)
+            raise ValueError(f"base_url must be an http(s) URL, got {shown}")
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if not key:
             raise ValueError(
                 "api_key is missing: pass api_key=... or set OPENAI_API_KEY in the environment"
+            )
+        if not isinstance(key, str):
+            raise ValueError(f"api_key must be a string, got a {type(key).__name__}")
+        if not all("!" <= c <= "~" for c in key):
+            # Never the key itself: it goes in a header, where these characters are illegal.
+            raise ValueError(
+                "api_key contains whitespace, control or non-ASCII characters (a trailing "
+                "newline from a file?): pass the key alone"
             )
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
@@ -70,8 +88,8 @@ class _Base:
         self.wait: wait_base = wait if wait is not None else wait_retry_after()
         self._where = httpx.URL(self.base_url).host or self.base_url
 
-    def __repr__(self) -> str:  # never the key
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never the key, nor a password in the URL
+        return f"{type(self).__name__}(base_url={redact_url(self.base_url)!r})"
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
@@ -84,11 +102,35 @@ class _Base:
             "reraise": True,
         }
 
-    def _transport_error(self, exc: httpx.TransportError) -> APIError:
+    def _transport_error(self, exc: httpx.TransportError | httpx.StreamError) -> APIError:
+        """The ``APIError`` for an httpx error. Raise it outside the ``except`` block that
+        caught ``exc`` (see ``_sending``): chained, it would keep the request and its key."""
         detail = scrub(f"{type(exc).__name__}: {exc}", self._api_key)
         if isinstance(exc, httpx.TimeoutException):
             return APITimeoutError(f"{self._where} did not answer in time ({detail})")
+        if isinstance(exc, httpx.LocalProtocolError):
+            # Refused before sending (an illegal header value...): no retry can cure it.
+            return APIError(f"the request to {self._where} is not valid HTTP ({detail})")
+        if isinstance(exc, httpx.StreamError):
+            return APIError(f"the response from {self._where} cannot be read ({detail})")
         return APIConnectionError(f"could not reach {self._where} ({detail})")
+
+    def _sending(self, send: Callable[[], T]) -> T:
+        """``send()``, its httpx errors raised as ``APIError`` with no chained cause or context."""
+        error: APIError
+        try:
+            return send()
+        except httpx.TransportError as exc:
+            error = self._transport_error(exc)
+        raise error
+
+    async def _asending(self, send: Callable[[], Awaitable[T]]) -> T:
+        error: APIError
+        try:
+            return await send()
+        except httpx.TransportError as exc:
+            error = self._transport_error(exc)
+        raise error
 
     def _status_error(self, response: httpx.Response, body: bytes) -> APIStatusError:
         return error_for_status(
@@ -112,14 +154,6 @@ class _Base:
             )
         return data
 
-    def _chunks(self, lines: Iterator[str]) -> Iterator[JSON]:
-        for line in lines:
-            chunk = self._chunk(line)
-            if chunk is _DONE:
-                return
-            if chunk is not None:
-                yield chunk
-
     def _chunk(self, line: str) -> JSON | None:
         if not line.startswith("data:"):
             return None
@@ -142,6 +176,55 @@ class _Base:
 _DONE: JSON = {}
 
 
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _messages(messages: Any) -> list[Any]:
+    """``messages`` as a list of message dicts, or a ``ValueError`` saying what is wrong.
+
+    A plain string is refused rather than taken as one user message: the OpenAI API (and
+    its SDK) take a list, and ``list("Hello")`` would send five one-letter messages."""
+    if isinstance(messages, (str, bytes, bytearray, Mapping)) or not isinstance(messages, Iterable):
+        raise ValueError(
+            "messages must be a list of message dicts such as "
+            f"[{{'role': 'user', 'content': 'Hi'}}], got {_show(messages)}"
+        )
+    items = list(messages)
+    for i, message in enumerate(items):
+        if not isinstance(message, Mapping):
+            raise ValueError(
+                f"messages[{i}] must be a message dict such as "
+                f"{{'role': 'user', 'content': 'Hi'}}, got {_show(message)}"
+            )
+    return [m if isinstance(m, dict) else dict(m) for m in items]
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _embeddings_input(value: Any) -> str | list[Any]:
+    """``input`` of an embeddings call: a string, or a list of strings or of token ids."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise ValueError(
+            f"input must be a string or a list of strings (or of token ids), got {_show(value)}"
+        )
+    items = list(value)
+    for i, item in enumerate(items):
+        if isinstance(item, str) or _token_ids(item):
+            continue
+        if isinstance(item, (list, tuple)) and all(_token_ids(t) for t in item):
+            continue
+        raise ValueError(
+            f"input[{i}] must be a string, a token id or a list of token ids, got {_show(item)}"
+        )
+    return items
+
+
 def _body(model: str, params: Mapping[str, Any], **fields: Any) -> JSON:
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a non-empty string, got {model!r}")
@@ -156,15 +239,27 @@ class ChatStream:
     With usage tracking on, the last chunk has empty ``choices`` and carries ``usage``.
     """
 
-    def __init__(self, response: httpx.Response, chunks: Iterator[JSON]) -> None:
+    def __init__(self, response: httpx.Response, client: _Base) -> None:
         self._response = response
-        self._chunks = chunks
+        self._client = client
 
     def __iter__(self) -> Iterator[JSON]:
+        # Errors once chunks flow (a read timeout, a cut connection) are APIErrors too,
+        # raised after the except block so that they keep no reference to the request.
+        error: APIError | None = None
         try:
-            yield from self._chunks
+            for line in self._response.iter_lines():
+                chunk = self._client._chunk(line)
+                if chunk is _DONE:
+                    return
+                if chunk is not None:
+                    yield chunk
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            error = self._client._transport_error(exc)
         finally:
             self._response.close()
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         self._response.close()
@@ -187,9 +282,10 @@ class Client(_Base):
     >>> client = Client()                 # OPENAI_BASE_URL / OPENAI_API_KEY from the environment
     >>> reply = client.chat("gpt-4o-mini", [{"role": "user", "content": "Hi"}])
 
-    ``max_retries`` retries (after the first attempt) on 429 (waiting as long as
-    ``Retry-After`` says), 5xx, timeouts and connection errors, with exponential
-    backoff and jitter. ``retry`` / ``wait`` replace the tenacity strategies
+    ``max_retries`` retries (after the first attempt) on 408, 409, 429, 5xx, timeouts
+    and connection errors, waiting as long as ``Retry-After`` says (on any status; an
+    error asking for more than 60 s is raised at once), else with exponential backoff
+    and jitter. ``retry`` / ``wait`` replace the tenacity strategies
     (``retry_if_transient()``, ``wait_retry_after()``). ``transport`` is the
     httpx transport to send through (wrapped in a ``TrackingTransport``).
     Errors raise ``APIError`` subclasses; the API key never appears in them.
@@ -222,7 +318,7 @@ class Client(_Base):
 
     def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> JSON:
         """``POST /chat/completions``; returns the response as a dict."""
-        return self._post("/chat/completions", _body(model, params, messages=list(messages)))
+        return self._post("/chat/completions", _body(model, params, messages=_messages(messages)))
 
     def responses(self, model: str, input: Any, **params: Any) -> JSON:
         """``POST /responses`` (the Responses API); returns the response as a dict."""
@@ -230,8 +326,7 @@ class Client(_Base):
 
     def embeddings(self, model: str, input: str | Sequence[str], **params: Any) -> JSON:
         """``POST /embeddings``; returns the response as a dict."""
-        value = input if isinstance(input, str) else list(input)
-        return self._post("/embeddings", _body(model, params, input=value))
+        return self._post("/embeddings", _body(model, params, input=_embeddings_input(input)))
 
     def stream_chat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any
@@ -241,9 +336,9 @@ class Client(_Base):
         The request is sent (and retried) now; once chunks flow, nothing is retried.
         """
         params = {k: v for k, v in params.items() if k != "stream"}
-        body = {**_body(model, params, messages=list(messages)), "stream": True}
+        body = {**_body(model, params, messages=_messages(messages)), "stream": True}
         response = self._retrying(lambda: self._open_stream("/chat/completions", body))
-        return ChatStream(response, self._chunks(response.iter_lines()))
+        return ChatStream(response, self)
 
     def _retrying(self, attempt_fn: Callable[[], T]) -> T:
         for attempt in Retrying(**self._retry_kwargs()):
@@ -255,20 +350,14 @@ class Client(_Base):
         return self._retrying(lambda: self._post_once(path, body))
 
     def _post_once(self, path: str, body: JSON) -> JSON:
-        try:
-            response = self._http.post(path, json=body)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
+        response = self._sending(lambda: self._http.post(path, json=body))
         if response.status_code >= 400:
             raise self._status_error(response, response.content)
         return self._json(response)
 
     def _open_stream(self, path: str, body: JSON) -> httpx.Response:
         request = self._http.build_request("POST", path, json=body)
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
+        response = self._sending(lambda: self._http.send(request, stream=True))
         if response.status_code >= 400:
             try:
                 content = response.read()
@@ -300,6 +389,7 @@ class AsyncChatStream:
         self._client = client
 
     async def __aiter__(self) -> AsyncIterator[JSON]:
+        error: APIError | None = None
         try:
             async for line in self._response.aiter_lines():
                 chunk = self._client._chunk(line)
@@ -307,8 +397,12 @@ class AsyncChatStream:
                     return
                 if chunk is not None:
                     yield chunk
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            error = self._client._transport_error(exc)
         finally:
             await self._response.aclose()
+        if error is not None:
+            raise error
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -358,20 +452,20 @@ class AsyncClient(_Base):
         )
 
     async def chat(self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any) -> JSON:
-        return await self._post("/chat/completions", _body(model, params, messages=list(messages)))
+        body = _body(model, params, messages=_messages(messages))
+        return await self._post("/chat/completions", body)
 
     async def responses(self, model: str, input: Any, **params: Any) -> JSON:
         return await self._post("/responses", _body(model, params, input=input))
 
     async def embeddings(self, model: str, input: str | Sequence[str], **params: Any) -> JSON:
-        value = input if isinstance(input, str) else list(input)
-        return await self._post("/embeddings", _body(model, params, input=value))
+        return await self._post("/embeddings", _body(model, params, input=_embeddings_input(input)))
 
     async def stream_chat(
         self, model: str, messages: Sequence[Mapping[str, Any]], **params: Any
     ) -> AsyncChatStream:
         params = {k: v for k, v in params.items() if k != "stream"}
-        body = {**_body(model, params, messages=list(messages)), "stream": True}
+        body = {**_body(model, params, messages=_messages(messages)), "stream": True}
         async for attempt in AsyncRetrying(**self._retry_kwargs()):
             with attempt:
                 response = await self._open_stream("/chat/completions", body)
@@ -385,20 +479,14 @@ class AsyncClient(_Base):
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     async def _post_once(self, path: str, body: JSON) -> JSON:
-        try:
-            response = await self._http.post(path, json=body)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
+        response = await self._asending(lambda: self._http.post(path, json=body))
         if response.status_code >= 400:
             raise self._status_error(response, response.content)
         return self._json(response)
 
     async def _open_stream(self, path: str, body: JSON) -> httpx.Response:
         request = self._http.build_request("POST", path, json=body)
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
+        response = await self._asending(lambda: self._http.send(request, stream=True))
         if response.status_code >= 400:
             try:
                 content = await response.aread()

@@ -58,6 +58,27 @@ def test_a_variant_is_priced_at_its_own_rates(
         assert "[" not in cost.source
 
 
+@pytest.mark.parametrize(
+    ("context", "total", "label"),
+    [
+        # LiteLLM's map: 1.375 / 0.1375 / 11 per MTok; _priority x2; _batches half; no _flex
+        (None, "0.0308", ""),
+        ({"service_tier": "priority"}, "0.0616", " [service_tier=priority]"),
+        ({"processing": "batch"}, "0.0154", " [processing=batch]"),
+        ({"service_tier": "flex"}, "0.0308", ""),
+    ],
+)
+def test_a_model_priced_from_litellms_map_uses_its_tier_rates(
+    context: dict[str, str] | None, total: str, label: str
+) -> None:
+    usage = Usage(input_tokens=10_000, cache_read_tokens=4_000, output_tokens=2_000)
+    cost = Pricer().price("azure/us/gpt-5-2025-08-07", usage, at=AT, price_context=context)
+    assert cost.total == Decimal(total)
+    assert cost.source is not None
+    assert cost.source.startswith("litellm ")
+    assert cost.source.endswith(label) if label else "[" not in cost.source
+
+
 def test_a_variant_prices_every_part_cached_tokens_too() -> None:
     usage = Usage(input_tokens=10_000, cache_read_tokens=4_000, output_tokens=2_000)
     cost = Pricer().price("gpt-5", usage, at=AT, price_context={"service_tier": "flex"})

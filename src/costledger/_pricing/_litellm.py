@@ -33,8 +33,8 @@ from ._names import GENAI_PROVIDER, LITELLM_PREFIX, ModelName, canonical_provide
 __all__ = ["LiteLLMPrices"]
 
 _FILE = "model_prices_and_context_window_backup.json"
-# Per-token keys -> RateCard fields. Service-tier variants (``_batches``, ``_priority``,
-# ``_flex``) are other products and are not used.
+# Per-token keys -> RateCard fields. The service-tier variants of a key (``_priority``,
+# ``_flex``, ``_batches`` appended) replace it when a call's price context selects them.
 _RATES = {
     "input_cost_per_token": "input",
     "output_cost_per_token": "output",
@@ -46,6 +46,12 @@ _RATES = {
     "output_cost_per_audio_token": "output_audio",
     "output_cost_per_reasoning_token": "reasoning",
 }
+_VARIANT_SUFFIXES: dict[tuple[str, str], str] = {
+    ("service_tier", "priority"): "_priority",
+    ("service_tier", "flex"): "_flex",
+    ("processing", "batch"): "_batches",
+}
+"""A price context entry (genai-prices' terms) -> the suffix of LiteLLM's variant keys."""
 _TIER_KEY = re.compile(r"^(?P<base>[a-z0-9_]+?)_above_(?P<n>\d+)(?P<unit>[km])_tokens$")
 _NO_OUTPUT_MODES = frozenset({"embedding", "rerank", "moderation", "moderations"})
 _DIGITS = 15
@@ -163,6 +169,21 @@ class LiteLLMPrices:
             max_output_tokens=_positive_int(entry.get("max_output_tokens")),
             **first,
         )
+
+
+def variant_entry(entry: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any] | None:
+    """``entry`` with the rates of the variant ``context`` selects in place of the standard
+    ones (``input_cost_per_token_priority`` as ``input_cost_per_token``, tier keys alike);
+    ``None`` when the entry has no such variant (the standard price applies)."""
+    suffixes = [suffix for (k, v), suffix in _VARIANT_SUFFIXES.items() if context.get(k) == v]
+    out: dict[str, Any] | None = None
+    for suffix in suffixes:
+        for key, value in entry.items():
+            if key.endswith(suffix) and len(key) > len(suffix):
+                if out is None:
+                    out = dict(entry)
+                out[key[: -len(suffix)]] = value
+    return out
 
 
 def _tier_table(

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar
@@ -30,7 +30,7 @@ from .._usage import Usage
 from ._book import load_price_book
 from ._card import RateCard
 from ._genai import GenaiPrices, Match, TimedCards
-from ._litellm import LiteLLMPrices
+from ._litellm import LiteLLMPrices, variant_entry
 from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
 
 __all__ = ["PriceBook", "Pricer"]
@@ -57,8 +57,11 @@ class _Resolved:
     limits: tuple[int | None, int | None] | None = None
     full_cards: dict[RateCard, RateCard] = field(default_factory=dict)
     match: Match | None = None  # the genai-prices entry, for its price variants
+    litellm_entry: tuple[str, Mapping[str, Any]] | None = None  # or LiteLLM's, for its own
     finish: Any = None  # what the entry's cards are decorated with (a snapshot's note)
-    variants: dict[tuple[tuple[str, str], ...], TimedCards | None] = field(default_factory=dict)
+    variants: dict[tuple[tuple[str, str], ...], TimedCards | RateCard | None] = field(
+        default_factory=dict
+    )
 
 
 class Pricer:
@@ -158,26 +161,45 @@ class Pricer:
     def _variant_card(
         self, resolved: _Resolved, context: Mapping[str, str], at: datetime | None
     ) -> RateCard | None:
-        """The card of the price variant ``context`` selects; ``None`` for the standard
-        price (no variant matches, or the model's price is not genai-prices')."""
-        match = resolved.match
-        if match is None or not match.model.price_variants:
-            check_price_context(context)
-            return None
+        """The card of the price variant ``context`` selects: genai-prices' price variants,
+        or LiteLLM's ``_priority`` / ``_flex`` / ``_batches`` rates for a model priced from
+        its map; ``None`` for the standard price (no variant matches, a price book's
+        entry)."""
         key = check_price_context(context)
+        match, entry = resolved.match, resolved.litellm_entry
+        if (match is None or not match.model.price_variants) and entry is None:
+            return None
         try:
-            timed = resolved.variants[key]
+            variant = resolved.variants[key]
         except KeyError:
-            if self._genai is None:
-                return None
+            finish = resolved.finish or _same
             with self._lock:
-                timed = self._genai.variant(match, dict(key), resolved.finish or _same)
+                variant = None
+                if match is not None and self._genai is not None:
+                    variant = self._genai.variant(match, dict(key), finish)
+                elif entry is not None and self._litellm is not None:
+                    variant = self._litellm_variant(entry, dict(key), finish)
                 if len(resolved.variants) >= 64:
                     resolved.variants.clear()
-                resolved.variants[key] = timed
-        if timed is None:
+                resolved.variants[key] = variant
+        if variant is None or isinstance(variant, RateCard):
+            return variant
+        return variant.card_at(_when(at))
+
+    def _litellm_variant(
+        self,
+        found: tuple[str, Mapping[str, Any]],
+        context: Mapping[str, str],
+        finish: Callable[[RateCard], RateCard],
+    ) -> RateCard | None:
+        assert self._litellm is not None
+        entry = variant_entry(found[1], context)
+        card = self._litellm.compile(found[0], entry) if entry is not None else None
+        if card is None:
             return None
-        return timed.card_at(_when(at))
+        card = finish(card)
+        label = " [" + ", ".join(f"{k}={v}" for k, v in sorted(context.items())) + "]"
+        return dataclasses.replace(card, source=card.source + label)
 
     def rate_card(
         self, model: str, *, provider: str | None = None, at: datetime | None = None
@@ -311,7 +333,13 @@ class Pricer:
                 listed = True
                 card = self._litellm.compile(*found)
                 if card is not None:
-                    return _Resolved(name, card=noted(card), canonical=card.model)
+                    return _Resolved(
+                        name,
+                        card=noted(card),
+                        canonical=card.model,
+                        litellm_entry=found,
+                        finish=noted,
+                    )
         if listed:
             # Listed, but with no price that a token count can be priced at (per second
             # only, no price and no sign it is free, a tier table that cannot be read):

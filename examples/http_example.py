@@ -61,56 +61,63 @@ def main() -> None:
         costledger.configure(ledger=ledger, log="off", team="search")
 
         # 1. The OpenAI SDK: one transport under its httpx2 client, every call tracked.
-        gpt = openai.OpenAI(
+        # (Closing an SDK client closes the httpx2 client it was given.)
+        with openai.OpenAI(
             base_url=fake.openai_url,
             api_key="sk-example",
             http_client=httpx2.Client(transport=Httpx2TrackingTransport()),
-        )
-        with attribute(user="ada", feature="greeting"):
-            gpt.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        show("openai chat", captured.events[-1])
+        ) as gpt:
+            with attribute(user="ada", feature="greeting"):
+                gpt.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            show("openai chat", captured.events[-1])
 
-        # 2. A stream: usage is read from its last chunk as it passes, nothing is buffered.
-        # (The transport asked for that chunk: stream_options.include_usage.)
-        stream = gpt.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
-        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-        show(f"openai stream {text!r}", captured.events[-1])
-
-        # 3. The Anthropic SDK, the same way; its middleware lets a budget's refusal through.
-        claude = anthropic.Anthropic(
-            base_url=fake.base_url,
-            api_key="sk-ant-example",
-            http_client=httpx2.Client(transport=Httpx2TrackingTransport()),
-            middleware=[raise_guard_refusals],
-        )
-        with claude.messages.stream(
-            model="claude-3-5-haiku-20241022", max_tokens=300, messages=MESSAGES
-        ) as messages:
-            messages.get_final_message()
-        show("anthropic stream", captured.events[-1])
-
-        # 4. Plain httpx: any client, the same tracking (TrackingTransport is for httpx).
-        with httpx.Client(transport=TrackingTransport()) as http:
-            http.post(
-                f"{fake.openai_url}/embeddings",
-                json={"model": "text-embedding-3-small", "input": "hello"},
+            # 2. A stream: usage is read from its last chunk as it passes, nothing is buffered.
+            # (The transport asked for that chunk: stream_options.include_usage.)
+            stream = gpt.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
             )
-        show("httpx embeddings", captured.events[-1])
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            show(f"openai stream {text!r}", captured.events[-1])
 
-        # 5. No SDK: costledger's own client; a 429 is retried after its Retry-After.
-        fake.enqueue("/chat/completions", openai_error(429, retry_after="0.05"))
-        with Client(fake.openai_url, "sk-example") as client:
-            client.chat("gpt-4o-mini", MESSAGES)
-        show("client (429)", captured.events[-2])
-        show("client (retried)", captured.events[-1])
+            # 3. The Anthropic SDK, the same way; its middleware lets a budget's refusal through.
+            with (
+                anthropic.Anthropic(
+                    base_url=fake.base_url,
+                    api_key="sk-ant-example",
+                    http_client=httpx2.Client(transport=Httpx2TrackingTransport()),
+                    middleware=[raise_guard_refusals],
+                ) as claude,
+                claude.messages.stream(
+                    model="claude-3-5-haiku-20241022", max_tokens=300, messages=MESSAGES
+                ) as messages,
+            ):
+                messages.get_final_message()
+            show("anthropic stream", captured.events[-1])
 
-        # 6. A budget refuses a call before any request leaves the process.
-        costledger.configure(ledger=ledger, log="off", guards=[Budget("0.000001 USD", "day")])
-        sent = len(fake.requests)
-        try:
-            gpt.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=500)
-        except BudgetExceeded as refusal:
-            print(f"{'budget':<22} refused: {refusal} ({len(fake.requests) - sent} requests sent)")
+            # 4. Plain httpx: any client, the same tracking (TrackingTransport is for httpx).
+            with httpx.Client(transport=TrackingTransport()) as http:
+                http.post(
+                    f"{fake.openai_url}/embeddings",
+                    json={"model": "text-embedding-3-small", "input": "hello"},
+                )
+            show("httpx embeddings", captured.events[-1])
+
+            # 5. No SDK: costledger's own client; a 429 is retried after its Retry-After.
+            fake.enqueue("/chat/completions", openai_error(429, retry_after="0.05"))
+            with Client(fake.openai_url, "sk-example") as client:
+                client.chat("gpt-4o-mini", MESSAGES)
+            show("client (429)", captured.events[-2])
+            show("client (retried)", captured.events[-1])
+
+            # 6. A budget refuses a call before any request leaves the process.
+            costledger.configure(ledger=ledger, log="off", guards=[Budget("0.000001 USD", "day")])
+            sent = len(fake.requests)
+            try:
+                gpt.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=500)
+            except BudgetExceeded as refusal:
+                print(
+                    f"{'budget':<22} refused: {refusal} ({len(fake.requests) - sent} requests sent)"
+                )
 
         ledger.flush()
         rows = list(ledger.events())

@@ -213,3 +213,46 @@ def test_no_help_text_loses_characters_to_rich_markup() -> None:
             if Text.from_markup(text).plain != text.replace("\\[", "["):
                 eaten.append((path, text))
     assert eaten == []
+
+
+def test_log_schema_example_line_has_the_real_costs() -> None:
+    """log-schema.md's example line: every amount is what the default pricer gives."""
+    import json
+
+    from costledger import Pricer, event_from_line
+
+    text = (DOCS / "log-schema.md").read_text(encoding="utf-8")
+    start = text.index("```json\n", text.index("## An example line")) + len("```json\n")
+    line = text[start : text.index("```", start)].strip()
+    event = event_from_line(line)
+    cost = Pricer.default().price(
+        event.model, event.usage, provider=event.provider, at=event.timestamp
+    )
+    record = json.loads(line)
+    for part in ("total", "input", "cache_read", "cache_write", "output", "audio"):
+        assert record[f"costledger.cost.{part}"] == str(getattr(cost, part)), part
+    assert cost.source.startswith("genai-prices ")
+    assert record["costledger.cost.source"].startswith("genai-prices ")
+    assert Decimal(record["costledger.reported_cost"]) == cost.total
+
+
+def test_tracker_signature_in_the_docs_is_the_real_one() -> None:
+    import inspect
+    import re
+
+    import costledger
+
+    text = (DOCS / "tracker.md").read_text(encoding="utf-8")
+    documented = " ".join(re.search(r"`(Tracker\(ledger=.*?\))`", text, re.S)[1].split())  # type: ignore[index]
+    params = []
+    for p in inspect.signature(costledger.Tracker).parameters.values():
+        if p.kind is p.KEYWORD_ONLY and "*" not in params:
+            params.append("*")
+        if p.kind is p.VAR_KEYWORD:
+            params.append(f"**{p.name}")
+        else:
+            params.append(f"{p.name}={p.default!r}")
+    assert documented == f"Tracker({', '.join(params)})"
+    table = text[text.index("| Parameter | Meaning |") :]
+    for name in inspect.signature(costledger.Tracker).parameters:
+        assert f"| `{name}` |" in table or f"| `**{name}` |" in table, name

@@ -165,19 +165,21 @@ class Pricer:
         or LiteLLM's ``_priority`` / ``_flex`` / ``_batches`` rates for a model priced from
         its map; ``None`` for the standard price (no variant matches, a price book's
         entry)."""
-        key = check_price_context(context)
-        match, entry = resolved.match, resolved.litellm_entry
-        if (match is None or not match.model.price_variants) and entry is None:
-            return None
+        # Most contexts have one entry ({"service_tier": "default"} on every OpenAI call):
+        # their items are the key as they are, and a key seen before was checked then.
+        items = tuple(context.items()) if isinstance(context, Mapping) else ()
+        key = items if len(items) == 1 else check_price_context(context)
         try:
             variant = resolved.variants[key]
-        except KeyError:
+        except (KeyError, TypeError):  # new, or an unhashable value: checked (and refused)
+            key = check_price_context(context)
+            match, entry = resolved.match, resolved.litellm_entry
             finish = resolved.finish or _same
             with self._lock:
                 variant = None
-                if match is not None and self._genai is not None:
+                if match is not None and match.model.price_variants and self._genai is not None:
                     variant = self._genai.variant(match, dict(key), finish)
-                elif entry is not None and self._litellm is not None:
+                elif match is None and entry is not None and self._litellm is not None:
                     variant = self._litellm_variant(entry, dict(key), finish)
                 if len(resolved.variants) >= 64:
                     resolved.variants.clear()

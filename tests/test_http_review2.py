@@ -399,7 +399,7 @@ def test_scrub_keeps_ordinary_words(message: str) -> None:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("You passed sk-proj-********wQx.", "You passed [redacted]"),
+        ("You passed sk-proj-********wQx.", "You passed [redacted]."),
         ("masked sk-abc***xyz here", "masked [redacted] here"),
         ("key sk-ant-api03-abcdef and x", "key [redacted] and x"),
         ("mailgun key-3ax6xnjp29jd6fds4gc373sgvjxteol0 left", "mailgun [redacted] left"),

@@ -126,11 +126,12 @@ _FRAGMENT = 10
 
 
 def _keylike(match: re.Match[str]) -> str:
-    tail = match.group("tail").rstrip(".")
+    whole = match.group("tail")
+    tail = whole.rstrip(".")  # a sentence's full stop is kept
     # A masked echo ("sk-abc***xyz", "sk-...xyz"), or a tail with a digit among 8 or more
     # characters, as random keys have; "key-value", "key_name", "pk_lookup_table" have none.
     if "*" in tail or "..." in tail or (len(tail) >= 8 and any(c.isdigit() for c in tail)):
-        return _MARK
+        return _MARK + whole[len(tail) :]
     return match.group(0)
 
 

@@ -421,3 +421,30 @@ def test_bad_request_names_the_field(provider: FakeProvider) -> None:
         client.chat("gpt-4o-mini", MESSAGES)
     assert info.value.provider_message == said
     assert str(info.value) == f"127.0.0.1 answered HTTP 400 Bad Request: {said}"
+
+
+@pytest.mark.parametrize("value", ["1_0", "inf", "nan", "1e3", "-5", " 3 x"])
+def test_a_retry_after_that_is_not_plain_digits_or_a_date_is_ignored(value: str) -> None:
+    from costledger._http._errors import parse_retry_after
+
+    assert parse_retry_after({"retry-after": value}) is None
+    assert parse_retry_after({"retry-after-ms": value}) is None
+
+
+def test_retry_after_digits_and_milliseconds_are_read() -> None:
+    from costledger._http._errors import parse_retry_after
+
+    assert parse_retry_after({"retry-after": " 3 "}) == 3.0
+    assert parse_retry_after({"retry-after": "1.5"}) == 1.5
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+
+
+@pytest.mark.parametrize("value", [None, 42, {"role": "user"}])
+def test_responses_input_of_the_wrong_shape_is_refused_naming_it(value: Any) -> None:
+    from costledger.http import Client
+
+    with (
+        Client(base_url="http://127.0.0.1:9", api_key="sk-test-0000") as client,
+        pytest.raises(ValueError, match="input must be a string or a list of input items"),
+    ):
+        client.responses("gpt-5", value)

@@ -225,6 +225,18 @@ def _embeddings_input(value: Any) -> str | list[Any]:
     return items
 
 
+def _responses_input(value: Any) -> str | list[Any]:
+    """``input`` of a Responses API call: a string, or a list of input items."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError(
+        "input must be a string or a list of input items such as "
+        f"[{{'role': 'user', 'content': 'Hi'}}], got {_show(value)}"
+    )
+
+
 def _body(model: str, params: Mapping[str, Any], **fields: Any) -> JSON:
     if not isinstance(model, str) or not model:
         raise ValueError(f"model must be a non-empty string, got {model!r}")
@@ -322,7 +334,7 @@ class Client(_Base):
 
     def responses(self, model: str, input: Any, **params: Any) -> JSON:
         """``POST /responses`` (the Responses API); returns the response as a dict."""
-        return self._post("/responses", _body(model, params, input=input))
+        return self._post("/responses", _body(model, params, input=_responses_input(input)))
 
     def embeddings(self, model: str, input: str | Sequence[str], **params: Any) -> JSON:
         """``POST /embeddings``; returns the response as a dict."""
@@ -456,7 +468,7 @@ class AsyncClient(_Base):
         return await self._post("/chat/completions", body)
 
     async def responses(self, model: str, input: Any, **params: Any) -> JSON:
-        return await self._post("/responses", _body(model, params, input=input))
+        return await self._post("/responses", _body(model, params, input=_responses_input(input)))
 
     async def embeddings(self, model: str, input: str | Sequence[str], **params: Any) -> JSON:
         return await self._post("/embeddings", _body(model, params, input=_embeddings_input(input)))

@@ -190,24 +190,23 @@ def scrub(text: str, secret: str | None) -> str:
     return _KEYLIKE.sub(_keylike, text)
 
 
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+"""A delay as HTTP writes it: digits (RFC 9110 says whole seconds; a fraction is taken).
+``float()`` alone would also take ``1_0``, ``inf``, ``nan`` and ``1e3``."""
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Seconds to wait, from ``retry-after-ms``, or ``Retry-After`` as seconds or an HTTP date."""
     value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-        except ValueError:
-            pass
-        else:
-            if ms >= 0:
-                return ms / 1000.0
+    if value and _SECONDS.fullmatch(value.strip()):
+        return float(value) / 1000.0
     value = headers.get("retry-after")
     if not value:
         return None
     value = value.strip()
-    try:
+    if _SECONDS.fullmatch(value):
         seconds = float(value)
-    except ValueError:
+    else:
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):

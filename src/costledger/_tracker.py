@@ -8,10 +8,12 @@ pricing, guards, logging and storage happen here, once.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -202,6 +204,7 @@ class Tracker:
         # Budget alert callbacks (sync or async) for every guard of this tracker.
         self.alerts: tuple[Callable[[Any], Any], ...] = tuple(alerts)
         self.default_attribution = Attribution.from_mapping(default_attribution)
+        _trackers.add(self)  # its lock is made anew in a forked child
         for guard in self.guards:
             bind = getattr(guard, "bind", None)
             if bind is not None:
@@ -593,7 +596,10 @@ class Tracker:
             except Exception as exc:
                 _report("sink", exc)
         try:
-            self.ledger.record(event)
+            ledger = self.ledger
+            if _child_ledgers is not None:  # a forked child: its exit closes this ledger
+                _child_ledgers[id(ledger)] = ledger
+            ledger.record(event)
         except Exception as exc:
             _report("ledger.record", exc)
         try:
@@ -656,6 +662,8 @@ class Tracker:
         )
 
 
+_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
 _NO_USAGE = Usage()
 _NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
@@ -699,6 +707,19 @@ def _read_response(payload: Any, provider: str | None) -> Any:
     return read_response(payload, provider=provider)
 
 
+MAX_DEFERRED = 10_000
+"""At most this many deferred finishes wait for the background worker (about 1 KB each).
+When the queue is full, ``finish(defer=True)`` finishes the call on the caller's thread
+instead, so a host that produces calls faster than the worker stores them is slowed to
+the worker's pace rather than growing without bound, and nothing is lost."""
+
+_EXIT_TIMEOUT = 30.0
+"""At interpreter exit (or a ``multiprocessing`` child's), how long the queued finishes
+may take; whatever is still queued then is dropped, counted and logged."""
+
+_log = logging.getLogger("costledger.tracker")
+
+
 class _DeferredWorker:
     """One background thread that finishes deferred calls, in submission order.
 
@@ -707,43 +728,91 @@ class _DeferredWorker:
     reader drains, and works through everything queued. Waking it per call would cost
     the host a thread switch each time. ``drain`` is a no-op on the worker itself (a
     sink or guard that reads the ledger must not wait for its own work).
+
+    The queue holds at most ``limit`` items: past that, the caller finishes its call
+    itself (``n_inline`` counts them). At exit, ``finish_queued`` runs what is left,
+    before the ledgers close. In a forked child, ``after_fork`` gives the worker new
+    locks and an empty queue (the parent's items are the parent's to finish); its
+    thread starts again on the child's first deferred finish.
     """
 
-    def __init__(self, interval: float = 0.05, batch: int = 256) -> None:
+    def __init__(self, interval: float = 0.05, batch: int = 256, limit: int = MAX_DEFERRED) -> None:
         self._items: deque[tuple[Any, ...]] = deque()  # (fn, *args)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._busy = False
         self._interval = interval
         self._batch = batch
+        self._limit = limit
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        # the process whose running worker takes items; 0: none (not started, a forked
+        # child, or after the exit hook: then the caller's thread finishes its call)
+        self._owner = 0
+        self._exiting = False
+        self.n_inline = 0  # finished on the caller's thread: the queue was full
+        self.n_dropped = 0  # still queued when the exit's time ran out
+        self._next_warning = 0.0
 
     def submit(self, item: tuple[Any, ...]) -> None:
         """Queue ``item`` = ``(fn, *args)``; the worker calls ``fn(*args)``."""
-        if self._thread is None or self._pid != os.getpid():
-            if sys.is_finalizing():
+        if self._owner != os.getpid():
+            if self._exiting or sys.is_finalizing():
                 # No new thread at interpreter shutdown (Python 3.11 hangs the exit on
-                # one): a call finished now (a generator closed by the GC) runs here.
+                # one), nor after the exit hook finished the queue: a call finished now
+                # (a generator closed by the GC) runs here, before the ledger closes.
                 self._run_now(item)
                 return
             self._start()
-        self._items.append(item)
-        # Event.set takes a lock even when the event is already set: wake it once
-        if len(self._items) >= self._batch and not self._wake.is_set():
+        items = self._items
+        if len(items) >= self._batch:
+            if len(items) >= self._limit:
+                self._full(item)
+                return
+            # Event.set takes a lock even when the event is already set: wake it once
+            if not self._wake.is_set():
+                self._wake.set()
+        items.append(item)
+
+    def _full(self, item: tuple[Any, ...]) -> None:
+        """The queue is full: the caller finishes its own call (bounded memory, nothing lost)."""
+        self.n_inline += 1
+        if not self._wake.is_set():
             self._wake.set()
+        now = time.monotonic()
+        if now >= self._next_warning:
+            self._next_warning = now + 60.0
+            _log.warning(
+                "costledger: %d calls wait for the background worker; finishing calls on "
+                "the caller's thread until it catches up (%d so far)",
+                self._limit,
+                self.n_inline,
+            )
+        self._run_now(item)
 
     def _start(self) -> None:
+        if self._pid != os.getpid():  # a fork the at-fork hook did not see (C-level)
+            self.after_fork()
         with self._idle:
-            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-                self._pid = os.getpid()
-                self._thread = None
-                self._items = deque()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="costledger-deferred", daemon=True
                 )
                 self._thread.start()
+            if not self._exiting:
+                self._owner = self._pid
+
+    def after_fork(self) -> None:
+        """In a forked child: locks the parent's threads may have held, an empty queue,
+        no thread (started again on first use)."""
+        self._pid = os.getpid()
+        self._owner = 0
+        self._items = deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._busy = False
+        self._thread = None
+        self._exiting = False
 
     def _run(self) -> None:
         items = self._items
@@ -752,7 +821,11 @@ class _DeferredWorker:
             self._wake.clear()
             self._busy = True
             while items:
-                self._run_now(items.popleft())
+                try:
+                    item = items.popleft()
+                except IndexError:  # the exit hook took the last one
+                    break
+                self._run_now(item)
             self._busy = False
             with self._idle:
                 self._idle.notify_all()
@@ -784,6 +857,35 @@ class _DeferredWorker:
                 self._idle.wait(wait)
         return True
 
+    def finish_queued(self, timeout: float = _EXIT_TIMEOUT) -> None:
+        """At exit: finish every queued call now, on this thread and the worker both (the
+        worker may be stuck in a slow sink), and stop queueing: a call finished afterwards
+        is finished on its caller's thread. What the time does not allow is counted in
+        ``n_dropped`` and logged."""
+        self._exiting = True
+        self._owner = 0
+        if self._pid != os.getpid():
+            return  # a fork the at-fork hook did not see: these are the parent's
+        deadline = time.monotonic() + timeout
+        items = self._items
+        self._wake.set()
+        while items and time.monotonic() < deadline:
+            try:
+                item = items.popleft()
+            except IndexError:  # the worker took the last one
+                break
+            self._run_now(item)
+        if not self.drain(max(0.0, deadline - time.monotonic())):
+            lost = len(items)
+            items.clear()
+            if lost:
+                self.n_dropped += lost
+                _log.error(
+                    "costledger: %d deferred call(s) lost: not finished %.0f s into the exit",
+                    lost,
+                    timeout,
+                )
+
 
 _deferred = _DeferredWorker()
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
@@ -809,7 +911,72 @@ def drain_deferred(timeout: float | None = None) -> bool:
     return _deferred.drain(timeout)
 
 
-atexit.register(drain_deferred, 10.0)
+def _finish_at_exit() -> None:
+    try:
+        _deferred.finish_queued()
+    except Exception as exc:  # at exit: report, never raise
+        _report("tracker.exit", exc)
+
+
+# The exit hook must run before the ledgers' own (``weakref.finalize`` closes a ledger at
+# exit, and a finish landing after that would only reach its spool). atexit runs hooks
+# last-registered first: make sure weakref's is registered, then register ours.
+weakref.finalize(_deferred, int).detach()
+atexit.register(_finish_at_exit)
+
+# Ledgers the trackers wrote to since this process was forked (``None`` in a process not
+# forked): a ``multiprocessing`` child ends with ``os._exit``, skipping atexit and the
+# ledgers' finalizers, so its exit closes them here. Only these: a ledger the child never
+# used still holds the parent's buffer, connections and locks, which are not the child's.
+_child_ledgers: dict[int, LedgerLike] | None = None
+_child_exit_pid = 0
+
+
+def _after_fork_in_child() -> None:
+    """``os.register_at_fork``: a lock another thread held at the fork stays held forever
+    in the child. New locks, an empty queue, and the child's own exit flush."""
+    global _child_ledgers, _sinks_lock, _default_lock
+    try:
+        _deferred.after_fork()
+        _sinks_lock = threading.Lock()
+        _default_lock = threading.Lock()
+        for tracker in list(_trackers):
+            tracker._lock = threading.Lock()
+        _child_ledgers = {}
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # multiprocessing clears its finalizers at the child's start, then runs these
+            mp_util.register_after_fork(_deferred, _register_child_exit)
+    except Exception as exc:
+        _report("tracker.after_fork", exc)
+
+
+def _register_child_exit(_: object) -> None:
+    global _child_exit_pid
+    if _child_exit_pid == os.getpid():
+        return
+    _child_exit_pid = os.getpid()
+    import multiprocessing.util
+
+    # run by multiprocessing.util._exit_function before the child's os._exit
+    multiprocessing.util.Finalize(None, _finish_child, exitpriority=0)
+
+
+def _finish_child() -> None:
+    """A ``multiprocessing`` child ends: finish the queued calls, then close (flush) the
+    ledgers it wrote to."""
+    _finish_at_exit()
+    for ledger in list((_child_ledgers or {}).values()):
+        close = getattr(ledger, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception as exc:
+            _report("ledger.close", exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Process-wide observers of every emitted event (``capture_costs``). A tuple swapped under a
 # lock, so the hot path reads it without locking.

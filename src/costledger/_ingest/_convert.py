@@ -554,7 +554,91 @@ class Converter:
 
     # -- raw provider responses ------------------------------------------------------------
     def response(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:
-        """A provider's response (the whole JSON body, one per line)."""
+        """A provider's response (the whole JSON body, one per line), or one line of a
+        batch's results (OpenAI Batch API output, Anthropic Message Batches results)."""
+        if "custom_id" in record and ("response" in record or "result" in record):
+            return self.batch_result(record, line, line_no)
+        return self._response_row(record, line, line_no)
+
+    def batch_result(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:
+        """One line of a batch's results: the response it holds, priced at the batch
+        price (``processing="batch"``), or a failed request (no usage, no charge).
+
+        OpenAI: ``{"id", "custom_id", "response": {"status_code", "body"}, "error"}``;
+        Anthropic: ``{"custom_id", "result": {"type": "succeeded", "message"}}`` (or
+        ``errored`` / ``canceled`` / ``expired``)."""
+        if "result" in record:  # Anthropic
+            result = record["result"]
+            if not isinstance(result, dict):
+                raise UsageError(
+                    f"batch result field 'result' must be an object, got {type(result).__name__}",
+                    field="result",
+                    value=result,
+                )
+            kind = result.get("type")
+            message = result.get("message")
+            if kind == "succeeded" and isinstance(message, dict):
+                return self._response_row(message, line, line_no, batch=True)
+            error = result.get("error")
+            inner = error.get("error") if isinstance(error, dict) else None
+            detail = inner.get("type") if isinstance(inner, dict) else None
+            return self._failed_batch_row(
+                None,
+                line,
+                line_no,
+                detail or (kind if isinstance(kind, str) else None),
+                "anthropic",
+            )
+        response = record["response"]  # OpenAI
+        body = response.get("body") if isinstance(response, dict) else None
+        status_code = response.get("status_code") if isinstance(response, dict) else None
+        if isinstance(body, dict) and status_code == 200 and "usage" in body:
+            return self._response_row(body, line, line_no, batch=True)
+        error = record.get("error")
+        if not isinstance(error, dict) and isinstance(body, dict):
+            error = body.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        if not isinstance(code, str) or not code:
+            code = f"http_{status_code}" if isinstance(status_code, int) else "batch_error"
+        batch_id = record.get("id")
+        return self._failed_batch_row(
+            batch_id if isinstance(batch_id, str) and batch_id else None, line, line_no, code, None
+        )
+
+    def _failed_batch_row(
+        self,
+        batch_id: str | None,
+        line: bytes,
+        line_no: int,
+        error_type: str | None,
+        provider: str | None,
+    ) -> Row:
+        """A batch request that failed, expired or was cancelled: recorded as an error with
+        no usage and nothing to price (a batch bills only what succeeded)."""
+        return self.row(
+            event_id=response_event_id(batch_id, line, line_no),
+            at=self.now,
+            source="ingest",
+            provider=provider,
+            model=None,
+            response_model=None,
+            status="error",
+            error_type=error_type or "batch_error",
+            latency_ms=None,
+            request_id=batch_id,
+            attribution=None,
+            metadata={},
+            streamed=False,
+            cache_hit=False,
+            usage=_NO_USAGE,
+            cost=Cost(status="not_priced", provider=provider),
+            reported_cost=None,
+            price_context=_BATCH,
+        )
+
+    def _response_row(
+        self, record: dict[str, Any], line: bytes, line_no: int, *, batch: bool = False
+    ) -> Row:
         if "usage" not in record and "usageMetadata" not in record and "response" not in record:
             keys = ", ".join(repr(k) for k in list(record)[:8])
             raise UsageError(
@@ -588,8 +672,11 @@ class Converter:
                 break
         provider = _SHAPE_PROVIDER.get(info.provider or "")
         model = info.model
+        context = info.price_context
+        if batch:
+            context = {**(context or {}), **_BATCH}
         cost = self.pricer.price(
-            model or "", info.usage, provider=provider, at=at, price_context=info.price_context
+            model or "", info.usage, provider=provider, at=at, price_context=context
         )
         return self.row(
             event_id=response_event_id(info.response_id, line, line_no),
@@ -609,7 +696,7 @@ class Converter:
             usage=info.usage,
             cost=cost,
             reported_cost=None,
-            price_context=info.price_context,
+            price_context=context,
         )
 
     # -- the row of a priced call ------------------------------------------------------------
@@ -757,6 +844,7 @@ class Converter:
 
 
 _NO_USAGE: Final = Usage()
+_BATCH: Final = {"processing": "batch"}
 _SIX_AMOUNTS: Final = " ".join(["{:f}"] * 6)
 _SIX_STORABLE: Final = re.compile(" ".join([r"-?\d{1,20}(?:\.\d{1,18})?"] * 6)).fullmatch
 _adjusted: Final = Decimal.adjusted

@@ -147,6 +147,10 @@ class _Core:
         self.closing = False
         self.closed = False
         self.in_flight = False
+        # the batch being written (writer thread, or a sync caller): ``close`` spools it
+        # when the writer is stuck in the database; whoever takes it settles it
+        self.flight_lock = threading.Lock()
+        self.flight: list[_Item] | None = None
         # health of the database, as seen by the last write
         self.healthy = True
         self.backoff = 0.0
@@ -237,8 +241,10 @@ class _Core:
             return
         try:
             line = spool_line(row)
-            if self.closed:  # no writer will rotate it: a closed file, replayable at once
-                self.spool.write_segment([line])
+            if self.closed:  # no writer will rotate a segment: the tail, replayable at once
+                written, error = self.spool.append_lines([line])
+                if not written:
+                    raise error or OSError("the spool took nothing")
             else:
                 with self.spool.lock:
                     self.spool.append(line, queued=False)
@@ -266,6 +272,8 @@ class _Core:
         self.write_lock = threading.RLock()
         self.cond = threading.Condition()
         self.wake = threading.Event()
+        self.flight_lock = threading.Lock()
+        self.flight = None
         self.spool.after_fork()
         self.store.engine.dispose(close=False)
 
@@ -329,9 +337,11 @@ class _Core:
         while buffer:
             self.in_flight = True
             n = min(len(buffer), _MAX_TRANSACTION)
-            batch = [buffer.popleft() for _ in range(n)]
+            with self.flight_lock:  # taken and marked at once: ``close`` sees it either way
+                batch = [buffer.popleft() for _ in range(min(n, len(buffer)))]
+                self.flight = batch
             try:
-                ok = self._write(batch, force_try=force) and ok
+                ok = self._write(batch, force_try=force, flying=True) and ok
             finally:
                 self.in_flight = False
         return ok
@@ -395,19 +405,38 @@ class _Core:
         )
 
     # -- one batch ------------------------------------------------------------------------------
-    def _write(self, batch: list[_Item], *, force_try: bool) -> bool:
+    def _write(self, batch: list[_Item], *, force_try: bool, flying: bool = False) -> bool:
+        """Insert ``batch``, else spool it. ``flying``: the caller already made it
+        ``self.flight`` (the writer, as it took it from the buffer)."""
+        if not flying:
+            with self.flight_lock:
+                self.flight = batch
         if not self.healthy and not force_try and time.monotonic() < self.next_retry:
-            self._spool_batch(batch)
+            self._land(batch, failed=True)
             return False
         try:
             self._insert_isolating([item[0] for item in batch])
         except Exception as exc:
             self._failed(exc)
-            self._spool_batch(batch)
+            self._land(batch, failed=True)
             return False
         self._succeeded()
-        self._settle(batch, failed=False)
+        self._land(batch, failed=False)
         return True
+
+    def _land(self, batch: list[_Item], *, failed: bool) -> None:
+        """The write of ``batch`` is over: spool it (``failed``) or settle it, unless
+        ``close`` gave up waiting and spooled it meanwhile (a committed copy then replays
+        as a duplicate). Under ``flight_lock``, so that ``close`` never returns, and the
+        process never exits, while the writer is still putting a batch in the spool."""
+        with self.flight_lock:
+            if self.flight is not batch:
+                return
+            self.flight = None
+            if failed:
+                self._spool_batch(batch)
+            else:
+                self._settle(batch, failed=False)
 
     def _insert_isolating(self, rows: Sequence[Row]) -> int:
         """Insert; when some rows are bad, split the batch until they are isolated and
@@ -465,12 +494,22 @@ class _Core:
                 self.n_dropped += 1
                 _report(logging.ERROR, "drop", "costledger: event %s lost: %r", row[0], exc)
         if lines:
+            # appended to the tail file, cut back to whole lines when the disk fills: the
+            # lines counted as spooled are exactly those a replay will find
             try:
-                self.spool.write_segment(lines)
-                self.n_spooled += len(lines)
-            except OSError as exc:
-                self.n_dropped += len(lines)
-                _report(logging.ERROR, "drop", "costledger: %d event(s) lost: %r", len(lines), exc)
+                written, error = self.spool.append_lines(lines)
+            except Exception as exc:  # not seen: append_lines reports OSErrors
+                written, error = 0, exc  # type: ignore[assignment]
+            self.n_spooled += written
+            if written < len(lines):
+                self.n_dropped += len(lines) - written
+                _report(
+                    logging.ERROR,
+                    "drop",
+                    "costledger: %d event(s) lost: the spool cannot take them: %r",
+                    len(lines) - written,
+                    error,
+                )
         self.pending_hint = True
         self._settle(batch, failed=True)
 
@@ -521,33 +560,60 @@ class _Core:
 
     # -- shutdown ---------------------------------------------------------------------------------
     def close(self, timeout: float | None = None) -> None:
+        """Flush and stop the writer, in ``timeout`` (default ``exit_timeout``) in all.
+
+        When the writer is still stuck in the database at the deadline (a lock, a hung
+        server), the events it has not committed, the batch it holds included, go to
+        the spool: nothing is lost, and a batch that commits after all replays later as
+        a duplicate, which the idempotent insert ignores."""
         if self.closed:
             return
         timeout = self.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, timeout)
         thread = self.thread
         if thread is not None and thread.is_alive() and self.pid == os.getpid():
             self.flush(timeout)
             with self.cond:
                 self.closing = True
             self.wake.set()
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.closing = True
         self.closed = True
         if thread is not None and thread.is_alive():
-            # the writer is stuck in the database: what it has not taken goes to the spool
-            rest = [self.buffer.popleft() for _ in range(len(self.buffer))]
-            if rest:
-                self._spool_batch(rest)
+            self._abandon()  # the writer is stuck in the database
             return
-        with self.write_lock:
+        if not self.write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._abandon()  # a sync caller is stuck in the database
+            return
+        try:
             if self.buffer:
                 self._drain(force=True)
             if self.sync or thread is None:
                 self._maybe_replay(force=True)
             self.spool.rotate()
+        finally:
+            self.write_lock.release()
         self.store.dispose()
         if self.temp_spool:
             self.spool.remove_if_empty()
+
+    def _abandon(self) -> None:
+        """Spool what the stuck writer holds and what waits behind it, and leave it."""
+        with self.flight_lock:  # the writer cannot take a batch from the buffer meanwhile
+            rest, self.flight = self.flight or [], None
+            buffer = self.buffer
+            rest = [*rest, *(buffer.popleft() for _ in range(len(buffer)))]
+        if rest:
+            self._spool_batch(rest)
+            _report(
+                logging.WARNING,
+                "abandon",
+                "costledger: %s did not answer in time; %d event(s) spooled in %s",
+                self.url_text,
+                len(rest),
+                self.spool.directory,
+            )
+        self.spool.rotate()
 
     def stats(self) -> LedgerStats:
         return LedgerStats(
@@ -574,8 +640,9 @@ def _drain_deferred(timeout: float | None) -> None:
 
 def _close_core(core: _Core) -> None:
     try:
+        deadline = time.monotonic() + core.exit_timeout  # one timeout for both steps
         _drain_deferred(core.exit_timeout)
-        core.close()
+        core.close(max(0.0, deadline - time.monotonic()))
     except Exception as exc:  # at exit or in GC: report, never raise
         _report(logging.ERROR, "close", "costledger: closing the ledger failed: %r", exc)
 
@@ -695,8 +762,10 @@ class Ledger:
         """Flush (up to ``timeout``, default ``exit_timeout``), stop the writer, release the
         database. Events recorded afterwards go to the spool. Runs at interpreter exit."""
         self._finalizer.detach()
-        _drain_deferred(self._core.exit_timeout if timeout is None else timeout)
-        self._core.close(timeout)
+        timeout = self._core.exit_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout  # one timeout for both steps
+        _drain_deferred(timeout)
+        self._core.close(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Ledger:
         return self

@@ -20,9 +20,11 @@ from ._money import decimal_sum_aggregate
 
 __all__ = [
     "DEFAULT_URL",
+    "FILE_ID",
     "URL_ENV",
     "default_spool_dir",
     "display_url",
+    "file_id",
     "is_memory_sqlite",
     "make_engine",
     "resolve_url",
@@ -171,4 +173,22 @@ def make_engine(url: URL) -> Engine:
                     path.parent.mkdir(parents=True, exist_ok=True)
 
             event.listen(engine, "do_connect", _make_parent)
+
+            def _note_file(_: Any, record: ConnectionPoolEntry) -> None:
+                record.info[FILE_ID] = file_id(path)
+
+            event.listen(engine, "connect", _note_file)
     return engine
+
+
+FILE_ID = "costledger_file_id"
+"""Pool entry info key: ``file_id`` of a SQLite connection's file, as it connected."""
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the file at ``path``; ``None`` when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)

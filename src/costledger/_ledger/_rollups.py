@@ -36,8 +36,10 @@ decimal places) is kept as three BIGINT columns, its whole currency units
 (the last nine), each in ``[0, 10**9)`` for one event. SQL sums each column exactly
 (SQLite's integer ``sum`` raises on overflow rather than go through a float; PostgreSQL
 sums BIGINT into NUMERIC) and ``x = cost_units + cost_nano * 1e-9 + cost_atto * 1e-18``.
-``cost_places`` is the most decimal places of any amount summed, as SQLite stores them,
-so a sum reads as the events table's own sum does (``1.0``, not ``1.000000000000000000``).
+``cost_places`` is the most decimal places of any amount summed, as the events table
+stores them, so a sum reads as the events table's own sum does: on SQLite the places each
+amount was written with (``1.0``, not ``1.000000000000000000``); on PostgreSQL always 18,
+the scale of its ``NUMERIC(38, 18)`` (``0.028700000000000000``), on write as on rebuild.
 Limits, per rollup row: 9.2e18 currency units, and 9.2e9 priced events. A write that would
 take a sum past 64 bits is refused (``ValueError``: the event is rejected, never rounded;
 SQLite would make the sum a float, so its upsert turns that into a NOT NULL violation),
@@ -80,7 +82,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .._usage import MAX_TOKENS, check_count
-from ._money import utc_datetime
+from ._money import MONEY_SCALE, utc_datetime
 from ._query import FILTERS, SUMMARY_KEYS, SummaryRow, _as_date, _values, summarize_events
 from ._rows import COLUMNS
 
@@ -447,10 +449,13 @@ def _too_many_tokens(n_in: int, n_out: int) -> None:
 class RollupDelta:
     """What a set of events (or cost changes) adds, per day, dimensions and tag set."""
 
-    __slots__ = ("groups",)
+    __slots__ = ("groups", "min_places")
 
-    def __init__(self) -> None:
+    def __init__(self, min_places: int = 0) -> None:
+        """``min_places``: the fewest places an amount counts with (18 on PostgreSQL,
+        whose ``NUMERIC(38, 18)`` gives every stored amount 18: see ``places_of``)."""
         self.groups: dict[GroupKey, Acc] = {}
+        self.min_places = min_places
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -479,6 +484,8 @@ class RollupDelta:
             acc[9] += sign * whole
             acc[10] += sign * nano
             acc[11] += sign * atto
+            if places < self.min_places:
+                places = self.min_places
             if places > acc[12]:
                 acc[12] = places
             if sign > 0:
@@ -496,6 +503,7 @@ class RollupDelta:
         tag_sets = _TAG_SETS
         empty = _EMPTY
         max_tokens = MAX_TOKENS
+        min_places = self.min_places
         for r in rows:
             stamp = r[_R_TIMESTAMP][:10]  # the stored text is UTC: its day is its first ten
             day = days.get(stamp) or _day(stamp)
@@ -545,6 +553,8 @@ class RollupDelta:
             acc[9] += whole
             acc[10] += nano
             acc[11] += atto
+            if places < min_places:
+                places = min_places
             if places > acc[12]:
                 acc[12] = places
             if approx > acc[13]:
@@ -795,10 +805,17 @@ def _overflow_message(cube: Cube, groups: Mapping[tuple[Any, ...], Acc]) -> str:
     )
 
 
+def places_of(conn: Connection) -> int:
+    """The places every stored amount has in this database, at least: PostgreSQL's
+    ``NUMERIC(38, 18)`` gives each 18 (its sums, and a rebuild, read them so); SQLite
+    keeps each amount's text as written (0: count the places of each)."""
+    return MONEY_SCALE if conn.dialect.name == "postgresql" else 0
+
+
 def apply_inserted(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
     """Add newly inserted rows (SQLite form, ``sqlite_params``) to the rollups, in their
     insert transaction."""
-    delta = RollupDelta()
+    delta = RollupDelta(places_of(conn))
     delta.add_rows(rows)
     write_delta(conn, delta)
 
@@ -809,7 +826,7 @@ def apply_cost_changes(conn: Connection, changes: Sequence[CostChange]) -> None:
     ``max_cost`` only rises here (to a raised amount): a lowered amount leaves it where it
     was, which keeps it an upper bound, all that ``top`` needs; finding the new maximum
     would mean reading the group's other calls. A rebuild makes it exact again."""
-    delta = RollupDelta()
+    delta = RollupDelta(places_of(conn))
     for change in changes:
         delta.add_stored(change.before, sign=-1)
         delta.add_stored(change.after, sign=1)
@@ -873,7 +890,7 @@ def rebuild_on(conn: Connection, *, bounds: bool = True) -> int:
     # (execution_options on the Connection itself would outlive this statement)
     options = {"yield_per": 20_000} if dialect == "postgresql" else {}
     result = conn.exec_driver_sql(sql, execution_options=options)
-    delta = RollupDelta()
+    delta = RollupDelta(places_of(conn))
     n = 0
     for row in result:
         ts = row[0]

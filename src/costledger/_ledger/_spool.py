@@ -7,6 +7,15 @@ per line (``encode_spool_line``). A segment being written is held with an exclus
 inserts the events idempotently and deletes the file. Lines that cannot be read are
 counted; a torn last line (a crash mid-append) is skipped, other unreadable lines
 are copied to ``rejected-*.jsonl`` for a human, never replayed.
+
+Events spooled without a buffer behind them (a failed batch, a sync ledger's failed
+write, an event recorded after ``close``) are appended, a batch at a time, to this
+process's *tail* file, which is locked only while one append lasts (so it is
+replayable between appends) and replaced by a new one past ``TAIL_MAX_BYTES``: an
+outage fills a few files, not one per event. An append that fails part-way (disk
+full, file size limit) is cut back to its last whole line, and only the lines that
+did not make it are reported lost: what the counters call spooled is exactly what a
+replay finds.
 """
 
 from __future__ import annotations
@@ -41,6 +50,8 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; deleting a
 __all__ = ["ReplayOutcome", "Segment", "Spool"]
 
 _PATTERN = "[0-9]*.jsonl"
+TAIL_MAX_BYTES = 4 << 20
+"""A tail file past this size is left to replay and a new one started."""
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -48,6 +59,27 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class PartialWrite(OSError):
+    """An append that failed after ``written`` bytes reached the file."""
+
+    def __init__(self, cause: OSError, written: int) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.cause = cause
+        self.written = written
+
+
+def _write_counted(fd: int, data: bytes) -> None:
+    """``_write_all``, raising ``PartialWrite`` with the bytes written on failure."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        try:
+            written = os.write(fd, view[done:])
+        except OSError as exc:
+            raise PartialWrite(exc, done) from exc
+        done += written
 
 
 @dataclass(eq=False)
@@ -58,6 +90,7 @@ class Segment:
 
     path: Path
     fd: int
+    size: int = 0  # bytes of whole lines written (only this process appends to it)
     queued: int = 0
     spilled: int = 0
     handled: int = 0
@@ -97,6 +130,8 @@ class Spool:
         self._open: set[Path] = set()
         self._open_lock = threading.Lock()
         self._seq = 0
+        self._tail_lock = threading.Lock()
+        self._tail: Path | None = None
 
     # -- writing ---------------------------------------------------------------------------
     def _new_path(self, prefix: str = "") -> Path:
@@ -117,19 +152,50 @@ class Spool:
         """Append one line to the current segment; call with ``self.lock`` held.
 
         ``os.write`` hands the line to the OS before returning, so it survives the
-        process being killed; with ``fsync=True`` it also survives a power cut.
+        process being killed; with ``fsync=True`` it also survives a power cut. A write
+        that fails part-way is cut back to the segment's last whole line (a torn line in
+        the middle of a file would take the next line with it); when the segment already
+        holds lines it is closed and the line tried once more in a fresh one (a per-file
+        size limit), else the ``OSError`` is raised: the line is not in the spool.
         """
         seg = self.current
         if seg is None:
             seg = self.current = self._open_segment()
-        _write_all(seg.fd, line)
-        if self.fsync:
-            os.fsync(seg.fd)
+        try:
+            self._append_to(seg, line)
+        except OSError:
+            if not seg.size:
+                raise
+            self._retire_current()
+            seg = self.current = self._open_segment()
+            self._append_to(seg, line)
         if queued:
             seg.queued += 1
         else:
             seg.spilled += 1
         return seg
+
+    def _append_to(self, seg: Segment, line: bytes) -> None:
+        try:
+            _write_counted(seg.fd, line)
+            if self.fsync:
+                os.fsync(seg.fd)
+        except PartialWrite as exc:
+            if exc.written:
+                try:
+                    os.ftruncate(seg.fd, seg.size)
+                except OSError:
+                    seg.size += exc.written  # a torn tail: no line may follow it
+                    self._retire_current()
+            raise exc.cause from None
+        seg.size += len(line)
+
+    def _retire_current(self) -> None:
+        """Stop appending to the current segment (with ``self.lock`` held)."""
+        seg, self.current = self.current, None
+        if seg is not None:
+            seg.closed = True
+            self.release_if_done(seg)
 
     def rotate(self) -> Segment | None:
         """Stop appending to the current segment (writer thread, before taking a batch)."""
@@ -172,11 +238,73 @@ class Spool:
             os.close(fd)
         return path
 
+    def append_lines(self, lines: Sequence[bytes]) -> tuple[int, OSError | None]:
+        """Append whole lines to this process's tail file: how many were written, and
+        why the others were not.
+
+        Lines that could not be written (the disk is full) are not in the file: a failed
+        write is cut back to its last whole line. A file that fails part-way (a size
+        limit) is left to replay and the rest tried in a new one; a new, empty file that
+        cannot take a single line means the disk is full, and the rest are not written.
+        """
+        done = 0
+        error: OSError | None = None
+        with self._tail_lock:
+            busy = 0
+            while done < len(lines) and busy < 8:
+                path = self._tail
+                if path is None:
+                    path = self._tail = self._new_path()
+                try:
+                    try:
+                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                    except FileNotFoundError:  # the directory was removed: make it again
+                        self.directory.mkdir(parents=True, exist_ok=True)
+                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                except OSError as exc:
+                    self._tail = None
+                    error = exc
+                    break
+                try:
+                    if not _try_lock(fd) or os.fstat(fd).st_nlink == 0:
+                        self._tail = None  # being replayed, or replayed and removed
+                        busy += 1
+                        continue
+                    start = os.fstat(fd).st_size
+                    data = b"".join(lines[done:])
+                    try:
+                        _write_counted(fd, data)
+                        if self.fsync:
+                            os.fsync(fd)
+                    except PartialWrite as exc:
+                        error = exc.cause
+                        whole = data.rfind(b"\n", 0, exc.written) + 1  # 0: not one line
+                        done += data.count(b"\n", 0, whole)
+                        with contextlib.suppress(OSError):  # else the torn line stays
+                            os.ftruncate(fd, start + whole)  # last: no one appends to it
+                        self._tail = None
+                        if start + whole == 0:  # a new file took nothing: the disk is full
+                            with contextlib.suppress(OSError):
+                                path.unlink()
+                            break
+                        continue
+                    except OSError as exc:  # fsync: the lines are in the file all the same
+                        error = exc
+                        self._tail = None
+                    done = len(lines)
+                    if start + len(data) >= TAIL_MAX_BYTES:
+                        self._tail = None
+                finally:
+                    os.close(fd)  # releases the lock: replayable from here on
+        return done, error
+
     def after_fork(self) -> None:
         """In a forked child: the parent keeps its segment (and its lock); start afresh."""
         self.current = None
         self.lock = threading.Lock()
         self._open_lock = threading.Lock()
+        self._tail_lock = threading.Lock()
+        self._tail = None  # the parent's, by name
 
     def remove_if_empty(self) -> None:
         with contextlib.suppress(OSError):

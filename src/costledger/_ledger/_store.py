@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from sqlalchemy.engine import URL
 
 from .._cost import Cost
 from .._events import UsageEvent
-from ._engine import BEGIN_OPTION, is_memory_sqlite, make_engine
+from ._engine import BEGIN_OPTION, FILE_ID, file_id, is_memory_sqlite, make_engine, sqlite_path
 from ._migrate import ensure_schema
 from ._money import (
     _QUANTUM,
@@ -52,6 +53,7 @@ from ._tables import EVENTS_TABLE, events_table
 __all__ = [
     "CostChange",
     "CostHook",
+    "FileReplaced",
     "InsertHook",
     "Store",
     "cost_columns",
@@ -108,6 +110,13 @@ def _pg_value(position: int, name: str) -> str:
     if name in _JSON_COLUMNS:
         return f"(r.e->{position})"
     return f"(r.e->>{position})::{_PG_TYPES[name]}"
+
+
+_log = logging.getLogger("costledger.ledger")
+
+
+class FileReplaced(OSError):
+    """A SQLite write went to a file no longer at the ledger's path: as good as lost."""
 
 
 _CHUNK_PARAMS = 30_000  # under SQLite's 32766 host parameters, and PostgreSQL's 65535
@@ -274,6 +283,7 @@ class Store:
         self._lock: threading.RLock | None = threading.RLock() if self.single_connection else None
         self._schema_lock = threading.Lock()
         self._schema_ready = False
+        self.path = sqlite_path(url)  # a SQLite file: checked at every write transaction
         from ._rollups import apply_cost_changes
 
         # the daily rollups are kept in every write transaction, from the rows (see
@@ -295,12 +305,47 @@ class Store:
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[Connection]:
-        """A transaction that holds the write lock from its start (SQLite ``BEGIN IMMEDIATE``)."""
+        """A transaction that holds the write lock from its start (SQLite ``BEGIN IMMEDIATE``).
+
+        A SQLite file that was removed or replaced since the connection opened it (its
+        directory deleted, say) is not written: the connections let go of it, and the
+        database is made again at its path (one ``stat`` before and one after each
+        transaction). One removed while the transaction ran raises ``FileReplaced``
+        after the commit, so the caller spools what it wrote into the lost file."""
         self.ensure_schema()
-        with self.serialized(), self.engine.connect() as conn:
-            conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
-            with conn.begin():
-                yield conn
+        with self.serialized():
+            conn = self._write_connection()
+            try:
+                conn = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+                with conn.begin():
+                    yield conn
+                if self.path is not None and file_id(self.path) != conn.info.get(FILE_ID):
+                    self._file_replaced(conn)
+                    raise FileReplaced(f"the SQLite file {self.path} was removed during a write")
+            finally:
+                conn.close()
+
+    def _write_connection(self) -> Connection:
+        conn = self.engine.connect()
+        if self.path is None or file_id(self.path) == conn.info.get(FILE_ID):
+            return conn
+        self._file_replaced(conn)
+        conn.close()
+        self.ensure_schema()  # the directory, the file and the schema, made again
+        return self.engine.connect()
+
+    def _file_replaced(self, conn: Connection) -> None:
+        """The file the pooled connections write to is no longer at ``self.path``."""
+        _log.warning(
+            "costledger: the SQLite file %s was removed or replaced while the ledger had it "
+            "open; creating the ledger again at that path (events written since are spooled "
+            "and replayed there)",
+            self.path,
+        )
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+        self.engine.dispose()  # every pooled connection holds the old file
+        self._schema_ready = False
 
     @contextlib.contextmanager
     def read_connection(self) -> Iterator[Connection]:

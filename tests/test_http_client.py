@@ -28,7 +28,7 @@ from costledger.http import (
     retry_if_transient,
     wait_retry_after,
 )
-from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+from costledger.testing import CapturedCosts, InMemoryLedger
 
 from ._fake_provider import FakeProvider, Reply, chat_completion, chat_stream, openai_error
 
@@ -48,12 +48,6 @@ def provider() -> Iterator[FakeProvider]:
 @pytest.fixture(autouse=True)
 def _fresh_provider(provider: FakeProvider) -> None:
     provider.reset()
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 def make(fake: FakeProvider, **kw: Any) -> Client:

@@ -26,7 +26,7 @@ from costledger.http import (
     araise_guard_refusals,
     raise_guard_refusals,
 )
-from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+from costledger.testing import CapturedCosts, InMemoryLedger
 
 from ._fake_provider import (
     FakeProvider,
@@ -74,12 +74,6 @@ def provider() -> Iterator[FakeProvider]:
 @pytest.fixture(autouse=True)
 def _fresh_provider(provider: FakeProvider) -> None:
     provider.reset()
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 def only(costs: CapturedCosts) -> UsageEvent:

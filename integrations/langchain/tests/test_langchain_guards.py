@@ -7,7 +7,6 @@ or rate limit is to the Tracker); the Tracker, handler and LangChain are real.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -17,7 +16,7 @@ from langchain_fakes import UsageChatModel, expected_cost
 
 from costledger import BudgetExceeded, RateLimited, Tracker, UsageEvent
 from costledger._tracker import Call, drain_deferred
-from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+from costledger.testing import CapturedCosts, InMemoryLedger
 from costledger_langchain import CostLedgerCallbackHandler, _handler
 
 ONE_CALL = expected_cost(1000, 200)
@@ -77,12 +76,6 @@ class RecordingGuard:
         with self.lock:
             self.open.discard(token)
             self._released += 1
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 def _tracked(guard: RecordingGuard) -> CostLedgerCallbackHandler:

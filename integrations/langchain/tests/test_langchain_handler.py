@@ -26,16 +26,10 @@ from langchain_fakes import SNAPSHOT, UsageChatModel, expected_cost, usage_metad
 
 import costledger
 from costledger import Tracker, Usage
-from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+from costledger.testing import CapturedCosts, InMemoryLedger
 from costledger_langchain import CostLedgerCallbackHandler, CostTotals
 
 ONE_CALL = expected_cost(1000, 200)  # 1000 * 0.15e-6 + 200 * 0.60e-6
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 def stored_rows() -> list[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -13,16 +12,10 @@ from langchain_core.tracers import context as lc_context
 from langchain_fakes import SNAPSHOT, UsageChatModel, expected_cost
 
 from costledger import Tracker
-from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+from costledger.testing import CapturedCosts, InMemoryLedger
 from costledger_langchain import CostLedgerCallbackHandler, CostTotals, tracking
 
 ONE_CALL = expected_cost(1000, 200)
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 def test_tracking_covers_every_run_with_exact_totals(costs: CapturedCosts) -> None:

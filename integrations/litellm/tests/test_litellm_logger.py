@@ -23,18 +23,12 @@ from litellm_support import (
 )
 
 from costledger import Tracker, Usage, attribute
-from costledger.testing import CapturedCosts, InMemoryLedger, capture_costs
+from costledger.testing import CapturedCosts, InMemoryLedger
 from costledger_litellm import CostLedgerLogger
 
 __all__ = ["litellm_isolated", "offline"]
 
 pytestmark = pytest.mark.usefixtures("litellm_isolated", "offline")
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 @pytest.fixture

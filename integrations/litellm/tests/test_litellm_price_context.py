@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import litellm
@@ -12,18 +11,12 @@ from litellm import ModelResponse
 from litellm_support import MESSAGES, Sentinel, litellm_isolated, offline
 
 from costledger import Usage
-from costledger.testing import CapturedCosts, capture_costs
+from costledger.testing import CapturedCosts
 from costledger_litellm import CostLedgerLogger
 
 __all__ = ["litellm_isolated", "offline"]
 
 pytestmark = pytest.mark.usefixtures("litellm_isolated", "offline")
-
-
-@pytest.fixture
-def costs() -> Iterator[CapturedCosts]:
-    with capture_costs() as captured:
-        yield captured
 
 
 def _served_at(tier: str) -> ModelResponse:

@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from costledger import Ledger, ingest
 
 UTC = timezone.utc
@@ -140,3 +142,36 @@ def test_a_batch_line_with_a_result_that_is_not_an_object_is_rejected_naming_it(
     (reject,) = first.first_rejects
     assert "batch result field 'result' must be an object, got str" in reject.reason
     assert (reject.line, reject.field) == (1, "result")
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        (
+            {"id": "batch_req_9", "custom_id": "r", "response": {"status_code": 200, "body": None}},
+            "batch result field 'response.body' must be the response object",
+        ),
+        (
+            {
+                "id": "batch_req_9",
+                "custom_id": "r",
+                "response": {"status_code": 200, "body": {"id": "chatcmpl-9"}},
+            },
+            "a provider response with usage (keys: 'id')",
+        ),
+        (
+            {"custom_id": "a", "result": {"type": "succeeded"}},
+            "'result.message' must be the message",
+        ),
+    ],
+)
+def test_a_succeeded_batch_line_without_its_response_is_rejected_not_an_error_row(
+    tmp_path: Path, line: dict[str, Any], words: str
+) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    result = ingest(path, ledger=f"sqlite:///{tmp_path / 'l.db'}", resume=False, now=NOW)
+    assert (result.accepted, result.rejected) == (0, 1)
+    (first,) = result.inputs
+    (reject,) = first.first_rejects
+    assert words in reject.reason

@@ -217,3 +217,32 @@ def _utc(value: object) -> datetime:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc)
     return datetime.fromisoformat(str(value)).astimezone(timezone.utc)
+
+
+def test_ledgers_created_in_several_threads_at_once_all_migrate(tmp_path: Path) -> None:
+    """Alembic's migration context is process-wide: concurrent migrations of different
+    databases in one process removed each other's proxies (KeyError: 'config'), misused
+    SQLite connections and could crash the interpreter. Run in a child process, since the
+    failure may be a crash."""
+    script = tmp_path / "race.py"
+    script.write_text(
+        "import threading\n"
+        "from costledger import Ledger\n"
+        "errors = []\n"
+        "def one():\n"
+        "    try:\n"
+        "        with Ledger('sqlite://', sync=True) as ledger:\n"
+        "            assert ledger.summary() == []\n"
+        "    except BaseException as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "for _ in range(15):\n"
+        "    threads = [threading.Thread(target=one) for _ in range(6)]\n"
+        "    [t.start() for t in threads]\n"
+        "    [t.join() for t in threads]\n"
+        "print('errors', len(errors), errors[:3])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "errors 0 []"

@@ -36,7 +36,7 @@ USAGE = Usage(input_tokens=10_000, output_tokens=2_000)
         ("gpt-5", {"service_tier": "priority"}, "0.065", " [service_tier=priority]"),
         ("gpt-5", {"service_tier": "flex"}, "0.01625", " [service_tier=flex]"),
         ("gpt-5", {"processing": "batch"}, "0.01625", " [processing=batch]"),
-        ("gpt-5", {"service_tier": "default"}, "0.0325", " [service_tier=default]"),
+        ("gpt-5", {"service_tier": "default"}, "0.0325", ""),  # a variant with no prices
         ("gpt-5", {"service_tier": "scale"}, "0.0325", ""),  # no such variant: standard
         # claude-opus-4-8: $5 / $25; fast mode x2; batch half
         ("claude-opus-4-8", None, "0.1", ""),
@@ -272,3 +272,69 @@ def test_whatif_prices_each_call_at_the_variant_it_was_served_at(tmp_path: Path)
         Decimal("0.0975"),
         Decimal("0"),
     )
+
+
+def test_a_model_found_under_another_provider_takes_the_standard_price() -> None:
+    # As genai-prices' own calc_price: an Azure deployment priced as OpenAI's gpt-5.2 does
+    # not take OpenAI's tier prices (they are OpenAI's products, not Azure's)
+    azure = Pricer().price(
+        "gpt-5.2", USAGE, provider="azure", at=AT, price_context={"service_tier": "priority"}
+    )
+    openai = Pricer().price(
+        "gpt-5.2", USAGE, provider="openai", at=AT, price_context={"service_tier": "priority"}
+    )
+    assert azure.total == Decimal("0.0455")
+    assert openai.total == Decimal("0.091")
+    assert azure.source is not None
+    assert "[" not in azure.source
+
+
+def test_the_source_names_only_what_selected_the_price() -> None:
+    context = {"service_tier": "flex", "note": "sk-live-0123456789abcdef0123"}
+    cost = Pricer().price("gpt-5", USAGE, at=AT, price_context=context)
+    assert cost.source is not None
+    assert cost.source.endswith(" [service_tier=flex]")
+
+
+def test_a_secret_in_a_price_context_never_reaches_the_row(tmp_path: Path) -> None:
+    secret = "sk-live-0123456789abcdef0123"
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(db, sync=True) as ledger:
+        tracker = Tracker(ledger=ledger, log="off")
+        event = tracker.record(
+            "gpt-5", USAGE, price_context={"service_tier": "flex", "note": secret}, started_at=AT
+        )
+        assert event is not None
+        assert event.cost.total == Decimal("0.01625")
+        (stored,) = ledger.events()
+    assert stored.price_context["service_tier"] == "flex"
+    assert secret not in str(dict(stored.price_context))
+    assert secret not in (stored.pricing_source or "")
+
+
+def test_an_event_with_a_context_that_is_not_text_is_refused_naming_it() -> None:
+    with pytest.raises(
+        TypeError, match="price_context must map text to text, got 'service_tier': 1"
+    ):
+        UsageEvent(
+            model="gpt-5",
+            usage=USAGE,
+            cost=Pricer().price("gpt-5", USAGE),
+            price_context={"service_tier": 1},
+        )  # type: ignore[dict-item]
+
+
+def test_a_stored_context_that_is_not_text_still_reads(tmp_path: Path) -> None:
+    import sqlite3
+
+    db_path = tmp_path / "ledger.db"
+    db = f"sqlite:///{db_path}"
+    with Ledger(db, sync=True) as ledger:
+        Tracker(ledger=ledger, log="off").record("gpt-5", USAGE, started_at=AT)
+    with sqlite3.connect(db_path) as con:  # a row changed by hand
+        con.execute("""UPDATE costledger_events SET price_context = '{"service_tier": 1}'""")
+    with Ledger(db, sync=True) as ledger:
+        (stored,) = ledger.events()
+        event = stored.to_event()
+    assert dict(event.price_context) == {}
+    assert Pricer().reprice(event).cost.total == Decimal("0.0325")

@@ -123,8 +123,16 @@ class UsageEvent:
             object.__setattr__(self, "tags", tuple(self.tags))
         if type(self.metadata) is not MappingProxyType:
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
-        if type(self.price_context) is not MappingProxyType:
-            object.__setattr__(self, "price_context", MappingProxyType(dict(self.price_context)))
+        if self.price_context is not _EMPTY:
+            context = self.price_context
+            if type(context) is not MappingProxyType:
+                context = MappingProxyType(dict(context))
+                object.__setattr__(self, "price_context", context)
+            for key, value in context.items():
+                if type(key) is not str or type(value) is not str:
+                    raise TypeError(
+                        f"UsageEvent price_context must map text to text, got {key!r}: {value!r}"
+                    )
         latency = self.latency_ms
         # inf - inf and nan - nan are nan, which differs from 0.0: no latency was measured.
         if isinstance(latency, float) and latency - latency != 0.0:

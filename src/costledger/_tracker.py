@@ -507,10 +507,13 @@ class Tracker:
                 at=call.started_at,
                 price_context=price_context,
             )
-        if price_context and tracking_error is not None:
-            # what failed may be this very context: keep only its text entries
+        if price_context:
+            # Text entries only (what failed may be this very context), and scrubbed like
+            # attribution: the values go to rows, log lines and spans.
+            from ._redact import redact_text
+
             price_context = {
-                k: v
+                k: redact_text(v)
                 for k, v in (price_context.items() if isinstance(price_context, Mapping) else ())
                 if isinstance(k, str) and isinstance(v, str)
             }

@@ -441,7 +441,7 @@ class Converter:
                 type(k) is str and type(v) is str for k, v in context.items()
             ):
                 raise _Fallback
-            context_text = self._json(context, "{}")
+            context_text = self._metadata_text(context)  # scrubbed, cached per value set
         else:
             context_text = "{}"
         row = (
@@ -577,7 +577,14 @@ class Converter:
                 )
             kind = result.get("type")
             message = result.get("message")
-            if kind == "succeeded" and isinstance(message, dict):
+            if kind == "succeeded":
+                if not isinstance(message, dict):
+                    raise UsageError(
+                        "batch result field 'result.message' must be the message object of a "
+                        f"succeeded request, got {type(message).__name__}",
+                        field="result.message",
+                        value=message,
+                    )
                 return self._response_row(message, line, line_no, batch=True)
             error = result.get("error")
             inner = error.get("error") if isinstance(error, dict) else None
@@ -592,7 +599,14 @@ class Converter:
         response = record["response"]  # OpenAI
         body = response.get("body") if isinstance(response, dict) else None
         status_code = response.get("status_code") if isinstance(response, dict) else None
-        if isinstance(body, dict) and status_code == 200 and "usage" in body:
+        if status_code == 200:
+            if not isinstance(body, dict):
+                raise UsageError(
+                    "batch result field 'response.body' must be the response object of a "
+                    f"request answered 200, got {type(body).__name__}",
+                    field="response.body",
+                    value=body,
+                )
             return self._response_row(body, line, line_no, batch=True)
         error = record.get("error")
         if not isinstance(error, dict) and isinstance(body, dict):
@@ -761,7 +775,7 @@ class Converter:
             cost.model,
             cost.provider,
             self._decimal_text("reported_cost", reported_cost),
-            self._json(dict(price_context), "{}") if price_context else "{}",
+            self._metadata_text(price_context) if price_context else "{}",
         )
 
     def _cost_texts(self, cost: Cost) -> tuple[str | None, ...] | list[str]:

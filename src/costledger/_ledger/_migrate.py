@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,23 @@ HEAD = "0004"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_KEY = 0x2C0F_7A13_5B6E_4D91
 """``pg_advisory_xact_lock`` key of the migrations (any fixed 63-bit number)."""
+
+
+_alembic_lock = threading.Lock()
+"""Alembic runs a migration through module-level proxies (``alembic.context``, ``op``)
+that one ``EnvironmentContext`` installs and removes: two migrations at once in one
+process, even of two different databases (a ledger and a guard store's), remove each
+other's proxies (``KeyError: 'config'``). One at a time per process, then; processes are
+kept apart by the database's own lock (below)."""
+
+
+def _new_lock_in_child() -> None:
+    global _alembic_lock
+    _alembic_lock = threading.Lock()  # a fork may have copied it held by another thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class SchemaError(CostLedgerError):
@@ -68,7 +87,8 @@ def _migrate(engine: Engine) -> None:
                 conn.execute(select(text(f"pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")))
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            with _alembic_lock:
+                command.upgrade(cfg, "head")
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -103,7 +123,8 @@ def upgrade(url: str | URL | None = None, *, sql: bool = False) -> None:
     if sql:
         from alembic import command
 
-        command.upgrade(alembic_config(resolved), "head", sql=True)
+        with _alembic_lock:
+            command.upgrade(alembic_config(resolved), "head", sql=True)
         return
     engine = make_engine(resolved)
     try:

@@ -111,22 +111,41 @@ class GenaiPrices:
     ) -> TimedCards | None:
         """Cards of the model's price variants that ``context`` selects (its service tier,
         speed, batch processing), following their start dates; ``None`` when no variant
-        of the model matches ``context`` (the standard price applies)."""
+        of the model matches ``context`` (the standard price applies).
+
+        As genai-prices' own ``calc_price``: a model found under another provider than
+        the one asked for (an Azure deployment priced as OpenAI's model, Vertex as
+        Anthropic's) takes the standard price, since the variants are that other
+        provider's. ``cost.source`` names the variants that changed a price, never the
+        rest of the context (a caller's value there is not repeated into every row)."""
+        if not any(model is match.model for model in match.provider.models):
+            return None
         chosen = [
             variant
             for variant in match.model.price_variants or ()
             if all(context.get(key) == value for key, value in variant.when.items())
+            and any(price is not None for price in vars(variant.prices).values())
         ]
         if not chosen:
             return None
         source = self.source
-        label = " [" + ", ".join(f"{k}={v}" for k, v in sorted(context.items())) + "]"
 
         def build(at: datetime) -> RateCard | None:
             card = compile_price(match.model.get_prices(at, dict(context)), match, source)
             if card is None:
                 return None
             card = finish(card)
+            active = sorted(
+                {
+                    item
+                    for variant in chosen
+                    if variant.constraint is None or variant.constraint.active(at)
+                    for item in variant.when.items()
+                }
+            )
+            if not active:
+                return card
+            label = " [" + ", ".join(f"{k}={v}" for k, v in active) + "]"
             return dataclasses.replace(card, source=card.source + label)
 
         return TimedCards(match.model, build, (variant.constraint for variant in chosen))

@@ -171,6 +171,11 @@ class LiteLLMPrices:
         )
 
 
+def variant_items(context: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The entries of ``context`` that select one of LiteLLM's variant rates."""
+    return [item for item in _VARIANT_SUFFIXES if context.get(item[0]) == item[1]]
+
+
 def variant_entry(entry: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any] | None:
     """``entry`` with the rates of the variant ``context`` selects in place of the standard
     ones (``input_cost_per_token_priority`` as ``input_cost_per_token``, tier keys alike);

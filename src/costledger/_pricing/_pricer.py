@@ -30,7 +30,7 @@ from .._usage import Usage
 from ._book import load_price_book
 from ._card import RateCard
 from ._genai import GenaiPrices, Match, TimedCards
-from ._litellm import LiteLLMPrices, variant_entry
+from ._litellm import LiteLLMPrices, variant_entry, variant_items
 from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
 
 __all__ = ["PriceBook", "Pricer"]
@@ -200,7 +200,8 @@ class Pricer:
         if card is None:
             return None
         card = finish(card)
-        label = " [" + ", ".join(f"{k}={v}" for k, v in sorted(context.items())) + "]"
+        used = sorted(item for item in variant_items(context) if item in context.items())
+        label = " [" + ", ".join(f"{k}={v}" for k, v in used) + "]"
         return dataclasses.replace(card, source=card.source + label)
 
     def rate_card(

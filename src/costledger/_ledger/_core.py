@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -78,6 +79,9 @@ class _RateLimitedLog:
             msg += f" ({held} similar messages suppressed)"
         _log.log(level, msg, *args)
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+
 
 _report = _RateLimitedLog()
 
@@ -134,7 +138,12 @@ class _Core:
         self.max_buffer = max_buffer
         self.exit_timeout = exit_timeout
         self.temp_spool = temp_spool
+        # the process whose buffer, writer, locks and connections these are (a forked
+        # child makes its own: ``_after_fork``) ...
         self.pid = os.getpid()
+        # ... and the one whose exit closes this ledger: a forked child only once it
+        # writes to it (one it never wrote to holds nothing of the child's)
+        self.owner = self.pid
         self.buffer: deque[_Item] = deque()
         self.wake = threading.Event()
         self.cond = threading.Condition()
@@ -167,13 +176,16 @@ class _Core:
         self.n_rejected = 0
         self.n_dropped = 0
         self.n_torn = 0
+        _cores.add(self)
+        if _mp_child_pid == self.pid:  # made in a multiprocessing child
+            self._register_child_exit()
 
     # -- the caller's side -----------------------------------------------------------------
     def record(self, event: UsageEvent) -> None:
         if not isinstance(event, UsageEvent):
             raise TypeError(f"Ledger.record expects a UsageEvent, got {type(event).__name__}")
-        if self.pid != os.getpid():
-            self._after_fork()
+        if self.owner != os.getpid():
+            self.adopt()
         self.n_recorded += 1
         if self.closed:
             self._spill(event, "the ledger is closed")
@@ -264,7 +276,10 @@ class _Core:
                 t.start()
 
     def _after_fork(self) -> None:
-        # The child inherits the parent's buffer (the parent writes it) but no thread.
+        """In a forked child (run at the fork by ``_after_fork_in_child``): the parent's
+        buffer and batch in flight are the parent's to write, its writer thread is not
+        here, and every lock one of its threads held at the fork would stay held forever:
+        all made anew, as are the spool's and the store's (locks, connection pool)."""
         self.pid = os.getpid()
         self.buffer = deque()
         self.thread = None
@@ -274,11 +289,40 @@ class _Core:
         self.wake = threading.Event()
         self.flight_lock = threading.Lock()
         self.flight = None
+        self.in_flight = False
+        self.pending_hint = True
         self.spool.after_fork()
-        self.store.engine.dispose(close=False)
+        self.store.after_fork()
+
+    def _check_fork(self) -> None:
+        """A fork the at-fork hook did not see (a C-level ``fork()``): reset here."""
+        if self.pid != os.getpid():
+            self._after_fork()
+
+    def adopt(self) -> None:
+        """A forked child's first write to this ledger: its own from now on, closed (and
+        flushed) at the child's exit."""
+        self._check_fork()
+        pid = os.getpid()
+        if self.owner == pid:
+            return
+        self.owner = pid
+        if _mp_child_pid == pid:
+            self._register_child_exit()
+
+    def _register_child_exit(self) -> None:
+        """A ``multiprocessing`` child ends with ``os._exit``, skipping atexit and the
+        ledger's ``weakref.finalize``: its exit function runs this instead (closing twice
+        is harmless). A weak reference: the ledger's own finalizer may close it first."""
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(
+            None, _close_core_ref, args=(weakref.ref(self),), exitpriority=0
+        )
 
     # -- flushing ----------------------------------------------------------------------------
     def flush(self, timeout: float | None) -> bool:
+        self._check_fork()
         if self.sync or self.thread is None or not self.thread.is_alive():
             with self.write_lock:
                 if self.buffer:  # a writer that never started (or died): write here
@@ -349,7 +393,9 @@ class _Core:
     def _maybe_replay(self, *, force: bool) -> bool:
         """Replay the spool when it may hold events and the database may take them."""
         now = time.monotonic()
-        if now >= self.next_rescan:
+        if force or now >= self.next_rescan:
+            # a flush or close looks again: a forked child (or another process) may
+            # have spooled since the last look
             self.next_rescan = now + _RESCAN_EVERY
             self.pending_hint = True
         if not self.pending_hint:
@@ -566,6 +612,7 @@ class _Core:
         server), the events it has not committed, the batch it holds included, go to
         the spool: nothing is lost, and a batch that commits after all replays later as
         a duplicate, which the idempotent insert ignores."""
+        self._check_fork()
         if self.closed:
             return
         timeout = self.exit_timeout if timeout is None else timeout
@@ -639,6 +686,8 @@ def _drain_deferred(timeout: float | None) -> None:
 
 
 def _close_core(core: _Core) -> None:
+    if core.owner != os.getpid():
+        return  # a forked child's exit: a ledger it never wrote to is the parent's to close
     try:
         deadline = time.monotonic() + core.exit_timeout  # one timeout for both steps
         _drain_deferred(core.exit_timeout)
@@ -646,6 +695,51 @@ def _close_core(core: _Core) -> None:
     except Exception as exc:  # at exit or in GC: report, never raise
         _report(logging.ERROR, "close", "costledger: closing the ledger failed: %r", exc)
 
+
+def _close_core_ref(ref: weakref.ref[_Core]) -> None:
+    core = ref()
+    if core is not None:
+        _close_core(core)
+
+
+# Every ledger of this process, made anew in a forked child at the fork itself (not at its
+# first use: a read, a flush or the exit would take the parent's locks and buffer first).
+_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+# the pid of this process when it is a ``multiprocessing`` child started by fork, else 0
+_mp_child_pid = 0
+
+
+class _ForkMarker:
+    """What ``register_after_fork`` holds (weakly) for ``_mark_mp_child``."""
+
+
+_fork_marker = _ForkMarker()
+
+
+def _after_fork_in_child() -> None:
+    try:
+        _report.after_fork()
+        for core in list(_cores):
+            try:
+                core._after_fork()
+            except Exception as exc:  # the others are reset all the same
+                _report(logging.ERROR, "fork", "costledger: resetting a ledger after fork: %r", exc)
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # run by a multiprocessing child only, once it has cleared the finalizers
+            # it inherited: the ledgers it writes to then register their exit there
+            mp_util.register_after_fork(_fork_marker, _mark_mp_child)
+    except Exception as exc:  # never break the host's fork
+        _report(logging.ERROR, "fork", "costledger: resetting the ledgers after fork: %r", exc)
+
+
+def _mark_mp_child(_: object) -> None:
+    global _mp_child_pid
+    _mp_child_pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 Order = Literal["asc", "desc"]
 
@@ -733,6 +827,8 @@ class Ledger:
     def record_many(self, events: Iterable[UsageEvent]) -> None:
         """Record several events (sync mode: one transaction)."""
         core = self._core
+        if core.owner != os.getpid():
+            core.adopt()
         if core.sync and not core.closed:
             batch = list(events)
             for event in batch:

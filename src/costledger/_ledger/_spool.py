@@ -127,7 +127,7 @@ class Spool:
         self.fsync = fsync
         self.lock = threading.Lock()
         self.current: Segment | None = None
-        self._open: set[Path] = set()
+        self._open: dict[Path, int] = {}  # segments this process writes, and their fds
         self._open_lock = threading.Lock()
         self._seq = 0
         self._tail_lock = threading.Lock()
@@ -145,7 +145,7 @@ class Spool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         _try_lock(fd)
         with self._open_lock:
-            self._open.add(path)
+            self._open[path] = fd
         return Segment(path=path, fd=fd)
 
     def append(self, line: bytes, *, queued: bool) -> Segment:
@@ -221,7 +221,7 @@ class Spool:
     def _close(self, seg: Segment) -> None:
         fd, seg.fd = seg.fd, -1
         with self._open_lock:
-            self._open.discard(seg.path)
+            self._open.pop(seg.path, None)
         with contextlib.suppress(OSError):
             os.close(fd)  # releases the flock: the file is now anyone's to replay
 
@@ -299,7 +299,15 @@ class Spool:
         return done, error
 
     def after_fork(self) -> None:
-        """In a forked child: the parent keeps its segment (and its lock); start afresh."""
+        """In a forked child: the parent keeps its segments (and their locks); start afresh.
+
+        The child's copies of the parent's segment fds are closed: a ``flock`` lasts until
+        every fd of the open file is closed, so a copy kept here would keep a segment the
+        parent has finished with locked, unreplayable, for as long as the child lives."""
+        for fd in list(self._open.values()):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._open = {}
         self.current = None
         self.lock = threading.Lock()
         self._open_lock = threading.Lock()

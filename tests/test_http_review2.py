@@ -38,9 +38,9 @@ from . import test_http_client as _client_tests
 from ._fake_provider import FakeProvider, Reply, chat_stream, openai_error
 from .test_http_transport import FLAVOURS, only, sync_http
 
-# The client tests' fixtures: one fake provider per module, reset before each test.
+# The client tests' fixtures: one fake provider per module, reset before each test
+# (``costs`` is the root conftest's).
 provider = _client_tests.provider
-costs = _client_tests.costs
 _fresh_provider = _client_tests._fresh_provider
 
 KEY = "sk-proj-REVIEW2k3y-7c1e9a0d2f7a4e6b8c1d3f5a7wQx"

@@ -523,3 +523,29 @@ def test_json_book_nan_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(PriceBookError, match="finite numbers, got NaN") as info:
         Pricer(book)
     assert str(book) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["rerank-v3.5", "amazon.rerank-v1:0", "gemini/lyria-3-clip-preview", "parallel_ai/decision"],
+)
+def test_a_litellm_entry_priced_per_query_or_image_is_no_price_not_zero(model: str) -> None:
+    # LiteLLM lists these with 0 per token and their real price per query / image: a
+    # rerank call costs $0.002, never a silent $0.
+    cost = Pricer(genai_prices=False).price(model, Usage(input_tokens=100))
+    assert cost.status == "unknown_model"
+    assert cost.total is None
+
+
+def test_a_litellm_model_free_per_token_with_nothing_else_stays_free() -> None:
+    pricer = Pricer(genai_prices=False)
+    free = [
+        name
+        for name, (_, entry) in litellm_source.LiteLLMPrices()._load().items()
+        if entry.get("input_cost_per_token") == 0
+        and entry.get("output_cost_per_token") == 0
+        and not any("per_" in k and "token" not in k and entry[k] for k in entry if "cost" in k)
+    ]
+    assert free, "LiteLLM's map has models free per token"
+    cost = pricer.price(free[0], Usage(input_tokens=100, output_tokens=10))
+    assert (cost.status, cost.total) == ("priced", Decimal(0))

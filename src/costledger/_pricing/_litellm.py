@@ -53,6 +53,10 @@ _VARIANT_SUFFIXES: dict[tuple[str, str], str] = {
 }
 """A price context entry (genai-prices' terms) -> the suffix of LiteLLM's variant keys."""
 _TIER_KEY = re.compile(r"^(?P<base>[a-z0-9_]+?)_above_(?P<n>\d+)(?P<unit>[km])_tokens$")
+_OTHER_UNIT = re.compile(
+    r"_per_(?:query|image|pixel|second|minute|hour|character|page|video|search)"
+)
+"""A price in another unit than tokens (``input_cost_per_query``, ``output_cost_per_image``)."""
 _NO_OUTPUT_MODES = frozenset({"embedding", "rerank", "moderation", "moderations"})
 _DIGITS = 15
 _ROUND = Context(prec=_DIGITS, rounding=ROUND_HALF_EVEN)
@@ -138,6 +142,16 @@ class LiteLLMPrices:
                 above = int(m.group("n")) * (1000 if m.group("unit") == "k" else 1_000_000)
                 tiers.setdefault(above, {})[_RATES[m.group("base")]] = rate
         request = _decimal(entry.get("input_cost_per_request"))
+        if (
+            not any(base.values())
+            and not tiers
+            and table is None
+            and not request
+            and any(_OTHER_UNIT.search(k) and _decimal(v) for k, v in entry.items())
+        ):
+            # Priced per query, image, second, page...: zero token rates are not a price
+            # of $0 (a rerank call costs its query), so this is no token price at all.
+            return None
         provider = entry.get("litellm_provider")
         no_output = entry.get("mode") in _NO_OUTPUT_MODES
         if table is not None:

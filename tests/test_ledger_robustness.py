@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from costledger import Cost, Usage, UsageEvent, rebuild_rollups
 from costledger._ledger import Ledger
 from costledger._ledger._engine import resolve_url
+
+UTC = timezone.utc
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -40,7 +42,8 @@ def event(i: int) -> UsageEvent:
 
 # the very events the children record
 _EVENT_CODE = (
-    "from datetime import UTC, datetime, timedelta\n"
+    "from datetime import datetime, timedelta, timezone\n"
+    "UTC = timezone.utc\n"
     "from decimal import Decimal\n"
     "from costledger import Cost, Usage, UsageEvent\n" + inspect.getsource(event)
 )

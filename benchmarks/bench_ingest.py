@@ -426,7 +426,7 @@ def main() -> None:
     shuffled = list(mixed)
     random.Random(11).shuffle(shuffled)
     write(work / "shuffled.jsonl", shuffled)
-    for k, lines in per_format.items():
+    for k, lines in per_format.items() if args.per_format > 0 else ():
         write(work / f"{k}.jsonl", lines[: args.per_format])
     print(f"generated in {time.perf_counter() - start:.1f} s; cpus {os.cpu_count()}", flush=True)
 
@@ -457,7 +457,7 @@ def main() -> None:
         args.rounds,
         pricer,
     )
-    for k in per_format:
+    for k in per_format if args.per_format > 0 else ():
         bench_file(
             f"{k} only", work / f"{k}.jsonl", args.per_format, sqlite_url, args.rounds, pricer
         )

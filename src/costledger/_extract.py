@@ -140,9 +140,16 @@ def _read(payload: Any, hints: tuple[str, ...], where: str) -> ResponseInfo:
             meta = get("ResponseMetadata", None)
             if meta is not None:
                 response_id = _text(_getter(meta)("RequestId", None))
-        return ResponseInfo(
-            info[0], _text(get("model", None)), response_id, info[1], _served(get, node)
+        # (a plain dict that says nothing of its tier is the common case: two look-ups)
+        says = (
+            type(payload) is not dict
+            or type(node) is not dict
+            or "service_tier" in payload
+            or "service_tier" in node
+            or "speed" in node
         )
+        served = _served(get, node) if says else None
+        return ResponseInfo(info[0], _text(get("model", None)), response_id, info[1], served)
 
     node = get("usageMetadata", _MISSING)
     if node is not _MISSING:

@@ -15,9 +15,11 @@ write lock), in-process and cheap. Amounts are BIGINT units (see ``_spec``).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,26 @@ __all__ = ["SqlStore"]
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 _NEVER = 2**62
 _BUSY_TIMEOUT_MS = 30_000
+
+
+_stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (gunicorn --preload, a multiprocessing fork) must never talk to the
+    database over the parent's pooled connections: two processes on one PostgreSQL
+    connection corrupt its protocol ("got no result", "prepared statement already
+    exists") for both. The child gets empty pools (the parent's connections are left
+    open for the parent) and new locks."""
+    for store in list(_stores):
+        store._lock = threading.Lock()
+        for engine in (store._engine, store._auto):
+            if engine is not None:
+                engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SqlStore(GuardStore):
@@ -92,6 +114,7 @@ class SqlStore(GuardStore):
             )
         self._sql = _statements(prefix, pg=self._is_pg)
         self._pg: dict[str, str] = _pg_calls(prefix) if self._is_pg else {}
+        _stores.add(self)
 
     # -- connection --------------------------------------------------------------------------
     @property

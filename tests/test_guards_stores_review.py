@@ -325,3 +325,27 @@ def test_alerts_are_delivered_in_a_forked_child_after_the_parent_sent_one() -> N
     assert os.waitstatus_to_exitcode(status) == 0
     assert json.loads(data) == {"flushed": True, "child": ["threshold"], "parent": ["threshold"]}
     assert in_parent == ["threshold"]
+
+
+def _spends_through(url: str) -> None:
+    budget = Budget("0.05 USD", "month", name=f"alias-{uuid.uuid4().hex[:8]}")
+    tracker = Tracker(InMemoryLedger(), _pricer(), [budget], guard_store=url, log="off")
+    try:
+        call = tracker.start(source="api", model="m", estimate=CENT)
+        tracker.finish(call, usage=Usage(input_tokens=3000))
+        (row,) = budget_status(tracker)
+        assert (row.spent, row.reserved) == (Decimal("0.03"), Decimal("0"))
+    finally:
+        open_store(url).close()
+
+
+def test_a_redis_plus_unix_url_opens_the_socket_store(redis_socket: str) -> None:
+    # limits' spelling of a socket; redis-py's from_url knows only unix://
+    _spends_through(f"redis+unix://{redis_socket}?prefix=cl:alias")
+
+
+@pytest.mark.redis
+def test_a_valkey_url_opens_a_redis_protocol_store(redis_url: str) -> None:
+    # Valkey speaks the Redis protocol; redis-py's from_url refuses the valkey:// scheme
+    rest = redis_url.split("://", 1)[1].rsplit("/", 1)[0]
+    _spends_through(f"valkey://{rest}/6?prefix=cl:valkey:{uuid.uuid4().hex[:8]}")

@@ -206,6 +206,17 @@ def _without_options(url: str, query: str) -> str:
     return f"{head}{'?' if rest else ''}{rest}{hash_mark}{fragment}"
 
 
+_SCHEMES = {"valkey": "redis", "valkeys": "rediss", "redis+unix": "unix"}
+"""Schemes open_store takes for a Redis-protocol server that redis-py's ``from_url`` does
+not: Valkey (the same protocol) and limits' spelling of a Unix socket."""
+
+
+def _redis_py_scheme(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    known = _SCHEMES.get(scheme.lower())
+    return f"{known}{sep}{rest}" if sep and known else url
+
+
 def _at(ms: int | None) -> str:
     return "" if ms is None else str(ms)
 
@@ -220,7 +231,7 @@ class RedisStore(GuardStore):
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.prefix = query.pop("prefix", "costledger:guard")
         timeout = float(query.pop("timeout", "2"))
-        self._url = _without_options(url, parts.query)
+        self._url = _redis_py_scheme(_without_options(url, parts.query))
         self.url = display_url(url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self.client: redis.Redis = client or redis.Redis.from_url(

@@ -214,7 +214,7 @@ def open_store(url: str | None) -> GuardStore:
         store = _shared.get(url)
         if store is None:
             scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-            if scheme in ("redis", "rediss", "unix", "redis+unix", "valkey"):
+            if scheme in ("redis", "rediss", "unix", "redis+unix", "valkey", "valkeys"):
                 from ._redis import RedisStore
 
                 store = RedisStore(url)

@@ -6,6 +6,7 @@ A test that needs PostgreSQL or Redis skips with a clear reason when the URL is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -48,9 +49,9 @@ def redis_url() -> str:
 # -- ledgers on both backends ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session (other runs share the server)."""
+@contextlib.contextmanager
+def _new_pg_database(postgres_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the test server, dropped afterwards."""
     import uuid
 
     import sqlalchemy as sa
@@ -61,14 +62,26 @@ def pg_database(postgres_url: str) -> Iterator[str]:
     name = f"costledger_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = resolve_url(postgres_url).set(database=name)
     try:
-        yield url.render_as_string(hide_password=False)
+        yield resolve_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        sa.create_engine(url).dispose()
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (other runs share the server)."""
+    with _new_pg_database(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, without the ledger's schema."""
+    with _new_pg_database(postgres_url) as url:
+        yield url
 
 
 @pytest.fixture

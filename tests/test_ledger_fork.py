@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -312,27 +311,6 @@ def test_the_first_write_imports_only_while_a_fork_would_wait(tmp_path: Path) ->
     )
     assert done.stdout.strip() == "True []"
     assert _counts(db) == {"x": 1}
-
-
-@pytest.fixture
-def fresh_pg_url(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database without the ledger's schema, dropped afterwards."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    from costledger._ledger._engine import resolve_url
-
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_fork_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield resolve_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.mark.postgres

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -23,25 +21,11 @@ from costledger._ledger._migrate import HEAD, alembic_config, current_revision
 from costledger._ledger._tables import VERSION_TABLE, metadata
 
 
-@pytest.fixture
-def pg_fresh(postgres_url: str) -> Iterator[str]:
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield resolve_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
-    return str(request.getfixturevalue("pg_fresh"))
+    return str(request.getfixturevalue("fresh_pg_url"))
 
 
 def test_head_constant_matches_the_scripts() -> None:

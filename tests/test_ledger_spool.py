@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -50,22 +48,10 @@ def _spooled_lines(directory: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in directory.glob("[0-9]*.jsonl"))
 
 
-@pytest.fixture
-def pg_fresh(postgres_url: str) -> Iterator[str]:
-    admin = sa.create_engine(resolve_url(postgres_url), isolation_level="AUTOCOMMIT")
-    name = f"costledger_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield resolve_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 @pytest.mark.postgres
-def test_postgres_down_spools_then_a_later_ledger_replays(tmp_path: Path, pg_fresh: str) -> None:
+def test_postgres_down_spools_then_a_later_ledger_replays(
+    tmp_path: Path, fresh_pg_url: str
+) -> None:
     spool = tmp_path / "spool"
     down = "postgresql+psycopg://postgres@127.0.0.1:1/nothing_listens_here"
     events = [_event(i) for i in range(20)]
@@ -80,7 +66,7 @@ def test_postgres_down_spools_then_a_later_ledger_replays(tmp_path: Path, pg_fre
     ledger.close(timeout=5)
     assert _spooled_lines(spool) == 20
 
-    with Ledger(pg_fresh, spool_dir=spool) as recovered:
+    with Ledger(fresh_pg_url, spool_dir=spool) as recovered:
         assert recovered.flush(timeout=60)
         assert recovered.stats().replayed == 20
         stored = {e.id: e.total_cost for e in recovered.events()}
@@ -220,7 +206,7 @@ def test_durable_survives_sigkill(
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'ledger.db'}"
     else:
-        url = str(request.getfixturevalue("pg_fresh"))
+        url = str(request.getfixturevalue("fresh_pg_url"))
     spool = tmp_path / "spool"
     n = 2000
     child = subprocess.Popen(

@@ -355,3 +355,29 @@ def test_a_stored_context_that_is_not_text_still_reads(tmp_path: Path) -> None:
         event = stored.to_event()
     assert dict(event.price_context) == {}
     assert Pricer().reprice(event).cost.total == Decimal("0.0325")
+
+
+def test_prices_show_gives_a_variants_rates() -> None:
+    from typer.testing import CliRunner
+
+    from costledger.cli import app
+
+    runner = CliRunner()
+    args = ["prices", "show", "gpt-5", "--at", "2026-12-01", "-f", "json"]
+    priority = runner.invoke(app, [*args, "--context", "service_tier=priority"])
+    assert priority.exit_code == 0, priority.output
+    card = json.loads(priority.stdout)
+    assert (card["input"], card["cache_read"], card["output"]) == ("2.5", "0.25", "20")
+    assert card["source"].endswith(" [service_tier=priority]")
+    standard = json.loads(runner.invoke(app, args).stdout)
+    assert (standard["input"], standard["output"]) == ("1.25", "10")
+    bad = runner.invoke(app, [*args, "--context", "priority"])
+    assert bad.exit_code == 2
+    assert "expected KEY=VALUE such as service_tier=priority, got 'priority'" in bad.output
+
+
+def test_rate_card_takes_a_price_context() -> None:
+    card = Pricer().rate_card("gpt-5", at=AT, price_context={"processing": "batch"})
+    assert card is not None
+    assert (card.input, card.output) == (Decimal("0.625"), Decimal("5"))
+    assert card.max_output_tokens == 128_000

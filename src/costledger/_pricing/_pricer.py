@@ -205,9 +205,15 @@ class Pricer:
         return dataclasses.replace(card, source=card.source + label)
 
     def rate_card(
-        self, model: str, *, provider: str | None = None, at: datetime | None = None
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        at: datetime | None = None,
+        price_context: Mapping[str, str] | None = None,
     ) -> RateCard | None:
-        """The rates that ``price`` would use, with the model's token limits where known.
+        """The rates that ``price`` would use, with the model's token limits where known
+        (``price_context``: the variant's rates, as ``price`` takes them).
 
         ``None`` when no source prices the model.
         """
@@ -215,6 +221,8 @@ class Pricer:
         if resolved is None:
             resolved = self._resolve(model, provider)
         card = resolved.card
+        if price_context:
+            card = self._variant_card(resolved, price_context, at) or card
         if card is None and resolved.timed is not None:
             card = resolved.timed.card_at(_when(at))
         if card is None:

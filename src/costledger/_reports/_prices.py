@@ -3,6 +3,7 @@ price book compared with the defaults component by component."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -91,11 +92,15 @@ def show_price(
     provider: str | None = None,
     price_book: PriceBook | None = None,
     at: datetime | None = None,
+    price_context: Mapping[str, str] | None = None,
 ) -> RateCard | None:
-    """The card ``Pricer(overrides=price_book)`` prices ``model`` with, or ``None``."""
+    """The card ``Pricer(overrides=price_book)`` prices ``model`` with (for a call served
+    with ``price_context``: a service tier, speed, batch), or ``None``."""
     from .._pricing import Pricer
 
-    return Pricer(overrides=price_book).rate_card(model, provider=provider, at=at)
+    return Pricer(overrides=price_book).rate_card(
+        model, provider=provider, at=at, price_context=price_context
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,15 @@ def show(
         str | None,
         typer.Option("--at", help="Prices at this time (ISO; default now).", show_default=False),
     ] = None,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--context",
+            help="A price context entry KEY=VALUE, repeatable: the rates of a call served "
+            "so (service_tier=priority, service_tier=flex, speed=fast, processing=batch).",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """The rate card one model is priced with, and where it comes from."""
@@ -122,7 +131,22 @@ def show(
             moment = parse_when(at, "since", field="--at")
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="'--at'") from None
-    card = show_price(model, provider=provider, price_book=_book(price_book), at=moment)
+    price_context: dict[str, str] = {}
+    for entry in context or ():
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise typer.BadParameter(
+                f"expected KEY=VALUE such as service_tier=priority, got {entry!r}",
+                param_hint="'--context'",
+            )
+        price_context[key.strip()] = value.strip()
+    card = show_price(
+        model,
+        provider=provider,
+        price_book=_book(price_book),
+        at=moment,
+        price_context=price_context or None,
+    )
     if card is None:
         raise CliError(
             f"no price for model {model!r}"

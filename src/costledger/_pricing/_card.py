@@ -9,8 +9,8 @@ rounding would raise rather than pass silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
 from decimal import (
     MAX_EMAX,
     MIN_EMIN,
@@ -306,3 +306,13 @@ def _per_token(r: RateCard | RateTier) -> tuple[Decimal, ...]:
             cache_audio_read,
         )
     )
+
+
+def with_variant(card: RateCard, items: Iterable[tuple[str, str]]) -> RateCard:
+    """``card`` with the price context entries that selected it named in its source
+    (``genai-prices 0.2.5 [service_tier=flex]``); as it is when there are none."""
+    used = sorted(items)
+    if not used:
+        return card
+    label = ", ".join(f"{key}={value}" for key, value in used)
+    return replace(card, source=f"{card.source} [{label}]")

@@ -9,7 +9,6 @@ other unit (images, video, searches, seconds, characters) counts zero for a
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
@@ -18,7 +17,7 @@ from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._card import EXACT, RateCard, RateTier
+from ._card import EXACT, RateCard, RateTier, with_variant
 from ._names import GENAI_PROVIDER, ModelName
 
 if TYPE_CHECKING:
@@ -134,19 +133,13 @@ class GenaiPrices:
             card = compile_price(match.model.get_prices(at, dict(context)), match, source)
             if card is None:
                 return None
-            card = finish(card)
-            active = sorted(
-                {
-                    item
-                    for variant in chosen
-                    if variant.constraint is None or variant.constraint.active(at)
-                    for item in variant.when.items()
-                }
-            )
-            if not active:
-                return card
-            label = " [" + ", ".join(f"{k}={v}" for k, v in active) + "]"
-            return dataclasses.replace(card, source=card.source + label)
+            active = {
+                item
+                for variant in chosen
+                if variant.constraint is None or variant.constraint.active(at)
+                for item in variant.when.items()
+            }
+            return with_variant(finish(card), active)
 
         return TimedCards(match.model, build, (variant.constraint for variant in chosen))
 

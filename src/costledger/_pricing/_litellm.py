@@ -194,9 +194,8 @@ def variant_entry(entry: Mapping[str, Any], context: Mapping[str, str]) -> dict[
     """``entry`` with the rates of the variant ``context`` selects in place of the standard
     ones (``input_cost_per_token_priority`` as ``input_cost_per_token``, tier keys alike);
     ``None`` when the entry has no such variant (the standard price applies)."""
-    suffixes = [suffix for (k, v), suffix in _VARIANT_SUFFIXES.items() if context.get(k) == v]
     out: dict[str, Any] | None = None
-    for suffix in suffixes:
+    for suffix in (_VARIANT_SUFFIXES[item] for item in variant_items(context)):
         for key, value in entry.items():
             if key.endswith(suffix) and len(key) > len(suffix):
                 if out is None:

@@ -28,7 +28,7 @@ from .._cost import Cost
 from .._events import UsageEvent
 from .._usage import Usage
 from ._book import load_price_book
-from ._card import RateCard
+from ._card import RateCard, with_variant
 from ._genai import GenaiPrices, Match, TimedCards
 from ._litellm import LiteLLMPrices, variant_entry, variant_items
 from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
@@ -58,7 +58,7 @@ class _Resolved:
     full_cards: dict[RateCard, RateCard] = field(default_factory=dict)
     match: Match | None = None  # the genai-prices entry, for its price variants
     litellm_entry: tuple[str, Mapping[str, Any]] | None = None  # or LiteLLM's, for its own
-    finish: Any = None  # what the entry's cards are decorated with (a snapshot's note)
+    finish: Callable[[RateCard], RateCard] | None = None  # a snapshot's note on its cards
     variants: dict[tuple[tuple[str, str], ...], TimedCards | RateCard | None] = field(
         default_factory=dict
     )
@@ -199,10 +199,7 @@ class Pricer:
         card = self._litellm.compile(found[0], entry) if entry is not None else None
         if card is None:
             return None
-        card = finish(card)
-        used = sorted(item for item in variant_items(context) if item in context.items())
-        label = " [" + ", ".join(f"{k}={v}" for k, v in used) + "]"
-        return dataclasses.replace(card, source=card.source + label)
+        return with_variant(finish(card), variant_items(context))
 
     def rate_card(
         self,

@@ -16,13 +16,32 @@ from typing import Any, Literal
 from ._cost import Cost
 from ._usage import Usage
 
-__all__ = ["EVENT_SOURCES", "CallStatus", "EventSource", "UsageEvent", "new_event_id"]
+__all__ = [
+    "EVENT_SOURCES",
+    "NO_PRICE_CONTEXT",
+    "CallStatus",
+    "EventSource",
+    "UsageEvent",
+    "new_event_id",
+    "text_pairs",
+]
 
 CallStatus = Literal["ok", "error", "cancelled"]
 EventSource = Literal["langchain", "litellm", "decorator", "http", "ingest", "api"]
 EVENT_SOURCES: tuple[str, ...] = ("langchain", "litellm", "decorator", "http", "ingest", "api")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+NO_PRICE_CONTEXT: Mapping[str, str] = _EMPTY
+"""The default ``UsageEvent.price_context`` (an event made with it skips the check)."""
+
+
+def text_pairs(value: Any) -> dict[str, str]:
+    """The text entries of a price context, when it may hold something else (a failed
+    call's context, a row changed by hand): what is not text is left out."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
 
 _id_lock = threading.Lock()
 _last_ms = 0

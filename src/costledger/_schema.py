@@ -328,7 +328,7 @@ def _metadata(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value
 
 
-def price_context_of(record: Mapping[str, Any], key: str) -> Mapping[str, str]:
+def _price_context(record: Mapping[str, Any], key: str) -> Mapping[str, str]:
     """A price context field: an object of text values (``{"service_tier": "flex"}``)."""
     value = record.get(key)
     if value is None:
@@ -419,7 +419,7 @@ def event_from_record(record: Mapping[str, Any]) -> UsageEvent:
         streamed=_flag(record, "costledger.streamed"),
         cache_hit=_flag(record, "costledger.cache_hit"),
         reported_cost=_money(record, "costledger.reported_cost"),
-        price_context=price_context_of(record, "costledger.price_context"),
+        price_context=_price_context(record, "costledger.price_context"),
         **texts,
     )
 

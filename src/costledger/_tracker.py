@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from ._attribution import Attribution, current_attribution
 from ._cost import Cost
 from ._errors import GuardRefusal
-from ._events import CallStatus, UsageEvent, new_event_id
+from ._events import NO_PRICE_CONTEXT, CallStatus, UsageEvent, new_event_id, text_pairs
 from ._usage import Usage
 
 if TYPE_CHECKING:
@@ -512,11 +511,7 @@ class Tracker:
             # attribution: the values go to rows, log lines and spans.
             from ._redact import redact_text
 
-            price_context = {
-                k: redact_text(v)
-                for k, v in (price_context.items() if isinstance(price_context, Mapping) else ())
-                if isinstance(k, str) and isinstance(v, str)
-            }
+            price_context = {k: redact_text(v) for k, v in text_pairs(price_context).items()}
         attribution = _scrubbed(call.attribution)
         meta: Mapping[str, Any] = attribution.metadata
         if metadata:
@@ -560,7 +555,7 @@ class Tracker:
             streamed=streamed,
             cache_hit=cache_hit,
             reported_cost=reported_cost,
-            price_context=price_context or _NO_CONTEXT,
+            price_context=price_context or NO_PRICE_CONTEXT,
         )
 
     def _settle(self, call: Call, event: UsageEvent) -> None:
@@ -668,7 +663,6 @@ class Tracker:
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 _NO_USAGE = Usage()
-_NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 
 
 def _scrubbed(attribution: Attribution) -> Attribution:

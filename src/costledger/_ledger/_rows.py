@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._cost import Cost
-from .._events import UsageEvent
+from .._events import UsageEvent, text_pairs
 from .._usage import TOKEN_FIELDS, Usage
 
 __all__ = [
@@ -230,14 +230,6 @@ def _json(value: Any, empty: Any) -> Any:
     return value
 
 
-def _text_pairs(value: Any) -> dict[str, str]:
-    """A stored price context's text entries: a row written by hand with another value
-    there still reads (re-pricing it then takes the standard price)."""
-    if not isinstance(value, Mapping):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
 def row_to_event(row: Mapping[str, Any]) -> UsageEvent:
     """The inverse of ``event_to_row``; also reads a decoded spool line or a database row."""
     usage = Usage(
@@ -289,7 +281,9 @@ def row_to_event(row: Mapping[str, Any]) -> UsageEvent:
         usage=usage,
         cost=cost,
         reported_cost=_money(row, "reported_cost"),
-        price_context=_text_pairs(_json(row.get("price_context"), {})),
+        # a row written by hand with something else there still reads (re-priced at the
+        # standard price)
+        price_context=text_pairs(_json(row.get("price_context"), {})),
     )
 
 

@@ -156,15 +156,20 @@ def test_prices_show_json_is_a_price_book_after_editing(tmp_path: Path) -> None:
     assert changed == {"input", "output"}
 
 
-def test_a_shown_card_with_what_a_book_cannot_express_is_refused(tmp_path: Path) -> None:
-    from costledger._errors import PriceBookError
+def test_a_shown_card_reads_as_a_book_of_its_one_model(tmp_path: Path) -> None:
     from costledger._pricing._book import load_price_book
 
     base = {"model": "m", "input": "1", "output": "2", "source": "genai-prices 0.0.0"}
-    assert load_price_book({**base, "reasoning": None, "per_request": "0", "tiers": []})["m"]
-    for extra in ({"tiers": [{"above": 200000, "input": "6"}]}, {"per_request": "0.01"}):
-        with pytest.raises(PriceBookError, match="cannot express"):
-            load_price_book({**base, **extra})
+    card = load_price_book({**base, "reasoning": None, "per_request": "0", "tiers": []})["m"]
+    assert (card.reasoning, card.request, card.tiers) == (None, Decimal(0), ())
+    tiered = load_price_book(
+        {**base, "tiers": [{"above": 200000, "input": "6", "output": "7"}], "per_request": "0.01"}
+    )["m"]
+    assert (tiered.tiers[0].above, tiered.tiers[0].input, tiered.request) == (
+        200000,
+        Decimal(6),
+        Decimal("0.01"),
+    )
 
 
 # -- CLI --help: help strings are rich markup, and bracketed text must survive it ------------

@@ -9,11 +9,11 @@ Prices are per million tokens. Values stay exact: files are parsed with
 taken as written and a ``float`` through its shortest ``repr`` (``0.15`` -> ``"0.15"``),
 which is the number the user typed.
 
-One model's card as ``costledger prices show MODEL -f json`` prints it (a flat object
-with a string ``"model"``) is also read, as a book of that one model: ``source`` is
-dropped, and ``reasoning``, ``per_request`` and ``tiers`` are accepted only with the
-values that mean "none" (``null``, ``"0"``, ``[]``), since a book has no such prices; any
-other value is refused rather than silently priced without it.
+An entry may also hold long-context ``tiers`` and price ``variants`` (a service tier,
+speed or batch: partial prices selected by the call's price context, resolved as
+genai-prices resolves its own). One model's card as ``costledger prices show MODEL -f
+json`` prints it (a flat object with a string ``"model"``) is also read, as a book of
+that one model (``source`` is dropped).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from .._errors import PriceBookError
-from ._card import EXACT, RateCard
+from ._card import EXACT, RateCard, RateTier, with_variant
 
-__all__ = ["PRICE_FIELDS", "load_price_book"]
+__all__ = ["PRICE_FIELDS", "BookEntry", "load_price_book", "load_price_book_entries"]
 
 PRICE_FIELDS = (
     "input",
@@ -41,10 +42,17 @@ PRICE_FIELDS = (
     "cache_write_1h",
     "input_audio",
     "output_audio",
+    "reasoning",
 )
+"""Per-million-token prices an entry, a tier and a variant can set."""
 _SYNONYMS = {"cache_input": "cache_read"}
+_RATE_FIELDS = frozenset(PRICE_FIELDS) | frozenset(_SYNONYMS)
 _OTHER_FIELDS = ("currency", "provider", "max_input_tokens", "max_output_tokens")
-_KNOWN = frozenset(PRICE_FIELDS) | frozenset(_SYNONYMS) | frozenset(_OTHER_FIELDS)
+# What a variant may change: its prices, never what the model is (currency, provider,
+# limits), so a context can not turn euros into dollars half-way through a report.
+_VARIANT_FIELDS = _RATE_FIELDS | {"per_request", "tiers"}
+_KNOWN = _VARIANT_FIELDS | frozenset(_OTHER_FIELDS) | {"variants"}
+_TIER_FIELDS = _RATE_FIELDS | {"above"}
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Bounds that keep every call's arithmetic exact in the card's 60-digit context (a price
 # of 30 digits between 10^-20 and 10^12, times up to 10^16 tokens, summed over the
@@ -54,10 +62,43 @@ _MIN_EXPONENT = -20  # no digit below 10^-20 per million tokens
 _MAX_ADJUSTED = 11  # below 10^12 per million tokens
 
 
+@dataclass(frozen=True, slots=True)
+class BookEntry:
+    """One model of a price book: its standard card, and the variants a price context
+    selects (each ``(when, prices)``: the context entries it needs, the prices it changes)."""
+
+    card: RateCard
+    variants: tuple[tuple[tuple[tuple[str, str], ...], Mapping[str, Any]], ...] = ()
+    prices: Mapping[str, Any] | None = None  # the entry's own, read: what variants change
+
+    def variant(self, context: Mapping[str, str]) -> RateCard | None:
+        """The card for a call served with ``context``, or ``None`` when no variant
+        matches it. As in genai-prices, each price is taken from the first matching
+        variant that sets it, else from the entry."""
+        changed: dict[str, Any] = {}
+        used: dict[tuple[str, str], None] = {}
+        for when, prices in self.variants:
+            if all(context.get(key) == value for key, value in when):
+                used.update(dict.fromkeys(when))
+                for name, value in prices.items():
+                    changed.setdefault(name, value)
+        if not used:
+            return None
+        assert self.prices is not None
+        return with_variant(_build(self.card, {**self.prices, **changed}), used)
+
+
 def load_price_book(
     book: Mapping[str, Any] | str | os.PathLike[str],
 ) -> dict[str, RateCard]:
-    """Read and check a price book; return its cards by lower-cased model name."""
+    """Read and check a price book; return its standard cards by lower-cased model name."""
+    return {key: entry.card for key, entry in load_price_book_entries(book).items()}
+
+
+def load_price_book_entries(
+    book: Mapping[str, Any] | str | os.PathLike[str],
+) -> dict[str, BookEntry]:
+    """Read and check a price book; return its entries by lower-cased model name."""
     if isinstance(book, Mapping):
         return _parse(book, "override: mapping")
     path = Path(book)
@@ -121,35 +162,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _from_show(card: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """A flat card from ``prices show -f json`` as a one-model book."""
+    """A flat card from ``prices show -f json`` as a one-model book: ``source`` dropped,
+    and the fields it prints as "none" (``"reasoning": null``, ``"tiers": []``) left out."""
     model = card["model"]
-    entry = {k: v for k, v in card.items() if k not in ("model", "source")}
-    for name, why in (
-        ("reasoning", "a separate reasoning price"),
-        ("per_request", "a per-request fee"),
-        ("tiers", "long-context tiers"),
-    ):
-        value = entry.pop(name, None)
-        empty = value is None or value == [] or (name == "per_request" and _is_zero(value))
-        if not empty:
-            raise PriceBookError(
-                f"{source}: model {model!r} field {name!r} (value {value!r}): a price book "
-                f"cannot express {why}; delete the field to price without it"
-            )
+    entry = {
+        k: v
+        for k, v in card.items()
+        if k not in ("model", "source") and not (k in ("reasoning", "tiers") and v in (None, []))
+    }
     return {model: entry}
 
 
-def _is_zero(value: Any) -> bool:
-    try:
-        return not isinstance(value, bool) and Decimal(str(value).strip()).is_zero()
-    except (InvalidOperation, ValueError):
-        return False
-
-
-def _parse(book: Mapping[str, Any], source: str) -> dict[str, RateCard]:
+def _parse(book: Mapping[str, Any], source: str) -> dict[str, BookEntry]:
     if isinstance(book.get("model"), str):  # a book's entries are mappings, never strings
         book = _from_show(book, source)
-    cards: dict[str, RateCard] = {}
+    cards: dict[str, BookEntry] = {}
     for model, entry in book.items():
         if not isinstance(model, str) or not model.strip():
             raise PriceBookError(f"{source}: model names must be non-empty strings, got {model!r}")
@@ -164,24 +191,9 @@ def _parse(book: Mapping[str, Any], source: str) -> dict[str, RateCard]:
     return cards
 
 
-def _card(model: str, entry: Mapping[str, Any], source: str) -> RateCard:
-    unknown = sorted(str(k) for k in entry if k not in _KNOWN)
-    if unknown:
-        raise PriceBookError(
-            f"{source}: model {model!r} has unknown field {unknown[0]!r} "
-            f"(value {entry[unknown[0]]!r}); known fields: {', '.join(sorted(_KNOWN))}"
-        )
-    prices: dict[str, Decimal] = {}
-    for name, value in entry.items():
-        if name in _OTHER_FIELDS:
-            continue
-        field = _SYNONYMS.get(name, name)
-        if field in prices:
-            raise PriceBookError(
-                f"{source}: model {model!r} gives both 'cache_read' and its synonym "
-                f"'cache_input' (value {value!r})"
-            )
-        prices[field] = _price(model, name, value, source)
+def _card(model: str, entry: Mapping[str, Any], source: str) -> BookEntry:
+    _no_unknown(model, entry, _KNOWN, "", source)
+    prices = _rates(model, entry, "", source)
     for required in ("input", "output"):
         if required not in prices:
             raise PriceBookError(
@@ -200,26 +212,177 @@ def _card(model: str, entry: Mapping[str, Any], source: str) -> RateCard:
             f"{source}: model {model!r} field 'provider' must be a non-empty string, "
             f"got {provider!r}"
         )
-    # Missing cache prices fall back to the input rate: caching then costs what
-    # it would have cost uncached, never nothing.
-    cache_write = prices.get("cache_write", prices["input"])
-    return RateCard(
+    shell = RateCard(
         model=model,
         provider=provider.strip().lower() if provider else None,
         source=source,
         currency=currency.strip().upper(),
         input=prices["input"],
         output=prices["output"],
-        cache_read=prices.get("cache_read", prices["input"]),
-        cache_write=cache_write,
-        cache_write_1h=prices.get("cache_write_1h"),
-        input_audio=prices.get("input_audio"),
-        output_audio=prices.get("output_audio"),
+        cache_read=prices["input"],
+        cache_write=prices["input"],
         max_input_tokens=_limit(model, "max_input_tokens", entry.get("max_input_tokens"), source),
         max_output_tokens=_limit(
             model, "max_output_tokens", entry.get("max_output_tokens"), source
         ),
     )
+    variants = _variants(model, entry.get("variants"), bool(prices.get("tiers")), source)
+    return BookEntry(_build(shell, prices), variants, prices if variants else None)
+
+
+def _build(shell: RateCard, prices: Mapping[str, Any]) -> RateCard:
+    """``shell`` (the model, provider, currency, limits) with ``prices``, read.
+
+    Missing cache prices fall back to the input rate: caching then costs what it would
+    have cost uncached, never nothing. The other optional rates bill as their parent
+    (``RateCard``)."""
+    return replace(
+        shell,
+        input=prices["input"],
+        output=prices["output"],
+        cache_read=prices.get("cache_read", prices["input"]),
+        cache_write=prices.get("cache_write", prices["input"]),
+        cache_write_1h=prices.get("cache_write_1h"),
+        input_audio=prices.get("input_audio"),
+        output_audio=prices.get("output_audio"),
+        reasoning=prices.get("reasoning"),
+        request=prices.get("per_request", Decimal(0)),
+        tiers=prices.get("tiers", ()),
+    )
+
+
+def _no_unknown(
+    model: str, entry: Mapping[str, Any], known: frozenset[str], where: str, source: str
+) -> None:
+    unknown = sorted(str(k) for k in entry if k not in known)
+    if unknown:
+        raise PriceBookError(
+            f"{source}: model {model!r} has unknown field {where}{unknown[0]!r} "
+            f"(value {entry[unknown[0]]!r}); known fields: {', '.join(sorted(known))}"
+        )
+
+
+def _rates(model: str, entry: Mapping[str, Any], where: str, source: str) -> dict[str, Any]:
+    """The prices ``entry`` sets, read and checked (``where`` names a tier or variant in
+    errors): per-million rates, ``per_request`` and ``tiers``; synonyms resolved."""
+    prices: dict[str, Any] = {}
+    for name, value in entry.items():
+        if name not in _VARIANT_FIELDS:
+            continue
+        if name == "tiers":
+            prices["tiers"] = _tiers(model, value, f"{where}tiers", source)
+            continue
+        field = _SYNONYMS.get(name, name)
+        if field in prices:
+            raise PriceBookError(
+                f"{source}: model {model!r} {where}gives both 'cache_read' and its synonym "
+                f"'cache_input' (value {value!r})"
+            )
+        prices[field] = _price(model, where + name, value, source)
+    return prices
+
+
+def _tiers(model: str, value: Any, where: str, source: str) -> tuple[RateTier, ...]:
+    """Long-context tiers: each replaces the rates for the whole call once the prompt (all
+    input tokens) passes its ``above``; thresholds rise from one tier to the next."""
+    if not isinstance(value, (list, tuple)):
+        raise PriceBookError(
+            f"{source}: model {model!r} field {where!r} must be a list of tiers "
+            f'({{"above": 200000, "input": ..., "output": ...}}), got {value!r}'
+        )
+    tiers: list[RateTier] = []
+    for i, tier in enumerate(value):
+        here = f"{where}[{i}]."
+        if not isinstance(tier, Mapping):
+            raise PriceBookError(
+                f"{source}: model {model!r} field {here[:-1]!r} must map fields to prices, "
+                f"got {tier!r}"
+            )
+        _no_unknown(model, tier, _TIER_FIELDS, here, source)
+        above = tier.get("above")
+        if isinstance(above, bool) or not isinstance(above, int) or above <= 0:
+            raise PriceBookError(
+                f"{source}: model {model!r} field {here + 'above'!r} must be a positive whole "
+                f"number of prompt tokens, got {above!r}"
+            )
+        if tiers and above <= tiers[-1].above:
+            raise PriceBookError(
+                f"{source}: model {model!r} field {here + 'above'!r} must be above the "
+                f"previous tier's {tiers[-1].above}, got {above!r} (list tiers lowest first)"
+            )
+        rates = _rates(model, tier, here, source)
+        for required in ("input", "output"):
+            if required not in rates:
+                raise PriceBookError(
+                    f"{source}: model {model!r} tier {here[:-1]!r} has no {required!r} price "
+                    "(a tier replaces every rate of the call)"
+                )
+        tiers.append(
+            RateTier(
+                above=above,
+                input=rates["input"],
+                output=rates["output"],
+                cache_read=rates.get("cache_read", rates["input"]),
+                cache_write=rates.get("cache_write", rates["input"]),
+                cache_write_1h=rates.get("cache_write_1h"),
+                input_audio=rates.get("input_audio"),
+                output_audio=rates.get("output_audio"),
+                reasoning=rates.get("reasoning"),
+            )
+        )
+    return tuple(tiers)
+
+
+def _variants(
+    model: str, value: Any, tiered: bool, source: str
+) -> tuple[tuple[tuple[tuple[str, str], ...], Mapping[str, Any]], ...]:
+    """Price variants: ``[{"when": {"service_tier": "flex"}, "input": ..., ...}]``.
+
+    A variant that changes the rates of an entry with tiers (``tiered``) must say which
+    tiers go with them: the entry's would otherwise charge a long batch prompt the full
+    long-context price, and none would charge it the variant's short-prompt price."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise PriceBookError(
+            f"{source}: model {model!r} field 'variants' must be a list of variants "
+            f'({{"when": {{"service_tier": "flex"}}, "input": ..., ...}}), got {value!r}'
+        )
+    variants = []
+    for i, variant in enumerate(value):
+        here = f"variants[{i}]."
+        if not isinstance(variant, Mapping):
+            raise PriceBookError(
+                f"{source}: model {model!r} field {here[:-1]!r} must map fields to prices, "
+                f"got {variant!r}"
+            )
+        _no_unknown(model, variant, _VARIANT_FIELDS | {"when"}, here, source)
+        when = variant.get("when")
+        if (
+            not isinstance(when, Mapping)
+            or not when
+            or not all(
+                isinstance(k, str) and k and isinstance(v, str) and v for k, v in when.items()
+            )
+        ):
+            raise PriceBookError(
+                f"{source}: model {model!r} field {here + 'when'!r} must map price context "
+                f'keys to text values, such as {{"service_tier": "flex"}}, got {when!r}'
+            )
+        prices = _rates(model, variant, here, source)
+        if not prices:
+            raise PriceBookError(
+                f"{source}: model {model!r} variant {here[:-1]!r} (when {dict(when)!r}) "
+                "sets no price"
+            )
+        if tiered and "tiers" not in prices and prices.keys() - {"per_request"}:
+            raise PriceBookError(
+                f"{source}: model {model!r} variant {here[:-1]!r} (when {dict(when)!r}) "
+                "changes the rates of a model with long-context tiers: give its own "
+                "'tiers' too ([] for none)"
+            )
+        variants.append((tuple(sorted(when.items())), prices))
+    return tuple(variants)
 
 
 def _price(model: str, field: str, value: Any, source: str) -> Decimal:

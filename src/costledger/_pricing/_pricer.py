@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from .._cost import Cost
 from .._events import UsageEvent
 from .._usage import Usage
-from ._book import load_price_book
+from ._book import BookEntry, load_price_book_entries
 from ._card import RateCard, with_variant
 from ._genai import GenaiPrices, Match, TimedCards
 from ._litellm import LiteLLMPrices, variant_entry, variant_items
@@ -58,6 +58,7 @@ class _Resolved:
     full_cards: dict[RateCard, RateCard] = field(default_factory=dict)
     match: Match | None = None  # the genai-prices entry, for its price variants
     litellm_entry: tuple[str, Mapping[str, Any]] | None = None  # or LiteLLM's, for its own
+    book: BookEntry | None = None  # or the price book's entry, for its variants
     finish: Callable[[RateCard], RateCard] | None = None  # a snapshot's note on its cards
     variants: dict[tuple[tuple[str, str], ...], TimedCards | RateCard | None] = field(
         default_factory=dict
@@ -82,7 +83,7 @@ class Pricer:
         genai_prices: bool = True,
         litellm: bool = True,
     ) -> None:
-        self._overrides = load_price_book(overrides) if overrides is not None else {}
+        self._overrides = load_price_book_entries(overrides) if overrides is not None else {}
         self._genai = GenaiPrices() if genai_prices else None
         self._litellm = LiteLLMPrices() if litellm else None
         self._resolved: dict[tuple[str, str | None], _Resolved] = {}
@@ -163,8 +164,8 @@ class Pricer:
     ) -> RateCard | None:
         """The card of the price variant ``context`` selects: genai-prices' price variants,
         or LiteLLM's ``_priority`` / ``_flex`` / ``_batches`` rates for a model priced from
-        its map; ``None`` for the standard price (no variant matches, a price book's
-        entry)."""
+        its map, or a price book entry's own variants; ``None`` for the standard price (no
+        variant matches)."""
         # Most contexts have one entry ({"service_tier": "default"} on every OpenAI call):
         # their items are the key as they are, and a key seen before was checked then.
         items = tuple(context.items()) if isinstance(context, Mapping) else ()
@@ -177,7 +178,11 @@ class Pricer:
             finish = resolved.finish or _same
             with self._lock:
                 variant = None
-                if match is not None and match.model.price_variants and self._genai is not None:
+                if resolved.book is not None:
+                    variant = resolved.book.variant(dict(key))
+                    if variant is not None:
+                        variant = finish(variant)
+                elif match is not None and match.model.price_variants and self._genai is not None:
                     variant = self._genai.variant(match, dict(key), finish)
                 elif match is None and entry is not None and self._litellm is not None:
                     variant = self._litellm_variant(entry, dict(key), finish)
@@ -301,14 +306,29 @@ class Pricer:
             return dataclasses.replace(card, source=card.source + note.format(model=card.model))
 
         for key in dict.fromkeys((name.full.lower(), name.ref.lower())):
-            card = self._overrides.get(key)
-            if card is None:
+            entry = self._overrides.get(key)
+            if entry is None:
                 continue
-            if card.provider is None:
-                card = dataclasses.replace(card, provider=name.provider)
-            elif name.provider is not None and not _same_provider(card.provider, name.provider):
+            book_card = entry.card
+            if (
+                book_card.provider is not None
+                and name.provider is not None
+                and not _same_provider(book_card.provider, name.provider)
+            ):
                 continue  # the book prices this name at another provider
-            return _Resolved(name, card=noted(card), canonical=card.model)
+
+            def finish(card: RateCard) -> RateCard:
+                if card.provider is None:
+                    card = dataclasses.replace(card, provider=name.provider)
+                return noted(card)
+
+            return _Resolved(
+                name,
+                card=finish(book_card),
+                canonical=book_card.model,
+                book=entry if entry.variants else None,
+                finish=finish,
+            )
 
         if self._genai is not None:
             match = self._genai.find(name)

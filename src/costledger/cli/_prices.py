@@ -37,20 +37,31 @@ def _card_dict(card: Any) -> dict[str, Any]:
         **{name: format(value, "f") for name, value in rates.items()},
         "reasoning": None if card.reasoning is None else format(card.reasoning, "f"),
         "per_request": format(card.request, "f"),
-        "tiers": [
-            {
-                "above": tier.above,
-                "input": format(tier.input, "f"),
-                "output": format(tier.output, "f"),
-                "cache_read": format(tier.cache_read, "f"),
-                "cache_write": format(tier.cache_write, "f"),
-            }
-            for tier in card.tiers
-        ],
+        "tiers": [_tier_dict(tier) for tier in card.tiers],
         "max_input_tokens": card.max_input_tokens,
         "max_output_tokens": card.max_output_tokens,
         "source": card.source,
     }
+    return out
+
+
+def _tier_dict(tier: Any) -> dict[str, Any]:
+    """A tier as a price book writes it: its own optional rates only where it has them
+    (else they bill as their parent), so the printed card reads back as the same prices."""
+    out: dict[str, Any] = {"above": tier.above}
+    for name in (
+        "input",
+        "output",
+        "cache_read",
+        "cache_write",
+        "cache_write_1h",
+        "input_audio",
+        "output_audio",
+        "reasoning",
+    ):
+        value = getattr(tier, name)
+        if value is not None:
+            out[name] = format(value, "f")
     return out
 
 

@@ -328,3 +328,31 @@ def test_a_variant_of_a_tiered_model_may_drop_the_tiers() -> None:
     usage = Usage(input_tokens=1_000_000, output_tokens=0)
     assert pricer.price("m", usage).total == Decimal(2)
     assert pricer.price("m", usage, price_context={"processing": "batch"}).total == Decimal("0.5")
+
+
+def test_prices_diff_compares_each_variant_with_the_default_variant(tmp_path: Path) -> None:
+    from costledger import diff_prices
+
+    rows = {(d.variant, d.component): d for d in diff_prices(DEAL, at=AT)}
+    # gpt-5 in genai-prices: $1.25 / $10, cache $0.125; flex half of each
+    standard, flex = rows[(None, "input")], rows[("service_tier=flex", "input")]
+    assert (standard.default, standard.book, standard.change) == (
+        Decimal("1.25"),
+        Decimal(1),
+        Decimal("-0.25"),
+    )
+    assert (flex.default, flex.book, flex.change, flex.status) == (
+        Decimal("0.625"),
+        Decimal("0.5"),
+        Decimal("-0.125"),
+        "changed",
+    )
+    # priority sets no cache price: the deal's $0.10 against the default priority $0.25
+    cached = rows[("service_tier=priority", "cache_read")]
+    assert (cached.default, cached.book) == (Decimal("0.25"), Decimal("0.1"))
+    assert {variant for variant, _ in rows} == {
+        None,
+        "service_tier=flex",
+        "processing=batch",
+        "service_tier=priority",
+    }

@@ -400,6 +400,7 @@ def test_prices_diff_in_another_currency(tmp_path: Path) -> None:
     assert rows["input"] == {
         "model": "gpt-4o",
         "provider": None,
+        "variant": None,
         "component": "input",
         "currency": "EUR",
         "default_currency": "USD",

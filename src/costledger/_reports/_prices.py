@@ -125,11 +125,15 @@ class PriceDiff:
     default_source: str | None
     currency: str
     default_currency: str | None = None
+    variant: str | None = None
+    """The book's price variant compared (``"service_tier=flex"``), against the default
+    prices for a call served so; ``None`` for the standard prices."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "provider": self.provider,
+            "variant": self.variant,
             "component": self.component,
             "currency": self.currency,
             "default_currency": self.default_currency,
@@ -144,64 +148,84 @@ class PriceDiff:
 
 def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[PriceDiff]:
     """Every model of ``price_book`` against the default prices, component by component
-    (prices per million tokens; the rates as billed, see ``effective_rates``)."""
+    (prices per million tokens; the rates as billed, see ``effective_rates``), then each
+    of its price variants against the default prices for a call served so. Long-context
+    tiers are not compared."""
     from .._pricing import Pricer
-    from .._pricing._book import load_price_book
+    from .._pricing._book import load_price_book_entries
 
-    book = load_price_book(price_book)
     defaults = Pricer()
     out: list[PriceDiff] = []
-    for card in book.values():
-        default = defaults.rate_card(card.model, provider=card.provider, at=at)
-        mine = effective_rates(card)
-        theirs = effective_rates(default) if default is not None else None
-        for name in COMPONENTS:
-            if (
-                name in _PARENT
-                and getattr(card, name) is None
-                and (default is None or getattr(default, name) is None)
-            ):
-                continue  # neither side prices it apart from its parent: nothing to say
-            value = mine[name]
-            if theirs is None:
-                out.append(
-                    PriceDiff(
-                        card.model,
-                        card.provider,
-                        name,
-                        None,
-                        canonical(value),
-                        None,
-                        None,
-                        "new",
-                        None,
-                        card.currency,
-                    )
-                )
-                continue
-            assert default is not None
-            base = theirs[name]
-            change: Decimal | None = None
-            share: Decimal | None = None
-            if default.currency != card.currency:  # not comparable: no difference given
-                status = "other currency"
-            else:
-                exact = EXACT.subtract(value, base)
-                change, share = canonical(exact), share_of(exact, base)
-                status = "same" if exact.is_zero() else "changed"
+    for entry in load_price_book_entries(price_book).values():
+        standard = entry.card
+        pairs: list[tuple[str | None, RateCard, RateCard | None]] = [
+            (None, standard, defaults.rate_card(standard.model, provider=standard.provider, at=at))
+        ]
+        for when, _ in entry.variants:
+            context = dict(when)
+            card = entry.variant(context)
+            assert card is not None  # its own context always selects it
+            default = defaults.rate_card(
+                standard.model, provider=standard.provider, at=at, price_context=context
+            )
+            pairs.append((", ".join(f"{k}={v}" for k, v in when), card, default))
+        for variant, card, default in pairs:
+            out.extend(_diff_card(card, default, variant))
+    return out
+
+
+def _diff_card(card: RateCard, default: RateCard | None, variant: str | None) -> list[PriceDiff]:
+    out: list[PriceDiff] = []
+    mine = effective_rates(card)
+    theirs = effective_rates(default) if default is not None else None
+    for name in COMPONENTS:
+        if (
+            name in _PARENT
+            and getattr(card, name) is None
+            and (default is None or getattr(default, name) is None)
+        ):
+            continue  # neither side prices it apart from its parent: nothing to say
+        value = mine[name]
+        if theirs is None:
             out.append(
                 PriceDiff(
                     card.model,
                     card.provider,
                     name,
-                    canonical(base),
+                    None,
                     canonical(value),
-                    change,
-                    share,
-                    status,
-                    default.source,
+                    None,
+                    None,
+                    "new",
+                    None,
                     card.currency,
-                    default.currency,
                 )
             )
+            continue
+        assert default is not None
+        base = theirs[name]
+        change: Decimal | None = None
+        share: Decimal | None = None
+        if default.currency != card.currency:  # not comparable: no difference given
+            status = "other currency"
+        else:
+            exact = EXACT.subtract(value, base)
+            change, share = canonical(exact), share_of(exact, base)
+            status = "same" if exact.is_zero() else "changed"
+        out.append(
+            PriceDiff(
+                card.model,
+                card.provider,
+                name,
+                canonical(base),
+                canonical(value),
+                change,
+                share,
+                status,
+                default.source,
+                card.currency,
+                default.currency,
+                variant,
+            )
+        )
     return out

@@ -221,12 +221,15 @@ def diff(
     if not found:
         raise CliError(f"price book {str(book)!r} lists no models", EXIT_BAD_INPUT)
     rows = [d.as_dict() for d in found if not changed_only or d.status != "same"]
-    fields = ["model", "provider", "component", "currency", "default_currency", "default"]
-    fields += ["book", "change"]
+    fields = ["model", "provider", "variant", "component", "currency", "default_currency"]
+    fields += ["default", "book", "change"]
+    cols: tuple[Col, ...] = _DIFF_COLS
+    if any(d.variant for d in found):
+        cols = (cols[0], Col("variant", "variant"), *cols[1:])
     emit(
         fmt,
         rows,
-        _DIFF_COLS,
+        cols,
         fields=[*fields, "change_share", "status", "default_source"],
         title=f"{book} against the default prices (per million tokens)",
     )

@@ -5,6 +5,12 @@ generators and async generators: a generator's code sees the scope at each step,
 that consumes it between steps does not). Because the state lives in a ``ContextVar``, it
 follows asyncio tasks and threads that copy the context (``contextvars.copy_context().run``,
 LangChain's executor), and never leaks between requests.
+
+The variable holds a chain of frames, ``(attribution, owner, parent frame)``: the open scopes
+of this context, innermost first. An ``attribute`` instance leaves its scope by restoring the
+parent of its own innermost frame in the current context, so one instance (a module-level
+``SEARCH = attribute(feature="search")``) can be entered by concurrent tasks and threads and
+re-entered within one of them, at the cost of one ``ContextVar.set`` per enter and per exit.
 """
 
 from __future__ import annotations
@@ -78,7 +84,12 @@ class Attribution:
 
 EMPTY = Attribution()
 
-_current: ContextVar[Attribution] = ContextVar("costledger_attribution", default=EMPTY)
+# (attribution in force, the ``attribute`` instance whose scope set it or None for a
+# decorated call or generator step, the frame it replaced or None at the root).
+_Frame = tuple[Attribution, Any, Any]
+_ROOT: _Frame = (EMPTY, None, None)
+
+_current: ContextVar[_Frame] = ContextVar("costledger_attribution", default=_ROOT)
 
 
 def _opt_str(value: Any) -> str | None:
@@ -87,7 +98,7 @@ def _opt_str(value: Any) -> str | None:
 
 def current_attribution() -> Attribution:
     """The attribution in force in this context (what ``attribute`` scopes have set)."""
-    return _current.get()
+    return _current.get()[0]
 
 
 class attribute:
@@ -99,7 +110,7 @@ class attribute:
     Nested scopes merge: the inner one wins per key and tags accumulate.
     """
 
-    __slots__ = ("_attribution", "_tokens")
+    __slots__ = ("_attribution",)
 
     def __init__(
         self,
@@ -119,11 +130,11 @@ class attribute:
             tags=tuple(str(t) for t in ([tags] if isinstance(tags, str) else tags)),
             metadata=MappingProxyType(metadata) if metadata else _EMPTY_META,
         )
-        self._tokens: list[Token[Attribution]] = []
 
     def __enter__(self) -> Attribution:
-        merged = _current.get().merge(self._attribution)
-        self._tokens.append(_current.set(merged))
+        top = _current.get()
+        merged = top[0].merge(self._attribution)
+        _current.set((merged, self, top))
         return merged
 
     def __exit__(
@@ -132,7 +143,24 @@ class attribute:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _current.reset(self._tokens.pop())
+        # The scope state is per context, never on the instance: each task or thread that
+        # entered this instance leaves its own innermost scope of it.
+        top = _current.get()
+        if top[1] is self:  # the usual case: the innermost scope is this one
+            _current.set(top[2])
+            return
+        # Left out of order (a generator's ``with`` interleaved with its consumer's): the
+        # scopes opened since go with it, as resetting a token would do. The search stops
+        # at a decorated call or generator step (owner None): a scope opened beyond it was
+        # already closed by that call's or step's own reset. Not found (a context that did
+        # not enter this instance, or a scope already closed): nothing to restore here, and
+        # never an error for the host.
+        frame = top
+        while frame[1] is not None:
+            frame = frame[2]
+            if frame[1] is self:
+                _current.set(frame[2])
+                return
 
     async def __aenter__(self) -> Attribution:
         return self.__enter__()
@@ -150,9 +178,10 @@ class attribute:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                # A token per call, not the shared list: the decorated function may run
-                # concurrently in many tasks or threads.
-                token = _current.set(_current.get().merge(self._attribution))
+                # A token per call: the decorated function may run concurrently in many
+                # tasks or threads.
+                top = _current.get()
+                token = _current.set((top[0].merge(self._attribution), None, top))
                 try:
                     return await func(*args, **kwargs)
                 finally:
@@ -164,7 +193,8 @@ class attribute:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _current.set(_current.get().merge(attribution))
+            top = _current.get()
+            token = _current.set((top[0].merge(attribution), None, top))
             try:
                 result = func(*args, **kwargs)
             finally:
@@ -185,13 +215,18 @@ class attribute:
 # so the generator's code sees it and the consumer's code between steps does not.
 
 
+def _push(attribution: Attribution) -> Token[_Frame]:
+    top = _current.get()
+    return _current.set((top[0].merge(attribution), None, top))
+
+
 def _scoped_gen(
     gen: Generator[Any, Any, Any], attribution: Attribution
 ) -> Generator[Any, Any, Any]:
     sent: Any = None
     thrown: BaseException | None = None
     while True:
-        token = _current.set(_current.get().merge(attribution))
+        token = _push(attribution)
         try:
             item = gen.send(sent) if thrown is None else gen.throw(thrown)
         except StopIteration as stop:
@@ -202,7 +237,7 @@ def _scoped_gen(
         try:
             sent = yield item
         except GeneratorExit:
-            token = _current.set(_current.get().merge(attribution))
+            token = _push(attribution)
             try:
                 gen.close()
             finally:
@@ -218,7 +253,7 @@ async def _scoped_agen(
     sent: Any = None
     thrown: BaseException | None = None
     while True:
-        token = _current.set(_current.get().merge(attribution))
+        token = _push(attribution)
         try:
             item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
         except StopAsyncIteration:
@@ -229,7 +264,7 @@ async def _scoped_agen(
         try:
             sent = yield item
         except GeneratorExit:
-            token = _current.set(_current.get().merge(attribution))
+            token = _push(attribution)
             try:
                 await agen.aclose()
             finally:

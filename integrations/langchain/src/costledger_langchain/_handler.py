@@ -2,7 +2,8 @@
 
 LangChain tells a handler three things about a model call: it started
 (``on_chat_model_start`` / ``on_llm_start``, with metadata and tags), it
-streamed a chunk (``on_llm_new_token``), and it ended (``on_llm_end`` /
+streamed a chunk (``on_llm_new_token``, or ``on_stream_event`` per protocol event on
+the ``stream_events(version="v3")`` path), and it ended (``on_llm_end`` /
 ``on_llm_error``, with neither metadata nor tags). The handler keeps what the
 start said in a bounded map keyed by run id, and closes the Tracker call at the
 end. Everything else (usage reading, pricing, guards, storage) is the Tracker's.
@@ -461,6 +462,33 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         except Exception as exc:
             _report("langchain.on_llm_new_token", exc)
 
+    def on_stream_event(
+        self,
+        event: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """A protocol event of ``stream_events(version="v3")`` / ``astream_events``, or of
+        an ``invoke`` langchain-core (1.x) routes through that path when a v2 streaming
+        handler is attached. There ``on_llm_new_token`` comes only if the model's own
+        ``_stream`` reports its chunks.
+
+        The events carry no usage per chunk: langchain-core adds the chunks' usage up into
+        ``message-finish``, the message ``on_llm_end`` gets too. So this only notes that the
+        call streamed; usage is read at the end, corrected for running totals from the
+        chunks ``on_llm_new_token`` saw, if any. Called per event (several per chunk): one
+        dict lookup.
+        """
+        try:
+            run = _runs.get(run_id)
+            if run is not None:
+                run.streamed = True
+        except Exception as exc:
+            _report("langchain.on_stream_event", exc)
+
     # -- end ----------------------------------------------------------------------------------
     def on_llm_end(
         self,
@@ -565,9 +593,15 @@ def _finish(
         # key is not part of UsageMetadata and no provider sets it.
         cache_hit = usage_metadata.get("total_cost") == 0
         usage_metadata = {k: v for k, v in usage_metadata.items() if k != "total_cost"}
-    if run.stream_usages and _is_cumulative(run.stream_usages):
-        # Each chunk repeated the running total and LangChain summed them: take the last.
-        usage_metadata = run.stream_usages[-1]
+    stream_usages = run.stream_usages
+    if stream_usages:
+        if _is_cumulative(stream_usages):
+            # Each chunk repeated the running total and LangChain summed them: take the last.
+            usage_metadata = stream_usages[-1]
+        elif not usage_metadata:
+            # stream_events(version="v3") ends a failed or cancelled stream with a response
+            # that has no usage (stream() hands over the chunks so far): add them up here.
+            usage_metadata = _sum_usages(stream_usages)
     payload: Any = None
     usage = None
     if usage_metadata and "input_tokens" in usage_metadata:
@@ -596,7 +630,8 @@ def _finish(
         status=status,
         error=error,
         request_id=_request_id(parts.message_id, response_metadata),
-        streamed=run.streamed,
+        # A v3 cache hit replays the cached answer as stream events: not a streamed call.
+        streamed=run.streamed and not cache_hit,
         cache_hit=cache_hit,
         latency_ms=latency_ms,
         # ChatOpenAI keeps the response's service_tier in response_metadata, ChatAnthropic
@@ -619,6 +654,15 @@ def _first_message(response: LLMResult | None) -> tuple[Any, Mapping[str, Any] |
     if response.generations and response.generations[0]:
         return getattr(response.generations[0][0], "message", None), llm_output
     return None, llm_output
+
+
+def _sum_usages(usages: Sequence[Mapping[str, Any]]) -> Any:
+    from langchain_core.messages.ai import add_usage
+
+    total: Any = None
+    for usage in usages:
+        total = add_usage(total, usage)  # type: ignore[arg-type]
+    return total
 
 
 def _is_cumulative(usages: Sequence[Mapping[str, Any]]) -> bool:

@@ -286,6 +286,7 @@ def test_a_decorated_generator_entering_the_shared_instance_between_steps(
     def consume() -> list[Any]:
         return [(item, _seen()) for item in gen()]
 
+    outside: tuple[str | None, str | None, tuple[str, ...]]
     if consumer_in_scope:
         with search:
             steps = consume()

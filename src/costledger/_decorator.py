@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import weakref
 from asyncio import CancelledError
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar, overload
+from types import AsyncGeneratorType, GeneratorType
+from typing import Any, Final, TypeVar, overload
 
 from ._attribution import EMPTY, Attribution, current_attribution
 from ._events import CallStatus
 from ._extract import read_response
+from ._streams import StreamUsage
 from ._tracker import Call, Tracker, _report, get_tracker
 from ._usage import Usage
 
@@ -22,32 +25,64 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _USAGE_KEYS = ("usage", "usage_metadata", "usageMetadata")
 
+# What a function returned, by its class: a response (read at once), or something the
+# call goes on in: an awaitable (the call ends when it is awaited) or a stream (when it
+# ends). Classified once per class, so the common case costs one dict look-up.
+_RESPONSE: Final = 0
+_AWAITABLE: Final = 1
+_GENERATOR: Final = 2
+_ASYNC_GENERATOR: Final = 3
+_ITERATOR: Final = 4  # an SDK's Stream, or any other iterator
+_ASYNC_ITERATOR: Final = 5  # an SDK's AsyncStream
+_FUTURE: Final = 6  # an asyncio Future or Task: handed back as it is, the call ends with it
+_RESULT_KINDS: Final[dict[type, int]] = {
+    dict: _RESPONSE,
+    type(None): _RESPONSE,
+    list: _RESPONSE,
+    str: _RESPONSE,
+    Usage: _RESPONSE,
+}
+_result_kind = _RESULT_KINDS.get
 
-def _carries_usage(chunk: Any) -> bool:
-    """Cheap test for "this stream item has a usage part" (the final chunk, usually)."""
-    if isinstance(chunk, Mapping):
-        return any(chunk.get(k) is not None for k in _USAGE_KEYS)
-    return any(getattr(chunk, k, None) is not None for k in _USAGE_KEYS)
+
+def _classify(cls: type) -> int:
+    if issubclass(cls, (Mapping, str, bytes, bytearray, int, float, list, tuple, Usage)) or (
+        getattr(cls, "__pydantic_fields__", None) is not None
+        or any(c.__module__ == "unittest.mock" for c in cls.__mro__)  # a test double
+    ):
+        return _RESPONSE
+    if issubclass(cls, GeneratorType):
+        return _GENERATOR
+    if issubclass(cls, AsyncGeneratorType):
+        return _ASYNC_GENERATOR
+    if getattr(cls, "_asyncio_future_blocking", None) is not None and hasattr(
+        cls, "add_done_callback"
+    ):
+        return _FUTURE
+    if hasattr(cls, "__await__"):
+        return _AWAITABLE
+    if hasattr(cls, "__anext__") and hasattr(cls, "__aiter__"):
+        return _ASYNC_ITERATOR
+    if hasattr(cls, "__next__") and hasattr(cls, "__iter__"):
+        return _ITERATOR
+    return _RESPONSE
 
 
-def _usage_part(read: Any, provider: str | None) -> Any:
-    """What a stream keeps of ``usage=``'s answer for one chunk: the answer if it gives usage
-    (a ``Usage`` with tokens, a payload with a usage part, a bare usage part), else ``None``.
+def _kind_of_result(cls: type) -> int:
+    """Whether a function's result is a response or something the call goes on in.
 
-    Raises when the answer is neither empty nor readable (the caller notes why)."""
-    if read is None:
-        return None
-    if isinstance(read, Usage):
-        return read if read.total_tokens else None
-    if _carries_usage(read):
-        return read
-    if isinstance(read, Mapping):
-        if any(k in read for k in _USAGE_KEYS):
-            return None  # a chunk whose usage part is empty: most chunks of a stream
-    elif any(hasattr(read, k) for k in _USAGE_KEYS):
-        return None
-    read_response(read, provider)  # a bare usage part, or a UsageError saying why not
-    return read
+    A stream is a generator, or an object of the iterator protocol (``__next__``: the
+    SDKs' ``Stream``): containers (a list, a dict, a pydantic model such as a LangChain
+    message) are iterable but not iterators, and are responses.
+    """
+    try:
+        kind = _classify(cls)
+    except Exception as exc:  # a class that fails these checks: read as a response
+        _report("decorator.result", exc)
+        kind = _RESPONSE
+    if len(_RESULT_KINDS) < 1024:  # bounded, in case classes are made on the fly
+        _RESULT_KINDS[cls] = kind
+    return kind
 
 
 class _Spec:
@@ -135,6 +170,9 @@ class _Spec:
                 tracker.finish(call, usage=read, provider=self.provider, defer=True)
                 return
             result = read
+        if result is None:  # as a stream that carried no usage
+            tracker.finish(call, metadata=_failed("no usage"), defer=True)
+            return
         # Deferred: the usage is read here, pricing and storage leave the host's path.
         tracker.finish(call, payload=result, provider=self.provider, defer=True)
 
@@ -188,9 +226,12 @@ def track_cost(
     """Track the cost of each call of a function that returns a provider response.
 
     Works on sync and async functions, generators and async generators (a stream
-    is recorded once, when it ends, from the last item that carries usage), methods,
-    classmethods and staticmethods (above or below ``@classmethod`` /
-    ``@staticmethod``). Usage is read from the return value by ``extract_usage``
+    is recorded once, when it ends, from the usage its items carried, added up as
+    their provider spreads it: see ``costledger._streams``), methods, classmethods and
+    staticmethods (above or below ``@classmethod`` / ``@staticmethod``). A function
+    that returns a stream (a generator, an SDK's ``Stream`` / ``AsyncStream``) or an
+    awaitable (an async client's coroutine) is recorded when that ends or is awaited.
+    Usage is read from the return value by ``extract_usage``
     unless ``usage=`` (a callable of the result returning a ``Usage`` or a payload)
     is given; for a stream it is applied to each item. ``model=`` names the
     requested model; otherwise the response's model is used. Attribution comes from
@@ -237,6 +278,11 @@ def _wrap_sync(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         except BaseException as exc:
             tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
             raise
+        kind = _result_kind(type(result))
+        if kind is None:
+            kind = _kind_of_result(type(result))
+        if kind:  # a stream or an awaitable: the call ends with it
+            return _goes_on(kind, result, spec, tracker, call)
         spec.finish(tracker, call, result)
         return result
 
@@ -253,10 +299,186 @@ def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         except BaseException as exc:
             tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
             raise
+        kind = _result_kind(type(result))
+        if kind is None:
+            kind = _kind_of_result(type(result))
+        if kind:  # e.g. ``return await client.chat.completions.create(stream=True)``
+            return _goes_on(kind, result, spec, tracker, call)
         spec.finish(tracker, call, result)
         return result
 
     return wrapper
+
+
+# A function that returns what its call goes on in (a plain ``def`` returning the SDK's
+# ``Stream`` or, from an async client, its coroutine): the call, opened before the
+# function ran (guards, latency), ends when that ends. The stream is tracked by the same
+# generator as a decorated generator function's; an object that is not a generator is
+# handed back behind a thin proxy (its attributes, ``close()`` and ``with`` still work).
+# One never iterated (or awaited) ends as cancelled when it is collected.
+
+
+def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:
+    try:
+        if kind == _FUTURE:
+            result.add_done_callback(functools.partial(_future_done, spec, tracker, call))
+            return result
+        seen = _Seen(spec)
+        out: Any
+        if kind == _AWAITABLE:
+            out = _awaited(result, spec, seen, tracker, call)
+        elif kind == _GENERATOR:
+            out = _tracked_gen(result, spec, tracker, None, call, seen)
+        elif kind == _ASYNC_GENERATOR:
+            out = _tracked_agen(result, spec, tracker, None, call, seen)
+        elif kind == _ITERATOR:
+            items = _tracked_gen(_items_of(result), spec, tracker, None, call, seen)
+            out = _TrackedStream(result, items)
+        else:
+            aitems = _tracked_agen(_aitems_of(result), spec, tracker, None, call, seen)
+            out = _TrackedAsyncStream(result, aitems)
+        unused = weakref.finalize(out, _never_used, seen, tracker, call, kind)
+        unused.atexit = False
+        if isinstance(out, _TrackedStream | _TrackedAsyncStream):
+            out._unused = unused
+    except Exception as exc:  # a bug of ours: the host gets its result unchanged
+        _report("decorator.result", exc, model=spec.model)
+        spec.finish(tracker, call, result)
+        return result
+    return out
+
+
+def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
+    if seen.started or call.finished or sys.is_finalizing():
+        return  # started: the stream's own end (close, collection) finishes the call
+    what = "never awaited" if kind == _AWAITABLE else "never iterated"
+    tracker.finish(
+        call,
+        status="cancelled",
+        streamed=kind != _AWAITABLE,
+        metadata=_failed(f"no usage: {what}"),
+        defer=True,
+    )
+
+
+def _future_done(spec: _Spec, tracker: Tracker, call: Call, future: Any) -> None:
+    try:
+        if future.cancelled():
+            tracker.finish(call, status="cancelled", defer=True)
+            return
+        exc = future.exception()
+        if exc is not None:
+            tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
+            return
+        spec.finish(tracker, call, future.result())
+    except Exception as bug:
+        _report("decorator.result", bug, model=spec.model)
+
+
+async def _awaited(awaitable: Any, spec: _Spec, seen: _Seen, tracker: Tracker, call: Call) -> Any:
+    seen.started = True
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
+        raise
+    kind = _result_kind(type(result))
+    if kind is None:
+        kind = _kind_of_result(type(result))
+    if kind and kind != _AWAITABLE:  # an async client's stream=True: an AsyncStream
+        return _goes_on(kind, result, spec, tracker, call)
+    spec.finish(tracker, call, result)
+    return result
+
+
+def _items_of(stream: Iterable[Any]) -> Generator[Any, Any, Any]:
+    return (yield from stream)
+
+
+async def _aitems_of(stream: AsyncIterable[Any]) -> AsyncGenerator[Any, Any]:
+    async for item in stream:
+        yield item
+
+
+class _TrackedStream:
+    """A stream object a function returned (an SDK's ``Stream``), seen through: its items
+    come through the tracking generator; any other attribute is the stream's own."""
+
+    __slots__ = ("__weakref__", "_items", "_stream", "_unused")
+
+    def __init__(self, stream: Any, items: Generator[Any, Any, Any]) -> None:
+        self._stream = stream
+        self._items = items
+        self._unused: weakref.finalize[Any, Any] | None = None
+
+    def __iter__(self) -> _TrackedStream:
+        return self
+
+    def __next__(self) -> Any:
+        return self._items.__next__()
+
+    def close(self) -> None:
+        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
+        self._items.close()
+        if self._unused is not None:
+            self._unused()
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> _TrackedStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_stream"), name)
+
+    def __repr__(self) -> str:
+        return f"<tracked {self._stream!r}>"
+
+
+class _TrackedAsyncStream:
+    """``_TrackedStream`` for an async stream object (an SDK's ``AsyncStream``)."""
+
+    __slots__ = ("__weakref__", "_items", "_stream", "_unused")
+
+    def __init__(self, stream: Any, items: AsyncGenerator[Any, Any]) -> None:
+        self._stream = stream
+        self._items = items
+        self._unused: weakref.finalize[Any, Any] | None = None
+
+    def __aiter__(self) -> _TrackedAsyncStream:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._items.__anext__()
+
+    async def close(self) -> None:
+        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
+        await self._items.aclose()
+        if self._unused is not None:
+            self._unused()
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            closed = close()
+            if inspect.isawaitable(closed):
+                await closed
+
+    aclose = close
+
+    async def __aenter__(self) -> _TrackedAsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_stream"), name)
+
+    def __repr__(self) -> str:
+        return f"<tracked {self._stream!r}>"
 
 
 # Generators. Calling the function fixes what the call is for (tracker, attribution scope,
@@ -279,10 +501,18 @@ def _wrap_gen(
 
 
 def _tracked_gen(
-    gen: Generator[Any, Any, Any], spec: _Spec, tracker: Tracker, start: dict[str, Any]
+    gen: Generator[Any, Any, Any],
+    spec: _Spec,
+    tracker: Tracker,
+    start: dict[str, Any] | None,
+    call: Call | None = None,
+    seen: _Seen | None = None,
 ) -> Generator[Any, Any, Any]:
-    call = tracker.start(**start)
-    seen = _StreamUsage(spec)
+    if call is None:  # a generator function's: the call opens at the first iteration
+        call = tracker.start(**(start or {}))
+    if seen is None:
+        seen = _Seen(spec)
+    seen.started = True
     sent: Any = None
     thrown: BaseException | None = None
     send = gen.send
@@ -321,10 +551,18 @@ def _wrap_async_gen(
 
 
 async def _tracked_agen(
-    agen: AsyncGenerator[Any, Any], spec: _Spec, tracker: Tracker, start: dict[str, Any]
+    agen: AsyncGenerator[Any, Any],
+    spec: _Spec,
+    tracker: Tracker,
+    start: dict[str, Any] | None,
+    call: Call | None = None,
+    seen: _Seen | None = None,
 ) -> AsyncGenerator[Any, Any]:
-    call = await tracker.astart(**start)
-    seen = _StreamUsage(spec)
+    if call is None:
+        call = await tracker.astart(**(start or {}))
+    if seen is None:
+        seen = _Seen(spec)
+    seen.started = True
     sent: Any = None
     thrown: BaseException | None = None
     asend = agen.asend
@@ -349,33 +587,54 @@ async def _tracked_agen(
     seen.finish(tracker, call, None)
 
 
-class _StreamUsage:
+class _Seen:
     """What a tracked stream has shown of its usage so far, and the call's end from it.
 
-    ``last``: the last chunk (or ``usage=`` answer) that gave usage; ``missed``: why
-    ``usage=`` gave none for a chunk, the last time it failed.
+    ``usage`` merges the items' usage as their provider spreads it (``StreamUsage``,
+    shared with the HTTP transport); ``missed``: why ``usage=`` gave none for an item,
+    the last time it failed; ``started``: the stream was iterated (or awaited).
     """
 
-    __slots__ = ("last", "missed", "spec")
+    __slots__ = ("missed", "spec", "started", "usage")
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
-        self.last: Any = None
+        self.usage = StreamUsage()
         self.missed: str | None = None
+        self.started = False
 
     def see(self, chunk: Any) -> None:
-        usage_fn = self.spec.usage_fn
-        if usage_fn is None:
-            if _carries_usage(chunk):
-                self.last = chunk
-            return
         try:
-            part = _usage_part(usage_fn(chunk), self.spec.provider)
-        except Exception as exc:
-            self.missed = _why(exc)
-        else:
-            if part is not None:
-                self.last = part
+            usage_fn = self.spec.usage_fn
+            if usage_fn is None:
+                self.usage.see(chunk)
+                return
+            try:
+                self._take(usage_fn(chunk))
+            except Exception as exc:
+                self.missed = _why(exc)
+        except Exception as exc:  # a bug of ours: the stream goes on
+            _report("decorator.stream", exc, model=self.spec.model)
+
+    def _take(self, read: Any) -> None:
+        """Keep ``usage=``'s answer for one item if it gives usage (a ``Usage`` with
+        tokens, a payload with a usage part, a bare usage part); raise when it is neither
+        empty nor readable (the caller notes why)."""
+        if read is None:
+            return
+        if isinstance(read, Usage):
+            if read.total_tokens:
+                self.usage.take(read)
+            return
+        if self.usage.see(read):
+            return
+        if isinstance(read, Mapping):
+            if any(k in read for k in _USAGE_KEYS):
+                return  # an item whose usage part is empty: most items of a stream
+        elif any(hasattr(read, k) for k in _USAGE_KEYS):
+            return
+        read_response(read, self.spec.provider)  # a bare usage part, or why not
+        self.usage.take(read)
 
     def finish(self, tracker: Tracker, call: Call, exc: BaseException | None) -> None:
         if sys.is_finalizing():
@@ -383,10 +642,13 @@ class _StreamUsage:
             # the exit-time drain: nothing can store it now.
             return
         # Usage seen before a stop (error, close, cancel) still cost money: it is recorded
-        # from the last chunk that carried it (and the call without usage if that chunk
-        # is bad).
+        # (and the call without usage if what was seen is bad).
         status: CallStatus = "ok" if exc is None else _status_of(exc)
-        last = self.last
+        try:
+            last = self.usage.payload()
+        except Exception as bug:
+            _report("decorator.stream", bug, model=self.spec.model)
+            last = None
         if last is None:
             metadata = None
             if self.missed is not None:

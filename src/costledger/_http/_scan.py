@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .._streams import RESPONSES_FINAL, StreamUsage
 from ._decode import ContentDecoder
 from ._request import Kind
 
@@ -283,7 +284,7 @@ class _ChatScanner(_SSEScanner):
 
     def __init__(self, decoder: ContentDecoder | None) -> None:
         super().__init__(decoder)
-        self._final: dict[str, Any] | None = None
+        self._usage = StreamUsage()
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         if data == b"[DONE]":
@@ -297,18 +298,13 @@ class _ChatScanner(_SSEScanner):
         model = obj.get("model")
         if isinstance(model, str) and model:
             self.model = model
-        usage = obj.get("usage")
-        if isinstance(usage, dict) and usage:
-            self._final = obj
-        else:
-            groq = obj.get("x_groq")  # Groq puts stream usage there
-            if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
-                self._final = {**obj, "usage": groq["usage"]}
+        self._usage.see(obj)  # the last chunk with usage (Groq's under x_groq)
         if obj.get("error"):
             self.error = _error_type(obj["error"])
 
     def final_payload(self) -> dict[str, Any] | None:
-        return self._final
+        payload: dict[str, Any] | None = self._usage.payload()
+        return payload
 
 
 _RESPONSES_EVENTS = frozenset(
@@ -320,7 +316,6 @@ _RESPONSES_EVENTS = frozenset(
         b"error",
     }
 )
-_RESPONSES_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class _ResponsesScanner(_SSEScanner):
@@ -328,7 +323,7 @@ class _ResponsesScanner(_SSEScanner):
 
     def __init__(self, decoder: ContentDecoder | None) -> None:
         super().__init__(decoder)
-        self._final: dict[str, Any] | None = None
+        self._usage = StreamUsage()
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         if event is not None and event:
@@ -345,10 +340,9 @@ class _ResponsesScanner(_SSEScanner):
             model = response.get("model")
             if isinstance(model, str) and model:
                 self.model = model
-        if etype in _RESPONSES_FINAL and isinstance(response, dict):
+        self._usage.see(obj)  # a final event's response, with its usage
+        if etype in RESPONSES_FINAL and isinstance(response, dict):
             self.complete = True
-            if isinstance(response.get("usage"), dict):
-                self._final = response
             if etype == "response.failed":
                 self.error = _error_type(response.get("error"), "response.failed")
         elif etype == "error":
@@ -357,7 +351,8 @@ class _ResponsesScanner(_SSEScanner):
                 self.error = obj["code"]
 
     def final_payload(self) -> dict[str, Any] | None:
-        return self._final
+        payload: dict[str, Any] | None = self._usage.payload()
+        return payload
 
 
 _MESSAGES_EVENTS = frozenset({b"message_start", b"message_delta", b"message_stop", b"error"})
@@ -365,12 +360,11 @@ _MESSAGES_EVENTS = frozenset({b"message_start", b"message_delta", b"message_stop
 
 class _MessagesScanner(_SSEScanner):
     """Anthropic Messages: ``message_start`` has the input usage, each ``message_delta``
-    the CUMULATIVE output so far (and, lately, cumulative input and cache counts).
-    Later values replace earlier ones; adding them would double count."""
+    the CUMULATIVE output so far; ``StreamUsage`` merges them into one message."""
 
     def __init__(self, decoder: ContentDecoder | None) -> None:
         super().__init__(decoder)
-        self._message: dict[str, Any] | None = None
+        self._usage = StreamUsage()
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         if event is not None and event:
@@ -381,39 +375,20 @@ class _MessagesScanner(_SSEScanner):
         obj = self._parse(data)
         if obj is None:
             return
+        self._usage.see(obj)
         etype = obj.get("type")
         if etype == "message_start":
             message = obj.get("message")
-            if isinstance(message, dict):
-                usage = message.get("usage")
-                self._message = {
-                    "id": message.get("id"),
-                    "type": "message",
-                    "role": "assistant",
-                    "model": message.get("model"),
-                    "usage": dict(usage) if isinstance(usage, dict) else {},
-                }
-                if isinstance(message.get("model"), str):
-                    self.model = message["model"]
-        elif etype == "message_delta":
-            usage = obj.get("usage")
-            if isinstance(usage, dict):
-                if self._message is None:
-                    self._message = {"type": "message", "model": self.model, "usage": {}}
-                target = self._message["usage"]
-                for key, value in usage.items():
-                    if value is not None:
-                        target[key] = value
+            if isinstance(message, dict) and isinstance(message.get("model"), str):
+                self.model = message["model"]
         elif etype == "message_stop":
             self.complete = True
         elif etype == "error":
             self.error = _error_type(obj.get("error"), "error")
 
     def final_payload(self) -> dict[str, Any] | None:
-        message = self._message
-        if message is None or not message.get("usage"):
-            return None
-        return message
+        payload: dict[str, Any] | None = self._usage.payload()
+        return payload
 
 
 _SSE_SCANNERS: dict[Kind, type[_SSEScanner]] = {

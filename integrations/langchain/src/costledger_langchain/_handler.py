@@ -31,6 +31,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
 from costledger._extract import price_context_of
+from costledger._streams import is_cumulative as _is_cumulative
 from costledger._tracker import defer, drain_deferred
 
 if TYPE_CHECKING:
@@ -663,27 +664,6 @@ def _sum_usages(usages: Sequence[Mapping[str, Any]]) -> Any:
     for usage in usages:
         total = add_usage(total, usage)  # type: ignore[arg-type]
     return total
-
-
-def _is_cumulative(usages: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether stream chunks carried running totals rather than increments.
-
-    Increments report the prompt once (OpenAI on the final chunk, Anthropic on the
-    first); running totals repeat it on every chunk with output growing.
-    """
-    if len(usages) < 2:
-        return False
-    last_in = last_out = -1
-    repeats = 0
-    for usage in usages:
-        inp = usage.get("input_tokens") or 0
-        out = usage.get("output_tokens") or 0
-        if inp < last_in or out < last_out:
-            return False
-        if inp > 0:
-            repeats += 1
-        last_in, last_out = inp, out
-    return repeats >= 2
 
 
 def _response_model(

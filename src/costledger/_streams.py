@@ -1,0 +1,250 @@
+"""How the usage of a streamed response adds up, from its events in order.
+
+One piece of code for every entry point that sees a stream event by event: the HTTP
+transport's scanners (the events parsed from the server-sent-event bytes, plain dicts)
+and ``@track_cost`` on a stream (the SDKs' event objects, or dicts). Each provider
+spreads a stream's usage differently:
+
+- OpenAI chat (and OpenAI-compatible servers, LiteLLM, Gemini's ``usageMetadata``): the
+  last chunk with a usage part has the whole usage (Groq: under ``x_groq.usage``);
+- OpenAI Responses: the ``response.completed`` / ``incomplete`` / ``failed`` event
+  carries the whole response, its usage under ``response.usage``;
+- Anthropic Messages: ``message_start`` has the input usage and the model, each
+  ``message_delta`` the CUMULATIVE output so far (and, lately, cumulative input and
+  cache counts). Later values replace earlier ones; adding them would double count;
+- LangChain message chunks: ``usage_metadata`` is an increment (LangChain adds chunks
+  with ``+``), except for the providers that repeat a running total on every chunk
+  (``is_cumulative``).
+
+``StreamUsage.payload()`` is then one provider-shaped payload for ``read_response``.
+Nothing here imports an SDK or LangChain: objects are read by duck typing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from ._extract import _getter
+from ._usage import Usage
+
+__all__ = ["RESPONSES_FINAL", "StreamUsage", "add_usage", "is_cumulative"]
+
+#: The Responses API events that end a stream, each with the whole response.
+RESPONSES_FINAL: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+_NOT_COUNTS: Final = (str, bytes, int, float)
+
+
+class StreamUsage:
+    """The usage a stream has shown so far; ``see`` each event, then ``payload()``.
+
+    ``see`` returns whether the event gave usage (or started an Anthropic message). A
+    later event that gives the whole usage replaces what an earlier one gave.
+    """
+
+    __slots__ = ("_final", "_lc_id", "_lc_metadata", "_lc_usages", "_message")
+
+    def __init__(self) -> None:
+        self._final: Any = None  # the payload so far (the LangChain sum is made at the end)
+        self._message: dict[str, Any] | None = None  # an Anthropic message being merged
+        self._lc_usages: list[Mapping[str, Any]] | None = None
+        self._lc_metadata: dict[str, Any] = {}
+        self._lc_id: Any = None
+
+    def see(self, event: Any) -> bool:
+        get = event.get if type(event) is dict else _getter(event)
+        etype = get("type", None)
+        if type(etype) is str:
+            if etype == "message_start":
+                return self.message_start(get("message", None))
+            if etype == "message_delta":
+                return self.message_delta(get("usage", None))
+            if etype in RESPONSES_FINAL:
+                return self.response_final(get("response", None))
+        usage = get("usage", None)
+        if _gives(usage, event):
+            self._final = event
+            return True
+        groq = get("x_groq", None)  # Groq puts stream usage there
+        if groq is not None:
+            usage = groq.get("usage") if type(groq) is dict else _getter(groq)("usage", None)
+            if _gives(usage, groq):
+                if type(event) is dict:
+                    self._final = {**event, "usage": usage}
+                else:
+                    self._final = {"id": get("id", None), "model": get("model", None)}
+                    self._final["usage"] = usage
+                return True
+            return False
+        usage = get("usage_metadata", _MISSING)
+        if usage is not _MISSING:
+            metadata = get("response_metadata", _MISSING)
+            if metadata is not _MISSING:  # a LangChain message chunk
+                return self._langchain(usage, metadata, get("id", None))
+            if usage is not None:  # google-genai: each chunk has the usage so far
+                self._final = event
+                return True
+            return False
+        if get("usageMetadata", None) is not None:  # Gemini (REST): the usage so far
+            self._final = event
+            return True
+        return False
+
+    def take(self, usage: Usage | Any) -> None:
+        """A whole usage given (a ``Usage``, or a payload ``@track_cost(usage=...)``
+        answered for an item): replaces what came before."""
+        self._final = usage
+
+    # -- one kind of event each ------------------------------------------------------------
+
+    def message_start(self, message: Any) -> bool:
+        """Anthropic ``message_start``: the input usage and the model; starts the message."""
+        if message is None or isinstance(message, (*_NOT_COUNTS, list, tuple)):
+            return False
+        get = message.get if type(message) is dict else _getter(message)
+        self._message = {
+            "id": get("id", None),
+            "type": "message",
+            "role": "assistant",
+            "model": get("model", None),
+            "usage": _fields(get("usage", None)) or {},
+        }
+        self._final = self._message
+        return True
+
+    def message_delta(self, usage: Any) -> bool:
+        """Anthropic ``message_delta``: cumulative counts, each replacing the one before."""
+        fields = _fields(usage) if usage is not None else None
+        if fields is None:
+            return False
+        if self._message is None:
+            self._message = {"type": "message", "model": None, "usage": {}}
+        target = self._message["usage"]
+        for key, value in fields.items():
+            if value is not None:
+                target[key] = value
+        self._final = self._message
+        return True
+
+    def response_final(self, response: Any) -> bool:
+        """A Responses API stream's last event: the whole response, with its usage."""
+        if response is None or isinstance(response, (*_NOT_COUNTS, list, tuple)):
+            return False
+        if type(response) is dict:
+            if not isinstance(response.get("usage"), dict):
+                return False
+        elif _getter(response)("usage", None) is None:
+            return False
+        self._final = response
+        return True
+
+    def _langchain(self, usage: Any, metadata: Any, message_id: Any) -> bool:
+        if metadata and isinstance(metadata, Mapping):
+            self._lc_metadata.update(metadata)
+        if self._lc_id is None and message_id is not None:
+            self._lc_id = message_id
+        if not usage:
+            return False
+        if self._lc_usages is None:
+            self._lc_usages = []
+        self._lc_usages.append(usage)
+        self._final = _LANGCHAIN
+        return True
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def payload(self) -> Any:
+        """The stream's usage as one payload ``read_response`` reads, or ``None``."""
+        final = self._final
+        if final is _LANGCHAIN:
+            usages: Sequence[Mapping[str, Any]] = self._lc_usages or []
+            if is_cumulative(usages):
+                total: Mapping[str, Any] = usages[-1]
+            else:
+                total = {}
+                for usage in usages:
+                    total = add_usage(total, usage)
+            return {
+                "id": self._lc_id,
+                "usage_metadata": total,
+                "response_metadata": self._lc_metadata,
+            }
+        message = self._message
+        if message is not None and final is message and not message.get("usage"):
+            return None  # an Anthropic stream cut before any usage
+        return final
+
+
+_MISSING: Final[Any] = object()
+_LANGCHAIN: Final[Any] = object()  # the payload is the sum of LangChain chunk usages
+
+
+def _gives(usage: Any, holder: Any) -> bool:
+    """Whether a usage part is there: a non-empty dict, or (in an object, not in parsed
+    JSON) any value that is not a number, text or list."""
+    if type(usage) is dict:
+        return bool(usage)
+    if usage is None or type(holder) is dict:
+        return False
+    return not isinstance(usage, (*_NOT_COUNTS, list, tuple))
+
+
+def _fields(usage: Any) -> dict[str, Any] | None:
+    """A usage part's fields as a new dict (a dict's copy, an object's attributes)."""
+    if type(usage) is dict:
+        return dict(usage)
+    if usage is None or isinstance(usage, _NOT_COUNTS):
+        return None
+    if isinstance(usage, Mapping):
+        return dict(usage)
+    values = getattr(usage, "__dict__", None)
+    if not isinstance(values, dict):
+        return None
+    fields = {k: v for k, v in values.items() if not k.startswith("_")}
+    extra = getattr(usage, "__pydantic_extra__", None)
+    if extra:
+        fields.update(extra)
+    return fields
+
+
+def is_cumulative(usages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether LangChain stream chunks carried running totals rather than increments.
+
+    Increments report the prompt once (OpenAI on the final chunk, Anthropic on the
+    first); running totals repeat it on every chunk with output growing.
+    """
+    if len(usages) < 2:
+        return False
+    last_in = last_out = -1
+    repeats = 0
+    for usage in usages:
+        inp = usage.get("input_tokens") or 0
+        out = usage.get("output_tokens") or 0
+        if inp < last_in or out < last_out:
+            return False
+        if inp > 0:
+            repeats += 1
+        last_in, last_out = inp, out
+    return repeats >= 2
+
+
+def add_usage(left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:
+    """Two LangChain usage increments added, as ``AIMessageChunk.__add__`` adds them:
+    counts added key by key, nested details likewise; any other value is the later one."""
+    total = dict(left)
+    for key, value in right.items():
+        have = total.get(key)
+        if have is None:
+            total[key] = add_usage({}, value) if isinstance(value, Mapping) else value
+        elif _is_count(have) and _is_count(value):
+            total[key] = have + value
+        elif isinstance(have, Mapping) and isinstance(value, Mapping):
+            total[key] = add_usage(have, value)
+        elif value is not None:
+            total[key] = value
+    return total
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -6,11 +6,19 @@ from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Literal
 
-__all__ = ["Cost", "PricingStatus"]
+__all__ = ["Cost", "PricingStatus", "money_text"]
 
 PricingStatus = Literal["priced", "unknown_model", "not_priced"]
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # money is never rounded
+
+
+def money_text(value: Decimal) -> str:
+    """An amount as text, exactly and in plain positional notation (``0.0000002``, never
+    ``2E-7``, which ``str()`` gives): the one form every log line, spool line, export, JSON
+    and CSV document and SQLite row writes money in. ``Decimal(text)`` reads it back as
+    the same amount."""
+    return format(value, "f")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
+from ._cost import money_text
 from ._redact import redact, redact_processor, redact_text
 from ._schema import USAGE_EVENT_NAME, USAGE_SCHEMA, event_to_record
 
@@ -57,7 +58,8 @@ _KEYWORDS = frozenset({"auto", "off", "none", "", "stdout", "stderr", "structlog
 def _json_default(obj: Any) -> Any:
     """What the JSON serializers do with values JSON has no type for."""
     if isinstance(obj, Decimal):
-        return str(obj)  # exact; never via float
+        # exact, never via float, and never in exponent form (2E-7)
+        return money_text(obj) if obj.is_finite() else str(obj)
     if isinstance(obj, Mapping):
         return dict(obj)
     if isinstance(obj, (datetime, date, dt_time)):

@@ -19,7 +19,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
 
-from ._cost import Cost, PricingStatus
+from ._cost import Cost, PricingStatus, money_text
 from ._errors import UsageError
 from ._events import CallStatus, UsageEvent
 from ._redact import redact_text
@@ -127,7 +127,8 @@ _KNOWN_OWN_KEYS = frozenset(key for key in _RECORD_KEYS if key.startswith("costl
 
 
 def _money_text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    # plain notation: str() would write 2E-7 for $0.0000002
+    return None if value is None else money_text(value)
 
 
 def _timestamp_text(ts: datetime) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import JSON, Dialect, String
 from sqlalchemy.dialects.postgresql import JSONB, NUMERIC, TIMESTAMP
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from .._cost import money_text
 from .._redact import redact, redact_text
 
 __all__ = [
@@ -73,11 +74,6 @@ def money_value(field: str, value: Any) -> Decimal:
             f"money field {field!r} = {value!r} exceeds NUMERIC({MONEY_PRECISION}, {MONEY_SCALE})"
         )
     return d
-
-
-def money_text(value: Decimal) -> str:
-    """Plain positional notation (never ``1E-8``): what SQLite stores and the spool writes."""
-    return format(value, "f")
 
 
 def json_default(value: Any) -> Any:

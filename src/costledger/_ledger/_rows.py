@@ -15,7 +15,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from .._cost import Cost
+from .._cost import Cost, money_text
 from .._events import UsageEvent, text_pairs
 from .._usage import TOKEN_FIELDS, Usage
 
@@ -324,7 +324,7 @@ def spool_line(row: Sequence[Any]) -> bytes:
 
 def _spool_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return money_text(value)
     if isinstance(value, datetime):
         return value.isoformat()
     from ._money import json_default  # metadata oddities; lazy: _money imports SQLAlchemy

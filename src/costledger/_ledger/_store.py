@@ -39,6 +39,7 @@ from ._money import (
     MONEY_SCALE,
     dumps,
     json_default,
+    money_text,
     sqlite_timestamp,
 )
 from ._rows import (
@@ -148,13 +149,14 @@ def _text_money(field: str, d: Decimal | None) -> str | None:
     if d.__class__ is Decimal:
         # runs 7 times per stored event: one format, then checks on the text (a
         # non-finite amount formats as "NaN" / "Infinity", ending in a letter)
-        text = format(d, "f")
+        text = money_text(d)
         dot = text.find(".")
         if dot < 0:
             dot = len(text)
         if text[-1] <= "9" and dot <= _MAX_WHOLE_CHARS and len(text) - dot <= MONEY_SCALE + 1:
             return text
-    return format(_check_money(field, d), "f")  # rounds, or raises the precise error
+    checked = _check_money(field, d)  # rounds, or raises the precise error
+    return None if checked is None else money_text(checked)
 
 
 _MAX_WHOLE_CHARS = _MAX_ADJUSTED + 1  # "-" + 20 digits also fails: the slow path decides

@@ -11,7 +11,7 @@ from ._export import EXPORT_COLUMNS, EXPORT_FORMATS, ExportFormat, ExportResult,
 from ._prices import COMPONENTS, PriceDiff, diff_prices, effective_rates, list_prices, show_price
 from ._report import GROUP_KEYS, Report, ReportRow, exchange_rates, parse_by, report, top
 from ._whatif import RepriceResult, UnpricedCall, WhatIf, WhatIfRow, reprice, whatif
-from ._when import PERIODS, parse_when, resolve_bounds
+from ._when import PERIODS, EmptyRange, parse_when, resolve_bounds
 
 __all__ = [
     "COMPONENTS",
@@ -19,6 +19,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "GROUP_KEYS",
     "PERIODS",
+    "EmptyRange",
     "ExportFormat",
     "ExportResult",
     "PriceDiff",

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._cost import money_text as _money_text
 from .._ledger._rows import FILTERS
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ def share_of(part: Decimal, whole: Decimal) -> Decimal | None:
 
 
 def money_text(value: Decimal | None) -> str | None:
-    return None if value is None else format(value, "f")
+    """``costledger._cost.money_text`` of an amount (plain notation, exact), ``None`` kept."""
+    return None if value is None else _money_text(value)
 
 
 def group_value(value: Any) -> Any:

@@ -2,7 +2,10 @@
 
 - ``csv``: one row per event, the ledger's columns (``EXPORT_COLUMNS``) in table order;
   money as exact decimal strings, timestamps ISO 8601 UTC, tags, metadata and
-  price_context as JSON text, booleans ``true``/``false``, no value as an empty field.
+  price_context as JSON text, booleans ``true``/``false``, no value as an empty field;
+  a text field that a spreadsheet would run as a formula (it starts with ``=``, ``+``,
+  ``-``, ``@``, a tab or a carriage return) starts with ``'`` (``csv_raw=True``: as
+  stored). ``csv_cell`` is that encoding for one value; every CSV the CLI prints uses it.
 - ``jsonl``: one ``costledger.usage/1`` record per line (docs/log-schema.md), the same
   record the usage logger writes, so ``costledger ingest`` reads an export back.
 - ``parquet``: the ledger's columns; money as ``decimal128(38, 18)`` (exactly the
@@ -18,12 +21,15 @@ import io
 import json
 import operator
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from .._cost import money_text
 from .._ledger._rows import COLUMNS, FLAG_COLUMNS, MONEY_COLUMNS, TOKEN_COLUMNS
 from ._common import check_filters, open_ledger
 from ._when import resolve_bounds
@@ -36,6 +42,9 @@ __all__ = [
     "EXPORT_FORMATS",
     "ExportFormat",
     "ExportResult",
+    "csv_cell",
+    "csv_text",
+    "csv_writer",
     "export",
     "finite",
     "json_text",
@@ -82,50 +91,128 @@ class ExportResult:
     path: Path | None
 
 
-def _csv_formatters() -> list[tuple[int, Callable[[Any], str]]]:
-    """``(column index, function)`` for the fields whose CSV text is not what ``csv``
-    writes by itself (it writes ``None`` as an empty field and numbers and text as they
-    are, but a Decimal may come out in exponent form and a datetime with a space)."""
+_FORMULA_START = frozenset("=+-@\t\r")
+_NEGATIVE_NUMBER = re.compile(r"-\d+(?:\.\d+)?")
+
+
+def csv_text(value: str) -> str:
+    """A text field as a spreadsheet must not run it: one that starts with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return (``=HYPERLINK(...)``, ``+cmd|...``) gets a
+    leading ``'``, which Excel, LibreOffice and Google Sheets read as "text" (OWASP's
+    advice against CSV injection). A plain negative number (``-0.25``) is a number, not
+    a formula, and stays as it is."""
+    if value and value[0] in _FORMULA_START and not _NEGATIVE_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+class _LineFeedRows:
+    """The file a ``csv_writer`` writes to: each row (``csv.writer`` writes one string per
+    row) with ``\n`` in place of the ``\r\n`` it was told to end rows with."""
+
+    __slots__ = ("_write",)
+
+    def __init__(self, write: Callable[[str], Any]) -> None:
+        self._write = write
+
+    def write(self, row: str) -> Any:
+        return self._write(row[:-2] + "\n")
+
+
+def csv_writer(write: Callable[[str], Any]) -> Any:
+    """A ``csv.writer`` whose rows end with ``\n`` and that quotes every field holding a
+    carriage return or a line feed. (Told to end rows with ``\n``, ``csv`` leaves a field
+    with a bare ``\r`` unquoted, which every reader takes for the end of the row.)"""
+    return csv.writer(_LineFeedRows(write), lineterminator="\r\n")
+
+
+def _money_cell(v: Any) -> str:
+    return "" if v is None else money_text(v)
+
+
+def _when_cell(v: Any) -> str:
+    return "" if v is None else str(v.isoformat())
+
+
+def _flag_cell(v: Any) -> str:
+    return "true" if v else "false"
+
+
+def _list_cell(v: Any) -> str:
     from .._ledger._money import dumps
 
-    def money(v: Any) -> str:
-        return "" if v is None else format(v, "f")
+    return dumps(finite(list(v or ())))
 
-    def when(v: Any) -> str:
-        return "" if v is None else str(v.isoformat())
 
-    def flag(v: Any) -> str:
-        return "true" if v else "false"
+def _mapping_cell(v: Any) -> str:
+    from .._ledger._money import dumps
 
-    def tags(v: Any) -> str:
-        return dumps(list(v or ()))
+    return dumps(finite(dict(v or {})))
 
-    def metadata(v: Any) -> str:
-        return dumps(finite(dict(v or {})))
 
-    def latency(v: Any) -> str:
-        return "" if v is None or v - v != 0.0 else repr(float(v))
+def _float_cell(v: Any) -> str:
+    return "" if v is None or v - v != 0.0 else repr(float(v))
 
-    chosen: dict[str, Callable[[Any], str]] = {"timestamp": when, "tags": tags}
-    chosen["metadata"] = metadata
-    chosen["price_context"] = metadata
-    chosen["latency_ms"] = latency
+
+def csv_cell(value: Any, *, raw: bool = False) -> str:
+    """One value as a CSV field, as every CSV costledger writes it (``export`` and the
+    CLI's ``--format csv``): no value an empty field, money exact in plain notation
+    (``0.0000002``), booleans ``true``/``false``, times ISO 8601, lists and mappings
+    JSON text, an infinite or NaN float an empty field, text through ``csv_text``
+    (``raw=True``: as it is)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value if raw else csv_text(value)
+    if isinstance(value, bool):
+        return _flag_cell(value)
+    if isinstance(value, Decimal):
+        return money_text(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float_cell(value)
+    if isinstance(value, (datetime, date)):
+        return _when_cell(value)
+    if isinstance(value, Mapping):
+        return _mapping_cell(value)
+    if isinstance(value, (list, tuple)):
+        return _list_cell(value)
+    text = str(value)
+    return text if raw else csv_text(text)
+
+
+def _csv_formatters(raw: bool = False) -> list[tuple[int, Callable[[Any], str]]]:
+    """``(column index, function)`` for the fields whose CSV text is not what ``csv``
+    writes by itself (it writes ``None`` as an empty field and numbers and text as they
+    are, but a Decimal may come out in exponent form, a datetime with a space, a text
+    as a formula): for each column, the function ``csv_cell`` uses for its type."""
+    chosen: dict[str, Callable[[Any], str]] = {"timestamp": _when_cell, "tags": _list_cell}
+    chosen["metadata"] = _mapping_cell
+    chosen["price_context"] = _mapping_cell
+    chosen["latency_ms"] = _float_cell
     out: list[tuple[int, Callable[[Any], str]]] = []
     for i, name in enumerate(EXPORT_COLUMNS):
         if name in _MONEY:
-            out.append((i, money))
+            out.append((i, _money_cell))
         elif name in _BOOLS:
-            out.append((i, flag))
+            out.append((i, _flag_cell))
         elif name in chosen:
             out.append((i, chosen[name]))
+        elif name not in _INTS and not raw:
+            out.append((i, _text_cell))
     return out
 
 
-def _write_csv(events: Iterable[StoredEvent], out: IO[bytes]) -> int:
-    formatters = _csv_formatters()
+def _text_cell(v: Any) -> Any:
+    return v if v is None else csv_text(v)
+
+
+def _write_csv(events: Iterable[StoredEvent], out: IO[bytes], raw: bool = False) -> int:
+    formatters = _csv_formatters(raw)
     values_of = operator.attrgetter(*EXPORT_COLUMNS)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv_writer(buffer.write)
     writer.writerow(EXPORT_COLUMNS)
     n = 0
     for e in events:
@@ -233,6 +320,7 @@ def export(
     until: str | datetime | date | None = None,
     batch_size: int = 10_000,
     now: datetime | None = None,
+    csv_raw: bool = False,
     **filters: str | Sequence[str] | None,
 ) -> ExportResult:
     """Write the selected events, in time order, to ``out`` (a path or a binary stream).
@@ -240,11 +328,20 @@ def export(
     Memory stays constant whatever the number of events: rows are read ``batch_size``
     at a time (a server-side cursor on PostgreSQL) and written as they come. Money is
     never a float (see the module docstring for each format's types).
+
+    In CSV, a text field that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+    return is written with a leading ``'`` so that a spreadsheet shows it instead of
+    running it as a formula (``csv_text``); ``csv_raw=True`` writes every text as stored,
+    for a program that reads the file.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(
             f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}"
         )
+    if not isinstance(csv_raw, bool):
+        raise ValueError(f"csv_raw must be True or False, got {csv_raw!r}")
+    if csv_raw and format != "csv":
+        raise ValueError(f"csv_raw applies to the csv format, not {format}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     checked = check_filters(filters)
@@ -265,21 +362,23 @@ def export(
         )
         if path is None:
             stream: IO[bytes] = out  # type: ignore[assignment]
-            n = _write(events, stream, format, batch_size)
+            n = _write(events, stream, format, batch_size, csv_raw)
         else:
             tmp = path.with_name(path.name + ".part")
             try:
                 with tmp.open("wb") as f:
-                    n = _write(events, f, format, batch_size)
+                    n = _write(events, f, format, batch_size, csv_raw)
                 tmp.replace(path)  # a reader never sees half a file
             finally:
                 tmp.unlink(missing_ok=True)
     return ExportResult(rows=n, format=format, path=path)
 
 
-def _write(events: Iterator[StoredEvent], out: IO[bytes], format: str, batch_size: int) -> int:
+def _write(
+    events: Iterator[StoredEvent], out: IO[bytes], format: str, batch_size: int, raw: bool
+) -> int:
     if format == "csv":
-        return _write_csv(events, out)
+        return _write_csv(events, out, raw)
     if format == "jsonl":
         return _write_jsonl(events, out)
     return _write_parquet(events, out, batch_size)

@@ -349,6 +349,7 @@ def top(
     the slices of the events table that the daily rollups' bounds say can rank."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+    n = min(n, _SQL_LIMIT)  # no selection holds more calls; SQL's LIMIT takes no more
     checked = check_filters(filters)
     lo, hi = resolve_bounds(since, until, now=now)
     with open_ledger(ledger) as opened:
@@ -369,6 +370,8 @@ def _stored(row: Any) -> StoredEvent:
     return StoredEvent.from_row(row._mapping)
 
 
+_SQL_LIMIT = 2**62
+"""``top``'s ``n`` at most: a 64-bit SQL integer (a larger one overflows the driver)."""
 _MARGIN = 2.0**-30
 """Relative slack when a float bound is compared with a floor: bounds are Python's
 correctly rounded floats, SQLite's ``CAST(... AS REAL)`` may differ by an ulp or two."""

@@ -19,7 +19,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Literal
 
-__all__ = ["PERIODS", "Bound", "WhenOutOfRange", "parse_when", "resolve_bounds"]
+__all__ = ["PERIODS", "Bound", "EmptyRange", "WhenOutOfRange", "parse_when", "resolve_bounds"]
 
 _UTC = timezone.utc
 Bound = Literal["since", "until"]
@@ -44,6 +44,16 @@ _HELP = (
 class WhenOutOfRange(ValueError):
     """A time that reads but falls outside ``datetime``'s years 1 to 9999 (``99999999999d``,
     ``until="9999-12-31"``, whose day ends in the year 10000)."""
+
+
+class EmptyRange(ValueError):
+    """``since`` is not before ``until``: the range holds no time, so no call (``lo`` and
+    ``hi`` are the two bounds as read)."""
+
+    def __init__(self, message: str, lo: datetime, hi: datetime) -> None:
+        super().__init__(message)
+        self.lo = lo
+        self.hi = hi
 
 
 def _midnight(day: date) -> datetime:
@@ -143,12 +153,15 @@ def resolve_bounds(
     *,
     now: datetime | None = None,
 ) -> tuple[datetime | None, datetime | None]:
-    """Both bounds read with ``parse_when``; ``ValueError`` unless ``since`` precedes ``until``."""
+    """Both bounds read with ``parse_when``; ``EmptyRange`` (a ``ValueError``) unless
+    ``since`` precedes ``until``."""
     lo = None if since is None else parse_when(since, "since", now=now)
     hi = None if until is None else parse_when(until, "until", now=now)
     if lo is not None and hi is not None and lo >= hi:
-        raise ValueError(
+        raise EmptyRange(
             f"since ({lo.isoformat()}) must be before until ({hi.isoformat()}); "
-            f"got since={since!r}, until={until!r}"
+            f"got since={since!r}, until={until!r}",
+            lo,
+            hi,
         )
     return lo, hi

@@ -1,8 +1,10 @@
 """The root ``costledger`` command: one line per error, never a traceback, fixed exit codes.
 
 Exit codes: 0 done; 1 bad input (a file, a database, a price book) or nothing matched;
-2 usage error (an unknown option, a value an option cannot take). ``COSTLEDGER_DEBUG=1``
-lets an unexpected error raise with its traceback.
+2 usage error (an unknown option, a value an option cannot take); 141 the reader of the
+output went away (``costledger report | head``): the command stops quietly, with the code
+a shell gives a program that SIGPIPE ends. ``COSTLEDGER_DEBUG=1`` lets an unexpected
+error raise with its traceback.
 """
 
 from __future__ import annotations
@@ -20,11 +22,22 @@ try:  # typer >= 0.20 vendors click; older versions use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as _cx  # type: ignore[no-redef]
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_OK", "EXIT_USAGE", "CliError", "app", "error_line", "main"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+    "app",
+    "error_line",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what ``cat``, ``git`` or ``grep`` end with when ``| head`` stops reading."""
 
 
 class CliError(Exception):
@@ -56,8 +69,30 @@ def _say(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+class _PipeClosed(Exception):
+    """stdout's reader went away (``| head``); raised instead of the ``BrokenPipeError``,
+    which click would turn into exit 1."""
+
+
+def _drop_stdout() -> None:
+    """Send what is left for stdout nowhere, so that no later write or the interpreter's
+    final flush fails again (and prints "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's runner)
+        pass
+
+
 class _RootGroup(TyperGroup):
     """Runs the command, then turns every way it can fail into one line and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _PipeClosed from None
 
     def main(
         self,
@@ -69,6 +104,13 @@ class _RootGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         code = _run(self, args, prog_name, complete_var, windows_expand_args, extra)
+        try:
+            sys.stdout.flush()  # the end of the output may still be buffered
+        except BrokenPipeError:
+            _drop_stdout()
+            code = EXIT_BROKEN_PIPE
+        except (OSError, ValueError):  # a closed or unusual stdout: nothing more to say
+            pass
         if standalone_mode:
             sys.exit(code)
         return code
@@ -113,6 +155,9 @@ def _run(
     except CliError as exc:
         _say(str(exc))
         return exc.code
+    except _PipeClosed:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         _say("interrupted")
         return 130

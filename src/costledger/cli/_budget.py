@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._cost import money_text
 from ._app import EXIT_BAD_INPUT, EXIT_USAGE, CliError
 from ._options import Db, Format, OutputFormat, open_ledger
 from ._output import Col, emit
@@ -139,10 +140,10 @@ def _tracker_and_budgets(
 _COLS = (
     Col("budget", "budget"),
     Col("key", "key"),
-    Col("spent", "spent", "money"),
-    Col("reserved", "reserved", "money"),
-    Col("remaining", "remaining", "money"),
-    Col("limit", "limit", "money"),
+    Col("spent", "spent", "amount"),
+    Col("reserved", "reserved", "amount"),
+    Col("remaining", "remaining", "amount"),
+    Col("limit", "limit", "amount"),
     Col("used", "used", "share"),
     Col("unit", "unit"),
     Col("period", "period"),
@@ -170,10 +171,10 @@ def _status_dict(s: BudgetStatus, placeholder: bool = False) -> dict[str, Any]:
         "per": s.per,
         "key": key,
         "unit": s.unit,
-        "limit": format(s.limit, "f"),
-        "spent": format(s.spent, "f"),
-        "reserved": format(s.reserved, "f"),
-        "remaining": format(s.remaining, "f"),
+        "limit": money_text(s.limit),
+        "spent": money_text(s.spent),
+        "reserved": money_text(s.reserved),
+        "remaining": money_text(s.remaining),
         "used": format(s.used.quantize(Decimal("0.000001")), "f"),
         "period": s.period,
         # In UTC, as the table's header says (a budget's own zone is in its name).
@@ -181,6 +182,11 @@ def _status_dict(s: BudgetStatus, placeholder: bool = False) -> dict[str, Any]:
         "resets_at": _utc(s.resets_at),
         "hard": s.hard,
     }
+
+
+def _whole(value: Decimal) -> int | Decimal:
+    """A token amount as the whole number it is (a fraction, which no count has, stays)."""
+    return int(value) if value == value.to_integral_value() else value
 
 
 def _rows(tracker: Tracker, chosen: list[Budget] | None) -> list[tuple[BudgetStatus, bool]]:
@@ -263,9 +269,15 @@ def status(
             shown = _rows(tracker, chosen)
     if not shown:
         raise CliError("no budgets found", EXIT_BAD_INPUT)
+    rows = [_status_dict(s, placeholder) for s, placeholder in shown]
+    if fmt is OutputFormat.table:
+        for r, (s, _) in zip(rows, shown, strict=True):
+            if s.unit == "tokens":  # a count of tokens, not money: 90, not 90.00
+                for name in ("spent", "reserved", "remaining", "limit"):
+                    r[name] = _whole(getattr(s, name))
     emit(
         fmt,
-        [_status_dict(s, placeholder) for s, placeholder in shown],
+        rows,
         _COLS,
         fields=[
             "budget",

@@ -141,7 +141,9 @@ def dashboard(
         if not calls:
             raise CliError(f"no calls match ({selected.describe()}); nothing written")
         written = write_dashboard(data, output)
-    costs = ", ".join(f"{r.cost} {r.currency}" for r in data.totals) or "nothing"
+    from .._cost import money_text
+
+    costs = ", ".join(f"{money_text(r.cost)} {r.currency}" for r in data.totals) or "nothing"
     unpriced = sum(data.unpriced.values())
     line = f"wrote {written} ({calls} calls, {costs}"
     line += f"; {unpriced} unpriced)" if unpriced else ")"

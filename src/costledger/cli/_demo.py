@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from .._cost import money_text
+
 DEMO_USERS = ("alice", "bob", "carol")
 
 
@@ -100,7 +102,9 @@ def demo(
 
 def _money(amount: Decimal) -> str:
     """Exact, without trailing zeros or exponent notation (0.0250086, not 2.50086E-2)."""
-    return format(amount.normalize(), "f")
+    from .._reports._common import canonical
+
+    return money_text(canonical(amount))
 
 
 def _demo_http(tracker: Any) -> list[str]:

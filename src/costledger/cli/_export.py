@@ -51,6 +51,15 @@ def export(
             show_default=False,
         ),
     ] = None,
+    csv_raw: Annotated[
+        bool,
+        typer.Option(
+            "--csv-raw",
+            help="CSV: write text as stored, for a program to read. By default a text that "
+            "starts with = + - @, a tab or a carriage return gets a leading ' so that a "
+            "spreadsheet shows it instead of running it as a formula.",
+        ),
+    ] = False,
     *,
     selected: Selection,
 ) -> None:
@@ -61,15 +70,21 @@ def export(
     if chosen_format is None:
         chosen_format = _SUFFIXES.get(output.suffix.lower(), ExportFormat.csv) if output else None
         chosen_format = chosen_format or ExportFormat.csv
+    if csv_raw and chosen_format is not ExportFormat.csv:
+        raise typer.BadParameter(
+            f"applies to the csv format, not {chosen_format.value}", param_hint="'--csv-raw'"
+        )
     if output is not None and not output.parent.is_dir():
         raise CliError(f"cannot write {str(output)!r}: directory {str(output.parent)!r} is missing")
     with open_ledger(selected.db) as ledger:
         if output is None:
             sys.stdout.flush()
-            result = write(ledger, sys.stdout.buffer, chosen_format.value, **selected.api)
+            result = write(
+                ledger, sys.stdout.buffer, chosen_format.value, csv_raw=csv_raw, **selected.api
+            )
             sys.stdout.buffer.flush()
         else:
-            result = write(ledger, output, chosen_format.value, **selected.api)
+            result = write(ledger, output, chosen_format.value, csv_raw=csv_raw, **selected.api)
     if result.rows == 0:
         raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
     if output is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._cost import money_text
 from ._app import EXIT_USAGE, CliError
 from ._options import Db, Format, OutputFormat
 
@@ -167,7 +168,7 @@ def _input_doc(r: InputResult) -> dict[str, Any]:
         "unpriced": r.unpriced,
         "blank": r.blank,
         "incomplete": r.incomplete,
-        "costs": {c: format(a, "f") for c, a in r.costs.items()},
+        "costs": {c: money_text(a) for c, a in r.costs.items()},
         "formats": dict(r.formats),
         "unpriced_models": dict(r.unpriced_models),
         "resumed_at_line": r.resumed_at_line,
@@ -200,7 +201,7 @@ def _print(result: IngestResult, fmt: OutputFormat) -> None:
             "duplicates": result.duplicates,
             "rejected": result.rejected,
             "unpriced": result.unpriced,
-            "costs": {c: format(a, "f") for c, a in result.costs.items()},
+            "costs": {c: money_text(a) for c, a in result.costs.items()},
             "seconds": round(result.seconds, 3),
             "lines_per_second": round(result.lines_per_second),
             "ok": result.ok,
@@ -258,7 +259,7 @@ def _currencies(result: IngestResult) -> list[str]:
 
 
 def _cost_columns(costs: Any) -> dict[str, str]:
-    return {f"cost_{c}": format(Decimal(a), "f") for c, a in costs.items()}
+    return {f"cost_{c}": money_text(Decimal(a)) for c, a in costs.items()}
 
 
 # -- progress -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._app import CliError
+from ._app import EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
     from .._ledger import Ledger
@@ -69,6 +69,26 @@ def _check_when(bound: str) -> Any:
         return value
 
     return check
+
+
+def _check_range(since: str | None, until: str | None) -> None:
+    """A usage error (exit 2) when ``--since`` is not before ``--until``: such a range holds
+    nothing, so the command could only ever answer "no calls match"."""
+    if since is None or until is None:
+        return
+    from datetime import datetime, timezone
+
+    from .._reports._when import EmptyRange, resolve_bounds
+
+    try:  # one "now" for both, as a person reading "--since 1h --until now" means
+        resolve_bounds(since, until, now=datetime.now(timezone.utc))
+    except EmptyRange as exc:
+        raise CliError(
+            f"--since {since} ({exc.lo.isoformat()}) is not before --until {until} "
+            f"({exc.hi.isoformat()}): the range is empty; give an earlier --since or a later "
+            "--until",
+            EXIT_USAGE,
+        ) from None
 
 
 def _check_filter(values: list[str] | None) -> list[str] | None:
@@ -187,6 +207,7 @@ def selecting(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def run(**values: Any) -> None:
         given = {name: values.pop(name) for name in _SELECTION_OPTIONS}
+        _check_range(given["since"], given["until"])
         filters = {name: split for name in _FILTERS if (split := _split(given[name]))}
         selected = Selection(given["db"], given["since"], given["until"], filters)
         command(**values, **{marker.name: selected})

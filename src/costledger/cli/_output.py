@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
+from .._cost import money_text
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -19,7 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Col", "console", "emit", "money_cell", "note", "share_cell"]
 
-Kind = Literal["text", "int", "money", "share", "bool"]
+Kind = Literal["text", "int", "money", "amount", "share", "bool"]
+"""``amount``: money, or a count of tokens when the row gives it as an ``int``."""
+_HUNDRED = Decimal(100)
+_TENTH = Decimal("0.1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +38,18 @@ class Col:
 def console() -> Console:
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich would exit 1 here; the root command ends quietly with 141 (see _app)
+            self.quiet = True
+            raise BrokenPipeError
+
     out = sys.stdout
     width = shutil.get_terminal_size((200, 24)).columns if out.isatty() else 240
     # Cells, titles and headers hold ledger text (user names, models, tags, paths) that
     # rich must print as it is: "[/bold]" or ":smile:" is a name, not markup or an emoji.
     # Styling goes through style= (the bold totals, the table's header style) instead.
-    return Console(
+    return _Console(
         file=out,
         width=max(80, width),
         soft_wrap=False,
@@ -55,27 +65,39 @@ def note(message: str) -> None:
 
 
 def money_cell(value: Any) -> str:
-    """Exact money, padded to two decimals for reading (``1.5`` -> ``1.50``, never rounded)."""
+    """Exact money, padded to two decimals for reading (``1.5`` -> ``1.50``), with thousands
+    separators; never rounded, whatever its number of digits (the text is built from the
+    exact digits: no decimal context, whose precision would round, is involved)."""
     if value is None or value == "":
         return "-"
     d = value if isinstance(value, Decimal) else Decimal(str(value))
-    if not d.is_zero():
-        d = d.normalize()  # stored trailing zeros say nothing
-    exponent = d.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        d = d.quantize(Decimal("0.01"))
-    return f"{d:,f}"
+    if not d.is_finite():
+        return str(d)
+    whole, _, fraction = money_text(d).partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    whole = whole.lstrip("-")
+    fraction = fraction.rstrip("0").ljust(2, "0")  # stored trailing zeros say nothing
+    if d.is_zero():
+        sign = ""  # -0 is 0
+    head = len(whole) % 3 or 3
+    groups = [whole[:head], *(whole[i : i + 3] for i in range(head, len(whole), 3))]
+    return f"{sign}{','.join(groups)}.{fraction}"
 
 
 def share_cell(value: Any) -> str:
     if value is None or value == "":
         return "-"
+    from .._reports._common import EXACT  # wide enough for any share
+
     d = value if isinstance(value, Decimal) else Decimal(str(value))
-    return f"{(d * 100).quantize(Decimal('0.1'))}%"
+    percent = EXACT.multiply(d, _HUNDRED).quantize(_TENTH, context=EXACT)
+    return f"{money_text(percent)}%"
 
 
 def _cell(value: Any, kind: Kind, is_group: bool) -> str:
-    if kind == "money":
+    if kind == "amount" and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if kind in ("money", "amount"):
         return money_cell(value)
     if kind == "share":
         return share_cell(value)
@@ -90,7 +112,7 @@ def _cell(value: Any, kind: Kind, is_group: bool) -> str:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return money_text(value)
     iso = getattr(value, "isoformat", None)
     return iso() if iso is not None else value
 
@@ -124,18 +146,21 @@ def emit(
         typer.echo(text)
         return
     if kind == "csv":
+        # the export's encoding: JSON lists and mappings, true/false, no formula-like text
+        from .._reports._export import csv_cell, csv_writer
+
         names = list(fields) if fields is not None else (list(rows[0]) if rows else [])
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(names)
+        writer = csv_writer(sys.stdout.write)
+        writer.writerow([csv_cell(n) for n in names])
         for r in rows:
-            writer.writerow(["" if r.get(n) is None else _plain(r.get(n)) for n in names])
+            writer.writerow([csv_cell(r.get(n)) for n in names])
         sys.stdout.flush()
         return
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for col in cols:
-        right = col.kind in ("int", "money", "share")
+        right = col.kind in ("int", "money", "amount", "share")
         table.add_column(col.header, justify="right" if right else "left", no_wrap=True)
     for i, r in enumerate(rows):
         table.add_row(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .._cost import money_text
 from ._app import EXIT_BAD_INPUT, CliError
 from ._options import Format, OutputFormat
 from ._output import Col, emit, note
@@ -34,9 +35,9 @@ def _card_dict(card: Any) -> dict[str, Any]:
         "provider": card.provider,
         "model": card.model,
         "currency": card.currency,
-        **{name: format(value, "f") for name, value in rates.items()},
-        "reasoning": None if card.reasoning is None else format(card.reasoning, "f"),
-        "per_request": format(card.request, "f"),
+        **{name: money_text(value) for name, value in rates.items()},
+        "reasoning": None if card.reasoning is None else money_text(card.reasoning),
+        "per_request": money_text(card.request),
         "tiers": [_tier_dict(tier) for tier in card.tiers],
         "max_input_tokens": card.max_input_tokens,
         "max_output_tokens": card.max_output_tokens,
@@ -61,7 +62,7 @@ def _tier_dict(tier: Any) -> dict[str, Any]:
     ):
         value = getattr(tier, name)
         if value is not None:
-            out[name] = format(value, "f")
+            out[name] = money_text(value)
     return out
 
 
@@ -140,8 +141,9 @@ def show(
     if at is not None:
         try:
             moment = parse_when(at, "since", field="--at")
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="'--at'") from None
+        except ValueError as exc:  # "--at: cannot read ...": click names the option itself
+            message = str(exc).removeprefix("--at: ")
+            raise typer.BadParameter(message, param_hint="'--at'") from None
     price_context: dict[str, str] = {}
     for entry in context or ():
         key, sep, value = entry.partition("=")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .._cost import money_text
 from ._app import EXIT_BAD_INPUT, CliError
 from ._options import Format, OutputFormat, Selection, open_ledger, selecting
 from ._output import Col, emit, note
@@ -118,10 +119,12 @@ def report(
         footer.append(line)
     if fmt is OutputFormat.table:
         for r in (*rows, *footer):  # the totals too (the only row without --by)
-            if r["unpriced"] and Decimal(r["cost"]).is_zero():
-                r["cost"] = None  # nothing priced in this group: no amount, not 0
+            if r["unpriced"] >= r["requests"]:
+                # no call of the group has a price: no amount, not 0 (a group of calls
+                # priced at exactly 0 beside an unpriced one keeps its 0.00)
+                r["cost"] = None
     if result.rates:
-        rates_text = ";".join(f"{code}={rate}" for code, rate in result.rates.items())
+        rates_text = ";".join(f"{code}={money_text(r)}" for code, r in result.rates.items())
         for line in (*rows, *footer):
             line["exchange_rates"] = rates_text
     if not result.by:
@@ -130,7 +133,7 @@ def report(
     emit(fmt, rows, cols, footer=footer, fields=fields, group=result.by)
     if fmt is OutputFormat.table:
         for code, value in result.rates.items():
-            note(f"converted at 1 {code} = {value} {_currency_of(result)} (--rate)")
+            note(f"converted at 1 {code} = {money_text(value)} {_currency_of(result)} (--rate)")
         if result.truncated:
             note(f"{result.truncated:,} more group(s) not shown (--limit); totals include them")
         unpriced = sum(t.unpriced for t in result.totals)
@@ -190,10 +193,13 @@ def event_dict(e: Any) -> dict[str, Any]:
         elif hasattr(value, "isoformat"):
             value = value.isoformat()
         elif isinstance(value, Decimal):
-            value = format(value, "f")
+            value = money_text(value)
         out[name] = value
     return out
 
+
+TOP_MAX = 1_000_000
+"""The largest ``top N`` (more calls than that is an export, not a ranking)."""
 
 _TOP_COLS = (
     Col("timestamp", "time (UTC)"),
@@ -212,7 +218,9 @@ _TOP_COLS = (
 
 @selecting
 def top(
-    n: Annotated[int, typer.Argument(min=1, help="How many calls.")] = 10,
+    n: Annotated[
+        int, typer.Argument(min=1, max=TOP_MAX, help="How many calls (at most 1,000,000).")
+    ] = 10,
     *,
     selected: Selection,
     fmt: Format = OutputFormat.table,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from .._cost import money_text
 from ._app import EXIT_BAD_INPUT, CliError
 from ._options import Format, OutputFormat, Selection, open_ledger, selecting
 from ._output import Col, emit, note
@@ -91,18 +91,31 @@ def whatif(
         line = t.as_dict()
         line["model"] = "total" if len(result.totals) == 1 else f"total {t.currency}"
         footer.append(line)
-    for r in (*rows, *footer):  # a group (or total) with nothing priced has no amount, not 0
-        if r["unpriced_then"] and Decimal(r["cost_then"]).is_zero():
+    for r in (*rows, *footer):
+        # A group (or total) none of whose calls has an amount shows none, not 0: then, when
+        # every call was unpriced; under the book, when the book prices none of them in the
+        # row's currency (unpriced, or in another currency: never added to this one).
+        # Calls priced at exactly 0 keep their 0.00.
+        if r["unpriced_then"] >= r["requests"]:
             r["cost_then"] = None
-        if r["unpriced_book"] and Decimal(r["cost_book"]).is_zero():
+        if r["unpriced_book"] + r["other_currency"] >= r["requests"]:
             r["cost_book"] = None
         if not r["compared"]:
             r["savings"] = None
+    other_currency = sum(t.other_currency for t in result.totals)
+    if other_currency:
+        cols.append(Col("other_currency", "book in other currency", "int"))
     emit(fmt, rows, cols, footer=footer, title=f"what if: {book}")
     note(
         "savings = cost then - cost under the book, over the calls priced both ways "
         "(positive: the book is cheaper)"
     )
+    if other_currency:
+        note(
+            f"{other_currency:,} call(s) are priced by the book in another currency than "
+            "they were priced in: not in 'under the book' nor in the savings (amounts in "
+            "two currencies are never added or subtracted)"
+        )
     if result.unpriced_count:
         shown = [u.as_dict() for u in result.unpriced]
         for u, call in zip(shown, result.unpriced, strict=True):
@@ -194,7 +207,7 @@ def reprice(
     if fmt is OutputFormat.table:
         for currency, amount in result.added.items():
             verb = "would add" if dry_run else "added"
-            note(f"{verb} {amount} {currency} to the ledger's total")
+            note(f"{verb} {money_text(amount)} {currency} to the ledger's total")
     if result.repriced == 0:
         raise CliError(
             f"nothing to re-price: none of the {result.examined} unpriced call(s) has a price yet",

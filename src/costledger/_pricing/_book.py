@@ -238,17 +238,20 @@ def _build(shell: RateCard, prices: Mapping[str, Any]) -> RateCard:
     (``RateCard``)."""
     return replace(
         shell,
-        input=prices["input"],
-        output=prices["output"],
-        cache_read=prices.get("cache_read", prices["input"]),
-        cache_write=prices.get("cache_write", prices["input"]),
-        cache_write_1h=prices.get("cache_write_1h"),
-        input_audio=prices.get("input_audio"),
-        output_audio=prices.get("output_audio"),
-        reasoning=prices.get("reasoning"),
+        **_rates_of(prices),
         request=prices.get("per_request", Decimal(0)),
         tiers=prices.get("tiers", ()),
     )
+
+
+def _rates_of(prices: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-million rates of an entry or a tier, as ``RateCard`` / ``RateTier`` take
+    them: a missing cache price is the input rate, other missing rates ``None``."""
+    rates: dict[str, Decimal | None] = {name: prices.get(name) for name in PRICE_FIELDS}
+    for cache in ("cache_read", "cache_write"):
+        if rates[cache] is None:
+            rates[cache] = prices["input"]
+    return rates
 
 
 def _no_unknown(
@@ -317,19 +320,7 @@ def _tiers(model: str, value: Any, where: str, source: str) -> tuple[RateTier, .
                     f"{source}: model {model!r} tier {here[:-1]!r} has no {required!r} price "
                     "(a tier replaces every rate of the call)"
                 )
-        tiers.append(
-            RateTier(
-                above=above,
-                input=rates["input"],
-                output=rates["output"],
-                cache_read=rates.get("cache_read", rates["input"]),
-                cache_write=rates.get("cache_write", rates["input"]),
-                cache_write_1h=rates.get("cache_write_1h"),
-                input_audio=rates.get("input_audio"),
-                output_audio=rates.get("output_audio"),
-                reasoning=rates.get("reasoning"),
-            )
-        )
+        tiers.append(RateTier(above=above, **_rates_of(rates)))
     return tuple(tiers)
 
 

@@ -49,17 +49,10 @@ def _card_dict(card: Any) -> dict[str, Any]:
 def _tier_dict(tier: Any) -> dict[str, Any]:
     """A tier as a price book writes it: its own optional rates only where it has them
     (else they bill as their parent), so the printed card reads back as the same prices."""
+    from .._pricing._book import PRICE_FIELDS
+
     out: dict[str, Any] = {"above": tier.above}
-    for name in (
-        "input",
-        "output",
-        "cache_read",
-        "cache_write",
-        "cache_write_1h",
-        "input_audio",
-        "output_audio",
-        "reasoning",
-    ):
+    for name in PRICE_FIELDS:
         value = getattr(tier, name)
         if value is not None:
             out[name] = money_text(value)

@@ -93,7 +93,67 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default, separators=(",", ":"), ensure_ascii=False)
+    """The JSON text of a row's tags or metadata, the same for SQLite and PostgreSQL.
+
+    JSON has no NaN or infinity and PostgreSQL's ``jsonb`` takes no NUL character (either
+    would make the database refuse the whole event): a non-finite float is written as the
+    string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, and NUL is left out of strings.
+    """
+    try:
+        text = json.dumps(
+            value, default=json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError:  # a NaN or an infinity (or a cycle, which the slow path raises again)
+        return _dumps_clean(value)
+    if "\\u0000" in text:  # a NUL, escaped (or a string holding that escape's text)
+        return _dumps_clean(value)
+    return text
+
+
+def _dumps_clean(value: Any) -> str:
+    return json.dumps(
+        _clean(value, set()),
+        default=_clean_default,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+def _clean_default(value: Any) -> Any:
+    return _clean(json_default(value), set())
+
+
+def _clean(value: Any, active: set[int]) -> Any:
+    """``value`` with its non-finite floats as text and NUL out of its strings."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (_INF, -_INF):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in active:
+            raise ValueError("Circular reference detected")
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_clean_key(k): _clean(v, active) for k, v in value.items()}
+            return [_clean(v, active) for v in value]
+        finally:
+            active.discard(id(value))
+    return value  # numbers, bools, None; anything else goes to json_default
+
+
+def _clean_key(key: Any) -> Any:
+    if isinstance(key, (str, float)):
+        return _clean(key, set())
+    return key
+
+
+_INF = float("inf")
 
 
 class Money(TypeDecorator[Decimal]):

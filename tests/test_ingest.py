@@ -100,7 +100,9 @@ def test_litellm_payloads_exact(url: str, tmp_path: Path, pricer: Pricer) -> Non
     assert ok.status == "ok"
     assert dict(ok.metadata) == {}
 
-    failed = events["db315d40-af02-412b-89af-051adffb0010"]
+    # a failed attempt: its own id (the call's is left for a retry or fallback that answers)
+    failed = events["db315d40-af02-412b-89af-051adffb0010:failed:1795808171901328"]
+    assert failed.metadata["litellm_call_id"] == "db315d40-af02-412b-89af-051adffb0010"
     assert (failed.status, failed.error_type) == ("error", "InternalServerError")
     assert failed.cost.status == "not_priced"
     assert failed.cost.total is None

@@ -531,8 +531,14 @@ def test_router_bookkeeping_is_not_event_metadata(
     assert [e.model for e in costs.events] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]
     for failed in (first, second):
         assert failed.cost.total is None
-        assert set(failed.metadata) == {"ticket", "litellm_model_group", "error_message"}
+        assert set(failed.metadata) == {
+            "ticket",
+            "litellm_model_group",
+            "error_message",
+            "litellm_call_id",  # a failed attempt's row names the LiteLLM call it was part of
+        }
         assert failed.metadata["litellm_model_group"] == "main"
+        assert failed.id.startswith(failed.metadata["litellm_call_id"] + ":failed:")
     assert dict(fallback.metadata) == {"ticket": "T-9", "litellm_model_group": "backup"}
     assert {e.feature for e in costs.events} == {"chat"}
     assert fallback.usage == Usage(input_tokens=10, output_tokens=20)

@@ -193,7 +193,9 @@ def test_failed_call_releases_and_records_the_error(
     assert guard.released == [reserved["id"]]
     assert guard.settled == []
     [event] = costs.events
-    assert event.id == reserved["id"]
+    # the failed attempt's own row; the call's id is left for a success (none came)
+    assert event.id.startswith(reserved["id"] + ":failed:")
+    assert event.metadata["litellm_call_id"] == reserved["id"]
     assert event.status == "error"
     assert not _registry.in_flight(reserved["id"])
 

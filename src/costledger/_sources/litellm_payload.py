@@ -8,8 +8,11 @@ plain mapping (LiteLLM declares it as a ``TypedDict``).
 What is read, and from where (LiteLLM 1.x field names):
 
 ===================  ==========================================================
-call id              ``litellm_call_id``, else ``id``
-model / provider     ``model`` / ``custom_llm_provider``
+call id              ``litellm_call_id``, else ``id``; a failed attempt's is
+                     derived from it and the attempt's ``startTime`` (see
+                     ``failed_attempt_id``), the call id kept in metadata
+model / provider     ``model`` (less a leading ``<provider>/``, see
+                     ``bare_model``) / ``custom_llm_provider``
 response model, id   ``response.model`` / ``response.id``
 usage                ``metadata.usage_object``, else ``response.usage``, else
                      ``hidden_params.usage_object``, else ``prompt_tokens`` +
@@ -49,6 +52,8 @@ __all__ = [
     "INTERNAL_METADATA_KEYS",
     "LiteLLMCall",
     "attribution_values",
+    "bare_model",
+    "failed_attempt_id",
     "is_standard_logging_payload",
     "proxy_request_metadata",
     "read_standard_logging_payload",
@@ -213,6 +218,36 @@ def is_standard_logging_payload(record: Mapping[str, Any]) -> bool:
     )
 
 
+def bare_model(model: str | None, provider: str | None) -> str | None:
+    """``model`` without a leading ``<provider>/``: ``"openai/gpt-4o-mini"`` with provider
+    ``"openai"`` is ``"gpt-4o-mini"``, ``"bedrock/anthropic.claude-..."`` is
+    ``"anthropic.claude-..."``.
+
+    LiteLLM's payload names the model as the caller or the Router deployment wrote it: a
+    plain call logs ``gpt-4o-mini``, a cache hit of the same call or a Router deployment
+    ``openai/gpt-4o-mini``. Routing strips that prefix (``litellm.get_llm_provider``), and
+    so does costledger, so one model is recorded under one name.
+    """
+    if model and provider and len(model) > len(provider) + 1 and model.startswith(provider + "/"):
+        return model[len(provider) + 1 :]
+    return model
+
+
+def failed_attempt_id(call_id: str, started: float | None) -> str:
+    """The event id of one failed attempt of LiteLLM call ``call_id``.
+
+    LiteLLM's retries and fallbacks (the Router's, ``completion(fallbacks=...)``, every
+    LiteLLM Proxy request) run under one ``litellm_call_id``: each failed attempt is
+    logged as a failure, the attempt that answered as the success. The call id is kept
+    for the success; a failed attempt gets ``<call id>:failed:<its start, epoch
+    microseconds>``, the same for LiteLLM's duplicate reports of that attempt, in the
+    live logger and in ``costledger ingest``, so recording it twice adds nothing.
+    """
+    if started is None:
+        return f"{call_id}:failed"
+    return f"{call_id}:failed:{round(started * 1_000_000)}"
+
+
 def reported_cost(value: Any, *, failed: bool, has_usage: bool) -> Decimal | None:
     """LiteLLM's ``response_cost`` as exact money, or ``None`` when it says nothing.
 
@@ -279,10 +314,8 @@ def attribution_values(
                 if value is not None:
                     values[key] = value
             elif key == "tags":
-                if isinstance(value, str):
-                    values["tags"] = [value]
-                elif _is_list(value):
-                    values["tags"] = [str(t) for t in value]
+                if value is not None:
+                    values["tags"] = value
             elif key in INTERNAL_METADATA_KEYS or key.startswith(_INTERNAL_PREFIXES):
                 continue
             elif value is None or isinstance(value, _SCALARS):
@@ -300,11 +333,50 @@ def attribution_values(
         end_user = payload.get("end_user") or user
         if end_user:
             values["user"] = end_user
+    if "tags" in values:
+        tags = _tags(values["tags"])
+        if tags is None:
+            del values["tags"]
+        else:
+            values["tags"] = tags
     if "tags" not in values:
         tags = payload.get("request_tags")
         if tags and _is_list(tags):
-            values["tags"] = [str(t) for t in tags]
+            values["tags"] = _tags(tags)
     return values
+
+
+_TAG_SCALARS: Final = (str, int, float, Decimal)
+
+
+def _tags(value: Any) -> list[str] | None:
+    """Tags as a list of strings: a string is one tag, a list (tuple, set) its plain items
+    as text. Anything else (a number, ``True``, a mapping) is no tags: dropped, and
+    reported once, rather than failing the call's record."""
+    if isinstance(value, str):
+        return [value]
+    if _is_list(value) or isinstance(value, (set, frozenset)):
+        kept = [t if isinstance(t, str) else str(t) for t in value if isinstance(t, _TAG_SCALARS)]
+        if len(kept) != len(value):
+            _report_tags(value)
+        return kept
+    if value is not None:
+        _report_tags(value)
+    return None
+
+
+def _report_tags(value: Any) -> None:
+    try:
+        from .._logging import warn_once
+
+        warn_once(
+            f"litellm.tags:{type(value).__name__}",
+            "LiteLLM request metadata 'tags' must be a string or a list of strings; "
+            "what is not was left out of the call's tags",
+            value=repr(value)[:120],
+        )
+    except Exception:  # a warning must never cost the call its record
+        pass
 
 
 def _usage_part(payload: Mapping[str, Any], response: Any, failed: bool) -> Any:
@@ -375,6 +447,8 @@ def read_standard_logging_payload(payload: Mapping[str, Any]) -> LiteLLMCall:
         message = _opt_text(payload, "error_str")
         if message:
             metadata["error_message"] = message[:_MAX_ERROR_TEXT]
+        metadata["litellm_call_id"] = call_id
+        call_id = failed_attempt_id(call_id, start)
 
     usage = _usage_part(payload, response, failed)
     response_model = request_id = None
@@ -395,10 +469,11 @@ def read_standard_logging_payload(payload: Mapping[str, Any]) -> LiteLLMCall:
         proxy_request_metadata(raw_meta) if raw_meta else None, end_user, payload
     )
     latency = None if end is None or start is None else max((end - start) * 1000.0, 0.0)
+    provider = _opt_text(payload, "custom_llm_provider")
     return LiteLLMCall(
         call_id=call_id,
-        model=_opt_text(payload, "model"),
-        provider=_opt_text(payload, "custom_llm_provider"),
+        model=bare_model(_opt_text(payload, "model"), provider),
+        provider=provider,
         response_model=response_model,
         request_id=request_id,
         usage=usage,

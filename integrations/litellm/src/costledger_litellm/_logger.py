@@ -18,6 +18,14 @@ Two registries are shared by every logger in the process:
   some paths, and a logger may be registered twice (globally and per call); the
   ledger would ignore a second row with the same id anyway, but the Tracker (and
   the guards' settlement) should not run twice, so the second one stops here.
+
+Retries and fallbacks (the Router's, ``completion(fallbacks=...)``, a LiteLLM Proxy's)
+run several attempts under one ``litellm_call_id``: LiteLLM logs each failed attempt
+as a failure and the attempt that answered as the success. So only a success closes
+the call under its id (and settles its reservation); a failure event is recorded
+under the failed attempt's own id (``failed_attempt_id``) and leaves an opened call
+waiting. Whoever knows the call is over without a success releases it: the wrapper
+when LiteLLM raises, the proxy's ``async_post_call_failure_hook``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 
 from litellm.integrations.custom_logger import CustomLogger
 
@@ -37,11 +45,14 @@ from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._sources.litellm_payload import (
     attribution_values,
+    bare_model,
+    failed_attempt_id,
     proxy_request_metadata,
     reported_cost,
 )
 
 if TYPE_CHECKING:
+    from costledger import Attribution
     from costledger._events import CallStatus
     from costledger._tracker import Call
 
@@ -82,30 +93,63 @@ class _Registry:
         self.max_recent = max_recent
 
     def register(self, call_id: str, tracker: Tracker, call: Call) -> None:
-        evicted: tuple[Tracker, Call] | None = None
+        evicted: list[tuple[Tracker, Call]] = []
         with self._lock:
+            replaced = self._in_flight.pop(call_id, None)
+            if replaced is not None:  # two calls opened under one id: the first is lost
+                evicted.append(replaced)
             self._in_flight[call_id] = (tracker, call)
             if len(self._in_flight) > self.max_in_flight:
-                evicted = self._in_flight.popitem(last=False)[1]
-        if evicted is not None:
+                evicted.append(self._in_flight.popitem(last=False)[1])
+        for tracker_, call_ in evicted:
             # No event came for the oldest call: release what its guards reserved, or the
             # reservation would stay held forever. A late event still records it, unpaired.
-            evicted[0].cancel(evicted[1])
+            tracker_.cancel(call_)
 
     def claim(self, call_id: str) -> tuple[bool, tuple[Tracker, Call] | None]:
         """Mark ``call_id`` recorded. Returns whether it was new, and its in-flight Call if any."""
         with self._lock:
-            if call_id in self._recent:
+            if not self._mark(call_id):
                 return False, None
-            self._recent.add(call_id)
-            self._order.append(call_id)
-            while len(self._order) > self.max_recent:
-                self._recent.discard(self._order.popleft())
             return True, self._in_flight.pop(call_id, None)
+
+    def claim_attempt(
+        self, call_id: str, attempt_id: str
+    ) -> tuple[bool, tuple[Tracker, Call] | None]:
+        """Mark a failed attempt of ``call_id`` recorded, leaving the call open: whether it
+        is new (and the call not already over), and the call's in-flight Call if any."""
+        with self._lock:
+            if call_id in self._recent or not self._mark(attempt_id):
+                return False, None
+            return True, self._in_flight.get(call_id)
+
+    def _mark(self, call_id: str) -> bool:
+        if call_id in self._recent:
+            return False
+        self._recent.add(call_id)
+        self._order.append(call_id)
+        while len(self._order) > self.max_recent:
+            self._recent.discard(self._order.popleft())
+        return True
+
+    def release(self, call_id: str) -> bool:
+        """The call is over with no success to close it: release its reservations (nothing
+        is recorded; its failed attempts were, as they came). Whether one was in flight."""
+        with self._lock:
+            pending = self._in_flight.pop(call_id, None)
+        if pending is None:
+            return False
+        pending[0].cancel(pending[1])
+        return True
 
     def in_flight(self, call_id: str) -> bool:
         with self._lock:
             return call_id in self._in_flight
+
+    def known(self, call_id: str) -> bool:
+        """Whether ``call_id`` is in flight or already recorded (a new call must not reuse it)."""
+        with self._lock:
+            return call_id in self._in_flight or call_id in self._recent
 
     def clear(self) -> None:
         with self._lock:
@@ -183,17 +227,19 @@ class CostLedgerLogger(CustomLogger):
     ) -> None:
         """LiteLLM Proxy: run costledger's guards before the request goes to a model.
 
-        The reservation is settled by this request's success or failure event (same
-        ``litellm_call_id``). A refusal (``BudgetExceeded``, ``RateLimited``) is raised
-        with ``status_code`` 429 (and ``Retry-After`` for a rate limit), which the proxy
-        turns into its HTTP answer; the request's failure event then records nothing.
+        The reservation is settled by this request's success event (same
+        ``litellm_call_id``), or released by ``async_post_call_failure_hook`` when the
+        request fails (every retry and fallback failed, or another hook rejected it). A
+        refusal (``BudgetExceeded``, ``RateLimited``) is raised with ``status_code`` 429
+        (and ``Retry-After`` for a rate limit), which the proxy turns into its HTTP
+        answer; the request's failure event then records nothing.
         """
         try:
             tracker = self.tracker
             if not tracker.has_guards:
                 return None
             call_id = _proxy_call_id(data)
-            values = _attribution_values(data.get("metadata"), data.get("user"))
+            values = _attribution_values(_hook_metadata(data), data.get("user"))
             _add_key_owner(values, user_api_key_dict)
             start = _start_arguments(tracker, data, call_id, values)
         except Exception as exc:  # our own bug must not stop the proxy's request
@@ -204,7 +250,29 @@ class CostLedgerLogger(CustomLogger):
         except GuardRefusal as refusal:
             _registry.claim(call_id)  # the proxy logs the refused request as a failure: skip it
             raise _as_http_refusal(refusal) from None
+        except Exception as exc:  # costledger's failure must not stop the request
+            _report("litellm.async_pre_call_hook", exc)
+            return None
         _registry.register(call_id, tracker, call)
+        return None
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> None:
+        """LiteLLM Proxy: the request failed (every attempt, or a hook rejected it before
+        any model was called). Release what ``async_pre_call_hook`` reserved for it; the
+        failed attempts' own failure events record them. Returns ``None``: the proxy's
+        answer is left as it is."""
+        try:
+            call_id = _proxy_call_id(request_data, mint=False)
+            if call_id is not None:
+                _registry.release(call_id)
+        except Exception as exc:  # never break the proxy's error handling
+            _report("litellm.async_post_call_failure_hook", exc)
         return None
 
     # -- the SDK wrappers, bound to this logger's tracker ---------------------------------------
@@ -243,15 +311,24 @@ class CostLedgerLogger(CustomLogger):
             slo = _EMPTY
         call_id = _text(slo.get("litellm_call_id")) or _text(kwargs.get("litellm_call_id"))
         pending: tuple[Tracker, Call] | None = None
-        if call_id is not None:
-            new, pending = _registry.claim(call_id)
+        attempt_of: str | None = None  # a failed attempt: the LiteLLM call it belongs to
+        if call_id is None:
+            call_id = new_event_id()
+        elif failed:
+            # Retries and fallbacks fail under the call's id before the attempt that
+            # answers succeeds under it: a failure is its own row and leaves the call open.
+            attempt_of = call_id
+            call_id = failed_attempt_id(call_id, _epoch(slo.get("startTime"), start_time))
+            new, pending = _registry.claim_attempt(attempt_of, call_id)
             if not new:
                 return None
         else:
-            call_id = new_event_id()
+            new, pending = _registry.claim(call_id)
+            if not new:
+                return None
 
         provider = _text(slo.get("custom_llm_provider")) or _text(kwargs.get("custom_llm_provider"))
-        model = _text(slo.get("model")) or _text(kwargs.get("model"))
+        model = bare_model(_text(slo.get("model")) or _text(kwargs.get("model")), provider)
         started_at = _utc(start_time, slo.get("startTime"))
         latency_ms = _latency_ms(start_time, end_time, slo)
         cache_hit = slo.get("cache_hit") is True or kwargs.get("cache_hit") is True
@@ -270,6 +347,8 @@ class CostLedgerLogger(CustomLogger):
             message = _text(slo.get("error_str"))
             if message:
                 metadata["error_message"] = message[:_MAX_ERROR_TEXT]
+            if attempt_of is not None:
+                metadata["litellm_call_id"] = attempt_of
         usage = _usage_payload(response_obj, slo, failed)
         response_model = None if failed else _text(_field(response_obj, "model"))
         request_id = None if failed else _text(_field(response_obj, "id"))
@@ -279,10 +358,12 @@ class CostLedgerLogger(CustomLogger):
 
         # Pricing, storage and logging leave LiteLLM's thread (for acompletion: the event
         # loop) unless guards are on, whose spend is then settled before this returns.
-        if pending is not None:
+        if pending is not None and not failed:
             tracker, call = pending
             if started_at is not None:
                 call.started_at = started_at  # LiteLLM's clock: the same one latency comes from
+            if model:
+                call.model = model  # the model that answered (a fallback's, a Router deployment's)
             event = tracker.finish(
                 call,
                 payload=usage,
@@ -301,8 +382,13 @@ class CostLedgerLogger(CustomLogger):
                 on_event=_check_reported_cost,
             )
         else:
-            tracker = self.tracker
-            values = _attribution_values(_request_metadata(kwargs), kwargs.get("user"), slo)
+            values: Attribution | dict[str, Any]
+            if pending is not None:  # a failed attempt of an opened call: its tracker and who
+                tracker, values = pending[0], pending[1].attribution
+                model = model or pending[1].model
+            else:
+                tracker = self.tracker
+                values = _attribution_values(_request_metadata(kwargs), kwargs.get("user"), slo)
             event = tracker.record(
                 model,
                 payload=usage,
@@ -421,6 +507,16 @@ def _utc(moment: Any, fallback_epoch: Any = None) -> datetime | None:
     return None
 
 
+def _epoch(value: Any, moment: Any) -> float | None:
+    """A failed attempt's start in epoch seconds: the payload's ``startTime`` (what
+    ``costledger ingest`` reads too), else LiteLLM's ``start_time``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(moment, datetime):
+        return moment.timestamp()
+    return None
+
+
 def _latency_ms(start_time: Any, end_time: Any, slo: Mapping[str, Any]) -> float | None:
     if (
         isinstance(start_time, datetime)
@@ -446,6 +542,17 @@ def _request_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return proxy_request_metadata(meta)
 
 
+def _hook_metadata(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The caller's metadata of a LiteLLM Proxy request (``data["metadata"]``, or
+    ``litellm_metadata`` on the routes that use it), less the proxy's own keys: what the
+    request's logged event reads (``_request_metadata``)."""
+    for key in ("metadata", "litellm_metadata"):
+        meta = data.get(key)
+        if _is_map(meta):
+            return proxy_request_metadata(meta)
+    return None
+
+
 # Shared with ``costledger ingest``, which reads the same LiteLLM records from log lines.
 _attribution_values = attribution_values
 
@@ -465,12 +572,18 @@ def _add_key_owner(values: dict[str, Any], user_api_key_dict: Any) -> None:
                 break
 
 
-def _proxy_call_id(data: Mapping[str, Any]) -> str:
+@overload
+def _proxy_call_id(data: Mapping[str, Any]) -> str: ...
+@overload
+def _proxy_call_id(data: Mapping[str, Any], *, mint: bool) -> str | None: ...
+def _proxy_call_id(data: Mapping[str, Any], *, mint: bool = True) -> str | None:
     logging_obj = data.get("litellm_logging_obj")
     call_id = _text(getattr(logging_obj, "litellm_call_id", None)) or _text(
         data.get("litellm_call_id")
     )
-    return call_id or new_event_id()
+    if call_id or not mint:
+        return call_id or None
+    return new_event_id()
 
 
 # --- the start of a call (wrappers and the proxy hook) ----------------------------------------
@@ -493,7 +606,7 @@ def _start_arguments(
     }
     if tracker.has_guards:
         start["prompt_text"] = _prompt_text(request)
-        start["max_output_tokens"] = _max_output_tokens(request)
+        start["max_output_tokens"] = _max_output_tokens(request, tracker, model, provider)
     return start
 
 
@@ -531,12 +644,46 @@ def _collect_text(content: Any, parts: list[str]) -> None:
                 parts.append(part["text"])
 
 
-def _max_output_tokens(request: Mapping[str, Any]) -> int | None:
+def _max_output_tokens(
+    request: Mapping[str, Any],
+    tracker: Tracker | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+) -> int | None:
+    """The most output the request can be billed for: its output limit per choice, times
+    the choices generated (``n``, or ``best_of`` where larger: the provider generates and
+    bills ``best_of``, and returns ``n``). Without a limit in the request, one choice is
+    left to the guards' estimate (the model's output limit); several are that limit, from
+    the price data, times their number."""
+    per_choice: int | None = None
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = request.get(key)
         if type(value) is int and value > 0:
-            return value
-    return None
+            per_choice = value
+            break
+    choices = 1
+    for key in ("n", "best_of"):
+        value = request.get(key)
+        if type(value) is int and value > choices:
+            choices = value
+    if choices == 1 or per_choice is not None:
+        return None if per_choice is None else per_choice * choices
+    return _model_output_limit(tracker, model, provider) * choices
+
+
+def _model_output_limit(tracker: Tracker | None, model: str | None, provider: str | None) -> int:
+    """One choice's worst case when the request sets none: as the guards' estimator reads it."""
+    from costledger._guards._estimate import DEFAULT_ESTIMATOR
+
+    if tracker is not None and model:
+        try:
+            card = tracker.pricer.rate_card(model, provider=provider)
+            limit = getattr(card, "max_output_tokens", None)
+            if type(limit) is int and limit > 0:
+                return limit
+        except Exception:  # an unknown model: the estimator's default
+            pass
+    return DEFAULT_ESTIMATOR.default_output_tokens
 
 
 # --- after the call ----------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 A LiteLLM SDK callback cannot stop a call, so budgets and rate limits need a way
 in before it: the wrapper opens the Tracker call (the guards reserve the worst
 case, or refuse), hands LiteLLM the call's id as ``litellm_call_id``, and lets
-the logger's event close that same call, settling the reservation to the actual
-cost. If LiteLLM raises and no event closed the call, the reservation is
-released and nothing is recorded.
+the logger's success event close that same call, settling the reservation to the
+actual cost. Failed attempts (retries, fallbacks) are recorded by their own
+failure events and leave the call open; when LiteLLM raises, the call is over
+without a success and its reservation is released.
 
 A stream is returned wrapped: LiteLLM reports nothing for a stream the consumer
 abandons (LiteLLM #14457), so the wrapper records it as ``cancelled`` with the
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import litellm
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
+from costledger import GuardRefusal
 from costledger._events import new_event_id
 
 from ._logger import (
@@ -68,7 +70,13 @@ def run_completion(logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict
     if opened is None:  # costledger failed to prepare: the call goes ahead untracked by guards
         return litellm.completion(*args, **kwargs)
     tracker, start = opened
-    call = tracker.start(**start)  # a guard's refusal propagates: the call never happens
+    try:
+        call = tracker.start(**start)
+    except GuardRefusal:  # the guard's refusal propagates: the call never happens
+        raise
+    except Exception as exc:  # costledger's own failure: the call goes ahead, logged as usual
+        _report("litellm.completion", exc)
+        return litellm.completion(*args, **kwargs)
     return _after(tracker, call, lambda: litellm.completion(*args, **kwargs))
 
 
@@ -79,7 +87,13 @@ async def run_acompletion(
     if opened is None:
         return await litellm.acompletion(*args, **kwargs)
     tracker, start = opened
-    call = await tracker.astart(**start)
+    try:
+        call = await tracker.astart(**start)
+    except GuardRefusal:
+        raise
+    except Exception as exc:
+        _report("litellm.acompletion", exc)
+        return await litellm.acompletion(*args, **kwargs)
     _registry.register(call.id, tracker, call)
     try:
         result = await litellm.acompletion(*args, **kwargs)
@@ -107,7 +121,9 @@ def _open(
     try:
         tracker = logger.tracker
         call_id = kwargs.get("litellm_call_id")
-        if not isinstance(call_id, str) or not call_id:
+        if not isinstance(call_id, str) or not call_id or _registry.known(call_id):
+            # An id already recorded (or in flight) would make this call's success a
+            # duplicate to drop, and its reservation would never be settled: a new one.
             call_id = new_event_id()
         request: Mapping[str, Any] = kwargs
         if args:  # model and messages may be positional, as litellm.completion allows
@@ -140,12 +156,11 @@ def _logger_registered(callbacks: Any) -> bool:
 
 
 def _release_unreported(call_id: str) -> None:
-    """LiteLLM raised: if no event closed the call (it failed before LiteLLM logged
-    anything), release the guards' reservations and record nothing."""
+    """LiteLLM raised: the call is over with no success. Release the guards' reservations;
+    its failed attempts are recorded by their own failure events (as they came, or later
+    for an async call), and nothing is recorded if it failed before LiteLLM logged."""
     try:
-        claimed, pending = _registry.claim(call_id)
-        if claimed and pending is not None:
-            pending[0].cancel(pending[1])
+        _registry.release(call_id)
     except Exception as exc:
         _report("litellm.release", exc)
 
@@ -197,7 +212,7 @@ class TrackedStream:
         except _CANCELLED:
             raise
         except Exception:
-            self._ended = True  # LiteLLM's failure event records it
+            self._failed()  # LiteLLM's failure event records it
             raise
 
     def __aiter__(self) -> TrackedStream:
@@ -212,7 +227,7 @@ class TrackedStream:
         except _CANCELLED:
             raise
         except Exception:
-            self._ended = True
+            self._failed()
             raise
 
     def __enter__(self) -> TrackedStream:
@@ -238,6 +253,12 @@ class TrackedStream:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # a finalizer must never raise
             self._abandon()
+
+    def _failed(self) -> None:
+        """The stream raised: no success will close the call, release its reservation."""
+        if not self._ended:
+            self._ended = True
+            _release_unreported(self._call_id)
 
     def _abandon(self) -> None:
         if self._ended:

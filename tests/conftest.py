@@ -104,3 +104,16 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ledger.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+# -- guards ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_guard_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with an empty ``memory://`` guard store. The store is one per
+    process (every tracker naming it shares it, as in an application), so without this
+    one test's counters would carry over into the next."""
+    from costledger._guards import _store
+
+    monkeypatch.setattr(_store, "_memory", None)

@@ -74,8 +74,10 @@ def test_budget_alert_goes_to_the_stdlib_logger_when_structlog_is_not_configured
     with caplog.at_level(logging.WARNING, logger="costledger.alerts"):
         _refuse_once(_tracker())
     records = [r for r in caplog.records if r.name == "costledger.alerts"]
-    assert len(records) == 1
-    record = records[0]
+    # the recorded call passes every threshold (Tracker.record alerts), then the refusal
+    kinds = [r.costledger_alert["kind"] for r in records]  # type: ignore[attr-defined]
+    assert kinds == ["threshold", "threshold", "threshold", "exceeded"]
+    record = records[-1]
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith("costledger.budget_alert kind=exceeded ")
     alert = record.costledger_alert  # type: ignore[attr-defined]
@@ -93,9 +95,10 @@ def test_budget_alert_goes_through_structlog_when_the_application_configured_it(
     with capture_logs() as logs:  # configures structlog for the block
         _refuse_once(_tracker())
     alerts = [e for e in logs if e.get("event") == "costledger.budget_alert"]
-    assert len(alerts) == 1
-    assert alerts[0]["log_level"] == "warning"
-    assert (alerts[0]["kind"], alerts[0]["budget"]) == ("exceeded", "0.001 USD/day")
+    # the recorded call passes every threshold (Tracker.record alerts), then the refusal
+    assert [e["kind"] for e in alerts] == ["threshold", "threshold", "threshold", "exceeded"]
+    assert alerts[-1]["log_level"] == "warning"
+    assert (alerts[-1]["kind"], alerts[-1]["budget"]) == ("exceeded", "0.001 USD/day")
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

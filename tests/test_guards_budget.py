@@ -464,7 +464,7 @@ def test_webhook_alert_posts_json_and_retries_5xx(pricer: Pricer, hook_server: s
     assert payload == {
         "event": "costledger.budget_alert",
         "kind": "threshold",
-        "budget": "0.02 USD/month per user",
+        "budget": "0.02 USD/month per user #c40a5b",  # the digest of warn_at=0.5
         "per": "user",
         "key": "ann",
         "threshold": "0.5",

@@ -491,7 +491,7 @@ def test_whole_amounts_print_without_an_exponent() -> None:
     with pytest.raises(BudgetExceeded) as info:
         spend(tracker)
     assert str(info.value) == (
-        "budget '100 USD/month' would be exceeded: spent 100 + reserved 0 + this call's"
+        "budget '100 USD/month #c40a5b' would be exceeded: spent 100 + reserved 0 + this call's"
         " estimate 0.01 > limit 100 USD; resets at 2030-04-01T00:00:00+00:00"
     )
     assert str(info.value.spent) == "100"

@@ -273,7 +273,7 @@ def test_a_unix_socket_redis_store_reserves_and_settles(redis_socket: str, query
     try:
         keys = sorted(k.decode() for k in client.scan_iter(match="*", count=1000))
         (counter,) = open_store(url).counters("budget:unix:")  # budget:unix:~:<this month>
-        assert keys == [f"{prefix}:{{{counter}}}:b", f"{prefix}:{{{counter}}}:m"]
+        assert keys == [f"{prefix}:{{{counter}}}:{part}" for part in ("b", "m", "s")]
     finally:
         client.close()
         open_store(url).close()

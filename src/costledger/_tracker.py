@@ -199,6 +199,23 @@ class Tracker:
         self._log_output = log
         self._lock = threading.Lock()
         self.guards: tuple[Guard, ...] = tuple(guards)
+        # Two guards of one kind with one name share their counters: every call would count
+        # twice. Default budget names follow the definition, so it takes one name= given
+        # twice, a guard listed twice, or two budgets that differ only in how they run.
+        named: dict[tuple[str, str], Guard] = {}
+        for guard in self.guards:
+            name = getattr(guard, "name", None)
+            if not isinstance(name, str):
+                continue
+            kind = str(getattr(guard, "_kind", type(guard).__name__))
+            other = named.get((kind, name))
+            if other is not None:
+                raise ValueError(
+                    f"guards {other!r} and {guard!r} share the name {name!r}, so they would"
+                    " share their counters and count every call twice; give one of them"
+                    " its own name= (or list a guard once)"
+                )
+            named[(kind, name)] = guard
         self.guard_store = guard_store
         # Budget alert callbacks (sync or async) for every guard of this tracker.
         self.alerts: tuple[Callable[[Any], Any], ...] = tuple(alerts)

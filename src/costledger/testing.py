@@ -18,9 +18,10 @@ from ._events import UsageEvent
 from ._tracker import Tracker, _set_default, add_sink, drain_deferred, remove_sink
 
 if TYPE_CHECKING:
+    from ._guards._memory import MemoryStore as MemoryStore
     from ._ledger import InMemoryLedger as InMemoryLedger
 
-__all__ = ["CapturedCosts", "InMemoryLedger", "capture_costs"]
+__all__ = ["CapturedCosts", "InMemoryLedger", "MemoryStore", "capture_costs"]
 
 
 class CapturedCosts:
@@ -106,4 +107,8 @@ def __getattr__(name: str) -> Any:
         from ._ledger import InMemoryLedger
 
         return InMemoryLedger
+    if name == "MemoryStore":  # a private in-process guard store: Tracker(guard_store=...)
+        from ._guards._memory import MemoryStore
+
+        return MemoryStore
     raise AttributeError(f"module 'costledger.testing' has no attribute {name!r}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import itertools
 import math
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import BudgetExceeded, GuardRefusal
 from ._alerts import AlertCallback, BudgetAlert, dispatch
-from ._estimate import DEFAULT_ESTIMATOR, Estimator, check_estimate
+from ._estimate import Estimator, check_estimate, check_estimator
 from ._ledger_spend import ledger_buckets
 from ._spec import (
     PER_KEYS,
@@ -25,6 +28,7 @@ from ._spec import (
     Period,
     Window,
     call_keys,
+    check_clock,
     check_per,
     from_units,
     matches,
@@ -47,6 +51,7 @@ FailMode = Literal["closed", "open"]
 _MARGIN_MS = 3_600_000
 _MAX_KEY = 200
 EXCEEDED_MARK = "exceeded"
+DEFAULT_WARN_AT = (0.5, 0.8, 1.0)
 
 
 def counter_key(key: str | None) -> str:
@@ -55,8 +60,6 @@ def counter_key(key: str | None) -> str:
     if key is None:
         return "~"
     if len(key) > _MAX_KEY:
-        import hashlib
-
         key = key[:100] + "#" + hashlib.sha1(key.encode()).hexdigest()
     return "=" + key
 
@@ -140,9 +143,17 @@ class BudgetStatus:
 class _Hold:
     counter: str
     key: str | None
-    res_id: str | None  # None: the store was down and the budget failed open
+    # The reservation's id, and its settle's: a store settles each id once, so a settle
+    # replayed after an answer that came too late is not counted twice.
+    res_id: str
     win: Window
     keep_until: int | None
+    # True: reserved. None: unknown (the store did not answer the reservation in time; it
+    # may have made it). False: nothing reserved (failed open, ``Tracker.record``).
+    held: bool | None = True
+
+
+_Pending = tuple[Literal["settle", "release"], "_Token", _Hold, int]
 
 
 @dataclass(slots=True)
@@ -188,7 +199,7 @@ class Budget:
         *,
         per: str | None = None,
         hard: bool = True,
-        warn_at: Iterable[float | Decimal | str] = (0.5, 0.8, 1.0),
+        warn_at: Iterable[float | Decimal | str] = DEFAULT_WARN_AT,
         tz: str = "UTC",
         name: str | None = None,
         where: Mapping[str, str] | None = None,
@@ -198,6 +209,8 @@ class Budget:
         clock: Clock | None = None,
     ) -> None:
         self.limit: Limit = parse_limit(limit)
+        if not isinstance(tz, str):
+            raise ValueError(f"tz must be an IANA time zone such as 'Europe/Paris', got {tz!r}")
         self.period: Period = parse_period(period, tz)
         self.per = check_per(per)
         if not isinstance(hard, bool):
@@ -210,8 +223,8 @@ class Budget:
             raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
         self.on_store_error: FailMode = on_store_error
         self.reservation_ttl = parse_duration(reservation_ttl, field="reservation_ttl")
-        self.estimator = estimator or DEFAULT_ESTIMATOR
-        self._clock: Clock = clock or time.time
+        self.estimator: Estimator = check_estimator(estimator)
+        self._clock: Clock = check_clock(clock)
         self.warn_at = _check_warn_at(warn_at)
         self.name = name if name is not None else self._default_name()
         if not isinstance(self.name, str) or not self.name or len(self.name) > 200:
@@ -234,10 +247,18 @@ class Budget:
         # Hot-path caches: the last tracker's store, counter names of recent keys.
         self._last_store: tuple[Tracker, GuardStore] | None = None
         self._names: dict[tuple[str | None, str], str] = {}
-        self._pending: deque[tuple[_Token, _Hold, int]] = deque(maxlen=100_000)
+        # Settles (and releases) the store could not take, replayed oldest first.
+        self._pending: deque[_Pending] = deque(maxlen=100_000)
         self._next_retry = 0.0
+        # Counters seen seeded in the last minute (Tracker.record seeds before it settles).
+        self._seeded: dict[tuple[int, str], float] = {}
+        _budgets.add(self)
 
     def _default_name(self) -> str:
+        """The budget's definition: limit, period, zone, ``per``, ``where``; then ``soft``
+        for a soft budget and a digest of ``warn_at`` when it is not the default, so two
+        different budgets never share counters by their default names. A hard budget with
+        the default alerts keeps the name it always had (``"2 USD/day per user"``)."""
         text = f"{self.limit}/{self.period.text}"
         if self.period.kind == "calendar" and self.period.tz_name != "UTC":
             text += f" {self.period.tz_name}"
@@ -245,6 +266,11 @@ class Budget:
             text += f" per {self.per}"
         if self.where:
             text += " where " + ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        if not self.hard:
+            text += " soft"
+        if self.warn_at != _check_warn_at(DEFAULT_WARN_AT):
+            settings = "warn_at=" + ",".join(str(t) for t in self.warn_at)
+            text += " #" + hashlib.sha1(settings.encode()).hexdigest()[:6]
         return text
 
     def __repr__(self) -> str:
@@ -300,17 +326,33 @@ class Budget:
                 keys = call_keys(call, per)
             keep = self._keep_until(win, now_ms)
             for i, key in enumerate(keys):
+                res_id = _reservation_id()
                 try:
-                    self._reserve_key(
-                        store, tracker, token, key, _reservation_id(), win, now, now_ms, keep
-                    )
+                    self._reserve_key(store, tracker, token, key, res_id, win, now, now_ms, keep)
                 except StoreUnavailable as exc:
+                    # The store may have made the reservation and lost only its answer (a
+                    # timeout): it is given back later, with what this call holds already,
+                    # off this call's path (the store has just failed). When the ledger
+                    # failed (seeding), the store is fine and nothing was reserved.
+                    failed = _Hold(self._counter(key, win), key, res_id, win, keep, None)
+                    if exc.store != store.url:
+                        failed.held = False
                     if self.on_store_error == "closed":
-                        self.release(token)
+                        if failed.held is None:
+                            for hold in (*token.holds, failed):
+                                self._queue(("release", token, hold, 0))
+                            token.holds = []
+                        else:
+                            self.release(token)
                         raise StoreRefusal(exc.store, exc.cause, f"budget {self.name!r}") from exc
                     _report("budget.reserve", exc, budget=self.name)
-                    for other in keys[i:]:
-                        hold = _Hold(self._counter(other, win), other, None, win, keep)
+                    # Fails open: the call's spend still counts when it settles. The settle
+                    # of the failed key also drops its reservation, if it was made.
+                    token.holds.append(failed)
+                    for other in keys[i + 1 :]:
+                        hold = _Hold(
+                            self._counter(other, win), other, _reservation_id(), win, keep, False
+                        )
                         token.holds.append(hold)
                     return token
             return token
@@ -332,20 +374,53 @@ class Budget:
 
     def account(self, call: Call, tracker: Tracker) -> _Token | None:
         """For ``Tracker.record``: a call that already happened is counted when it settles,
-        in the period it started in, with nothing reserved and nothing refused."""
+        in the period it started in, with nothing reserved and nothing refused. A counter
+        not seeded yet is seeded from the ledger first, so the settle counts (and alerts)."""
         if self.where is not None and not matches(call, self.where):
             return None
+        if self._pending and time.monotonic() >= self._next_retry:
+            self._retry_pending()
+        now = self._clock()
         win = self.period.window(call.started_at.timestamp())
-        keep = self._keep_until(win, int(self._clock() * 1000))
-        token = _Token(store_for(tracker), 0, tracker)
+        keep = self._keep_until(win, int(now * 1000))
+        store = store_for(tracker)
+        token = _Token(store, 0, tracker)
         per = self.per
         if per == "tag":
             keys: tuple[str | None, ...] = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
         else:
             keys = call_keys(call, per)
         for key in keys:
-            token.holds.append(_Hold(self._counter(key, win), key, None, win, keep))
+            counter = self._counter(key, win)
+            self._ensure_seeded(store, tracker, counter, key, win, now, keep)
+            token.holds.append(_Hold(counter, key, _reservation_id(), win, keep, False))
         return token
+
+    def _ensure_seeded(
+        self,
+        store: GuardStore,
+        tracker: Tracker,
+        counter: str,
+        key: str | None,
+        win: Window,
+        now: float,
+        keep: int | None,
+    ) -> None:
+        """Seed ``counter`` from the ledger unless it is (a settle on a counter that is not
+        seeded adds nothing). On a store or ledger failure the settle goes ahead: kept
+        and replayed, or left to the seed that later reads this call from the ledger."""
+        seen = (id(store), counter)
+        if self._seeded.get(seen, 0.0) > time.monotonic():
+            return
+        try:
+            if not store.read(counter, floor=win.floor, now_ms=int(now * 1000)).seeded:
+                self._seed(store, tracker, counter, key, win, now, keep)
+        except StoreUnavailable as exc:
+            _report("budget.seed", exc, budget=self.name)
+            return
+        if len(self._seeded) > 4096:
+            self._seeded.clear()
+        self._seeded[seen] = time.monotonic() + 60.0
 
     def _reserve_key(
         self,
@@ -419,11 +494,19 @@ class Budget:
         units = self._actual_units(token, event)
         for hold in token.holds:
             if not self._settle_hold(token, hold, units):
-                # The store is down: keep the settle and retry it (before the next
-                # reservation), so an outage does not make the spend disappear.
-                if len(self._pending) == self._pending.maxlen:
-                    _report("budget.settle_dropped", OverflowError("pending settles"))
-                self._pending.append((token, hold, units))
+                # The store is down, or answered too late: keep the settle and replay it
+                # (before the next reservation). The store settles each id once, so a
+                # settle it did run and answered too late is not counted twice.
+                self._queue(("settle", token, hold, units))
+        token.holds = []
+
+    def _queue(self, item: _Pending) -> None:
+        """Keep a settle or release the store could not take, to replay it later."""
+        if len(self._pending) == self._pending.maxlen:
+            _report("budget.settle_dropped", OverflowError("pending settles"), budget=self.name)
+        self._pending.append(item)
+        # not on the next call's path at once: the store has just failed
+        self._next_retry = max(self._next_retry, time.monotonic() + 1.0)
 
     def _settle_hold(self, token: _Token, hold: _Hold, units: int) -> bool:
         """Settle one key; False when the store could not be reached."""
@@ -460,16 +543,31 @@ class Budget:
             )
         return True
 
-    def _retry_pending(self) -> None:
-        """Replay settles the store missed while it was down, oldest first."""
+    def _retry_pending(self, failed: set[int] | None = None) -> None:
+        """Replay the settles and releases the store missed, oldest first. ``failed``
+        (at exit): ids of stores that failed already, skipped."""
         pending = self._pending
         while pending:
             try:
-                token, hold, units = pending.popleft()
+                item = pending.popleft()
             except IndexError:  # another thread took the last one
                 return
-            if not self._settle_hold(token, hold, units):
-                pending.appendleft((token, hold, units))
+            op, token, hold, units = item
+            if failed is not None and id(token.store) in failed:
+                continue
+            try:
+                if op == "settle":
+                    done = self._settle_hold(token, hold, units)
+                else:
+                    done = self._release_hold(token, hold)
+            except Exception as exc:  # not the store being down: this one cannot be done
+                _report(f"budget.{op}", exc, budget=self.name)
+                continue
+            if not done:
+                if failed is not None:
+                    failed.add(id(token.store))
+                    continue
+                pending.appendleft(item)
                 self._next_retry = time.monotonic() + 1.0  # not on every call of an outage
                 return
 
@@ -483,14 +581,21 @@ class Budget:
         if token is None:
             return
         for hold in token.holds:
-            if hold.res_id is None:
+            if hold.held is False:
                 continue
-            try:
-                token.store.release(hold.counter, res_id=hold.res_id, reserved=token.units)
-            except StoreUnavailable as exc:
-                # The reservation lapses at its TTL.
-                _report("budget.release", exc, budget=self.name)
-        token.holds.clear()
+            if hold.held is None or not self._release_hold(token, hold):
+                # Given back later (its store failed just now), else it lapses at its TTL.
+                self._queue(("release", token, hold, 0))
+        token.holds = []
+
+    def _release_hold(self, token: _Token, hold: _Hold) -> bool:
+        """Give one reservation back; False when the store could not be reached."""
+        try:
+            token.store.release(hold.counter, res_id=hold.res_id, reserved=token.units)
+        except StoreUnavailable as exc:
+            _report("budget.release", exc, budget=self.name)
+            return False
+        return True
 
     # -- status ------------------------------------------------------------------------------
     def status(
@@ -503,6 +608,11 @@ class Budget:
         """Spent, reserved and remaining for each key in the current period: the keys the
         store has counters for, plus those with spend in the ledger (after a restart)."""
         store = store_for(tracker)
+        if self._pending:  # what the store missed first, if it answers again
+            try:
+                self._retry_pending()
+            except Exception as exc:
+                _report("budget.retry", exc, budget=self.name)
         now = self._clock() if now is None else now
         now_ms = int(now * 1000)
         win = self.period.window(now)
@@ -515,8 +625,13 @@ class Budget:
                 found[self._counter(None, win)] = None
             suffix = f":{win.label}"
             for name in sorted(store.counters(self._prefix)):
-                if name.endswith(suffix):
-                    found.setdefault(name, decode_key(name[len(self._prefix) : -len(suffix)]))
+                if not name.endswith(suffix):
+                    continue
+                key = decode_key(name[len(self._prefix) : -len(suffix)])
+                # Only this budget's own counters: another budget whose name starts with
+                # this one's and a colon ("search" and "search:eu") shares the prefix.
+                if self._counter(key, win) == name:
+                    found.setdefault(name, key)
             if self.per is not None:
                 for key in _ledger_keys(tracker, self, win, now):
                     found[self._counter(key, win)] = key
@@ -713,6 +828,48 @@ def _ledger_keys(tracker: Tracker, budget: Budget, win: Window, now: float) -> l
     from ._ledger_spend import ledger_keys
 
     return ledger_keys(tracker, budget, win, now)
+
+
+_budgets: weakref.WeakSet[Budget] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with nothing pending: the parent's pending settles are the
+    parent's to replay (replayed in both, they would also count twice on a store the
+    child does not share, such as its own ``memory://``). Cached stores are dropped too:
+    the child's ``memory://`` store is a new one."""
+    for budget in list(_budgets):
+        budget._pending = deque(maxlen=budget._pending.maxlen)
+        budget._next_retry = 0.0
+        budget._last_store = None
+        budget._seeded = {}
+
+
+def _flush_at_exit() -> None:
+    """At exit, replay what is still pending, once, for stores that answer again (a store
+    still down costs one timeout, then is skipped). Calls finished in the background are
+    finished first: their settles may be among them."""
+    budgets = list(_budgets)
+    if not budgets:
+        return
+    try:
+        from .._tracker import _finish_at_exit
+
+        _finish_at_exit()  # it runs once: the tracker's own exit hook then finds it done
+    except Exception as exc:
+        _report("budget.exit", exc)
+    failed: set[int] = set()
+    for budget in budgets:
+        if budget._pending:
+            try:
+                budget._retry_pending(failed)
+            except Exception as exc:
+                _report("budget.exit", exc, budget=budget.name)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

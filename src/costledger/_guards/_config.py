@@ -99,12 +99,18 @@ def _build(kind: str, index: int, entry: Any) -> Budget | RateLimit | TokenRateL
         raise ValueError(f"{label}.limit is missing")
     for name in _NOT_FROM_FILES & set(kwargs):
         raise ValueError(f"{label}.{name} cannot come from a configuration file")
+    cls = _KINDS[kind]
+    known = _fields(cls)
+    for name in sorted(set(kwargs) - known):
+        raise ValueError(
+            f"{label}.{name}: unknown field {name!r}; {kind} takes"
+            f" {', '.join(sorted(known - _NOT_FROM_FILES))}"
+        )
     if "warn_at" in kwargs and isinstance(kwargs["warn_at"], list):
         kwargs["warn_at"] = tuple(str(v) for v in kwargs["warn_at"])
     for name in ("wait", "reservation_ttl"):  # durations, not money: seconds as a float
         if isinstance(kwargs.get(name), Decimal):
             kwargs[name] = float(kwargs[name])
-    cls = _KINDS[kind]
     limit = kwargs.pop("limit")
     try:
         guard: Budget | RateLimit | TokenRateLimit = cls(limit, **kwargs)
@@ -113,6 +119,17 @@ def _build(kind: str, index: int, entry: Any) -> Budget | RateLimit | TokenRateL
     except ValueError as exc:
         raise ValueError(f"{label}.{_field_of(exc, kwargs)}: {exc}") from None
     return guard
+
+
+def _fields(cls: type[Any]) -> set[str]:
+    """The keyword arguments a guard class takes (``limit`` included)."""
+    import inspect
+
+    return {
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def _field_of(exc: ValueError, kwargs: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "Estimate",
     "Estimator",
     "check_estimate",
+    "check_estimator",
     "check_max_output_tokens",
     "count_tokens",
     "heuristic_tokens",
@@ -255,6 +256,23 @@ class Estimator:
 
 DEFAULT_ESTIMATOR = Estimator()
 """Shared by every guard not given its own, so one call's prompt is counted once."""
+
+
+def check_estimator(estimator: object) -> Estimator:
+    """A guard's ``estimator=``: ``None`` (the shared default) or an ``Estimator`` (or an
+    object with the same ``estimate(call, tracker)`` method), checked when the guard is
+    made rather than failing on every call."""
+    if estimator is None:
+        return DEFAULT_ESTIMATOR
+    if isinstance(estimator, Estimator) or (
+        not isinstance(estimator, type) and callable(getattr(estimator, "estimate", None))
+    ):
+        return estimator  # type: ignore[return-value]
+    raise ValueError(
+        "estimator must be an Estimator (an object with an estimate(call, tracker) method),"
+        f" got {estimator!r}"
+    )
+
 
 _last = threading.local()
 """The last estimate made on this thread: a Tracker runs every guard on a call in a row,

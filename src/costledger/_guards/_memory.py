@@ -1,13 +1,27 @@
-"""``memory://``: counters in this process, under one lock. The default; not shared
-between processes (use Redis or SQL for that)."""
+"""``memory://``: counters in this process, under one lock. The default: one store per
+process, shared by every tracker that names it (a forked child starts its own); not
+shared between processes (use Redis or SQL for that). ``MemoryStore()`` passed to
+``Tracker(guard_store=...)`` is a private store of its own (tests)."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
+import time
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ._store import Acquired, Admission, CounterState, GuardStore, Marks, Settlement
+from ._store import (
+    SETTLED_KEEP_MS,
+    Acquired,
+    Admission,
+    CounterState,
+    GuardStore,
+    Marks,
+    Settlement,
+)
 
 if TYPE_CHECKING:
     from limits.storage import Storage
@@ -26,6 +40,7 @@ class _Counter:
         "reservations",
         "reserved",
         "seeded",
+        "settled",
     )
 
     def __init__(self) -> None:
@@ -36,6 +51,22 @@ class _Counter:
         self.seeded = False
         self.marks: set[str] = set()
         self.keep_until: int | None = None
+        self.settled: dict[str, int] = {}  # settle id -> when (ms, wall clock), oldest first
+
+    def first_settle(self, res_id: str) -> bool:
+        """Record ``res_id`` as settled; False if it already was (within SETTLED_KEEP_MS)."""
+        settled = self.settled
+        now = int(time.time() * 1000)
+        if res_id in settled and settled[res_id] > now - SETTLED_KEEP_MS:
+            return False
+        if settled:
+            cutoff = now - SETTLED_KEEP_MS
+            for old in list(itertools.islice(settled, 64)):  # oldest first
+                if settled[old] > cutoff:
+                    break
+                del settled[old]
+        settled[res_id] = now
+        return True
 
     def spent(self, floor: int) -> int:
         buckets = self.buckets
@@ -83,6 +114,7 @@ class MemoryStore(GuardStore):
         self._counters: dict[str, _Counter] = {}
         self._limits: Storage | None = None
         self._next_sweep = 0
+        _stores.add(self)
 
     def _get(self, counter: str, keep_until: int | None) -> _Counter:
         c = self._counters.get(counter)
@@ -173,6 +205,8 @@ class MemoryStore(GuardStore):
                 held = c.reservations.pop(res_id, None)
                 if held is not None:
                     c.reserved -= held[0]
+                if not c.first_settle(res_id):  # settled before: a replay
+                    return Settlement(c.spent(floor) if c.seeded else 0, c.reserved)
             if not c.seeded:
                 # The counter is gone (a new period long over, a store that lost its data):
                 # the seed that recreates it reads this call from the ledger.
@@ -243,3 +277,16 @@ def _retry_bucket(buckets: Mapping[int, int], need: int) -> int | None:
         if dropped >= need:
             return key
     return None
+
+
+_stores: weakref.WeakSet[MemoryStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A lock another thread held at the fork would stay held forever in the child."""
+    for store in list(_stores):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)

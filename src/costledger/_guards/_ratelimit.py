@@ -14,6 +14,7 @@ row in SQL), where a settle corrects the bucket the estimate went into.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -24,8 +25,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import RateLimited
 from ._budget import _check_where, counter_key
-from ._estimate import DEFAULT_ESTIMATOR, Estimator
-from ._spec import ROLLING_BUCKETS, Clock, call_keys, check_per, matches, parse_limit
+from ._estimate import Estimator, check_estimator
+from ._spec import (
+    ROLLING_BUCKETS,
+    Clock,
+    call_keys,
+    check_clock,
+    check_per,
+    matches,
+    parse_limit,
+)
 from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
 
 if TYPE_CHECKING:
@@ -51,6 +60,8 @@ def _parse_rate(text: object, *, tokens: bool) -> tuple[int, RateLimitItem]:
     if match is None:
         raise ValueError(f"{what} limit must look like {example}, got {text!r}")
     amount_text, window = match.groups()
+    if re.match(r"^0+(\.0*)?\s", window):  # "10/0 minutes": limits would read 1 minute
+        raise ValueError(f"{what} limit must have a window longer than zero, got {text!r}")
     try:
         amount = int(parse_limit(f"{amount_text.strip()} tokens", field="limit").amount)
         item = limits.parse(f"{amount}/{window.strip()}")
@@ -81,14 +92,19 @@ class _Window:
         self.limit_text = limit
         self.amount, self.item = _parse_rate(limit, tokens=tokens)
         self.per = check_per(per)
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
-            raise ValueError(f"wait must be a number of seconds >= 0, got {wait!r}")
+        if (
+            isinstance(wait, bool)
+            or not isinstance(wait, (int, float))
+            or not math.isfinite(wait)
+            or wait < 0
+        ):
+            raise ValueError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
         self.wait = float(wait)
         self.where = _check_where(where)
         if on_store_error not in ("closed", "open"):
             raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
         self.on_store_error = on_store_error
-        self._clock: Clock = clock or time.time
+        self._clock: Clock = check_clock(clock)
         self.window_ms = int(self.item.get_expiry() * 1000)
         self.bucket_ms = max(1, -(-self.window_ms // ROLLING_BUCKETS))
         # How long a bucket counts from its start: the window, and the bucket itself (so
@@ -302,7 +318,7 @@ class TokenRateLimit(_Window):
             clock=clock,
             tokens=True,
         )
-        self.estimator = estimator or DEFAULT_ESTIMATOR
+        self.estimator: Estimator = check_estimator(estimator)
 
     def __repr__(self) -> str:
         return f"TokenRateLimit({self.name!r})"

@@ -1,11 +1,13 @@
 """``redis://``: counters shared by every process, each operation one atomic Lua script,
 so one round trip.
 
-A counter ``C`` is three keys sharing a hash tag (the same cluster slot):
+A counter ``C`` is four keys sharing a hash tag (the same cluster slot):
 ``{prefix}:{C}:b`` (hash: bucket -> settled units), ``...:x`` (sorted set of reservations
-``"<id>:<units>"`` scored by their expiry) and ``...:m`` (hash: ``rt`` = units reserved,
-``seeded``, and the alert marks). Lua numbers are doubles: every amount stays below
-2**53, and amounts computed in Lua are formatted with ``%d`` before Redis sees them.
+``"<id>:<units>"`` scored by their expiry), ``...:m`` (hash: ``rt`` = units reserved,
+``seeded``, and the alert marks) and ``...:s`` (sorted set of the ids settled in the last
+hour, scored by when: a settle is idempotent per id). Lua numbers are doubles: every
+amount stays below 2**53, and amounts computed in Lua are formatted with ``%d`` before
+Redis sees them.
 
 URL query options (removed before the URL reaches redis-py): ``prefix`` (key prefix,
 default ``costledger:guard``) and ``timeout`` (seconds to connect and to wait for an
@@ -15,11 +17,13 @@ answer, default 2: an unreachable store must fail fast, not hang the call).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from ._store import (
+    SETTLED_KEEP_MS,
     Acquired,
     Admission,
     CounterState,
@@ -28,6 +32,7 @@ from ._store import (
     Settlement,
     StoreUnavailable,
     display_url,
+    parse_timeout,
 )
 
 if TYPE_CHECKING:
@@ -101,26 +106,43 @@ return 1
 """
 )
 
-# KEYS: b x m  ARGV: member('' none) reserved bucket amount floor keep_until (label units)*
+# KEYS: b x m s  ARGV: member('' none) reserved bucket amount floor keep_until now id('' none)
+#                       keep_ms (label units)*
+# ``s``: the ids settled in the last ``keep_ms`` (sorted set scored by when), so a settle
+# replayed after a late answer adds nothing the second time.
 _SETTLE = (
     _SPENT
     + """
 if ARGV[1] ~= '' and redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and ARGV[2] ~= '0' then
   redis.call('HINCRBY', KEYS[3], 'rt', '-' .. ARGV[2])
 end
-if redis.call('HEXISTS', KEYS[3], 'seeded') == 0 then
+local seeded = redis.call('HEXISTS', KEYS[3], 'seeded')
+if ARGV[8] ~= '' then
+  local now = tonumber(ARGV[7])
+  local keep = tonumber(ARGV[9])
+  if redis.call('ZSCORE', KEYS[4], ARGV[8]) then
+    -- settled before (an answer that came too late, then a replay): add nothing
+    local spent = 0
+    if seeded == 1 then spent = spent_in(KEYS[1], tonumber(ARGV[5])) end
+    return {spent, tonumber(redis.call('HGET', KEYS[3], 'rt') or '0'), {}}
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now - keep))
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
+  redis.call('PEXPIRE', KEYS[4], ARGV[9])
+end
+if seeded == 0 then
   -- gone (period over, data lost): the seed that recreates it reads this call from the ledger
   return {0, tonumber(redis.call('HGET', KEYS[3], 'rt') or '0'), {}}
 end
 if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], ARGV[3], ARGV[4]) end
 local spent = spent_in(KEYS[1], tonumber(ARGV[5]))
 local fired = {}
-for i = 7, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   if spent >= tonumber(ARGV[i + 1]) and redis.call('HSETNX', KEYS[3], ARGV[i], 1) == 1 then
     fired[#fired + 1] = ARGV[i]
   end
 end
-expire_at(KEYS, ARGV[6])
+expire_at({KEYS[1], KEYS[2], KEYS[3]}, ARGV[6])
 return {spent, tonumber(redis.call('HGET', KEYS[3], 'rt') or '0'), fired}
 """
 )
@@ -230,9 +252,9 @@ class RedisStore(GuardStore):
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.prefix = query.pop("prefix", "costledger:guard")
-        timeout = float(query.pop("timeout", "2"))
-        self._url = _redis_py_scheme(_without_options(url, parts.query))
         self.url = display_url(url)
+        timeout = parse_timeout(query.pop("timeout", None), url=self.url, default=2.0)
+        self._url = _redis_py_scheme(_without_options(url, parts.query))
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self.client: redis.Redis = client or redis.Redis.from_url(
             self._url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -326,10 +348,14 @@ class RedisStore(GuardStore):
             amount,
             floor,
             _at(keep_until),
+            int(time.time() * 1000),
+            res_id or "",
+            SETTLED_KEEP_MS,
         ]
         for label, units in marks:
             args += [label, units]
-        r = self._run(self._settle, self._keys(counter), args)
+        keys = self._keys(counter)
+        r = self._run(self._settle, [*keys, keys[0][:-2] + ":s"], args)
         fired = tuple(f.decode() if isinstance(f, bytes) else str(f) for f in r[2])
         return Settlement(int(r[0]), int(r[1]), fired)
 

@@ -11,6 +11,7 @@ most 5e-10 per call, far below any price.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "Limit",
     "Period",
     "call_keys",
+    "check_clock",
     "from_units",
     "parse_duration",
     "parse_limit",
@@ -178,9 +180,25 @@ def parse_duration(value: object, *, field: str) -> float:
             f"{field} must be a duration such as '24h', '30d', '15m' or a number of seconds,"
             f" got {value!r}"
         )
+    if not math.isfinite(seconds):
+        raise ValueError(f"{field} must be a finite duration, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"{field} must be longer than zero, got {value!r}")
     return seconds
+
+
+def check_clock(clock: object) -> Clock:
+    """A guard's ``clock=``: ``None`` (``time.time``) or a callable returning seconds since
+    the epoch, checked when the guard is made rather than failing on every call."""
+    if clock is None:
+        import time
+
+        return time.time
+    if not callable(clock):
+        raise ValueError(
+            f"clock must be a callable returning seconds since the epoch, got {clock!r}"
+        )
+    return clock
 
 
 # -- periods ---------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """A SQL database as guard store (PostgreSQL or SQLite), for example the ledger's own.
 
-Four small tables named ``<prefix>_counters``, ``_buckets``, ``_reservations`` and
-``_marks`` (prefix ``costledger_guard`` unless the URL says ``?prefix=...``), created
-on first use. Every operation is one transaction that first locks the counter's row.
+Five small tables named ``<prefix>_counters``, ``_buckets``, ``_reservations``,
+``_marks`` and ``_settled`` (the ids settled in the last hour: a settle is idempotent per
+id; prefix ``costledger_guard`` unless the URL says ``?prefix=...``), created on first
+use. Every operation is one transaction that first locks the counter's row, and answers
+within the URL's ``timeout`` (PostgreSQL: statement and lock timeouts, TCP keepalives;
+SQLite: the busy timeout) or fails as the store being unavailable.
 
 On PostgreSQL the operations on the call path (reserve, settle, release, acquire) are
 PL/pgSQL functions, the SQL analogue of the Redis scripts: one round trip each, and the
@@ -15,6 +18,8 @@ write lock), in-process and cheap. Amounts are BIGINT units (see ``_spec``).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import threading
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._sqlite import prepare_sqlite_connection
 from ._store import (
+    SETTLED_KEEP_MS,
     Acquired,
     Admission,
     CounterState,
@@ -33,6 +39,7 @@ from ._store import (
     Settlement,
     StoreUnavailable,
     display_url,
+    parse_timeout,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +49,6 @@ __all__ = ["SqlStore"]
 
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 _NEVER = 2**62
-_BUSY_TIMEOUT_MS = 30_000
 
 
 _stores: weakref.WeakSet[SqlStore] = weakref.WeakSet()
@@ -88,12 +94,18 @@ class SqlStore(GuardStore):
                 f"guard_store prefix must be a SQL identifier of at most 40 letters, digits"
                 f" and underscores, got {prefix!r}"
             )
-        self.timeout = float(str(query.pop("timeout", "5")))
+        timeout = query.pop("timeout", None)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self._url = parsed.set(query=query)
         # SQLAlchemy hides the userinfo password only: display_url hides ?password=... too
         self.url = display_url(parsed.render_as_string(hide_password=True))
+        # Seconds to connect, to wait for a pooled connection, and for each operation to
+        # answer (PostgreSQL: statement and lock timeouts, TCP keepalives and user timeout;
+        # SQLite: the busy timeout on the database's write lock).
+        self.timeout = parse_timeout(
+            None if timeout is None else str(timeout), url=self.url, default=5.0
+        )
         self.prefix = prefix
         self._engine: Engine | None = None
         self._auto: Engine | None = None
@@ -128,9 +140,11 @@ class SqlStore(GuardStore):
     def _make_engine(self) -> Engine:
         from sqlalchemy import create_engine, event
 
+        timeout_ms = max(1, int(self.timeout * 1000))
         if self._is_pg:
+            whole = max(1, math.ceil(self.timeout))
             connect_args = {
-                "connect_timeout": max(1, int(self.timeout)),
+                "connect_timeout": whole,
                 "application_name": "costledger-guards",
                 # A commit need not wait for its WAL to reach the disk: that wait
                 # (milliseconds) dominated every guard operation. Only a crash of the
@@ -139,10 +153,28 @@ class SqlStore(GuardStore):
                 # has its own connections), and spend lost here is reseeded from it
                 # only if the counter is gone, so such a crash can under-count a
                 # counter by what was settled in that fraction of a second.
-                "options": "-c synchronous_commit=off",
+                # A statement (a lock wait included) that runs longer than the timeout
+                # is cancelled by the server: a locked counter row (a stuck session, a
+                # lock taken by hand) must not hang the guarded call.
+                "options": "-c synchronous_commit=off"
+                f" -c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+                " -c idle_in_transaction_session_timeout=60000",
+                # A server or network that stops answering: the kernel gives up on the
+                # connection (unacknowledged data, dead keepalives) instead of waiting
+                # the many minutes of the TCP defaults.
+                "keepalives": 1,
+                "keepalives_idle": whole,
+                "keepalives_interval": whole,
+                "keepalives_count": 2,
             }
+            if _libpq_version() >= 120000:  # older libpq refuses the option
+                connect_args["tcp_user_timeout"] = timeout_ms
             engine = create_engine(
-                self._url, pool_size=4, max_overflow=8, connect_args=connect_args
+                self._url,
+                pool_size=4,
+                max_overflow=8,
+                pool_timeout=self.timeout,
+                connect_args=connect_args,
             )
             # The functions run on their own autocommit pool: no BEGIN, no COMMIT, no
             # reset when a connection goes back to the pool.
@@ -152,6 +184,7 @@ class SqlStore(GuardStore):
                 max_overflow=16,
                 isolation_level="AUTOCOMMIT",
                 pool_reset_on_return=None,
+                pool_timeout=self.timeout,
                 connect_args=connect_args,
             )
         else:
@@ -161,14 +194,17 @@ class SqlStore(GuardStore):
                 self._url,
                 pool_size=16,
                 max_overflow=16,
-                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_timeout=self.timeout,
+                connect_args={"check_same_thread": False, "timeout": self.timeout},
             )
 
             @event.listens_for(engine, "connect")
             def _connect(dbapi_connection: Any, _record: Any) -> None:
                 # We issue BEGIN ourselves: IMMEDIATE takes the write lock up front, so
                 # a transaction never fails half-way upgrading a read lock.
-                prepare_sqlite_connection(dbapi_connection, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+                # The write lock is waited for up to the store's timeout, then the
+                # operation fails as the store being unavailable (fail open or closed).
+                prepare_sqlite_connection(dbapi_connection, busy_timeout_ms=timeout_ms)
 
             @event.listens_for(engine, "begin")
             def _begin(conn: Connection) -> None:
@@ -196,6 +232,11 @@ class SqlStore(GuardStore):
             " PRIMARY KEY (counter, id))",
             f"CREATE TABLE IF NOT EXISTS {p}_marks (counter VARCHAR(512) NOT NULL,"
             " label VARCHAR(64) NOT NULL, PRIMARY KEY (counter, label))",
+            # the ids settled in the last hour: a settle replayed after a late answer
+            # adds nothing the second time
+            f"CREATE TABLE IF NOT EXISTS {p}_settled (counter VARCHAR(512) NOT NULL,"
+            " id VARCHAR(64) NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (counter, id))",
+            f"CREATE INDEX IF NOT EXISTS {p}_settled_at ON {p}_settled (at)",
             # the once-a-minute sweep of counters whose period is long over
             f"CREATE INDEX IF NOT EXISTS {p}_counters_keep ON {p}_counters (keep_until)",
         ]
@@ -205,6 +246,14 @@ class SqlStore(GuardStore):
                 # races on PostgreSQL's catalog.
                 conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": p})
             for statement in ddl:
+                if self._is_pg and statement.startswith("CREATE INDEX"):
+                    # Only when missing: even IF NOT EXISTS takes a SHARE lock on the
+                    # table, and two such locks taken while other processes' functions
+                    # write both tables deadlock (a process starting among busy ones).
+                    index = statement.split(" ON ", 1)[0].rsplit(" ", 1)[1]
+                    found = conn.execute(text("SELECT to_regclass(:i)"), {"i": index})
+                    if found.scalar() is not None:
+                        continue
                 conn.execute(text(statement))
             if self._is_pg:
                 for function in _pg_functions(p):
@@ -214,29 +263,32 @@ class SqlStore(GuardStore):
         """One PL/pgSQL function call on an autocommit connection: one round trip, its
         own transaction. Straight on the driver's cursor: SQLAlchemy's Connection costs
         more than the round trip here."""
-        engine = self.engine
+        self.engine  # noqa: B018 - opens the engines (and the tables) on first use
         auto = self._auto
         assert auto is not None
+        errors = self._db_errors()
         try:
-            conn = auto.raw_connection()
-            try:
-                cursor = conn.cursor()
-                cursor.execute(self._pg[name], params)
-                row = cursor.fetchone() if fetch else None
-                cursor.close()
-            finally:
-                conn.close()
-        except engine.dialect.loaded_dbapi.Error as exc:
+            conn = auto.raw_connection()  # the pool's wait is bounded by the timeout
+        except errors as exc:
             raise self._unavailable(exc) from exc
-        except OSError as exc:
+        try:
+            cursor = conn.cursor()
+            cursor.execute(self._pg[name], params)
+            row = cursor.fetchone() if fetch else None
+            cursor.close()
+        except errors as exc:
+            # A timed-out or broken connection never goes back to the pool.
+            _invalidate(conn, self)
             raise self._unavailable(exc) from exc
+        finally:
+            conn.close()
         return row
 
     def drop(self) -> None:
         """Drop this store's tables and functions (tests and benchmarks clean up with it)."""
         p = self.prefix
         with self.engine.begin() as conn:
-            for table in ("counters", "buckets", "reservations", "marks"):
+            for table in ("counters", "buckets", "reservations", "marks", "settled"):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {p}_{table}")
             if self._is_pg:
                 for fn in ("reserve", "settle", "release", "acquire"):
@@ -311,6 +363,8 @@ class SqlStore(GuardStore):
         s = self._sql
         for table in ("gc_buckets", "gc_reservations", "gc_marks", "gc_counters"):
             conn.execute(s[table], {"n": now_ms})
+        # settled ids: by the wall clock (``now_ms`` is the budget's, which tests move)
+        conn.execute(s["gc_settled"], {"n": int(time.time() * 1000) - SETTLED_KEEP_MS})
 
     # -- operations ------------------------------------------------------------------------------
     def reserve(
@@ -433,6 +487,11 @@ class SqlStore(GuardStore):
                 if result.rowcount == 1:
                     total_reserved -= reserved
                     conn.execute(s["less_reserved"], {"c": counter, "a": reserved})
+                now = int(time.time() * 1000)
+                result = conn.execute(s["settled"], {"c": counter, "i": res_id, "t": now})
+                if result.rowcount != 1:  # settled before: a replay adds nothing
+                    spent = self._spent(conn, counter, floor) if seeded else 0
+                    return Settlement(spent, total_reserved)
             if not seeded:  # the seed that recreates the counter reads this call from the ledger
                 return Settlement(0, total_reserved)
             if amount:
@@ -519,6 +578,30 @@ class SqlStore(GuardStore):
             self._auto.dispose()
 
 
+def _libpq_version() -> int:
+    try:
+        import psycopg
+
+        return int(psycopg.pq.version())
+    except Exception:  # another driver: leave the option out
+        return 0
+
+
+def _invalidate(conn: Any, store: SqlStore) -> None:
+    """Close a pooled connection for good (after a failure: it may be mid-answer, or dead).
+    A connection the server dropped (a restart, a terminated backend) means the pools'
+    other connections are likely dead too: the pools start afresh rather than failing
+    one call per pooled connection."""
+    with contextlib.suppress(Exception):
+        raw = conn.dbapi_connection
+        lost = bool(getattr(raw, "closed", False) or getattr(raw, "broken", False))
+        conn.invalidate()
+        if lost:
+            for engine in (store._engine, store._auto):
+                if engine is not None:
+                    engine.dispose(close=False)
+
+
 class _Result:
     """What the store reads from a DB-API cursor (the few SQLAlchemy Result calls it used)."""
 
@@ -593,8 +676,13 @@ class _Tx:
             if exc is None:
                 conn.commit()
             else:
-                conn.rollback()
+                if isinstance(exc, errors):
+                    # A timed-out or broken connection never goes back to the pool.
+                    _invalidate(conn, store)
+                else:
+                    conn.rollback()
         except errors as err:
+            _invalidate(conn, store)
             if exc is None:
                 raise store._unavailable(err) from err
         finally:
@@ -638,6 +726,9 @@ def _statements(p: str, *, pg: bool) -> dict[str, str]:
         "next_expiry": f"SELECT MIN(expires_at) FROM {p}_reservations WHERE counter = :c",
         "mark": f"INSERT INTO {p}_marks (counter, label) VALUES (:c, :l)"
         " ON CONFLICT (counter, label) DO NOTHING",
+        "settled": f"INSERT INTO {p}_settled (counter, id, at) VALUES (:c, :i, :t)"
+        " ON CONFLICT (counter, id) DO NOTHING",
+        "gc_settled": f"DELETE FROM {p}_settled WHERE at < :n",
         "list": f"SELECT counter FROM {p}_counters WHERE counter LIKE :p ESCAPE '\\'",
         "gc_buckets": f"DELETE FROM {p}_buckets WHERE counter IN (SELECT counter FROM"
         f" {p}_counters WHERE keep_until IS NOT NULL AND keep_until < :n)",
@@ -717,6 +808,16 @@ BEGIN
     IF FOUND THEN
       v_reserved := v_reserved - p_r;
       UPDATE {p}_counters c SET reserved = v_reserved WHERE c.counter = p_c;
+    END IF;
+    INSERT INTO {p}_settled (counter, id, at)
+      VALUES (p_c, p_i, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+      ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN  -- settled before (a late answer, then a replay): add nothing
+      v_spent := 0;
+      IF v_seeded <> 0 THEN
+{spent}
+      END IF;
+      RETURN QUERY SELECT v_spent, v_reserved, '{{}}'::text[]; RETURN;
     END IF;
   END IF;
   IF v_seeded = 0 THEN

@@ -10,6 +10,8 @@ alert marks already fired. Budgets and token rate limits are built on them.
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -34,6 +36,7 @@ __all__ = [
     "StoreRefusal",
     "StoreUnavailable",
     "display_url",
+    "memory_store",
     "open_store",
     "store_for",
 ]
@@ -156,7 +159,14 @@ class GuardStore(ABC):
         """Drop the reservation (if still held), add ``amount`` to ``bucket`` and return the
         labels of the marks this settle made fire (each fires once per counter, ever).
         A counter that is not seeded (gone: its period long over, or the store lost it)
-        takes nothing: the seed that recreates it reads the call from the ledger."""
+        takes nothing: the seed that recreates it reads the call from the ledger.
+
+        Idempotent per ``res_id``: the store remembers each settled id (for
+        ``SETTLED_KEEP_MS``, in the same atomic step), and a settle whose id it has seen
+        adds nothing and fires nothing. Budgets give every settle an id, also when no
+        reservation is held (a budget that failed open, ``Tracker.record``), so a settle
+        replayed after an answer that came too late is counted once. ``res_id=None``:
+        not idempotent."""
 
     @abstractmethod
     def release(self, counter: str, *, res_id: str, reserved: int) -> None:
@@ -199,17 +209,46 @@ class GuardStore(ABC):
 _shared: dict[str, GuardStore] = {}
 _shared_lock = threading.Lock()
 _per_tracker: weakref.WeakKeyDictionary[Any, GuardStore] = weakref.WeakKeyDictionary()
+_memory: GuardStore | None = None
+"""The process's ``memory://`` store: one per process (a forked child starts a new one)."""
+
+SETTLED_KEEP_MS = 3_600_000
+"""How long a store remembers the id of each settle, so that a settle replayed after an
+answer that came too late (the store ran it, the client had given up) is not counted
+twice. A replay comes at the next reservation once the store answers again."""
+
+MEMORY_URLS = ("memory://", "memory", "")
 
 
-def open_store(url: str | None) -> GuardStore:
-    """The store for ``url``: a new in-process store for ``memory://`` (or None); the one
-    shared store of this process for a Redis or SQL URL (one connection pool each)."""
-    if url is None or url.strip() in ("memory://", "memory", ""):
+def memory_store() -> GuardStore:
+    """The one ``memory://`` store of this process."""
+    global _memory
+    store = _memory
+    if store is None:
         from ._memory import MemoryStore
 
-        return MemoryStore()
+        with _shared_lock:
+            store = _memory
+            if store is None:
+                store = _memory = MemoryStore()
+    return store
+
+
+def open_store(url: str | GuardStore | None) -> GuardStore:
+    """The store for ``url``: the one ``memory://`` store of this process (also for None),
+    or the one shared store of this process for a Redis or SQL URL (one connection pool
+    each). A ``GuardStore`` object is used as it is (``MemoryStore()``: a private
+    in-process store, for tests)."""
+    if isinstance(url, GuardStore):
+        return url
+    if url is None:
+        return memory_store()
     if not isinstance(url, str):
-        raise TypeError(f"guard_store must be a URL string, got {type(url).__name__} {url!r}")
+        raise TypeError(
+            f"guard_store must be a URL string or a GuardStore, got {type(url).__name__} {url!r}"
+        )
+    if url.strip() in MEMORY_URLS:
+        return memory_store()
     with _shared_lock:
         store = _shared.get(url)
         if store is None:
@@ -243,3 +282,35 @@ def store_for(tracker: Tracker) -> GuardStore:
             with _shared_lock:
                 store = _per_tracker.setdefault(tracker, store)
     return store
+
+
+def parse_timeout(value: object, *, url: str, default: float) -> float:
+    """The ``?timeout=`` of a guard store URL: seconds, finite and above zero."""
+    if value is None:
+        return default
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(
+            f"guard_store {url!r}: timeout must be a number of seconds above 0, got {value!r}"
+        )
+    return seconds
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts a ``memory://`` store of its own: the parent's counters are
+    the parent's (and its lock may have been held by another thread at the fork)."""
+    global _shared_lock, _memory
+    _shared_lock = threading.Lock()
+    old = _memory
+    _memory = None
+    if old is not None:
+        for tracker, store in list(_per_tracker.items()):
+            if store is old:
+                del _per_tracker[tracker]
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -14,9 +14,11 @@ function returning one of those; ``--budgets FILE.toml`` lists them in a file::
     name = "team monthly"
     where = { project = "assistant" }
 
-Without either, ``$COSTLEDGER_BUDGETS`` (a TOML path or ``module:attr``) is used.
-Spend comes from the guard store (``--guard-store``) and, for counters it does not
-have, from the ledger (``--db``).
+The file is read as ``guards_from_config`` reads it (every ``Budget`` argument a file
+can give, ``reservation_ttl`` included; ``guard_store = "redis://..."`` at the top; rate
+limits are skipped). Without either, ``$COSTLEDGER_BUDGETS`` (a TOML path or
+``module:attr``) is used. Spend comes from the guard store (``--guard-store``, else the
+file's ``guard_store``) and, for counters it does not have, from the ledger (``--db``).
 """
 
 from __future__ import annotations
@@ -41,53 +43,32 @@ if TYPE_CHECKING:
     from .._guards import Budget, BudgetStatus
     from .._tracker import Tracker
 
-__all__ = ["app", "load_budgets", "load_config"]
+__all__ = ["app", "load_budget_file", "load_budgets", "load_config"]
 
 BUDGETS_ENV = "COSTLEDGER_BUDGETS"
 
 app = typer.Typer(help="Budgets: where each one stands this period.", no_args_is_help=True)
 
-_BUDGET_FIELDS = frozenset(
-    ("limit", "period", "per", "hard", "warn_at", "tz", "name", "where", "on_store_error")
-)
+
+def load_budget_file(path: str | os.PathLike[str]) -> tuple[list[Budget], str | None]:
+    """The budgets of a guard configuration file (TOML or JSON, read by
+    ``guards_from_config``, numbers kept exact) and its ``guard_store`` (or None)."""
+    from .._guards import Budget, guards_from_config
+
+    file = Path(path)
+    try:
+        config = guards_from_config(file)
+    except ValueError as exc:
+        raise CliError(f"budgets file {str(file)!r}: {exc}") from None
+    budgets = [g for g in config.guards if isinstance(g, Budget)]
+    if not budgets:
+        raise CliError(f"budgets file {str(file)!r} has no [[budget]] tables")
+    return budgets, config.guard_store
 
 
 def load_budgets(path: str | os.PathLike[str]) -> list[Budget]:
-    """The ``[[budget]]`` tables of a TOML file as ``Budget`` objects (numbers kept exact)."""
-    from .._guards import Budget
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10 only
-        import tomli as tomllib  # type: ignore[import-not-found]  # not installed on 3.11+
-    file = Path(path)
-    try:
-        with file.open("rb") as f:
-            doc = tomllib.load(f, parse_float=Decimal)
-    except OSError as exc:
-        raise CliError(f"budgets file {str(file)!r} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"budgets file {str(file)!r} is not valid TOML: {exc}") from None
-    entries = doc.get("budget")
-    if not isinstance(entries, list) or not entries:
-        raise CliError(f"budgets file {str(file)!r} has no [[budget]] tables")
-    budgets = []
-    for i, entry in enumerate(entries, 1):
-        unknown = sorted(set(entry) - _BUDGET_FIELDS)
-        if unknown:
-            raise CliError(
-                f"budgets file {str(file)!r}, budget {i}: unknown field {unknown[0]!r}; "
-                f"known: {', '.join(sorted(_BUDGET_FIELDS))}"
-            )
-        if "limit" not in entry:
-            raise CliError(f"budgets file {str(file)!r}, budget {i}: 'limit' is missing")
-        args = dict(entry)
-        limit = args.pop("limit")
-        try:
-            budgets.append(Budget(limit, **args))
-        except (TypeError, ValueError) as exc:
-            raise CliError(f"budgets file {str(file)!r}, budget {i}: {exc}") from None
-    return budgets
+    """The ``[[budget]]`` tables of a guard configuration file as ``Budget`` objects."""
+    return load_budget_file(path)[0]
 
 
 def load_config(spec: str) -> Any:
@@ -234,7 +215,8 @@ def status(
         typer.Option(
             "--guard-store",
             help="Guard store URL (redis://..., postgresql://..., sqlite:///...) "
-            "(default: memory, counted from the ledger).",
+            "(default: the --budgets file's guard_store, else memory: counted from the "
+            "ledger).",
             show_default=False,
         ),
     ] = None,
@@ -256,7 +238,11 @@ def status(
             config = env
         else:
             budgets_file = Path(env)
-    source: Any = load_budgets(budgets_file) if budgets_file is not None else None
+    source: Any = None
+    if budgets_file is not None:
+        source, file_store = load_budget_file(budgets_file)
+        if guard_store is None:  # the file's guard_store, unless --guard-store is given
+            guard_store = file_store
     if config is not None:
         source = load_config(config)
     from .._tracker import Tracker

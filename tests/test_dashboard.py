@@ -555,6 +555,42 @@ def test_cli_dashboard_with_a_budgets_file(
     assert page_data(out.read_text(encoding="utf-8"))["burn"][0]["limit"] is None
 
 
+def test_cli_dashboard_counts_budgets_in_the_files_guard_store(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """As for ``budget status``: the budgets file's ``guard_store`` (a call in flight holds
+    $3 there), unless ``--guard-store`` names another."""
+    import uuid
+
+    from costledger._guards import guards_from_config, open_store
+
+    from .test_guards_backends import _with_query
+
+    store = _with_query(redis_url, prefix=f"cl:dash:{uuid.uuid4().hex[:8]}")
+    budgets = tmp_path / "guards.toml"
+    budgets.write_text(
+        f'guard_store = "{store}"\n[[budget]]\nlimit = "10 USD"\nperiod = "month"\nname = "m"\n'
+    )
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    out = tmp_path / "d.html"
+    loaded = guards_from_config(budgets)
+    with Ledger(db) as ledger:
+        ledger.record(priced("1", at=datetime.now(UTC) - timedelta(seconds=5)))
+        ledger.flush()
+        tracker = Tracker(ledger, guards=loaded.guards, guard_store=loaded.guard_store, log="off")
+        call = tracker.start(source="api", model="m", estimate=Decimal("3"))
+        try:
+            args = ["dashboard", "-o", str(out), "--db", db, "-b", str(budgets)]
+            for extra, reserved in (([], "3"), (["--guard-store", "memory://"], "0")):
+                result = CliRunner().invoke(app, [*args, *extra])
+                assert result.exit_code == 0, result.output
+                (status,) = page_data(out.read_text(encoding="utf-8"))["budgets"]
+                assert (status["spent"], status["reserved"]) == ("1", reserved)
+        finally:
+            tracker.cancel(call)
+    open_store(store).close()
+
+
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     missing = runner.invoke(

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .._guards import Budget, BudgetStatus
     from .._tracker import Tracker
 
-__all__ = ["app", "load_budget_file", "load_budgets", "load_config"]
+__all__ = ["app", "budget_source", "load_budget_file", "load_config"]
 
 BUDGETS_ENV = "COSTLEDGER_BUDGETS"
 
@@ -64,11 +64,6 @@ def load_budget_file(path: str | os.PathLike[str]) -> tuple[list[Budget], str | 
     if not budgets:
         raise CliError(f"budgets file {str(file)!r} has no [[budget]] tables")
     return budgets, config.guard_store
-
-
-def load_budgets(path: str | os.PathLike[str]) -> list[Budget]:
-    """The ``[[budget]]`` tables of a guard configuration file as ``Budget`` objects."""
-    return load_budget_file(path)[0]
 
 
 def load_config(spec: str) -> Any:
@@ -95,6 +90,29 @@ def load_config(spec: str) -> Any:
     if callable(obj) and not isinstance(obj, (Tracker, Budget, type)):
         obj = obj()
     return obj
+
+
+def budget_source(
+    config: str | None, budgets_file: Path | None, guard_store: str | None
+) -> tuple[Any, str | None]:
+    """The budgets to show (``--config``, ``--budgets``, else ``$COSTLEDGER_BUDGETS``;
+    ``None`` when none is given) and the guard store they count in: ``--guard-store``,
+    else the budgets file's own ``guard_store``."""
+    if config is not None and budgets_file is not None:
+        raise CliError("give --config or --budgets, not both", EXIT_USAGE)
+    if config is None and budgets_file is None:
+        env = os.environ.get(BUDGETS_ENV, "").strip()
+        if not env:
+            return None, guard_store
+        if ":" in env and not Path(env).exists():
+            config = env
+        else:
+            budgets_file = Path(env)
+    if budgets_file is not None:
+        budgets, file_store = load_budget_file(budgets_file)
+        return budgets, guard_store if guard_store is not None else file_store
+    assert config is not None
+    return load_config(config), guard_store
 
 
 def _tracker_and_budgets(
@@ -224,27 +242,12 @@ def status(
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Spent, reserved and remaining of every budget and key, this period."""
-    if config is not None and budgets_file is not None:
-        raise CliError("give --config or --budgets, not both", EXIT_USAGE)
-    if config is None and budgets_file is None:
-        env = os.environ.get(BUDGETS_ENV, "").strip()
-        if not env:
-            raise CliError(
-                f"no budgets: give --budgets FILE.toml or --config module:attr "
-                f"(or set ${BUDGETS_ENV})",
-                EXIT_USAGE,
-            )
-        if ":" in env and not Path(env).exists():
-            config = env
-        else:
-            budgets_file = Path(env)
-    source: Any = None
-    if budgets_file is not None:
-        source, file_store = load_budget_file(budgets_file)
-        if guard_store is None:  # the file's guard_store, unless --guard-store is given
-            guard_store = file_store
-    if config is not None:
-        source = load_config(config)
+    source, guard_store = budget_source(config, budgets_file, guard_store)
+    if source is None:
+        raise CliError(
+            f"no budgets: give --budgets FILE.toml or --config module:attr (or set ${BUDGETS_ENV})",
+            EXIT_USAGE,
+        )
     from .._tracker import Tracker
 
     if isinstance(source, Tracker):

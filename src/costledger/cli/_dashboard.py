@@ -3,15 +3,14 @@ self-contained file or live on a local port."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._app import EXIT_USAGE, CliError
+from ._app import CliError
 from ._options import Selection, open_ledger, selecting
 
 if TYPE_CHECKING:
@@ -59,27 +58,6 @@ TopN = Annotated[
 ]
 
 
-def _budget_source(config: str | None, budgets_file: Path | None) -> Any:
-    """What ``budget status`` would read: --config, --budgets, else $COSTLEDGER_BUDGETS,
-    else nothing (``None``)."""
-    from ._budget import BUDGETS_ENV, load_budgets, load_config
-
-    if config is not None and budgets_file is not None:
-        raise CliError("give --config or --budgets, not both", EXIT_USAGE)
-    if config is None and budgets_file is None:
-        env = os.environ.get(BUDGETS_ENV, "").strip()
-        if not env:
-            return None
-        if ":" in env and not Path(env).exists():
-            config = env
-        else:
-            budgets_file = Path(env)
-    if budgets_file is not None:
-        return load_budgets(budgets_file)
-    assert config is not None
-    return load_config(config)
-
-
 @contextmanager
 def _view(
     selected: Selection,
@@ -92,9 +70,9 @@ def _view(
     times such as ``7d`` or ``this-month`` are read again on every call)."""
     from .._dashboard import build_dashboard
     from .._tracker import Tracker
-    from ._budget import _tracker_and_budgets
+    from ._budget import _tracker_and_budgets, budget_source
 
-    source = _budget_source(config, budgets_file)
+    source, guard_store = budget_source(config, budgets_file, guard_store)
     with open_ledger(selected.db) as ledger:
         tracker: Tracker | None = None
         budgets: list[Budget] | None = None

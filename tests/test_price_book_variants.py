@@ -5,6 +5,7 @@ reads back as the same prices."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -194,24 +195,63 @@ tiers = [{ above = 200000, input = 1.25, output = 7.5 }]
             )
 
 
-def test_a_shown_card_with_tiers_reads_back_as_the_same_prices(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["gemini-2.5-pro", "gemini-2.5-flash", "gpt-5", "o3"])
+def test_a_shown_card_reads_back_as_the_same_prices_part_by_part(
+    model: str, tmp_path: Path
+) -> None:
+    """Tiers (gemini-2.5-pro), a separate cached-audio rate (gemini-2.5-flash), and rates
+    the card prints at their parent's value (gpt-5's audio): every part of every call
+    is priced as the card prices it."""
     from typer.testing import CliRunner
 
     from costledger.cli import app
 
-    shown = CliRunner().invoke(app, ["prices", "show", "gemini-2.5-pro", "-f", "json"])
+    shown = CliRunner().invoke(app, ["prices", "show", model, "-f", "json"])
     assert shown.exit_code == 0, shown.output
-    card = json.loads(shown.output)
-    assert card["tiers"], "gemini-2.5-pro has a long-context tier in genai-prices"
-    path = tmp_path / "gemini.json"
+    path = tmp_path / "card.json"
     path.write_text(shown.output, encoding="utf-8")
     book = Pricer(overrides=path, genai_prices=False, litellm=False)
     defaults = Pricer()
     for prompt in (10_000, 200_000, 200_001, 900_000):
-        usage = Usage(input_tokens=prompt, output_tokens=3_000, cache_read_tokens=5_000)
-        assert book.price("gemini-2.5-pro", usage, at=AT).total == (
-            defaults.price("gemini-2.5-pro", usage, at=AT).total
+        usage = Usage(
+            input_tokens=prompt,
+            output_tokens=3_000,
+            cache_read_tokens=5_000,
+            cache_write_tokens=1_000,
+            input_audio_tokens=3_000,
+            output_audio_tokens=700,
+            reasoning_tokens=900,
         )
+        assert book.price(model, usage, at=AT) == dataclasses.replace(
+            defaults.price(model, usage, at=AT), source=f"override: {path}"
+        )
+
+
+def test_a_shown_card_keeps_its_cached_audio_rate(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from costledger.cli import app
+
+    card = json.loads(
+        CliRunner().invoke(app, ["prices", "show", "gemini-2.5-flash", "-f", "json"]).output
+    )
+    assert (card["cache_read"], card["cache_audio_read"]) == ("0.03", "0.1")
+    usage = Usage(
+        input_tokens=1_000, output_tokens=0, cache_read_tokens=800, input_audio_tokens=900
+    )
+    path = tmp_path / "flash.json"
+    path.write_text(json.dumps(card), encoding="utf-8")
+    cost = Pricer(overrides=path, genai_prices=False, litellm=False).price(
+        "gemini-2.5-flash", usage
+    )
+    # 900 audio in a 1,000-token prompt of which 800 were cached: 700 audio overlap the
+    # cache reads (cached audio, x 0.10), 200 are uncached audio (x 1.00), and 100 cached
+    # text x 0.03 (genai-prices' gemini-2.5-flash rates), per million
+    assert (cost.audio, cost.cache_read, cost.total) == (
+        Decimal("0.00027"),
+        Decimal("0.000003"),
+        Decimal("0.000273"),
+    )
 
 
 def test_prices_show_gives_a_book_variants_rates(tmp_path: Path) -> None:
@@ -356,3 +396,13 @@ def test_prices_diff_compares_each_variant_with_the_default_variant(tmp_path: Pa
         "processing=batch",
         "service_tier=priority",
     }
+
+
+def test_prices_diff_compares_reasoning_and_the_per_request_fee() -> None:
+    from costledger import diff_prices
+
+    book = {"gpt-5": {"input": "1.25", "output": "10", "reasoning": "40", "per_request": "0.5"}}
+    rows = {d.component: d for d in diff_prices(book, at=AT) if d.status == "changed"}
+    assert sorted(rows) == ["cache_read", "per_request", "reasoning"]  # gpt-5's cache is 0.125
+    assert (rows["reasoning"].default, rows["reasoning"].book) == (Decimal(10), Decimal(40))
+    assert (rows["per_request"].default, rows["per_request"].book) == (Decimal(0), Decimal("0.5"))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import PriceBookError
-from ._card import EXACT, RateCard, RateTier, with_variant
+from ._card import EXACT, PARENT_RATE, RateCard, RateTier, with_variant
 
 __all__ = ["PRICE_FIELDS", "BookEntry", "load_price_book", "load_price_book_entries"]
 
@@ -41,6 +41,7 @@ PRICE_FIELDS = (
     "cache_write",
     "cache_write_1h",
     "input_audio",
+    "cache_audio_read",
     "output_audio",
     "reasoning",
 )
@@ -163,14 +164,33 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _from_show(card: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A flat card from ``prices show -f json`` as a one-model book: ``source`` dropped,
-    and the fields it prints as "none" (``"reasoning": null``, ``"tiers": []``) left out."""
+    the fields it prints as "none" (``"reasoning": null``, ``"tiers": []``) left out, and
+    so is an optional rate it prints at its parent's value (``input_audio`` = ``input``:
+    billed as its parent, which is what the card meant), so the book prices each part
+    of a call as the card did."""
     model = card["model"]
     entry = {
         k: v
         for k, v in card.items()
         if k not in ("model", "source") and not (k in ("reasoning", "tiers") and v in (None, []))
     }
+    for name, parent in PARENT_RATE.items():
+        if name in entry and _same_number(entry[name], entry.get(parent)):
+            del entry[name]
     return {model: entry}
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    try:
+        return (
+            a is not None
+            and b is not None
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+            and Decimal(str(a).strip()) == Decimal(str(b).strip())
+        )
+    except (InvalidOperation, ValueError):
+        return False  # not a number: the book's own check names it
 
 
 def _parse(book: Mapping[str, Any], source: str) -> dict[str, BookEntry]:

@@ -26,7 +26,7 @@ from typing import Any
 from .._cost import Cost
 from .._usage import Usage
 
-__all__ = ["EXACT", "MTOK", "RateCard", "RateTier"]
+__all__ = ["EXACT", "MTOK", "PARENT_RATE", "RateCard", "RateTier", "billed_rate"]
 
 MTOK = 1_000_000
 
@@ -38,6 +38,15 @@ EXACT = Context(
 )
 """Wide enough for any token count times any price: a result that would need
 rounding raises ``decimal.Inexact`` instead of being quantized silently."""
+
+PARENT_RATE: dict[str, str] = {
+    "cache_write_1h": "cache_write",
+    "input_audio": "input",
+    "cache_audio_read": "cache_read",
+    "output_audio": "output",
+    "reasoning": "output",
+}
+"""The optional rates, and the rate their tokens are billed at when a card lacks them."""
 
 _ZERO = Decimal(0)
 _MUL = EXACT.multiply
@@ -285,25 +294,26 @@ class RateCard:
         )
 
 
+def billed_rate(r: RateCard | RateTier, name: str) -> Decimal:
+    """The rate ``name``'s tokens are billed at: an optional rate ``r`` lacks is its parent's."""
+    rate: Decimal | None = getattr(r, name)
+    return getattr(r, PARENT_RATE[name]) if rate is None else rate
+
+
 def _per_token(r: RateCard | RateTier) -> tuple[Decimal, ...]:
     """Effective per-token rates in the order ``RateCard.cost`` unpacks them."""
-    cache_write_1h = r.cache_write if r.cache_write_1h is None else r.cache_write_1h
-    input_audio = r.input if r.input_audio is None else r.input_audio
-    cache_audio_read = r.cache_read if r.cache_audio_read is None else r.cache_audio_read
-    output_audio = r.output if r.output_audio is None else r.output_audio
-    reasoning = r.output if r.reasoning is None else r.reasoning
     return tuple(
-        EXACT.scaleb(rate, -6)
-        for rate in (
-            r.input,
-            r.cache_read,
-            r.cache_write,
-            cache_write_1h,
-            input_audio,
-            r.output,
-            output_audio,
-            reasoning,
-            cache_audio_read,
+        EXACT.scaleb(billed_rate(r, name), -6)
+        for name in (
+            "input",
+            "cache_read",
+            "cache_write",
+            "cache_write_1h",
+            "input_audio",
+            "output",
+            "output_audio",
+            "reasoning",
+            "cache_audio_read",
         )
     )
 

@@ -23,21 +23,21 @@ COMPONENTS: tuple[str, ...] = (
     "cache_write",
     "cache_write_1h",
     "input_audio",
+    "cache_audio_read",
     "output_audio",
 )
-"""Per-million-token prices a price book can set (``_pricing._book.PRICE_FIELDS``)."""
-_PARENT = {"cache_write_1h": "cache_write", "input_audio": "input", "output_audio": "output"}
+"""Per-million-token prices of a card, as billed (``reasoning`` is shown on its own)."""
+_DIFFED = (*COMPONENTS, "reasoning")
 
 
-def effective_rates(card: RateCard) -> dict[str, Decimal]:
+def effective_rates(card: RateCard, names: tuple[str, ...] = COMPONENTS) -> dict[str, Decimal]:
     """Each component's rate as billed: an optional rate the card lacks bills as its parent."""
-    out: dict[str, Decimal] = {}
-    for name in COMPONENTS:
-        value = getattr(card, name)
-        if value is None:
-            value = getattr(card, _PARENT[name])
-        out[name] = value
-    return out
+    from .._pricing._card import PARENT_RATE, billed_rate
+
+    return {
+        name: billed_rate(card, name) if name in PARENT_RATE else getattr(card, name)
+        for name in names
+    }
 
 
 def _provider_matches(wanted: str | None, *names: str | None) -> bool:
@@ -176,15 +176,21 @@ def diff_prices(price_book: PriceBook, *, at: datetime | None = None) -> list[Pr
 
 def _diff_card(card: RateCard, default: RateCard | None, variant: str | None) -> list[PriceDiff]:
     out: list[PriceDiff] = []
-    mine = effective_rates(card)
-    theirs = effective_rates(default) if default is not None else None
-    for name in COMPONENTS:
+    from .._pricing._card import PARENT_RATE
+
+    mine = {**effective_rates(card, _DIFFED), "per_request": card.request}
+    theirs = None
+    if default is not None:
+        theirs = {**effective_rates(default, _DIFFED), "per_request": default.request}
+    for name in mine:
         if (
-            name in _PARENT
+            name in PARENT_RATE
             and getattr(card, name) is None
             and (default is None or getattr(default, name) is None)
         ):
             continue  # neither side prices it apart from its parent: nothing to say
+        if name == "per_request" and not card.request and not (theirs and theirs[name]):
+            continue  # no fee on either side
         value = mine[name]
         if theirs is None:
             out.append(

@@ -4,6 +4,7 @@ exact values, idempotency, the hostile file, .gz and streams, round trip from Us
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tracemalloc
@@ -225,14 +226,20 @@ def test_raw_responses_exact(url: str, tmp_path: Path, pricer: Pricer) -> None:
     assert responses.cost.total == Decimal("0.0025")  # 800x2 + 200x0.5 + 100x8 / 1e6
     assert responses.timestamp == datetime(2025, 6, 1, 12, 1, tzinfo=UTC)
 
+    # no id: the line's bytes and number, and the input's first bytes up to the line
+    data = path.read_bytes()
     embedding_ids = {
-        response_event_id(None, lines[3], 4),
-        response_event_id(None, lines[4], 5),
+        response_event_id(None, lines[n - 1], n, _head_key(data[: len(b"\n".join(lines[:n]))]))
+        for n in (4, 5)
     }
     assert len(embedding_ids) == 2
     for event_id in embedding_ids:
         assert events[event_id].cost.total == Decimal("0.0000002")
     assert result.costs == {"USD": Decimal("0.0068804")}
+
+
+def _head_key(head: bytes) -> str:
+    return hashlib.sha256(head[:4096]).hexdigest()
 
 
 # -- idempotency --------------------------------------------------------------------------------

@@ -263,16 +263,38 @@ def detect(record: Mapping[str, Any]) -> str:
     return "response"
 
 
-def response_event_id(response_id: str | None, line: bytes, line_no: int) -> str:
+def response_event_id(
+    response_id: str | None, line: bytes, line_no: int, input_key: str | None = None
+) -> str:
     """The event id of a raw response: derived from the provider's response id, so the
-    same response ingested again (from any file) is the same event. A response without
-    an id is identified by its bytes and line number instead: ingesting the same file
-    again adds nothing, while two identical id-less responses on different lines stay
-    two calls."""
+    same response ingested again (from any file) is the same event.
+
+    A response without an id is identified by its input (``input_key``: what
+    ``ingest`` derives from the input's first bytes up to the line, at most 4 KiB, so
+    the same under a rename, a re-compression or lines appended later), its bytes and
+    its line number: ingesting the same file again adds nothing, two identical id-less
+    responses on different lines stay two calls, and so do identical lines of two
+    inputs that start differently. A trailing ``\\r`` (a CRLF log) is not part of the
+    line. Without ``input_key``: the id earlier versions gave such a line (its bytes,
+    with any ``\\r``, and its number only), which ``ingest`` still looks for in the ledger.
+    """
     if response_id:
         return _uuid5("response:" + response_id)
+    if input_key is None:
+        return _uuid5(f"line:{hashlib.sha256(line).hexdigest()}:{line_no}")
+    body = line[:-1] if line[-1:] == b"\r" else line
+    return _uuid5(f"input:{input_key}:line:{hashlib.sha256(body).hexdigest()}:{line_no}")
+
+
+def _idless_ids(line: bytes, line_no: int, input_key: str) -> tuple[str, str]:
+    """``response_event_id(None, ...)`` with and without ``input_key``, hashing the line
+    once (twice for a CRLF line, whose \\r only the earlier id included)."""
     digest = hashlib.sha256(line).hexdigest()
-    return _uuid5(f"line:{digest}:{line_no}")
+    body = hashlib.sha256(line[:-1]).hexdigest() if line[-1:] == b"\r" else digest
+    return (
+        _uuid5(f"input:{input_key}:line:{body}:{line_no}"),
+        _uuid5(f"line:{digest}:{line_no}"),
+    )
 
 
 _NAMESPACE_BYTES: Final = INGEST_NAMESPACE.bytes
@@ -311,6 +333,12 @@ class Converter:
         self._money_text, self._json, self._sqlite_params, self._tags_text = _store_helpers()
         self.counts: dict[str, int] = dict.fromkeys(FORMATS, 0)
         """Lines converted, per format, since this converter was made."""
+        self.input_key: Callable[[bytes, int], str] | None = None
+        """The identity of the input up to a line (``ingest`` sets it for each input): part
+        of the id of a response without an id of its own."""
+        self.legacy_ids: dict[str, str] = {}
+        """The ids of responses without an id converted since ``ingest`` last took them (at
+        each commit): this version's id -> the one earlier versions gave the same line."""
 
     # -- entry point -------------------------------------------------------------------
     def convert(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:
@@ -630,7 +658,7 @@ class Converter:
         """A batch request that failed, expired or was cancelled: recorded as an error with
         no usage and nothing to price (a batch bills only what succeeded)."""
         return self.row(
-            event_id=response_event_id(batch_id, line, line_no),
+            event_id=self._event_id(batch_id, line, line_no),
             at=self.now,
             source="ingest",
             provider=provider,
@@ -693,7 +721,7 @@ class Converter:
             model or "", info.usage, provider=provider, at=at, price_context=context
         )
         return self.row(
-            event_id=response_event_id(info.response_id, line, line_no),
+            event_id=self._event_id(info.response_id, line, line_no),
             at=at,
             source="ingest",
             provider=provider,
@@ -712,6 +740,14 @@ class Converter:
             reported_cost=None,
             price_context=context,
         )
+
+    def _event_id(self, response_id: str | None, line: bytes, line_no: int) -> str:
+        if response_id or self.input_key is None:
+            return response_event_id(response_id, line, line_no)
+        event_id, self.legacy_ids[event_id] = _idless_ids(
+            line, line_no, self.input_key(line, line_no)
+        )
+        return event_id
 
     # -- the row of a priced call ------------------------------------------------------------
     def row(

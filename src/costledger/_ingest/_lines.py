@@ -8,18 +8,23 @@ and the line is reported by its length only.
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import io
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-__all__ = ["Block", "InputSource", "open_input", "read_blocks"]
+__all__ = ["Block", "GzipReader", "InputSource", "open_input", "read_blocks"]
 
 READ_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+HEAD_SIZE = 4096  # the first bytes of the (decompressed) input kept to identify it
+_GZIP_CHUNK = 1 << 18  # compressed bytes read at a time
+_GZIP_OUT = 1 << 18  # bytes decompressed at a time (larger outputs are slower: cache)
+_TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
 
 
 @dataclass(slots=True)
@@ -52,6 +57,23 @@ class InputSource:
     size: int | None  # on-disk size, for progress
     owned: bool
 
+    def head(self, size: int) -> bytes:
+        """The first ``size`` (at most ``HEAD_SIZE``) bytes of the input's lines (decompressed),
+        as far as they exist: what identifies the input whatever its name or compression."""
+        stream = self.stream
+        if isinstance(stream, (GzipReader, _Recording)):
+            return stream.head[:size]
+        try:  # a plain file, perhaps read from a checkpoint's offset on: its first bytes
+            return os.pread(stream.fileno(), size, 0)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return b""
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What reading noticed without failing (trailing garbage after gzip data)."""
+        stream = self.stream
+        return tuple(stream.notes) if isinstance(stream, GzipReader) else ()
+
     def position(self) -> int:
         """Bytes of the input (on disk) consumed so far, for a progress bar."""
         target = self.raw if self.raw is not None else self.stream
@@ -82,7 +104,7 @@ def open_input(source: str | os.PathLike[str] | IO[bytes] | IO[str]) -> InputSou
             raw.close()
             raise
         if head == GZIP_MAGIC:
-            stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+            stream = cast(IO[bytes], GzipReader(raw))
             return InputSource(name, stream, name, True, raw, size, True)
         return InputSource(name, raw, name, False, None, size, True)
     return _wrap(source, getattr(source, "name", None) or repr(source), owned=False)
@@ -101,13 +123,178 @@ class _EncodedText:
         return False
 
 
+class _Recording:
+    """A stream read from its start, keeping its first ``HEAD_SIZE`` bytes (``head``)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.head = b""
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        if len(self.head) < HEAD_SIZE and data:
+            self.head += data[: HEAD_SIZE - len(self.head)]
+        return data
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class GzipReader:
+    """The decompressed bytes of a gzip stream, keeping every byte it could decompress.
+
+    ``gzip.GzipFile.read`` throws away what it decompressed in a call that then fails:
+    a file cut short lost up to a whole read (1 MiB) of good lines, and a member followed
+    by anything else lost everything. Here each ``read`` returns what was decompressed;
+    a failure (the stream cut short, corrupt data, a bad checksum) is raised by the
+    ``read`` after, once every byte before it was returned. Several members (``cat
+    a.gz b.gz``) are read in turn, zero padding between them skipped; bytes after the
+    last member that are not another member are ignored with a note, as ``gzip -d``
+    does ("trailing garbage ignored"). Memory stays bounded: at most ``size`` bytes
+    are decompressed per call.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._zlib: Any = zlib.decompressobj(wbits=31)  # None between members
+        self._input = b""  # compressed bytes read but not yet decompressed
+        self._ready = b""  # decompressed, not yet returned (after a failure)
+        self._error: BaseException | None = None
+        self._done = False
+        self.head = b""
+        self.notes: list[str] = []
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_SIZE), b""))
+        if size == 0:
+            return b""
+        data = self._read(size)
+        if len(self.head) < HEAD_SIZE and data:
+            self.head += data[: HEAD_SIZE - len(self.head)]
+        return data
+
+    def _read(self, size: int) -> bytes:
+        out: list[bytes] = []
+        n = 0
+        while n < size:
+            if self._ready:
+                data, self._ready = self._ready[: size - n], self._ready[size - n :]
+            elif self._error is not None:
+                if out:
+                    break  # returned now; the failure is raised by the next read
+                error, self._error = self._error, None
+                raise error
+            elif self._done:
+                break
+            else:
+                data = self._step(min(size - n, _GZIP_OUT))
+            if data:
+                out.append(data)
+                n += len(data)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _step(self, limit: int) -> bytes:
+        """One step: read compressed bytes, start a member, or decompress (at most ``limit``
+        bytes). A failure is kept in ``_error`` (what came before it in ``_ready``)."""
+        decompressor = self._zlib
+        if not self._input:
+            if decompressor is not None:
+                data: bytes = decompressor.decompress(b"", limit)  # output still pending
+                if data:
+                    return data
+            self._input = self._raw.read(_GZIP_CHUNK)
+            if not self._input:
+                self._done = True
+                if decompressor is not None:  # inside a member: the stream was cut short
+                    self._error = EOFError(_TRUNCATED)
+                return b""
+        if decompressor is None:  # between members
+            if not self._next_member():
+                return b""
+            decompressor = self._zlib
+        saved = decompressor.copy()
+        try:
+            data = decompressor.decompress(self._input, limit)
+        except zlib.error as exc:
+            # what this call decompressed before the bad byte is lost with the exception:
+            # decompress again from the saved state, in small pieces, up to that byte
+            self._ready = _salvage(saved, self._input)
+            self._error, self._input, self._done = exc, b"", True
+            return b""
+        if decompressor.eof:
+            self._input, self._zlib = decompressor.unused_data, None
+        else:
+            self._input = decompressor.unconsumed_tail
+        return data
+
+    def _next_member(self) -> bool:
+        """After a member: skip zero padding; start the next member, or note the garbage."""
+        while True:
+            self._input = self._input.lstrip(b"\0")
+            if len(self._input) >= 2:
+                break
+            more = self._raw.read(_GZIP_CHUNK)
+            if not more:
+                break
+            self._input += more
+        if not self._input:
+            self._done = True
+            return False
+        if self._input == GZIP_MAGIC[:1]:  # the first byte of a member, and the end
+            self._done, self._error = True, EOFError(_TRUNCATED)
+            return False
+        if self._input[:2] != GZIP_MAGIC:
+            what = "the bytes after the gzip data"
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                at = self._raw.tell() - len(self._input)
+                what = f"{os.fstat(self._raw.fileno()).st_size - at:,} byte(s) after the gzip data"
+                what += f" (from byte {at:,})"
+            self.notes.append(f"trailing garbage ignored: {what} are not gzip (as gzip -d does)")
+            self._input = b""
+            self._done = True
+            return False
+        self._zlib = zlib.decompressobj(wbits=31)
+        return True
+
+
+def _salvage(decompressor: Any, data: bytes) -> bytes:
+    """What ``decompressor`` gives of ``data`` before the byte it fails at (1 KiB pieces,
+    then the failing piece byte by byte: a failure path only)."""
+    out: list[bytes] = []
+    pos, step = 0, 1024
+    while pos < len(data):
+        piece = data[pos : pos + step]
+        trial = decompressor.copy()
+        try:
+            out.append(trial.decompress(piece))
+        except zlib.error:
+            if step == 1:
+                break
+            step = 1
+            continue
+        decompressor = trial
+        pos += len(piece)
+        if decompressor.eof:
+            break
+    return b"".join(out)
+
+
 def _wrap(stream: Any, name: str, *, owned: bool) -> InputSource:
     if isinstance(stream, io.TextIOBase):
         buffer = getattr(stream, "buffer", None)
         if buffer is None:
-            return InputSource(
-                str(name), cast(IO[bytes], _EncodedText(stream)), None, False, None, None, owned
-            )
+            encoded = cast(IO[bytes], _Recording(_EncodedText(stream)))
+            return InputSource(str(name), encoded, None, False, None, None, owned)
         stream = buffer
     if not hasattr(stream, "read"):
         raise TypeError(f"an input must be a path or a binary file object, got {stream!r}")
@@ -116,9 +303,10 @@ def _wrap(stream: Any, name: str, *, owned: bool) -> InputSource:
     peek = getattr(stream, "peek", None)
     head = peek(2)[:2] if callable(peek) else b""
     if head == GZIP_MAGIC:
-        unzipped = cast(IO[bytes], gzip.GzipFile(fileobj=stream, mode="rb"))
+        unzipped = cast(IO[bytes], GzipReader(stream))
         return InputSource(str(name), unzipped, None, True, stream, None, owned)
-    return InputSource(str(name), stream, None, False, None, None, owned)
+    recording = cast(IO[bytes], _Recording(stream))
+    return InputSource(str(name), recording, None, False, stream, None, owned)
 
 
 def skip_to(stream: IO[bytes], offset: int) -> None:
@@ -126,7 +314,7 @@ def skip_to(stream: IO[bytes], offset: int) -> None:
     if offset <= 0:
         return
     try:
-        if stream.seekable() and not isinstance(stream, gzip.GzipFile):
+        if stream.seekable() and not isinstance(stream, (GzipReader, _Recording)):
             stream.seek(offset)
             return
     except (OSError, ValueError):
@@ -149,14 +337,23 @@ def read_blocks(
     max_line_bytes: int,
     read_size: int = READ_SIZE,
 ) -> Iterator[Block]:
-    """The lines of ``stream`` (already positioned at ``start``), block by block."""
+    """The lines of ``stream`` (already positioned at ``start``), block by block.
+
+    A read that fails (a ``.gz`` cut short or corrupt) ends the lines: the partial line
+    before it is yielded as the unterminated last line, then the error is raised.
+    """
+    failure: BaseException | None = None
     carry = b""
     pos = start  # offset of the first byte of ``carry``
     line_no = first_line
     skipping = 0  # > 0: inside an over-long line, this many bytes of it seen so far
     read = stream.read
     while True:
-        data = read(read_size)
+        try:
+            data = read(read_size)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            failure = exc
+            break
         if not data:
             break
         if skipping:
@@ -198,3 +395,5 @@ def read_blocks(
         yield Block([b""], line_no, pos, pos + skipping, {0: skipping}, unterminated=True)
     elif carry:
         yield Block([carry], line_no, pos, pos + len(carry), unterminated=True)
+    if failure is not None:
+        raise failure

@@ -4,6 +4,8 @@ a bad line."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import operator
 import os
 import sys
@@ -20,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Union, cast
 
 from .._errors import CostLedgerError, UsageError
 from .._redact import redact_text
+from .._schema import _has_huge_float
 from ._convert import (
     I_CURRENCY,
     I_ID,
@@ -30,11 +33,12 @@ from ._convert import (
     Converter,
     Row,
 )
-from ._lines import Block, InputSource, open_input, read_blocks, skip_to
+from ._lines import HEAD_SIZE, Block, InputSource, open_input, read_blocks, skip_to
 from ._sink import SinkError, SinkProcess
 from ._state import (
     HEAD_BYTES,
     Checkpoint,
+    IngestionLock,
     RejectsFile,
     checkpoint_path,
     excerpt,
@@ -70,6 +74,8 @@ _row_id = operator.itemgetter(I_ID)
 _row_total = operator.itemgetter(I_TOTAL)
 _row_currency = operator.itemgetter(I_CURRENCY)
 _row_pricing_status = operator.itemgetter(I_PRICING_STATUS)
+_EXISTING_CHUNK = 500  # ids per query when looking for earlier versions' ids
+_logger = logging.getLogger("costledger")
 
 InputLike = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
 
@@ -106,7 +112,9 @@ class InputResult:
     cost of the accepted events, per currency. ``resumed_at_line``: the line this run
     started at, when it resumed an earlier one. ``incomplete``: a last line with no
     newline that did not parse, left for the next run (the writer may still be
-    writing it). ``error``: why the input stopped early, if it did.
+    writing it). ``error``: why the input stopped early, if it did. ``notes``: what
+    was noticed without stopping (trailing garbage after a ``.gz``'s data; lines matched
+    to events an earlier version stored), also logged as warnings on ``costledger``.
     """
 
     input: str
@@ -125,6 +133,7 @@ class InputResult:
     rejects_path: str | None = None
     first_rejects: tuple[Reject, ...] = ()
     error: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,32 +322,47 @@ class _InputRun:
         self.pending_end = 0
         self.pending_next_line = 1
         self.pending_open = self.open_line = False
+        self.resumed_offset = 0
+        self.resumed_open = False  # resumed after a line still without its newline
         self.probe_id: str | None = None
         self.complete = False
         self.checkpoint_file: Path | None = None
+        self.lock: IngestionLock | None = None
         self.identity: tuple[int, int, int, int, str] | None = None
         self.error: str | None = None
         self.block_offsets: list[int] | None = None
+        self.block: Block | None = None  # the block being read
+        self.head_key: str | None = None  # the input's identity past its first 4 KiB
+        self.legacy_matched = 0
+        self.notes: list[str] = []
         self.in_flight: _Batch | None = None
         self.formats_before = dict(job.converter.counts)
 
     # -- resume --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Take the input's lock and find where to start; ``False``: another run holds it."""
         src = self.src
         if not self.resumable or src.path is None or self.job.checkpoints is None:
             self._forget_old_rejects()  # stdin: every run reads from the start
-            return
+            return True
         path = src.path
+        self.checkpoint_file = checkpoint_path(self.job.checkpoints, path, self.job.ledger_name)
+        lock = IngestionLock(self.checkpoint_file.with_suffix(".lock"))
+        holder = lock.acquire()
+        if holder is not None:
+            by = f"pid {holder}" if holder else "another process"
+            self.error = f"already being ingested ({by}); run it again once that run has ended"
+            return False
+        self.lock = lock
         st = os.stat(path)
         head = min(HEAD_BYTES, st.st_size)
         self.identity = (st.st_dev, st.st_ino, st.st_size, head, head_digest(path, head))
-        self.checkpoint_file = checkpoint_path(self.job.checkpoints, path, self.job.ledger_name)
         ckpt = None if self.job.restart else load_checkpoint(self.checkpoint_file)
         if ckpt is not None and not self._still_valid(ckpt, st):
             ckpt = None
         if ckpt is None:
             self._forget_old_rejects()
-            return
+            return True
         if (
             self.rejects is not None
             and not ckpt.complete
@@ -349,17 +373,30 @@ class _InputRun:
         skip_to(src.stream, ckpt.offset)
         offset = ckpt.offset
         if ckpt.open_line:
-            # The last line read had no newline; if one came since, it ends that line
-            # (not a blank line before the next one, which would shift every line number).
-            if src.stream.read(1) == b"\n":
+            # The last line read had no newline; if one came since (\n, or \r\n in a CRLF
+            # log), it ends that line: not a blank line before the next one, which would
+            # shift every line number. A lone \r at the end may be the start of a \r\n:
+            # the line stays open.
+            ending = src.stream.read(2)
+            if ending[:1] == b"\n":
                 offset += 1
+            elif ending == b"\r\n":
+                offset += 2
             else:
-                src.stream.seek(offset)
-        self.offset = self.pending_end = offset
+                self.open_line = self.pending_open = self.resumed_open = True
+            src.stream.seek(offset)
+        self.offset = self.pending_end = self.resumed_offset = offset
         self.next_line = self.pending_next_line = ckpt.next_line
         self.resumed_at_line = ckpt.next_line
         self.probe_id = ckpt.probe_id
         self.identity = (st.st_dev, st.st_ino, st.st_size, ckpt.head_bytes, ckpt.head_sha256)
+        return True
+
+    def close(self) -> None:
+        """Let the next run of this ingestion in (after the last checkpoint is saved)."""
+        lock, self.lock = self.lock, None
+        if lock is not None:
+            lock.release()
 
     def _forget_old_rejects(self) -> None:
         """Reading an input from its start: its own rejects file describes an earlier run."""
@@ -380,6 +417,42 @@ class _InputRun:
 
     # -- reading -------------------------------------------------------------------------
     def run(self) -> None:
+        job = self.job
+        job.converter.input_key = self._input_key
+        job.converter.legacy_ids.clear()
+        try:
+            self._run()
+        finally:
+            job.converter.input_key = None
+        self.notes[:0] = self.src.notes
+        if self.legacy_matched:
+            self.notes.append(
+                f"{self.legacy_matched:,} line(s) without a response id matched events an "
+                "earlier version of costledger stored (by the line's bytes and number "
+                "only) and were counted as duplicates; if this input was not ingested "
+                "before, they are calls of another file's: see docs/ingestion.md"
+            )
+        for note in self.notes:
+            _logger.warning("%s: %s", self.src.name, note)
+
+    def _input_key(self, line: bytes, line_no: int) -> str:
+        """The identity of the input up to ``line`` (for the id of a response without one):
+        a SHA-256 of the input's first bytes up to the end of the line, at most 4 KiB.
+        The same whatever the file is called or compressed with, and for every line once
+        the input is 4 KiB long; a line in the first 4 KiB is identified by what precedes
+        it, which lines written later do not change."""
+        block = self.block
+        assert block is not None
+        end = self._offset_of(block, line_no - block.first_line) + len(line)
+        if line[-1:] == b"\r":
+            end -= 1
+        if end >= HEAD_SIZE:
+            if self.head_key is None:
+                self.head_key = hashlib.sha256(self.src.head(HEAD_SIZE)).hexdigest()
+            return self.head_key
+        return hashlib.sha256(self.src.head(end)).hexdigest()
+
+    def _run(self) -> None:
         job = self.job
         loads = _orjson_loads()
         convert = job.converter.convert
@@ -416,6 +489,7 @@ class _InputRun:
         where_append = self.row_lines.append
         first = block.first_line
         self.block_offsets = None
+        self.block = block
         counted = 0
         held_tail = False
         for i, line in enumerate(block.lines):
@@ -464,12 +538,18 @@ class _InputRun:
                 continue
             try:
                 row = convert(record, line, first + i)
-            except UsageError as exc:
-                self._reject(block, i, str(exc), exc.field, line, len(line))
-                continue
             except Exception as exc:  # whatever a hostile line provokes, the run goes on
-                self._reject(block, i, f"{type(exc).__name__}: {exc}", None, line, len(line))
-                continue
+                converted = self._exactly(record, line, first + i, exc)
+                if type(converted) is tuple:
+                    row = converted
+                else:
+                    failure = cast(Exception, converted)
+                    if isinstance(failure, UsageError):
+                        self._reject(block, i, str(failure), failure.field, line, len(line))
+                    else:
+                        reason = f"{type(failure).__name__}: {failure}"
+                        self._reject(block, i, reason, None, line, len(line))
+                    continue
             rows_append(row)
             where_append(first + i)
         self.lines += counted
@@ -477,13 +557,31 @@ class _InputRun:
             self.incomplete = 1
             self.pending_end = block.start
             self.pending_next_line = first
-            self.pending_open = False
+            # held right where this run resumed after a line still open: it stays open
+            self.pending_open = self.resumed_open and block.start == self.resumed_offset
         else:
             self.incomplete = 0
             self.pending_end = block.end
             self.pending_next_line = first + len(block.lines)
             # read to the end of a file that may grow: its newline may still come
             self.pending_open = block.unterminated and self.resumable and not self.src.compressed
+
+    def _exactly(self, record: Any, line: bytes, line_no: int, exc: Exception) -> Row | Exception:
+        """A line refused after orjson read an integer past 64 bits as a float: read it again
+        exactly (the standard library) and convert it again, so the value stored, or named
+        in the reason (``got 1180591620717411303424``, not ``got 1.18e+21``), is the line's."""
+        if not _has_huge_float(record):
+            return exc
+        import json
+
+        try:
+            exact = json.loads(line[max(line.find(b"{"), 0) :])
+        except (ValueError, RecursionError):
+            return exc
+        try:
+            return self.job.converter.convert(exact, line, line_no)
+        except Exception as again:
+            return again
 
     def _recover(self, line: bytes, exc: Exception) -> Any:
         """A second chance for a line orjson refused: a prefix before the JSON object (a
@@ -525,6 +623,9 @@ class _InputRun:
     ) -> None:
         self.rejected += 1
         reason = redact_text(reason)  # a value quoted from the line may be a key
+        if line is not None and line[-1:] == b"\r":  # a CRLF log: \r\n is the newline
+            line = line[:-1]
+            nbytes -= 1
         line_no = block.first_line + i
         offset = self._offset_of(block, i)
         if len(self.first_rejects) < _SAMPLE_REJECTS:
@@ -549,6 +650,11 @@ class _InputRun:
         checkpoint never runs ahead of the database. ``final`` waits for this one too.
         """
         rows = self.rows
+        legacy = self.job.converter.legacy_ids
+        if legacy:
+            self.job.converter.legacy_ids = {}
+            if rows:
+                rows = self._earlier_ids(rows, legacy)
         batch = _Batch(
             rows=rows,
             row_lines=self.row_lines,
@@ -573,6 +679,36 @@ class _InputRun:
         self.in_flight = batch
         if final or batch.future is None:
             self.settle()
+
+    def _earlier_ids(self, rows: list[Row], legacy: dict[str, str]) -> list[Row]:
+        """Rows of responses without an id whose line an earlier version stored (under the
+        id of its bytes and number only) take that id, so they are duplicates of it: a
+        file ingested before an upgrade and read again (``--restart``, a rotated copy)
+        adds nothing twice."""
+        from sqlalchemy import select
+
+        from .._ledger._tables import events_table
+
+        wanted = [legacy[rid] for rid in map(_row_id, rows) if rid in legacy]
+        found: set[str] = set()
+        column = events_table.c.id
+        try:
+            with self.job.ledger._core.store.read_connection() as conn:
+                for k in range(0, len(wanted), _EXISTING_CHUNK):
+                    chunk = wanted[k : k + _EXISTING_CHUNK]
+                    found.update(conn.execute(select(column).where(column.in_(chunk))).scalars())
+        except Exception as exc:  # the database went away: stop as a failed write does
+            raise _WriteFailed(exc) from exc
+        if not found:
+            return rows
+        out: list[Row] = []
+        for row in rows:
+            earlier = legacy.get(row[I_ID])
+            if earlier in found:
+                row = (*row[:I_ID], earlier, *row[I_ID + 1 :])
+                self.legacy_matched += 1
+            out.append(row)
+        return out
 
     def settle(self) -> None:
         """Wait for the batch in flight; then count it, write its rejects and checkpoint."""
@@ -768,6 +904,7 @@ class _InputRun:
                 }
             ),
             error=self.error,
+            notes=tuple(self.notes),
         )
 
 
@@ -928,8 +1065,8 @@ def ingest(
                 rejects_file, is_default = (RejectsFile(path) if path else None), True
             run = _InputRun(job, source, rejects_file, is_default)
             try:
-                run.start()
-                run.run()
+                if run.start():
+                    run.run()
             except _WriteFailed as failed:
                 run.abandon()
                 results.append(run.result())
@@ -952,9 +1089,12 @@ def ingest(
                 results.append(run.result())
                 raise
             finally:
-                source.close()
-                if rejects_file is not None and rejects_file is not shared_rejects:
-                    rejects_file.close()
+                try:
+                    source.close()
+                    if rejects_file is not None and rejects_file is not shared_rejects:
+                        rejects_file.close()
+                finally:
+                    run.close()  # the lock, last: the next run finds every file settled
             results.append(run.result())
     finally:
         executor.shutdown(wait=True)

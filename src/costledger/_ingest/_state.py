@@ -23,7 +23,14 @@ from typing import IO, Any
 
 from .._redact import redact_text
 
-__all__ = ["CHECKPOINT_VERSION", "Checkpoint", "RejectsFile", "checkpoint_path", "head_digest"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "IngestionLock",
+    "RejectsFile",
+    "checkpoint_path",
+    "head_digest",
+]
 
 CHECKPOINT_VERSION = 1
 HEAD_BYTES = 4096
@@ -71,6 +78,88 @@ def checkpoint_path(directory: Path, input_path: str, ledger: str) -> Path:
     """The checkpoint file of ``input_path`` ingested into ``ledger`` (a display URL)."""
     key = hashlib.sha256(f"{os.path.realpath(input_path)}\0{ledger}".encode()).hexdigest()
     return directory / f"{key[:32]}.json"
+
+
+class IngestionLock:
+    """One run at a time for an (input, ledger): an advisory lock on ``<checkpoint>.lock``.
+
+    Two overlapping runs of the same ingestion (a cron job whose previous run is still
+    going) would both append every reject, and each could remove or truncate the rejects
+    file the other is writing. The lock is ``flock`` (POSIX; ``msvcrt.locking`` on
+    Windows), taken without waiting and held for the whole run of the input; the
+    system drops it when the process ends, however it ends. The file holds the pid of
+    the run holding it (for the message of the run that finds it taken); it is never
+    removed, which would let a third run lock a new file while the first holds the old.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> int | None:
+        """Take the lock: ``None`` when taken, else the pid holding it (0: not known)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not _try_lock(fd):
+                return _holder(fd)
+            os.ftruncate(fd, 0)
+            os.lseek(fd, _PID_AT, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no pid left for a run that finds it free
+            os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> int:
+    try:
+        os.lseek(fd, _PID_AT, os.SEEK_SET)
+        text = os.read(fd, 32)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    try:
+        return int(text.strip() or 0)
+    except ValueError:
+        return 0
+
+
+try:  # POSIX
+    import fcntl
+
+    _PID_AT = 0
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EWOULDBLOCK: another run holds it
+            return False
+        return True
+
+except ImportError:  # pragma: no cover - Windows
+    _PID_AT = 1  # msvcrt's lock is mandatory: the pid is written past the locked byte
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            import msvcrt
+        except ImportError:  # neither: no lock (overlapping runs are not detected)
+            return True
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+        except OSError:
+            return False
+        return True
 
 
 def head_digest(path: str, nbytes: int) -> str:

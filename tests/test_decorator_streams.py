@@ -562,7 +562,7 @@ def test_returned_generators_are_streams_and_other_values_are_responses(
         return (chunk for chunk in chunks)
 
     @track_cost
-    def it() -> Iterator[dict[str, Any]]:  # ... or any other iterator
+    def it() -> Iterator[dict[str, Any]]:  # any other iterator is a response
         return iter(chunks)
 
     @track_cost
@@ -580,8 +580,10 @@ def test_returned_generators_are_streams_and_other_values_are_responses(
         assert answer(kind) is value  # handed back as it is, recorded at once
     assert len(costs.events) == 3
     assert list(gen()) == chunks
-    assert list(it()) == chunks
     assert asyncio.run(consume()) == chunks
+    items = it()
+    assert type(items) is type(iter([]))  # handed back as it is
+    assert list(items) == chunks
     one = (1000 * Decimal("0.15") + 200 * Decimal("0.60")) / M
     lc_usage = Usage(input_tokens=1000, output_tokens=200)
     assert [(e.streamed, e.usage, e.cost.total) for e in costs.events] == [
@@ -590,8 +592,9 @@ def test_returned_generators_are_streams_and_other_values_are_responses(
         (False, lc_usage, one),
         (True, lc_usage, one),
         (True, lc_usage, one),
-        (True, lc_usage, one),
+        (False, Usage(), None),
     ]
+    assert costs.events[-1].metadata == {"costledger.tracking_error": "UsageError"}
 
 
 def test_a_function_returning_none_is_noted_as_no_usage(costs: CapturedCosts) -> None:

@@ -212,12 +212,44 @@ class attribute:
 
 # A generator's body runs in the context of whoever resumes it, one step at a time. The scope
 # is set around each step (next, send, throw, close) and reset before the item is handed out,
-# so the generator's code sees it and the consumer's code between steps does not.
+# so the generator's code sees it and the consumer's code between steps does not. Scopes the
+# body opened and left open at a ``yield`` (a ``with attribute(...)`` around it) are kept with
+# the generator and set again above its own at the next step, merged with what is in force
+# then, so the body sees them until it leaves them.
 
 
-def _push(attribution: Attribution) -> Token[_Frame]:
+def _push(attribution: Attribution, held: tuple[_Frame, ...]) -> tuple[Token[_Frame], _Frame]:
     top = _current.get()
-    return _current.set((top[0].merge(attribution), None, top))
+    pushed: _Frame = (top[0].merge(attribution), None, top)
+    token = _current.set(pushed)
+    if held:
+        _restore(pushed, held)
+    return token, pushed
+
+
+def _restore(pushed: _Frame, held: tuple[_Frame, ...]) -> None:
+    """Set the frames the body held open again above its step's own, each merged anew."""
+    frame = pushed
+    for attr, owner, _ in held:
+        if isinstance(owner, attribute):
+            attr = frame[0].merge(owner._attribution)
+        frame = (attr, owner, frame)
+    _current.set(frame)
+
+
+def _held(pushed: _Frame) -> tuple[_Frame, ...]:
+    """The frames the body left above its step's own, outermost first (usually none)."""
+    frame = _current.get()
+    if frame is pushed:
+        return ()
+    held = []
+    while frame is not pushed:
+        if frame is None:  # the step's frame is gone (reset by the body): nothing to keep
+            return ()
+        held.append(frame)
+        frame = frame[2]
+    held.reverse()
+    return tuple(held)
 
 
 def _scoped_gen(
@@ -225,23 +257,30 @@ def _scoped_gen(
 ) -> Generator[Any, Any, Any]:
     sent: Any = None
     thrown: BaseException | None = None
+    held: tuple[_Frame, ...] = ()
+    get, set_, reset = _current.get, _current.set, _current.reset
     while True:
-        token = _push(attribution)
+        top = get()
+        pushed: _Frame = (top[0].merge(attribution), None, top)
+        token = set_(pushed)
+        if held:
+            _restore(pushed, held)
         try:
             item = gen.send(sent) if thrown is None else gen.throw(thrown)
         except StopIteration as stop:
             return stop.value
         finally:
-            _current.reset(token)
+            held = () if get() is pushed else _held(pushed)
+            reset(token)
         thrown = None
         try:
             sent = yield item
         except GeneratorExit:
-            token = _push(attribution)
+            token, _ = _push(attribution, held)
             try:
                 gen.close()
             finally:
-                _current.reset(token)
+                reset(token)
             raise
         except BaseException as exc:  # forwarded, as ``yield from`` does
             thrown = exc
@@ -252,23 +291,30 @@ async def _scoped_agen(
 ) -> AsyncGenerator[Any, Any]:
     sent: Any = None
     thrown: BaseException | None = None
+    held: tuple[_Frame, ...] = ()
+    get, set_, reset = _current.get, _current.set, _current.reset
     while True:
-        token = _push(attribution)
+        top = get()
+        pushed: _Frame = (top[0].merge(attribution), None, top)
+        token = set_(pushed)
+        if held:
+            _restore(pushed, held)
         try:
             item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
         except StopAsyncIteration:
             return
         finally:
-            _current.reset(token)
+            held = () if get() is pushed else _held(pushed)
+            reset(token)
         thrown = None
         try:
             sent = yield item
         except GeneratorExit:
-            token = _push(attribution)
+            token, _ = _push(attribution, held)
             try:
                 await agen.aclose()
             finally:
-                _current.reset(token)
+                reset(token)
             raise
         except BaseException as exc:
             thrown = exc

@@ -7,7 +7,15 @@ import inspect
 import sys
 import weakref
 from asyncio import CancelledError
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Generator, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Mapping,
+)
 from decimal import Decimal
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Final, TypeVar, overload
@@ -32,9 +40,10 @@ _RESPONSE: Final = 0
 _AWAITABLE: Final = 1
 _GENERATOR: Final = 2
 _ASYNC_GENERATOR: Final = 3
-_ITERATOR: Final = 4  # an SDK's Stream, or any other iterator
+_ITERATOR: Final = 4  # an SDK's Stream
 _ASYNC_ITERATOR: Final = 5  # an SDK's AsyncStream
 _FUTURE: Final = 6  # an asyncio Future or Task: handed back as it is, the call ends with it
+_DUAL_ITERATOR: Final = 7  # a stream iterated either way (LiteLLM's CustomStreamWrapper)
 _RESULT_KINDS: Final[dict[type, int]] = {
     dict: _RESPONSE,
     type(None): _RESPONSE,
@@ -43,6 +52,39 @@ _RESULT_KINDS: Final[dict[type, int]] = {
     Usage: _RESPONSE,
 }
 _result_kind = _RESULT_KINDS.get
+
+# An iterator is a stream only if it looks like an LLM SDK's, by its class (the SDKs are
+# never imported): the Stainless SDKs' (OpenAI, Anthropic, Groq, Together...) ``Stream`` /
+# ``AsyncStream`` and their helpers' streams, Mistral's ``EventStream``, LiteLLM's
+# ``CustomStreamWrapper``; or a class with a Stainless stream's own method. Any other
+# iterator (a file, ``iter(list)``, a CSV reader) is a response like any other value.
+_STREAM_CLASS_NAMES: Final = frozenset(
+    {
+        "Stream",
+        "AsyncStream",
+        "CustomStreamWrapper",
+        "MessageStream",
+        "AsyncMessageStream",
+        "BetaMessageStream",
+        "BetaAsyncMessageStream",
+        "ChatCompletionStream",
+        "AsyncChatCompletionStream",
+        "ResponseStream",
+        "AsyncResponseStream",
+        "EventStream",
+        "EventStreamAsync",
+    }
+)
+_STREAM_METHODS: Final = ("__stream__",)
+
+
+def _looks_like_sdk_stream(cls: type) -> bool:
+    for c in cls.__mro__:
+        if c.__name__ in _STREAM_CLASS_NAMES:
+            root = c.__module__.partition(".")[0]
+            if root not in sys.stdlib_module_names:
+                return True
+    return any(hasattr(cls, name) for name in _STREAM_METHODS)
 
 
 def _classify(cls: type) -> int:
@@ -61,19 +103,21 @@ def _classify(cls: type) -> int:
         return _FUTURE
     if hasattr(cls, "__await__"):
         return _AWAITABLE
-    if hasattr(cls, "__anext__") and hasattr(cls, "__aiter__"):
-        return _ASYNC_ITERATOR
-    if hasattr(cls, "__next__") and hasattr(cls, "__iter__"):
-        return _ITERATOR
-    return _RESPONSE
+    is_async = hasattr(cls, "__anext__") and hasattr(cls, "__aiter__")
+    is_sync = hasattr(cls, "__next__") and hasattr(cls, "__iter__")
+    if not (is_async or is_sync) or not _looks_like_sdk_stream(cls):
+        return _RESPONSE
+    if is_async and is_sync:
+        return _DUAL_ITERATOR
+    return _ASYNC_ITERATOR if is_async else _ITERATOR
 
 
 def _kind_of_result(cls: type) -> int:
     """Whether a function's result is a response or something the call goes on in.
 
-    A stream is a generator, or an object of the iterator protocol (``__next__``: the
-    SDKs' ``Stream``): containers (a list, a dict, a pydantic model such as a LangChain
-    message) are iterable but not iterators, and are responses.
+    A stream is a generator, an async generator, or an iterator that looks like an LLM
+    SDK's stream (``_looks_like_sdk_stream``). Containers (a list, a dict, a pydantic
+    model such as a LangChain message) and other iterators (a file) are responses.
     """
     try:
         kind = _classify(cls)
@@ -229,7 +273,8 @@ def track_cost(
     is recorded once, when it ends, from the usage its items carried, added up as
     their provider spreads it: see ``costledger._streams``), methods, classmethods and
     staticmethods (above or below ``@classmethod`` / ``@staticmethod``). A function
-    that returns a stream (a generator, an SDK's ``Stream`` / ``AsyncStream``) or an
+    that returns a stream (a generator, an SDK's ``Stream`` / ``AsyncStream``, LiteLLM's
+    ``CustomStreamWrapper``; any other iterator is a response) or an
     awaitable (an async client's coroutine) is recorded when that ends or is awaited.
     Usage is read from the return value by ``extract_usage``
     unless ``usage=`` (a callable of the result returning a ``Usage`` or a payload)
@@ -314,8 +359,9 @@ def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
 # ``Stream`` or, from an async client, its coroutine): the call, opened before the
 # function ran (guards, latency), ends when that ends. The stream is tracked by the same
 # generator as a decorated generator function's; an object that is not a generator is
-# handed back behind a thin proxy (its attributes, ``close()`` and ``with`` still work).
-# One never iterated (or awaited) ends as cancelled when it is collected.
+# handed back behind a thin proxy (its attributes, ``close()`` and ``with`` still work),
+# an awaitable behind a coroutine object that awaits it. One never iterated (or awaited)
+# ends as cancelled when it is collected.
 
 
 def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:
@@ -326,20 +372,20 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
         seen = _Seen(spec)
         out: Any
         if kind == _AWAITABLE:
-            out = _awaited(result, spec, seen, tracker, call)
+            out = _Awaiting(result, spec, seen, tracker, call)
         elif kind == _GENERATOR:
             out = _tracked_gen(result, spec, tracker, None, call, seen)
         elif kind == _ASYNC_GENERATOR:
             out = _tracked_agen(result, spec, tracker, None, call, seen)
         elif kind == _ITERATOR:
-            items = _tracked_gen(_items_of(result), spec, tracker, None, call, seen)
-            out = _TrackedStream(result, items)
+            out = _TrackedStream(result, seen, tracker, call)
+        elif kind == _ASYNC_ITERATOR:
+            out = _TrackedAsyncStream(result, seen, tracker, call)
         else:
-            aitems = _tracked_agen(_aitems_of(result), spec, tracker, None, call, seen)
-            out = _TrackedAsyncStream(result, aitems)
+            out = _TrackedDualStream(result, seen, tracker, call)
         unused = weakref.finalize(out, _never_used, seen, tracker, call, kind)
         unused.atexit = False
-        if isinstance(out, _TrackedStream | _TrackedAsyncStream):
+        if isinstance(out, _Proxy):
             out._unused = unused
     except Exception as exc:  # a bug of ours: the host gets its result unchanged
         _report("decorator.result", exc, model=spec.model)
@@ -391,6 +437,59 @@ async def _awaited(awaitable: Any, spec: _Spec, seen: _Seen, tracker: Tracker, c
     return result
 
 
+class _Awaiting(Coroutine[Any, Any, Any]):
+    """The coroutine a plain function returns for the awaitable it returned: awaiting it
+    (or running it as a task) awaits that and ends the call.
+
+    The native coroutine that does the work (``_awaited``) is made only when this one is
+    first awaited or sent to: one never awaited is simply collected, so the only "never
+    awaited" warning is the host's own coroutine's, naming it, not a second one naming
+    ours. ``asyncio.iscoroutine`` (``create_task``, ``gather``, ``run``) accepts it;
+    ``inspect.iscoroutine`` does not (it is not a native coroutine).
+    """
+
+    __slots__ = ("__weakref__", "_args", "_coro")
+
+    def __init__(
+        self, awaitable: Any, spec: _Spec, seen: _Seen, tracker: Tracker, call: Call
+    ) -> None:
+        self._args: tuple[Any, ...] | None = (awaitable, spec, seen, tracker, call)
+        self._coro: Coroutine[Any, Any, Any] | None = None
+
+    def _started(self) -> Coroutine[Any, Any, Any]:
+        coro = self._coro
+        if coro is None:
+            args = self._args
+            if args is None:
+                raise RuntimeError("cannot reuse already awaited coroutine")
+            coro = self._coro = _awaited(*args)
+            self._args = None
+            args[2].started = True  # this object may be collected before ``coro`` runs
+        return coro
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._started().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._started().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._started().throw(typ)
+        return self._started().throw(typ, val, tb)  # the old signature
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+        else:  # never started: as a native coroutine, closed without running
+            self._args = None
+
+    def __repr__(self) -> str:
+        args = self._args
+        inner = args[0] if args is not None else self._coro
+        return f"<tracked {inner!r}>"
+
+
 def _items_of(stream: Iterable[Any]) -> Generator[Any, Any, Any]:
     return (yield from stream)
 
@@ -400,85 +499,155 @@ async def _aitems_of(stream: AsyncIterable[Any]) -> AsyncGenerator[Any, Any]:
         yield item
 
 
-class _TrackedStream:
+class _Proxy:
     """A stream object a function returned (an SDK's ``Stream``), seen through: its items
-    come through the tracking generator; any other attribute is the stream's own."""
+    come through the tracking generator, made at the first iteration by the protocol
+    the host iterates with; any other attribute is the stream's own."""
 
-    __slots__ = ("__weakref__", "_items", "_stream", "_unused")
+    __slots__ = (
+        "__weakref__",
+        "_aitems",
+        "_call",
+        "_items",
+        "_seen",
+        "_stream",
+        "_tracker",
+        "_unused",
+    )
 
-    def __init__(self, stream: Any, items: Generator[Any, Any, Any]) -> None:
+    def __init__(self, stream: Any, seen: _Seen, tracker: Tracker, call: Call) -> None:
         self._stream = stream
-        self._items = items
+        self._seen = seen
+        self._tracker = tracker
+        self._call = call
+        self._items: Generator[Any, Any, Any] | None = None
+        self._aitems: AsyncGenerator[Any, Any] | None = None
         self._unused: weakref.finalize[Any, Any] | None = None
 
-    def __iter__(self) -> _TrackedStream:
-        return self
+    def _sync_items(self) -> Generator[Any, Any, Any]:
+        items = self._items
+        if items is None:
+            seen = self._seen
+            items = self._items = _tracked_gen(
+                _items_of(self._stream), seen.spec, self._tracker, None, self._call, seen
+            )
+        return items
 
-    def __next__(self) -> Any:
-        return self._items.__next__()
+    def _async_items(self) -> AsyncGenerator[Any, Any]:
+        aitems = self._aitems
+        if aitems is None:
+            seen = self._seen
+            aitems = self._aitems = _tracked_agen(
+                _aitems_of(self._stream), seen.spec, self._tracker, None, self._call, seen
+            )
+        return aitems
 
-    def close(self) -> None:
+    def _close_sync(self) -> None:
         """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
-        self._items.close()
-        if self._unused is not None:
-            self._unused()
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self) -> _TrackedStream:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_stream"), name)
-
-    def __repr__(self) -> str:
-        return f"<tracked {self._stream!r}>"
-
-
-class _TrackedAsyncStream:
-    """``_TrackedStream`` for an async stream object (an SDK's ``AsyncStream``)."""
-
-    __slots__ = ("__weakref__", "_items", "_stream", "_unused")
-
-    def __init__(self, stream: Any, items: AsyncGenerator[Any, Any]) -> None:
-        self._stream = stream
-        self._items = items
-        self._unused: weakref.finalize[Any, Any] | None = None
-
-    def __aiter__(self) -> _TrackedAsyncStream:
-        return self
-
-    def __anext__(self) -> Any:
-        return self._items.__anext__()
-
-    async def close(self) -> None:
-        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
-        await self._items.aclose()
+        if self._items is not None:
+            self._items.close()
         if self._unused is not None:
             self._unused()
         close = getattr(self._stream, "close", None)
         if close is not None:
             closed = close()
+            if inspect.iscoroutine(closed):  # an async stream's close(): not awaited here
+                closed.close()
+
+    async def _close_async(self) -> None:
+        if self._aitems is not None:
+            await self._aitems.aclose()
+        if self._items is not None:
+            self._items.close()
+        if self._unused is not None:
+            self._unused()
+        stream = self._stream
+        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        if close is not None:
+            closed = close()
             if inspect.isawaitable(closed):
                 await closed
-
-    aclose = close
-
-    async def __aenter__(self) -> _TrackedAsyncStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(object.__getattribute__(self, "_stream"), name)
 
     def __repr__(self) -> str:
         return f"<tracked {self._stream!r}>"
+
+
+class _SyncProtocol(_Proxy):
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        items = self._items
+        if items is None:
+            items = self._sync_items()
+        return items.__next__()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._close_sync()
+
+
+class _AsyncProtocol(_Proxy):
+    __slots__ = ()
+
+    def __aiter__(self) -> Any:
+        return self
+
+    def __anext__(self) -> Any:
+        aitems = self._aitems
+        if aitems is None:
+            aitems = self._async_items()
+        return aitems.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
+        await self._close_async()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close_async()
+
+
+class _TrackedStream(_SyncProtocol):
+    """A sync stream object (an SDK's ``Stream``)."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
+        self._close_sync()
+
+
+class _TrackedAsyncStream(_AsyncProtocol):
+    """An async stream object (an SDK's ``AsyncStream``): ``close()`` is awaited."""
+
+    __slots__ = ()
+
+    async def close(self) -> None:
+        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
+        await self._close_async()
+
+
+class _TrackedDualStream(_SyncProtocol, _AsyncProtocol):
+    """A stream object iterated with ``for`` or ``async for`` (LiteLLM's
+    ``CustomStreamWrapper`` for ``completion`` and ``acompletion``): the items come
+    through a sync or an async tracking generator, whichever the host uses first.
+    ``close()`` is sync, ``aclose()`` async, as on LiteLLM's object."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
+        self._close_sync()
 
 
 # Generators. Calling the function fixes what the call is for (tracker, attribution scope,

@@ -14,7 +14,8 @@ spreads a stream's usage differently:
   cache counts). Later values replace earlier ones; adding them would double count;
 - LangChain message chunks: ``usage_metadata`` is an increment (LangChain adds chunks
   with ``+``), except for the providers that repeat a running total on every chunk
-  (``is_cumulative``).
+  (``is_cumulative``). A stream of several model calls (an agent's steps) is read call by
+  call, by the chunks' message id, and the calls are added.
 
 ``StreamUsage.payload()`` is then one provider-shaped payload for ``read_response``.
 Nothing here imports an SDK or LangChain: objects are read by duck typing.
@@ -48,7 +49,9 @@ class StreamUsage:
     def __init__(self) -> None:
         self._final: Any = None  # the payload so far (the LangChain sum is made at the end)
         self._message: dict[str, Any] | None = None  # an Anthropic message being merged
-        self._lc_usages: list[Mapping[str, Any]] | None = None
+        # LangChain chunk usages by message id: one model call each (a stream may carry
+        # several, an agent's steps); chunks without an id are one group.
+        self._lc_usages: dict[str | None, list[Mapping[str, Any]]] | None = None
         self._lc_metadata: dict[str, Any] = {}
         self._lc_id: Any = None
 
@@ -146,9 +149,15 @@ class StreamUsage:
             self._lc_id = message_id
         if not usage:
             return False
-        if self._lc_usages is None:
-            self._lc_usages = []
-        self._lc_usages.append(usage)
+        groups = self._lc_usages
+        if groups is None:
+            groups = self._lc_usages = {}
+        key = message_id if type(message_id) is str else None
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [usage]
+        else:
+            group.append(usage)
         self._final = _LANGCHAIN
         return True
 
@@ -158,13 +167,15 @@ class StreamUsage:
         """The stream's usage as one payload ``read_response`` reads, or ``None``."""
         final = self._final
         if final is _LANGCHAIN:
-            usages: Sequence[Mapping[str, Any]] = self._lc_usages or []
-            if is_cumulative(usages):
-                total: Mapping[str, Any] = usages[-1]
-            else:
-                total = {}
-                for usage in usages:
-                    total = add_usage(total, usage)
+            # Each model call's chunks (one message id) are added up, or their last taken
+            # if they repeat a running total; then the calls are added.
+            total: dict[str, Any] = {}
+            for usages in (self._lc_usages or {}).values():
+                if is_cumulative(usages):
+                    total = add_usage(total, usages[-1])
+                else:
+                    for usage in usages:
+                        total = add_usage(total, usage)
             return {
                 "id": self._lc_id,
                 "usage_metadata": total,

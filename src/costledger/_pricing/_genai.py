@@ -63,15 +63,8 @@ class GenaiPrices:
         A provider genai-prices knows is binding: a model it does not list there
         is not priced at some other provider's rate.
         """
-        from genai_prices.data_snapshot import find_provider_by_id
-
         snap = self.snapshot()
-        provider_id: str | None = None
-        if name.provider:
-            provider_id = GENAI_PROVIDER.get(name.provider)
-            if provider_id is None:
-                found = find_provider_by_id(snap.providers, name.provider)
-                provider_id = found.id if found is not None else None
+        provider_id = self.provider_id(name.provider) if name.provider else None
         # The name as given first: genai-prices lists ids such as ``perplexity/sonar``
         # that differ from the bare ``sonar``.
         refs = [name.full] if name.ref == name.full else [name.full, name.ref]
@@ -82,6 +75,18 @@ class GenaiPrices:
                 continue
             return Match(provider, model)
         return None
+
+    def provider_id(self, provider: str) -> str | None:
+        """genai-prices' id for a provider name, ``None`` for a provider it does not know
+        (``sambanova``, ``snowflake``, ``dashscope``...: its matching would then take the
+        model at any provider)."""
+        from genai_prices.data_snapshot import find_provider_by_id
+
+        provider_id = GENAI_PROVIDER.get(provider)
+        if provider_id is None:
+            found = find_provider_by_id(self.snapshot().providers, provider)
+            provider_id = found.id if found is not None else None
+        return provider_id
 
     def context_window(self, match: Match) -> int | None:
         window = match.model.context_window

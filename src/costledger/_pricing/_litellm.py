@@ -1,4 +1,5 @@
-"""Prices from LiteLLM's bundled price map, for models genai-prices does not list.
+"""Prices from LiteLLM's bundled price map, for models genai-prices does not list (and
+first for providers it does not know: ``find_at_provider``).
 
 The JSON file ships inside the ``litellm`` package; it is found with
 ``importlib.util.find_spec`` and read as data, so ``litellm`` itself is never
@@ -28,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from ._card import EXACT, RateCard, RateTier
-from ._names import GENAI_PROVIDER, LITELLM_PREFIX, ModelName, canonical_provider
+from ._names import (
+    GENAI_PROVIDER,
+    LITELLM_PREFIX,
+    ModelName,
+    canonical_provider,
+    litellm_provider,
+)
 
 __all__ = ["LiteLLMPrices"]
 
@@ -104,6 +111,47 @@ class LiteLLMPrices:
                 listed = found[1].get("litellm_provider")
                 if not isinstance(listed, str) or canonical_provider(listed) != wanted:
                     continue
+            return found
+        return None
+
+    def find_at_provider(self, name: ModelName) -> tuple[str, Mapping[str, Any]] | None:
+        """The entry LiteLLM lists for ``name`` at ``name.provider`` itself, ``None``
+        when there is none (or no provider is named).
+
+        For a provider costledger's table knows (``together_ai``, ``bedrock``,
+        ``vertex_ai``, ...) that is ``find``: the provider binds there already. For any
+        other (``sambanova``, ``snowflake``, ``dashscope``, ``vercel_ai_gateway``...),
+        ``find`` would take a bare name listed at any provider; here only an entry whose
+        ``litellm_provider`` is that provider counts (``sambanova/DeepSeek-R1``, or a
+        bare key listed there), with LiteLLM's own aliases (``ollama_chat``: ``ollama``).
+        An entry without a ``litellm_provider`` counts when its key is prefixed with it.
+        """
+        if not name.provider:
+            return None
+        if canonical_provider(name.provider) is not None:
+            return self.find(name)
+        entries = self._load()
+        wanted = litellm_provider(name.provider)
+        for key in _candidates(name):
+            found = entries.get(key)
+            if found is None:
+                continue
+            listed = found[1].get("litellm_provider")
+            if isinstance(listed, str):
+                if listed.strip().lower() == wanted:
+                    return found
+            elif key.startswith(wanted + "/"):
+                return found
+        return None
+
+    def find_prefixed(self, name: ModelName, provider: str) -> tuple[str, Mapping[str, Any]] | None:
+        """LiteLLM's entry keyed by ``name`` as given when it is listed at ``provider``, the
+        name's first segment (``sambanova/DeepSeek-R1`` at ``sambanova``); else ``None``."""
+        found = self._load().get(name.full.lower())
+        if found is None:
+            return None
+        listed = found[1].get("litellm_provider")
+        if isinstance(listed, str) and listed.strip().lower() == provider.lower():
             return found
         return None
 
@@ -272,7 +320,12 @@ def _candidates(name: ModelName) -> list[str]:
     keys = [name.full.lower()]
     if name.provider:
         genai_id = GENAI_PROVIDER.get(name.provider, name.provider)
-        for prefix in (name.provider, LITELLM_PREFIX.get(genai_id, genai_id)):
+        prefixes = (
+            name.provider,
+            litellm_provider(name.provider),
+            LITELLM_PREFIX.get(genai_id, genai_id),
+        )
+        for prefix in prefixes:
             keys.append(f"{prefix}/{name.ref}".lower())
     keys.append(name.ref.lower())
     return list(dict.fromkeys(keys))

@@ -8,8 +8,10 @@ from typing import NamedTuple
 __all__ = [
     "GENAI_PROVIDER",
     "LITELLM_PREFIX",
+    "LITELLM_PROVIDER_ALIASES",
     "ModelName",
     "canonical_provider",
+    "litellm_provider",
     "split_name",
     "strip_date_suffix",
 ]
@@ -91,6 +93,24 @@ LITELLM_PREFIX: dict[str, str] = {
     "fireworks": "fireworks_ai",
     "moonshotai": "moonshot",
 }
+
+
+# Provider names callers use -> the ``litellm_provider`` LiteLLM's price map lists those
+# providers' entries under, for providers genai-prices does not know (those it knows go
+# through ``GENAI_PROVIDER``): LiteLLM's own ``custom_llm_provider`` spellings whose
+# entries carry the base name, and LangChain's ``ls_provider`` where it differs.
+LITELLM_PROVIDER_ALIASES: dict[str, str] = {
+    "ollama_chat": "ollama",
+    "sagemaker_chat": "sagemaker",
+    "watsonx_text": "watsonx",
+    "nvidia": "nvidia_nim",  # LangChain's ChatNVIDIA
+}
+
+
+def litellm_provider(provider: str) -> str:
+    """``provider`` as LiteLLM's price map spells it in ``litellm_provider`` (lowercase)."""
+    name = provider.strip().lower()
+    return LITELLM_PROVIDER_ALIASES.get(name, name)
 
 
 class ModelName(NamedTuple):

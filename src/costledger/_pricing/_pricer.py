@@ -2,9 +2,12 @@
 
 Sources, first match wins: a custom price book (``overrides``), genai-prices,
 LiteLLM's bundled price map; then, for a dated snapshot nobody lists, the same
-again without the date. A model no source knows is ``unknown_model``: no
-amount at all (never $0, never another model's price), one warning per model,
-and the event can be re-priced once a price exists. So is a model a source lists
+again without the date. A call at a provider genai-prices does not know (SambaNova,
+Snowflake, DashScope...) takes LiteLLM's entry at that provider before genai-prices,
+whose matching would otherwise find the bare model name at any provider. A model
+no source knows is ``unknown_model``: no amount at all (never $0, never another
+model's price), one warning per model, and the event can be re-priced once a price
+exists. So is a model a source lists
 without a price costledger can use (no token price, a tier table it cannot read):
 it is not priced as its undated base model either.
 
@@ -330,6 +333,33 @@ class Pricer:
                 finish=finish,
             )
 
+        # A provider genai-prices does not know (sambanova, snowflake, dashscope,
+        # vercel_ai_gateway...) does not narrow its matching, which would take the bare
+        # name at any provider (DeepSeek-R1 on SambaNova at DeepSeek's own price): the
+        # entry LiteLLM lists at that provider comes first. A provider genai-prices knows
+        # binds its matching, so genai-prices stays first there. A prefix the tables do
+        # not know names its provider too: ``sambanova/DeepSeek-R1`` is LiteLLM's key.
+        at_provider: tuple[str, Mapping[str, Any]] | None = None
+        asked = False  # whether at_provider was looked up (LiteLLM's map is read lazily)
+        provider = name.provider or _unknown_prefix(name)
+        if (
+            provider
+            and self._litellm is not None
+            and (self._genai is None or self._genai.provider_id(provider) is None)
+        ):
+            if name.provider:
+                at_provider = self._litellm.find_at_provider(name)
+            else:
+                at_provider = self._litellm.find_prefixed(name, provider)
+            asked = True
+            if at_provider is not None:
+                listed = True
+                resolved = self._litellm_resolved(name, at_provider, noted)
+                if resolved is not None:
+                    return resolved
+                # Listed there without a token price: the other sources are asked as
+                # before (a model priced before this rule is never made unknown by it).
+
         if self._genai is not None:
             match = self._genai.find(name)
             if match is not None:
@@ -356,24 +386,42 @@ class Pricer:
                     )
 
         if self._litellm is not None:
+            # The entry at the provider itself first, then the name at any provider
+            # (``find``; for a provider the tables know the two are the same entry).
+            if not asked and name.provider:
+                at_provider = self._litellm.find_at_provider(name)
             found = self._litellm.find(name)
-            if found is not None:
-                listed = True
-                card = self._litellm.compile(*found)
-                if card is not None:
-                    return _Resolved(
-                        name,
-                        card=noted(card),
-                        canonical=card.model,
-                        litellm_entry=found,
-                        finish=noted,
-                    )
+            for candidate in (at_provider, found) if found is not at_provider else (found,):
+                if candidate is not None:
+                    listed = True
+                    resolved = self._litellm_resolved(name, candidate, noted)
+                    if resolved is not None:
+                        return resolved
         if listed:
             # Listed, but with no price that a token count can be priced at (per second
             # only, no price and no sign it is free, a tier table that cannot be read):
             # unknown, and never priced as the undated base model.
             return _Resolved(name, unknown=Cost.unknown(name.full, name.provider))
         return None
+
+    def _litellm_resolved(
+        self,
+        name: ModelName,
+        found: tuple[str, Mapping[str, Any]],
+        noted: Callable[[RateCard], RateCard],
+    ) -> _Resolved | None:
+        """LiteLLM's entry ``found`` compiled; ``None`` when it has no token price."""
+        assert self._litellm is not None
+        card = self._litellm.compile(*found)
+        if card is None:
+            return None
+        return _Resolved(
+            name,
+            card=noted(card),
+            canonical=card.model,
+            litellm_entry=found,
+            finish=noted,
+        )
 
     def _limits(self, resolved: _Resolved, card: RateCard) -> tuple[int | None, int | None]:
         if resolved.limits is None:
@@ -410,6 +458,15 @@ class Pricer:
                 "costledger_provider": resolved.name.provider,
             },
         )
+
+
+def _unknown_prefix(name: ModelName) -> str | None:
+    """The first path segment of a name given without a provider and not split by
+    ``split_name`` (``sambanova`` of ``sambanova/DeepSeek-R1``), else ``None``."""
+    if name.provider or name.prefixed:
+        return None
+    head, sep, rest = name.full.partition("/")
+    return head.lower() if sep and head and rest else None
 
 
 def _same(card: RateCard) -> RateCard:

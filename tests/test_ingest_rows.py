@@ -102,7 +102,7 @@ def _events(draw: st.DrawFn) -> UsageEvent:
         source=draw(_opt_text),
     )
     return UsageEvent(
-        id=draw(_text.filter(bool)),
+        id=draw(_text.filter(lambda s: s.replace("\x00", ""))),  # a NUL-only id is refused
         model=draw(_opt_text),
         usage=draw(_usage()),
         cost=cost,

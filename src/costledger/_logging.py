@@ -73,7 +73,15 @@ def _json_default(obj: Any) -> Any:
 
 
 def _stdlib_dumps(obj: Any, **_: Any) -> str:
-    return json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # a lone surrogate ("\ud83d", half an emoji), which no UTF-8 output can write:
+            # the line with its non-ASCII text as JSON escapes, read back the same
+            return json.dumps(obj, default=_json_default, separators=(",", ":"))
+    return text
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,7 @@ from .._cost import Cost
 from .._errors import UsageError
 from .._extract import read_response
 from .._ledger._rows import COLUMNS, MONEY_COLUMNS, Row
+from .._ledger._text import clean_row
 from .._redact import redact
 from .._schema import (
     RECORD_FIELDS,
@@ -489,7 +490,7 @@ class Converter:
         # slot matches an empty text or one with a space, so the join splits back exactly.
         if shape.money(_MONEY_LINE % _own_money(values)) is None:
             row = self._own_money_slow(row)
-        return row
+        return clean_row(row)  # no NUL, no lone surrogate: as ``sqlite_params`` gives it
 
     def _own_money_slow(self, row: Row) -> Row:
         """The amounts of a row that are not already in the ledger's text form: their
@@ -774,7 +775,7 @@ class Converter:
     ) -> Row:
         """What ``sqlite_params`` gives for the event the Tracker builds from these values."""
         a = attribution
-        return (
+        values = (
             event_id,
             self._timestamp(at),
             source,
@@ -813,6 +814,7 @@ class Converter:
             self._decimal_text("reported_cost", reported_cost),
             self._metadata_text(price_context) if price_context else "{}",
         )
+        return clean_row(values)
 
     def _cost_texts(self, cost: Cost) -> tuple[str | None, ...] | list[str]:
         """``_decimal_text`` of the six amounts of a cost. A priced cost has all six: they

@@ -19,6 +19,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .._cost import money_text
 from .._redact import redact, redact_text
+from ._text import clean_text, encodes
 
 __all__ = [
     "MONEY_PRECISION",
@@ -95,9 +96,11 @@ def json_default(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """The JSON text of a row's tags or metadata, the same for SQLite and PostgreSQL.
 
-    JSON has no NaN or infinity and PostgreSQL's ``jsonb`` takes no NUL character (either
-    would make the database refuse the whole event): a non-finite float is written as the
-    string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, and NUL is left out of strings.
+    JSON has no NaN or infinity, PostgreSQL's ``jsonb`` takes no NUL character and no
+    driver encodes a lone surrogate (any of them would make the database refuse the whole
+    event): a non-finite float is written as the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"``, and strings, keys included, are cleaned as ``clean_text`` does (NUL
+    left out, a lone surrogate as U+FFFD).
     """
     try:
         text = json.dumps(
@@ -105,7 +108,9 @@ def dumps(value: Any) -> str:
         )
     except ValueError:  # a NaN or an infinity (or a cycle, which the slow path raises again)
         return _dumps_clean(value)
-    if "\\u0000" in text:  # a NUL, escaped (or a string holding that escape's text)
+    # a NUL is escaped (\\u0000: a string holding that escape's text looks the same), a
+    # lone surrogate is there as itself
+    if "\\u0000" in text or not (text.isascii() or encodes(text)):
         return _dumps_clean(value)
     return text
 
@@ -125,9 +130,9 @@ def _clean_default(value: Any) -> Any:
 
 
 def _clean(value: Any, active: set[int]) -> Any:
-    """``value`` with its non-finite floats as text and NUL out of its strings."""
+    """``value`` with its non-finite floats as text and its strings cleaned (``clean_text``)."""
     if isinstance(value, str):
-        return value.replace("\x00", "") if "\x00" in value else value
+        return clean_text(value)
     if isinstance(value, float):
         if value != value:
             return "NaN"

@@ -29,6 +29,7 @@ from ._money import Money, dumps, utc_datetime
 from ._rows import FILTERS, SUMMARY_KEYS, StoredEvent
 from ._store import Store
 from ._tables import events_table
+from ._text import clean_text
 
 __all__ = [
     "FILTERS",
@@ -89,7 +90,7 @@ def _values(name: str, value: str | Sequence[str]) -> list[str]:
     values = [value] if isinstance(value, str) else list(value)
     if not values or not all(isinstance(v, str) for v in values):
         raise ValueError(f"filter {name!r} must be a string or a list of strings, got {value!r}")
-    return values
+    return [clean_text(v) for v in values]  # as the rows were stored
 
 
 def _match(column: ColumnElement[Any], values: list[str]) -> ColumnElement[bool]:
@@ -191,7 +192,7 @@ def get_event(store: Store, event_id: str) -> StoredEvent | None:
     if not isinstance(event_id, str):
         raise TypeError(f"event id must be a string, got {event_id!r}")
     with store.read_connection() as conn:
-        row = conn.execute(select(t).where(t.c.id == event_id)).first()
+        row = conn.execute(select(t).where(t.c.id == clean_text(event_id))).first()
     return None if row is None else StoredEvent.from_row(row._mapping)
 
 

@@ -333,10 +333,17 @@ def _spool_default(value: Any) -> Any:
 
 
 def encode_spool_line(row: Mapping[str, Any]) -> bytes:
-    """One spool line (with its newline): the row as JSON, money as exact decimal text."""
+    """One spool line (with its newline): the row as JSON, money as exact decimal text.
+
+    A row's texts are clean (``_text.clean_row``), but a rejected event is kept as it
+    was: a lone surrogate in it is written as its JSON escape (the line stays UTF-8)."""
     doc = {"v": SPOOL_FORMAT, **row}
     text = json.dumps(doc, default=_spool_default, separators=(",", ":"), ensure_ascii=False)
-    return text.encode() + b"\n"
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:
+        text = json.dumps(doc, default=_spool_default, separators=(",", ":"))
+        return text.encode() + b"\n"
 
 
 def decode_spool_line(line: bytes | str) -> dict[str, Any]:

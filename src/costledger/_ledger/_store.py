@@ -53,6 +53,7 @@ from ._rows import (
     row_to_event,
 )
 from ._tables import EVENTS_TABLE, events_table
+from ._text import clean_row, clean_text
 
 __all__ = [
     "CostChange",
@@ -191,11 +192,12 @@ def _check_id(event: UsageEvent) -> str:
 
 
 def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
-    """Driver-native values of one event for SQLite, in ``COLUMNS`` order."""
+    """Driver-native values of one event for SQLite, in ``COLUMNS`` order; its texts
+    without NUL or lone surrogates (``clean_row``; the JSON columns: ``dumps``)."""
     u = e.usage
     c = e.cost
     metadata = e.metadata
-    return (
+    row = (
         _check_id(e),
         sqlite_timestamp(e.timestamp),
         e.source,
@@ -239,6 +241,11 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
         _text_money("reported_cost", e.reported_cost),
         dumps(dict(e.price_context)) if e.price_context else "{}",
     )
+    return clean_row(row)
+
+
+def _text(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) else value
 
 
 def cost_columns(cost: Cost) -> dict[str, Any]:
@@ -246,17 +253,17 @@ def cost_columns(cost: Cost) -> dict[str, Any]:
     if not isinstance(cost, Cost):
         raise TypeError(f"expected a Cost, got {type(cost).__name__} {cost!r}")
     return {
-        "pricing_status": cost.status,
-        "currency": cost.currency,
+        "pricing_status": _text(cost.status),
+        "currency": _text(cost.currency),
         "total_cost": _check_money("cost.total", cost.total),
         "input_cost": _check_money("cost.input", cost.input),
         "cache_read_cost": _check_money("cost.cache_read", cost.cache_read),
         "cache_write_cost": _check_money("cost.cache_write", cost.cache_write),
         "output_cost": _check_money("cost.output", cost.output),
         "audio_cost": _check_money("cost.audio", cost.audio),
-        "pricing_source": cost.source,
-        "priced_model": cost.model,
-        "priced_provider": cost.provider,
+        "pricing_source": _text(cost.source),
+        "priced_model": _text(cost.model),
+        "priced_provider": _text(cost.provider),
     }
 
 
@@ -608,7 +615,7 @@ class Store:
         for event_id, cost in changes:
             if not isinstance(event_id, str) or not event_id:
                 raise ValueError(f"event id must be a non-empty string, got {event_id!r}")
-            wanted[event_id] = cost_columns(cost)
+            wanted[clean_text(event_id)] = cost_columns(cost)  # the id as stored
         if not wanted:
             return 0
         t = events_table

@@ -303,7 +303,11 @@ _NAMESPACE_BYTES: Final = INGEST_NAMESPACE.bytes
 
 def _uuid5(name: str) -> str:
     """``str(uuid.uuid5(INGEST_NAMESPACE, name))`` without building a ``UUID`` (3x faster)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    # surrogatepass: a response id with a lone surrogate (JSON allows its escape) has an id
+    # too; for any other text the same bytes as encode()
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8", "surrogatepass")).digest()[:16]
+    )
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()

@@ -591,7 +591,9 @@ class _InputRun:
         if start > 0:
             with contextlib.suppress(ValueError):
                 return _orjson_loads()(line[start:])
-        if b"NaN" in line or b"Infinity" in line:
+        # NaN / Infinity, or a lone surrogate's escape (\\ud83d: half an emoji), which
+        # orjson refuses and the ledger stores as U+FFFD
+        if b"NaN" in line or b"Infinity" in line or b"\\ud" in line or b"\\uD" in line:
             import json
 
             try:

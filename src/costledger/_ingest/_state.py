@@ -76,7 +76,10 @@ class Checkpoint:
 
 def checkpoint_path(directory: Path, input_path: str, ledger: str) -> Path:
     """The checkpoint file of ``input_path`` ingested into ``ledger`` (a display URL)."""
-    key = hashlib.sha256(f"{os.path.realpath(input_path)}\0{ledger}".encode()).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 (bytes the file system keeps as they
+    # are) has a checkpoint too, the same for the same bytes
+    name = f"{os.path.realpath(input_path)}\0{ledger}".encode("utf-8", "surrogateescape")
+    key = hashlib.sha256(name).hexdigest()
     return directory / f"{key[:32]}.json"
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._cost import money_text as _money_text
 from .._ledger._rows import FILTERS
+from .._ledger._text import clean_text
 
 if TYPE_CHECKING:
     from .._ledger import Ledger
@@ -65,7 +66,8 @@ def check_filters(filters: Filters) -> dict[str, list[str] | None]:
             raise ValueError(
                 f"filter {name!r} must be a non-empty string or list of them, got {value!r}"
             )
-        out[name] = values
+        # as the ledger stored them: without NUL, a lone surrogate as U+FFFD
+        out[name] = [clean_text(v) for v in values]
     return out
 
 

@@ -346,17 +346,30 @@ def attribution_values(
     return values
 
 
-_TAG_SCALARS: Final = (str, int, float, Decimal)
+def _tag_text(item: Any) -> str | None:
+    """A tag list's item as text: a string, or a finite number written as text. ``True`` /
+    ``False`` (a ``bool`` is an ``int``) and NaN or infinities are not tags."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return str(item)
+    if isinstance(item, float) and math.isfinite(item):
+        return str(item)
+    if isinstance(item, Decimal) and item.is_finite():
+        return str(item)
+    return None
 
 
 def _tags(value: Any) -> list[str] | None:
-    """Tags as a list of strings: a string is one tag, a list (tuple, set) its plain items
-    as text. Anything else (a number, ``True``, a mapping) is no tags: dropped, and
-    reported once, rather than failing the call's record."""
+    """Tags as a list of strings: a string is one tag, a list (tuple, set) its strings and
+    finite numbers as text. Anything else (a number, ``True``, a mapping, such an item of
+    the list, NaN) is left out, and reported once, rather than failing the call's record."""
     if isinstance(value, str):
         return [value]
     if _is_list(value) or isinstance(value, (set, frozenset)):
-        kept = [t if isinstance(t, str) else str(t) for t in value if isinstance(t, _TAG_SCALARS)]
+        kept = [text for text in map(_tag_text, value) if text is not None]
         if len(kept) != len(value):
             _report_tags(value)
         return kept

@@ -82,36 +82,92 @@ _EMPTY: Final[Mapping[str, Any]] = {}
 
 
 class _Registry:
-    """Calls in flight by id, and the ids already recorded; one lock, bounded."""
+    """Calls in flight by LiteLLM call id, and the ids already recorded; one lock, bounded.
+
+    A LiteLLM call id usually has one opened call. On a LiteLLM Proxy a client may send one
+    ``x-litellm-call-id`` with several requests (a retry after a timeout, while the first
+    may still be running): each is opened under an event id of its own (``<id>:<n>``,
+    ``open_id``) and waits under the LiteLLM id, first opened (registered) first closed.
+    """
 
     def __init__(self, max_in_flight: int = MAX_IN_FLIGHT, max_recent: int = MAX_RECENT_IDS):
         self._lock = threading.Lock()
-        self._in_flight: OrderedDict[str, tuple[Tracker, Call]] = OrderedDict()
-        self._recent: set[str] = set()
+        # LiteLLM call id -> its opened calls, oldest first; empty: the id is claimed by a
+        # call being opened (``reserve_id``/``open_id``) that has not registered yet.
+        self._in_flight: OrderedDict[str, deque[tuple[Tracker, Call]]] = OrderedDict()
+        # id recorded -> the starts (epoch microseconds) of the successes recorded under it
+        self._recent: dict[str, tuple[int, ...]] = {}
         self._order: deque[str] = deque()
         self.max_in_flight = max_in_flight
         self.max_recent = max_recent
 
+    def reserve_id(self, call_id: str) -> bool:
+        """Claim ``call_id`` for a call about to be opened, unless it is recorded or in
+        flight (a call under it would be dropped as a duplicate): whether it was claimed.
+        ``register`` fills the claim; ``unreserve`` gives it up."""
+        with self._lock:
+            if call_id in self._recent or call_id in self._in_flight:
+                return False
+            self._in_flight[call_id] = deque()
+            return True
+
+    def open_id(self, call_id: str) -> str:
+        """The event id for one more call under LiteLLM's ``call_id`` (the proxy's, which
+        the client may repeat): ``call_id`` itself, claimed as ``reserve_id`` does, when it
+        is unknown; else ``<call_id>:<n>`` (n = 2, 3, ... the first free), remembered as
+        used. The call is registered under ``call_id`` either way."""
+        with self._lock:
+            if call_id not in self._recent and call_id not in self._in_flight:
+                self._in_flight[call_id] = deque()
+                return call_id
+            n = 2
+            while (derived := f"{call_id}:{n}") in self._recent or derived in self._in_flight:
+                n += 1
+            self._mark(derived)
+            return derived
+
+    def unreserve(self, call_id: str, event_id: str | None = None) -> None:
+        """The call claimed by ``reserve_id(call_id)`` or ``open_id(call_id)`` (which gave
+        ``event_id``) was not opened (refused, or costledger failed): its id is free again."""
+        with self._lock:
+            if event_id is not None and event_id != call_id:
+                self._recent.pop(event_id, None)  # a derived id; the next call may take it
+            elif self._in_flight.get(call_id) == deque():
+                del self._in_flight[call_id]
+
     def register(self, call_id: str, tracker: Tracker, call: Call) -> None:
         evicted: list[tuple[Tracker, Call]] = []
         with self._lock:
-            replaced = self._in_flight.pop(call_id, None)
-            if replaced is not None:  # two calls opened under one id: the first is lost
-                evicted.append(replaced)
-            self._in_flight[call_id] = (tracker, call)
+            pending = self._in_flight.pop(call_id, None)
+            if pending is None:
+                pending = deque()
+            pending.append((tracker, call))
+            self._in_flight[call_id] = pending  # the newest last
             if len(self._in_flight) > self.max_in_flight:
-                evicted.append(self._in_flight.popitem(last=False)[1])
+                evicted.extend(self._in_flight.popitem(last=False)[1])
         for tracker_, call_ in evicted:
             # No event came for the oldest call: release what its guards reserved, or the
             # reservation would stay held forever. A late event still records it, unpaired.
             tracker_.cancel(call_)
 
-    def claim(self, call_id: str) -> tuple[bool, tuple[Tracker, Call] | None]:
-        """Mark ``call_id`` recorded. Returns whether it was new, and its in-flight Call if any."""
+    def claim(
+        self, call_id: str, started: int | None = None
+    ) -> tuple[bool, tuple[Tracker, Call] | None]:
+        """Mark ``call_id`` recorded: whether this success is new, and the opened call it
+        closes, if any. ``started`` (the attempt's start, epoch microseconds) tells a second
+        report of a success from another success. A success under an id already recorded is
+        new only when a call is open under the id (a repeated proxy call id), and closes the
+        oldest."""
         with self._lock:
-            if not self._mark(call_id):
+            pending = self._in_flight.get(call_id)
+            seen = self._recent.get(call_id)
+            if seen is None:
+                self._mark(call_id, started)
+            elif not pending or (started is not None and started in seen):
                 return False, None
-            return True, self._in_flight.pop(call_id, None)
+            elif started is not None:
+                self._recent[call_id] = (*seen, started)
+            return True, self._pop(call_id, pending)
 
     def claim_attempt(
         self, call_id: str, attempt_id: str
@@ -119,24 +175,41 @@ class _Registry:
         """Mark a failed attempt of ``call_id`` recorded, leaving the call open: whether it
         is new (and the call not already over), and the call's in-flight Call if any."""
         with self._lock:
-            if call_id in self._recent or not self._mark(attempt_id):
+            pending = self._in_flight.get(call_id)
+            if (call_id in self._recent and not pending) or not self._mark(attempt_id):
                 return False, None
-            return True, self._in_flight.get(call_id)
+            return True, pending[0] if pending else None
 
-    def _mark(self, call_id: str) -> bool:
+    def refused(self, call_id: str) -> None:
+        """A guard refused a call under ``call_id``: the failure LiteLLM logs for it is not
+        recorded (it never reached a model). Calls open under the id are left as they are."""
+        with self._lock:
+            self._mark(call_id)
+
+    def _mark(self, call_id: str, started: int | None = None) -> bool:
         if call_id in self._recent:
             return False
-        self._recent.add(call_id)
+        self._recent[call_id] = () if started is None else (started,)
         self._order.append(call_id)
         while len(self._order) > self.max_recent:
-            self._recent.discard(self._order.popleft())
+            self._recent.pop(self._order.popleft(), None)
         return True
+
+    def _pop(
+        self, call_id: str, pending: deque[tuple[Tracker, Call]] | None
+    ) -> tuple[Tracker, Call] | None:
+        if not pending:
+            return None
+        first = pending.popleft()
+        if not pending:
+            del self._in_flight[call_id]
+        return first
 
     def release(self, call_id: str) -> bool:
         """The call is over with no success to close it: release its reservations (nothing
         is recorded; its failed attempts were, as they came). Whether one was in flight."""
         with self._lock:
-            pending = self._in_flight.pop(call_id, None)
+            pending = self._pop(call_id, self._in_flight.get(call_id))
         if pending is None:
             return False
         pending[0].cancel(pending[1])
@@ -144,7 +217,7 @@ class _Registry:
 
     def in_flight(self, call_id: str) -> bool:
         with self._lock:
-            return call_id in self._in_flight
+            return bool(self._in_flight.get(call_id))
 
     def known(self, call_id: str) -> bool:
         """Whether ``call_id`` is in flight or already recorded (a new call must not reuse it)."""
@@ -239,21 +312,29 @@ class CostLedgerLogger(CustomLogger):
             if not tracker.has_guards:
                 return None
             call_id = _proxy_call_id(data)
-            values = _attribution_values(_hook_metadata(data), data.get("user"))
-            _add_key_owner(values, user_api_key_dict)
-            start = _start_arguments(tracker, data, call_id, values)
-        except Exception as exc:  # our own bug must not stop the proxy's request
+            # The client may send its x-litellm-call-id again (a retry after a timeout, the
+            # first request perhaps still running): another billed call, opened under an
+            # event id of its own, and closed by a success under the same LiteLLM id.
+            event_id = _registry.open_id(call_id)
+            try:
+                values = _attribution_values(_hook_metadata(data), data.get("user"))
+                _add_key_owner(values, user_api_key_dict)
+                start = _start_arguments(tracker, data, event_id, values)
+                call = await tracker.astart(**start)
+            except BaseException as exc:
+                _registry.unreserve(call_id, event_id)
+                if isinstance(exc, GuardRefusal):
+                    _registry.refused(call_id)  # the proxy logs the refused request: skip it
+                    # the failure hook and that failure event get the refusal: nothing of
+                    # this request is open (another request under its id may be)
+                    exc._costledger_litellm_refused = True  # type: ignore[attr-defined]
+                    raise _as_http_refusal(exc) from None
+                raise
+            _registry.register(call_id, tracker, call)
+        except GuardRefusal:
+            raise
+        except Exception as exc:  # costledger's own failure must not stop the proxy's request
             _report("litellm.async_pre_call_hook", exc)
-            return None
-        try:
-            call = await tracker.astart(**start)
-        except GuardRefusal as refusal:
-            _registry.claim(call_id)  # the proxy logs the refused request as a failure: skip it
-            raise _as_http_refusal(refusal) from None
-        except Exception as exc:  # costledger's failure must not stop the request
-            _report("litellm.async_pre_call_hook", exc)
-            return None
-        _registry.register(call_id, tracker, call)
         return None
 
     async def async_post_call_failure_hook(
@@ -268,6 +349,8 @@ class CostLedgerLogger(CustomLogger):
         failed attempts' own failure events record them. Returns ``None``: the proxy's
         answer is left as it is."""
         try:
+            if _refused_here(original_exception):
+                return None  # refused by async_pre_call_hook: it reserved nothing
             call_id = _proxy_call_id(request_data, mint=False)
             if call_id is not None:
                 _registry.release(call_id)
@@ -315,6 +398,8 @@ class CostLedgerLogger(CustomLogger):
         if call_id is None:
             call_id = new_event_id()
         elif failed:
+            if _refused_here(kwargs.get("exception")):
+                return None  # the proxy's log of a request the hook refused: no model call
             # Retries and fallbacks fail under the call's id before the attempt that
             # answers succeeds under it: a failure is its own row and leaves the call open.
             attempt_of = call_id
@@ -323,7 +408,12 @@ class CostLedgerLogger(CustomLogger):
             if not new:
                 return None
         else:
-            new, pending = _registry.claim(call_id)
+            # the attempt's start tells a second report of this success (a duplicate) from
+            # the success of another request the client sent under the same id
+            started = _epoch(slo.get("startTime"), start_time)
+            new, pending = _registry.claim(
+                call_id, None if started is None else round(started * 1_000_000)
+            )
             if not new:
                 return None
 
@@ -713,6 +803,11 @@ def _check_reported_cost(event: UsageEvent) -> None:
         )
     except Exception as exc:
         _report("litellm.check_reported_cost", exc)
+
+
+def _refused_here(exc: Any) -> bool:
+    """Whether ``exc`` is a refusal ``async_pre_call_hook`` raised."""
+    return getattr(exc, "_costledger_litellm_refused", False) is True
 
 
 def _as_http_refusal(refusal: GuardRefusal) -> GuardRefusal:

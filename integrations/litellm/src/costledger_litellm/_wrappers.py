@@ -72,11 +72,10 @@ def run_completion(logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict
     tracker, start = opened
     try:
         call = tracker.start(**start)
-    except GuardRefusal:  # the guard's refusal propagates: the call never happens
-        raise
-    except Exception as exc:  # costledger's own failure: the call goes ahead, logged as usual
-        _report("litellm.completion", exc)
-        return litellm.completion(*args, **kwargs)
+    except BaseException as exc:
+        if _not_started(start, exc, "litellm.completion"):
+            raise  # a guard's refusal (the call never happens), or an interruption
+        return litellm.completion(*args, **kwargs)  # costledger failed: the call goes ahead
     return _after(tracker, call, lambda: litellm.completion(*args, **kwargs))
 
 
@@ -88,11 +87,10 @@ async def run_acompletion(
         return await litellm.acompletion(*args, **kwargs)
     tracker, start = opened
     try:
-        call = await tracker.astart(**start)
-    except GuardRefusal:
-        raise
-    except Exception as exc:
-        _report("litellm.acompletion", exc)
+        call = await tracker.astart(**start)  # a guard may wait here (a rate limit's wait=)
+    except BaseException as exc:
+        if _not_started(start, exc, "litellm.acompletion"):
+            raise
         return await litellm.acompletion(*args, **kwargs)
     _registry.register(call.id, tracker, call)
     try:
@@ -113,18 +111,33 @@ def _after(tracker: Tracker, call: Call, run: Any) -> Any:
     return _wrap_stream(result, call.id)
 
 
+def _not_started(start: Mapping[str, Any], exc: BaseException, where: str) -> bool:
+    """``Tracker.start`` raised: give up the call's id. Whether to re-raise (a guard's
+    refusal, a cancellation); else costledger failed, which is logged."""
+    _registry.unreserve(start["call_id"])
+    if isinstance(exc, GuardRefusal) or not isinstance(exc, Exception):
+        return True
+    _report(where, exc)
+    return False
+
+
 def _open(
     logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict[str, Any], *, asynchronous: bool
 ) -> tuple[Tracker, dict[str, Any]] | None:
-    """Prepare the call: its id passed to LiteLLM, the logger attached, ``Tracker.start``'s
-    arguments. Returns ``None`` (and the call goes ahead) if any of it fails."""
+    """Prepare the call: its id passed to LiteLLM (claimed in the registry until the call
+    is opened), the logger attached, ``Tracker.start``'s arguments. Returns ``None`` (and
+    the call goes ahead) if any of it fails."""
+    reserved: str | None = None
     try:
         tracker = logger.tracker
         call_id = kwargs.get("litellm_call_id")
-        if not isinstance(call_id, str) or not call_id or _registry.known(call_id):
-            # An id already recorded (or in flight) would make this call's success a
-            # duplicate to drop, and its reservation would never be settled: a new one.
+        # An id already recorded (or in flight) would make this call's success a duplicate
+        # to drop, and its reservation would never be settled: a new one. The id is claimed
+        # at once, so concurrent calls passing the same one cannot all keep it.
+        if not isinstance(call_id, str) or not call_id or not _registry.reserve_id(call_id):
             call_id = new_event_id()
+            _registry.reserve_id(call_id)
+        reserved = call_id
         request: Mapping[str, Any] = kwargs
         if args:  # model and messages may be positional, as litellm.completion allows
             request = {**kwargs, **dict(zip(("model", "messages"), args, strict=False))}
@@ -139,6 +152,8 @@ def _open(
         return tracker, start
     except Exception as exc:
         _report("litellm.completion", exc)
+        if reserved is not None:
+            _registry.unreserve(reserved)
         return None
 
 

@@ -151,11 +151,39 @@ def rich_events() -> list[UsageEvent]:
     ]
 
 
-def lines_with_a_nul_user() -> list[bytes]:
-    """Eight own-format lines; the fifth names a user with a NUL character, which
-    PostgreSQL cannot store and SQLite can."""
+REFUSED_USER = "refused-user"
+
+
+def lines_with_a_refused_user() -> list[bytes]:
+    """Eight own-format lines; the fifth names ``REFUSED_USER``, which a ledger given
+    ``refuse_user`` refuses (a row the database refuses: the ledger cleans what PostgreSQL
+    itself would refuse, such as NUL, so a constraint stands in for it)."""
     lines = [own_line(make_event(n)) for n in range(1, 9)]
-    nul = orjson.loads(lines[4])
-    nul["costledger.user"] = "nul\u0000user"
-    lines[4] = orjson.dumps(nul)
+    refused = orjson.loads(lines[4])
+    refused["costledger.user"] = REFUSED_USER
+    lines[4] = orjson.dumps(refused)
     return lines
+
+
+REFUSAL = (
+    'refused by the database: CheckViolation: new row for relation "costledger_events" '
+    'violates check constraint "costledger_test_refuse"'
+)
+"""The start of the reason a row of ``REFUSED_USER`` is rejected with."""
+
+
+def refuse_user(url: str) -> None:
+    """Make the PostgreSQL ledger at ``url`` (a database of the test's own) refuse rows
+    of ``REFUSED_USER``."""
+    import sqlalchemy as sa
+
+    from costledger._ledger._migrate import upgrade
+
+    upgrade(url)  # the schema
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE costledger_events ADD CONSTRAINT costledger_test_refuse "
+            f"CHECK (\"user\" IS DISTINCT FROM '{REFUSED_USER}')"
+        )
+    engine.dispose()

@@ -21,10 +21,12 @@ from costledger._ledger._engine import resolve_url
 from costledger._ledger._rollups import rebuild_rollups
 
 from .ingest_support import (
+    REFUSAL,
     count_rows,
-    lines_with_a_nul_user,
+    lines_with_a_refused_user,
     make_event,
     own_line,
+    refuse_user,
     write_lines,
 )
 
@@ -221,44 +223,46 @@ def test_one_checkpoint_per_ledger(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_postgresql_refuses_one_row_and_only_that_line_is_rejected(
-    pg_url: str, tmp_path: Path
+    fresh_pg_url: str, tmp_path: Path
 ) -> None:
-    """PostgreSQL cannot store a NUL character; SQLite can. The refused row is found by
-    splitting the batch, rejected with the database's reason, and the rest is written."""
-    path = write_lines(tmp_path / "nul.log", lines_with_a_nul_user())
-    result = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path)
+    """A row the database refuses is found by splitting the batch, rejected with the
+    database's reason, and the rest is written."""
+    refuse_user(fresh_pg_url)
+    path = write_lines(tmp_path / "refused.log", lines_with_a_refused_user())
+    result = ingest(path, ledger=fresh_pg_url, checkpoint_dir=tmp_path)
     assert (result.accepted, result.rejected) == (7, 1)
-    assert count_rows(pg_url) == 7
+    assert count_rows(fresh_pg_url) == 7
     [record] = _rejects(Path(f"{path}.rejects.jsonl"))
     assert record["line"] == 5
-    assert "refused by the database" in str(record["reason"])
-    _rollups_consistent(pg_url)
+    assert str(record["reason"]).startswith(REFUSAL)
+    _rollups_consistent(fresh_pg_url)
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("writer", ["thread", "process"])
 def test_a_refused_first_line_of_an_id_gives_the_next_line_its_turn(
-    pg_url: str, tmp_path: Path, writer: str, monkeypatch: pytest.MonkeyPatch
+    fresh_pg_url: str, tmp_path: Path, writer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the first line of an id is written in a batch; when PostgreSQL refuses it, a
     later line with that id is not a duplicate of anything stored, and is stored."""
     from costledger._ingest._run import WRITER_PROCESS_ENV
 
     monkeypatch.setenv(WRITER_PROCESS_ENV, writer)
-    lines = lines_with_a_nul_user()  # the fifth line (evt-000005) has a NUL in its user
-    path = write_lines(tmp_path / "nul.log", [*lines, own_line(make_event(5))])
-    result = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path)
+    refuse_user(fresh_pg_url)
+    lines = lines_with_a_refused_user()  # the fifth line (evt-000005) is refused
+    path = write_lines(tmp_path / "refused.log", [*lines, own_line(make_event(5))])
+    result = ingest(path, ledger=fresh_pg_url, checkpoint_dir=tmp_path)
     assert (result.lines, result.accepted, result.duplicates, result.rejected) == (9, 8, 0, 1)
-    assert count_rows(pg_url) == 8
+    assert count_rows(fresh_pg_url) == 8
     [record] = _rejects(Path(f"{path}.rejects.jsonl"))
     assert record["line"] == 5
-    with Ledger(pg_url) as ledger:
+    with Ledger(fresh_pg_url) as ledger:
         stored = ledger.get("evt-000005")
     assert stored is not None
     assert stored.user == "user-2"  # the good line's
-    again = ingest(path, ledger=pg_url, checkpoint_dir=tmp_path, resume=False)
+    again = ingest(path, ledger=fresh_pg_url, checkpoint_dir=tmp_path, resume=False)
     assert (again.accepted, again.duplicates, again.rejected) == (0, 8, 1)
-    _rollups_consistent(pg_url)
+    _rollups_consistent(fresh_pg_url)
 
 
 def test_a_shared_rejects_file_keeps_other_inputs_records_on_resume(tmp_path: Path) -> None:

@@ -203,6 +203,13 @@ def test_call_id_and_start_are_made_lazily_from_the_start_clock(tracker: Tracker
     started_ms = int(call._wall * 1000)
     assert call.started_at.tzinfo is timezone.utc
     assert int(call.started_at.timestamp() * 1000) == started_ms
+    # Ids never sort before one the process already made: a call another test left to a
+    # background thread (a LiteLLM callback arriving late) may have made a newer one in
+    # the sleep. Wind the process's last id back to the start, as if none had been made.
+    from costledger import _events
+
+    with _events._id_lock:
+        _events._last_ms = min(_events._last_ms, started_ms)
     assert _uuid7_ms(call.id) >= started_ms
     assert _uuid7_ms(call.id) < started_ms + 20  # not "now", which is 20 ms later
     assert call.id == call.id  # made once

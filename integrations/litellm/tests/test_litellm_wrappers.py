@@ -152,8 +152,10 @@ async def test_async_wrapper_settles_on_the_logged_event(
     await registered.await_()
     [reserved] = guard.reserved
     assert reserved["max_output_tokens"] == 32
-    [event] = costs.events
-    assert event.id == reserved["id"] == response._hidden_params["litellm_call_id"]
+    # LiteLLM may deliver another test's sync success late, on its next async logging run
+    # (docs/integrations/litellm.md, Limitations): this call's event is the one by its id
+    [event] = [e for e in costs.events if e.id == reserved["id"]]
+    assert event.id == response._hidden_params["litellm_call_id"]
     assert guard.settled == [event]
 
 

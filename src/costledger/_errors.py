@@ -64,3 +64,15 @@ class RateLimited(GuardRefusal):
 
 class GuardStoreUnavailable(CostLedgerError):
     """The shared guard store (Redis, SQL) could not be reached and the guard fails closed."""
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str, extra: str) -> ImportError:
+    """``exc`` (an optional package that is not installed) as an error saying what needs
+    it and what to install, as ``ImportError`` (``name`` kept) so callers catch it alike."""
+    error = ImportError(
+        f"{what} needs the {exc.name or 'missing'!r} package, which is not installed: "
+        f"pip install 'costledger[{extra}]'",
+        name=exc.name,
+    )
+    error.__cause__ = None
+    return error

@@ -456,6 +456,12 @@ class Tracker:
         on_event: Callable[[UsageEvent], None] | None = None,
     ) -> UsageEvent:
         try:
+            if ending.usage is not None and not isinstance(ending.usage, Usage):
+                # a provider's usage where a Usage belongs (record("m", {"prompt_tokens":
+                # 10, ...}), an SDK usage object): read as extract_usage reads it
+                usage = ending.usage
+                ending = ending._replace(usage=None)
+                ending = ending._replace(usage=_read_response(usage, ending.provider).usage)
             if ending.usage is None and ending.payload is not None:
                 info = _read_response(ending.payload, ending.provider)
                 ending = ending._replace(

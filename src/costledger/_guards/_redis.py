@@ -247,7 +247,12 @@ class RedisStore(GuardStore):
     kind = "redis"
 
     def __init__(self, url: str, *, client: Any = None) -> None:
-        import redis
+        try:
+            import redis
+        except ModuleNotFoundError as exc:
+            from .._errors import missing_extra
+
+            raise missing_extra(exc, f"guard store {display_url(url)}", "redis") from None
 
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query, keep_blank_values=True))

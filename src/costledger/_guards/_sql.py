@@ -142,6 +142,12 @@ class SqlStore(GuardStore):
 
         timeout_ms = max(1, int(self.timeout * 1000))
         if self._is_pg:
+            try:
+                import psycopg  # noqa: F401 - the driver, for a clear error
+            except ModuleNotFoundError as exc:
+                from .._errors import missing_extra
+
+                raise missing_extra(exc, f"guard store {self.url}", "postgres") from None
             whole = max(1, math.ceil(self.timeout))
             connect_args = {
                 "connect_timeout": whole,

@@ -160,7 +160,13 @@ def make_engine(url: URL) -> Engine:
         kwargs["max_overflow"] = 4
         connect_args: dict[str, Any] = {"connect_timeout": 5, "application_name": "costledger"}
         kwargs["connect_args"] = connect_args
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except ModuleNotFoundError as exc:  # the driver of a URL's database
+        from .._errors import missing_extra
+
+        extra = "postgres" if backend == "postgresql" else "all"
+        raise missing_extra(exc, f"a {backend} ledger ({display_url(url)})", extra) from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)

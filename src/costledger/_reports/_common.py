@@ -35,9 +35,13 @@ _SHARE = Decimal("0.000001")
 
 
 @contextlib.contextmanager
-def open_ledger(ledger: Ledger | str | None) -> Iterator[Ledger]:
-    """The ledger given, or one opened (and closed afterwards) on a URL (``None``: the default)."""
+def open_ledger(ledger: Ledger | str | None, *, must_exist: bool = True) -> Iterator[Ledger]:
+    """The ledger given, or one opened (and closed afterwards) on a URL (``None``: the default).
+
+    A SQLite file that does not exist raises ``FileNotFoundError`` (``must_exist``): a
+    read would otherwise create it empty, and a mistyped path would answer "nothing"."""
     from .._ledger import Ledger
+    from .._ledger._engine import display_url, resolve_url, sqlite_path
 
     if isinstance(ledger, Ledger):
         ledger._fresh()  # reads see what this ledger recorded
@@ -45,7 +49,11 @@ def open_ledger(ledger: Ledger | str | None) -> Iterator[Ledger]:
         return
     if ledger is not None and not isinstance(ledger, str):
         raise TypeError(f"ledger must be a Ledger or a database URL, got {ledger!r}")
-    opened = Ledger(ledger, sync=True)
+    url = resolve_url(ledger)
+    path = sqlite_path(url)
+    if must_exist and path is not None and not path.exists():
+        raise FileNotFoundError(f"no ledger at {display_url(url)} (file {path} does not exist)")
+    opened = Ledger(url, sync=True)
     try:
         yield opened
     finally:

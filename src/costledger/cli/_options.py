@@ -226,15 +226,11 @@ def open_ledger(db: str | None, *, must_exist: bool = True) -> Iterator[Ledger]:
     A SQLite file that does not exist is an error for a command that only reads (it
     would otherwise be created empty, and every report would silently say nothing).
     """
-    from .._ledger import Ledger
-    from .._ledger._engine import display_url, resolve_url, sqlite_path
+    from .._reports._common import open_ledger as open_for_read
 
-    url = resolve_url(db)
-    path = sqlite_path(url)
-    if must_exist and path is not None and not path.exists():
-        raise CliError(f"no ledger at {display_url(url)} (file {path} does not exist); use --db")
-    ledger = Ledger(url, sync=True)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            ledger = stack.enter_context(open_for_read(db, must_exist=must_exist))
+        except FileNotFoundError as exc:
+            raise CliError(f"{exc}; use --db") from None
         yield ledger
-    finally:
-        ledger.close()

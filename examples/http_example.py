@@ -5,6 +5,9 @@ Run: python examples/http_example.py
 No API key and no network: a local fake provider (``tests/_fake_provider.py``) answers
 on 127.0.0.1 in OpenAI's and Anthropic's real shapes, streams included. Each call's
 exact cost is recorded in a SQLite ledger and printed.
+
+Run it from a checkout of costledger (the fake provider lives in its tests), with the
+SDKs it calls: ``pip install -e '.[dev]'`` installs them (openai, anthropic, httpx2).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import httpx2
 import openai
 
 import costledger
-from costledger import BudgetExceeded, Ledger, UsageEvent, attribute
+from costledger import Budget, BudgetExceeded, Ledger, UsageEvent, attribute
 from costledger.http import (
     Client,
     Httpx2TrackingTransport,
@@ -29,11 +32,6 @@ from costledger.http import (
     raise_guard_refusals,
 )
 from costledger.testing import capture_costs
-
-try:
-    from costledger import Budget
-except ImportError:  # before costledger exports it at the top level
-    from costledger._guards import Budget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests._fake_provider import FakeProvider, openai_error

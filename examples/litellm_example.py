@@ -21,13 +21,8 @@ import litellm
 
 import costledger
 import costledger_litellm
-from costledger import Ledger
+from costledger import Budget, Ledger
 from costledger_litellm import CostLedgerLogger
-
-try:
-    from costledger import Budget
-except ImportError:  # before costledger exports it at the top level
-    from costledger._guards import Budget
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 

@@ -49,12 +49,14 @@ if TYPE_CHECKING:
         guards_from_config,
         webhook_alert,
     )
+    from ._guards._budget import BudgetCheckFailed
     from ._ingest import IngestError, IngestProgress, IngestResult, InputResult, ingest
     from ._ledger import Ledger, LedgerStats, StoredEvent, SummaryRow
     from ._logging import UsageLogger
     from ._pricing import PriceBook, Pricer, RateCard, RateTier
     from ._redact import redact, redact_processor
     from ._reports import (
+        EmptyRange,
         ExportResult,
         PriceDiff,
         Report,
@@ -82,9 +84,11 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Budget": "._guards",
     "BudgetAlert": "._guards",
+    "BudgetCheckFailed": "._guards._budget",
     "BudgetStatus": "._guards",
     "Dashboard": "._dashboard",
     "DashboardServer": "._dashboard",
+    "EmptyRange": "._reports",
     "Estimator": "._guards",
     "ExportResult": "._reports",
     "GuardConfig": "._guards",
@@ -157,12 +161,14 @@ __all__ = [
     "Attribution",
     "Budget",
     "BudgetAlert",
+    "BudgetCheckFailed",
     "BudgetExceeded",
     "BudgetStatus",
     "Cost",
     "CostLedgerError",
     "Dashboard",
     "DashboardServer",
+    "EmptyRange",
     "Estimator",
     "ExportResult",
     "GuardConfig",

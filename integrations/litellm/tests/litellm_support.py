@@ -31,6 +31,7 @@ litellm.telemetry = False
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 GPT_4O_MINI_10_IN_20_OUT = Decimal("0.0000135")  # 10 * 0.15 / 1e6 + 20 * 0.60 / 1e6
+GPT_4O_10_IN_20_OUT = Decimal("0.000225")  # 10 * $2.50 + 20 * $10.00, per million
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # LiteLLM's global callback lists. A per-call ``callbacks=[...]`` is appended to these

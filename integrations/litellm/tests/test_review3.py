@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import litellm
 import pytest
 from litellm_support import (
+    GPT_4O_10_IN_20_OUT,
     GPT_4O_MINI_10_IN_20_OUT,
     IN_CI,
     MESSAGES,
@@ -40,7 +41,6 @@ __all__ = ["litellm_isolated", "offline"]
 
 pytestmark = pytest.mark.usefixtures("litellm_isolated", "offline")
 
-GPT_4O_10_IN_20_OUT = Decimal("0.000225")  # 10 * $2.50 + 20 * $10.00, per million
 SERVER_USAGE_COST = gpt_4o_mini_cost(1000, 2000)  # what the local server's answers cost
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import litellm
 import pytest
 from litellm_support import (
+    GPT_4O_10_IN_20_OUT,
     GPT_4O_MINI_10_IN_20_OUT,
     IN_CI,
     MESSAGES,
@@ -42,7 +43,6 @@ pytestmark = pytest.mark.usefixtures("litellm_isolated", "offline")
 # What a hook reserves for a gpt-4o-mini request of MESSAGES with max_tokens=100: the
 # prompt estimated at 24 tokens * $0.15/M + 100 output tokens * $0.60/M.
 RESERVED_100 = Decimal("0.0000636")
-GPT_4O_10_IN_20_OUT = Decimal("0.000225")  # 10 * $2.50 + 20 * $10.00, per million
 
 
 # --- fixtures ----------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ class Pricer:
         self._litellm = LiteLLMPrices() if litellm else None
         self._resolved: dict[tuple[str, str | None], _Resolved] = {}
         self._warned: set[tuple[str, str | None]] = set()
+        self._known_names: dict[str, str] | None = None  # for the unknown-model hint
         self._lock = threading.RLock()
 
     @classmethod
@@ -446,18 +447,85 @@ class Pricer:
             if len(self._warned) >= _MAX_NAMES:
                 self._warned.clear()
             self._warned.add(key)
+        # Only here, once per name: the hint is never computed on the pricing path.
+        provider = resolved.name.provider
+        close = self._close_name(resolved.name)
         logger.warning(
-            "costledger: no price for model %r (provider %r); the call is recorded as "
-            "unknown_model with no amount (not $0). Add the model to a price book and "
-            "re-price the events.",
+            "costledger: no price for model %r%s%s; the call is recorded as unknown_model "
+            "with no amount (not $0). Add the model to a price book and re-price the events.",
             resolved.name.full,
-            resolved.name.provider,
+            f" (provider {provider!r})" if provider else "",
+            f" (did you mean {close!r}?)" if close else "",
             extra={
                 "costledger_event": "unknown_model",
                 "costledger_model": resolved.name.full,
-                "costledger_provider": resolved.name.provider,
+                "costledger_provider": provider,
             },
         )
+
+    def _close_name(self, name: ModelName) -> str | None:
+        """The priced model name closest to ``name`` (a typo's fix: ``gpt-4o-mini`` for
+        ``gpt4o-mini``), ``None`` when none is close. The names are gathered on the first
+        unknown model, then kept; a few close ones are tried, the first that has a price
+        wins (a dated snapshot's typo keeps its date: ``claude-sonet-4-20250514``)."""
+        import difflib
+
+        names = self._known_names
+        if names is None:
+            names = self._known_names = self._gather_names()
+        tried = {name.ref.lower(), name.full.lower()}
+        candidates: list[str] = []
+        base = strip_date_suffix(name.ref)
+        if base is not None:
+            date = name.ref[len(base) :]
+            found = difflib.get_close_matches(base.lower(), names, n=3, cutoff=0.8)
+            candidates += [names[close] + date for close in found]
+        found = difflib.get_close_matches(name.ref.lower(), names, n=3, cutoff=0.8)
+        candidates += [names[close] for close in found]
+        for candidate in candidates:
+            if candidate.lower() in tried:
+                continue
+            tried.add(candidate.lower())
+            resolved = self._resolve(candidate, name.provider)
+            if resolved.card is not None or resolved.timed is not None:
+                return candidate
+        return None
+
+    def _gather_names(self) -> dict[str, str]:
+        """Every model name a source lists, lowercased -> as listed: the price book's,
+        genai-prices' model ids and the names its matching takes, LiteLLM's map keys."""
+        names: dict[str, str] = {}
+
+        def add(value: object) -> None:
+            if isinstance(value, str) and value:
+                names.setdefault(value.lower(), value)
+
+        for model in self._overrides:
+            add(model)
+        if self._genai is not None:
+            try:
+                for provider in self._genai.snapshot().providers:
+                    for info in provider.models:
+                        add(info.id)
+                        _equals(info.match, add)
+            except Exception:  # pragma: no cover - a hint is never worth a failure
+                pass
+        if self._litellm is not None:
+            try:
+                for listed, _entry in self._litellm._load().values():
+                    add(listed)
+            except Exception:  # pragma: no cover - as above
+                pass
+        return names
+
+
+def _equals(clause: Any, add: Callable[[object], None]) -> None:
+    """The names (``equals``, ``starts_with``) in a genai-prices match clause, and in its
+    ``or`` / ``and`` parts."""
+    add(getattr(clause, "equals", None))
+    add(getattr(clause, "starts_with", None))
+    for part in getattr(clause, "or_", None) or getattr(clause, "and_", None) or ():
+        _equals(part, add)
 
 
 def _unknown_prefix(name: ModelName) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 try:  # typer >= 0.20 vendors click; older versions use click itself
     from typer._click import exceptions as _cx
@@ -85,8 +85,58 @@ def _drop_stdout() -> None:
         pass
 
 
+class _Argument(TyperArgument):
+    """An argument shown in the usage line as click shows one: ``MODEL``, ``[N]``,
+    ``FILE...`` (not typer's ``{model}`` or ``{FILE...}...``)."""
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        if self.nargs != 1 and not name.endswith("..."):
+            name += "..."
+        return [name if self.required else f"[{name}]"]
+
+
+def _flow(text: str | None) -> str | None:
+    """``text`` with each paragraph on one line: typer's rich help keeps a docstring's
+    single line breaks (after the first paragraph, and in the commands list), which
+    then wrap again mid-sentence at the terminal's width. A paragraph starting with
+    ``\\b`` keeps its lines, as click's own formatting does."""
+    if not text:
+        return text
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if p.startswith("\b") else " ".join(line.strip() for line in p.splitlines())
+        for p in paragraphs
+    )
+
+
+def _polish(command: Any, name: str) -> None:
+    """Help as written, for ``command`` and its subcommands: paragraphs flow; a flag shows
+    no ``<bool>`` type (it takes no value); an argument's usage reads ``MODEL``."""
+    command.help = _flow(command.help)
+    params = list(command.params)
+    help_option = command.get_help_option(command.context_class(command, info_name=name))
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # typer's rich help prints the metavar in place of the type
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+            if param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+    for sub_name, sub in getattr(command, "commands", {}).items():
+        _polish(sub, sub_name)
+
+
 class _RootGroup(TyperGroup):
     """Runs the command, then turns every way it can fail into one line and an exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _polish(self, self.name or "costledger")
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -189,8 +239,33 @@ app = typer.Typer(
 )
 
 
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("costledger")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        from .. import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"costledger {_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_show_version,
+        is_eager=True,
+        help="Print the installed version (costledger X.Y.Z) and exit.",
+    ),
+) -> None:
     """Exact LLM cost tracking: reports, what-if re-pricing, ingestion, budgets."""
 
 

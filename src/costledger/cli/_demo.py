@@ -1,10 +1,20 @@
-"""``costledger demo``: simulated calls through every entry point, then a cost report. Offline."""
+"""``costledger demo``: simulated calls through every entry point, then a cost report. Offline.
+
+The demo writes to its own ledger, ``./costledger.db`` unless ``--db`` names another, never
+to ``$COSTLEDGER_DATABASE_URL`` (demo rows do not belong in a real ledger). Each run tags its
+calls ``demo-run-<id>``; the report covers this run's calls only, and says what else the
+ledger holds and the ``costledger report`` commands that show it again.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -12,14 +22,22 @@ import typer
 from .._cost import money_text
 
 DEMO_USERS = ("alice", "bob", "carol")
+DEMO_DB = "sqlite:///costledger.db"
+LITELLM_TIMEOUT = 10.0
+"""Seconds to wait for LiteLLM's logging thread to record this run's calls."""
 
 
 def demo(
     db: str = typer.Option(
-        "sqlite:///costledger.db", "--db", help="Ledger URL (default: a SQLite file here)."
+        DEMO_DB,
+        "--db",
+        help="Ledger URL (default: the SQLite file costledger.db here; never "
+        "$COSTLEDGER_DATABASE_URL, so demo calls stay out of a real ledger).",
     ),
 ) -> None:
-    """Send simulated calls through the public API and every entry point; print a cost report."""
+    """Send simulated calls through the public API and every entry point; print a cost report
+    of this run's calls and the commands that show it again."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -27,8 +45,9 @@ def demo(
     from costledger import Ledger, Tracker, Usage, attribute, track_cost
 
     console = Console()
+    run_tag = f"demo-run-{uuid.uuid4().hex[:8]}"
     ledger = Ledger(db)
-    tracker = Tracker(ledger, log="off", project="demo")
+    tracker = Tracker(ledger, log="off", project="demo", tags=[run_tag])
     ran: list[str] = []
 
     # 1. The public API: a finished call recorded in one step.
@@ -70,34 +89,94 @@ def demo(
     if importlib.util.find_spec("costledger_langchain") is not None:
         ran += _demo_langchain(tracker)
     if importlib.util.find_spec("costledger_litellm") is not None:
-        ran += _demo_litellm(tracker)
+        ran += _demo_litellm(tracker, run_tag)
 
     ledger.flush()
-    rows = ledger.summary(by=["model"])
-    table = Table(title=f"costledger demo: {Path(db.split('///')[-1]).name}")
-    for col in ("model", "requests", "input", "cached", "output", "cost (USD)"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    rows = ledger.summary(by=["model"], tag=run_tag)
+    everything = ledger.summary()
+    table = Table(
+        title="costledger demo: this run's calls",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    # Two-line headers keep the table in 80 columns.
+    columns = ("model", "calls", "input", "cached", "cache\nwrite", "output", "cost\n(USD)")
+    for col in columns:  # amounts are never cut short; a long model name folds
+        if col == "model":
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     total = Decimal(0)
     unpriced = 0
+    calls = 0
     for row in rows:
         cost = row.cost
         unpriced += row.unpriced
+        calls += row.requests
         total += cost
+        if row.unpriced == row.requests:
+            cost_text = "unpriced"
+        elif row.unpriced:
+            cost_text = f"{_money(cost)} + {row.unpriced} unpriced"
+        else:
+            cost_text = _money(cost)
         table.add_row(
             str(row.model),
             str(row.requests),
             str(row.input_tokens),
             str(row.cache_read_tokens),
+            str(row.cache_write_tokens),
             str(row.output_tokens),
-            f"{_money(cost)} + {row.unpriced} unpriced" if row.unpriced else _money(cost),
+            cost_text,
         )
     console.print(table)
     console.print(f"entry points: {', '.join(ran)}")
     console.print(
-        f"total: {_money(total)} USD" + (f"  ({unpriced} unpriced calls)" if unpriced else "")
+        f"total: {_money(total)} USD"
+        + (f"  ({unpriced} unpriced call{'s' if unpriced != 1 else ''})" if unpriced else "")
     )
+    in_ledger = sum(row.requests for row in everything)
+    earlier = in_ledger - calls
+    where = _ledger_name(db)
+    if earlier > 0:
+        console.print(
+            f"ledger: {where} keeps every run: {calls} calls from this run (tag {run_tag}),"
+            f" {earlier} from earlier runs",
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"ledger: {where}, {calls} calls, all from this run (tag {run_tag});"
+            " a new run adds its own",
+            soft_wrap=True,
+        )
+    env_db = os.environ.get("COSTLEDGER_DATABASE_URL", "").strip()
+    if env_db and env_db != db:
+        console.print(
+            "note: the demo does not write to $COSTLEDGER_DATABASE_URL; "
+            "the commands below read its ledger with --db",
+            soft_wrap=True,
+        )
+    console.print(
+        f"this run again: costledger report --db {db} --by model --tag {run_tag}", soft_wrap=True
+    )
+    console.print(f"whole ledger:   costledger report --db {db} --by model", soft_wrap=True)
     ledger.close()
     _ = costledger  # the demo goes through the public package only
+
+
+def _ledger_name(db: str) -> str:
+    """The ledger's file (absolute) for a SQLite URL, else the URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db)
+    except Exception:  # pragma: no cover - Ledger(db) has already read it
+        return db
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return os.path.abspath(str(url.database))
+    return url.render_as_string(hide_password=True)
 
 
 def _money(amount: Decimal) -> str:
@@ -161,7 +240,16 @@ def _demo_langchain(tracker: Any) -> list[str]:
                 response_metadata={"model_name": "gpt-4o-2024-08-06"},
             )
 
-    model = GenericFakeChatModel(messages=answers())
+    class DemoChatOpenAI(GenericFakeChatModel):
+        """Reports itself as ChatOpenAI does: provider ``openai``, model ``gpt-4o``."""
+
+        def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+            params = super()._get_ls_params(stop=stop, **kwargs)
+            params["ls_provider"] = "openai"
+            params["ls_model_name"] = "gpt-4o"
+            return params
+
+    model = DemoChatOpenAI(messages=answers())
     handler = CostLedgerCallbackHandler(tracker=tracker)
     for user in DEMO_USERS:
         model.invoke(
@@ -171,10 +259,8 @@ def _demo_langchain(tracker: Any) -> list[str]:
     return ["langchain"]
 
 
-def _demo_litellm(tracker: Any) -> list[str]:
+def _demo_litellm(tracker: Any, run_tag: str) -> list[str]:
     """LiteLLM with its offline ``mock_response`` (10 prompt, 20 completion tokens)."""
-    import os
-
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map download
     import litellm
 
@@ -182,7 +268,8 @@ def _demo_litellm(tracker: Any) -> list[str]:
 
     litellm.telemetry = False
     logger = CostLedgerLogger(tracker=tracker)
-    for user in DEMO_USERS[:2]:
+    users = DEMO_USERS[:2]
+    for user in users:
         # The logger's own wrapper runs the guards first, then LiteLLM, whose callback records.
         logger.completion(
             model="gpt-4o-mini",
@@ -191,19 +278,30 @@ def _demo_litellm(tracker: Any) -> list[str]:
             metadata={"user": user, "feature": "calculator"},
             callbacks=[logger],
         )
-    _wait_until(lambda: sum(1 for _ in tracker.ledger.events(source="litellm")) >= 2)
+
+    # LiteLLM reports sync calls on its own logging thread, just after returning them:
+    # wait for this run's own calls (by the run's tag), not for any earlier run's.
+    def landed() -> bool:
+        found = tracker.ledger.events(source="litellm", tag=run_tag)
+        return sum(1 for _ in found) >= len(users)
+
+    if not _wait_until(landed, LITELLM_TIMEOUT):
+        print(
+            f"warning: LiteLLM had not recorded this run's {len(users)} calls after "
+            f"{LITELLM_TIMEOUT:g} s; the report may miss some",
+            file=sys.stderr,
+        )
     return ["litellm"]
 
 
-def _wait_until(condition: Any, timeout: float = 10.0) -> None:
-    """LiteLLM reports sync calls on its own logging thread, just after returning them."""
-    import time
-
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` became true within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tracker_ready = condition()
-        if tracker_ready:
-            return
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
 
 

@@ -84,6 +84,7 @@ def test_report_equals_direct_recomputation(
         row = rows[key]
         assert row.requests == figures["requests"]
         assert row.unpriced == figures["unpriced"]
+        assert row.no_usage == figures["no_usage"]
         assert row.cache_write_tokens == figures["cache_write_tokens"]
         assert row.cost == figures["cost"]
         assert row.share == _share(figures["cost"], whole[(key[-1],)]["cost"])

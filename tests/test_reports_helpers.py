@@ -124,6 +124,8 @@ def _accumulate(
             acc["errors"] += e.status == "error"
             acc["cancelled"] += e.status == "cancelled"
             acc["unpriced"] += e.cost.total is None and e.cost.status != "not_priced"
+            # ran (or was cancelled) and reported no usage: nothing to price, cost unknown
+            acc["no_usage"] += e.cost.status == "not_priced" and e.status != "error"
             for f in (
                 "input_tokens",
                 "cache_read_tokens",
@@ -143,6 +145,7 @@ def summary_dict(rows: Iterable[Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
             "errors": r.errors,
             "cancelled": r.cancelled,
             "unpriced": r.unpriced,
+            "no_usage": r.no_usage,
             "input_tokens": r.input_tokens,
             "cache_read_tokens": r.cache_read_tokens,
             "cache_write_tokens": r.cache_write_tokens,

@@ -93,6 +93,7 @@ def _figures(row: SummaryRow) -> dict[str, Any]:
         "errors": row.errors,
         "cancelled": row.cancelled,
         "unpriced": row.unpriced,
+        "no_usage": row.no_usage,
         "input_tokens": row.input_tokens,
         "cache_read_tokens": row.cache_read_tokens,
         "cache_write_tokens": row.cache_write_tokens,
@@ -352,9 +353,20 @@ class Dashboard:
                 out[row.model] = out.get(row.model, 0) + row.unpriced
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or "")))
 
+    @property
+    def no_usage(self) -> dict[str | None, int]:
+        """Calls that reported no usage per model (status ok or cancelled, nothing to
+        price: their cost is unknown, not zero; see ``SummaryRow.no_usage``)."""
+        out: dict[str | None, int] = {}
+        for row in self.by_model:
+            if row.no_usage:
+                out[row.model] = out.get(row.model, 0) + row.no_usage
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or "")))
+
     def payload(self) -> dict[str, Any]:
         """The page's data: JSON-ready, money as exact decimal strings."""
         unpriced = self.unpriced
+        no_usage = self.no_usage
         return {
             "schema": PAYLOAD_SCHEMA,
             "generated_at": _iso(self.generated_at),
@@ -372,6 +384,10 @@ class Dashboard:
             "unpriced": {
                 "calls": sum(unpriced.values()),
                 "models": [{"model": m, "calls": n} for m, n in unpriced.items()],
+            },
+            "no_usage": {
+                "calls": sum(no_usage.values()),
+                "models": [{"model": m, "calls": n} for m, n in no_usage.items()],
             },
             "burn": [b.as_dict() for b in self.burns],
             "budgets": [_status_dict(s) for s in self.budgets],
@@ -430,6 +446,7 @@ class Dashboard:
                     "share": _share(r.cost, total),
                     "requests": r.requests,
                     "unpriced": r.unpriced,
+                    "no_usage": r.no_usage,
                     "input_tokens": r.input_tokens,
                     "output_tokens": r.output_tokens,
                 }
@@ -510,6 +527,7 @@ _COUNTS = (
     "errors",
     "cancelled",
     "unpriced",
+    "no_usage",
     "input_tokens",
     "cache_read_tokens",
     "cache_write_tokens",

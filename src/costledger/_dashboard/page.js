@@ -111,6 +111,17 @@
           models + ". Add a price (a price book) and run costledger reprice." })
       ]));
     }
+    if (d.no_usage && d.no_usage.calls > 0) {
+      var nu = d.no_usage.models.map(function (m) {
+        return (m.model === null ? "(no model)" : m.model) + " (" + m.calls + ")";
+      }).join(", ");
+      box.appendChild(node("div", { "class": "warning", id: "no-usage-warning", role: "alert" }, [
+        node("strong", { text: "⚠ " + d.no_usage.calls + " call" + (d.no_usage.calls === 1 ? "" : "s") +
+          " reported no usage. " }),
+        node("span", { text: "They ran but nothing could be priced: their cost is unknown, not zero, " +
+          "and is not in these figures. Models: " + nu + "." })
+      ]));
+    }
     d.notes.forEach(function (n) { box.appendChild(node("div", { "class": "note", text: n })); });
   }
 
@@ -276,11 +287,12 @@
 
   function totalsTable(d) {
     table("totals-table", [["currency"], ["cost", "num"], ["calls", "num"], ["errors", "num"],
-      ["cancelled", "num"], ["unpriced", "num"], ["input tokens", "num"], ["cached read", "num"],
-      ["cache write", "num"], ["output tokens", "num"], ["reasoning", "num"]],
+      ["cancelled", "num"], ["unpriced", "num"], ["no usage", "num"], ["input tokens", "num"],
+      ["cached read", "num"], ["cache write", "num"], ["output tokens", "num"], ["reasoning", "num"]],
       d.totals.map(function (t) {
         return [t.currency, t.cost, t.requests, t.errors, t.cancelled,
-          { text: String(t.unpriced), cls: t.unpriced ? "bad" : "" }, t.input_tokens,
+          { text: String(t.unpriced), cls: t.unpriced ? "bad" : "" },
+          { text: String(t.no_usage), cls: t.no_usage ? "bad" : "" }, t.input_tokens,
           t.cache_read_tokens, t.cache_write_tokens, t.output_tokens, t.reasoning_tokens];
       }));
   }

@@ -33,9 +33,11 @@ from ._text import clean_text
 
 __all__ = [
     "FILTERS",
+    "NO_USAGE",
     "SUMMARY_KEYS",
     "SummaryRow",
     "get_event",
+    "is_no_usage",
     "iter_events",
     "summarize",
     "summarize_events",
@@ -46,13 +48,34 @@ _TIME_KEYS = frozenset(("day", "week", "month"))
 t = events_table
 
 
+def no_usage_condition(status: ColumnElement[Any], pricing: ColumnElement[Any]) -> Any:
+    """``NO_USAGE`` in SQL, for the events table and the rollups alike (both keep
+    ``status`` and ``pricing_status``)."""
+    return and_(pricing == "not_priced", status != "error")
+
+
+def is_no_usage(status: str | None, pricing_status: str | None) -> bool:
+    """``NO_USAGE`` for one call: it did not fail and reported nothing to price."""
+    return pricing_status == "not_priced" and status != "error"
+
+
+NO_USAGE = "status ok or cancelled, pricing status not_priced"
+"""Which calls a summary's ``no_usage`` counts: calls that ran (or were cancelled while
+running) and reported no usage, a stream without a usage chunk, a wrapped function that
+returned ``None``. The provider may well have billed them: their cost is unknown. A
+failed call (``error``) with no usage is not counted: it consumed nothing to price."""
+
+
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
     """One group of a summary. Key fields not in ``by`` are ``None``.
 
     ``cost`` is the exact sum of the priced events' totals in ``currency``; events
     without a price are counted in ``unpriced`` and add nothing (never a silent $0).
-    ``errors`` counts status ``error``, ``cancelled`` status ``cancelled``.
+    ``errors`` counts status ``error``, ``cancelled`` status ``cancelled``. ``no_usage``
+    counts the calls that did not fail but reported no usage (status ``ok`` or
+    ``cancelled``, pricing status ``not_priced``): nothing to price, so they add nothing
+    either, and what they cost is unknown (see ``NO_USAGE``).
     """
 
     by: tuple[str, ...]
@@ -79,6 +102,7 @@ class SummaryRow:
     tag: str | None = None
     source: str | None = None
     status: str | None = None
+    no_usage: int = 0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -274,6 +298,9 @@ def summarize_events(
         func.sum(case((t.c.status == "error", 1), else_=0)).label("errors"),
         func.sum(case((t.c.status == "cancelled", 1), else_=0)).label("cancelled"),
         func.sum(case((unpriced, 1), else_=0)).label("unpriced"),
+        func.sum(case((no_usage_condition(t.c.status, t.c.pricing_status), 1), else_=0)).label(
+            "no_usage"
+        ),
         func.sum(t.c.input_tokens).label("input_tokens"),
         func.sum(t.c.cache_read_tokens).label("cache_read_tokens"),
         func.sum(t.c.cache_write_tokens).label("cache_write_tokens"),
@@ -315,6 +342,7 @@ def summarize_events(
                 errors=int(m["errors"] or 0),
                 cancelled=int(m["cancelled"] or 0),
                 unpriced=int(m["unpriced"] or 0),
+                no_usage=int(m["no_usage"] or 0),
                 input_tokens=int(m["input_tokens"] or 0),
                 cache_read_tokens=int(m["cache_read_tokens"] or 0),
                 cache_write_tokens=int(m["cache_write_tokens"] or 0),

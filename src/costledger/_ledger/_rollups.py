@@ -22,6 +22,11 @@ result is exactly what the events table alone would give. A summary that needs b
 user and a tag, or a filter on several tags without grouping by tag, is answered from
 the events table.
 
+A summary's ``no_usage`` (calls that did not fail and reported no usage) has no column:
+every group holds one ``status`` and one ``pricing_status``, so it is the ``requests`` of
+the groups ``not_priced`` and not ``error`` (``no_usage_condition``), exact in rollups
+written by any version.
+
 Kept on write: the insert hook runs in the transaction that inserted the events, with
 exactly the rows newly inserted (a duplicate is never counted). It sums them in Python
 per day, dimensions and tag set (``RollupDelta``, about a microsecond an event), folds
@@ -71,6 +76,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     cast,
     func,
     or_,
@@ -83,7 +89,15 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .._usage import MAX_TOKENS, check_count
 from ._money import MONEY_SCALE, utc_datetime
-from ._query import FILTERS, SUMMARY_KEYS, SummaryRow, _as_date, _values, summarize_events
+from ._query import (
+    FILTERS,
+    SUMMARY_KEYS,
+    SummaryRow,
+    _as_date,
+    _values,
+    no_usage_condition,
+    summarize_events,
+)
 from ._rows import COLUMNS
 
 if TYPE_CHECKING:
@@ -1014,6 +1028,10 @@ def _rollup_query(
     conds = _cube_conditions(table, first, end, filters)
     measures = [func.sum(c[name]).label(name) for name in COUNTERS]
     measures.append(func.max(c.cost_places).label("cost_places"))
+    # every group holds one status and one pricing status: its calls are all without
+    # usage, or none is (no counter column needed, and every existing ledger has them)
+    no_usage = case((no_usage_condition(c.status, c.pricing_status), c.requests), else_=0)
+    measures.append(func.sum(no_usage).label("no_usage"))
     stmt = (
         select(*key_columns, c.currency, *measures)
         .where(and_(true(), *conds))
@@ -1036,6 +1054,7 @@ def _rollup_query(
                 errors=int(m["errors"]),
                 cancelled=int(m["cancelled"]),
                 unpriced=int(m["unpriced"]),
+                no_usage=int(m["no_usage"]),
                 input_tokens=int(m["input_tokens"]),
                 cache_read_tokens=int(m["cache_read_tokens"]),
                 cache_write_tokens=int(m["cache_write_tokens"]),
@@ -1227,6 +1246,7 @@ def merge_rows(parts: Iterable[Sequence[SummaryRow]]) -> list[SummaryRow]:
                 errors=have.errors + row.errors,
                 cancelled=have.cancelled + row.cancelled,
                 unpriced=have.unpriced + row.unpriced,
+                no_usage=have.no_usage + row.no_usage,
                 input_tokens=have.input_tokens + row.input_tokens,
                 cache_read_tokens=have.cache_read_tokens + row.cache_read_tokens,
                 cache_write_tokens=have.cache_write_tokens + row.cache_write_tokens,

@@ -36,7 +36,10 @@ class ReportRow:
 
     ``cost`` is exact; ``share`` is ``cost`` over the total of the same currency, rounded
     to six places (``None`` when that total is zero). ``unpriced`` events add nothing
-    to ``cost`` (their price is unknown, not zero).
+    to ``cost`` (their price is unknown, not zero), and neither do ``no_usage`` ones:
+    calls that did not fail (status ``ok`` or ``cancelled``) but reported no usage, so
+    there was nothing to price; what they cost is unknown too. A failed call without
+    usage is in neither count.
     """
 
     by: tuple[str, ...]
@@ -53,6 +56,7 @@ class ReportRow:
     reasoning_tokens: int
     cost: Decimal
     share: Decimal | None
+    no_usage: int = 0
 
     @property
     def group(self) -> dict[str, Any]:
@@ -68,6 +72,7 @@ class ReportRow:
             errors=self.errors,
             cancelled=self.cancelled,
             unpriced=self.unpriced,
+            no_usage=self.no_usage,
             input_tokens=self.input_tokens,
             cache_read_tokens=self.cache_read_tokens,
             cache_write_tokens=self.cache_write_tokens,
@@ -146,13 +151,13 @@ def _groups(rows: Sequence[SummaryRow]) -> list[_Group]:
 
 
 def _add(groups: Sequence[_Group]) -> dict[str, list[Any]]:
-    """Per currency: requests ... reasoning tokens, then cost."""
+    """Per currency: requests ... reasoning tokens, no usage (``_COUNTS``), then cost."""
     out: dict[str, list[Any]] = {}
     for _, currency, counts, cost in groups:
-        acc = out.setdefault(currency, [0] * 9 + [Decimal(0)])
+        acc = out.setdefault(currency, [0] * _COUNTS + [Decimal(0)])
         for i, n in enumerate(counts):
             acc[i] += n
-        acc[9] = EXACT.add(acc[9], cost)
+        acc[_COUNTS] = EXACT.add(acc[_COUNTS], cost)
     return out
 
 
@@ -230,7 +235,12 @@ def _counts(r: SummaryRow) -> tuple[int, ...]:
         r.cache_write_tokens,
         r.output_tokens,
         r.reasoning_tokens,
+        r.no_usage,
     )
+
+
+_COUNTS = 10
+"""How many counts ``_counts`` gives."""
 
 
 def _row(
@@ -241,7 +251,9 @@ def _row(
     cost: Decimal,
     total: Decimal,
 ) -> ReportRow:
-    requests, errors, cancelled, unpriced, inp, cache_read, cache_write, out, reasoning = counts
+    (requests, errors, cancelled, unpriced, inp, cache_read, cache_write, out, reasoning, none) = (
+        counts
+    )
     return ReportRow(
         by=by,
         key=key,
@@ -255,6 +267,7 @@ def _row(
         cache_write_tokens=cache_write,
         output_tokens=out,
         reasoning_tokens=reasoning,
+        no_usage=none,
         cost=canonical(cost),
         share=share_of(cost, total),
     )
@@ -312,7 +325,8 @@ def report(
         raise ValueError("rates are for converting: give currency= too")
     totals = _add(total_groups)
     report_rows = [
-        _row(keys, key, cur, counts, cost, totals[cur][9]) for key, cur, counts, cost in groups
+        _row(keys, key, cur, counts, cost, totals[cur][_COUNTS])
+        for key, cur, counts, cost in groups
     ]
     if sort == "cost" or (sort == "auto" and not _TIME_KEYS & set(keys)):
         report_rows.sort(key=lambda r: (r.currency, -r.cost))
@@ -321,7 +335,8 @@ def report(
         truncated = len(report_rows) - limit
         report_rows = report_rows[:limit]
     total_list = tuple(
-        _row((), (), currency, acc[:9], acc[9], acc[9]) for currency, acc in sorted(totals.items())
+        _row((), (), currency, acc[:_COUNTS], acc[_COUNTS], acc[_COUNTS])
+        for currency, acc in sorted(totals.items())
     )
     return Report(
         by=keys,

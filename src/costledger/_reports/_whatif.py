@@ -38,6 +38,9 @@ class WhatIfRow:
     ``savings`` is exact over the ``compared`` calls, those priced both ways in the
     same currency: ``cost then - cost under the book`` (positive: the book is cheaper).
     ``savings_share`` is ``savings`` over what those calls cost then (six places).
+    ``no_usage`` counts the calls that did not fail but reported no usage (as in
+    ``report``): nothing to price then or under the book, so in neither cost, nor in the
+    unpriced counts; what they cost is unknown.
     """
 
     model: str | None
@@ -52,6 +55,7 @@ class WhatIfRow:
     unpriced_book: int
     other_currency: int
     """Calls the book prices in another currency than they were priced in (not compared)."""
+    no_usage: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +70,7 @@ class WhatIfRow:
             "unpriced_then": self.unpriced_then,
             "unpriced_book": self.unpriced_book,
             "other_currency": self.other_currency,
+            "no_usage": self.no_usage,
         }
 
 
@@ -117,6 +122,7 @@ class _Acc:
         "compared",
         "cost_book",
         "cost_then",
+        "no_usage",
         "other",
         "requests",
         "savings",
@@ -135,6 +141,7 @@ class _Acc:
         self.unpriced_then = 0
         self.unpriced_book = 0
         self.other = 0
+        self.no_usage = 0
 
     def merge(self, other: _Acc) -> None:
         add = EXACT.add
@@ -147,6 +154,7 @@ class _Acc:
         self.unpriced_then += other.unpriced_then
         self.unpriced_book += other.unpriced_book
         self.other += other.other
+        self.no_usage += other.no_usage
 
     def row(self, model: str | None, currency: str) -> WhatIfRow:
         return WhatIfRow(
@@ -161,6 +169,7 @@ class _Acc:
             unpriced_then=self.unpriced_then,
             unpriced_book=self.unpriced_book,
             other_currency=self.other,
+            no_usage=self.no_usage,
         )
 
 
@@ -192,6 +201,7 @@ _COLUMNS = (
     "currency",
     "total_cost",
     "price_context",
+    "status",
 )
 
 
@@ -264,7 +274,7 @@ def _whatif(
 ) -> WhatIf:
     from sqlalchemy import select
 
-    from .._ledger._query import _conditions
+    from .._ledger._query import _conditions, is_no_usage
     from .._ledger._tables import events_table as t
     from .._usage import Usage
 
@@ -283,7 +293,7 @@ def _whatif(
         price = pricer.price
         for r in _rows(store, stmt):
             (eid, ts, model, response_model, provider, cache_hit, *tokens) = r[:14]
-            status, currency, then, context = r[14], r[15], r[16], r[17]
+            status, currency, then, context, call_status = r[14], r[15], r[16], r[17], r[18]
             name = response_model or model
             book: Cost | None = None
             if status == "not_priced" or cache_hit or not name:
@@ -310,6 +320,8 @@ def _whatif(
                 acc.cost_then = add(acc.cost_then, then)
             elif status != "not_priced":
                 acc.unpriced_then += 1
+            elif is_no_usage(call_status, status):
+                acc.no_usage += 1
             if book_total is not None:
                 if book_currency != row_currency:
                     acc.other += 1

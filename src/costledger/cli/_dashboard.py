@@ -124,7 +124,10 @@ def dashboard(
     costs = ", ".join(f"{money_text(r.cost)} {r.currency}" for r in data.totals) or "nothing"
     unpriced = sum(data.unpriced.values())
     line = f"wrote {written} ({calls} calls, {costs}"
-    line += f"; {unpriced} unpriced)" if unpriced else ")"
+    no_usage = sum(data.no_usage.values())
+    blind = [f"{unpriced} unpriced"] if unpriced else []
+    blind += [f"{no_usage} without usage"] if no_usage else []
+    line += f"; {', '.join(blind)})" if blind else ")"
     typer.echo(line)
 
 

@@ -109,6 +109,8 @@ def report(
     cols.extend(_FIGURES)
     if any(r["unpriced"] for r in rows):
         cols.append(Col("unpriced", "unpriced", "int"))
+    if any(r["no_usage"] for r in rows):
+        cols.append(Col("no_usage", "no usage", "int"))
     cols += [Col("cost", "cost", "money"), Col("share", "share", "share")]
     footer: list[dict[str, Any]] = []
     for total in result.totals:
@@ -119,9 +121,10 @@ def report(
         footer.append(line)
     if fmt is OutputFormat.table:
         for r in (*rows, *footer):  # the totals too (the only row without --by)
-            if r["unpriced"] >= r["requests"]:
-                # no call of the group has a price: no amount, not 0 (a group of calls
-                # priced at exactly 0 beside an unpriced one keeps its 0.00)
+            if r["unpriced"] + r["no_usage"] >= r["requests"]:
+                # no call of the group has a price (unknown model, or no usage reported):
+                # no amount, not 0 (a group of calls priced at exactly 0 beside an unpriced
+                # one keeps its 0.00, as does one of failed calls that reported no usage)
                 r["cost"] = None
     if result.rates:
         rates_text = ";".join(f"{code}={money_text(r)}" for code, r in result.rates.items())
@@ -141,6 +144,12 @@ def report(
             note(
                 f"warning: {unpriced:,} call(s) have no price (unknown model); their cost is "
                 "not included (not $0). Add a price and run 'costledger reprice'."
+            )
+        no_usage = sum(t.no_usage for t in result.totals)
+        if no_usage:
+            note(
+                f"warning: {no_usage:,} call(s) reported no usage (they did not fail, but "
+                "there was nothing to price); their cost is unknown and not included (not $0)."
             )
 
 
@@ -171,6 +180,7 @@ def _fields(by: tuple[str, ...]) -> list[str]:
         "errors",
         "cancelled",
         "unpriced",
+        "no_usage",
         "input_tokens",
         "cache_read_tokens",
         "cache_write_tokens",

@@ -96,15 +96,19 @@ def whatif(
         # every call was unpriced; under the book, when the book prices none of them in the
         # row's currency (unpriced, or in another currency: never added to this one).
         # Calls priced at exactly 0 keep their 0.00.
-        if r["unpriced_then"] >= r["requests"]:
+        # Calls that reported no usage have no amount either way.
+        if r["unpriced_then"] + r["no_usage"] >= r["requests"]:
             r["cost_then"] = None
-        if r["unpriced_book"] + r["other_currency"] >= r["requests"]:
+        if r["unpriced_book"] + r["other_currency"] + r["no_usage"] >= r["requests"]:
             r["cost_book"] = None
         if not r["compared"]:
             r["savings"] = None
     other_currency = sum(t.other_currency for t in result.totals)
     if other_currency:
         cols.append(Col("other_currency", "book in other currency", "int"))
+    no_usage = sum(t.no_usage for t in result.totals)
+    if no_usage:
+        cols.append(Col("no_usage", "no usage", "int"))
     emit(fmt, rows, cols, footer=footer, title=f"what if: {book}")
     note(
         "savings = cost then - cost under the book, over the calls priced both ways "
@@ -115,6 +119,11 @@ def whatif(
             f"{other_currency:,} call(s) are priced by the book in another currency than "
             "they were priced in: not in 'under the book' nor in the savings (amounts in "
             "two currencies are never added or subtracted)"
+        )
+    if no_usage:
+        note(
+            f"{no_usage:,} call(s) reported no usage (they did not fail, but there was "
+            "nothing to price): in neither cost, their cost is unknown (not $0)"
         )
     if result.unpriced_count:
         shown = [u.as_dict() for u in result.unpriced]
@@ -151,6 +160,7 @@ _WHATIF_FIELDS = [
     "unpriced_then",
     "unpriced_book",
     "other_currency",
+    "no_usage",
 ]
 
 

@@ -12,7 +12,10 @@ swapped for one with an in-memory ledger (``capture_costs()``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -30,25 +33,50 @@ def costs() -> Iterator[CapturedCosts]:
         yield captured
 
 
-@pytest.fixture(autouse=True)
-def _litellm_logging_drained() -> Iterator[None]:
-    """LiteLLM's async logging worker can hold a test's success callback until the next
-    event loop runs it (a sync call's async logging, a sync fallback); that event would
-    then be recorded inside the next test's ``capture_costs``. Drain the worker after
-    each test that left callbacks pending, so each test's events land in that test."""
-    yield
-    import sys
+_LITELLM_CALLBACK_LISTS = (
+    "callbacks",
+    "success_callback",
+    "failure_callback",
+    "input_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+    "_async_input_callback",
+)
 
-    if "litellm" not in sys.modules:
+
+def _clear_litellm_callbacks() -> None:
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
         return
+    for name in _LITELLM_CALLBACK_LISTS:
+        if isinstance(getattr(litellm, name, None), list):
+            setattr(litellm, name, [])
+
+
+@pytest.fixture(autouse=True)
+def _litellm_isolated_globally() -> Iterator[None]:
+    """Each test starts and ends with no LiteLLM callback registered, and with LiteLLM's
+    async logging worker drained.
+
+    LiteLLM keeps callbacks in module globals: a ``CostLedgerLogger`` that one test leaves
+    registered (the guarded wrappers attach one when none is) would record every LiteLLM
+    call of the tests after it a second time, beside the entry point they test. And its
+    async logging worker can hold a test's success callback until the next event loop runs
+    it, which would then land in the next test's ``capture_costs``."""
+    _clear_litellm_callbacks()
+    yield
+    if "litellm" in sys.modules:
+        _drain_litellm_logging()
+    _clear_litellm_callbacks()
+
+
+def _drain_litellm_logging() -> None:
     try:
         from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
     except ImportError:  # another LiteLLM version: nothing to drain this way
         return
     if not GLOBAL_LOGGING_WORKER.pending_count:
         return
-    import asyncio
-    import contextlib
 
     async def drain() -> None:
         await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), 10)

@@ -208,7 +208,12 @@ def _epoch(payload: Mapping[str, Any], key: str, *, required: bool) -> float | N
     assert isinstance(value, (int, float))
     if not math.isfinite(value) or value <= 0:
         raise _fail(key, value, "epoch seconds (a positive finite number)")
+    if value >= _YEAR_10000:
+        raise _fail(key, value, "epoch seconds, not milliseconds (a time before the year 10000)")
     return float(value)
+
+
+_YEAR_10000 = 253_402_300_800  # 10000-01-01T00:00:00Z in epoch seconds
 
 
 def is_standard_logging_payload(record: Mapping[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from ._events import NO_PRICE_CONTEXT, CallStatus, UsageEvent, new_event_id, tex
 from ._usage import Usage
 
 if TYPE_CHECKING:
+    from ._guards._store import GuardStore
     from ._logging import UsageLogger
     from ._pricing import Pricer
 
@@ -189,7 +190,7 @@ class Tracker:
         *,
         logger: UsageLogger | None = None,
         log: str | None = None,
-        guard_store: str | None = None,
+        guard_store: str | GuardStore | None = None,
         alerts: Iterable[Callable[[Any], Any]] = (),
         **default_attribution: Any,
     ) -> None:
@@ -1093,7 +1094,7 @@ def configure(
     guards: Iterable[Guard] = (),
     logger: UsageLogger | None = None,
     log: str | None = None,
-    guard_store: str | None = None,
+    guard_store: str | GuardStore | None = None,
     alerts: Iterable[Callable[[Any], Any]] = (),
     **default_attribution: Any,
 ) -> Tracker:

@@ -145,6 +145,10 @@ def test_trailing_garbage_after_a_gz_is_ignored_with_a_note(tmp_path: Path) -> N
     doc = json.loads(done.stdout)
     assert (doc["lines"], doc["accepted"], doc["rejected"]) == (500, 500, 0)
     assert doc["inputs"][0]["error"] is None
+    assert doc["inputs"][0]["notes"] == [
+        f"trailing garbage ignored: 27 byte(s) after the gzip data (from byte {len(packed):,}) "
+        "are not gzip (as gzip -d does)"
+    ]
     assert done.stderr.splitlines() == [
         f"{path}: trailing garbage ignored: 27 byte(s) after the gzip data "
         f"(from byte {len(packed):,}) are not gzip (as gzip -d does)"

@@ -178,6 +178,7 @@ def _input_doc(r: InputResult) -> dict[str, Any]:
             {"line": j.line, "reason": j.reason, "field": j.field} for j in r.first_rejects
         ],
         "error": r.error,
+        "notes": list(r.notes),
     }
 
 

@@ -244,34 +244,49 @@ def test_demo_warns_about_its_unpriced_model_without_a_provider_none(
 
 
 @pytest.mark.parametrize(
-    ("model", "provider", "expected"),
+    ("model", "provider", "hint"),
     [
-        ("gpt4o-mini", None, "no price for model 'gpt4o-mini' (did you mean 'gpt-4o-mini'?);"),
+        (
+            "gpt4o-mini",
+            None,
+            "costledger: did you mean 'gpt-4o-mini'? It has a price; 'gpt4o-mini' has none.",
+        ),
         (
             "gpt-4o-mni",
             "openai",
-            "no price for model 'gpt-4o-mni' (provider 'openai') (did you mean 'gpt-4o-mini'?);",
+            "costledger: did you mean 'gpt-4o-mini'? It has a price; 'gpt-4o-mni' "
+            "(provider 'openai') has none.",
         ),
         (
             "claude-sonet-4-20250514",
             None,
-            "no price for model 'claude-sonet-4-20250514' "
-            "(did you mean 'claude-sonnet-4-20250514'?);",
+            "costledger: did you mean 'claude-sonnet-4-20250514'? It has a price; "
+            "'claude-sonet-4-20250514' has none.",
         ),
-        ("my-private-finetune", None, "no price for model 'my-private-finetune'; the call"),
+        ("my-private-finetune", None, None),
     ],
 )
 def test_unknown_model_warning_suggests_a_close_priced_name(
-    model: str, provider: str | None, expected: str, caplog: pytest.LogCaptureFixture
+    model: str, provider: str | None, hint: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from costledger import Pricer, Usage
+    """The warning at once; the hint (a search of some 40,000 names) after it, from the
+    background worker, never on the caller's thread."""
+    from costledger import Pricer, Usage, drain_deferred
 
     pricer = Pricer()
     with caplog.at_level(logging.WARNING, logger="costledger"):
         cost = pricer.price(model, Usage(input_tokens=10), provider=provider)
         pricer.price(model, Usage(input_tokens=10), provider=provider)
+        drain_deferred()
     assert cost.status == "unknown_model"
     messages = [r.getMessage() for r in caplog.records if r.name == "costledger"]
-    assert len(messages) == 1
-    assert expected in messages[0]
-    assert "provider None" not in messages[0]
+    shown = f"{model!r}" + (f" (provider {provider!r})" if provider else "")
+    assert messages[0] == (
+        f"costledger: no price for model {shown}; the call is recorded as unknown_model with "
+        "no amount (not $0). Add the model to a price book and re-price the events."
+    )
+    assert messages[1:] == ([hint] if hint else [])
+    assert {r.threadName for r in caplog.records if "did you mean" in r.getMessage()} <= {
+        "costledger-deferred"
+    }
+    assert "provider None" not in " ".join(messages)

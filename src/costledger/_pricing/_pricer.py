@@ -44,6 +44,7 @@ PriceBook = Mapping[str, Mapping[str, Any]] | str | os.PathLike[str]
 """A price book: ``{model: {"input": ..., "output": ...}}`` or a .toml / .json path."""
 
 _UTC = timezone.utc
+_MAX_HINTS = 20  # "did you mean" hints per pricer, for its first unknown names
 _MAX_NAMES = 8192  # distinct (model, provider) pairs kept compiled; more means a leak upstream
 
 
@@ -91,6 +92,7 @@ class Pricer:
         self._litellm = LiteLLMPrices() if litellm else None
         self._resolved: dict[tuple[str, str | None], _Resolved] = {}
         self._warned: set[tuple[str, str | None]] = set()
+        self._hints_left = _MAX_HINTS
         self._known_names: dict[str, str] | None = None  # for the unknown-model hint
         self._lock = threading.RLock()
 
@@ -447,19 +449,43 @@ class Pricer:
             if len(self._warned) >= _MAX_NAMES:
                 self._warned.clear()
             self._warned.add(key)
-        # Only here, once per name: the hint is never computed on the pricing path.
         provider = resolved.name.provider
-        close = self._close_name(resolved.name)
         logger.warning(
-            "costledger: no price for model %r%s%s; the call is recorded as unknown_model "
+            "costledger: no price for model %r%s; the call is recorded as unknown_model "
             "with no amount (not $0). Add the model to a price book and re-price the events.",
             resolved.name.full,
             f" (provider {provider!r})" if provider else "",
-            f" (did you mean {close!r}?)" if close else "",
             extra={
                 "costledger_event": "unknown_model",
                 "costledger_model": resolved.name.full,
                 "costledger_provider": provider,
+            },
+        )
+        if self._hints_left > 0 and logger.isEnabledFor(logging.WARNING):
+            # The hint searches some 40,000 names (and loads LiteLLM's map the first time):
+            # milliseconds, never on the caller's thread. It follows on costledger's
+            # background worker, as a line of its own, for the first few unknown names
+            # (a log of a thousand unpriced deployments would otherwise keep it busy).
+            from .._tracker import defer
+
+            self._hints_left -= 1
+            defer(self._hint_close_name, resolved.name)
+
+    def _hint_close_name(self, name: ModelName) -> None:
+        close = self._close_name(name)
+        if close is None:
+            return
+        provider = f" (provider {name.provider!r})" if name.provider else ""
+        logger.warning(
+            "costledger: did you mean %r? It has a price; %r%s has none.",
+            close,
+            name.full,
+            provider,
+            extra={
+                "costledger_event": "unknown_model_hint",
+                "costledger_model": name.full,
+                "costledger_provider": name.provider,
+                "costledger_suggestion": close,
             },
         )
 

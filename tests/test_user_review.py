@@ -63,3 +63,23 @@ def test_a_missing_redis_client_says_what_to_install(monkeypatch: pytest.MonkeyP
         Tracker(guards=[Budget("1 USD", "day")], guard_store="redis://:pw@cache:6379/0")
     assert "pip install 'costledger[redis]'" in str(caught.value)
     assert "pw" not in str(caught.value)
+
+
+def test_a_cache_hit_without_usage_costs_nothing_and_is_not_a_call_without_usage(
+    tmp_path: Path,
+) -> None:
+    """A cache hit is free whether or not it reports usage: priced at 0, not counted in
+    ``no_usage`` (whose cost is unknown), and its group's cost is 0.00, not '-'."""
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger(db, sync=True) as ledger:
+        tracker = Tracker(ledger=ledger, log="off")
+        call = tracker.start(source="api", model="gpt-4o-mini", provider="openai")
+        event = tracker.finish(call, cache_hit=True)
+    assert event is not None
+    assert (event.cost.status, event.cost.total, event.cost.source) == (
+        "priced",
+        Decimal(0),
+        "cache hit",
+    )
+    (row,) = report(db, by=["model"]).rows
+    assert (row.requests, row.no_usage, row.unpriced, row.cost) == (1, 0, 0, Decimal(0))

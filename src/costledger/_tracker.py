@@ -515,11 +515,12 @@ class Tracker:
         ) = ending
         provider = provider or call.provider
         model = call.model or response_model
-        if usage is None:
+        if cache_hit:  # a cache hit costs nothing, whether or not it reports usage
+            usage = usage if usage is not None else _NO_USAGE
+            cost = Cost.zero(model=model, provider=provider, source="cache hit")
+        elif usage is None:
             usage = _NO_USAGE
             cost = Cost(status="not_priced", model=model, provider=provider)
-        elif cache_hit:
-            cost = Cost.zero(model=model, provider=provider, source="cache hit")
         elif tracking_error is not None:  # pricing may be what failed: not tried again
             cost = Cost(status="unknown_model", model=model, provider=provider)
         else:

@@ -547,11 +547,12 @@ class Converter:
         if call.usage is not None:
             info = read_response(call.usage, provider="litellm")
             usage, context = info.usage, context or info.price_context
-        if usage is None:
+        if call.cache_hit:  # a cache hit costs nothing, whether or not it reports usage
+            usage = usage if usage is not None else _NO_USAGE
+            cost = Cost.zero(model=model, provider=call.provider, source="cache hit")
+        elif usage is None:
             usage = _NO_USAGE
             cost = Cost(status="not_priced", model=model, provider=call.provider)
-        elif call.cache_hit:
-            cost = Cost.zero(model=model, provider=call.provider, source="cache hit")
         else:
             cost = self.pricer.price(
                 call.response_model or model or "",

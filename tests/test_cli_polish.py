@@ -290,3 +290,22 @@ def test_unknown_model_warning_suggests_a_close_priced_name(
         "costledger-deferred"
     }
     assert "provider None" not in " ".join(messages)
+
+
+def test_demo_follow_up_commands_paste_and_hide_a_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from costledger.cli._demo import _shell_url
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("COSTLEDGER_DATABASE_URL", raising=False)
+    (tmp_path / "my runs").mkdir()
+    done = _run("demo", "--db", "sqlite:///my runs/demo.db")
+    assert done.exit_code == 0, done.output
+    assert (
+        "whole ledger:   costledger report --db 'sqlite:///my runs/demo.db' --by model"
+        in _lines(done.stdout)
+    )
+    assert _shell_url("postgresql+psycopg://app:s3cret@db.example/costs") == (
+        "'postgresql+psycopg://app:***@db.example/costs'"
+    )

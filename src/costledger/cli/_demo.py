@@ -158,10 +158,12 @@ def demo(
             "the commands below read its ledger with --db",
             soft_wrap=True,
         )
+    shown = _shell_url(db)
     console.print(
-        f"this run again: costledger report --db {db} --by model --tag {run_tag}", soft_wrap=True
+        f"this run again: costledger report --db {shown} --by model --tag {run_tag}",
+        soft_wrap=True,
     )
-    console.print(f"whole ledger:   costledger report --db {db} --by model", soft_wrap=True)
+    console.print(f"whole ledger:   costledger report --db {shown} --by model", soft_wrap=True)
     ledger.close()
     _ = costledger  # the demo goes through the public package only
 
@@ -177,6 +179,21 @@ def _ledger_name(db: str) -> str:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return os.path.abspath(str(url.database))
     return url.render_as_string(hide_password=True)
+
+
+def _shell_url(db: str) -> str:
+    """``db`` as a shell word to paste: quoted, and a password never printed (it reads
+    ``***``: put the real URL in ``$COSTLEDGER_DATABASE_URL`` or type it)."""
+    import shlex
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db)
+    except Exception:  # pragma: no cover - Ledger(db) has already read it
+        return shlex.quote(db)
+    shown = url.render_as_string(hide_password=True) if url.password else db
+    return shlex.quote(shown)
 
 
 def _money(amount: Decimal) -> str:

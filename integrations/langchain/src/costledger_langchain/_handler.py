@@ -17,6 +17,7 @@ add their totals to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
 from costledger._extract import price_context_of
+from costledger._streams import add_usage as _add_usage
 from costledger._streams import is_cumulative as _is_cumulative
 from costledger._tracker import defer, drain_deferred
 
@@ -602,7 +604,8 @@ def _finish(
         elif not usage_metadata:
             # stream_events(version="v3") ends a failed or cancelled stream with a response
             # that has no usage (stream() hands over the chunks so far): add them up here.
-            usage_metadata = _sum_usages(stream_usages)
+            total: dict[str, Any] = {}
+            usage_metadata = functools.reduce(_add_usage, stream_usages, total)
     payload: Any = None
     usage = None
     if usage_metadata and "input_tokens" in usage_metadata:
@@ -655,15 +658,6 @@ def _first_message(response: LLMResult | None) -> tuple[Any, Mapping[str, Any] |
     if response.generations and response.generations[0]:
         return getattr(response.generations[0][0], "message", None), llm_output
     return None, llm_output
-
-
-def _sum_usages(usages: Sequence[Mapping[str, Any]]) -> Any:
-    from langchain_core.messages.ai import add_usage
-
-    total: Any = None
-    for usage in usages:
-        total = add_usage(total, usage)  # type: ignore[arg-type]
-    return total
 
 
 def _response_model(

@@ -106,10 +106,7 @@ class _Registry:
         flight (a call under it would be dropped as a duplicate): whether it was claimed.
         ``register`` fills the claim; ``unreserve`` gives it up."""
         with self._lock:
-            if call_id in self._recent or call_id in self._in_flight:
-                return False
-            self._in_flight[call_id] = deque()
-            return True
+            return self._claim(call_id)
 
     def open_id(self, call_id: str) -> str:
         """The event id for one more call under LiteLLM's ``call_id`` (the proxy's, which
@@ -117,14 +114,24 @@ class _Registry:
         is unknown; else ``<call_id>:<n>`` (n = 2, 3, ... the first free), remembered as
         used. The call is registered under ``call_id`` either way."""
         with self._lock:
-            if call_id not in self._recent and call_id not in self._in_flight:
-                self._in_flight[call_id] = deque()
+            if self._claim(call_id):
                 return call_id
             n = 2
-            while (derived := f"{call_id}:{n}") in self._recent or derived in self._in_flight:
+            while self._taken(derived := f"{call_id}:{n}"):
                 n += 1
             self._mark(derived)
             return derived
+
+    def _taken(self, call_id: str) -> bool:
+        """Whether ``call_id`` is recorded or in flight (claimed included); under the lock."""
+        return call_id in self._recent or call_id in self._in_flight
+
+    def _claim(self, call_id: str) -> bool:
+        """Claim ``call_id`` (an empty in-flight entry) unless it is taken; under the lock."""
+        if self._taken(call_id):
+            return False
+        self._in_flight[call_id] = deque()
+        return True
 
     def unreserve(self, call_id: str, event_id: str | None = None) -> None:
         """The call claimed by ``reserve_id(call_id)`` or ``open_id(call_id)`` (which gave
@@ -222,7 +229,7 @@ class _Registry:
     def known(self, call_id: str) -> bool:
         """Whether ``call_id`` is in flight or already recorded (a new call must not reuse it)."""
         with self._lock:
-            return call_id in self._in_flight or call_id in self._recent
+            return self._taken(call_id)
 
     def clear(self) -> None:
         with self._lock:

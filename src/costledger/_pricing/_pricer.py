@@ -454,7 +454,7 @@ class Pricer:
             "costledger: no price for model %r%s; the call is recorded as unknown_model "
             "with no amount (not $0). Add the model to a price book and re-price the events.",
             resolved.name.full,
-            f" (provider {provider!r})" if provider else "",
+            _provider_note(provider),
             extra={
                 "costledger_event": "unknown_model",
                 "costledger_model": resolved.name.full,
@@ -475,12 +475,11 @@ class Pricer:
         close = self._close_name(name)
         if close is None:
             return
-        provider = f" (provider {name.provider!r})" if name.provider else ""
         logger.warning(
             "costledger: did you mean %r? It has a price; %r%s has none.",
             close,
             name.full,
-            provider,
+            _provider_note(name.provider),
             extra={
                 "costledger_event": "unknown_model_hint",
                 "costledger_model": name.full,
@@ -561,6 +560,11 @@ def _unknown_prefix(name: ModelName) -> str | None:
         return None
     head, sep, rest = name.full.partition("/")
     return head.lower() if sep and head and rest else None
+
+
+def _provider_note(provider: str | None) -> str:
+    """`` (provider 'openai')`` after a model name in a warning, or nothing."""
+    return f" (provider {provider!r})" if provider else ""
 
 
 def _same(card: RateCard) -> RateCard:

@@ -28,10 +28,10 @@ from costledger._dashboard import (
     serve_dashboard,
     write_dashboard,
 )
-from costledger._dashboard._data import money_text
 from costledger._guards import Budget, budget_status
 from costledger._ledger import Ledger
 from costledger._reports import top
+from costledger._reports._common import exact_text as money_text
 from costledger._tracker import Tracker
 from costledger.cli import app
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from costledger._dashboard import TOKEN_KINDS, DashboardServer, build_dashboard, write_dashboard
-from costledger._dashboard._data import money_text
 from costledger._guards import Budget
 from costledger._ledger import Ledger
 from costledger._reports import top
+from costledger._reports._common import exact_text as money_text
 
 from .test_dashboard_helpers import NOW, UTC, Browser, browser_session, history, priced
 

@@ -14,6 +14,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
+from .._reports._common import EXACT, exact_text
+
 if TYPE_CHECKING:
     from .._guards import Budget, BudgetStatus
     from .._ledger import Ledger, StoredEvent, SummaryRow
@@ -30,8 +32,6 @@ __all__ = [
 
 PAYLOAD_SCHEMA = 1
 _UTC = timezone.utc
-EXACT = Context(prec=120, rounding=ROUND_HALF_EVEN)
-"""Sums of ledger money (38 digits at most each) never round in this context."""
 _FORECAST = Context(prec=12, rounding=ROUND_HALF_EVEN)
 _SHARE = Decimal("0.000001")
 
@@ -44,14 +44,6 @@ TOKEN_KINDS: tuple[str, ...] = (
 )
 """Token kinds that partition a call's tokens: input (uncached, cache reads, cache writes)
 plus output (reasoning and the rest)."""
-
-
-def money_text(value: Decimal) -> str:
-    """The exact amount as plain decimal text without trailing zeros (``1.50`` -> ``"1.5"``)."""
-    if value.is_zero():
-        return "0"
-    text = format(value.normalize(EXACT), "f")
-    return text
 
 
 def _add(values: Iterable[Decimal]) -> Decimal:
@@ -99,7 +91,7 @@ def _figures(row: SummaryRow) -> dict[str, Any]:
         "cache_write_tokens": row.cache_write_tokens,
         "output_tokens": row.output_tokens,
         "reasoning_tokens": row.reasoning_tokens,
-        "cost": money_text(row.cost),
+        "cost": exact_text(row.cost),
     }
 
 
@@ -156,7 +148,7 @@ class Burn:
         tokens = self.unit == "tokens"
 
         def text(value: Decimal) -> str:
-            return str(int(value)) if tokens else money_text(value)
+            return str(int(value)) if tokens else exact_text(value)
 
         out: dict[str, Any] = {
             "title": self.title,
@@ -179,10 +171,10 @@ class Burn:
                 for p in self.points
             ],
             "spent": text(self.spent),
-            "forecast": None if forecast is None else money_text(forecast),
+            "forecast": None if forecast is None else exact_text(forecast),
             "forecast_remaining": None
             if forecast is None or self.limit is None
-            else money_text(_FORECAST.subtract(self.limit, forecast)),
+            else exact_text(_FORECAST.subtract(self.limit, forecast)),
             "over": bool(self.limit is not None and forecast is not None and forecast > self.limit),
         }
         return out
@@ -295,7 +287,7 @@ def _status_dict(s: BudgetStatus) -> dict[str, Any]:
     tokens = s.unit == "tokens"
 
     def text(value: Decimal) -> str:
-        return str(int(value)) if tokens else money_text(value)
+        return str(int(value)) if tokens else exact_text(value)
 
     return {
         "budget": s.budget,
@@ -416,15 +408,15 @@ class Dashboard:
             target[i] = EXACT.add(target[i], r.cost)
             total[i] = EXACT.add(total[i], r.cost)
             requests[i] += r.requests
-        series = [{"model": m, "cost": [money_text(c) for c in cells[m]]} for m in shown]
+        series = [{"model": m, "cost": [exact_text(c) for c in cells[m]]} for m in shown]
         return {
             "currency": self.currency,
             "days": [d.isoformat() for d in days],
             "series": series,
             "other": None
             if not rest
-            else {"models": len(rest), "cost": [money_text(c) for c in other]},
-            "total": [money_text(c) for c in total],
+            else {"models": len(rest), "cost": [exact_text(c) for c in other]},
+            "total": [exact_text(c) for c in total],
             "requests": requests,
         }
 
@@ -442,7 +434,7 @@ class Dashboard:
             "groups": [
                 {
                     name: getattr(r, name),
-                    "cost": money_text(r.cost),
+                    "cost": exact_text(r.cost),
                     "share": _share(r.cost, total),
                     "requests": r.requests,
                     "unpriced": r.unpriced,
@@ -456,11 +448,11 @@ class Dashboard:
             if not rest
             else {
                 "groups": len(rest),
-                "cost": money_text(_add(r.cost for r in rest)),
+                "cost": exact_text(_add(r.cost for r in rest)),
                 "share": _share(_add(r.cost for r in rest), total),
                 "requests": sum(r.requests for r in rest),
             },
-            "total": money_text(total),
+            "total": exact_text(total),
         }
 
     def _tokens(self) -> dict[str, Any]:
@@ -517,7 +509,7 @@ def _call(e: StoredEvent) -> dict[str, Any]:
         "reasoning_tokens": e.reasoning_tokens,
         # None for an infinite or NaN latency a ledger may hold from before they were refused.
         "latency_ms": None if e.latency_ms is None or e.latency_ms - e.latency_ms else e.latency_ms,
-        "cost": None if e.total_cost is None else money_text(e.total_cost),
+        "cost": None if e.total_cost is None else exact_text(e.total_cost),
         "currency": e.currency,
     }
 

@@ -102,6 +102,12 @@ def money_text(value: Decimal | None) -> str | None:
     return None if value is None else _money_text(value)
 
 
+def exact_text(value: Decimal) -> str:
+    """The shortest exact plain text of an amount (``1.50`` -> ``"1.5"``, ``1E+2`` -> ``"100"``):
+    how reports, the dashboard and ``demo`` show money."""
+    return _money_text(canonical(value))
+
+
 def group_value(value: Any) -> Any:
     """A group key as JSON wants it: dates in ISO form."""
     iso = getattr(value, "isoformat", None)

@@ -19,8 +19,6 @@ from typing import Any
 
 import typer
 
-from .._cost import money_text
-
 DEMO_USERS = ("alice", "bob", "carol")
 DEMO_DB = "sqlite:///costledger.db"
 LITELLM_TIMEOUT = 10.0
@@ -198,9 +196,9 @@ def _shell_url(db: str) -> str:
 
 def _money(amount: Decimal) -> str:
     """Exact, without trailing zeros or exponent notation (0.0250086, not 2.50086E-2)."""
-    from .._reports._common import canonical
+    from .._reports._common import exact_text
 
-    return money_text(canonical(amount))
+    return exact_text(amount)
 
 
 def _demo_http(tracker: Any) -> list[str]:

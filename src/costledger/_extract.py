@@ -770,7 +770,8 @@ _BEDROCK_PATHS: Final = (
 def _read_langchain(get: Getter, where: str) -> Usage:
     """LangChain ``UsageMetadata``: ``input_tokens`` include cache reads and writes.
 
-    ``ephemeral_5m/1h_input_tokens`` split ``cache_creation`` (they are not more tokens);
+    ``ephemeral_5m/1h_input_tokens`` split the cache writes (they are not more tokens; a
+    ``cache_creation`` of 0 beside them, as langchain-anthropic now gives, does not cancel them);
     ``priority``/``flex`` keys count tokens served at that service tier, also not more
     tokens, and under such a tier langchain-openai renames ``cache_read`` and
     ``reasoning`` to ``priority_cache_read``, ``flex_reasoning``...
@@ -790,14 +791,14 @@ def _read_langchain(get: Getter, where: str) -> Usage:
             "input_token_details.ephemeral_5m_input_tokens",
         )
         write_1h = _optional(detail("ephemeral_1h_input_tokens", None), where, _LANGCHAIN_PATHS[4])
-        value = detail("cache_creation", None)
-        if value is None:
-            cache_write = write_5m + write_1h
-        else:
-            cache_write = _optional(value, where, _LANGCHAIN_PATHS[3])
-            _check_split(
-                write_5m, write_1h, cache_write, where, "input_token_details", _LANGCHAIN_PATHS[3]
-            )
+        # Recent langchain-anthropic (langchain PR #35845) sets ``cache_creation`` to 0 when
+        # it gives the 5m/1h split, older versions give the total and the split: the writes
+        # are the larger of the two (a split without its total is all of them), and
+        # _build still refuses more cache reads and writes than input tokens.
+        cache_write = max(
+            _optional(detail("cache_creation", None), where, _LANGCHAIN_PATHS[3]),
+            write_5m + write_1h,
+        )
         audio_in = _optional(detail("audio", None), where, _LANGCHAIN_PATHS[6])
     details = get("output_token_details", None)
     if details is not None:

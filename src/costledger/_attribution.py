@@ -115,18 +115,21 @@ class attribute:
     def __init__(
         self,
         *,
-        user: str | None = None,
-        team: str | None = None,
-        project: str | None = None,
-        feature: str | None = None,
-        tags: Iterable[str] = (),
+        user: object = None,
+        team: object = None,
+        project: object = None,
+        feature: object = None,
+        tags: Iterable[object] | str = (),
         **metadata: Any,
     ) -> None:
+        # Coerced as ``Attribution.from_mapping`` does (a numeric, UUID or enum id from the
+        # app's database is common): every consumer (guards' keys, rows, log lines) takes
+        # the names as text. Metadata is kept as given, as everywhere else.
         self._attribution = Attribution(
-            user=user,
-            team=team,
-            project=project,
-            feature=feature,
+            user=_opt_str(user),
+            team=_opt_str(team),
+            project=_opt_str(project),
+            feature=_opt_str(feature),
             tags=tuple(str(t) for t in ([tags] if isinstance(tags, str) else tags)),
             metadata=MappingProxyType(metadata) if metadata else _EMPTY_META,
         )

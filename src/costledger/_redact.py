@@ -137,8 +137,12 @@ _CLEAN_CACHE_SIZE = 16_384
 _CLEAN_CACHE_MAX_LEN = 256
 
 
-def redact_text(text: str) -> str:
-    """``text`` with every secret-shaped substring replaced by ``"[REDACTED]"``."""
+def redact_text(text: object) -> str:
+    """``text`` with every secret-shaped substring replaced by ``"[REDACTED]"``.
+
+    A value that is not a string (a numeric id, a UUID) is scrubbed as its ``str()``."""
+    if not isinstance(text, str):
+        text = str(text)
     if text in _clean_texts:
         return text
     # The cheap test first; lower() costs far less than a case-insensitive regex.

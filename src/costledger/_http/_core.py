@@ -21,11 +21,13 @@ from .._errors import GuardRefusal
 from .._events import CallStatus
 from .._tracker import Call, Tracker, _report, get_tracker
 from ._decode import UnsupportedEncoding, make_decoder
+from ._errors import without_secret
 from ._request import (
     TrackedRequest,
     endpoint_kind,
     provider_for,
     read_request,
+    request_secrets,
     with_stream_usage,
 )
 from ._scan import Scanner, ScanResult, make_scanner
@@ -40,6 +42,16 @@ __all__ = [
 ]
 
 Outcome = Literal["exhausted", "closed", "failed"]
+
+
+def _clean(text: str | None, secrets: tuple[str, ...]) -> str | None:
+    """``text`` (from the response: a model, an error type, a request id) without the
+    request's own credentials: a server may echo the key it was sent."""
+    if text is None:
+        return None
+    for secret in secrets:
+        text = without_secret(text, secret)
+    return text
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -105,13 +117,14 @@ class Exchange:
             status = "cancelled"
         else:
             status, error = "error", exc
+        secrets = self.request.secrets
         if result is not None and result.error is not None:
-            status, error = "error", result.error
-        note = self.note or (result.note if result is not None else None)
+            status, error = "error", _clean(result.error, secrets)
+        note = _clean(self.note or (result.note if result is not None else None), secrets)
         self.tracker.finish(
             self.call,
             payload=result.payload if result is not None else None,
-            response_model=result.model if result is not None else None,
+            response_model=_clean(result.model, secrets) if result is not None else None,
             provider=self.request.provider,
             status=status,
             error=error,
@@ -259,14 +272,19 @@ class _TrackingBase:
             _report("http.request", exc)
             provider = self.provider or "openai"
         try:
+            secrets = request_secrets(request.headers)
+        except Exception as exc:
+            _report("http.request", exc)
+            secrets = ()
+        try:
             try:
                 content: bytes | None = request.content
             except self._flavour.request_not_read:  # a streamed upload: no body to read
                 content = None
-            tracked = read_request(kind, content, provider=provider)
+            tracked = read_request(kind, content, provider=provider, secrets=secrets)
         except Exception as exc:
             _report("http.request", exc)
-            tracked = TrackedRequest(kind, provider, None, False, None, None)
+            tracked = TrackedRequest(kind, provider, None, False, None, None, secrets)
         if self.include_usage:
             try:
                 body = with_stream_usage(tracked)
@@ -323,7 +341,10 @@ class _TrackingBase:
                         provider=tracked.provider,
                         status="error",
                         error=f"http_{status_code}",
-                        request_id=headers.get("x-request-id") or headers.get("request-id"),
+                        request_id=_clean(
+                            headers.get("x-request-id") or headers.get("request-id"),
+                            tracked.secrets,
+                        ),
                     )
                 return response
             note = None

@@ -32,6 +32,7 @@ __all__ = [
     "error_for_status",
     "parse_retry_after",
     "scrub",
+    "without_secret",
 ]
 
 
@@ -179,13 +180,19 @@ def _scrub_fragments(text: str, secret: str) -> str:
     return text
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` (in full, escaped, or a long piece of its start or end)
-    and without anything that looks like an API key."""
+def without_secret(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (in full, escaped, or a long piece of its start or end)."""
     if secret:
         for form in _secret_forms(secret):
             text = text.replace(form, _MARK)
         text = _scrub_fragments(text, secret.strip())
+    return text
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (in full, escaped, or a long piece of its start or end)
+    and without anything that looks like an API key."""
+    text = without_secret(text, secret)
     text = _SHAPES.sub(_shape, text)
     return _KEYLIKE.sub(_keylike, text)
 

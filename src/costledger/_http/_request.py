@@ -10,7 +10,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "endpoint_kind",
     "provider_for",
     "read_request",
+    "request_secrets",
     "with_stream_usage",
 ]
 
@@ -123,6 +124,8 @@ class TrackedRequest:
     stream: bool
     max_output_tokens: int | None
     body: Mapping[str, Any] | None
+    # The request's own credentials, to scrub from anything stored about its response.
+    secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def prompt_text(self) -> str | None:
         """The text of the prompt, for the guards' worst-case estimate (never stored)."""
@@ -182,7 +185,9 @@ def _first_int(body: Mapping[str, Any], keys: Iterable[str]) -> int | None:
 _MAX_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
-def read_request(kind: Kind, content: bytes | None, *, provider: str) -> TrackedRequest:
+def read_request(
+    kind: Kind, content: bytes | None, *, provider: str, secrets: tuple[str, ...] = ()
+) -> TrackedRequest:
     """Read model, stream flag and output cap from a JSON request body (if it is one)."""
     body: Mapping[str, Any] | None = None
     if content:
@@ -193,7 +198,7 @@ def read_request(kind: Kind, content: bytes | None, *, provider: str) -> Tracked
         if isinstance(parsed, dict):
             body = parsed
     if body is None:
-        return TrackedRequest(kind, provider, None, False, None, None)
+        return TrackedRequest(kind, provider, None, False, None, None, secrets)
     model = body.get("model")
     return TrackedRequest(
         kind=kind,
@@ -202,7 +207,29 @@ def read_request(kind: Kind, content: bytes | None, *, provider: str) -> Tracked
         stream=body.get("stream") is True,
         max_output_tokens=_first_int(body, _MAX_KEYS),
         body=body,
+        secrets=secrets,
     )
+
+
+# The headers that carry a provider key: OpenAI-style bearer, Azure, Anthropic, Gemini.
+_KEY_HEADERS = ("api-key", "x-api-key", "x-goog-api-key")
+_MIN_SECRET = 8  # shorter values ("none", a placeholder) are not worth scrubbing for
+
+
+def request_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The credential values a request sends, to keep out of what is stored about it."""
+    found: list[str] = []
+    auth = headers.get("authorization")
+    if auth:
+        _scheme, _, token = auth.strip().partition(" ")  # "Bearer <key>", "Basic <...>"
+        value = token.strip() or auth.strip()
+        if len(value) >= _MIN_SECRET:
+            found.append(value)
+    for name in _KEY_HEADERS:
+        key = (headers.get(name) or "").strip()
+        if len(key) >= _MIN_SECRET:
+            found.append(key)
+    return tuple(found)
 
 
 def with_stream_usage(request: TrackedRequest) -> bytes | None:

@@ -10,6 +10,7 @@ current partial line and the last usage-bearing event.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,14 +141,32 @@ def _has_usage(data: bytes) -> bool:
     return False
 
 
+# An error type as providers write one: "overloaded_error", "rate_limit_exceeded",
+# "response.failed". Free text (a message, which may echo the request's key) never is one.
+_TYPE_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+
+
+def _type_token(value: Any) -> str | None:
+    """``value`` if it looks like an error type name, else ``None``.
+
+    A random key can look like an identifier (``a3f9...`` of 32 hex digits), so a
+    token with more than four digits is not taken as a type either."""
+    if (
+        isinstance(value, str)
+        and _TYPE_TOKEN.fullmatch(value) is not None
+        and sum(c.isdigit() for c in value) <= 4
+    ):
+        return value
+    return None
+
+
 def _error_type(error: Any, default: str = "stream_error") -> str:
+    """A short type token for a stream's error event, never its free text."""
     if isinstance(error, dict):
         for key in ("type", "code"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-    if isinstance(error, str) and error:
-        return error
+            token = _type_token(error.get(key))
+            if token is not None:
+                return token
     return default
 
 
@@ -347,8 +366,8 @@ class _ResponsesScanner(_SSEScanner):
                 self.error = _error_type(response.get("error"), "response.failed")
         elif etype == "error":
             self.error = _error_type(obj.get("error") or obj, "error")
-            if self.error == "error" and isinstance(obj.get("code"), str):
-                self.error = obj["code"]
+            if self.error == "error":
+                self.error = _type_token(obj.get("code")) or "error"
 
     def final_payload(self) -> dict[str, Any] | None:
         payload: dict[str, Any] | None = self._usage.payload()

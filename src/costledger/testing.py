@@ -92,12 +92,15 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
         tracker_kwargs.setdefault("ledger", InMemoryLedger())
         tracker_kwargs.setdefault("log", "off")
         previous = _set_default(Tracker(**tracker_kwargs))
-    add_sink(captured._append)
+    # One bound method, added and removed: each ``captured._append`` is a new object, and
+    # remove_sink matches by identity.
+    sink = captured._append
+    add_sink(sink)
     try:
         yield captured
     finally:
         drain_deferred(10.0)  # calls finished in the block, still in the background
-        remove_sink(captured._append)
+        remove_sink(sink)
         if isolate:
             _set_default(previous)
 

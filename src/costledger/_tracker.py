@@ -530,6 +530,7 @@ class Tracker:
                 provider=provider,
                 at=call.started_at,
                 price_context=price_context,
+                requested_model=model,
             )
         if price_context:
             # Text entries only (what failed may be this very context), and scrubbed like

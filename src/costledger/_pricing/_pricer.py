@@ -63,6 +63,7 @@ class _Resolved:
     match: Match | None = None  # the genai-prices entry, for its price variants
     litellm_entry: tuple[str, Mapping[str, Any]] | None = None  # or LiteLLM's, for its own
     book: BookEntry | None = None  # or the price book's entry, for its variants
+    in_book: bool = False  # priced from the price book (with or without variants)
     finish: Callable[[RateCard], RateCard] | None = None  # a snapshot's note on its cards
     variants: dict[tuple[tuple[str, str], ...], TimedCards | RateCard | None] = field(
         default_factory=dict
@@ -91,6 +92,8 @@ class Pricer:
         self._genai = GenaiPrices() if genai_prices else None
         self._litellm = LiteLLMPrices() if litellm else None
         self._resolved: dict[tuple[str, str | None], _Resolved] = {}
+        # (response model, provider, requested model) -> the one of the two that prices it
+        self._pairs: dict[tuple[str, str | None, str], _Resolved] = {}
         self._warned: set[tuple[str, str | None]] = set()
         self._hints_left = _MAX_HINTS
         self._known_names: dict[str, str] | None = None  # for the unknown-model hint
@@ -117,6 +120,7 @@ class Pricer:
         provider: str | None = None,
         at: datetime | None = None,
         price_context: Mapping[str, str] | None = None,
+        requested_model: str | None = None,
     ) -> Cost:
         """The exact cost of one call of ``model`` with ``usage``.
 
@@ -127,10 +131,20 @@ class Pricer:
         genai-prices' terms: ``{"service_tier": "priority"}`` (or ``"flex"``),
         ``{"speed": "fast"}``, ``{"processing": "batch"}``; a value the model has no
         price variant for leaves the standard price.
+
+        ``requested_model``: the name the call asked for, when ``model`` is the one the
+        response named (OpenAI's dated snapshot, an Azure deployment's base model). A
+        price book entry for the requested name wins; then the book or the price sources
+        under ``model``; then the price sources under the requested name.
         """
-        resolved = self._resolved.get((model, provider))
-        if resolved is None:
-            resolved = self._resolve(model, provider)
+        if requested_model and requested_model != model:
+            resolved = self._pairs.get((model, provider, requested_model))
+            if resolved is None:
+                resolved = self._resolve_pair(model, provider, requested_model)
+        else:
+            resolved = self._resolved.get((model, provider))
+            if resolved is None:
+                resolved = self._resolve(model, provider)
         if price_context:
             card = self._variant_card(resolved, price_context, at)
             if card is not None:
@@ -162,6 +176,7 @@ class Pricer:
             provider=event.provider,
             at=event.timestamp,
             price_context=event.price_context,
+            requested_model=event.model,
         )
         return event.with_cost(cost)
 
@@ -262,6 +277,7 @@ class Pricer:
         """Forget compiled cards and warnings (after genai-prices' data was updated)."""
         with self._lock:
             self._resolved.clear()
+            self._pairs.clear()
             self._warned.clear()
             if self._genai is not None:
                 self._genai = GenaiPrices()
@@ -294,6 +310,29 @@ class Pricer:
                 self._resolved.clear()
             self._resolved[key] = resolved
             return resolved
+
+    def _resolve_pair(self, model: str, provider: str | None, requested: str) -> _Resolved:
+        """Which of the response's ``model`` and the ``requested`` name prices a call: the
+        book's entry for the requested name (what the user configured, such as an Azure
+        deployment or a negotiated ``gpt-4o`` rate that the dated snapshot in the response
+        must not bypass), else the book or a source under the response's name, else a
+        source under the requested name, else the response's name unknown."""
+        key = (model, provider, requested)
+        asked = self._resolve(requested, provider)
+        answered = self._resolve(model, provider)
+        if asked.in_book or (
+            answered.card is None
+            and answered.timed is None
+            and (asked.card is not None or asked.timed is not None)
+        ):
+            chosen = asked
+        else:
+            chosen = answered
+        with self._lock:
+            if len(self._pairs) >= _MAX_NAMES:
+                self._pairs.clear()
+            self._pairs[key] = chosen
+        return chosen
 
     def _lookup(self, name: ModelName, snapshot: str | None = None) -> _Resolved | None:
         """What ``name`` resolves to: a card, timed cards, or (``unknown`` set) a name
@@ -333,6 +372,7 @@ class Pricer:
                 card=finish(book_card),
                 canonical=book_card.model,
                 book=entry if entry.variants else None,
+                in_book=True,
                 finish=finish,
             )
 

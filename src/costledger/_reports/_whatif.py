@@ -302,7 +302,12 @@ def _whatif(
                 try:
                     # the book's price for the variant the call was served at
                     book = price(
-                        name, Usage(*tokens), provider=provider, at=ts, price_context=context
+                        name,
+                        Usage(*tokens),
+                        provider=provider,
+                        at=ts,
+                        price_context=context,
+                        requested_model=model,
                     )
                 except (ValueError, TypeError):
                     book = None

@@ -6,7 +6,9 @@ and ``@track_cost`` on a stream (the SDKs' event objects, or dicts). Each provid
 spreads a stream's usage differently:
 
 - OpenAI chat (and OpenAI-compatible servers, LiteLLM, Gemini's ``usageMetadata``): the
-  last chunk with a usage part has the whole usage (Groq: under ``x_groq.usage``);
+  last chunk with a usage part has the whole usage (Groq: under ``x_groq.usage``); the
+  SDK's ``chat.completions.stream()`` helper wraps each chunk in a ``ChunkEvent``
+  (``type="chunk"``, the chunk under ``.chunk``);
 - OpenAI Responses: the ``response.completed`` / ``incomplete`` / ``failed`` event
   carries the whole response, its usage under ``response.usage``;
 - Anthropic Messages: ``message_start`` has the input usage and the model, each
@@ -65,6 +67,10 @@ class StreamUsage:
                 return self.message_delta(get("usage", None))
             if etype in RESPONSES_FINAL:
                 return self.response_final(get("response", None))
+            if etype == "chunk":  # the OpenAI SDK's chat.completions.stream() ChunkEvent
+                chunk = get("chunk", None)
+                if chunk is not None and chunk is not event:
+                    return self.see(chunk)
         usage = get("usage", None)
         if _gives(usage, event):
             self._final = event

@@ -1,6 +1,7 @@
 """The root ``costledger`` command: one line per error, never a traceback, fixed exit codes.
 
-Exit codes: 0 done; 1 bad input (a file, a database, a price book) or nothing matched;
+Exit codes: 0 done; 1 bad input (a file, a database, a price book), nothing matched or an
+optional dependency not installed (the line says what to ``pip install``);
 2 usage error (an unknown option, a value an option cannot take); 141 the reader of the
 output went away (``costledger report | head``): the command stops quietly, with the code
 a shell gives a program that SIGPIPE ends. ``COSTLEDGER_DEBUG=1`` lets an unexpected
@@ -63,6 +64,34 @@ def error_line(exc: BaseException) -> str:
     if marker in first:
         first = first[: first.index(marker)].strip()
     return first
+
+
+# The optional packages behind each extra (``pip install 'costledger[EXTRA]'``), by the
+# top-level module a missing one is reported under.
+_EXTRA_OF_MODULE = {
+    "psycopg": "postgres",
+    "redis": "redis",
+    "pyarrow": "parquet",
+    "plotly": "dashboard",
+    "tiktoken": "tokens",
+    "opentelemetry": "otel",
+}
+
+
+def _missing_dependency_line(exc: ImportError) -> str | None:
+    """One line saying what to ``pip install`` when ``exc`` is a missing optional package
+    (already explained by ``costledger._errors.missing_extra``, or one of the extras'
+    packages); ``None`` for any other import error (a bug, a broken installation)."""
+    line = error_line(exc)
+    if "pip install" in line:
+        return line
+    top = (exc.name or "").split(".")[0]
+    extra = _EXTRA_OF_MODULE.get(top)
+    if extra is None or not isinstance(exc, ModuleNotFoundError):
+        return None
+    from .._errors import missing_extra
+
+    return error_line(missing_extra(exc, "this command", extra))
 
 
 def _say(message: str) -> None:
@@ -211,6 +240,15 @@ def _run(
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
+    except ImportError as exc:
+        if debug:
+            raise
+        line = _missing_dependency_line(exc)
+        if line is None:
+            _say(f"{type(exc).__name__}: {error_line(exc)} (COSTLEDGER_DEBUG=1 shows where)")
+        else:  # an optional dependency not installed: the user's to fix, not a bug
+            _say(line)
+        return EXIT_BAD_INPUT
     except (CostLedgerError, ValueError, TypeError, OSError, LookupError) as exc:
         if debug:
             raise

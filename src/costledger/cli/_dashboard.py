@@ -58,6 +58,18 @@ TopN = Annotated[
 ]
 
 
+def _require_plotly() -> None:
+    """Fail now, in one line saying what to install, when the ``dashboard`` extra is missing:
+    the page is useless without Plotly.js (``serve`` would otherwise start and serve a page
+    with no charts that never updates)."""
+    try:
+        import plotly  # noqa: F401
+    except ModuleNotFoundError as exc:
+        from .._errors import missing_extra
+
+        raise missing_extra(exc, "the dashboard", "dashboard") from None
+
+
 @contextmanager
 def _view(
     selected: Selection,
@@ -111,6 +123,7 @@ def dashboard(
     most expensive calls, budget burn-down, unpriced calls) to one HTML file."""
     from .._dashboard import write_dashboard
 
+    _require_plotly()
     if output.is_dir():
         raise CliError(f"--output {str(output)!r} is a directory; give a file name")
     with _view(selected, config, budgets_file, guard_store, top_n) as (_, compute):
@@ -157,6 +170,7 @@ def serve(
     """Serve the dashboard live on http://127.0.0.1:PORT/, updating as events land."""
     from .._dashboard import DashboardServer
 
+    _require_plotly()
     with _view(selected, config, budgets_file, guard_store, top_n) as (_, compute):
         compute()  # a bad selection or an unreachable ledger fails now, not in the page
         try:

@@ -305,9 +305,14 @@ class _Progress:
             return
         task = self._tasks.get(p.input)
         if task is None:
+            from rich.markup import escape
+
+            from ._output import printable
+
             name = Path(p.input).name or p.input
             if len(name) > 32:
                 name = "..." + name[-29:]
+            name = escape(printable(name))  # a file name, not markup nor terminal controls
             task = self._tasks[p.input] = bar.add_task(name, total=p.size, lines=0, rejected=0)
         bar.update(task, completed=p.position, lines=p.lines, rejected=p.rejected)
 

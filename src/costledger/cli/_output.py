@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,12 +19,34 @@ if TYPE_CHECKING:
 
     from ._options import OutputFormat
 
-__all__ = ["Col", "console", "emit", "money_cell", "note", "share_cell"]
+__all__ = ["Col", "console", "emit", "money_cell", "note", "printable", "share_cell"]
 
 Kind = Literal["text", "int", "money", "amount", "share", "bool"]
 """``amount``: money, or a count of tokens when the row gives it as an ``int``."""
 _HUNDRED = Decimal(100)
 _TENTH = Decimal("0.1")
+
+_SHOWN_AS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_CONTROL = re.compile(
+    # C0, DEL and C1 controls (ESC starts a terminal escape sequence; CSI/OSC/ST exist
+    # as single C1 code points too), the line and paragraph separators, and the bidi
+    # embedding, override and isolate marks (which reorder the text shown after them)
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _shown(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHOWN_AS.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: each control character (C0, DEL, C1, line
+    separators, bidi overrides) is shown as its escape, ``\\x1b``, ``\\n``, ``\\u202e``, as
+    visible characters, so that data (a user name, a tag, a model) can neither move the
+    cursor, clear the screen, hide the rest of a table nor break a row in two."""
+    return _CONTROL.sub(_shown, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +83,9 @@ def console() -> Console:
 
 
 def note(message: str) -> None:
-    """A remark for the person at the terminal (stderr, so pipes get only the data)."""
-    typer.echo(message, err=True)
+    """A remark for the person at the terminal (stderr, so pipes get only the data); the
+    data it quotes (a file name, a reject's reason) is shown with its controls escaped."""
+    typer.echo(printable(message), err=True)
 
 
 def money_cell(value: Any) -> str:
@@ -107,7 +131,7 @@ def _cell(value: Any, kind: Kind, is_group: bool) -> str:
         return f"{value:,}"
     if kind == "bool":
         return "yes" if value else "no"
-    return str(value)
+    return printable(str(value))
 
 
 def _plain(value: Any) -> Any:
@@ -158,10 +182,15 @@ def emit(
         return
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(
+        title=None if title is None else printable(title),
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
     for col in cols:
         right = col.kind in ("int", "money", "amount", "share")
-        table.add_column(col.header, justify="right" if right else "left", no_wrap=True)
+        table.add_column(printable(col.header), justify="right" if right else "left", no_wrap=True)
     for i, r in enumerate(rows):
         table.add_row(
             *(_cell(r.get(c.key), c.kind, c.key in group_keys) for c in cols),

@@ -1,5 +1,9 @@
 """``costledger demo``: simulated calls through every entry point, then a cost report. Offline.
 
+LangChain and LiteLLM run when their integrations (``costledger-langchain``,
+``costledger-litellm``) are installed; otherwise the report says they were skipped and what
+to install.
+
 The demo writes to its own ledger, ``./costledger.db`` unless ``--db`` names another, never
 to ``$COSTLEDGER_DATABASE_URL`` (demo rows do not belong in a real ledger). Each run tags its
 calls ``demo-run-<id>``; the report covers this run's calls only, and says what else the
@@ -33,8 +37,10 @@ def demo(
         "$COSTLEDGER_DATABASE_URL, so demo calls stay out of a real ledger).",
     ),
 ) -> None:
-    """Send simulated calls through the public API and every entry point; print a cost report
-    of this run's calls and the commands that show it again."""
+    """Send simulated calls through the public API and every entry point (LangChain and
+    LiteLLM when costledger-langchain and costledger-litellm are installed; the report names
+    any skipped); print a cost report of this run's calls and the commands that show it
+    again."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -83,11 +89,17 @@ def demo(
     if importlib.util.find_spec("costledger.http") is not None:
         ran += _demo_http(tracker)
 
-    # 4. LangChain and LiteLLM, when their integrations are installed.
-    if importlib.util.find_spec("costledger_langchain") is not None:
+    # 4. LangChain and LiteLLM, when their integrations are installed; the report says
+    # which were skipped and what to install.
+    skipped: list[tuple[str, str]] = []
+    if _installed("costledger_langchain"):
         ran += _demo_langchain(tracker)
-    if importlib.util.find_spec("costledger_litellm") is not None:
+    else:
+        skipped.append(("langchain", "costledger-langchain"))
+    if _installed("costledger_litellm"):
         ran += _demo_litellm(tracker, run_tag)
+    else:
+        skipped.append(("litellm", "costledger-litellm"))
 
     ledger.flush()
     rows = ledger.summary(by=["model"], tag=run_tag)
@@ -130,6 +142,13 @@ def demo(
         )
     console.print(table)
     console.print(f"entry points: {', '.join(ran)}")
+    if skipped:
+        names = ", ".join(name for name, _ in skipped)
+        packages = " ".join(package for _, package in skipped)
+        console.print(
+            f"skipped: {names} (integration not installed: pip install {packages})",
+            soft_wrap=True,
+        )
     console.print(
         f"total: {_money(total)} USD"
         + (f"  ({unpriced} unpriced call{'s' if unpriced != 1 else ''})" if unpriced else "")
@@ -307,6 +326,14 @@ def _demo_litellm(tracker: Any, run_tag: str) -> list[str]:
             file=sys.stderr,
         )
     return ["litellm"]
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` (an integration package) can be imported here."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, a module without a spec
+        return False
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, overload, runtime_checkable
 
 from ._attribution import Attribution, current_attribution
 from ._cost import Cost
@@ -455,7 +455,7 @@ class Tracker:
         call: Call,
         ending: _Ending,
         on_event: Callable[[UsageEvent], None] | None = None,
-    ) -> UsageEvent:
+    ) -> UsageEvent | None:
         try:
             if ending.usage is not None and not isinstance(ending.usage, Usage):
                 # a provider's usage where a Usage belongs (record("m", {"prompt_tokens":
@@ -474,13 +474,11 @@ class Tracker:
             event = self._build_event(call, ending)
         except Exception as exc:
             _report("tracker.finish", exc, source=call.source, model=call.model)
-            # The call may still have cost money; keep what we know rather than nothing:
-            # the usage read (a failed pricing leaves it unpriced, to reprice later), and
-            # if even that fails, the call without it.
-            try:
-                event = self._build_event(call, ending, tracking_error=exc)
-            except Exception:
-                event = self._build_event(call, ending._replace(usage=None), tracking_error=exc)
+            salvaged = self._salvage(call, ending, exc)
+            if salvaged is None:  # nothing to store (logged): the guards get their hold back
+                self._release(call)
+                return None
+            event = salvaged
         self._settle(call, event)
         self.emit(event)
         if on_event is not None:
@@ -494,6 +492,29 @@ class Tracker:
             except Exception as exc:
                 _report("observer.finished", exc)
         return event
+
+    def _salvage(self, call: Call, ending: _Ending, exc: Exception) -> UsageEvent | None:
+        """The event of a call whose tracking failed with ``exc``, with what can be kept.
+
+        The call may still have cost money; keep what we know rather than nothing: the
+        usage read (a failed pricing leaves it unpriced, to reprice later); if even that
+        fails, the call without its usage; then without its usage, attribution, metadata,
+        price context and measures (a bare event under the call's id and model). ``None``,
+        logged, when not even that can be built: never an exception into the host.
+        """
+        try:
+            return self._build_event(call, ending, tracking_error=exc)
+        except Exception:
+            pass
+        try:
+            return self._build_event(call, ending._replace(usage=None), tracking_error=exc)
+        except Exception:
+            pass
+        try:
+            return _bare_event(call, ending, exc)
+        except Exception as last:
+            _report("tracker.finish.fallback", last, source=call.source, model=call.model)
+            return None
 
     def _build_event(
         self, call: Call, ending: _Ending, tracking_error: BaseException | None = None
@@ -631,6 +652,7 @@ class Tracker:
         except Exception as exc:
             _report("logger.emit", exc)
 
+    @overload
     def record(
         self,
         model: str | None,
@@ -646,6 +668,46 @@ class Tracker:
         call_id: str | None = None,
         attribution: Attribution | Mapping[str, Any] | None = None,
         started_at: datetime | None = None,
+        defer: Literal[False] = False,
+        **fields: Any,
+    ) -> UsageEvent: ...
+
+    @overload
+    def record(
+        self,
+        model: str | None,
+        usage: Usage | None = None,
+        *,
+        payload: Any = None,
+        source: str = "api",
+        provider: str | None = None,
+        response_model: str | None = None,
+        status: CallStatus = "ok",
+        error: BaseException | str | None = None,
+        latency_ms: float | None = None,
+        call_id: str | None = None,
+        attribution: Attribution | Mapping[str, Any] | None = None,
+        started_at: datetime | None = None,
+        defer: bool,
+        **fields: Any,
+    ) -> UsageEvent | None: ...
+
+    def record(
+        self,
+        model: str | None,
+        usage: Usage | None = None,
+        *,
+        payload: Any = None,
+        source: str = "api",
+        provider: str | None = None,
+        response_model: str | None = None,
+        status: CallStatus = "ok",
+        error: BaseException | str | None = None,
+        latency_ms: float | None = None,
+        call_id: str | None = None,
+        attribution: Attribution | Mapping[str, Any] | None = None,
+        started_at: datetime | None = None,
+        defer: bool = False,
         **fields: Any,
     ) -> UsageEvent | None:
         """Record a finished call in one step (ingestion, tool costs, the public API).
@@ -653,6 +715,12 @@ class Tracker:
         ``started_at`` (timezone-aware) is when the call started, if known; the event's
         timestamp and the price's point in time. ``latency_ms`` is stored as given.
         Guards are settled too, so spend recorded this way counts against budgets.
+        ``fields`` are ``finish``'s other keywords (``request_id``, ``metadata``,
+        ``price_context``, ...).
+
+        Returns the event; on a tracking failure (logged, never raised), the event with
+        what could be kept. With ``defer=True`` (as ``finish``) the pricing and storage
+        run on costledger's background worker and ``None`` is returned.
         """
         call = Call(
             id=call_id,
@@ -673,7 +741,7 @@ class Tracker:
                     call.hold(guard, account(call, self))
                 except Exception as exc:
                     _report("guard.account", exc)
-        return self.finish(
+        event = self.finish(
             call,
             usage=usage,
             payload=payload,
@@ -682,13 +750,49 @@ class Tracker:
             status=status,
             error=error,
             latency_ms=latency_ms,
+            defer=defer,
             **fields,
         )
+        if event is None and not defer:
+            # not even a bare event could be built (logged, nothing stored): what the caller
+            # gets says the call went unrecorded rather than None
+            return _unrecorded(model)
+        return event
 
 
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 _NO_USAGE = Usage()
+_STATUSES: frozenset[str] = frozenset(("ok", "error", "cancelled"))
+
+
+def _bare_event(call: Call, ending: _Ending, exc: BaseException) -> UsageEvent:
+    """The last event ``_salvage`` tries: the call's id, time, source, model and status,
+    no usage, attribution, metadata, price context or measures."""
+    model = call.model if isinstance(call.model, str) else None
+    provider = ending.provider or call.provider
+    status = ending.status if ending.status in _STATUSES else "error"
+    return UsageEvent(
+        id=call.id,
+        model=model,
+        usage=_NO_USAGE,
+        cost=Cost(status="not_priced", model=model),
+        timestamp=call.started_at,
+        source=call.source if isinstance(call.source, str) else "api",
+        provider=provider if isinstance(provider, str) else None,
+        status=status,
+        metadata={"costledger.tracking_error": type(exc).__name__},
+    )
+
+
+def _unrecorded(model: Any) -> UsageEvent:
+    """What ``record`` returns for a call it could not record at all (logged)."""
+    return UsageEvent(
+        model=model if isinstance(model, str) else None,
+        usage=_NO_USAGE,
+        cost=Cost(status="not_priced"),
+        metadata={"costledger.tracking_error": "unrecorded"},
+    )
 
 
 def _scrubbed(attribution: Attribution) -> Attribution:

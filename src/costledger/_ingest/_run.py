@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import operator
 import os
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BATCH_LINES",
     "DEFAULT_MAX_LINE_BYTES",
+    "REJECTS_SUFFIX",
     "IngestError",
     "IngestProgress",
     "IngestResult",
@@ -62,6 +64,8 @@ __all__ = [
     "Reject",
     "default_checkpoint_dir",
     "ingest",
+    "is_rejects_file",
+    "rejects_clash",
 ]
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -115,6 +119,8 @@ class InputResult:
     writing it). ``error``: why the input stopped early, if it did. ``notes``: what
     was noticed without stopping (trailing garbage after a ``.gz``'s data; lines matched
     to events an earlier version stored), also logged as warnings on ``costledger``.
+    ``skipped``: why the input was not read at all (it is a rejects file costledger
+    wrote, ``<input>.rejects.jsonl``, picked up by a glob), else ``None``.
     """
 
     input: str
@@ -134,6 +140,7 @@ class InputResult:
     first_rejects: tuple[Reject, ...] = ()
     error: str | None = None
     notes: tuple[str, ...] = ()
+    skipped: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -967,9 +974,56 @@ def _as_inputs(inputs: InputLike | Iterable[InputLike]) -> list[InputLike]:
     return list(inputs)
 
 
+REJECTS_SUFFIX = ".rejects.jsonl"
+"""How a default rejects file is named: ``<input>.rejects.jsonl``."""
+_REJECTS_KEYS = frozenset({"input", "line", "reason"})
+_REJECTS_FIRST_LINE_BYTES = 1 << 20
+_SKIPPED_REJECTS = (
+    "skipped: a rejects file costledger wrote (the rejected lines of a run), not a log"
+)
+
+
+def is_rejects_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a rejects file costledger wrote: its name ends with
+    ``.rejects.jsonl`` and its first line is a reject record (``input``, ``line``,
+    ``reason``, ...). Such a file, picked up by ``logs/*.jsonl``, is never read as a log:
+    every record would be rejected again, into a deeper ``.rejects.jsonl.rejects.jsonl``."""
+    name = os.fspath(path)
+    if not name.endswith(REJECTS_SUFFIX):
+        return False
+    try:
+        with open(name, "rb") as f:
+            first = f.readline(_REJECTS_FIRST_LINE_BYTES)
+        record = json.loads(first)
+    except (OSError, ValueError):  # unreadable (the run reports it), or not JSON: a log
+        return False
+    return isinstance(record, dict) and record.keys() >= _REJECTS_KEYS
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where the names lead
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def rejects_clash(
+    inputs: InputLike | Iterable[InputLike], rejects: str | os.PathLike[str]
+) -> str | None:
+    """The input (as given) that is the same file as ``rejects``, if one is: appending reject
+    records to it would write into the log being read."""
+    target = os.fspath(rejects)
+    for item in _as_inputs(inputs):
+        if isinstance(item, (str, os.PathLike)):
+            name = os.fspath(item)
+            if name != "-" and _same_file(name, target):
+                return name
+    return None
+
+
 def _default_rejects(source: InputSource) -> str | None:
     if source.path is not None:
-        return source.path + ".rejects.jsonl"
+        return source.path + REJECTS_SUFFIX
     if source.name == "<stdin>":
         return "stdin.rejects.jsonl"
     return None
@@ -1003,7 +1057,10 @@ def ingest(
     ``ledger``: a ``Ledger``, a database URL, or ``None`` for the default ledger.
     ``pricer``: prices LiteLLM payloads and responses (default ``Pricer.default()``).
     ``rejects``: one file for every input's rejected lines; by default each input
-    path gets ``<input>.rejects.jsonl`` (stdin: ``./stdin.rejects.jsonl``).
+    path gets ``<input>.rejects.jsonl`` (stdin: ``./stdin.rejects.jsonl``). A
+    ``rejects`` that is one of the inputs raises ``ValueError``. An input that is a
+    rejects file costledger wrote (``is_rejects_file``) is skipped, not read
+    (``InputResult.skipped``).
     ``resume``: continue each file from its checkpoint (in ``checkpoint_dir``, default
     ``~/.costledger/ingest``); ``False`` reads from the start (still adds nothing twice).
     ``now``: the time given to responses that carry none (default: the start of the run).
@@ -1018,6 +1075,13 @@ def ingest(
     _positive("max_line_bytes", max_line_bytes)
     _positive("batch_lines", batch_lines)
     sources = _as_inputs(inputs)
+    if rejects is not None:
+        clash = rejects_clash(sources, rejects)
+        if clash is not None:
+            raise ValueError(
+                f"ingest rejects {os.fspath(rejects)!r} is also an input ({clash!r}): its "
+                "reject records would be appended to that log; write them elsewhere"
+            )
     own_ledger = not isinstance(ledger, Ledger)
     the_ledger: Ledger = ledger if isinstance(ledger, Ledger) else Ledger(ledger, sync=True)
     started = time.perf_counter()
@@ -1053,6 +1117,11 @@ def ingest(
             with contextlib.suppress(OSError, SinkError):  # cannot start: the thread writes
                 job.sink = SinkProcess(the_ledger.url.render_as_string(hide_password=False))
         for item in sources:
+            if isinstance(item, (str, os.PathLike)) and is_rejects_file(item):
+                name = os.fspath(item)
+                _logger.info("%s: %s", name, _SKIPPED_REJECTS)
+                results.append(InputResult(input=name, skipped=_SKIPPED_REJECTS))
+                continue
             try:
                 source = open_input(item)
             except OSError as exc:

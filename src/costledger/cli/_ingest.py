@@ -89,6 +89,7 @@ def ingest(
     """
     from .._ingest import IngestError
     from .._ingest import ingest as run_ingest
+    from .._ingest._run import rejects_clash
     from .._pricing import Pricer
 
     inputs = list(files)
@@ -98,6 +99,12 @@ def ingest(
         if name != "-" and not Path(name).is_file():
             what = "is not a file" if Path(name).exists() else "does not exist"
             raise typer.BadParameter(f"{name!r} {what}", param_hint="'FILE...'")
+    if rejects is not None and (clash := rejects_clash(inputs, rejects)) is not None:
+        raise typer.BadParameter(
+            f"{str(rejects)!r} is also an input ({clash!r}): the rejected lines would be "
+            "appended to that log; write them elsewhere",
+            param_hint="'--rejects'",
+        )
     pricer = Pricer(overrides=price_book) if price_book is not None else None
     show_progress = fmt is OutputFormat.table and sys.stderr.isatty()
     with _Progress(show_progress) as progress, _unknown_models_in_summary():
@@ -126,9 +133,15 @@ def _failure(result: IngestResult) -> str:
     if result.errors:
         return "; ".join(result.errors)
     if result.lines:
-        where = next((r.rejects_path for r in result.inputs if r.rejects_path), None)
-        see = f"; reasons in {where}" if where else ""
+        # the rejects files this run wrote to (an input's file may exist from an earlier
+        # run while this run rejected nothing of it)
+        where = list(
+            dict.fromkeys(r.rejects_path for r in result.inputs if r.rejected and r.rejects_path)
+        )
+        see = f"; reasons in {', '.join(where)}" if where else ""
         return f"every line was rejected ({result.rejected:,} lines){see}"
+    if result.inputs and all(r.skipped for r in result.inputs):
+        return "nothing to read: every input is a rejects file costledger wrote (skipped)"
     return "nothing to read: the input is empty"
 
 
@@ -179,6 +192,7 @@ def _input_doc(r: InputResult) -> dict[str, Any]:
         ],
         "error": r.error,
         "notes": list(r.notes),
+        "skipped": r.skipped,
     }
 
 
@@ -231,6 +245,8 @@ def _print(result: IngestResult, fmt: OutputFormat) -> None:
     ]
     emit(fmt, rows, cols, footer=[totals] if len(rows) > 1 else ())
     for r in result.inputs:
+        if r.skipped:
+            note(f"{r.input}: {r.skipped}")
         if r.resumed_at_line is not None:
             note(f"{r.input}: resumed at line {r.resumed_at_line:,} (--restart reads it all again)")
         if r.incomplete:

@@ -17,7 +17,7 @@ import pytest
 from costledger import Usage, UsageEvent, track_cost
 from costledger.testing import CapturedCosts
 
-from ._fake_provider import FakeProvider
+from ._fake_provider import FakeProvider, anthropic_error
 
 MESSAGES: Any = [{"role": "user", "content": "Say hello"}]
 GPT = "gpt-4o-mini-2024-07-18"
@@ -137,3 +137,217 @@ def test_async_openai_chat_stream_helper_events(
 
     asyncio.run(main())
     assert_priced(only(costs), CHAT_USAGE, CHAT_COST, streamed=True)
+
+
+# -- 3. a plain def returning an SDK stream manager ------------------------------------------------
+def test_anthropic_stream_manager_read_by_iteration(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = ant(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.messages.stream(model=CLAUDE, max_tokens=10, messages=MESSAGES)
+
+    manager = ask()
+    assert costs.events == []  # nothing is recorded before the stream is read
+    with manager as stream:
+        assert isinstance(stream, anthropic.MessageStream)  # the SDK's own object
+        for _ in stream:
+            pass
+        final = stream.get_final_message()
+    assert final.usage.output_tokens == 300
+    assert_priced(only(costs), ANTHROPIC_USAGE, HAIKU_COST, streamed=True)
+
+
+def test_anthropic_stream_manager_read_by_text_stream_and_final_message(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = ant(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.messages.stream(model=CLAUDE, max_tokens=10, messages=MESSAGES)
+
+    with ask() as stream:
+        assert "".join(stream.text_stream) == "Hello there!"
+    with ask() as stream:
+        assert stream.get_final_message().usage.input_tokens == 1000
+    events = costs.events
+    assert len(events) == 2
+    for event in events:
+        assert_priced(event, ANTHROPIC_USAGE, HAIKU_COST, streamed=True)
+
+
+def test_openai_chat_and_responses_stream_managers(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = oai(provider)
+
+    @track_cost
+    def chat() -> Any:
+        return client.chat.completions.stream(
+            model=GPT, messages=MESSAGES, stream_options=INCLUDE_USAGE
+        )
+
+    @track_cost
+    def respond() -> Any:
+        return client.responses.stream(model=GPT, input="Say hello")
+
+    with chat() as stream:
+        assert stream.get_final_completion().usage is not None
+    with respond() as stream:
+        for _ in stream:
+            pass
+        assert stream.get_final_response().usage is not None
+    chat_event, responses_event = costs.events
+    assert_priced(chat_event, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert_priced(responses_event, RESPONSES_USAGE, RESPONSES_COST, streamed=True)
+
+
+def test_stream_manager_left_early_is_cancelled_with_the_usage_seen(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = ant(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.messages.stream(model=CLAUDE, max_tokens=10, messages=MESSAGES)
+
+    with ask() as stream:
+        for event in stream:
+            if event.type == "message_start":
+                break
+    event = only(costs)
+    assert (event.status, event.streamed) == ("cancelled", True)
+    # message_start's input and cache counts, and its 1 output token:
+    # 1000*0.80 + 4000*0.08 + 2000*1.00 + 1*4 per million
+    assert event.usage == Usage(
+        input_tokens=7000, output_tokens=1, cache_read_tokens=4000, cache_write_tokens=2000
+    )
+    assert event.cost.total == Decimal("0.003124")
+
+
+def test_stream_manager_entered_but_not_read_or_never_entered(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = ant(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.messages.stream(model=CLAUDE, max_tokens=10, messages=MESSAGES)
+
+    with ask():
+        pass
+    ask()  # dropped, collected at once (CPython): no request was sent, nothing is recorded
+    entered = only(costs)
+    assert (entered.status, entered.cost.total) == ("cancelled", None)
+    assert dict(entered.metadata) == {"costledger.usage_error": "no usage: never iterated"}
+    assert len(provider.requests_to("/v1/messages")) == 1  # only the entered one was sent
+
+
+def test_stream_manager_whose_request_fails_is_an_error(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    provider.enqueue("/v1/messages", anthropic_error(401))
+    client = ant(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.messages.stream(model=CLAUDE, max_tokens=10, messages=MESSAGES)
+
+    with pytest.raises(anthropic.AuthenticationError), ask():
+        pass
+    event = only(costs)
+    assert (event.status, event.error_type) == ("error", "AuthenticationError")
+
+
+def test_async_stream_managers(provider: FakeProvider, costs: CapturedCosts) -> None:
+    claude, gpt = aant(provider), aoai(provider)
+
+    @track_cost
+    def ask_claude() -> Any:
+        return claude.messages.stream(model=CLAUDE, max_tokens=10, messages=MESSAGES)
+
+    @track_cost
+    async def ask_gpt() -> Any:  # an async def returning the manager, not awaited
+        return gpt.chat.completions.stream(
+            model=GPT, messages=MESSAGES, stream_options=INCLUDE_USAGE
+        )
+
+    @track_cost
+    def respond() -> Any:
+        return gpt.responses.stream(model=GPT, input="Say hello")
+
+    async def main() -> None:
+        async with ask_claude() as stream:
+            assert isinstance(stream, anthropic.AsyncMessageStream)
+            assert "".join([t async for t in stream.text_stream]) == "Hello there!"
+        async with await ask_gpt() as stream:
+            async for _ in stream:
+                pass
+        async with respond() as stream:
+            await stream.get_final_response()
+        async with ask_claude() as stream:
+            async for _ in stream:
+                break
+
+    asyncio.run(main())
+    claude_event, gpt_event, responses_event, early = costs.events
+    assert_priced(claude_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=True)
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert_priced(responses_event, RESPONSES_USAGE, RESPONSES_COST, streamed=True)
+    assert early.status == "cancelled"
+
+
+class EventStream:
+    """A stream of another SDK (Mistral's class name) with no ``_iterator`` generator: the
+    manager's stream is then handed back behind the tracking proxy."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
+class ChatCompletionStreamManager:
+    def __init__(self, client: openai.OpenAI) -> None:
+        self._client = client
+        self.stream: EventStream | None = None
+
+    def __enter__(self) -> EventStream:
+        raw = self._client.chat.completions.create(
+            model=GPT, messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+        )
+        self.stream = EventStream(iter(raw))
+        return self.stream
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self.stream is not None
+        self.stream.close()
+
+
+def test_stream_manager_whose_stream_has_no_iterator_generator(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = oai(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return ChatCompletionStreamManager(client)
+
+    with ask() as stream:
+        assert not isinstance(stream, EventStream)  # the tracking proxy
+        assert len(list(stream)) == 6
+    with ask() as stream:
+        next(stream)
+    done, early = costs.events
+    assert_priced(done, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert (early.status, early.cost.total) == ("cancelled", None)

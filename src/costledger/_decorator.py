@@ -44,6 +44,8 @@ _ITERATOR: Final = 4  # an SDK's Stream
 _ASYNC_ITERATOR: Final = 5  # an SDK's AsyncStream
 _FUTURE: Final = 6  # an asyncio Future or Task: handed back as it is, the call ends with it
 _DUAL_ITERATOR: Final = 7  # a stream iterated either way (LiteLLM's CustomStreamWrapper)
+_STREAM_MANAGER: Final = 8  # an SDK's ``with client.messages.stream(...) as stream``
+_ASYNC_STREAM_MANAGER: Final = 9  # its ``async with`` twin
 _RESULT_KINDS: Final[dict[type, int]] = {
     dict: _RESPONSE,
     type(None): _RESPONSE,
@@ -77,6 +79,37 @@ _STREAM_CLASS_NAMES: Final = frozenset(
 )
 _STREAM_METHODS: Final = ("__stream__",)
 
+# What the SDKs' stream helpers return (``client.messages.stream(...)``,
+# ``client.chat.completions.stream(...)``, ``client.responses.stream(...)``): a context
+# manager whose ``__enter__`` sends the request and gives the helper's stream.
+_STREAM_MANAGER_NAMES: Final = frozenset(
+    {
+        "MessageStreamManager",
+        "AsyncMessageStreamManager",
+        "BetaMessageStreamManager",
+        "BetaAsyncMessageStreamManager",
+        "ChatCompletionStreamManager",
+        "AsyncChatCompletionStreamManager",
+        "ResponseStreamManager",
+        "AsyncResponseStreamManager",
+    }
+)
+
+
+def _stream_manager_kind(cls: type) -> int:
+    """``_STREAM_MANAGER`` / ``_ASYNC_STREAM_MANAGER`` for an SDK's stream manager, else 0."""
+    if not any(
+        c.__name__ in _STREAM_MANAGER_NAMES
+        and c.__module__.partition(".")[0] not in sys.stdlib_module_names
+        for c in cls.__mro__
+    ):
+        return 0
+    if hasattr(cls, "__aenter__") and hasattr(cls, "__aexit__"):
+        return _ASYNC_STREAM_MANAGER
+    if hasattr(cls, "__enter__") and hasattr(cls, "__exit__"):
+        return _STREAM_MANAGER
+    return 0
+
 
 def _looks_like_sdk_stream(cls: type) -> bool:
     for c in cls.__mro__:
@@ -105,7 +138,9 @@ def _classify(cls: type) -> int:
         return _AWAITABLE
     is_async = hasattr(cls, "__anext__") and hasattr(cls, "__aiter__")
     is_sync = hasattr(cls, "__next__") and hasattr(cls, "__iter__")
-    if not (is_async or is_sync) or not _looks_like_sdk_stream(cls):
+    if not (is_async or is_sync):
+        return _stream_manager_kind(cls)  # _RESPONSE (0) if it is none
+    if not _looks_like_sdk_stream(cls):
         return _RESPONSE
     if is_async and is_sync:
         return _DUAL_ITERATOR
@@ -274,7 +309,8 @@ def track_cost(
     their provider spreads it: see ``costledger._streams``), methods, classmethods and
     staticmethods (above or below ``@classmethod`` / ``@staticmethod``). A function
     that returns a stream (a generator, an SDK's ``Stream`` / ``AsyncStream``, LiteLLM's
-    ``CustomStreamWrapper``; any other iterator is a response) or an
+    ``CustomStreamWrapper``; any other iterator is a response), an SDK's stream manager
+    (``client.messages.stream(...)``: the stream it gives on ``with`` is tracked) or an
     awaitable (an async client's coroutine) is recorded when that ends or is awaited.
     Usage is read from the return value by ``extract_usage``
     unless ``usage=`` (a callable of the result returning a ``Usage`` or a payload)
@@ -381,11 +417,15 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
             out = _TrackedStream(result, seen, tracker, call)
         elif kind == _ASYNC_ITERATOR:
             out = _TrackedAsyncStream(result, seen, tracker, call)
+        elif kind == _STREAM_MANAGER:
+            out = _TrackedManager(result, seen, tracker, call)
+        elif kind == _ASYNC_STREAM_MANAGER:
+            out = _TrackedAsyncManager(result, seen, tracker, call)
         else:
             out = _TrackedDualStream(result, seen, tracker, call)
         unused = weakref.finalize(out, _never_used, seen, tracker, call, kind)
         unused.atexit = False
-        if isinstance(out, _Proxy):
+        if isinstance(out, (_Proxy, _Manager)):
             out._unused = unused
     except Exception as exc:  # a bug of ours: the host gets its result unchanged
         _report("decorator.result", exc, model=spec.model)
@@ -397,6 +437,9 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
 def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
     if seen.started or call.finished or sys.is_finalizing():
         return  # started: the stream's own end (close, collection) finishes the call
+    if kind in (_STREAM_MANAGER, _ASYNC_STREAM_MANAGER):
+        tracker.cancel(call)  # never entered: no request was sent
+        return
     what = "never awaited" if kind == _AWAITABLE else "never iterated"
     tracker.finish(
         call,
@@ -648,6 +691,133 @@ class _TrackedDualStream(_SyncProtocol, _AsyncProtocol):
     def close(self) -> None:
         """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
         self._close_sync()
+
+
+class _Manager:
+    """An SDK's stream manager a function returned, seen through: entering it sends the
+    request (the call ends as an error if that fails) and gives the SDK's stream, tracked;
+    leaving it ends the call (``cancelled`` if the stream was not read to its end, with the
+    usage seen so far), then leaves the manager. Any other attribute is the manager's own.
+
+    The SDKs' helper streams (``MessageStream``, ``ChatCompletionStream``,
+    ``ResponseStream`` and their async twins) read every event through one generator,
+    their ``_iterator``: iterating the stream, ``text_stream``, ``until_done()`` and
+    ``get_final_message()`` / ``get_final_completion()`` / ``get_final_response()`` all
+    go through it. That generator is swapped for the tracking one, so the stream handed
+    back is the SDK's own object however it is read. A stream without one (another
+    version) is handed back behind the tracking proxy, as a returned stream is.
+    """
+
+    __slots__ = ("__weakref__", "_call", "_items", "_manager", "_seen", "_tracker", "_unused")
+
+    def __init__(self, manager: Any, seen: _Seen, tracker: Tracker, call: Call) -> None:
+        self._manager = manager
+        self._seen = seen
+        self._tracker = tracker
+        self._call = call
+        # What ends the call early: the tracking generator, or the proxy.
+        self._items: Any = None
+        self._unused: weakref.finalize[Any, Any] | None = None
+
+    def _entered(self, stream: Any, is_async: bool) -> Any:
+        """The stream to hand back, tracked. Never raises (the stream comes back as is)."""
+        seen, tracker, call = self._seen, self._tracker, self._call
+        spec = seen.spec
+        try:
+            inner = getattr(stream, "_iterator", None)
+            items: Any = None
+            if is_async and isinstance(inner, AsyncGeneratorType):
+                items = _tracked_agen(inner, spec, tracker, None, call, seen)
+            elif not is_async and isinstance(inner, GeneratorType):
+                items = _tracked_gen(inner, spec, tracker, None, call, seen)
+            if items is not None:
+                stream._iterator = items
+                self._items = items
+                return stream
+            kind = _result_kind(type(stream))
+            if kind is None:
+                kind = _kind_of_result(type(stream))
+            if kind in (_ITERATOR, _ASYNC_ITERATOR, _DUAL_ITERATOR):
+                out = _goes_on(kind, stream, spec, tracker, call)
+                self._items = out
+                return out
+            spec.finish(tracker, call, stream)  # not a stream after all: read it now
+        except Exception as exc:
+            _report("decorator.stream", exc, model=spec.model)
+            if not call.finished:
+                tracker.finish(call, metadata=_failed(f"tracking failed: {_why(exc)}"), defer=True)
+        return stream
+
+    def _failed_enter(self, exc: BaseException) -> None:
+        self._seen.started = True
+        self._tracker.finish(self._call, status=_status_of(exc), error=exc, defer=True)
+
+    def _never_read(self) -> None:
+        """Left before the stream was read: the request was sent, its usage is unknown."""
+        if not self._call.finished and not sys.is_finalizing():
+            self._tracker.finish(
+                self._call,
+                status="cancelled",
+                streamed=True,
+                metadata=_failed("no usage: never iterated"),
+                defer=True,
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(object.__getattribute__(self, "_manager"), name)
+
+    def __repr__(self) -> str:
+        return f"<tracked {self._manager!r}>"
+
+
+class _TrackedManager(_Manager):
+    __slots__ = ()
+
+    def __enter__(self) -> Any:
+        try:
+            stream = self._manager.__enter__()
+        except BaseException as exc:
+            self._failed_enter(exc)
+            raise
+        self._seen.started = True
+        return self._entered(stream, is_async=False)
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            items = self._items
+            if isinstance(items, GeneratorType):
+                items.close()  # the call ends, cancelled if the stream was not at its end
+            elif isinstance(items, _Proxy):
+                items._close_sync()
+            self._never_read()
+        except Exception as exc:
+            _report("decorator.stream", exc, model=self._seen.spec.model)
+        return self._manager.__exit__(*exc_info)
+
+
+class _TrackedAsyncManager(_Manager):
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        try:
+            stream = await self._manager.__aenter__()
+        except BaseException as exc:
+            self._failed_enter(exc)
+            raise
+        self._seen.started = True
+        return self._entered(stream, is_async=True)
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            items = self._items
+            if isinstance(items, AsyncGeneratorType):
+                await items.aclose()
+            elif isinstance(items, _Proxy):
+                await items._close_async()
+            self._never_read()
+        except Exception as exc:
+            _report("decorator.stream", exc, model=self._seen.spec.model)
+        return await self._manager.__aexit__(*exc_info)
 
 
 # Generators. Calling the function fixes what the call is for (tracker, attribution scope,

@@ -19,7 +19,7 @@ _RELATIVE_LINK = re.compile(r"\]\((?!https?://|mailto:|#)([^)]*)\)")
 def test_the_repository_license_is_mit_with_its_copyright_line() -> None:
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License\n\nCopyright (c) 2026 the costledger authors\n")
-    assert "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
 
 
 @pytest.mark.parametrize("project", PROJECTS[1:], ids=lambda p: p.name)
@@ -40,9 +40,9 @@ def test_the_long_description_has_no_relative_link(project: Path) -> None:
 @pytest.mark.parametrize("project", PROJECTS, ids=lambda p: p.name)
 def test_the_built_wheel_contains_the_license(project: Path, tmp_path: Path) -> None:
     pytest.importorskip("hatchling", reason="building a wheel offline needs hatchling")
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(tmp_path), str(project)],
+        [*build, "-w", str(tmp_path), str(project)],
         check=True,
         timeout=300,
     )

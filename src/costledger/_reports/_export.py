@@ -12,11 +12,15 @@
   ledger's ``NUMERIC(38, 18)``), timestamps ``timestamp[us, UTC]``, tags
   ``list<string>``, metadata and price_context JSON text. Written one row group per
   ``batch_size`` events.
+
+A path whose name ends with ``.gz`` is written gzip-compressed (csv and jsonl; Parquet
+compresses its own columns, so ``.parquet.gz`` is refused).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import operator
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 from .._cost import money_text
 from .._ledger._rows import COLUMNS, FLAG_COLUMNS, MONEY_COLUMNS, TOKEN_COLUMNS
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_COLUMNS",
     "EXPORT_FORMATS",
+    "GZIP_SUFFIX",
     "ExportFormat",
     "ExportResult",
     "csv_cell",
@@ -52,6 +57,7 @@ __all__ = [
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
+GZIP_SUFFIX = ".gz"
 _MONEY = frozenset(MONEY_COLUMNS)
 _INTS = frozenset(TOKEN_COLUMNS)
 _BOOLS = frozenset(FLAG_COLUMNS)
@@ -327,7 +333,9 @@ def export(
 
     Memory stays constant whatever the number of events: rows are read ``batch_size``
     at a time (a server-side cursor on PostgreSQL) and written as they come. Money is
-    never a float (see the module docstring for each format's types).
+    never a float (see the module docstring for each format's types). A path is written
+    as ``<path>.part``, renamed when complete; one whose name ends with ``.gz`` is
+    gzip-compressed (csv and jsonl; ``.parquet.gz`` raises ``ValueError``).
 
     In CSV, a text field that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
     return is written with a leading ``'`` so that a spreadsheet shows it instead of
@@ -347,6 +355,12 @@ def export(
     checked = check_filters(filters)
     lo, hi = resolve_bounds(since, until, now=now)
     path = None if hasattr(out, "write") else Path(out)
+    compressed = path is not None and path.name.lower().endswith(GZIP_SUFFIX)
+    if compressed and format == "parquet":
+        raise ValueError(
+            f"export to {str(path)!r}: Parquet compresses its own columns; "
+            "write it without .gz (a .gz path is gzip for csv and jsonl)"
+        )
     with open_ledger(ledger) as opened:
         from .._ledger._query import iter_events
 
@@ -367,7 +381,12 @@ def export(
             tmp = path.with_name(path.name + ".part")
             try:
                 with tmp.open("wb") as f:
-                    n = _write(events, f, format, batch_size, csv_raw)
+                    if compressed:
+                        inner = path.name[: -len(GZIP_SUFFIX)]  # the name gunzip gives
+                        with gzip.GzipFile(inner, "wb", 6, f, mtime=0) as packed:
+                            n = _write(events, cast(IO[bytes], packed), format, batch_size, csv_raw)
+                    else:
+                        n = _write(events, f, format, batch_size, csv_raw)
                 tmp.replace(path)  # a reader never sees half a file
             finally:
                 tmp.unlink(missing_ok=True)

@@ -25,8 +25,40 @@ class ExportFormat(str, Enum):
 _SUFFIXES = {
     ".csv": ExportFormat.csv,
     ".jsonl": ExportFormat.jsonl,
+    ".ndjson": ExportFormat.jsonl,
     ".parquet": ExportFormat.parquet,
 }
+_GZ = ".gz"
+_KNOWN = ".csv, .jsonl, .ndjson (JSON lines), .parquet; .csv.gz, .jsonl.gz, .ndjson.gz (gzip)"
+
+
+def _format_of(output: Path, given: ExportFormat | None) -> ExportFormat:
+    """The format of ``output``: ``given`` (--format), else its suffix; a name with no
+    suffix is CSV. A suffix the command does not know is a usage error rather than CSV
+    under a name that promises something else (``calls.json``, ``calls.jsonl.gz``)."""
+    compressed = output.name.lower().endswith(_GZ)
+    stem = Path(output.name[: -len(_GZ)]) if compressed else Path(output.name)
+    suffix = stem.suffix.lower()
+    if given is not None:
+        chosen = given
+    elif suffix == "":
+        chosen = ExportFormat.csv
+    elif suffix in _SUFFIXES:
+        chosen = _SUFFIXES[suffix]
+    else:
+        shown = output.name[len(stem.stem) :]
+        raise typer.BadParameter(
+            f"cannot tell the format of {str(output)!r} from its suffix {shown!r}; "
+            f"use one of {_KNOWN}, or give --format",
+            param_hint="'--output'",
+        )
+    if compressed and chosen is ExportFormat.parquet:
+        raise typer.BadParameter(
+            f"{str(output)!r}: Parquet compresses its own columns; write it without .gz "
+            "(.gz means gzip for csv and jsonl)",
+            param_hint="'--output'",
+        )
+    return chosen
 
 
 @selecting
@@ -36,7 +68,8 @@ def export(
         typer.Option(
             "--output",
             "-o",
-            help="File to write (default: stdout). Written to FILE.part, then renamed.",
+            help="File to write (default: stdout). Written to FILE.part, then renamed. "
+            "A name ending in .gz is gzip-compressed (csv, jsonl).",
             show_default=False,
         ),
     ] = None,
@@ -46,7 +79,8 @@ def export(
             "--format",
             "-f",
             help="csv, jsonl (costledger.usage/1 records) or parquet (default: from the "
-            "output's suffix, else csv).",
+            "output's suffix, .csv, .jsonl, .ndjson or .parquet, with .gz for gzip; csv "
+            "without -o or for a name with no suffix).",
             case_sensitive=False,
             show_default=False,
         ),
@@ -66,10 +100,7 @@ def export(
     """Write the selected calls, in time order, streaming (constant memory)."""
     from .._reports import export as write
 
-    chosen_format = fmt
-    if chosen_format is None:
-        chosen_format = _SUFFIXES.get(output.suffix.lower(), ExportFormat.csv) if output else None
-        chosen_format = chosen_format or ExportFormat.csv
+    chosen_format = _format_of(output, fmt) if output is not None else fmt or ExportFormat.csv
     if csv_raw and chosen_format is not ExportFormat.csv:
         raise typer.BadParameter(
             f"applies to the csv format, not {chosen_format.value}", param_hint="'--csv-raw'"
@@ -88,4 +119,5 @@ def export(
     if result.rows == 0:
         raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
     if output is not None:
-        note(f"exported {result.rows:,} calls to {output} ({chosen_format.value})")
+        how = f"{chosen_format.value}, gzip" if output.name.lower().endswith(_GZ) else None
+        note(f"exported {result.rows:,} calls to {output} ({how or chosen_format.value})")

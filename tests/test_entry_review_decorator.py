@@ -351,3 +351,119 @@ def test_stream_manager_whose_stream_has_no_iterator_generator(
     done, early = costs.events
     assert_priced(done, CHAT_USAGE, CHAT_COST, streamed=True)
     assert (early.status, early.cost.total) == ("cancelled", None)
+
+
+# -- 5. with_raw_response ------------------------------------------------------------------------
+def test_raw_responses_are_read_by_their_parse(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    gpt, claude = oai(provider), ant(provider)
+
+    @track_cost
+    def ask_gpt() -> Any:
+        return gpt.chat.completions.with_raw_response.create(model=GPT, messages=MESSAGES)
+
+    @track_cost
+    def ask_claude() -> Any:
+        return claude.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES
+        )
+
+    raw = ask_gpt()
+    assert raw.headers["x-request-id"] == "req_fake0001"  # what with_raw_response is for
+    assert raw.parse().usage.prompt_tokens == 2000  # still the caller's
+    assert raw.http_response.json()["usage"]["completion_tokens"] == 500
+    raw = ask_claude()
+    assert raw.parse().usage.output_tokens == 300
+    gpt_event, claude_event = costs.events
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=False)
+    assert_priced(claude_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
+    assert (gpt_event.request_id, claude_event.request_id) == ("chatcmpl-fake0001", "msg_fake0001")
+
+
+def test_async_raw_responses(provider: FakeProvider, costs: CapturedCosts) -> None:
+    gpt, claude = aoai(provider), aant(provider)
+
+    @track_cost
+    async def ask_gpt() -> Any:
+        return await gpt.chat.completions.with_raw_response.create(model=GPT, messages=MESSAGES)
+
+    @track_cost
+    async def ask_claude() -> Any:  # Anthropic's AsyncAPIResponse: an async parse()
+        return await claude.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES
+        )
+
+    @track_cost
+    def ask_claude_later() -> Any:  # a plain def returning the coroutine
+        return claude.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES
+        )
+
+    async def main() -> None:
+        assert (await ask_gpt()).parse().usage.completion_tokens == 500
+        assert (await (await ask_claude()).parse()).usage.output_tokens == 300
+        assert (await (await ask_claude_later()).parse()).usage.input_tokens == 1000
+
+    asyncio.run(main())
+    gpt_event, claude_event, later_event = costs.events
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=False)
+    assert_priced(claude_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
+    assert_priced(later_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
+
+
+def test_raw_response_of_a_stream_is_tracked_to_its_end(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    gpt, claude = oai(provider), ant(provider)
+
+    @track_cost
+    def ask_gpt() -> Any:
+        return gpt.chat.completions.with_raw_response.create(
+            model=GPT, messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+        )
+
+    @track_cost
+    def ask_claude() -> Any:
+        return claude.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES, stream=True
+        )
+
+    raw = ask_gpt()
+    assert costs.events == []  # recorded when the stream ends
+    assert len(list(raw.parse())) == 6
+    raw = ask_claude()
+    stream = raw.parse()
+    for _ in stream:
+        break
+    stream.close()
+    del stream, raw  # the stream closed early, then dropped: cancelled with the usage seen
+    gpt_event, claude_event = costs.events
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert (claude_event.status, claude_event.streamed) == ("cancelled", True)
+    assert claude_event.cost.total == Decimal("0.003124")  # message_start's usage
+
+
+def test_async_raw_response_of_a_stream(provider: FakeProvider, costs: CapturedCosts) -> None:
+    gpt, claude = aoai(provider), aant(provider)
+
+    @track_cost
+    async def ask_gpt() -> Any:
+        return await gpt.chat.completions.with_raw_response.create(
+            model=GPT, messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+        )
+
+    @track_cost
+    async def ask_claude() -> Any:
+        return await claude.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES, stream=True
+        )
+
+    async def main() -> None:
+        assert len([c async for c in (await ask_gpt()).parse()]) == 6
+        assert len([e async for e in await (await ask_claude()).parse()]) == 8
+
+    asyncio.run(main())
+    gpt_event, claude_event = costs.events
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert_priced(claude_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=True)

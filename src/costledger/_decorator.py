@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import sys
 import weakref
 from asyncio import CancelledError
@@ -46,6 +47,7 @@ _FUTURE: Final = 6  # an asyncio Future or Task: handed back as it is, the call 
 _DUAL_ITERATOR: Final = 7  # a stream iterated either way (LiteLLM's CustomStreamWrapper)
 _STREAM_MANAGER: Final = 8  # an SDK's ``with client.messages.stream(...) as stream``
 _ASYNC_STREAM_MANAGER: Final = 9  # its ``async with`` twin
+_RAW_RESPONSE: Final = 10  # an SDK's raw response (``with_raw_response``): read by ``parse()``
 _RESULT_KINDS: Final[dict[type, int]] = {
     dict: _RESPONSE,
     type(None): _RESPONSE,
@@ -120,6 +122,20 @@ def _looks_like_sdk_stream(cls: type) -> bool:
     return any(hasattr(cls, name) for name in _STREAM_METHODS)
 
 
+def _is_raw_response(cls: type) -> bool:
+    """An SDK's raw response (``client.x.with_raw_response.create(...)``: OpenAI's
+    ``LegacyAPIResponse``, Anthropic's ``APIResponse``): a ``parse()`` method and an
+    ``http_response`` declared by the class (the Stainless SDKs), no SDK imported."""
+    if not callable(getattr(cls, "parse", None)):
+        return False
+    for c in cls.__mro__:
+        if c.__module__.partition(".")[0] in sys.stdlib_module_names:
+            continue
+        if "http_response" in inspect.get_annotations(c):
+            return True
+    return False
+
+
 def _classify(cls: type) -> int:
     if issubclass(cls, (Mapping, str, bytes, bytearray, int, float, list, tuple, Usage)) or (
         getattr(cls, "__pydantic_fields__", None) is not None
@@ -136,6 +152,8 @@ def _classify(cls: type) -> int:
         return _FUTURE
     if hasattr(cls, "__await__"):
         return _AWAITABLE
+    if _is_raw_response(cls):
+        return _RAW_RESPONSE
     is_async = hasattr(cls, "__anext__") and hasattr(cls, "__aiter__")
     is_sync = hasattr(cls, "__next__") and hasattr(cls, "__iter__")
     if not (is_async or is_sync):
@@ -383,6 +401,9 @@ def _wrap_async(fn: Callable[..., Any], spec: _Spec) -> Callable[..., Any]:
         kind = _result_kind(type(result))
         if kind is None:
             kind = _kind_of_result(type(result))
+        if kind == _RAW_RESPONSE:
+            await _araw_response(result, spec, tracker, call)
+            return result
         if kind:  # e.g. ``return await client.chat.completions.create(stream=True)``
             return _goes_on(kind, result, spec, tracker, call)
         spec.finish(tracker, call, result)
@@ -404,6 +425,14 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
     try:
         if kind == _FUTURE:
             result.add_done_callback(functools.partial(_future_done, spec, tracker, call))
+            return result
+        if kind == _RAW_RESPONSE:
+            try:
+                body = _raw_body(result)
+            except Exception as exc:
+                _raw_unreadable(exc, spec, tracker, call)
+                return result
+            _raw_response(result, body, spec, tracker, call)
             return result
         seen = _Seen(spec)
         out: Any
@@ -432,6 +461,67 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
         spec.finish(tracker, call, result)
         return result
     return out
+
+
+def _raw_body(raw: Any) -> Any:
+    """What an SDK's raw response parses to (its body, or the stream for ``stream=True``).
+
+    ``parse()`` caches what it returns (the caller's own ``parse()`` gets the same object,
+    parsed once) and only reads a body already read, or reads it into the response, where
+    the caller's ``read()`` / ``json()`` still find it. An async ``parse()`` (Anthropic's
+    ``AsyncAPIResponse``) cannot be awaited here: the body, already read for a response
+    that is not a stream, is read as JSON instead (``_araw_body`` awaits it).
+    """
+    parse = raw.parse
+    if not inspect.iscoroutinefunction(parse):
+        return parse()
+    return json.loads(raw.http_response.content)
+
+
+async def _araw_body(raw: Any) -> Any:
+    parse = raw.parse
+    if inspect.iscoroutinefunction(parse):
+        return await parse()
+    return parse()
+
+
+async def _araw_response(raw: Any, spec: _Spec, tracker: Tracker, call: Call) -> None:
+    try:
+        body = await _araw_body(raw)
+    except Exception as exc:
+        _raw_unreadable(exc, spec, tracker, call)
+        return
+    _raw_response(raw, body, spec, tracker, call)
+
+
+def _raw_unreadable(exc: Exception, spec: _Spec, tracker: Tracker, call: Call) -> None:
+    _report("decorator.result", exc, model=spec.model)
+    tracker.finish(call, metadata=_failed(f"raw response not parsed: {_why(exc)}"), defer=True)
+
+
+def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call) -> None:
+    """End the call of a raw response, from its parsed ``body``; a stream (``stream=True``)
+    is tracked to its end instead. Never raises."""
+    try:
+        kind = _result_kind(type(body))
+        if kind is None:
+            kind = _kind_of_result(type(body))
+        if kind in (_ITERATOR, _ASYNC_ITERATOR, _DUAL_ITERATOR):
+            # ``parse()`` cached this stream: the caller's ``parse()`` gets it, tracked.
+            seen = _Seen(spec)
+            if _hook_iterator(body, seen, tracker, call, kind == _ASYNC_ITERATOR) is None:
+                tracker.finish(
+                    call, streamed=True, metadata=_failed("no usage: stream not tracked")
+                )
+                return
+            unused = weakref.finalize(body, _never_used, seen, tracker, call, kind)
+            unused.atexit = False
+            return
+        spec.finish(tracker, call, body)
+    except Exception as exc:
+        _report("decorator.result", exc, model=spec.model)
+        if not call.finished:
+            tracker.finish(call, metadata=_failed(f"tracking failed: {_why(exc)}"), defer=True)
 
 
 def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
@@ -474,6 +564,9 @@ async def _awaited(awaitable: Any, spec: _Spec, seen: _Seen, tracker: Tracker, c
     kind = _result_kind(type(result))
     if kind is None:
         kind = _kind_of_result(type(result))
+    if kind == _RAW_RESPONSE:
+        await _araw_response(result, spec, tracker, call)
+        return result
     if kind and kind != _AWAITABLE:  # an async client's stream=True: an AsyncStream
         return _goes_on(kind, result, spec, tracker, call)
     spec.finish(tracker, call, result)
@@ -724,14 +817,8 @@ class _Manager:
         seen, tracker, call = self._seen, self._tracker, self._call
         spec = seen.spec
         try:
-            inner = getattr(stream, "_iterator", None)
-            items: Any = None
-            if is_async and isinstance(inner, AsyncGeneratorType):
-                items = _tracked_agen(inner, spec, tracker, None, call, seen)
-            elif not is_async and isinstance(inner, GeneratorType):
-                items = _tracked_gen(inner, spec, tracker, None, call, seen)
+            items = _hook_iterator(stream, seen, tracker, call, is_async)
             if items is not None:
-                stream._iterator = items
                 self._items = items
                 return stream
             kind = _result_kind(type(stream))
@@ -768,6 +855,21 @@ class _Manager:
 
     def __repr__(self) -> str:
         return f"<tracked {self._manager!r}>"
+
+
+def _hook_iterator(stream: Any, seen: _Seen, tracker: Tracker, call: Call, is_async: bool) -> Any:
+    """Track a Stainless SDK stream object in place: its ``_iterator``, the one generator
+    every way of reading it goes through, swapped for the tracking generator (returned).
+    ``None`` (nothing changed) for a stream without one."""
+    inner = getattr(stream, "_iterator", None)
+    items: Any = None
+    if is_async and isinstance(inner, AsyncGeneratorType):
+        items = _tracked_agen(inner, seen.spec, tracker, None, call, seen)
+    elif not is_async and isinstance(inner, GeneratorType):
+        items = _tracked_gen(inner, seen.spec, tracker, None, call, seen)
+    if items is not None:
+        stream._iterator = items
+    return items
 
 
 class _TrackedManager(_Manager):

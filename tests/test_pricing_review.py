@@ -356,8 +356,9 @@ def test_litellm_rates_are_rounded_to_15_significant_digits(
     litellm_map["zz-exact"] = {
         "litellm_provider": "zz",
         "mode": "chat",
-        "input_cost_per_token": 1.23456789012345e-07,  # 15 digits: kept as written
-        "output_cost_per_token": 0,
+        "input_cost_per_token": 1.23456789012345e-02,  # 15 digits, 10 places: kept as written
+        # 15 digits but 15 places per MTok: 12 places kept (18 per token, the ledger's scale)
+        "output_cost_per_token": 1.23456789012345e-07,
     }
     pricer = Pricer(genai_prices=False)
     card = pricer.rate_card("zz-noisy")
@@ -370,7 +371,7 @@ def test_litellm_rates_are_rounded_to_15_significant_digits(
     assert str(cost.input) == "0.0010000"
     exact = pricer.rate_card("zz-exact")
     assert exact is not None
-    assert (exact.input, exact.output) == (D("0.123456789012345"), D(0))
+    assert (exact.input, exact.output) == (D("12345.6789012345"), D("0.123456789012"))
 
 
 def test_installed_map_noise_is_gone() -> None:

@@ -52,9 +52,10 @@ _SUM_CONTEXT = decimal.Context(prec=80, rounding=decimal.ROUND_HALF_EVEN)
 def money_value(field: str, value: Any) -> Decimal:
     """``value`` as storable money, or ``ValueError`` naming ``field`` and the value.
 
-    More than 18 places (only division, e.g. a currency conversion, yields them) are
-    rounded half-even to 18, identically on both dialects, so SQLite and PostgreSQL
-    store the same number.
+    More than 18 places are rounded half-even to 18, identically on both dialects, so
+    SQLite and PostgreSQL store the same number. The default prices never yield them
+    (their rates keep at most 12 places per million tokens, ``clean_rate``); a price book
+    rate with more places, or a division such as a currency conversion, can.
     """
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, str)):
         raise ValueError(

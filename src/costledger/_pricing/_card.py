@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from decimal import (
     MAX_EMAX,
     MIN_EMIN,
+    ROUND_HALF_EVEN,
     Context,
     Decimal,
     DivisionByZero,
@@ -26,7 +27,16 @@ from typing import Any
 from .._cost import Cost
 from .._usage import Usage
 
-__all__ = ["EXACT", "MTOK", "PARENT_RATE", "RateCard", "RateTier", "billed_rate"]
+__all__ = [
+    "EXACT",
+    "MTOK",
+    "PARENT_RATE",
+    "RATE_PLACES",
+    "RateCard",
+    "RateTier",
+    "billed_rate",
+    "clean_rate",
+]
 
 MTOK = 1_000_000
 
@@ -51,6 +61,45 @@ PARENT_RATE: dict[str, str] = {
 _ZERO = Decimal(0)
 _MUL = EXACT.multiply
 _ADD = EXACT.add
+
+RATE_DIGITS = 15
+RATE_PLACES = 12
+"""Decimal places a default source's rate per million tokens keeps: 18 per token, the
+ledger's scale, so a call's cost (a token count times the rates) has at most 18 places
+and is stored as the pricer computed it."""
+_ROUND_DIGITS = Context(prec=RATE_DIGITS, rounding=ROUND_HALF_EVEN)
+_ONE = Decimal(1)
+
+
+def clean_rate(value: Decimal, places: int = RATE_PLACES) -> Decimal:
+    """A rate of a default source (genai-prices, LiteLLM), cleaned of float noise.
+
+    Both are generated from floats: ``1.0399999999999998`` stands for 1.04 per million
+    tokens, ``0.08333333333333334`` for a twelfth. The rate is rounded half-even to 15
+    significant digits (a double holds any 15-digit decimal exactly, so a rate written
+    with up to 15 digits comes back as written), then to at most ``places`` decimal
+    places (a rate that would round to 0 keeps its 15 digits: a price is never made
+    free). A rate with neither too many digits nor too many places is returned as it is.
+    """
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or (len(digits) <= RATE_DIGITS and exponent >= -places):
+        return value
+    rounded = _ROUND_DIGITS.plus(value)
+    exponent = rounded.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -places:
+        quantum = _ONE.scaleb(-places)
+        fewer = rounded.quantize(quantum, rounding=ROUND_HALF_EVEN, context=_WIDE)
+        if fewer or not rounded:
+            rounded = fewer
+    rounded = rounded.normalize(EXACT)
+    exponent = rounded.as_tuple().exponent
+    # no positive exponent (1E+2): a rate prints and multiplies as a plain number
+    if isinstance(exponent, int) and exponent > 0:
+        return rounded.quantize(_ONE, context=EXACT)
+    return rounded
+
+
+_WIDE = Context(prec=60, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _cost_builder() -> Callable[..., Cost]:

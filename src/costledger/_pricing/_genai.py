@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ._card import EXACT, RateCard, RateTier, with_variant
+from ._card import EXACT, RateCard, RateTier, clean_rate, with_variant
 from ._names import GENAI_PROVIDER, ModelName
 
 if TYPE_CHECKING:
@@ -250,14 +250,16 @@ def compile_price(price: ModelPrice, match: Match, source: str) -> RateCard | No
     )
 
     def rate(key: str, threshold: int) -> Decimal | None:
+        # Cleaned of float noise as LiteLLM's rates are (``clean_rate``): the data has
+        # ``1.0399999999999998`` for 1.04 and ``0.08333333333333334`` for a twelfth.
         value = values.get(key)
         if not isinstance(value, TieredPrices):
-            return value if isinstance(value, Decimal) else None
+            return clean_rate(value) if isinstance(value, Decimal) else None
         chosen: Decimal = value.base
         for tier in sorted(value.tiers, key=lambda t: t.start):
             if tier.start <= threshold:  # genai-prices: the tier applies when prompt > start
                 chosen = tier.price
-        return chosen
+        return clean_rate(chosen)
 
     def band(threshold: int) -> RateTier:
         zero = Decimal(0)
@@ -296,6 +298,10 @@ def compile_price(price: ModelPrice, match: Match, source: str) -> RateCard | No
         cache_audio_read=base.cache_audio_read,
         output_audio=base.output_audio,
         reasoning=base.reasoning,
-        request=EXACT.scaleb(request, -3) if isinstance(request, Decimal) else Decimal(0),
+        request=(
+            EXACT.scaleb(clean_rate(request, 15), -3)
+            if isinstance(request, Decimal)
+            else Decimal(0)
+        ),
         tiers=tuple(band(t) for t in thresholds),
     )

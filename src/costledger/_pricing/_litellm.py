@@ -28,7 +28,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from ._card import EXACT, RateCard, RateTier
+from ._card import EXACT, RateCard, RateTier, clean_rate
 from ._names import (
     GENAI_PROVIDER,
     LITELLM_PREFIX,
@@ -190,6 +190,8 @@ class LiteLLMPrices:
                 above = int(m.group("n")) * (1000 if m.group("unit") == "k" else 1_000_000)
                 tiers.setdefault(above, {})[_RATES[m.group("base")]] = rate
         request = _decimal(entry.get("input_cost_per_request"))
+        if request is not None:
+            request = clean_rate(request, 18)
         if (
             not any(base.values())
             and not tiers
@@ -373,10 +375,12 @@ def _whole(value: Any) -> int | None:
 
 
 def _per_million(value: Any) -> Decimal | None:
+    """A per-token price of the map as a rate per million tokens, at most 12 places
+    (``clean_rate``: 18 per token, so a call's cost fits the ledger's scale)."""
     d = _decimal(value)
     if d is None or d < 0:
         return None
-    return EXACT.scaleb(d, 6)
+    return clean_rate(EXACT.scaleb(d, 6))
 
 
 def _positive_int(value: Any) -> int | None:

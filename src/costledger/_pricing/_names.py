@@ -133,19 +133,24 @@ def split_name(model: str, provider: str | None) -> ModelName:
     Only a known provider counts as a prefix, so ``meta-llama/Llama-3`` stays whole.
     With an explicit ``provider`` the prefix is dropped only when it names the same
     provider: ``anthropic/claude-3.5-sonnet`` on OpenRouter is OpenRouter's model id.
+    Google's resource form ``models/gemini-2.5-pro`` loses its ``models/`` too.
     """
     full = model.strip()
     given = provider.strip().lower() if provider else None
     if given == "litellm":  # LiteLLM's own label carries no provider information
         given = None
+    ref, named, prefixed = full, given, False
     head, sep, rest = full.partition("/")
     head = head.lower()
     if sep and rest and head in GENAI_PROVIDER:
         if given is None:
-            return ModelName(full, rest, head, True)
-        if GENAI_PROVIDER.get(given, given) == GENAI_PROVIDER[head]:
-            return ModelName(full, rest, given, True)
-    return ModelName(full, full, given, False)
+            ref, named, prefixed = rest, head, True
+        elif GENAI_PROVIDER.get(given, given) == GENAI_PROVIDER[head]:
+            ref, prefixed = rest, True
+    if len(ref) > 7 and ref[:7].lower() == "models/":
+        # Google's SDKs and REST API name models as resources: ``models/gemini-2.5-pro``
+        ref, prefixed = ref[7:], True
+    return ModelName(full, ref, named, prefixed)
 
 
 _DATE_SUFFIX = re.compile(r"^(?P<base>.+?)[-@](?:\d{4}-\d{2}-\d{2}|\d{8})$")

@@ -13,6 +13,10 @@ a guard's ``GuardRefusal`` reaches the caller, before any network I/O.
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any, ClassVar, Literal
@@ -23,6 +27,7 @@ from .._tracker import Call, Tracker, _report, get_tracker
 from ._decode import UnsupportedEncoding, make_decoder
 from ._errors import without_secret
 from ._request import (
+    Kind,
     TrackedRequest,
     endpoint_kind,
     provider_for,
@@ -59,6 +64,83 @@ def _is_cancellation(exc: BaseException) -> bool:
         "CancelledError",
         "Cancelled",
     )
+
+
+# A Responses API background response (``background: true``) is answered ``queued``;
+# its usage comes with a terminal status, from a later GET /responses/{id} (or cancel).
+_WAITING = frozenset({"queued", "in_progress"})
+_TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+MAX_BACKGROUND = 1024
+UNRETRIEVED = "background response not retrieved through a tracking transport"
+
+
+class _Background:
+    """Background calls awaiting their terminal status, by response id: in this process,
+    bounded (the oldest is recorded without usage to make room), recorded without usage at
+    exit if never retrieved. Any tracking transport of the process may retrieve one."""
+
+    def __init__(self) -> None:
+        self._calls: OrderedDict[str, tuple[Tracker, Call, TrackedRequest]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, rid: str, tracker: Tracker, call: Call, request: TrackedRequest) -> None:
+        with self._lock:
+            self._calls[rid] = (tracker, call, request)
+            evicted = self._calls.popitem(last=False) if len(self._calls) > MAX_BACKGROUND else None
+        if evicted is not None:
+            _unretrieved(*evicted[1])
+
+    def waits_for(self, rid: str) -> bool:
+        return rid in self._calls
+
+    def take(self, rid: str) -> tuple[Tracker, Call, TrackedRequest] | None:
+        with self._lock:
+            return self._calls.pop(rid, None)
+
+    def flush(self) -> None:
+        with self._lock:
+            entries = list(self._calls.values())
+            self._calls.clear()
+        for entry in entries:
+            _unretrieved(*entry)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's calls are the parent's to record."""
+        self._calls.clear()  # the same dict: ``_waiting`` is it
+        self._lock = threading.Lock()
+
+
+def _unretrieved(tracker: Tracker, call: Call, request: TrackedRequest) -> None:
+    try:
+        tracker.finish(
+            call, provider=request.provider, metadata={"costledger.usage_missing": UNRETRIEVED}
+        )
+    except Exception as exc:
+        _report("http.background", exc, model=request.model)
+
+
+_background = _Background()
+_waiting = _background._calls  # tested on every untracked request: a dict's truth is cheapest
+# Registered after the Tracker's own exit hook (imported above), so it runs first (atexit is
+# last-in, first-out) and what it records is stored by that hook.
+atexit.register(_background.flush)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_background.forget)
+
+
+def _follows(method: str, path: str) -> str | None:
+    """The response id a ``GET .../responses/{id}`` or ``POST .../responses/{id}/cancel``
+    is about, if a background call waits for it."""
+    parts = path.rstrip("/").rsplit("/", 3)
+    if method == "POST":
+        if len(parts) < 4 or parts[-1] != "cancel":
+            return None
+        parts = parts[:-1]
+    elif method != "GET" or len(parts) < 2:
+        return None
+    if parts[-2] != "responses" or not _background.waits_for(parts[-1]):
+        return None
+    return parts[-1]
 
 
 class Exchange:
@@ -108,6 +190,17 @@ class Exchange:
             except Exception as scan_exc:
                 self.note = f"usage scan failed: {type(scan_exc).__name__}"
                 _report("http.scan", scan_exc, model=self.request.model)
+        if (
+            result is not None
+            and result.status in _WAITING
+            and result.response_id is not None
+            and self.request.kind == "responses"
+            and self.request.body is not None
+            and self.request.body.get("background") is True
+        ):
+            # Queued: its usage comes with its terminal status, from a later retrieval.
+            _background.keep(result.response_id, self.tracker, self.call, self.request)
+            return
         complete = result is not None and result.complete
         status: CallStatus
         error: BaseException | str | None = None
@@ -131,6 +224,61 @@ class Exchange:
             streamed=self.streamed,
             metadata={"costledger.usage_missing": note} if note else None,
         )
+
+
+class Retrieval(Exchange):
+    """A GET (or cancel) of a waiting background response: the first one that shows a
+    terminal status finishes the background call, with that response's usage."""
+
+    __slots__ = ("response_id",)
+
+    def __init__(self, response_id: str, scanner: Scanner | None, *, streamed: bool) -> None:
+        self.scanner = scanner
+        self.streamed = streamed
+        self.response_id = response_id
+        self.note = None
+        self.ended = False
+
+    def feed(self, data: bytes) -> None:
+        scanner = self.scanner
+        if scanner is not None:
+            try:
+                scanner.feed(data)
+            except Exception as exc:  # stop scanning, keep passing bytes through
+                self.scanner = None
+                _report("http.background", exc)
+
+    def end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        scanner, self.scanner = self.scanner, None
+        try:
+            result = scanner.result() if scanner is not None else None
+            if result is None:
+                return
+            status = result.status
+            if status is None and result.complete:  # a stream's final event
+                payload = result.payload
+                status = payload.get("status") if isinstance(payload, dict) else "completed"
+            if status not in _TERMINAL:
+                return
+            entry = _background.take(self.response_id)
+            if entry is None:  # finished by another retrieval meanwhile
+                return
+            tracker, call, request = entry
+            failed = status == "failed"
+            tracker.finish(
+                call,
+                payload=result.payload,
+                response_model=_clean(result.model, request.secrets),
+                provider=request.provider,
+                status="error" if failed else "cancelled" if status == "cancelled" else "ok",
+                error="response.failed" if failed else None,
+                metadata={"costledger.usage_missing": result.note} if result.note else None,
+            )
+        except Exception as report_exc:
+            _report("http.background", report_exc)
 
 
 class TrackedSyncStream:
@@ -347,27 +495,9 @@ class _TrackingBase:
                         ),
                     )
                 return response
-            note = None
-            scanner: Scanner | None = None
-            content_type = headers.get("content-type", "").lower()
-            try:
-                decoder = make_decoder(headers.get("content-encoding"))
-            except UnsupportedEncoding as exc:
-                note = f"unsupported content encoding {exc}"
-            else:
-                scanner = make_scanner(tracked.kind, content_type, decoder)
-            streamed = content_type.startswith("text/event-stream")
+            scanner, streamed, note = _scanner_for(tracked.kind, headers)
             exchange = Exchange(tracker, call, tracked, scanner, streamed=streamed, note=note)
-            stream = response.stream
-            if isinstance(stream, self._flavour.byte_stream):
-                # The body is already in memory (a mock transport): read it now.
-                for chunk in stream:
-                    exchange.feed(chunk)
-                exchange.end("exhausted")
-            elif sync:
-                response.stream = self._flavour.sync_stream(stream, exchange)
-            else:
-                response.stream = self._flavour.async_stream(stream, exchange)
+            self._attach(exchange, response, sync=sync)
         except Exception as exc:
             _report("http.response", exc, model=tracked.model)
             tracker.finish(
@@ -377,6 +507,43 @@ class _TrackingBase:
             )
         return response
 
+    def _attach(self, exchange: Exchange, response: Any, *, sync: bool) -> None:
+        """Feed the response's body to ``exchange`` as it passes, ending it at the end."""
+        stream = response.stream
+        if isinstance(stream, self._flavour.byte_stream):
+            # The body is already in memory (a mock transport): read it now.
+            for chunk in stream:
+                exchange.feed(chunk)
+            exchange.end("exhausted")
+        elif sync:
+            response.stream = self._flavour.sync_stream(stream, exchange)
+        else:
+            response.stream = self._flavour.async_stream(stream, exchange)
+
+    def _follow(self, response_id: str, response: Any, *, sync: bool) -> Any:
+        """Watch a background response's retrieval for its terminal status. Never raises."""
+        try:
+            if response.status_code < 300:
+                scanner, streamed, _note = _scanner_for("responses", response.headers)
+                self._attach(
+                    Retrieval(response_id, scanner, streamed=streamed), response, sync=sync
+                )
+        except Exception as exc:
+            _report("http.background", exc)
+        return response
+
+
+def _scanner_for(kind: Kind, headers: Any) -> tuple[Scanner | None, bool, str | None]:
+    """The usage scanner for a response (``None`` and why, for an unknown encoding), and
+    whether it is a stream."""
+    content_type = headers.get("content-type", "").lower()
+    streamed = content_type.startswith("text/event-stream")
+    try:
+        decoder = make_decoder(headers.get("content-encoding"))
+    except UnsupportedEncoding as exc:
+        return None, streamed, f"unsupported content encoding {exc}"
+    return make_scanner(kind, content_type, decoder), streamed, None
+
 
 class SyncTrackingBase(_TrackingBase):
     """``handle_request`` for a sync transport flavour."""
@@ -384,6 +551,11 @@ class SyncTrackingBase(_TrackingBase):
     def _handle(self, request: Any) -> Any:
         opened = self._open(request) if request.method == "POST" else None
         if opened is None:
+            if _waiting:  # a retrieval of a waiting background response?
+                response_id = _follows(request.method, request.url.path)
+                if response_id is not None:
+                    response = self.transport.handle_request(request)
+                    return self._follow(response_id, response, sync=True)
             return self.transport.handle_request(request)
         request, tracked = opened
         started = self._start_kwargs(tracked)
@@ -411,6 +583,11 @@ class AsyncTrackingBase(_TrackingBase):
     async def _handle(self, request: Any) -> Any:
         opened = self._open(request) if request.method == "POST" else None
         if opened is None:
+            if _waiting:  # a retrieval of a waiting background response?
+                response_id = _follows(request.method, request.url.path)
+                if response_id is not None:
+                    response = await self.transport.handle_async_request(request)
+                    return self._follow(response_id, response, sync=False)
             return await self.transport.handle_async_request(request)
         request, tracked = opened
         started = self._start_kwargs(tracked)

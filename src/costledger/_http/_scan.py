@@ -34,6 +34,9 @@ class ScanResult:
     complete: bool
     error: str | None = None
     note: str | None = None
+    # A JSON body's ``id`` and ``status`` (a Responses API background response's state).
+    response_id: str | None = None
+    status: str | None = None
 
 
 class Scanner:
@@ -69,9 +72,12 @@ class JsonScanner(Scanner):
             return ScanResult(None, None, complete=False, note="response body is not a JSON object")
         model = obj.get("model")
         model = model if isinstance(model, str) else None
+        rid, status = obj.get("id"), obj.get("status")
+        rid = rid if isinstance(rid, str) else None
+        status = status if isinstance(status, str) else None
         if not isinstance(obj.get("usage"), dict):
-            return ScanResult(None, model, complete=True, note="no usage in the response")
-        return ScanResult(obj, model, complete=True)
+            return ScanResult(None, model, True, None, "no usage in the response", rid, status)
+        return ScanResult(obj, model, True, None, None, rid, status)
 
 
 def read_json_usage(raw: bytes) -> dict[str, Any] | None:

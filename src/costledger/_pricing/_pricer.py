@@ -210,6 +210,8 @@ class Pricer:
                 if len(resolved.variants) >= 64:
                     resolved.variants.clear()
                 resolved.variants[key] = variant
+            if variant is None:
+                _warn_no_variant(resolved, key)
         if variant is None or isinstance(variant, RateCard):
             return variant
         return variant.card_at(_when(at))
@@ -591,6 +593,47 @@ def _equals(clause: Any, add: Callable[[object], None]) -> None:
     add(getattr(clause, "starts_with", None))
     for part in getattr(clause, "or_", None) or getattr(clause, "and_", None) or ():
         _equals(part, add)
+
+
+_STANDARD_CONTEXT = frozenset(
+    {
+        ("service_tier", "default"),  # OpenAI's standard tier
+        ("service_tier", "auto"),
+        ("service_tier", "standard"),  # Anthropic's
+        ("service_tier", "on_demand"),  # Groq's
+        ("speed", "standard"),
+    }
+)
+"""Context entries that name the standard price: no variant is expected for them."""
+
+
+def _warn_no_variant(resolved: _Resolved, key: tuple[tuple[str, str], ...]) -> None:
+    """Once per model, provider and context: a price context that asks for a price no
+    variant of the model's card gives (a tier or speed the price data does not list, such
+    as ``speed=fast`` in genai-prices 0.1.13, the last release for Python 3.10), so the
+    call is priced at the standard price. Nothing for a context naming the standard price,
+    an unknown model (warned already) or a price book entry without variants (one price
+    whatever the context, as documented)."""
+    if resolved.card is None and resolved.timed is None:
+        return
+    if resolved.in_book and resolved.book is None:
+        return
+    asked = [(k, v) for k, v in key if (k, v) not in _STANDARD_CONTEXT]
+    if not asked:
+        return
+    from .._logging import warn_once
+
+    name = resolved.name
+    context = ", ".join(f"{k}={v}" for k, v in asked)
+    warn_once(
+        f"pricer.no_variant:{name.provider}:{name.full.lower()}:{context}",
+        f"no price variant of model {name.full!r}{_provider_note(name.provider)} matches "
+        f"the price context {context}; the call is priced at the standard price (the price "
+        "data does not list that variant: add it to a price book entry's variants if the "
+        "provider charges it differently)",
+        model=name.full,
+        provider=name.provider,
+    )
 
 
 def _unknown_prefix(name: ModelName) -> str | None:

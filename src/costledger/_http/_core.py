@@ -14,6 +14,7 @@ a guard's ``GuardRefusal`` reaches the caller, before any network I/O.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import threading
 from collections import OrderedDict
@@ -198,8 +199,10 @@ class Exchange:
             and self.request.body is not None
             and self.request.body.get("background") is True
         ):
-            # Queued: its usage comes with its terminal status, from a later retrieval.
-            _background.keep(result.response_id, self.tracker, self.call, self.request)
+            # Queued: its usage comes with its terminal status, from a later retrieval. The
+            # request's body (the prompt) is not kept while it waits.
+            request = dataclasses.replace(self.request, body=None)
+            _background.keep(result.response_id, self.tracker, self.call, request)
             return
         complete = result is not None and result.complete
         status: CallStatus

@@ -733,13 +733,45 @@ def _after_fork_in_child() -> None:
         _report(logging.ERROR, "fork", "costledger: resetting the ledgers after fork: %r", exc)
 
 
-def _mark_mp_child(_: object) -> None:
+def _mark_mp_child(_: object = None) -> None:
+    """This process is a ``multiprocessing`` child (its bootstrap has cleared the finalizers
+    it inherited): the ledgers it owns, and those it makes or writes to from now on, are
+    closed by its exit function. Once per process."""
     global _mp_child_pid
-    _mp_child_pid = os.getpid()
+    pid = os.getpid()
+    if _mp_child_pid == pid:
+        return
+    _mp_child_pid = pid
+    for core in list(_cores):
+        if core.owner == pid:  # made here (at the import of a spawned child's main module)
+            core._register_child_exit()
+
+
+def _watch_mp_child() -> None:
+    """At import: costledger first imported in a ``multiprocessing`` child (a ``spawn`` or
+    ``forkserver`` child, or a ``fork`` child of a process that had not imported it) saw no
+    fork hook of its own, and its exit (``os._exit``, skipping atexit) would close nothing.
+    Imported after the child's bootstrap (in the target): mark it now; imported while the
+    child unpickles its task (its main module, by ``spawn``/``forkserver``): at the
+    bootstrap, which first clears the finalizers registered until then. A spawned child,
+    which also runs atexit, closes twice: the second close is a no-op."""
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is None:
+        return  # multiprocessing not imported: not one of its children
+    try:
+        if mp_process.parent_process() is not None:
+            _mark_mp_child()
+        elif getattr(mp_process.current_process(), "_inheriting", False):
+            import multiprocessing.util
+
+            multiprocessing.util.register_after_fork(_fork_marker, _mark_mp_child)
+    except Exception as exc:  # never break the host's import
+        _report(logging.ERROR, "fork", "costledger: multiprocessing child exit hook: %r", exc)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+_watch_mp_child()
 
 Order = Literal["asc", "desc"]
 

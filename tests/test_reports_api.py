@@ -410,7 +410,9 @@ def expected_top(
     until: datetime | None = None,
     **filters: str | list[str],
 ) -> list[tuple[str, Decimal]]:
-    """Ordered by exact cost, ties by time, then id; computed from the events themselves."""
+    """Ordered by exact cost, ties by time, then id; computed from the events themselves.
+    Amounts in two currencies are never compared: each currency's own ``n`` best, currency
+    after currency (alphabetically)."""
 
     def wanted(e: UsageEvent) -> bool:
         if e.cost.total is None:
@@ -431,11 +433,14 @@ def expected_top(
                 return False
         return True
 
-    chosen = sorted(
-        (e for e in events if wanted(e)),
-        key=lambda e: (-(e.cost.total or Decimal(0)), e.timestamp, e.id),
-    )
-    return [(e.id, e.cost.total or Decimal(0)) for e in chosen[:n]]
+    out: list[tuple[str, Decimal]] = []
+    for currency in sorted({e.cost.currency for e in events if wanted(e)}):
+        chosen = sorted(
+            (e for e in events if wanted(e) and e.cost.currency == currency),
+            key=lambda e: (-(e.cost.total or Decimal(0)), e.timestamp, e.id),
+        )
+        out += [(e.id, e.cost.total or Decimal(0)) for e in chosen[:n]]
+    return out
 
 
 def _ranked(found: list[Any]) -> list[tuple[str, Decimal]]:

@@ -314,8 +314,8 @@ class Dashboard:
     """Everything the page shows for one selection of the ledger.
 
     Summary rows are the ledger's own (``Ledger.summary``); ``payload()`` turns them into
-    the JSON the page draws from (money as decimal strings). The charts show ``currency``
-    (the currency of most calls); the totals show every currency.
+    the JSON the page draws from (money as decimal strings). The charts and the top calls
+    show ``currency`` (the currency of most calls); the totals show every currency.
     """
 
     generated_at: datetime
@@ -649,7 +649,9 @@ def _build(
     by_model = _fold(by_day_model, ("model",))
     totals = _fold(by_day_model, ())
     currency = _primary_currency(totals)
-    calls = top(ledger, top_n, since=lo, until=hi, **query)
+    # top ranks each currency on its own (amounts in two currencies are never compared):
+    # the table shows the charts' currency
+    calls = [e for e in top(ledger, top_n, since=lo, until=hi, **query) if e.currency == currency]
     burns, statuses = _burns(ledger, budgets, tracker, moment, max_burns)
     if not burns and not statuses:
         burns = (_month_burn(ledger, moment, currency, query),)
@@ -657,7 +659,8 @@ def _build(
     others = sorted(r.currency for r in totals if r.currency != currency)
     if others:
         notes.append(
-            f"Charts show {currency}; calls in {', '.join(others)} appear in the totals only."
+            f"Charts and the most expensive calls show {currency}; calls in "
+            f"{', '.join(others)} appear in the totals only."
         )
     return Dashboard(
         generated_at=moment,

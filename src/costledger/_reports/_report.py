@@ -23,7 +23,16 @@ from ._when import resolve_bounds
 if TYPE_CHECKING:
     from .._ledger import Ledger, StoredEvent, SummaryRow
 
-__all__ = ["GROUP_KEYS", "Report", "ReportRow", "exchange_rates", "parse_by", "report", "top"]
+__all__ = [
+    "GROUP_KEYS",
+    "Report",
+    "ReportRow",
+    "converted_cost",
+    "exchange_rates",
+    "parse_by",
+    "report",
+    "top",
+]
 
 GROUP_KEYS: tuple[str, ...] = SUMMARY_KEYS
 _TIME_KEYS = frozenset(("day", "week", "month"))
@@ -357,18 +366,83 @@ def top(
     since: str | datetime | date | None = None,
     until: str | datetime | date | None = None,
     now: datetime | None = None,
+    currency: str | None = None,
+    rates: Mapping[str, Decimal | str | int] | None = None,
     **filters: str | Sequence[str] | None,
 ) -> list[StoredEvent]:
     """The ``n`` most expensive calls in the selection, most expensive first (exact order;
     ties by time, then id). Unpriced calls have no amount and are not ranked. Reads only
-    the slices of the events table that the daily rollups' bounds say can rank."""
+    the slices of the events table that the daily rollups' bounds say can rank.
+
+    Amounts in different currencies are never compared: when the selection holds calls
+    priced in several currencies, each currency is ranked on its own and the list holds
+    each one's ``n`` best, currency after currency (alphabetically; ``e.currency`` tells
+    them apart). ``currency="EUR"`` with ``rates={"USD": "0.9213", ...}`` (as for
+    ``report``, see ``exchange_rates``) ranks every call by its cost converted exactly
+    into that currency instead, one list of ``n``; the calls keep their stored cost
+    (``converted_cost`` gives the converted one).
+    """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     n = min(n, _SQL_LIMIT)  # no selection holds more calls; SQL's LIMIT takes no more
     checked = check_filters(filters)
     lo, hi = resolve_bounds(since, until, now=now)
+    if currency is None and rates:
+        raise ValueError("rates are for converting: give currency= too")
+    if currency is not None:
+        _currency_code(currency, "currency")
     with open_ledger(ledger) as opened:
-        return _top(opened, n, lo, hi, checked)
+        ranked = _top_per_currency(opened, n, lo, hi, checked)
+    if currency is None:
+        return [e for code in sorted(ranked) for e in ranked[code]]
+    used = exchange_rates(currency, rates, set(ranked))
+    calls = [e for found in ranked.values() for e in found]
+    calls.sort(key=lambda e: (-converted_cost(e, used), e.timestamp, e.id))
+    return calls[:n]
+
+
+def converted_cost(e: StoredEvent, rates: Mapping[str, Decimal]) -> Decimal:
+    """``e``'s total cost times the rate of its currency (``1`` for the target's own), exactly."""
+    return EXACT.multiply(e.total_cost or Decimal(0), rates.get(e.currency, _ONE))
+
+
+_PRICED_CURRENCIES_CUBE = "costledger_rollup_core_tags_monthly"
+"""The smallest rollup table that holds every call (no user; a call without tags is in
+its ``NULL`` tag's row): where the ledger's currencies are read."""
+
+
+def _ledger_currencies(ledger: Ledger) -> set[str]:
+    """The currencies the ledger holds priced calls in (all time, any selection): one
+    pass over the smallest rollup table, a few thousand rows where the events are
+    millions."""
+    from sqlalchemy import select
+
+    from .._ledger._rollups import TABLES
+
+    c = TABLES[_PRICED_CURRENCIES_CUBE].c
+    stmt = select(c.currency).where(c.pricing_status == "priced").distinct()
+    with ledger._core.store.read_connection() as conn:
+        return {str(code) for (code,) in conn.execute(stmt)}
+
+
+def _top_per_currency(
+    ledger: Ledger,
+    n: int,
+    since: datetime | None,
+    until: datetime | None,
+    filters: Mapping[str, list[str] | None],
+) -> dict[str, list[StoredEvent]]:
+    """Each currency's ``n`` dearest calls of the selection (currencies without one left
+    out). A ledger priced in one currency (the usual case) is ranked as it always was,
+    in one pass; only a ledger that holds several is ranked currency by currency."""
+    held = _ledger_currencies(ledger)
+    if len(held) <= 1:
+        found = _top(ledger, n, since, until, filters)
+        if len({e.currency for e in found}) <= 1:
+            return {found[0].currency: found} if found else {}
+        held = {e.currency for e in found}  # rollups behind the events: rank what was found
+    ranked = {code: _top(ledger, n, since, until, filters, code) for code in sorted(held)}
+    return {code: found for code, found in ranked.items() if found}
 
 
 def _pg_order() -> tuple[Any, ...]:
@@ -402,13 +476,15 @@ def _top(
     since: datetime | None,
     until: datetime | None,
     filters: Mapping[str, list[str] | None],
+    currency: str | None = None,
 ) -> list[StoredEvent]:
+    """The ``n`` dearest calls of the selection; ``currency``: of the calls priced in it."""
     from .._ledger._rollups import plan
 
     p = plan(("day",), since, until, filters)
     if p.rollup and all(cube.bounded for cube, _, _ in p.parts):
-        return _top_pruned(ledger, n, since, until, p.parts, p.edges, filters)
-    return _top_scan(ledger, n, since, until, filters)
+        return _top_pruned(ledger, n, since, until, p.parts, p.edges, filters, currency)
+    return _top_scan(ledger, n, since, until, filters, currency)
 
 
 def _top_pruned(
@@ -419,6 +495,7 @@ def _top_pruned(
     parts: Sequence[tuple[Any, date | None, date | None]],
     edges: Sequence[tuple[datetime | None, datetime | None]],
     filters: Mapping[str, list[str] | None],
+    currency: str | None = None,
 ) -> list[StoredEvent]:
     """The rollups bound each group's dearest call (``max_cost``). Slices of the events
     table (a day and the indexed dimensions of a group) are read dearest bound first,
@@ -442,6 +519,10 @@ def _top_pruned(
     store = ledger._core.store
     pg = store.dialect == "postgresql"
     approx: Any = t.c.total_cost if pg else cast(t.c.total_cost, Float)
+    # one currency: its calls only, and the bounds of its rollup groups only (a rollup
+    # row is per currency, so the bounds stay those of the calls ranked)
+    priced_in = [] if currency is None else [t.c.currency == currency]
+    bound_filters = filters if currency is None else {**filters, "currency": [currency]}
     best: list[tuple[StoredEvent, Any]] = []  # (call, its approx), exact order, at most n
     floor: Any = None  # approx of the n-th best, once there are n
 
@@ -451,7 +532,12 @@ def _top_pruned(
 
     def scan(conn: Any, lo: datetime | None, hi: datetime | None, where: list[Any]) -> None:
         nonlocal best, floor
-        conds = [*_conditions(store.dialect, lo, hi, filters), *where, t.c.total_cost.is_not(None)]
+        conds = [
+            *_conditions(store.dialect, lo, hi, filters),
+            *where,
+            *priced_in,
+            t.c.total_cost.is_not(None),
+        ]
         if floor is not None:
             conds.append(approx >= floor)
         if pg:
@@ -487,7 +573,7 @@ def _top_pruned(
             scan(conn, lo, hi, [])
         seen: set[tuple[date, tuple[tuple[str, str | None], ...]]] = set()
         for cube, first, end in parts:
-            for bound, day, dims in bounds(conn, cube, first, end, filters):
+            for bound, day, dims in bounds(conn, cube, first, end, bound_filters):
                 if below_floor(bound):
                     break
                 key = (day, tuple(dims.items()))
@@ -512,9 +598,10 @@ def _top_scan(
     since: datetime | None,
     until: datetime | None,
     filters: Mapping[str, list[str] | None],
+    currency: str | None = None,
 ) -> list[StoredEvent]:
     """What the rollups cannot prune (a user and a tag, several tags, less than a day):
-    one scan of the selection."""
+    one scan of the selection (``currency``: of its calls priced in that currency)."""
     from sqlalchemy import Float, cast, select
 
     from .._ledger import StoredEvent
@@ -522,7 +609,12 @@ def _top_scan(
     from .._ledger._tables import events_table as t
 
     store = ledger._core.store
-    conds = [*_conditions(store.dialect, since, until, filters), t.c.total_cost.is_not(None)]
+    priced_in = [] if currency is None else [t.c.currency == currency]
+    conds = [
+        *_conditions(store.dialect, since, until, filters),
+        *priced_in,
+        t.c.total_cost.is_not(None),
+    ]
     if store.dialect == "postgresql":  # NUMERIC orders exactly
         stmt = select(t).where(*conds).order_by(*_pg_order()).limit(n)
         with store.read_connection() as conn:
@@ -535,11 +627,15 @@ def _top_scan(
     approx = cast(t.c.total_cost, Float)
 
     def nth_largest(conn: Any, lo: datetime | None, hi: datetime | None) -> Any:
-        where = [*_conditions(store.dialect, lo, hi, filters), t.c.total_cost.is_not(None)]
+        where = [
+            *_conditions(store.dialect, lo, hi, filters),
+            *priced_in,
+            t.c.total_cost.is_not(None),
+        ]
         query = select(approx).where(*where).order_by(approx.desc()).offset(n - 1).limit(1)
         return conn.execute(query).scalar()
 
-    dearest = _dearest_day(ledger, since, until, filters)
+    dearest = _dearest_day(ledger, since, until, filters, currency)
     with store.read_connection() as conn:
         floor = None if dearest is None else nth_largest(conn, *dearest)
         if floor is None:
@@ -557,11 +653,15 @@ def _dearest_day(
     since: datetime | None,
     until: datetime | None,
     filters: Mapping[str, list[str] | None],
+    currency: str | None = None,
 ) -> tuple[datetime, datetime] | None:
-    """The UTC day of the selection with the highest cost, clipped to the selection."""
+    """The UTC day of the selection with the highest cost (in ``currency``, when given: a
+    day's rows are per currency), clipped to the selection."""
     from datetime import timedelta, timezone
 
     days = _summarize(ledger, ("day",), since, until, filters, True)
+    if currency is not None:
+        days = [r for r in days if r.currency == currency]
     best = max(days, key=lambda r: r.cost, default=None)
     if best is None or best.day is None:
         return None

@@ -25,6 +25,24 @@ _FIGURES = (
 )
 
 
+def _currency_option() -> Any:
+    return typer.Option(
+        "--currency",
+        help="Convert every cost into this currency (e.g. EUR), exactly, at the --rate "
+        "given for each other currency in the selection.",
+        show_default=False,
+    )
+
+
+def _rate_option() -> Any:
+    return typer.Option(
+        "--rate",
+        help="An exchange rate for --currency: CODE=RATE, units of --currency per unit of "
+        "CODE (--rate USD=0.9213). Repeat for each currency.",
+        show_default=False,
+    )
+
+
 def _check_by(value: str) -> str:
     from .._reports import parse_by
 
@@ -57,24 +75,8 @@ def report(
         int | None,
         typer.Option("--limit", min=1, help="Show only the first N groups.", show_default=False),
     ] = None,
-    currency: Annotated[
-        str | None,
-        typer.Option(
-            "--currency",
-            help="Convert every cost into this currency (e.g. EUR), exactly, at the --rate "
-            "given for each other currency in the selection.",
-            show_default=False,
-        ),
-    ] = None,
-    rate: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--rate",
-            help="An exchange rate for --currency: CODE=RATE, units of --currency per unit of "
-            "CODE (--rate USD=0.9213). Repeat for each currency.",
-            show_default=False,
-        ),
-    ] = None,
+    currency: Annotated[str | None, _currency_option()] = None,
+    rate: Annotated[list[str] | None, _rate_option()] = None,
     *,
     selected: Selection,
     fmt: Format = OutputFormat.table,
@@ -231,27 +233,72 @@ def top(
     n: Annotated[
         int, typer.Argument(min=1, max=TOP_MAX, help="How many calls (at most 1,000,000).")
     ] = 10,
+    currency: Annotated[str | None, _currency_option()] = None,
+    rate: Annotated[list[str] | None, _rate_option()] = None,
     *,
     selected: Selection,
     fmt: Format = OutputFormat.table,
 ) -> None:
-    """The N most expensive calls (exact order), most expensive first."""
-    from .._reports import top as find
+    """The N most expensive calls (exact order), most expensive first.
 
+    Costs in different currencies are never compared: each currency gets its own top N,
+    unless --currency (with a --rate for each other currency) converts them into one.
+    """
+    from .._reports import top as find
+    from .._reports._common import canonical
+    from .._reports._report import converted_cost, exchange_rates
+
+    rates = _parse_rates(rate or [])
+    if rates and currency is None:
+        raise typer.BadParameter("--rate converts into --currency: give --currency too")
+    target = None if currency is None else currency.upper()
     with open_ledger(selected.db) as ledger:
-        found = find(ledger, n, **selected.api)
+        found = find(ledger, n, currency=target, rates=rates, **selected.api)
     rows = [event_dict(e) for e in found]
     if not rows:
         if fmt is not OutputFormat.table:
             from .._ledger._rows import COLUMNS
 
-            emit(fmt, [], _TOP_COLS, fields=COLUMNS)
+            extra = [] if target is None else ["converted_cost", "converted_currency"]
+            emit(fmt, [], _TOP_COLS, fields=[*COLUMNS, *extra])
         raise CliError(f"no priced calls match ({selected.describe()})", EXIT_BAD_INPUT)
-    cols = list(_TOP_COLS)
-    if fmt is OutputFormat.table:
+    used = {} if target is None else exchange_rates(target, rates, {e.currency for e in found})
+    if target is not None:
         for r, e in zip(rows, found, strict=True):
-            r["model"] = e.model_key
-            r["timestamp"] = e.timestamp.strftime("%Y-%m-%d %H:%M:%S")
-        if any(e.currency != "USD" for e in found):
+            r["converted_cost"] = money_text(canonical(converted_cost(e, used)))
+            r["converted_currency"] = target
+    if fmt is not OutputFormat.table:
+        from .._ledger._rows import COLUMNS
+
+        extra = [] if target is None else ["converted_cost", "converted_currency"]
+        emit(fmt, rows, _TOP_COLS, fields=[*COLUMNS, *extra])
+        return
+    for r, e in zip(rows, found, strict=True):
+        r["model"] = e.model_key
+        r["timestamp"] = e.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+    currencies = list(dict.fromkeys(e.currency for e in found))
+    cols = list(_TOP_COLS)
+    if target is not None:
+        # one ranking, by the converted cost; each call's own cost and currency beside it
+        if currencies != [target]:
             cols.insert(-1, Col("currency", "currency"))
-    emit(fmt, rows, cols, title=f"top {len(rows)} calls by cost")
+            cols.insert(-1, Col("converted_cost", f"cost in {target}", "money"))
+        emit(fmt, rows, cols, title=f"top {len(rows)} calls by cost in {target}")
+        for code, value in used.items():
+            note(f"converted at 1 {code} = {money_text(value)} {target} (--rate)")
+        return
+    if len(currencies) == 1:
+        if currencies != ["USD"]:
+            cols.insert(-1, Col("currency", "currency"))
+        emit(fmt, rows, cols, title=f"top {len(rows)} calls by cost")
+        return
+    # several currencies, never compared: one ranking (and table) per currency
+    cols.insert(-1, Col("currency", "currency"))
+    for code in currencies:
+        mine = [r for r in rows if r["currency"] == code]
+        emit(fmt, mine, cols, title=f"top {len(mine)} calls by cost in {code}")
+    note(
+        f"calls priced in {', '.join(currencies)} are ranked per currency (amounts in two "
+        "currencies are never compared); --currency with a --rate for each ranks them "
+        "together"
+    )

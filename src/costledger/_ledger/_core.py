@@ -530,9 +530,11 @@ class _Core:
 
     def _spool_batch(self, batch: list[_Item]) -> None:
         lines: list[bytes] = []
+        kept = 0
         for row, seg in batch:
             if seg is not None:
-                continue  # already in a durable segment, which is now kept for replay
+                kept += 1  # already in a durable segment, which is now kept for replay
+                continue
             try:
                 lines.append(spool_line(row))
             except Exception as exc:  # not seen: rows from sqlite_params encode; the
@@ -556,6 +558,8 @@ class _Core:
                     len(lines) - written,
                     error,
                 )
+        # a durable event's line waits in its segment (kept by ``_settle``) for the replay
+        self.n_spooled += kept
         self.pending_hint = True
         self._settle(batch, failed=True)
 

@@ -25,13 +25,14 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from .._cost import Cost
 from .._events import UsageEvent
 from .._usage import Usage
 from ._book import BookEntry, load_price_book_entries
-from ._card import RateCard, with_variant
+from ._card import RateCard, RateTier, with_variant
 from ._genai import GenaiPrices, Match, TimedCards
 from ._litellm import LiteLLMPrices, variant_entry, variant_items
 from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
@@ -68,6 +69,18 @@ class _Resolved:
     variants: dict[tuple[tuple[str, str], ...], TimedCards | RateCard | None] = field(
         default_factory=dict
     )
+    gaps: _Gaps | None = None  # what the price data lacks, looked up when a call may reach it
+
+
+@dataclass(frozen=True, slots=True)
+class _Gaps:
+    """Parts of a genai-prices card's price the data lacks, with LiteLLM's rates for them
+    where its entry for the same model (at the same base price) has them."""
+
+    audio: tuple[Decimal | None, Decimal | None] | None = None  # LiteLLM's audio in / out
+    window: int | None = None  # the context window genai-prices lists
+    tier: RateTier | None = None  # LiteLLM's lowest long-context tier
+    litellm: str = ""  # LiteLLM's source, for the warning
 
 
 class Pricer:
@@ -158,7 +171,16 @@ class Pricer:
                 return resolved.unknown or Cost.unknown(resolved.name.full, resolved.name.provider)
         elif at is not None and at.tzinfo is None:
             _when(at)  # raises: a naive time is refused whichever model is priced
-        return card.cost(usage)
+        cost = card.cost(usage)
+        if resolved.match is not None and (
+            (
+                (usage.input_audio_tokens or usage.output_audio_tokens)
+                and (card.input_audio is None or card.output_audio is None)
+            )
+            or (usage.input_tokens > _LONG_PROMPT and not card.tiers)
+        ):
+            self._check_gaps(resolved, card, usage)
+        return cost
 
     def reprice(self, event: UsageEvent) -> UsageEvent:
         """``event`` priced again now that prices may be known (its own time is used).
@@ -179,6 +201,54 @@ class Pricer:
             requested_model=event.model,
         )
         return event.with_cost(cost)
+
+    def _check_gaps(self, resolved: _Resolved, card: RateCard, usage: Usage) -> None:
+        """A call of a genai-prices model that may reach a part of its price the data
+        lacks (audio tokens without an audio rate, a long prompt without a long-context
+        tier): warn once per model and gap when it does (see docs/pricing.md, Known data
+        gaps). The first look-up (LiteLLM's map, read once) runs on costledger's
+        background worker, never on the caller's thread; the amount is never changed."""
+        gaps = resolved.gaps
+        if gaps is None:
+            from .._tracker import defer
+
+            defer(self._find_gaps_then_warn, resolved, card, usage)
+            return
+        _warn_gaps(resolved, gaps, card, usage)
+
+    def _find_gaps_then_warn(self, resolved: _Resolved, card: RateCard, usage: Usage) -> None:
+        gaps = resolved.gaps
+        if gaps is None:
+            gaps = resolved.gaps = self._find_gaps(resolved, card)
+        _warn_gaps(resolved, gaps, card, usage)
+
+    def _find_gaps(self, resolved: _Resolved, card: RateCard) -> _Gaps:
+        """LiteLLM's entry for the same model, when it has the same base rates (the same
+        price list): its audio rates where the card has none, its long-context tiers
+        (input and output both dearer) where the card has none."""
+        window = resolved.context_window
+        if self._litellm is None:
+            return _Gaps(window=window)
+        name = resolved.name
+        with self._lock:
+            found = self._litellm.find(name)
+            if found is None and resolved.canonical:
+                found = self._litellm.find(
+                    ModelName(resolved.canonical, resolved.canonical, name.provider, False)
+                )
+            other = self._litellm.compile(*found) if found is not None else None
+        if other is None or (other.input, other.output) != (card.input, card.output):
+            return _Gaps(window=window)
+        audio: tuple[Decimal | None, Decimal | None] | None = None
+        audio_in = other.input_audio if card.input_audio is None else None
+        audio_out = other.output_audio if card.output_audio is None else None
+        if (audio_in is not None and audio_in != card.input) or (
+            audio_out is not None and audio_out != card.output
+        ):
+            audio = (audio_in, audio_out)
+        tiers = [t for t in other.tiers if t.input > other.input and t.output > other.output]
+        tier = tiers[0] if tiers and not card.tiers else None
+        return _Gaps(audio=audio, window=window, tier=tier, litellm=other.source)
 
     def _variant_card(
         self, resolved: _Resolved, context: Mapping[str, str], at: datetime | None
@@ -593,6 +663,75 @@ def _equals(clause: Any, add: Callable[[object], None]) -> None:
     add(getattr(clause, "starts_with", None))
     for part in getattr(clause, "or_", None) or getattr(clause, "and_", None) or ():
         _equals(part, add)
+
+
+_LONG_PROMPT = 32_000
+"""A prompt past this on a card without long-context tiers is checked for a gap (the
+lowest long-context threshold in the price data is 32k: Qwen's)."""
+
+
+def _warn_gaps(resolved: _Resolved, gaps: _Gaps, card: RateCard, usage: Usage) -> None:
+    prompt = usage.input_tokens
+    audio = gaps.audio is not None and bool(usage.input_audio_tokens or usage.output_audio_tokens)
+    long = not card.tiers and (
+        (gaps.tier is not None and prompt > gaps.tier.above)
+        or (gaps.window is not None and prompt > gaps.window)
+    )
+    if not (audio or long):
+        return  # most calls that come here: nothing the data lacks
+    from .._logging import warn_once
+
+    name = resolved.name
+    model = f"{name.full!r}{_provider_note(name.provider)}"
+    if card.model.lower() != name.full.lower():
+        model += f" (priced as {card.model!r})"
+    if audio and gaps.audio is not None:
+        audio_in, audio_out = gaps.audio
+        listed = " / ".join(
+            f"${_rate(rate)} per MTok of {what} audio"
+            for rate, what in ((audio_in, "input"), (audio_out, "output"))
+            if rate is not None
+        )
+        warn_once(
+            f"pricer.gap:audio:{name.provider}:{name.full.lower()}",
+            f"{card.source} has no audio rate for model {model}: its audio tokens are billed "
+            f"at the text rates (${_rate(card.input)} / ${_rate(card.output)} per MTok), where "
+            f"{gaps.litellm} lists {listed}. Give the model a price book entry with "
+            "input_audio / output_audio to price them (docs/pricing.md, Known data gaps)",
+            model=name.full,
+            provider=name.provider,
+        )
+    if not long:
+        return
+    if gaps.tier is not None and prompt > gaps.tier.above:
+        tier = gaps.tier
+        warn_once(
+            f"pricer.gap:long:{name.provider}:{name.full.lower()}",
+            f"{card.source} has no long-context price for model {model}: a prompt of "
+            f"{prompt} tokens is priced at the standard rates (${_rate(card.input)} / "
+            f"${_rate(card.output)} per MTok), where {gaps.litellm} lists "
+            f"${_rate(tier.input)} / ${_rate(tier.output)} above {tier.above} tokens. Give "
+            "the model a price book entry with those tiers to price such calls "
+            "(docs/pricing.md, Known data gaps)",
+            model=name.full,
+            provider=name.provider,
+        )
+    elif gaps.window is not None and prompt > gaps.window:
+        warn_once(
+            f"pricer.gap:long:{name.provider}:{name.full.lower()}",
+            f"a prompt of {prompt} tokens is past the {gaps.window}-token context window "
+            f"{card.source} lists for model {model}, and it has no long-context price: the "
+            "call is priced at the standard rates, though the provider may charge more for "
+            "an extended context. Give the model a price book entry with tiers to price "
+            "such calls (docs/pricing.md, Known data gaps)",
+            model=name.full,
+            provider=name.provider,
+        )
+
+
+def _rate(value: Decimal) -> str:
+    """A rate as text for a warning: ``2.5``, not ``2.50000``."""
+    return format(value.normalize(), "f")
 
 
 _STANDARD_CONTEXT = frozenset(

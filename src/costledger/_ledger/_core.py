@@ -912,6 +912,14 @@ class Ledger:
     def spool_dir(self) -> Path:
         return self._core.spool.directory
 
+    @property
+    def durable(self) -> bool:
+        """Whether ``record`` appends each event to the spool before it returns
+        (``durable=True`` or ``fsync=True``, and not ``sync``): the entry points then
+        finish their calls on the caller's thread, so a call that has returned to the host
+        survives a SIGKILL."""
+        return self._core.durable
+
     def update_cost(self, event_id: str, cost: Cost) -> bool:
         """Re-price one stored event (``reprice``); ``False`` when the id is not stored."""
         return self.update_costs([(event_id, cost)]) == 1

@@ -538,7 +538,11 @@ def _end(
     message for a copy marked as a cache hit when it replays it, and the cached
     generation is the one this response holds (the dicts themselves are not changed).
     Only the parts are kept, not the message: each object held until the worker runs is
-    one more for the host's cyclic GC to scan."""
+    one more for the host's cyclic GC to scan.
+
+    A tracker whose ledger is durable (``Ledger(durable=True)``) finishes the run here
+    instead, as ``Tracker.finish`` does: the event is in the durable spool before the
+    model call returns to the host, and survives the process being killed."""
     message, llm_output = _first_message(response)
     if message is None:
         parts = _ResultParts(None, {}, None, llm_output)
@@ -549,7 +553,10 @@ def _end(
             getattr(message, "id", None),
             llm_output,
         )
-    defer(_finish_off_path, run, parts, status, error, run.call.elapsed_ms())
+    if getattr(run.tracker, "_durable", False):
+        _finish_off_path(run, parts, status, error, run.call.elapsed_ms())
+    else:
+        defer(_finish_off_path, run, parts, status, error, run.call.elapsed_ms())
 
 
 class _ResultParts(NamedTuple):

@@ -931,9 +931,9 @@ def test_report_converted_by_hand(tmp_path: Path) -> None:
             {"USD": 0.92},
             "exchange rate for USD must be a Decimal, a decimal string or an int, got 0.92",
         ),
-        ("EUR", {"USD": "0"}, "exchange rate for USD must be above 0, got '0'"),
-        ("EUR", {"USD": "-1"}, "exchange rate for USD must be above 0, got '-1'"),
-        ("EUR", {"USD": "NaN"}, "exchange rate for USD must be above 0, got 'NaN'"),
+        ("EUR", {"USD": "0"}, "exchange rate for USD must be a finite number above 0, got '0'"),
+        ("EUR", {"USD": "-1"}, "exchange rate for USD must be a finite number above 0, got '-1'"),
+        ("EUR", {"USD": "NaN"}, "exchange rate for USD must be a finite number above 0, got 'NaN'"),
         ("EUR", {"USD": "ninety"}, "exchange rate for USD is not a number: 'ninety'"),
         ("EUR", {"usd": "0.9"}, "an exchange rate's currency must be a three-letter currency code"),
         (

@@ -27,6 +27,7 @@ __all__ = [
     "GROUP_KEYS",
     "Report",
     "ReportRow",
+    "check_rate",
     "converted_cost",
     "exchange_rates",
     "parse_by",
@@ -195,6 +196,55 @@ def _currency_code(value: object, what: str) -> str:
     return value
 
 
+RATE_DIGITS = 30
+"""The most significant digits an exchange rate may have."""
+RATE_MIN = Decimal("1e-12")
+RATE_MAX = Decimal("1e12")
+"""The range of an exchange rate. Real ones are far inside it; within it (and 30 digits),
+a ledger amount (38 digits) times the rate, and any sum of such products, stays exact in
+the reports' 120-digit arithmetic: a rate is never rounded, nor a converted amount."""
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
+
+
+def check_rate(code: object, value: object) -> tuple[str, Decimal]:
+    """One exchange rate, checked: its currency code and its exact ``Decimal``.
+
+    ``ValueError`` naming the currency and the value for a code that is not three
+    letters, a value that is not a ``Decimal``, a decimal string or an int, not a
+    number, not finite, not above 0, outside ``RATE_MIN``..``RATE_MAX`` or with more than
+    ``RATE_DIGITS`` significant digits."""
+    source = _currency_code(code, "an exchange rate's currency")
+    if isinstance(value, bool) or not isinstance(value, (Decimal, str, int)):
+        raise ValueError(
+            f"exchange rate for {source} must be a Decimal, a decimal string or an int, "
+            f"got {_shown(value)}"
+        )
+    try:
+        rate = Decimal(value.strip() if isinstance(value, str) else value)
+    except ArithmeticError:
+        raise ValueError(f"exchange rate for {source} is not a number: {_shown(value)}") from None
+    if not rate.is_finite() or rate <= 0:
+        raise ValueError(
+            f"exchange rate for {source} must be a finite number above 0, got {_shown(value)}"
+        )
+    if not RATE_MIN <= rate <= RATE_MAX:
+        raise ValueError(
+            f"exchange rate for {source} must be between 1e-12 and 1e12, got {_shown(value)}"
+        )
+    written = rate.as_tuple().digits  # as written: no context rounds them
+    digits = len("".join(map(str, written)).rstrip("0"))  # trailing zeros say nothing
+    if digits > RATE_DIGITS:
+        raise ValueError(
+            f"exchange rate for {source} has {digits} significant digits, more than "
+            f"{RATE_DIGITS}: {_shown(value)}"
+        )
+    return source, rate
+
+
 def exchange_rates(
     currency: str, rates: Mapping[str, Decimal | str | int] | None, present: set[str]
 ) -> dict[str, Decimal]:
@@ -202,24 +252,14 @@ def exchange_rates(
 
     A rate is how many units of ``currency`` one unit of the other is worth, given as a
     ``Decimal``, a decimal string or an int (never a float: it would not be the rate that
-    was written). A currency the selection holds without a rate is an error, never
-    guessed; rates for currencies the selection does not hold are ignored.
+    was written), checked by ``check_rate``. A currency the selection holds without a
+    rate is an error, never guessed; rates for currencies the selection does not hold
+    are ignored.
     """
     target = _currency_code(currency, "currency")
     checked: dict[str, Decimal] = {}
     for code, value in (rates or {}).items():
-        source = _currency_code(code, "an exchange rate's currency")
-        if isinstance(value, bool) or not isinstance(value, (Decimal, str, int)):
-            raise ValueError(
-                f"exchange rate for {source} must be a Decimal, a decimal string or an int, "
-                f"got {value!r}"
-            )
-        try:
-            rate = Decimal(value.strip() if isinstance(value, str) else value)
-        except ArithmeticError:
-            raise ValueError(f"exchange rate for {source} is not a number: {value!r}") from None
-        if not rate.is_finite() or rate <= 0:
-            raise ValueError(f"exchange rate for {source} must be above 0, got {value!r}")
+        source, rate = check_rate(code, value)
         if source == target and rate != _ONE:
             raise ValueError(f"the rate of {target} to itself is 1, got {value!r}")
         checked[source] = rate

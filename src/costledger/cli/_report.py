@@ -89,13 +89,14 @@ def report(
     rates = _parse_rates(rate or [])
     if rates and currency is None:
         raise typer.BadParameter("--rate converts into --currency: give --currency too")
+    target = _parse_currency(currency)
     with open_ledger(selected.db) as ledger:
         result = build(
             ledger,
             by,
             sort=sort,  # type: ignore[arg-type]
             limit=limit,
-            currency=None if currency is None else currency.upper(),
+            currency=target,
             rates=rates,
             **selected.api,
         )
@@ -156,6 +157,11 @@ def report(
 
 
 def _parse_rates(given: list[str]) -> dict[str, str]:
+    """``--rate CODE=RATE`` options, each checked as the API checks it (a usage error
+    naming the currency and the value: a rate that is not a number, not above 0, out of
+    range or with too many digits)."""
+    from .._reports._report import check_rate
+
     rates: dict[str, str] = {}
     for item in given:
         code, sep, value = item.partition("=")
@@ -166,8 +172,26 @@ def _parse_rates(given: list[str]) -> dict[str, str]:
         code = code.strip().upper()
         if code in rates:
             raise typer.BadParameter(f"{code} is given twice", param_hint="'--rate'")
+        try:
+            check_rate(code, value.strip())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--rate'") from None
         rates[code] = value.strip()
     return rates
+
+
+def _parse_currency(given: str | None) -> str | None:
+    from .._reports._report import _currency_code
+
+    if given is None:
+        return None
+    try:
+        return _currency_code(given.strip().upper(), "currency")
+    except ValueError:
+        raise typer.BadParameter(
+            f"use a three-letter currency code like EUR, not {given!r}",
+            param_hint="'--currency'",
+        ) from None
 
 
 def _currency_of(result: Any) -> str:
@@ -251,7 +275,7 @@ def top(
     rates = _parse_rates(rate or [])
     if rates and currency is None:
         raise typer.BadParameter("--rate converts into --currency: give --currency too")
-    target = None if currency is None else currency.upper()
+    target = _parse_currency(currency)
     with open_ledger(selected.db) as ledger:
         found = find(ledger, n, currency=target, rates=rates, **selected.api)
     rows = [event_dict(e) for e in found]

@@ -13,6 +13,7 @@ a callback and its ``async_pre_call_hook`` enforces them.
 
 from __future__ import annotations
 
+from ._exit import EXIT_FLUSH_TIMEOUT, register_exit_flush
 from ._logger import (
     DISAGREEMENT_THRESHOLD,
     MAX_IN_FLIGHT,
@@ -24,8 +25,12 @@ from ._wrappers import TrackedStream, acompletion, completion
 
 __version__ = "0.1.0"
 
+# After LiteLLM's and costledger's own exit hooks (both imported above), so it runs first.
+register_exit_flush()
+
 __all__ = [
     "DISAGREEMENT_THRESHOLD",
+    "EXIT_FLUSH_TIMEOUT",
     "MAX_IN_FLIGHT",
     "MAX_RECENT_IDS",
     "REFUSAL_STATUS_CODE",

@@ -1,0 +1,100 @@
+"""Deliver LiteLLM's last queued callbacks before costledger closes its ledgers at exit.
+
+LiteLLM runs an async call's success and failure callbacks from a queue on its logging
+worker (``GLOBAL_LOGGING_WORKER``). When an ``asyncio.run(...)`` script ends, the callbacks
+still queued are run by the worker's own ``atexit`` hook, registered when LiteLLM is
+imported. costledger's exit hooks (the deferred finishes, the ledgers' close) are usually
+registered after it (``import litellm`` first), and ``atexit`` runs hooks last-registered
+first: costledger would close its ledgers before LiteLLM delivered those events, and they
+would only reach the spool.
+
+This module registers, on import (so after both LiteLLM's and costledger's hooks exist), a
+hook that runs LiteLLM's public ``LoggingWorker.flush()`` on a fresh event loop, bounded by
+``EXIT_FLUSH_TIMEOUT``: the events reach the logger while the ledgers are still open, and
+LiteLLM's own hook later finds an empty queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import sys
+import threading
+from typing import Any, Final
+
+__all__ = ["EXIT_FLUSH_TIMEOUT"]
+
+EXIT_FLUSH_TIMEOUT: Final = 5.0
+"""Seconds the exit hook waits for LiteLLM's queued callbacks to run (LiteLLM's own exit
+flush has the same default limit, ``MAX_TIME_TO_CLEAR_QUEUE``)."""
+
+_WORKER_MODULE: Final = "litellm.litellm_core_utils.logging_worker"
+_registered = False
+_register_lock = threading.Lock()
+
+
+def _pending(worker: Any) -> int:
+    count = getattr(worker, "pending_count", None)
+    if isinstance(count, int):
+        return count
+    queue = getattr(worker, "_queue", None)  # an older LiteLLM without ``pending_count``
+    return queue.qsize() if queue is not None else 0
+
+
+async def _flush(worker: Any, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(worker.flush(), timeout)
+    finally:
+        # ``flush`` started a worker task on this loop: stop it before the loop closes.
+        stop = getattr(worker, "stop", None)
+        if stop is not None:
+            await asyncio.wait_for(stop(timeout=1.0), 2.0)
+
+
+class _QuietLoopChange(logging.Filter):
+    """Drops LiteLLM's warning that its queue moved to a new loop: expected here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("LoggingWorker: event loop changed")
+
+
+def flush_litellm_logging(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
+    """Run the callbacks LiteLLM's logging worker still holds, for at most ``timeout`` seconds.
+
+    For the exit hook (no event loop running in this thread); never raises.
+    """
+    try:
+        module = sys.modules.get(_WORKER_MODULE)
+        worker = getattr(module, "GLOBAL_LOGGING_WORKER", None)
+        if worker is None or not hasattr(worker, "flush") or not _pending(worker):
+            return
+        quiet = _QuietLoopChange()
+        litellm_logger = logging.getLogger("LiteLLM")
+        litellm_logger.addFilter(quiet)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(_flush(worker, timeout))
+        finally:
+            loop.close()
+            litellm_logger.removeFilter(quiet)
+    except BaseException as exc:  # at exit: report, never raise (a timeout included)
+        _report(exc)
+
+
+def _report(exc: BaseException) -> None:
+    try:
+        from costledger._logging import report_failure
+
+        report_failure("litellm.exit_flush", exc)
+    except Exception:  # the failure reporter itself must never break the host either
+        pass
+
+
+def register_exit_flush() -> None:
+    """Register the exit hook once per process (later than costledger's own, so it runs first)."""
+    global _registered
+    with _register_lock:
+        if not _registered:
+            atexit.register(flush_litellm_logging)
+            _registered = True

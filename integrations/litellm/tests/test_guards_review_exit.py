@@ -1,0 +1,84 @@
+"""An ``asyncio.run`` script that exits right after its LiteLLM calls: every call is stored.
+
+LiteLLM delivers an async call's callbacks from its logging worker's queue; the last ones
+are delivered by its own exit hook, registered before costledger's (``import litellm``
+first), so it used to run after costledger had closed the ledger and those events only
+reached the spool. costledger_litellm's exit hook flushes LiteLLM's worker first.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+from litellm_support import GPT_4O_MINI_10_IN_20_OUT
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+    from costledger import Ledger, Tracker
+    from costledger_litellm import CostLedgerLogger
+
+    litellm.telemetry = False
+    logger = CostLedgerLogger(tracker=Tracker(Ledger("sqlite:///" + sys.argv[1]), log="off"))
+    litellm.callbacks = [logger]
+    messages = [{"role": "user", "content": "What is 2 + 2?"}]
+
+    async def main():
+        await asyncio.gather(*(
+            litellm.acompletion(model="gpt-4o-mini", messages=messages, mock_response="4")
+            for _ in range(int(sys.argv[2]))
+        ))
+
+    asyncio.run(main())
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    print("pending", GLOBAL_LOGGING_WORKER.pending_count, flush=True)
+    """
+)
+
+
+def _spooled(path: Path) -> int:
+    spool = Path(str(path) + ".spool")
+    if not spool.is_dir():
+        return 0
+    return sum(len(f.read_text().splitlines()) for f in spool.iterdir() if f.is_file())
+
+
+def test_async_calls_made_just_before_exit_are_all_stored(tmp_path: Path) -> None:
+    path = tmp_path / "exit.db"
+    calls = 200
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # LiteLLM's worker runs one callback at a time and its shutdown clear (when
+            # asyncio.run cancels it) stops after 20: most events are still queued at exit
+            # on every run, however fast the machine (LiteLLM's own exit flush has the same
+            # 20-item limit, costledger_litellm's has none).
+            "LOGGING_WORKER_CONCURRENCY": "1",
+            "MAX_ITERATIONS_TO_CLEAR_QUEUE": "20",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    # the race this is about: LiteLLM still held events when the script ended
+    pending = int(done.stdout.split()[-1])
+    assert pending > 100, done.stdout
+    con = sqlite3.connect(path)
+    rows = con.execute("select total_cost from costledger_events").fetchall()
+    con.close()
+    assert _spooled(path) == 0
+    assert len(rows) == calls
+    # LiteLLM's mock answer: 10 prompt tokens, 20 completion tokens
+    assert sum(Decimal(r[0]) for r in rows) == calls * GPT_4O_MINI_10_IN_20_OUT
+    assert "event loop changed" not in done.stderr

@@ -187,3 +187,37 @@ def test_litellm_azure_deployment_priced_from_the_book(litellm_module: Any) -> N
     )
     assert event.cost.total == BOOK_PRICE
     assert event.cost.source == "override: mapping"
+
+
+def test_ingested_litellm_payload_priced_from_the_requested_model_book_entry(
+    tmp_path: Path,
+) -> None:
+    """``costledger ingest`` of a LiteLLM payload follows the same rule as the live logger."""
+    import json
+
+    from costledger import ingest
+
+    payload = {
+        "litellm_call_id": "azure-deployment-1",
+        "custom_llm_provider": "azure",
+        "model": "support-bot-prod",
+        "startTime": AT.timestamp(),
+        "endTime": AT.timestamp() + 1,
+        "status": "success",
+        "prompt_tokens": 10000,
+        "completion_tokens": 1000,
+        "total_tokens": 11000,
+        "response": {"id": "chatcmpl-9", "model": "gpt-4o-2024-08-06"},
+    }
+    path = tmp_path / "litellm.jsonl"
+    path.write_text(json.dumps(payload) + "\n")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    result = ingest(path, ledger=url, pricer=Pricer(overrides=BOOK), checkpoint_dir=tmp_path)
+    assert (result.accepted, result.rejected) == (1, 0)
+    ledger = Ledger(url)
+    try:
+        (event,) = ledger.events()
+    finally:
+        ledger.close()
+    assert (event.model, event.response_model) == ("support-bot-prod", "gpt-4o-2024-08-06")
+    assert event.total_cost == BOOK_PRICE

@@ -560,6 +560,7 @@ class Converter:
                 provider=call.provider,
                 at=at,
                 price_context=context,
+                requested_model=model,
             )
         attribution = Attribution.from_mapping(call.attribution) if call.attribution else None
         meta: Mapping[str, Any] = call.metadata

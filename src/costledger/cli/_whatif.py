@@ -23,6 +23,67 @@ def _book(path: Path | None) -> Path | None:
     return path
 
 
+def _book_models(path: Path) -> list[str]:
+    """The models ``path`` lists (as written); an empty book is refused, as ``prices diff``
+    refuses it: re-pricing under it would change nothing and say so nowhere."""
+    from .._pricing._book import load_price_book_entries
+
+    models = [entry.card.model for entry in load_price_book_entries(path).values()]
+    if not models:
+        raise CliError(f"price book {str(path)!r} lists no models", EXIT_BAD_INPUT)
+    return models
+
+
+def _unmatched(ledger: Any, path: Path, models: list[str], api: dict[str, Any]) -> list[str]:
+    """The book's models that price no selected call: a name that matches neither the
+    requested nor the response model of any call (a typo, ``gpt4o``, or another
+    provider's), matched as the pricer matches them (case, provider prefix, date suffix)."""
+    from sqlalchemy import select
+
+    from .._ledger._query import _conditions
+    from .._ledger._tables import events_table as t
+    from .._pricing import Pricer
+    from .._reports._common import check_filters
+    from .._reports._when import resolve_bounds
+
+    filters = {k: v for k, v in api.items() if k not in ("since", "until")}
+    lo, hi = resolve_bounds(api.get("since"), api.get("until"))
+    store = ledger._core.store
+    stmt = (
+        select(t.c.model, t.c.response_model, t.c.provider)
+        .where(*_conditions(store.dialect, lo, hi, check_filters(filters)))
+        .distinct()
+    )
+    with store.read_connection() as conn:
+        names = conn.execute(stmt).all()
+    book_only = Pricer(overrides=path, genai_prices=False, litellm=False)
+    matched: set[str] = set()
+    for model, response_model, provider in names:
+        for name in (model, response_model):
+            if name:
+                card = book_only.rate_card(name, provider=provider)
+                if card is not None:
+                    matched.add(card.model.lower())
+    return [m for m in models if m.lower() not in matched]
+
+
+def _unmatched_note(unmatched: list[str], models: list[str], selected_models: list[str]) -> str:
+    import difflib
+
+    def named(model: str) -> str:
+        close = difflib.get_close_matches(model, selected_models, n=1, cutoff=0.75)
+        return f"{model!r} (did you mean {close[0]!r}?)" if close else repr(model)
+
+    listed = ", ".join(named(m) for m in unmatched)
+    if len(unmatched) == len(models):
+        return (
+            f"warning: no model of the price book matches a selected call: {listed}; "
+            "nothing is re-priced by the book (names are matched as recorded: see "
+            "'costledger report --by model')"
+        )
+    return f"note: model(s) of the price book that match no selected call: {listed}"
+
+
 _WHATIF_COLS = (
     Col("model", "model"),
     Col("requests", "requests", "int"),
@@ -62,26 +123,34 @@ def whatif(
     from .._reports import whatif as compare
 
     book = _book(price_book)
+    assert book is not None
+    models = _book_models(book)
     with open_ledger(selected.db) as ledger:
         result = compare(
             ledger,
-            book,  # type: ignore[arg-type]
+            book,
             only_book=only_book,
             list_limit=1000 if fmt is not OutputFormat.table else _SHOWN_UNPRICED,
             **selected.api,
         )
+        unmatched = _unmatched(ledger, book, models, selected.api) if result.rows else []
     rows = [r.as_dict() for r in result.rows]
+    names = sorted({str(r["model"]) for r in rows if r["model"] is not None})
+    # on stderr whatever the format: the data on stdout stays as it is
+    unmatched_note = _unmatched_note(unmatched, models, names) if unmatched else None
     if not rows:
         if fmt is OutputFormat.json:
             emit(fmt, [], [], document=result.as_dict())
         elif fmt is OutputFormat.csv:
             emit(fmt, [], [], fields=_WHATIF_FIELDS)
         raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
-    if fmt is OutputFormat.json:
-        emit(fmt, rows, _WHATIF_COLS, document=result.as_dict())
-        return
-    if fmt is OutputFormat.csv:
-        emit(fmt, rows, _WHATIF_COLS, fields=_WHATIF_FIELDS)
+    if fmt is not OutputFormat.table:
+        if fmt is OutputFormat.json:
+            emit(fmt, rows, _WHATIF_COLS, document=result.as_dict())
+        else:
+            emit(fmt, rows, _WHATIF_COLS, fields=_WHATIF_FIELDS)
+        if unmatched_note:
+            note(unmatched_note)
         return
     cols = list(_WHATIF_COLS)
     if len({r["currency"] for r in rows}) > 1 or rows[0]["currency"] != "USD":
@@ -114,6 +183,8 @@ def whatif(
         "savings = cost then - cost under the book, over the calls priced both ways "
         "(positive: the book is cheaper)"
     )
+    if unmatched_note:
+        note(unmatched_note)
     if other_currency:
         note(
             f"{other_currency:,} call(s) are priced by the book in another currency than "

@@ -98,8 +98,15 @@ def _attr(text: str) -> str:
 
 
 def write_dashboard(data: Dashboard | dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write the self-contained page to ``path`` (atomically: a reader never sees half a file)."""
+    """Write the self-contained page to ``path`` (atomically: a reader never sees half a file).
+
+    ``FileNotFoundError`` naming ``path`` and its directory when that directory is missing
+    (not the temporary file the page is first written to)."""
     target = Path(path)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {str(target)!r}: directory {str(target.parent)!r} is missing"
+        )
     html = render_dashboard(data)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

@@ -68,7 +68,7 @@ def export(
         typer.Option(
             "--output",
             "-o",
-            help="File to write (default: stdout). Written to FILE.part, then renamed. "
+            help="File to write (default, or -: stdout). Written to FILE.part, then renamed. "
             "A name ending in .gz is gzip-compressed (csv, jsonl).",
             show_default=False,
         ),
@@ -100,7 +100,16 @@ def export(
     """Write the selected calls, in time order, streaming (constant memory)."""
     from .._reports import export as write
 
+    if output is not None and str(output) == "-":
+        output = None  # -o -: stdout, as without -o
     chosen_format = _format_of(output, fmt) if output is not None else fmt or ExportFormat.csv
+    if output is None and chosen_format is ExportFormat.parquet and sys.stdout.isatty():
+        # binary a terminal cannot show (a pipe or a redirect takes it, as gzip does)
+        raise typer.BadParameter(
+            "parquet is not written to a terminal: give -o FILE.parquet, or pipe or "
+            "redirect stdout",
+            param_hint="'--format'",
+        )
     if csv_raw and chosen_format is not ExportFormat.csv:
         raise typer.BadParameter(
             f"applies to the csv format, not {chosen_format.value}", param_hint="'--csv-raw'"

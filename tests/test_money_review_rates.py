@@ -67,6 +67,8 @@ def test_noisy_genai_prices_rates_are_clean() -> None:
     pricer = Pricer(litellm=False)
     card = pricer.rate_card("meta-llama/Llama-3.3-70B-Instruct", provider="huggingface_together")
     assert card is not None
+    if card.input == D("0.88"):  # genai-prices 0.1.x (Python 3.10): this rate had no noise
+        pytest.skip("the installed genai-prices data predates the noisy rates")
     assert (card.input, card.output) == (D("1.04"), D("1.04"))
     cost = pricer.price(
         "meta-llama/Llama-3.3-70B-Instruct",

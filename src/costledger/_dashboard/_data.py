@@ -28,6 +28,7 @@ __all__ = [
     "BurnPoint",
     "Dashboard",
     "build_dashboard",
+    "known_cost",
 ]
 
 PAYLOAD_SCHEMA = 1
@@ -78,7 +79,17 @@ def _tokens(row: SummaryRow) -> dict[str, int]:
     }
 
 
+def known_cost(row: SummaryRow) -> Decimal | None:
+    """``row``'s cost, or ``None`` when none of its calls has a price (each one unpriced or
+    without usage): unknown, not 0, as ``costledger report`` shows ``-``. Calls priced at
+    exactly 0, and failed calls that reported no usage, keep their 0."""
+    if row.requests and row.unpriced + row.no_usage >= row.requests:
+        return None
+    return row.cost
+
+
 def _figures(row: SummaryRow) -> dict[str, Any]:
+    cost = known_cost(row)
     return {
         "currency": row.currency,
         "requests": row.requests,
@@ -91,7 +102,7 @@ def _figures(row: SummaryRow) -> dict[str, Any]:
         "cache_write_tokens": row.cache_write_tokens,
         "output_tokens": row.output_tokens,
         "reasoning_tokens": row.reasoning_tokens,
-        "cost": exact_text(row.cost),
+        "cost": None if cost is None else exact_text(cost),  # None: unknown, not 0
     }
 
 

@@ -137,7 +137,9 @@
     box.textContent = "";
     var req = 0, err = 0, unpriced = 0;
     d.totals.forEach(function (t) {
-      box.appendChild(kpi("Cost (" + t.currency + ")", t.cost + " " + t.currency, "", "kpi-cost-" + t.currency));
+      // no call of the currency has a price (unknown model, or no usage): unknown, not 0
+      var cost = t.cost === null ? "unknown" : t.cost + " " + t.currency;
+      box.appendChild(kpi("Cost (" + t.currency + ")", cost, t.cost === null ? "bad" : "", "kpi-cost-" + t.currency));
       req += t.requests; err += t.errors; unpriced += t.unpriced;
     });
     if (d.totals.length === 0) { box.appendChild(kpi("Cost (" + d.currency + ")", "0 " + d.currency, "", "kpi-cost-" + d.currency)); }
@@ -183,7 +185,9 @@
     var names = r.groups.map(function (g) { return label(g[r.key], NONE[r.key]); });
     var costs = r.groups.map(function (g) { return g.cost; });
     var text = r.groups.map(function (g) {
-      return g.cost + " " + cur + " · " + percent(g.share) + " · " + g.requests + " calls";
+      // a group none of whose calls has a price: its cost is unknown, not 0
+      var cost = g.unpriced + g.no_usage >= g.requests ? "unknown" : g.cost + " " + cur;
+      return cost + " · " + percent(g.share) + " · " + g.requests + " calls";
     });
     if (r.other) {
       names.push("(" + r.other.groups + " others)");
@@ -290,7 +294,7 @@
       ["cancelled", "num"], ["unpriced", "num"], ["no usage", "num"], ["input tokens", "num"],
       ["cached read", "num"], ["cache write", "num"], ["output tokens", "num"], ["reasoning", "num"]],
       d.totals.map(function (t) {
-        return [t.currency, t.cost, t.requests, t.errors, t.cancelled,
+        return [t.currency, t.cost === null ? "-" : t.cost, t.requests, t.errors, t.cancelled,
           { text: String(t.unpriced), cls: t.unpriced ? "bad" : "" },
           { text: String(t.no_usage), cls: t.no_usage ? "bad" : "" }, t.input_tokens,
           t.cache_read_tokens, t.cache_write_tokens, t.output_tokens, t.reasoning_tokens];

@@ -195,6 +195,10 @@ class Tracker:
         **default_attribution: Any,
     ) -> None:
         self._ledger = ledger
+        # ``Ledger(durable=True)``: calls are finished on the caller's thread, never deferred,
+        # so each is in the durable spool before it returns to the host (the lazily made
+        # default ledger is never durable)
+        self._durable = _records_durably(ledger)
         self._pricer = pricer
         self._logger = logger
         self._log_output = log
@@ -409,11 +413,15 @@ class Tracker:
         microseconds; ``None`` is returned. Ledger reads, ``capture_costs`` and
         ``drain_deferred()`` wait for deferred work, so nothing is seen half-done.
         (An entry point whose whole ending can leave the host's thread hands it to
-        ``defer`` instead, and finishes there with ``defer=False``.)
+        ``defer`` instead, and finishes there with ``defer=False``.) A tracker whose
+        ledger is durable (``Ledger(durable=True)``) ignores ``defer``: the call is
+        finished, and its event in the durable spool, before ``finish`` returns.
         """
         if call.finished:
             return None
         call.finished = True
+        if defer and self._durable:
+            defer = False
         if defer:
             # What the host could change or what time would move: fixed now.
             if latency_ms is None:
@@ -720,7 +728,8 @@ class Tracker:
 
         Returns the event; on a tracking failure (logged, never raised), the event with
         what could be kept. With ``defer=True`` (as ``finish``) the pricing and storage
-        run on costledger's background worker and ``None`` is returned.
+        run on costledger's background worker and ``None`` is returned (a durable ledger:
+        finished here, the event returned).
         """
         call = Call(
             id=call_id,
@@ -761,6 +770,16 @@ class Tracker:
 
 
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _records_durably(ledger: object) -> bool:
+    """Whether ``ledger.record`` puts an event beyond a SIGKILL before returning
+    (``Ledger.durable``); any other ledger is not relied on for it."""
+    try:
+        return getattr(ledger, "durable", False) is True
+    except Exception:  # a ledger-like object whose attribute raises
+        return False
+
 
 _NO_USAGE = Usage()
 _STATUSES: frozenset[str] = frozenset(("ok", "error", "cancelled"))
@@ -1113,6 +1132,31 @@ def _finish_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
+
+def _watch_mp_child() -> None:
+    """At import: costledger first imported in a ``multiprocessing`` child (``spawn`` or
+    ``forkserver``, or a ``fork`` child of a process that had not imported it) saw no fork
+    hook, and its ``os._exit`` would skip the exit flush: set it up as the hook does. In
+    the target: now; while the child unpickles its task (its main module): at its
+    bootstrap, which first clears the finalizers registered until then. A spawned child
+    also runs atexit afterwards: the queue is empty by then, a ``Ledger`` already closed."""
+    global _child_ledgers
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is None:
+        return  # multiprocessing not imported: not one of its children
+    try:
+        if mp_process.parent_process() is not None:
+            _child_ledgers = {}
+            _register_child_exit(None)
+        elif getattr(mp_process.current_process(), "_inheriting", False):
+            import multiprocessing.util
+
+            _child_ledgers = {}
+            multiprocessing.util.register_after_fork(_deferred, _register_child_exit)
+    except Exception as exc:  # never break the host's import
+        _report("tracker.after_fork", exc)
+
+
 # Process-wide observers of every emitted event (``capture_costs``). A tuple swapped under a
 # lock, so the hot path reads it without locking.
 _sinks: tuple[Callable[[UsageEvent], None], ...] = ()
@@ -1232,3 +1276,6 @@ def _set_default(tracker: Tracker | None) -> Tracker | None:
     with _default_lock:
         previous, _default = _default, tracker
     return previous
+
+
+_watch_mp_child()  # last: it may report, and reports need this whole module

@@ -160,3 +160,70 @@ def test_processes_importing_costledger_in_their_target_store_every_call(tmp_pat
     }
     assert _rows(db)["fork"][1] == Decimal("0.00857205")
     assert _spooled(db) == []
+
+
+def test_a_childs_own_ledger_like_object_gets_its_queued_calls_and_its_close(
+    tmp_path: Path,
+) -> None:
+    """The parent never imports costledger; each child (fork, forkserver, spawn) configures
+    a tracker on a ledger of the application's own (``record`` and ``close``, no
+    ``Ledger``) in its target and makes deferred calls: its exit finishes the queued calls
+    and closes that ledger, as a fork child of a process that had imported costledger
+    does."""
+    out = tmp_path / "lines.txt"
+    (tmp_path / "main.py").write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing as mp, sys
+
+            class LinesLedger:
+                "Keeps its lines in memory, writes them at close."
+                def __init__(self, path):
+                    self.path, self.lines = path, []
+                def record(self, event):
+                    self.lines.append(f"{{event.source}} {{event.cost.total}}\\n")
+                def close(self):
+                    with open(self.path, "a") as f:
+                        f.write("".join(self.lines))
+                    self.lines = []
+
+            def target(n):
+                from costledger import Tracker, configure, track_cost
+                configure(Tracker(LinesLedger({str(out)!r}), log="off"))
+
+                @track_cost(model="gpt-4o-mini", provider="openai")
+                def ask(i):
+                    return {{"model": "gpt-4o-mini-2024-07-18",
+                             "usage": {{"prompt_tokens": 1000 + i % 7,
+                                        "completion_tokens": 33 + i % 5}}}}
+
+                for i in range(n):
+                    ask(i)
+
+            if __name__ == "__main__":
+                for method, n in (("fork", 30), ("forkserver", 20), ("spawn", 10)):
+                    p = mp.get_context(method).Process(target=target, args=(n,))
+                    p.start()
+                    p.join(60)
+                    assert p.exitcode == 0, p.exitcode
+                assert "costledger" not in sys.modules
+                print("ok")
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "main.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok"], done.stdout + done.stderr[-3000:]
+    lines = out.read_text().splitlines() if out.exists() else []
+    assert len(lines) == 60
+    assert {line.split()[0] for line in lines} == {"decorator"}
+    total = sum((Decimal(line.split()[1]) for line in lines), Decimal(0))
+    assert total == _expected(range(30)) + _expected(range(20)) + _expected(range(10))
+    assert total == Decimal("0.0102849")

@@ -324,9 +324,12 @@ def test_top(db: str) -> None:
     result = run("top", "3", "--db", db, "-f", "json")
     assert result.exit_code == 0, result.output
     calls = json.loads(result.stdout)
-    assert len(calls) == 3
-    costs = [Decimal(c["total_cost"]) for c in calls]
-    assert costs == sorted(costs, reverse=True)
+    # each currency its own top 3, currency after currency: a EUR amount is never
+    # compared with a USD one
+    assert [c["currency"] for c in calls] == ["EUR"] * 3 + ["USD"] * 3
+    for currency in ("EUR", "USD"):
+        costs = [Decimal(c["total_cost"]) for c in calls if c["currency"] == currency]
+        assert costs == sorted(costs, reverse=True)
     assert {"id", "timestamp", "model", "user", "input_tokens"} <= set(calls[0])
     table = run("top", "--db", db, "--team", "search")
     assert table.exit_code == 0

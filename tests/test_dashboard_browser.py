@@ -148,7 +148,8 @@ def test_file_page_draws_the_ledgers_numbers(
         r.currency: money_text(r.cost) for r in ledger.summary(since=since)
     }
     calls = browser.evaluate(_TABLE.replace("{id}", "top-table"))
-    expected = top(ledger, 20, since=since)
+    # the table holds the charts' currency only: amounts in two currencies are never ranked together
+    expected = [e for e in top(ledger, 20, since=since) if e.currency == "USD"]
     assert [row[-1] for row in calls] == [e.id for e in expected]
     assert [row[-2] for row in calls] == [
         f"{money_text(e.total_cost)} {e.currency}" for e in expected if e.total_cost is not None

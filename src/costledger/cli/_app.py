@@ -18,6 +18,8 @@ from typing import Any
 import typer
 from typer.core import TyperArgument, TyperGroup
 
+from ._output import printable
+
 try:  # typer >= 0.20 vendors click; older versions use click itself
     from typer._click import exceptions as _cx
 except ImportError:  # pragma: no cover - depends on the installed typer
@@ -95,7 +97,10 @@ def _missing_dependency_line(exc: ImportError) -> str | None:
 
 
 def _say(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    # A message may quote data (a user name, a file's line): its control characters are
+    # shown escaped, as in tables, line breaks kept.
+    shown = "\n".join(printable(line) for line in message.split("\n"))
+    typer.echo(f"error: {shown}", err=True)
 
 
 class _PipeClosed(Exception):

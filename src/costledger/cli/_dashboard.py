@@ -3,6 +3,7 @@ self-contained file or live on a local port."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -121,27 +122,38 @@ def dashboard(
 ) -> None:
     """Write the dashboard (cost per day by model, by user and feature, tokens by kind, the
     most expensive calls, budget burn-down, unpriced calls) to one HTML file."""
-    from .._dashboard import write_dashboard
+    from .._dashboard import render_dashboard, write_dashboard
+    from .._dashboard._data import known_cost
 
     _require_plotly()
-    if output.is_dir():
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.is_dir():
         raise CliError(f"--output {str(output)!r} is a directory; give a file name")
     with _view(selected, config, budgets_file, guard_store, top_n) as (_, compute):
         data = compute()
         calls = sum(r.requests for r in data.totals)
         if not calls:
             raise CliError(f"no calls match ({selected.describe()}); nothing written")
-        written = write_dashboard(data, output)
+        if to_stdout:
+            sys.stdout.write(render_dashboard(data))
+            sys.stdout.flush()
+            written = "the HTML to stdout"
+        else:
+            written = str(write_dashboard(data, output))
     from .._cost import money_text
 
-    costs = ", ".join(f"{money_text(r.cost)} {r.currency}" for r in data.totals) or "nothing"
+    costs = ", ".join(
+        f"{'unknown' if (cost := known_cost(r)) is None else money_text(cost)} {r.currency}"
+        for r in data.totals
+    )
+    costs = costs or "nothing"
     unpriced = sum(data.unpriced.values())
     line = f"wrote {written} ({calls} calls, {costs}"
     no_usage = sum(data.no_usage.values())
     blind = [f"{unpriced} unpriced"] if unpriced else []
     blind += [f"{no_usage} without usage"] if no_usage else []
     line += f"; {', '.join(blind)})" if blind else ")"
-    typer.echo(line)
+    typer.echo(line, err=to_stdout)  # the HTML alone on stdout
 
 
 @selecting

@@ -1021,6 +1021,33 @@ def rejects_clash(
     return None
 
 
+def _rejects_owners(sources: list[InputLike]) -> dict[str, tuple[int, str]]:
+    """The default rejects file of each path input (absolute): that input's index and name."""
+    owners: dict[str, tuple[int, str]] = {}
+    for index, item in enumerate(sources):
+        if isinstance(item, (str, os.PathLike)) and (name := os.fspath(item)) != "-":
+            owners.setdefault(os.path.abspath(name + REJECTS_SUFFIX), (index, name))
+    return owners
+
+
+def _owner_of_vanished(
+    exc: OSError, name: str | None, index: int, owners: dict[str, tuple[int, str]]
+) -> str | None:
+    """The other input of this run whose default rejects file ``name`` is, when ``name`` no
+    longer exists (that input, read from its start, removed it): skipped, not an error."""
+    if not isinstance(exc, FileNotFoundError) or name is None or name == "-":
+        return None
+    owner = owners.get(os.path.abspath(name))
+    return owner[1] if owner is not None and owner[0] != index else None
+
+
+def _skipped_vanished(owner: str) -> str:
+    return (
+        f"skipped: the rejects file of {owner}, another input of this run (removed when "
+        "that input was read from its start), not a log"
+    )
+
+
 def _default_rejects(source: InputSource) -> str | None:
     if source.path is not None:
         return source.path + REJECTS_SUFFIX
@@ -1116,16 +1143,27 @@ def ingest(
             # writer process, opening the same URL, does exactly what this one would
             with contextlib.suppress(OSError, SinkError):  # cannot start: the thread writes
                 job.sink = SinkProcess(the_ledger.url.render_as_string(hide_password=False))
-        for item in sources:
-            if isinstance(item, (str, os.PathLike)) and is_rejects_file(item):
-                name = os.fspath(item)
-                _logger.info("%s: %s", name, _SKIPPED_REJECTS)
-                results.append(InputResult(input=name, skipped=_SKIPPED_REJECTS))
+        # decided before any input is read: reading an input from its start removes its
+        # old rejects file, which a glob (logs/*.jsonl) may have passed as an input too
+        skip = [isinstance(item, (str, os.PathLike)) and is_rejects_file(item) for item in sources]
+        owners = _rejects_owners(sources) if shared_rejects is None else {}
+        for index, item in enumerate(sources):
+            path_name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
+            # (checked again: an input's rejects file this run created, named explicitly)
+            if path_name is not None and (skip[index] or is_rejects_file(path_name)):
+                _logger.info("%s: %s", path_name, _SKIPPED_REJECTS)
+                results.append(InputResult(input=path_name, skipped=_SKIPPED_REJECTS))
                 continue
             try:
                 source = open_input(item)
             except OSError as exc:
-                name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else repr(item)
+                name = path_name if path_name is not None else repr(item)
+                owner = _owner_of_vanished(exc, path_name, index, owners)
+                if owner is not None:
+                    why = _skipped_vanished(owner)
+                    _logger.info("%s: %s", name, why)
+                    results.append(InputResult(input=str(name), skipped=why))
+                    continue
                 reason = exc.strerror or str(exc)
                 results.append(InputResult(input=str(name), error=f"cannot open: {reason}"))
                 continue

@@ -1033,12 +1033,12 @@ def _rejects_owners(sources: list[InputLike]) -> dict[str, tuple[int, str]]:
 def _owner_of_vanished(
     exc: OSError, name: str | None, index: int, owners: dict[str, tuple[int, str]]
 ) -> str | None:
-    """The other input of this run whose default rejects file ``name`` is, when ``name`` no
-    longer exists (that input, read from its start, removed it): skipped, not an error."""
+    """The input read before this one whose default rejects file ``name`` is, when ``name``
+    no longer exists (that input, read from its start, removed it): skipped, not an error."""
     if not isinstance(exc, FileNotFoundError) or name is None or name == "-":
         return None
     owner = owners.get(os.path.abspath(name))
-    return owner[1] if owner is not None and owner[0] != index else None
+    return owner[1] if owner is not None and owner[0] < index else None
 
 
 def _skipped_vanished(owner: str) -> str:

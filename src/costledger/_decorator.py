@@ -786,6 +786,17 @@ class _TrackedDualStream(_SyncProtocol, _AsyncProtocol):
         self._close_sync()
 
 
+class _Entered:
+    """One ``with`` on a tracked manager not yet left: its call, what reads its stream."""
+
+    __slots__ = ("call", "items")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        # What ends the call early: the tracking generator, or the proxy.
+        self.items: Any = None
+
+
 class _Manager:
     """An SDK's stream manager a function returned, seen through: entering it sends the
     request (the call ends as an error if that fails) and gives the SDK's stream, tracked;
@@ -799,34 +810,69 @@ class _Manager:
     go through it. That generator is swapped for the tracking one, so the stream handed
     back is the SDK's own object however it is read. A stream without one (another
     version) is handed back behind the tracking proxy, as a returned stream is.
+
+    Each enter sends a request of its own (the SDK's ``__enter__`` calls the API each
+    time): the first is the call opened when the function was called; every later one
+    (a second ``with`` on the same manager, or ``with m as a, m as b``) opens a fresh
+    call, with the first's model and attribution, its guards run before the request is
+    sent. The enters not yet left are a stack, as ``with`` blocks nest: leaving ends the
+    last one entered.
     """
 
-    __slots__ = ("__weakref__", "_call", "_items", "_manager", "_seen", "_tracker", "_unused")
+    __slots__ = ("__weakref__", "_call", "_entered", "_manager", "_seen", "_tracker", "_unused")
 
     def __init__(self, manager: Any, seen: _Seen, tracker: Tracker, call: Call) -> None:
         self._manager = manager
         self._seen = seen
         self._tracker = tracker
         self._call = call
-        # What ends the call early: the tracking generator, or the proxy.
-        self._items: Any = None
+        self._entered: list[_Entered] = []
         self._unused: weakref.finalize[Any, Any] | None = None
 
-    def _entered(self, stream: Any, is_async: bool) -> Any:
+    def _first(self) -> Call | None:
+        """The call of the first enter: the one opened when the function was called;
+        ``None`` for a later enter, which opens its own (``_again``)."""
+        seen = self._seen
+        if seen.started:
+            return None
+        seen.started = True  # the manager's "never entered" end is no longer due
+        return self._call
+
+    def _again(self) -> dict[str, Any]:
+        """``Tracker.start``'s arguments for a later enter: the first call's."""
+        call = self._call
+        return {
+            "source": call.source,
+            "model": call.model,
+            "provider": call.provider,
+            "attribution": call.attribution,
+            "estimate": call.estimate,
+        }
+
+    def _failed_enter(self, call: Call, exc: BaseException, again: bool) -> None:
+        if again and _never_sent(exc):
+            self._tracker.cancel(call)
+            return
+        self._tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
+
+    def _track(self, stream: Any, call: Call, is_async: bool) -> Any:
         """The stream to hand back, tracked. Never raises (the stream comes back as is)."""
-        seen, tracker, call = self._seen, self._tracker, self._call
-        spec = seen.spec
+        entered = _Entered(call)
+        self._entered.append(entered)
+        tracker = self._tracker
+        spec = self._seen.spec
+        seen = self._seen if call is self._call else _Seen(spec)
         try:
             items = _hook_iterator(stream, seen, tracker, call, is_async)
             if items is not None:
-                self._items = items
+                entered.items = items
                 return stream
             kind = _result_kind(type(stream))
             if kind is None:
                 kind = _kind_of_result(type(stream))
             if kind in (_ITERATOR, _ASYNC_ITERATOR, _DUAL_ITERATOR):
                 out = _goes_on(kind, stream, spec, tracker, call)
-                self._items = out
+                entered.items = out
                 return out
             spec.finish(tracker, call, stream)  # not a stream after all: read it now
         except Exception as exc:
@@ -835,15 +881,17 @@ class _Manager:
                 tracker.finish(call, metadata=_failed(f"tracking failed: {_why(exc)}"), defer=True)
         return stream
 
-    def _failed_enter(self, exc: BaseException) -> None:
-        self._seen.started = True
-        self._tracker.finish(self._call, status=_status_of(exc), error=exc, defer=True)
+    def _leaving(self) -> _Entered | None:
+        """The enter this exit leaves: the last one entered (``with`` blocks nest)."""
+        entered = self._entered
+        return entered.pop() if entered else None
 
-    def _never_read(self) -> None:
+    def _left(self, entered: _Entered) -> None:
         """Left before the stream was read: the request was sent, its usage is unknown."""
-        if not self._call.finished and not sys.is_finalizing():
+        call = entered.call
+        if not call.finished and not sys.is_finalizing():
             self._tracker.finish(
-                self._call,
+                call,
                 status="cancelled",
                 streamed=True,
                 metadata=_failed("no usage: never iterated"),
@@ -855,6 +903,12 @@ class _Manager:
 
     def __repr__(self) -> str:
         return f"<tracked {self._manager!r}>"
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """An async manager entered again: the SDK awaits the request coroutine it was made
+    with, which can be awaited once; the second ``await`` fails before sending anything."""
+    return isinstance(exc, RuntimeError) and "cannot reuse already awaited coroutine" in str(exc)
 
 
 def _hook_iterator(stream: Any, seen: _Seen, tracker: Tracker, call: Call, is_async: bool) -> Any:
@@ -876,22 +930,27 @@ class _TrackedManager(_Manager):
     __slots__ = ()
 
     def __enter__(self) -> Any:
+        call = self._first()
+        again = call is None
+        if call is None:
+            call = self._tracker.start(**self._again())  # a refusal: no request is sent
         try:
             stream = self._manager.__enter__()
         except BaseException as exc:
-            self._failed_enter(exc)
+            self._failed_enter(call, exc, again)
             raise
-        self._seen.started = True
-        return self._entered(stream, is_async=False)
+        return self._track(stream, call, is_async=False)
 
     def __exit__(self, *exc_info: Any) -> Any:
         try:
-            items = self._items
-            if isinstance(items, GeneratorType):
-                items.close()  # the call ends, cancelled if the stream was not at its end
-            elif isinstance(items, _Proxy):
-                items._close_sync()
-            self._never_read()
+            entered = self._leaving()
+            if entered is not None:
+                items = entered.items
+                if isinstance(items, GeneratorType):
+                    items.close()  # the call ends, cancelled if the stream was not at its end
+                elif isinstance(items, _Proxy):
+                    items._close_sync()
+                self._left(entered)
         except Exception as exc:
             _report("decorator.stream", exc, model=self._seen.spec.model)
         return self._manager.__exit__(*exc_info)
@@ -901,22 +960,27 @@ class _TrackedAsyncManager(_Manager):
     __slots__ = ()
 
     async def __aenter__(self) -> Any:
+        call = self._first()
+        again = call is None
+        if call is None:
+            call = await self._tracker.astart(**self._again())
         try:
             stream = await self._manager.__aenter__()
         except BaseException as exc:
-            self._failed_enter(exc)
+            self._failed_enter(call, exc, again)
             raise
-        self._seen.started = True
-        return self._entered(stream, is_async=True)
+        return self._track(stream, call, is_async=True)
 
     async def __aexit__(self, *exc_info: Any) -> Any:
         try:
-            items = self._items
-            if isinstance(items, AsyncGeneratorType):
-                await items.aclose()
-            elif isinstance(items, _Proxy):
-                await items._close_async()
-            self._never_read()
+            entered = self._leaving()
+            if entered is not None:
+                items = entered.items
+                if isinstance(items, AsyncGeneratorType):
+                    await items.aclose()
+                elif isinstance(items, _Proxy):
+                    await items._close_async()
+                self._left(entered)
         except Exception as exc:
             _report("decorator.stream", exc, model=self._seen.spec.model)
         return await self._manager.__aexit__(*exc_info)

@@ -56,6 +56,8 @@ def test_book_entry_for_an_azure_deployment_wins_over_its_base_model() -> None:
     assert event.cost.provider == "azure"
     assert (event.model, event.response_model) == ("support-bot-prod", "gpt-4o-2024-08-06")
     # The deployment's entry is for Azure only: the same name at OpenAI is not the book's.
+    deployment_only = {"support-bot-prod": BOOK["support-bot-prod"]}
+    tracker = Tracker(InMemoryLedger(), pricer=Pricer(overrides=deployment_only), log="off")
     other = tracker.record("support-bot-prod", payload=SNAPSHOT, provider="openai", started_at=AT)
     assert other.cost.total == LIST_PRICE
 
@@ -74,11 +76,15 @@ def test_the_order_of_the_rule() -> None:
     pricer = Pricer()
     cost = pricer.price("gpt-4o-mini", USAGE, at=AT, requested_model="gpt-4o")
     assert cost.total == Decimal("0.0021")  # 10000 x $0.15 + 1000 x $0.60, per MTok
-    # 4. ... then under the requested name when they do not know the response's
+    # ... and a response's model they do not know stays unknown: another model may have
+    # answered (a router's fallback), never priced at the requested model's price
     cost = pricer.price("gpt-4o-acme-router-v7", USAGE, at=AT, requested_model="gpt-4o")
-    assert cost.total == LIST_PRICE
-    assert cost.model == "gpt-4o"
-    # 5. neither known: unknown under the response's name
+    assert (cost.status, cost.total, cost.model) == (
+        "unknown_model",
+        None,
+        "gpt-4o-acme-router-v7",
+    )
+    # neither known: unknown under the response's name
     cost = pricer.price("acme-brain-7-0901", USAGE, at=AT, requested_model="acme-brain-7")
     assert (cost.status, cost.total, cost.model) == ("unknown_model", None, "acme-brain-7-0901")
     # Without requested_model (or the same name), as before.
@@ -221,3 +227,34 @@ def test_ingested_litellm_payload_priced_from_the_requested_model_book_entry(
         ledger.close()
     assert (event.model, event.response_model) == ("support-bot-prod", "gpt-4o-2024-08-06")
     assert event.total_cost == BOOK_PRICE
+
+
+@pytest.mark.parametrize(
+    ("answered", "own_price"),
+    [
+        ("gpt-4o-mini-2024-07-18", Decimal("0.0021")),  # 10000 x $0.15 + 1000 x $0.60
+        ("claude-sonnet-4-5-20250929", Decimal("0.045")),  # 10000 x $3 + 1000 x $15
+    ],
+)
+def test_another_model_that_answered_is_priced_as_itself(answered: str, own_price: Decimal) -> None:
+    """A router's or proxy's fallback answered: the requested model's book entry is not its
+    price, nor is the requested model's list price when the answer's model is unknown."""
+    pricer = Pricer(overrides=BOOK)
+    cost = pricer.price(answered, USAGE, at=AT, requested_model="gpt-4o")
+    assert cost.total == own_price
+    assert cost.model != "gpt-4o"
+
+
+def test_a_book_entry_covers_the_dated_snapshots_of_its_model() -> None:
+    """A negotiated ``claude-sonnet-4`` rate prices ``claude-sonnet-4-20250514``, which the
+    default data lists with its own (list) price; an entry for the snapshot itself wins."""
+    book = {"claude-sonnet-4": {"input": "2", "output": "10"}}
+    cost = Pricer(overrides=book).price("claude-sonnet-4-20250514", USAGE, at=AT)
+    assert cost.total == Decimal("0.03")  # 10000 x $2 + 1000 x $10, per MTok
+    assert cost.model == "claude-sonnet-4"
+    assert "dated snapshot 'claude-sonnet-4-20250514'" in str(cost.source)
+    snapshot = {**book, "claude-sonnet-4-20250514": {"input": "1", "output": "5"}}
+    cost = Pricer(overrides=snapshot).price("claude-sonnet-4-20250514", USAGE, at=AT)
+    assert cost.total == Decimal("0.015")
+    # without a book: the default data's own price for the snapshot
+    assert Pricer().price("claude-sonnet-4-20250514", USAGE, at=AT).total == Decimal("0.045")

@@ -146,9 +146,10 @@ class Pricer:
         price variant for leaves the standard price.
 
         ``requested_model``: the name the call asked for, when ``model`` is the one the
-        response named (OpenAI's dated snapshot, an Azure deployment's base model). A
-        price book entry for the requested name wins; then the book or the price sources
-        under ``model``; then the price sources under the requested name.
+        response named (OpenAI's dated snapshot, an Azure deployment's base model). The
+        response's model prices the call, unless the book has an entry for the requested
+        name and that name is the same model or one only the book knows; another model
+        that answered (a fallback) is never priced at the requested model's price.
         """
         if requested_model and requested_model != model:
             resolved = self._pairs.get((model, provider, requested_model))
@@ -365,17 +366,26 @@ class Pricer:
             if not isinstance(model, str):
                 raise TypeError(f"model must be a string, got {type(model).__name__} {model!r}")
             name = split_name(model, provider)
-            resolved = self._lookup(name) if name.full else None
-            if resolved is None:  # no source lists the name (listed unpriced is not None)
-                base = strip_date_suffix(name.ref)
-                if base is not None:
-                    prefix = name.full[: len(name.full) - len(name.ref)]
-                    base_name = ModelName(prefix + base, base, name.provider, name.prefixed)
-                    resolved = self._lookup(base_name, snapshot=name.full)
+            base_name = _base_name(name)
+            resolved = None
+            if name.full and base_name is not None and self._overrides:
+                # A book entry for a model covers its dated snapshots, even those the
+                # default sources list: a negotiated ``claude-sonnet-4`` rate prices
+                # ``claude-sonnet-4-20250514`` (an entry for the snapshot itself wins).
+                resolved = self._book_lookup(name)
+                if resolved is None:
+                    resolved = self._book_lookup(base_name, snapshot=name.full)
                     if resolved is not None:
                         resolved.name = name
-                        if resolved.unknown is not None:
-                            resolved.unknown = Cost.unknown(name.full, name.provider)
+            if resolved is None and name.full:
+                resolved = self._lookup(name)
+            if resolved is None and base_name is not None:
+                # no source lists the name (listed unpriced is not None)
+                resolved = self._lookup(base_name, snapshot=name.full)
+                if resolved is not None:
+                    resolved.name = name
+                    if resolved.unknown is not None:
+                        resolved.unknown = Cost.unknown(name.full, name.provider)
             if resolved is None:
                 resolved = _Resolved(name, unknown=Cost.unknown(name.full, name.provider))
             if len(self._resolved) >= _MAX_NAMES:
@@ -384,44 +394,41 @@ class Pricer:
             return resolved
 
     def _resolve_pair(self, model: str, provider: str | None, requested: str) -> _Resolved:
-        """Which of the response's ``model`` and the ``requested`` name prices a call: the
-        book's entry for the requested name (what the user configured, such as an Azure
-        deployment or a negotiated ``gpt-4o`` rate that the dated snapshot in the response
-        must not bypass), else the book or a source under the response's name, else a
-        source under the requested name, else the response's name unknown."""
+        """Which of the response's ``model`` and the ``requested`` name prices a call.
+
+        The response's model is what ran, so it prices the call, unless the price book has
+        an entry for the requested name and that name is the same model (a negotiated
+        ``gpt-4o`` rate answered by the dated ``gpt-4o-2024-08-06``) or one only the book
+        knows (an Azure deployment answered by its base model). A response from another
+        model (a router's or proxy's fallback) is never priced at the requested model's
+        price, and a response's unknown model stays unknown."""
         key = (model, provider, requested)
         asked = self._resolve(requested, provider)
         answered = self._resolve(model, provider)
-        if asked.in_book or (
-            answered.card is None
-            and answered.timed is None
-            and (asked.card is not None or asked.timed is not None)
-        ):
-            chosen = asked
-        else:
-            chosen = answered
+        book_wins = asked.in_book and (
+            _same_model(asked, answered) or not self._known_without_book(asked.name)
+        )
+        chosen = asked if book_wins else answered
         with self._lock:
             if len(self._pairs) >= _MAX_NAMES:
                 self._pairs.clear()
             self._pairs[key] = chosen
         return chosen
 
-    def _lookup(self, name: ModelName, snapshot: str | None = None) -> _Resolved | None:
-        """What ``name`` resolves to: a card, timed cards, or (``unknown`` set) a name
-        that a source lists without a usable token price; ``None`` when no source lists it.
-        """
-        listed = False
-        note = (
-            f" (dated snapshot {snapshot!r} unknown; priced as {{model!r}})"
-            if snapshot is not None
-            else ""
-        )
+    def _known_without_book(self, name: ModelName) -> bool:
+        """Whether a default source lists ``name`` (or its undated base), the book aside."""
+        with self._lock:
+            if self._lookup(name, book=False) is not None:
+                return True
+            base = _base_name(name)
+            return base is not None and self._lookup(base, book=False) is not None
 
-        def noted(card: RateCard) -> RateCard:
-            if not note:
-                return card
-            return dataclasses.replace(card, source=card.source + note.format(model=card.model))
-
+    def _book_lookup(self, name: ModelName, snapshot: str | None = None) -> _Resolved | None:
+        """The price book's entry for ``name`` (full, then bare), if the book has one at
+        the call's provider."""
+        if not self._overrides:
+            return None
+        noted = _snapshot_note(snapshot)
         for key in dict.fromkeys((name.full.lower(), name.ref.lower())):
             entry = self._overrides.get(key)
             if entry is None:
@@ -447,6 +454,20 @@ class Pricer:
                 in_book=True,
                 finish=finish,
             )
+        return None
+
+    def _lookup(
+        self, name: ModelName, snapshot: str | None = None, *, book: bool = True
+    ) -> _Resolved | None:
+        """What ``name`` resolves to: a card, timed cards, or (``unknown`` set) a name
+        that a source lists without a usable token price; ``None`` when no source lists it.
+        ``book=False``: the default sources only.
+        """
+        listed = False
+        in_book = self._book_lookup(name, snapshot) if book else None
+        if in_book is not None:
+            return in_book
+        noted = _snapshot_note(snapshot)
 
         # A provider genai-prices does not know (sambanova, snowflake, dashscope,
         # vercel_ai_gateway...) does not narrow its matching, which would take the bare
@@ -822,3 +843,41 @@ def _when(at: datetime | None) -> datetime:
 
 def _same_provider(a: str, b: str) -> bool:
     return (canonical_provider(a) or a.lower()) == (canonical_provider(b) or b.lower())
+
+
+def _base_name(name: ModelName) -> ModelName | None:
+    """``name`` without its date suffix (``gpt-4o-2024-08-06`` -> ``gpt-4o``), ``None`` if
+    it has none."""
+    base = strip_date_suffix(name.ref)
+    if base is None:
+        return None
+    prefix = name.full[: len(name.full) - len(name.ref)]
+    return ModelName(prefix + base, base, name.provider, name.prefixed)
+
+
+def _snapshot_note(snapshot: str | None) -> Callable[[RateCard], RateCard]:
+    """What marks a card that prices the dated ``snapshot`` as its base model (its source
+    says so); the identity for a name priced as itself."""
+    if snapshot is None:
+        return _same
+    note = f" (dated snapshot {snapshot!r} unknown; priced as {{model!r}})"
+
+    def noted(card: RateCard) -> RateCard:
+        return dataclasses.replace(card, source=card.source + note.format(model=card.model))
+
+    return noted
+
+
+def _same_model(a: _Resolved, b: _Resolved) -> bool:
+    """Whether two names are one model: equal but for case, a provider prefix, Google's
+    ``models/`` and a date suffix, or resolved to one priced model of a default source."""
+
+    def bare(name: ModelName) -> str:
+        ref = name.ref.lower()
+        return strip_date_suffix(ref) or ref
+
+    if bare(a.name) == bare(b.name):
+        return True
+    return (
+        not a.in_book and not b.in_book and a.canonical is not None and a.canonical == b.canonical
+    )

@@ -28,6 +28,7 @@ from .test_entry_review_decorator import (
     MESSAGES,
     aant,
     ant,
+    aoai,
     assert_priced,
     oai,
     only,
@@ -170,3 +171,155 @@ def test_async_stream_manager_entered_again(provider: FakeProvider, costs: Captu
     drain_deferred(10.0)
     (status,) = budget_status(tracker)
     assert (status.spent, status.reserved) == (HAIKU_COST, Decimal(0))  # nothing left held
+
+
+# -- 3. with_streaming_response --------------------------------------------------------------------
+def test_streaming_response_is_recorded_from_the_body_read_in_the_block(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    gpt, claude = oai(provider), ant(provider)
+
+    @track_cost
+    def ask_gpt() -> Any:
+        return gpt.chat.completions.with_streaming_response.create(model=GPT, messages=MESSAGES)
+
+    @track_cost
+    def ask_claude() -> Any:
+        return claude.messages.with_streaming_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES
+        )
+
+    manager = ask_gpt()
+    assert (costs.events, provider.requests) == ([], [])  # nothing is sent before the with
+    with manager as response:
+        assert costs.events == []  # the body is not read yet
+        assert response.headers["x-request-id"] == "req_fake0001"
+        assert response.parse().usage.prompt_tokens == 2000
+    with ask_claude() as response:
+        assert response.json()["usage"]["output_tokens"] == 300  # read another way
+    gpt_event, claude_event = costs.events
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=False)
+    assert gpt_event.request_id == "chatcmpl-fake0001"
+    assert_priced(claude_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
+
+
+def test_streaming_response_not_read_or_read_by_bytes(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = oai(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.chat.completions.with_streaming_response.create(model=GPT, messages=MESSAGES)
+
+    with ask():
+        pass
+    with ask() as response:
+        assert b'"usage"' in b"".join(response.iter_bytes())
+    unread, by_bytes = costs.events
+    assert (unread.status, unread.streamed, unread.cost.total) == ("cancelled", False, None)
+    assert dict(unread.metadata) == {"costledger.usage_error": "no usage: never read"}
+    assert (by_bytes.status, by_bytes.streamed, by_bytes.cost.total) == ("ok", False, None)
+    assert dict(by_bytes.metadata) == {
+        "costledger.usage_error": "body read outside parse(): usage unknown"
+    }
+    assert len(provider.requests_to("/chat/completions")) == 2
+
+
+def test_streaming_response_of_a_stream_is_tracked_to_its_end(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    gpt, claude = oai(provider), ant(provider)
+
+    @track_cost
+    def ask_gpt() -> Any:
+        return gpt.chat.completions.with_streaming_response.create(
+            model=GPT, messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+        )
+
+    @track_cost
+    def ask_claude() -> Any:
+        return claude.messages.with_streaming_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES, stream=True
+        )
+
+    with ask_gpt() as response:
+        assert len(list(response.parse())) == 6
+    with ask_claude() as response:
+        for event in response.parse():
+            if event.type == "message_start":
+                break
+    with ask_claude() as response:
+        lines = [line for line in response.iter_lines() if line]
+        assert any("message_delta" in line for line in lines)
+    with ask_claude():
+        pass
+    done, early, by_lines, unread = costs.events
+    assert_priced(done, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert (early.status, early.streamed, early.cost.total) == (
+        "cancelled",
+        True,
+        Decimal("0.003124"),
+    )
+    assert (by_lines.status, by_lines.streamed, by_lines.cost.total) == ("ok", True, None)
+    assert dict(by_lines.metadata) == {
+        "costledger.usage_error": "stream read outside parse(): usage unknown"
+    }
+    assert (unread.status, unread.streamed, unread.cost.total) == ("cancelled", True, None)
+    assert dict(unread.metadata) == {"costledger.usage_error": "no usage: never iterated"}
+
+
+def test_async_streaming_responses(provider: FakeProvider, costs: CapturedCosts) -> None:
+    gpt, claude = aoai(provider), aant(provider)
+
+    @track_cost
+    def ask_gpt(stream: bool) -> Any:
+        if stream:
+            return gpt.chat.completions.with_streaming_response.create(
+                model=GPT, messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+            )
+        return gpt.chat.completions.with_streaming_response.create(model=GPT, messages=MESSAGES)
+
+    @track_cost
+    async def ask_claude(stream: bool) -> Any:  # an async def returning the manager
+        return claude.messages.with_streaming_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES, stream=stream
+        )
+
+    async def main() -> None:
+        async with ask_gpt(False) as response:
+            assert (await response.parse()).usage.completion_tokens == 500
+        async with ask_gpt(True) as response:
+            assert len([chunk async for chunk in await response.parse()]) == 6
+        async with await ask_claude(False) as response:
+            assert (await response.json())["usage"]["input_tokens"] == 1000
+        async with await ask_claude(True) as response:
+            assert len([event async for event in await response.parse()]) == 8
+        async with await ask_claude(False):
+            pass
+
+    asyncio.run(main())
+    gpt_event, gpt_stream, claude_event, claude_stream, unread = costs.events
+    assert_priced(gpt_event, CHAT_USAGE, CHAT_COST, streamed=False)
+    assert_priced(gpt_stream, CHAT_USAGE, CHAT_COST, streamed=True)
+    assert_priced(claude_event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
+    assert_priced(claude_stream, ANTHROPIC_USAGE, HAIKU_COST, streamed=True)
+    assert (unread.status, unread.cost.total) == ("cancelled", None)
+
+
+def test_streaming_response_entered_twice(provider: FakeProvider, costs: CapturedCosts) -> None:
+    client = ant(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.messages.with_streaming_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES
+        )
+
+    manager = ask()
+    for _ in range(2):
+        with manager as response:
+            response.parse()
+    for event in costs.events:
+        assert_priced(event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
+    assert len(costs.events) == len(provider.requests_to("/v1/messages")) == 2

@@ -83,7 +83,9 @@ _STREAM_METHODS: Final = ("__stream__",)
 
 # What the SDKs' stream helpers return (``client.messages.stream(...)``,
 # ``client.chat.completions.stream(...)``, ``client.responses.stream(...)``): a context
-# manager whose ``__enter__`` sends the request and gives the helper's stream.
+# manager whose ``__enter__`` sends the request and gives the helper's stream; and what
+# ``with_streaming_response`` returns, whose ``__enter__`` gives a raw response whose body
+# is not read yet.
 _STREAM_MANAGER_NAMES: Final = frozenset(
     {
         "MessageStreamManager",
@@ -94,6 +96,9 @@ _STREAM_MANAGER_NAMES: Final = frozenset(
         "AsyncChatCompletionStreamManager",
         "ResponseStreamManager",
         "AsyncResponseStreamManager",
+        # ``client.x.with_streaming_response.create(...)``: gives a raw response
+        "ResponseContextManager",
+        "AsyncResponseContextManager",
     }
 )
 
@@ -427,12 +432,7 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
             result.add_done_callback(functools.partial(_future_done, spec, tracker, call))
             return result
         if kind == _RAW_RESPONSE:
-            try:
-                body = _raw_body(result)
-            except Exception as exc:
-                _raw_unreadable(exc, spec, tracker, call)
-                return result
-            _raw_response(result, body, spec, tracker, call)
+            _raw_read(result, spec, tracker, call)
             return result
         seen = _Seen(spec)
         out: Any
@@ -485,13 +485,77 @@ async def _araw_body(raw: Any) -> Any:
     return parse()
 
 
-async def _araw_response(raw: Any, spec: _Spec, tracker: Tracker, call: Call) -> None:
+def _raw_read(raw: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:
+    """End the call of a raw response by its ``parse()`` (``_raw_response``). Never raises."""
+    try:
+        body = _raw_body(raw)
+    except Exception as exc:
+        _raw_unreadable(exc, spec, tracker, call)
+        return None
+    return _raw_response(raw, body, spec, tracker, call)
+
+
+async def _araw_response(raw: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:
+    """``_raw_read``, an async ``parse()`` awaited. Never raises."""
     try:
         body = await _araw_body(raw)
     except Exception as exc:
         _raw_unreadable(exc, spec, tracker, call)
+        return None
+    return _raw_response(raw, body, spec, tracker, call)
+
+
+def _raw_is_stream(raw: Any) -> bool:
+    """Whether a raw response is a stream (``stream=True``): its ``parse()`` then gives the
+    stream without reading the body (the Stainless SDKs' ``_is_sse_stream``, or else an
+    event-stream content type)."""
+    flag = getattr(raw, "_is_sse_stream", None)
+    if isinstance(flag, bool):
+        return flag
+    return "text/event-stream" in str(raw.http_response.headers.get("content-type", ""))
+
+
+def _body_read(http_response: Any) -> bool:
+    """Whether a response's body was read into it (``read()``, ``parse()``, ``json()``):
+    httpx's ``content`` raises until it is."""
+    try:
+        http_response.content  # noqa: B018
+    except Exception:
+        return False
+    return True
+
+
+def _raw_unfinished(
+    spec: _Spec, tracker: Tracker, call: Call, http_response: Any, streamed: bool
+) -> None:
+    """End the call of a raw response its ``parse()`` did not end: from the body if it was
+    read; ``ok`` with usage unknown if it was read another way (``iter_bytes()``,
+    ``iter_lines()``, ``parse(to=...)``); ``cancelled`` if it was never read. Never raises."""
+    if call.finished or sys.is_finalizing():
         return
-    _raw_response(raw, body, spec, tracker, call)
+    try:
+        if not streamed and _body_read(http_response):
+            spec.finish(tracker, call, json.loads(http_response.content))
+            return
+        if getattr(http_response, "is_stream_consumed", False) is True:
+            what = "stream" if streamed else "body"
+            tracker.finish(
+                call,
+                streamed=streamed,
+                metadata=_failed(f"{what} read outside parse(): usage unknown"),
+                defer=True,
+            )
+            return
+    except Exception as exc:
+        _report("decorator.result", exc, model=spec.model)
+    if not call.finished:
+        tracker.finish(
+            call,
+            status="cancelled",
+            streamed=streamed,
+            metadata=_failed("no usage: never iterated" if streamed else "no usage: never read"),
+            defer=True,
+        )
 
 
 def _raw_unreadable(exc: Exception, spec: _Spec, tracker: Tracker, call: Call) -> None:
@@ -499,9 +563,9 @@ def _raw_unreadable(exc: Exception, spec: _Spec, tracker: Tracker, call: Call) -
     tracker.finish(call, metadata=_failed(f"raw response not parsed: {_why(exc)}"), defer=True)
 
 
-def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call) -> None:
+def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:
     """End the call of a raw response, from its parsed ``body``; a stream (``stream=True``)
-    is tracked to its end instead. Never raises."""
+    is tracked to its end instead (the tracking generator is returned). Never raises."""
     try:
         kind = _result_kind(type(body))
         if kind is None:
@@ -509,19 +573,21 @@ def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call
         if kind in (_ITERATOR, _ASYNC_ITERATOR, _DUAL_ITERATOR):
             # ``parse()`` cached this stream: the caller's ``parse()`` gets it, tracked.
             seen = _Seen(spec)
-            if _hook_iterator(body, seen, tracker, call, kind == _ASYNC_ITERATOR) is None:
+            items = _hook_iterator(body, seen, tracker, call, kind == _ASYNC_ITERATOR)
+            if items is None:
                 tracker.finish(
                     call, streamed=True, metadata=_failed("no usage: stream not tracked")
                 )
-                return
+                return None
             unused = weakref.finalize(body, _never_used, seen, tracker, call, kind)
             unused.atexit = False
-            return
+            return items
         spec.finish(tracker, call, body)
     except Exception as exc:
         _report("decorator.result", exc, model=spec.model)
         if not call.finished:
             tracker.finish(call, metadata=_failed(f"tracking failed: {_why(exc)}"), defer=True)
+    return None
 
 
 def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
@@ -787,14 +853,29 @@ class _TrackedDualStream(_SyncProtocol, _AsyncProtocol):
 
 
 class _Entered:
-    """One ``with`` on a tracked manager not yet left: its call, what reads its stream."""
+    """One ``with`` on a tracked manager not yet left: its call, what reads its stream;
+    for ``with_streaming_response``, the raw response entering gave (``raw``) and whether
+    it is a stream (``stream=True``)."""
 
-    __slots__ = ("call", "items")
+    __slots__ = ("call", "items", "raw", "stream")
 
     def __init__(self, call: Call) -> None:
         self.call = call
         # What ends the call early: the tracking generator, or the proxy.
         self.items: Any = None
+        self.raw: Any = None
+        self.stream = False
+
+    def body_to_parse(self) -> bool:
+        """A raw response that is not a stream, its body read in the block, the call not
+        ended yet: it ends from ``parse()`` as the block is left."""
+        raw = self.raw
+        return (
+            raw is not None
+            and not self.stream
+            and not self.call.finished
+            and _body_read(raw.http_response)
+        )
 
 
 class _Manager:
@@ -810,6 +891,11 @@ class _Manager:
     go through it. That generator is swapped for the tracking one, so the stream handed
     back is the SDK's own object however it is read. A stream without one (another
     version) is handed back behind the tracking proxy, as a returned stream is.
+
+    ``with_streaming_response`` managers give a raw response instead, its body not read:
+    for ``stream=True`` the stream its ``parse()`` gives is tracked (``parse()`` reads
+    nothing then); otherwise the call ends as the block is left, from ``parse()`` (cached:
+    the caller's own was the same) if the body was read in the block.
 
     Each enter sends a request of its own (the SDK's ``__enter__`` calls the API each
     time): the first is the call opened when the function was called; every later one
@@ -855,10 +941,10 @@ class _Manager:
             return
         self._tracker.finish(call, status=_status_of(exc), error=exc, defer=True)
 
-    def _track(self, stream: Any, call: Call, is_async: bool) -> Any:
+    def _track(self, stream: Any, entered: _Entered, is_async: bool) -> Any:
         """The stream to hand back, tracked. Never raises (the stream comes back as is)."""
-        entered = _Entered(call)
         self._entered.append(entered)
+        call = entered.call
         tracker = self._tracker
         spec = self._seen.spec
         seen = self._seen if call is self._call else _Seen(spec)
@@ -870,6 +956,12 @@ class _Manager:
             kind = _result_kind(type(stream))
             if kind is None:
                 kind = _kind_of_result(type(stream))
+            if kind == _RAW_RESPONSE:  # with_streaming_response: the body is not read yet
+                entered.raw = stream
+                entered.stream = _raw_is_stream(stream)
+                if entered.stream and not is_async:  # an async parse() is awaited by the caller
+                    entered.items = _raw_read(stream, spec, tracker, call)
+                return stream
             if kind in (_ITERATOR, _ASYNC_ITERATOR, _DUAL_ITERATOR):
                 out = _goes_on(kind, stream, spec, tracker, call)
                 entered.items = out
@@ -889,7 +981,10 @@ class _Manager:
     def _left(self, entered: _Entered) -> None:
         """Left before the stream was read: the request was sent, its usage is unknown."""
         call = entered.call
-        if not call.finished and not sys.is_finalizing():
+        if entered.raw is not None:
+            http_response = entered.raw.http_response
+            _raw_unfinished(self._seen.spec, self._tracker, call, http_response, entered.stream)
+        elif not call.finished and not sys.is_finalizing():
             self._tracker.finish(
                 call,
                 status="cancelled",
@@ -939,7 +1034,7 @@ class _TrackedManager(_Manager):
         except BaseException as exc:
             self._failed_enter(call, exc, again)
             raise
-        return self._track(stream, call, is_async=False)
+        return self._track(stream, _Entered(call), is_async=False)
 
     def __exit__(self, *exc_info: Any) -> Any:
         try:
@@ -950,6 +1045,8 @@ class _TrackedManager(_Manager):
                     items.close()  # the call ends, cancelled if the stream was not at its end
                 elif isinstance(items, _Proxy):
                     items._close_sync()
+                if entered.body_to_parse():
+                    _raw_read(entered.raw, self._seen.spec, self._tracker, entered.call)
                 self._left(entered)
         except Exception as exc:
             _report("decorator.stream", exc, model=self._seen.spec.model)
@@ -969,7 +1066,11 @@ class _TrackedAsyncManager(_Manager):
         except BaseException as exc:
             self._failed_enter(call, exc, again)
             raise
-        return self._track(stream, call, is_async=True)
+        entered = _Entered(call)
+        out = self._track(stream, entered, is_async=True)
+        if entered.stream and entered.items is None and not call.finished:
+            entered.items = await _araw_response(stream, self._seen.spec, self._tracker, call)
+        return out
 
     async def __aexit__(self, *exc_info: Any) -> Any:
         try:
@@ -980,6 +1081,8 @@ class _TrackedAsyncManager(_Manager):
                     await items.aclose()
                 elif isinstance(items, _Proxy):
                     await items._close_async()
+                if entered.body_to_parse():
+                    await _araw_response(entered.raw, self._seen.spec, self._tracker, entered.call)
                 self._left(entered)
         except Exception as exc:
             _report("decorator.stream", exc, model=self._seen.spec.model)

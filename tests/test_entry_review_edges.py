@@ -11,12 +11,13 @@ from decimal import Decimal
 from typing import Any
 
 import openai
+import pydantic
 import pytest
 
 from costledger import Budget, BudgetExceeded, Tracker, budget_status, drain_deferred, track_cost
 from costledger.testing import CapturedCosts, InMemoryLedger
 
-from ._fake_provider import FakeProvider, anthropic_error
+from ._fake_provider import FakeProvider, Reply, anthropic_error, chat_completion
 from .test_entry_review_decorator import (
     ANTHROPIC_USAGE,
     CHAT_COST,
@@ -323,3 +324,66 @@ def test_streaming_response_entered_twice(provider: FakeProvider, costs: Capture
     for event in costs.events:
         assert_priced(event, ANTHROPIC_USAGE, HAIKU_COST, streamed=False)
     assert len(costs.events) == len(provider.requests_to("/v1/messages")) == 2
+
+
+# -- 2. a raw response whose parse() raises --------------------------------------------------------
+class Answer(pydantic.BaseModel):
+    answer: str
+
+
+def cut_at_max_tokens() -> Reply:
+    """A structured output cut by max_tokens: the SDK's parse() raises
+    LengthFinishReasonError, though the body carries the usage."""
+    body = chat_completion(text='{"answer": "trunc')
+    body["choices"][0]["finish_reason"] = "length"
+    return Reply(json=body)
+
+
+def test_raw_response_whose_parse_raises_is_read_from_its_body(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    provider.enqueue("/chat/completions", cut_at_max_tokens(), cut_at_max_tokens())
+    client = oai(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.chat.completions.with_raw_response.parse(
+            model=GPT, messages=MESSAGES, response_format=Answer, max_tokens=5
+        )
+
+    @track_cost
+    def ask_streaming() -> Any:
+        return client.chat.completions.with_streaming_response.parse(
+            model=GPT, messages=MESSAGES, response_format=Answer, max_tokens=5
+        )
+
+    raw = ask()
+    with pytest.raises(openai.LengthFinishReasonError):
+        raw.parse()  # the caller's parse() raises as without tracking
+    with ask_streaming() as response, pytest.raises(openai.LengthFinishReasonError):
+        response.parse()
+    raw_event, streaming_event = costs.events
+    assert_priced(raw_event, CHAT_USAGE, CHAT_COST, streamed=False)
+    assert raw_event.request_id == "chatcmpl-fake0001"
+    assert_priced(streaming_event, CHAT_USAGE, CHAT_COST, streamed=False)
+
+
+def test_async_raw_response_whose_parse_raises(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    provider.enqueue("/chat/completions", cut_at_max_tokens())
+    client = aoai(provider)
+
+    @track_cost
+    async def ask() -> Any:
+        return await client.chat.completions.with_raw_response.parse(
+            model=GPT, messages=MESSAGES, response_format=Answer, max_tokens=5
+        )
+
+    async def main() -> None:
+        raw = await ask()
+        with pytest.raises(openai.LengthFinishReasonError):
+            raw.parse()
+
+    asyncio.run(main())
+    assert_priced(only(costs), CHAT_USAGE, CHAT_COST, streamed=False)

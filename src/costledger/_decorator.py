@@ -490,7 +490,7 @@ def _raw_read(raw: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:
     try:
         body = _raw_body(raw)
     except Exception as exc:
-        _raw_unreadable(exc, spec, tracker, call)
+        _raw_unreadable(exc, raw, spec, tracker, call)
         return None
     return _raw_response(raw, body, spec, tracker, call)
 
@@ -500,7 +500,7 @@ async def _araw_response(raw: Any, spec: _Spec, tracker: Tracker, call: Call) ->
     try:
         body = await _araw_body(raw)
     except Exception as exc:
-        _raw_unreadable(exc, spec, tracker, call)
+        _raw_unreadable(exc, raw, spec, tracker, call)
         return None
     return _raw_response(raw, body, spec, tracker, call)
 
@@ -558,9 +558,20 @@ def _raw_unfinished(
         )
 
 
-def _raw_unreadable(exc: Exception, spec: _Spec, tracker: Tracker, call: Call) -> None:
+def _raw_unreadable(exc: Exception, raw: Any, spec: _Spec, tracker: Tracker, call: Call) -> None:
+    """``parse()`` raised (structured outputs cut at ``max_tokens``: the OpenAI SDK's
+    ``LengthFinishReasonError``): the usage is read from the body the SDK read, as JSON.
+    A body not read (a stream) is never read here: the call is then recorded without usage."""
+    try:
+        http_response = raw.http_response
+        if _body_read(http_response):
+            spec.finish(tracker, call, json.loads(http_response.content))
+            return
+    except Exception as bug:
+        _report("decorator.result", bug, model=spec.model)
     _report("decorator.result", exc, model=spec.model)
-    tracker.finish(call, metadata=_failed(f"raw response not parsed: {_why(exc)}"), defer=True)
+    if not call.finished:
+        tracker.finish(call, metadata=_failed(f"raw response not parsed: {_why(exc)}"), defer=True)
 
 
 def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call) -> Any:

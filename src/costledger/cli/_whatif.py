@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +13,9 @@ from .._cost import money_text
 from ._app import EXIT_BAD_INPUT, CliError
 from ._options import Format, OutputFormat, Selection, open_ledger, selecting
 from ._output import Col, emit, note
+
+if TYPE_CHECKING:
+    from .._pricing import Pricer
 
 __all__ = ["reprice", "whatif"]
 
@@ -34,54 +39,201 @@ def _book_models(path: Path) -> list[str]:
     return models
 
 
-def _unmatched(ledger: Any, path: Path, models: list[str], api: dict[str, Any]) -> list[str]:
-    """The book's models that price no selected call: a name that matches neither the
-    requested nor the response model of any call (a typo, ``gpt4o``, or another
-    provider's), matched as the pricer matches them (case, provider prefix, date suffix)."""
-    from sqlalchemy import select
+_BOOK_SOURCE = "override:"
+"""How the source of a price from a price book starts (``override: <path>``)."""
+
+
+@dataclass
+class _Group:
+    """The selected calls of one (requested model, response model, provider)."""
+
+    model: str | None
+    response_model: str | None
+    provider: str | None
+    at: datetime | None
+    repriced: bool  # the what-if prices them again (not a cache hit, something to price)
+    priced_by: str | None = None  # the book model that prices them again, if one does
+    default_price: bool = False  # else: a default source prices them
+
+    @property
+    def name(self) -> str | None:
+        return self.response_model or self.model
+
+
+@dataclass
+class _Coverage:
+    """Which of the book's models price a selected call, and why the others do not."""
+
+    typos: list[str]  # match no selected call by name
+    unused: dict[str, str]  # match calls by name but price none of them: why
+    priced: int  # book models that price some selected call
+
+
+def _coverage(
+    ledger: Any, pricer: Pricer, path: Path, models: list[str], api: dict[str, Any]
+) -> _Coverage:
+    """The book's models that price no selected call under the what-if's own ``pricer``:
+    a book model counts only if re-pricing a selected call took its price from the book
+    (``Cost.source``). A name that matches neither the requested nor the response model of
+    any call (a typo, ``gpt4o``, or another provider's: matched as the pricer matches
+    them, case, provider prefix, date suffix) is a typo; a name that matches calls the
+    default data prices under a more specific name (the dated
+    ``claude-sonnet-4-20250514`` its own entry prices) is said so."""
+    from sqlalchemy import func, or_, select
 
     from .._ledger._query import _conditions
     from .._ledger._tables import events_table as t
     from .._pricing import Pricer
     from .._reports._common import check_filters
+    from .._reports._whatif import _quiet_unknown_models
     from .._reports._when import resolve_bounds
+    from .._usage import Usage
 
     filters = {k: v for k, v in api.items() if k not in ("since", "until")}
     lo, hi = resolve_bounds(api.get("since"), api.get("until"))
     store = ledger._core.store
+    kept = or_(t.c.pricing_status == "not_priced", t.c.cache_hit.is_(True))
     stmt = (
-        select(t.c.model, t.c.response_model, t.c.provider)
+        select(
+            t.c.model,
+            t.c.response_model,
+            t.c.provider,
+            kept.label("kept"),
+            func.max(t.c.timestamp, type_=t.c.timestamp.type),
+        )
         .where(*_conditions(store.dialect, lo, hi, check_filters(filters)))
-        .distinct()
+        .group_by(t.c.model, t.c.response_model, t.c.provider, kept)
     )
     with store.read_connection() as conn:
-        names = conn.execute(stmt).all()
+        rows = conn.execute(stmt).all()
+    groups = [
+        _Group(model, response_model, provider, at, not kept and bool(response_model or model))
+        for model, response_model, provider, kept, at in rows
+    ]
+    nothing = Usage()
+    with _quiet_unknown_models():
+        for g in groups:
+            if not g.repriced or g.name is None:
+                continue
+            try:  # as the what-if prices the call: its response model, its requested one
+                cost = pricer.price(
+                    g.name, nothing, provider=g.provider, at=g.at, requested_model=g.model
+                )
+            except (ValueError, TypeError):
+                continue
+            if cost.source is not None and cost.source.startswith(_BOOK_SOURCE):
+                g.priced_by = (cost.model or "").lower()
+            else:
+                g.default_price = cost.total is not None
+    priced = {g.priced_by for g in groups if g.priced_by is not None}
+    # matched by name as the pricer matches names, the book alone
     book_only = Pricer(overrides=path, genai_prices=False, litellm=False)
-    matched: set[str] = set()
-    for model, response_model, provider in names:
-        for name in (model, response_model):
+    # by book model: the calls whose priced (response) name it matches, and those only
+    # whose requested name it matches (answered by another model)
+    by_name: dict[str, dict[int, tuple[_Group, bool]]] = {}
+    for g in groups:
+        for name in dict.fromkeys((g.name, g.model)):
             if name:
-                card = book_only.rate_card(name, provider=provider)
+                card = book_only.rate_card(name, provider=g.provider)
                 if card is not None:
-                    matched.add(card.model.lower())
-    return [m for m in models if m.lower() not in matched]
+                    by_name.setdefault(card.model.lower(), {}).setdefault(
+                        id(g), (g, name == g.name)
+                    )
+    typos: list[str] = []
+    unused: dict[str, str] = {}
+    for model in models:
+        key = model.lower()
+        if key in priced:
+            continue
+        if key not in by_name:
+            typos.append(model)
+        else:
+            unused[model] = _why_unused(list(by_name[key].values()))
+    return _Coverage(typos, unused, sum(1 for m in models if m.lower() in priced))
 
 
-def _unmatched_note(unmatched: list[str], models: list[str], selected_models: list[str]) -> str:
+def _why_unused(matched: list[tuple[_Group, bool]]) -> str:
+    """Why a book model whose name matches these calls (``True``: their response model,
+    the one priced; ``False``: only the model they asked for) prices none of them."""
+    repriced = [(g, own) for g, own in matched if g.repriced and g.name is not None]
+    if not repriced:
+        return "its calls keep their recorded cost (cache hits, or nothing to price)"
+    reasons: list[str] = []
+    for own in (True, False):
+        outcomes: dict[str, set[str]] = {}
+        for g, is_own in repriced:
+            if is_own is own:
+                outcome = (
+                    "default"
+                    if g.default_price
+                    else f"book {g.priced_by}"
+                    if g.priced_by is not None
+                    else "none"
+                )
+                outcomes.setdefault(outcome, set()).add(str(g.name))
+        order = {"default": 0, "none": 2}  # the book's other entries in between
+        for outcome in sorted(outcomes, key=lambda o: (order.get(o, 1), o)):
+            names = sorted(outcomes[outcome])
+            many = len(names) > 1
+            listed = ", ".join(repr(n) for n in names)
+            if own:
+                subject = f"the calls' model{'s' if many else ''} {listed}"
+            else:
+                subject = (
+                    "the calls that asked for it were answered by "
+                    f"{'other models' if many else 'another model'}, {listed}, which"
+                )
+            if outcome == "default" and own:
+                what = (
+                    "have their own default prices; add entries for them"
+                    if many
+                    else "has its own default price; add an entry for it"
+                )
+            elif outcome == "default":
+                what = "are priced as themselves" if many else "is priced as itself"
+            elif outcome == "none":
+                what = "have no price" if many else "has no price"
+            else:
+                entry = outcome.removeprefix("book ")
+                what = f"{'are' if many else 'is'} priced by the book's entry {entry!r}"
+            reasons.append(f"{subject} {what}")
+    return "; ".join(reasons)
+
+
+def _coverage_notes(
+    coverage: _Coverage, models: list[str], selected_models: list[str]
+) -> list[str]:
     import difflib
 
+    from .._pricing._names import strip_date_suffix
+
+    # a dated snapshot's undated name too: a book entry for it prices the snapshots
+    candidates = list(
+        dict.fromkeys(
+            n for m in selected_models for n in (m, strip_date_suffix(m)) if n is not None
+        )
+    )
+
     def named(model: str) -> str:
-        close = difflib.get_close_matches(model, selected_models, n=1, cutoff=0.75)
+        others = [c for c in candidates if c.lower() != model.lower()]
+        close = difflib.get_close_matches(model, others, n=1, cutoff=0.75)
         return f"{model!r} (did you mean {close[0]!r}?)" if close else repr(model)
 
-    listed = ", ".join(named(m) for m in unmatched)
-    if len(unmatched) == len(models):
-        return (
+    listed = ", ".join(named(m) for m in coverage.typos)
+    if coverage.priced == 0 and len(coverage.typos) == len(models):
+        return [
             f"warning: no model of the price book matches a selected call: {listed}; "
             "nothing is re-priced by the book (names are matched as recorded: see "
             "'costledger report --by model')"
-        )
-    return f"note: model(s) of the price book that match no selected call: {listed}"
+        ]
+    level = "warning" if coverage.priced == 0 else "note"
+    lines = []
+    if coverage.typos:
+        lines.append(f"{level}: model(s) of the price book that match no selected call: {listed}")
+    lines.extend(f"{level}: {m!r} priced no call: {why}" for m, why in coverage.unused.items())
+    if lines and coverage.priced == 0:
+        lines.append("warning: no selected call is re-priced by the book")
+    return lines
 
 
 _WHATIF_COLS = (
@@ -120,24 +272,26 @@ def whatif(
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Re-price the selected calls under a price book: cost then, under the book, savings."""
+    from .._pricing import Pricer
     from .._reports import whatif as compare
 
     book = _book(price_book)
     assert book is not None
     models = _book_models(book)
+    # one pricer for the what-if and for telling which of the book's models priced a call
+    pricer = Pricer(overrides=book, genai_prices=not only_book, litellm=not only_book)
     with open_ledger(selected.db) as ledger:
         result = compare(
             ledger,
-            book,
-            only_book=only_book,
+            pricer,
             list_limit=1000 if fmt is not OutputFormat.table else _SHOWN_UNPRICED,
             **selected.api,
         )
-        unmatched = _unmatched(ledger, book, models, selected.api) if result.rows else []
+        coverage = _coverage(ledger, pricer, book, models, selected.api) if result.rows else None
     rows = [r.as_dict() for r in result.rows]
     names = sorted({str(r["model"]) for r in rows if r["model"] is not None})
     # on stderr whatever the format: the data on stdout stays as it is
-    unmatched_note = _unmatched_note(unmatched, models, names) if unmatched else None
+    coverage_notes = _coverage_notes(coverage, models, names) if coverage else []
     if not rows:
         if fmt is OutputFormat.json:
             emit(fmt, [], [], document=result.as_dict())
@@ -149,8 +303,8 @@ def whatif(
             emit(fmt, rows, _WHATIF_COLS, document=result.as_dict())
         else:
             emit(fmt, rows, _WHATIF_COLS, fields=_WHATIF_FIELDS)
-        if unmatched_note:
-            note(unmatched_note)
+        for text in coverage_notes:
+            note(text)
         return
     cols = list(_WHATIF_COLS)
     if len({r["currency"] for r in rows}) > 1 or rows[0]["currency"] != "USD":
@@ -183,8 +337,8 @@ def whatif(
         "savings = cost then - cost under the book, over the calls priced both ways "
         "(positive: the book is cheaper)"
     )
-    if unmatched_note:
-        note(unmatched_note)
+    for text in coverage_notes:
+        note(text)
     if other_currency:
         note(
             f"{other_currency:,} call(s) are priced by the book in another currency than "

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from . import _tracker
 from ._events import UsageEvent
 from ._tracker import Tracker, _set_default, add_sink, drain_deferred, remove_sink
 
@@ -74,6 +75,42 @@ class CapturedCosts:
         return out
 
 
+# The isolating blocks in force, oldest first, in every thread (the default Tracker is the
+# process's), and the default they replaced: blocks in two threads may end in any order.
+_isolation_lock = threading.Lock()
+_isolating: list[Tracker] = []
+_replaced: Tracker | None = None
+
+
+def _isolate(tracker: Tracker) -> None:
+    global _replaced
+    with _isolation_lock:
+        previous = _set_default(tracker)
+        if not _isolating:
+            _replaced = previous
+        _isolating.append(tracker)
+
+
+def _end_isolation(tracker: Tracker) -> None:
+    """Restore the default an isolating block replaced, if the default is still its own:
+    the newest block still in force's, or, after the last, the one before the first. A
+    block ending out of order (another thread's began after it and is still in force)
+    leaves the default alone; a default set by ``configure()`` inside a block stays."""
+    global _replaced
+    with _isolation_lock:
+        for i in range(len(_isolating) - 1, -1, -1):
+            if _isolating[i] is tracker:
+                del _isolating[i]
+                break
+        if _tracker._default is not tracker:
+            return
+        if _isolating:
+            _set_default(_isolating[-1])
+        else:
+            _set_default(_replaced)
+            _replaced = None
+
+
 @contextmanager
 def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[CapturedCosts]:
     """Capture every usage event any Tracker emits inside the block.
@@ -81,17 +118,21 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
     With ``isolate=True`` (the default) the process default Tracker is swapped for
     one with an in-memory ledger and logging off, so tests write no file; entry
     points handed their own Tracker are captured as well, and still record there.
+    The default is the process's: blocks in several threads at once share the newest
+    one's, and the default from before the first comes back when the last one ends,
+    whatever order they end in.
     """
     # Calls finished before the block, still in the background, are not the block's.
     drain_deferred(10.0)
     captured = CapturedCosts()
-    previous: Tracker | None = None
+    isolating: Tracker | None = None
     if isolate:
         from ._ledger import InMemoryLedger
 
         tracker_kwargs.setdefault("ledger", InMemoryLedger())
         tracker_kwargs.setdefault("log", "off")
-        previous = _set_default(Tracker(**tracker_kwargs))
+        isolating = Tracker(**tracker_kwargs)
+        _isolate(isolating)
     # One bound method, added and removed: each ``captured._append`` is a new object, and
     # remove_sink matches by identity.
     sink = captured._append
@@ -101,8 +142,8 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
     finally:
         drain_deferred(10.0)  # calls finished in the block, still in the background
         remove_sink(sink)
-        if isolate:
-            _set_default(previous)
+        if isolating is not None:
+            _end_isolation(isolating)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -10,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
+from enum import Enum
 from types import MappingProxyType
 from typing import Any, Literal
+from uuid import UUID
 
 from ._cost import Cost
 from ._usage import Usage
@@ -22,7 +25,9 @@ __all__ = [
     "CallStatus",
     "EventSource",
     "UsageEvent",
+    "event_text",
     "new_event_id",
+    "short_repr",
     "text_pairs",
 ]
 
@@ -41,6 +46,43 @@ def text_pairs(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error message or a log line
+    (a value the host got wrong may be a megabyte of text); never raises."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__: the type is all we can say
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def event_text(name: str, value: Any) -> str | None:
+    """The text a text field of an event (``model``, ``request_id``, ``status``...) holds for
+    ``value``: ``None``, a ``str`` (a ``str`` subclass, a ``StrEnum`` member: its plain
+    text), or a value whose text is obvious: an ``int`` or a finite ``float`` (its decimal
+    text), a ``UUID``, an ``Enum`` member (its value, by the same rule), ``bytes`` (decoded
+    as UTF-8, an invalid sequence as U+FFFD). ``TypeError`` naming ``name`` and the value
+    for anything else (a list, a dict, a bool, a datetime...)."""
+    if value is None or value.__class__ is str:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Enum):
+        try:
+            return event_text(name, value.value)
+        except TypeError:
+            pass  # the message names the member, not its value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        return float.__repr__(value)
+    elif isinstance(value, UUID):
+        return str(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    raise TypeError(f"{name} must be text or None, got {type(value).__name__} {short_repr(value)}")
 
 
 _id_lock = threading.Lock()

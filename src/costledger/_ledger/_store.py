@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from .._cost import Cost
-from .._events import UsageEvent
+from .._events import UsageEvent, event_text
 from ._engine import BEGIN_OPTION, FILE_ID, file_id, is_memory_sqlite, make_engine, sqlite_path
 from ._migrate import HEAD, current_revision, ensure_schema
 from ._money import (
@@ -53,7 +54,7 @@ from ._rows import (
     row_to_event,
 )
 from ._tables import EVENTS_TABLE, events_table
-from ._text import clean_row, clean_text
+from ._text import TEXT_COLUMNS, clean_row, clean_text
 
 __all__ = [
     "CostChange",
@@ -241,7 +242,31 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
         _text_money("reported_cost", e.reported_cost),
         dumps(dict(e.price_context)) if e.price_context else "{}",
     )
-    return clean_row(row)
+    cleaned = clean_row(row)
+    # ``clean_row`` returns the row itself when every text in it is clean text: a new
+    # tuple means one was cleaned, or one is not text at all (checked here, off the hot path)
+    return cleaned if cleaned is row else _texts_checked(cleaned)
+
+
+_TEXT_INDEXES = tuple((COLUMNS.index(name), name) for name in TEXT_COLUMNS)
+
+
+def _texts_checked(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with each text column holding text or ``None``: a value whose text is
+    obvious (a number, a UUID, an enum, bytes: ``event_text``) as that text, the same on
+    SQLite and PostgreSQL; ``TypeError`` naming the column for anything else (a list, a
+    dict: SQLite cannot bind it, PostgreSQL would store its JSON), so the event is
+    rejected to ``rejected-*.jsonl`` on either database, never left to fail its batch."""
+    values: list[Any] | None = None
+    for i, name in _TEXT_INDEXES:
+        value = row[i]
+        if value is None or value.__class__ is str:
+            continue
+        text = event_text(f"UsageEvent {name}", value)
+        if values is None:
+            values = list(row)
+        values[i] = text
+    return row if values is None else clean_row(tuple(values))
 
 
 def _text(value: Any) -> Any:
@@ -277,7 +302,24 @@ def is_data_error(exc: BaseException) -> bool:
     # names the bad-row kinds the same in every driver (psycopg, sqlite3).
     if any(c.__name__ in _DBAPI_DATA_ERRORS for c in type(exc).__mro__):
         return True
+    if _is_binding_error(exc):
+        return True
     return isinstance(exc, (ValueError, TypeError, OverflowError))
+
+
+def _is_binding_error(exc: BaseException) -> bool:
+    """sqlite3 could not bind a value of the row (a list where text belongs): its
+    ``ProgrammingError`` (Python 3.11+: "Error binding parameter 5: type 'list' is not
+    supported") or ``InterfaceError`` (3.10: "Error binding parameter 5 - probably
+    unsupported type."), raw or wrapped by SQLAlchemy. The rest of those two kinds (a
+    closed connection, a wrong parameter count) is no fault of a row's."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's wrapper holds the driver's error
+    for error in (exc, orig):
+        if isinstance(error, (sqlite3.ProgrammingError, sqlite3.InterfaceError)) and str(
+            error
+        ).startswith("Error binding parameter"):
+            return True
+    return False
 
 
 _DBAPI_DATA_ERRORS = frozenset(("DataError", "IntegrityError"))

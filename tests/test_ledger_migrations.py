@@ -179,16 +179,22 @@ def test_upgrading_0002_with_data_fills_the_bounds(empty_url: str, how: str) -> 
         assert_bounds(ledger, events, exact=True)
         with engine.connect() as conn:  # the direct recomputation: plain SQL, exact Decimals
             rows = conn.exec_driver_sql(
-                "SELECT id, timestamp, total_cost FROM costledger_events "
+                "SELECT id, timestamp, total_cost, currency FROM costledger_events "
                 "WHERE total_cost IS NOT NULL"
             ).all()
         direct = sorted(
-            ((str(i), _utc(ts), Decimal(str(cost))) for i, ts, cost in rows),
-            key=lambda r: (-r[2], r[1], r[0]),
+            ((str(i), _utc(ts), Decimal(str(cost)), cur) for i, ts, cost, cur in rows),
+            key=lambda r: (r[3], -r[2], r[1], r[0]),
         )
+        currencies = sorted({r[3] for r in direct})
         for n in (1, 10, 100):
             got = [(e.id, e.total_cost) for e in top(ledger, n)]
-            assert got == [(i, cost) for i, _, cost in direct[:n]]
+            # each currency its own top n, currency after currency (never ranked together)
+            assert got == [
+                (i, cost)
+                for c in currencies
+                for i, _, cost, _ in [r for r in direct if r[3] == c][:n]
+            ]
             assert got == expected_top(events, n)
         assert len(direct) > 250
         before = [rollup_rows(ledger, cube.table) for cube in CUBES]

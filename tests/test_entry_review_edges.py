@@ -6,6 +6,7 @@ stream read around its ``parse()``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -387,3 +388,60 @@ def test_async_raw_response_whose_parse_raises(
 
     asyncio.run(main())
     assert_priced(only(costs), CHAT_USAGE, CHAT_COST, streamed=False)
+
+
+# -- 4. a raw stream read around its parse() -------------------------------------------------------
+def test_raw_stream_read_outside_parse_is_ok_with_usage_unknown(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    client = oai(provider)
+
+    @track_cost
+    def ask() -> Any:
+        return client.chat.completions.with_raw_response.create(
+            model=GPT, messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+        )
+
+    raw = ask()
+    chunks = list(raw.parse(to=openai.Stream[openai.types.chat.ChatCompletionChunk]))
+    assert chunks[-1].usage is not None
+    del raw, chunks
+    gc.collect()  # recorded when the raw response (its cached stream) is collected
+    raw = ask()
+    assert any("usage" in line for line in raw.http_response.iter_lines())
+    del raw
+    gc.collect()
+    raw = ask()  # never read
+    del raw
+    gc.collect()
+    by_parse_to, by_lines, unread = costs.events
+    for event in (by_parse_to, by_lines):
+        assert (event.status, event.streamed, event.cost.total) == ("ok", True, None)
+        assert dict(event.metadata) == {
+            "costledger.usage_error": "stream read outside parse(): usage unknown"
+        }
+    assert (unread.status, unread.streamed, unread.cost.total) == ("cancelled", True, None)
+    assert dict(unread.metadata) == {"costledger.usage_error": "no usage: never iterated"}
+
+
+def test_async_raw_stream_read_outside_parse(provider: FakeProvider, costs: CapturedCosts) -> None:
+    client = aant(provider)
+
+    @track_cost
+    async def ask() -> Any:
+        return await client.messages.with_raw_response.create(
+            model=CLAUDE, max_tokens=10, messages=MESSAGES, stream=True
+        )
+
+    async def main() -> None:
+        raw = await ask()
+        lines = [line async for line in raw.http_response.aiter_lines()]
+        assert any("message_delta" in line for line in lines)
+
+    asyncio.run(main())
+    gc.collect()
+    event = only(costs)
+    assert (event.status, event.streamed, event.cost.total) == ("ok", True, None)
+    assert dict(event.metadata) == {
+        "costledger.usage_error": "stream read outside parse(): usage unknown"
+    }

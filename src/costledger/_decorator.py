@@ -590,7 +590,9 @@ def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call
                     call, streamed=True, metadata=_failed("no usage: stream not tracked")
                 )
                 return None
-            unused = weakref.finalize(body, _never_used, seen, tracker, call, kind)
+            unused = weakref.finalize(
+                body, _raw_stream_dropped, seen, tracker, call, raw.http_response
+            )
             unused.atexit = False
             return items
         spec.finish(tracker, call, body)
@@ -599,6 +601,13 @@ def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call
         if not call.finished:
             tracker.finish(call, metadata=_failed(f"tracking failed: {_why(exc)}"), defer=True)
     return None
+
+
+def _raw_stream_dropped(seen: _Seen, tracker: Tracker, call: Call, http_response: Any) -> None:
+    """A raw response's stream collected: if it was never read, its body may still have
+    been, another way (``parse(to=Stream[...])``, ``http_response.iter_lines()``)."""
+    if not seen.started:
+        _raw_unfinished(seen.spec, tracker, call, http_response, streamed=True)
 
 
 def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:

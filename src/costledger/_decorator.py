@@ -979,7 +979,7 @@ class _Manager:
             if kind == _RAW_RESPONSE:  # with_streaming_response: the body is not read yet
                 entered.raw = stream
                 entered.stream = _raw_is_stream(stream)
-                if entered.stream and not is_async:  # an async parse() is awaited by the caller
+                if entered.stream and not is_async:  # async: parse() is awaited by __aenter__
                     entered.items = _raw_read(stream, spec, tracker, call)
                 return stream
             if kind in (_ITERATOR, _ASYNC_ITERATOR, _DUAL_ITERATOR):

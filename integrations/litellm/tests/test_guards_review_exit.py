@@ -82,3 +82,55 @@ def test_async_calls_made_just_before_exit_are_all_stored(tmp_path: Path) -> Non
     # LiteLLM's mock answer: 10 prompt tokens, 20 completion tokens
     assert sum(Decimal(r[0]) for r in rows) == calls * GPT_4O_MINI_10_IN_20_OUT
     assert "event loop changed" not in done.stderr
+
+
+CHILD_FLUSHING = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+    import costledger_litellm
+    from costledger import Ledger, Tracker
+    from costledger_litellm import CostLedgerLogger
+
+    litellm.telemetry = False
+    logger = CostLedgerLogger(tracker=Tracker(Ledger("sqlite:///" + sys.argv[1]), log="off"))
+    litellm.callbacks = [logger]
+    messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    seen = []
+    record = logger._on_event
+    logger._on_event = lambda *args, **kw: seen.append(1) or record(*args, **kw)
+
+    async def main():
+        await asyncio.gather(*(
+            litellm.acompletion(model="gpt-4o-mini", messages=messages, mock_response="4")
+            for _ in range(int(sys.argv[2]))
+        ))
+        done = await costledger_litellm.flush_callbacks(60)
+        print("flushed", done, "seen", len(seen), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_flush_callbacks_delivers_every_event_before_asyncio_run_ends(tmp_path: Path) -> None:
+    # Without it, asyncio.run cancels LiteLLM's callback tasks still pending when main
+    # returns, and LiteLLM loses those that had not started (no exit hook can bring back).
+    path = tmp_path / "flushed.db"
+    calls = 300
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_FLUSHING, str(path), str(calls)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["flushed", "True", "seen", str(calls)]
+    con = sqlite3.connect(path)
+    rows = con.execute("select total_cost from costledger_events").fetchall()
+    con.close()
+    assert _spooled(path) == 0
+    assert len(rows) == calls
+    assert sum(Decimal(r[0]) for r in rows) == calls * GPT_4O_MINI_10_IN_20_OUT

@@ -13,7 +13,7 @@ a callback and its ``async_pre_call_hook`` enforces them.
 
 from __future__ import annotations
 
-from ._exit import EXIT_FLUSH_TIMEOUT, register_exit_flush
+from ._exit import EXIT_FLUSH_TIMEOUT, flush_callbacks, register_exit_flush
 from ._logger import (
     DISAGREEMENT_THRESHOLD,
     MAX_IN_FLIGHT,
@@ -39,4 +39,5 @@ __all__ = [
     "__version__",
     "acompletion",
     "completion",
+    "flush_callbacks",
 ]

@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Any, Final
 
-__all__ = ["EXIT_FLUSH_TIMEOUT"]
+__all__ = ["EXIT_FLUSH_TIMEOUT", "flush_callbacks"]
 
 EXIT_FLUSH_TIMEOUT: Final = 5.0
 """Seconds the exit hook waits for LiteLLM's queued callbacks to run (LiteLLM's own exit
@@ -52,6 +52,31 @@ async def _flush(worker: Any, timeout: float) -> None:
             await asyncio.wait_for(stop(timeout=1.0), 2.0)
 
 
+def _worker() -> Any:
+    """LiteLLM's logging worker, if LiteLLM has loaded it."""
+    worker = getattr(sys.modules.get(_WORKER_MODULE), "GLOBAL_LOGGING_WORKER", None)
+    return worker if worker is not None and hasattr(worker, "flush") else None
+
+
+async def flush_callbacks(timeout: float | None = 30.0) -> bool:
+    """Wait until LiteLLM has run every callback it holds for the async calls made so far,
+    so each is recorded (and its guards settled). ``await`` it before an ``asyncio.run``
+    main function returns: ``asyncio.run`` then cancels the tasks still pending, and
+    LiteLLM loses the callbacks whose tasks had not started yet (the exit hook can only
+    deliver those still queued). Returns False if ``timeout`` (seconds) ran out first, or
+    on a failure, which is logged; never raises (but a cancellation of the caller)."""
+    try:
+        worker = _worker()
+        if worker is not None:
+            await asyncio.wait_for(worker.flush(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    except Exception as exc:
+        _report(exc)
+        return False
+    return True
+
+
 class _QuietLoopChange(logging.Filter):
     """Drops LiteLLM's warning that its queue moved to a new loop: expected here."""
 
@@ -65,9 +90,8 @@ def flush_litellm_logging(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
     For the exit hook (no event loop running in this thread); never raises.
     """
     try:
-        module = sys.modules.get(_WORKER_MODULE)
-        worker = getattr(module, "GLOBAL_LOGGING_WORKER", None)
-        if worker is None or not hasattr(worker, "flush") or not _pending(worker):
+        worker = _worker()
+        if worker is None or not _pending(worker):
             return
         quiet = _QuietLoopChange()
         litellm_logger = logging.getLogger("LiteLLM")

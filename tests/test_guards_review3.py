@@ -44,7 +44,7 @@ from costledger._guards import (
     store_for,
 )
 from costledger._guards._memory import MemoryStore
-from costledger._guards._store import GuardStore, StoreUnavailable
+from costledger._guards._store import STORE_COOLDOWN, GuardStore, StoreUnavailable
 from costledger._ledger import InMemoryLedger, Ledger
 from costledger._pricing import Pricer
 from costledger.cli import app
@@ -279,6 +279,7 @@ def test_a_stalled_redis_answering_late_neither_double_counts_nor_leaks(
         tracker.finish(call, usage=Usage(input_tokens=3000))  # runs once the server wakes
         sleeper.join()
         assert len(budget._pending) == 1
+        time.sleep(STORE_COOLDOWN)  # the timeout opened the store's breaker
         budget._next_retry = 0.0
         spend(tracker)  # the replay finds it settled
         assert figures(tracker) == [(None, Decimal("0.05"), Decimal("0"))]
@@ -286,6 +287,9 @@ def test_a_stalled_redis_answering_late_neither_double_counts_nor_leaks(
         with pytest.raises(GuardStoreUnavailable):
             tracker.start(source="api", model="m", estimate=Decimal("4"))
         sleeper.join()
+        time.sleep(STORE_COOLDOWN)
+        budget._next_retry = 0.0
+        spend(tracker, 0)  # replays the release (nothing spent)
         assert figures(tracker) == [(None, Decimal("0.05"), Decimal("0"))]  # given back
     finally:
         admin.close()

@@ -39,7 +39,7 @@ from ._spec import (
     reserve_units,
     to_units,
 )
-from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
+from ._store import GuardStore, StoreRefusal, StoreUnavailable, off_loop, store_for
 
 if TYPE_CHECKING:
     from .._events import UsageEvent
@@ -303,12 +303,7 @@ class Budget:
                 return None
             if self._pending and time.monotonic() >= self._next_retry:
                 self._retry_pending()
-            last = self._last_store
-            if last is not None and last[0] is tracker:
-                store = last[1]
-            else:
-                store = store_for(tracker)
-                self._last_store = (tracker, store)
+            store = self._store_of(tracker)
             now = self._clock()
             now_ms = int(now * 1000)
             win = self.period.window(now)
@@ -335,7 +330,9 @@ class Budget:
                     # off this call's path (the store has just failed). When the ledger
                     # failed (seeding), the store is fine and nothing was reserved.
                     failed = _Hold(self._counter(key, win), key, res_id, win, keep, None)
-                    if exc.store != store.url:
+                    if exc.store != store.url or exc.cooling:
+                        # the ledger failed, or the store was not asked (it failed less
+                        # than STORE_COOLDOWN ago): nothing was reserved
                         failed.held = False
                     if self.on_store_error == "closed":
                         if failed.held is None:
@@ -344,7 +341,9 @@ class Budget:
                             token.holds = []
                         else:
                             self.release(token)
-                        raise StoreRefusal(exc.store, exc.cause, f"budget {self.name!r}") from exc
+                        raise StoreRefusal(
+                            exc.store, exc.cause, f"budget {self.name!r}", cooling=exc.cooling
+                        ) from exc
                     _report("budget.reserve", exc, budget=self.name)
                     # Fails open: the call's spend still counts when it settles. The settle
                     # of the failed key also drops its reservation, if it was made.
@@ -371,6 +370,24 @@ class Budget:
                 return self.account(call, tracker)
             except Exception:
                 return None
+
+    async def areserve(self, call: Call, tracker: Tracker) -> _Token | None:
+        """``reserve`` for async entry points (``Tracker.astart``): unless the store is
+        ``memory://``, it runs in a worker thread, so the store's round trips (and a seed's
+        ledger read) never block the event loop. Same checks, refusals and alerts; if the
+        caller is cancelled meanwhile, what it reserved is given back."""
+        if self.where is not None and not matches(call, self.where):
+            return None
+        store = self._store_of(tracker)
+        return await off_loop(store, self.reserve, call, tracker, undo=self._release_quietly)
+
+    def _store_of(self, tracker: Tracker) -> GuardStore:
+        last = self._last_store
+        if last is not None and last[0] is tracker:
+            return last[1]
+        store = store_for(tracker)
+        self._last_store = (tracker, store)
+        return store
 
     def account(self, call: Call, tracker: Tracker) -> _Token | None:
         """For ``Tracker.record``: a call that already happened is counted when it settles,
@@ -571,7 +588,7 @@ class Budget:
                 self._next_retry = time.monotonic() + 1.0  # not on every call of an outage
                 return
 
-    def _release_quietly(self, token: _Token) -> None:
+    def _release_quietly(self, token: _Token | None) -> None:
         try:
             self.release(token)
         except Exception as exc:
@@ -861,6 +878,10 @@ def _flush_at_exit() -> None:
     failed: set[int] = set()
     for budget in budgets:
         if budget._pending:
+            for _, token, _, _ in list(budget._pending):
+                # one try however recently the store failed (its breaker is open)
+                if id(token.store) not in failed:
+                    token.store.reopen()
             try:
                 budget._retry_pending(failed)
             except Exception as exc:

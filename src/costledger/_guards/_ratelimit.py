@@ -14,6 +14,8 @@ row in SQL), where a settle corrects the bucket the estimate went into.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import re
 import threading
@@ -35,7 +37,14 @@ from ._spec import (
     matches,
     parse_limit,
 )
-from ._store import GuardStore, StoreRefusal, StoreUnavailable, store_for
+from ._store import (
+    GuardStore,
+    StoreRefusal,
+    StoreUnavailable,
+    in_background,
+    off_loop,
+    store_for,
+)
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -151,6 +160,13 @@ class _Window:
             return self.window_ms / 1000, 0
         return max(0.001, (got.retry_bucket + span - ms) / 1000), 0
 
+    def _pause(self, key: str | None, retry: float, deadline: float) -> float:
+        """Seconds to wait before trying ``key`` again, or its refusal when the wait would
+        go past ``deadline`` (``wait=`` seconds after the call started)."""
+        if time.monotonic() + retry > deadline:
+            raise self._refuse(key, retry)
+        return retry
+
     def _refuse(self, key: str | None, retry_after: float) -> RateLimited:
         who = "" if self.per is None else f" for {self.per} {key!r}"
         return RateLimited(
@@ -162,7 +178,9 @@ class _Window:
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         if self.on_store_error == "closed":
-            raise StoreRefusal(exc.store, exc.cause, f"rate limit {self.name!r}") from exc
+            raise StoreRefusal(
+                exc.store, exc.cause, f"rate limit {self.name!r}", cooling=exc.cooling
+            ) from exc
         _report("ratelimit.reserve", exc, limit=self.name)
 
     def _keys(self, call: Call) -> list[str | None]:
@@ -231,13 +249,18 @@ class RateLimit(_Window):
         if limiter is None:
             return self._acquire(store, key, 1)[0]
         ids = (self.name, counter_key(key))
-        try:
-            if limiter.hit(self.item, *ids):
-                return None
-            reset = limiter.get_window_stats(self.item, *ids).reset_time
-        except Exception as exc:
-            raise StoreUnavailable(store.url, exc) from exc
-        return max(0.001, reset - time.time())
+
+        def hit() -> float | None:
+            try:
+                if limiter.hit(self.item, *ids):
+                    return None
+                reset = limiter.get_window_stats(self.item, *ids).reset_time
+            except Exception as exc:
+                raise store._breaker_failed(exc) from exc
+            return max(0.001, reset - time.time())
+
+        # the store's breaker: ``limits`` talks to the store's own connection pool
+        return store._guarded(hit)
 
     def reserve(self, call: Call, tracker: Tracker) -> None:
         if self.where is not None and not matches(call, self.where):
@@ -247,24 +270,22 @@ class RateLimit(_Window):
         try:
             for key in self._keys(call):
                 while (retry := self._try(store, key)) is not None:
-                    if time.monotonic() + retry > deadline:
-                        raise self._refuse(key, retry)
-                    time.sleep(retry)
+                    time.sleep(self._pause(key, retry, deadline))
         except StoreUnavailable as exc:
             self._store_failed(exc)
         return None
 
     async def areserve(self, call: Call, tracker: Tracker) -> None:
+        """``reserve`` for async entry points: waits with ``asyncio.sleep``, and the store's
+        round trips run in a worker thread unless the store is ``memory://``."""
         if self.where is not None and not matches(call, self.where):
             return None
         store = store_for(tracker)
         deadline = time.monotonic() + self.wait
         try:
             for key in self._keys(call):
-                while (retry := self._try(store, key)) is not None:
-                    if time.monotonic() + retry > deadline:
-                        raise self._refuse(key, retry)
-                    await _sleep(retry)
+                while (retry := await off_loop(store, self._try, store, key)) is not None:
+                    await _sleep(self._pause(key, retry, deadline))
         except StoreUnavailable as exc:
             self._store_failed(exc)
         return None
@@ -341,9 +362,7 @@ class TokenRateLimit(_Window):
                     if retry is None:
                         taken.held.append((self._counter(key), bucket))
                         break
-                    if time.monotonic() + retry > deadline:
-                        raise self._refuse(key, retry)
-                    time.sleep(retry)
+                    time.sleep(self._pause(key, retry, deadline))
         except StoreUnavailable as exc:
             self._give_back(taken)
             self._store_failed(exc)
@@ -357,31 +376,48 @@ class TokenRateLimit(_Window):
         return taken
 
     async def areserve(self, call: Call, tracker: Tracker) -> _Taken | None:
+        """``reserve`` for async entry points: waits with ``asyncio.sleep``, and the store's
+        round trips (giving back included) run in a worker thread unless the store is
+        ``memory://``."""
         taken = self._start(call, tracker)
         if taken is None:
             return None
+        store = taken.store
         deadline = time.monotonic() + self.wait
         try:
             for key in self._keys(call):
                 while True:
-                    retry, bucket = self._acquire(taken.store, key, taken.amount)
+                    # cancelled while the store answers: what it took is given back
+                    undo = functools.partial(self._untake, taken, key)
+                    got = await off_loop(store, self._acquire, store, key, taken.amount, undo=undo)
+                    retry, bucket = got
                     if retry is None:
                         taken.held.append((self._counter(key), bucket))
                         break
-                    if time.monotonic() + retry > deadline:
-                        raise self._refuse(key, retry)
-                    await _sleep(retry)
+                    await _sleep(self._pause(key, retry, deadline))
         except StoreUnavailable as exc:
-            self._give_back(taken)
+            await self._agive_back(taken)
             self._store_failed(exc)
             return None
-        except BaseException:
-            # Refused, cancelled while waiting for a later key (CancelledError,
-            # KeyboardInterrupt), or any other failure: the keys already taken give their
-            # tokens back, or they would hold them for a whole window.
-            self._give_back(taken)
+        except BaseException as exc:
+            # as in ``reserve``; given back before the refusal or cancellation goes on
+            if isinstance(exc, GeneratorExit):  # the coroutine is closed: it cannot wait
+                in_background(store, self._give_back, taken)
+            else:
+                await self._agive_back(taken)
             raise
         return taken
+
+    async def _agive_back(self, taken: _Taken) -> None:
+        """``_give_back`` off the event loop; carried on if the caller is cancelled again."""
+        if taken.held:
+            await asyncio.shield(off_loop(taken.store, self._give_back, taken))
+
+    def _untake(self, taken: _Taken, key: str | None, got: tuple[float | None, int]) -> None:
+        """Give back what ``_acquire`` took for ``key`` for a caller that was cancelled."""
+        retry, bucket = got
+        if retry is None:
+            self._give_back(_Taken(taken.store, taken.amount, [(self._counter(key), bucket)]))
 
     def settle(self, token: _Taken | None, event: UsageEvent) -> None:
         if token is None:
@@ -424,8 +460,6 @@ class TokenRateLimit(_Window):
 
 
 async def _sleep(seconds: float) -> None:
-    import asyncio
-
     await asyncio.sleep(seconds)
 
 

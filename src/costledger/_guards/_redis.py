@@ -30,7 +30,6 @@ from ._store import (
     GuardStore,
     Marks,
     Settlement,
-    StoreUnavailable,
     display_url,
     parse_timeout,
 )
@@ -261,6 +260,7 @@ class RedisStore(GuardStore):
         timeout = parse_timeout(query.pop("timeout", None), url=self.url, default=2.0)
         self._url = _redis_py_scheme(_without_options(url, parts.query))
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._answers: type[BaseException] = redis.ResponseError
         self.client: redis.Redis = client or redis.Redis.from_url(
             self._url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
@@ -279,11 +279,22 @@ class RedisStore(GuardStore):
         base = f"{self.prefix}:{{{counter}}}"
         return [base + ":b", base + ":x", base + ":m"]
 
+    def _outage(self, cause: BaseException) -> bool:
+        """A timeout, or no connection. Not an error Redis answered (a script error, OOM,
+        READONLY), nor a connection it closed (a restart): the next operation connects
+        again at once, so a restart costs one operation, not a cool-down."""
+        if isinstance(cause, self._answers) or not isinstance(cause, self._errors):
+            return False
+        return "closed by server" not in str(cause)
+
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return script(keys=keys, args=args)
-        except self._errors as exc:
-            raise StoreUnavailable(self.url, exc) from exc
+        def run() -> Any:
+            try:
+                return script(keys=keys, args=args)
+            except self._errors as exc:
+                raise self._breaker_failed(exc) from exc
+
+        return self._guarded(run)
 
     def reserve(
         self,
@@ -375,14 +386,18 @@ class RedisStore(GuardStore):
     def counters(self, prefix: str) -> list[str]:
         head = f"{self.prefix}:{{"
         pattern = head.translate(_GLOB_SPECIAL) + prefix.translate(_GLOB_SPECIAL) + "*}:m"
-        try:
-            names = []
-            for key in self.client.scan_iter(match=pattern, count=1000):
-                text = key.decode() if isinstance(key, bytes) else str(key)
-                names.append(text[len(head) : -3])
-            return names
-        except self._errors as exc:
-            raise StoreUnavailable(self.url, exc) from exc
+
+        def scan() -> list[str]:
+            try:
+                names = []
+                for key in self.client.scan_iter(match=pattern, count=1000):
+                    text = key.decode() if isinstance(key, bytes) else str(key)
+                    names.append(text[len(head) : -3])
+                return names
+            except self._errors as exc:
+                raise self._breaker_failed(exc) from exc
+
+        return self._guarded(scan)
 
     def acquire(
         self,

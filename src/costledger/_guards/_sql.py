@@ -220,7 +220,7 @@ class SqlStore(GuardStore):
             self._create_tables(engine)
         except Exception as exc:
             engine.dispose()
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc, connecting=True) from exc
         return engine
 
     def _create_tables(self, engine: Engine) -> None:
@@ -269,6 +269,9 @@ class SqlStore(GuardStore):
         """One PL/pgSQL function call on an autocommit connection: one round trip, its
         own transaction. Straight on the driver's cursor: SQLAlchemy's Connection costs
         more than the round trip here."""
+        return self._guarded(lambda: self._call_once(name, params, fetch))
+
+    def _call_once(self, name: str, params: dict[str, Any], fetch: bool) -> Any:
         self.engine  # noqa: B018 - opens the engines (and the tables) on first use
         auto = self._auto
         assert auto is not None
@@ -276,7 +279,8 @@ class SqlStore(GuardStore):
         try:
             conn = auto.raw_connection()  # the pool's wait is bounded by the timeout
         except errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc, connecting=True) from exc
+        started = time.monotonic()
         try:
             cursor = conn.cursor()
             cursor.execute(self._pg[name], params)
@@ -285,7 +289,7 @@ class SqlStore(GuardStore):
         except errors as exc:
             # A timed-out or broken connection never goes back to the pool.
             _invalidate(conn, self)
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc, started=started) from exc
         finally:
             conn.close()
         return row
@@ -306,8 +310,32 @@ class SqlStore(GuardStore):
 
         return (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError, OSError)
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(self.url, exc)
+    def _unavailable(
+        self, exc: BaseException, *, connecting: bool = False, started: float | None = None
+    ) -> StoreUnavailable:
+        """``exc`` as the store being unavailable; opens the breaker (``STORE_COOLDOWN``)
+        when it is an outage (``_is_outage``)."""
+        outage = self._is_outage(exc, connecting=connecting, started=started)
+        return self._breaker_failed(exc, outage=outage)
+
+    def _is_outage(self, exc: BaseException, *, connecting: bool, started: float | None) -> bool:
+        """PostgreSQL unreachable or stuck: no connection (refused, unreachable, no pooled
+        one in time), or no answer at all within the timeout (the TCP timeouts). Not an
+        error the server answered, a statement or lock timeout included (a counter row
+        locked by a stuck session delays that counter, not the others), nor a pooled
+        connection the server dropped (a restart: the next operation connects again at
+        once). SQLite never opens the breaker: a busy database file is contention between
+        local processes."""
+        if not self._is_pg:
+            return False
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        if connecting or isinstance(exc, PoolTimeout):
+            return True
+        state = _sqlstate(exc)
+        if state is not None and not state.startswith("08"):  # answered (08: connection)
+            return False
+        return started is not None and time.monotonic() - started >= self.timeout * 0.9
 
     def _tx(self) -> Any:
         return _Tx(self)
@@ -584,6 +612,15 @@ class SqlStore(GuardStore):
             self._auto.dispose()
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, also wrapped by SQLAlchemy (``orig``)."""
+    for error in (exc, getattr(exc, "orig", None)):
+        state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
 def _libpq_version() -> int:
     try:
         import psycopg
@@ -651,26 +688,33 @@ class _Tx:
     """One transaction on a pooled connection (``BEGIN IMMEDIATE`` on SQLite); turns
     connection and server failures into ``StoreUnavailable``."""
 
-    __slots__ = ("_conn", "_store")
+    __slots__ = ("_conn", "_probe", "_started", "_store")
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self._conn: Any = None
+        self._probe = False
+        self._started = 0.0
 
     def __enter__(self) -> _Raw:
         store = self._store
+        if store._down is not None:  # failed recently: at once, or this one tries again
+            self._probe = store._breaker_enter()
         try:
             self._conn = store.engine.raw_connection()
+            self._started = time.monotonic()
             cursor = self._conn.cursor()
             if not store._is_pg:
                 cursor.execute("BEGIN IMMEDIATE")
         except StoreUnavailable:
             raise
-        except Exception as exc:
+        except BaseException as exc:
             if self._conn is not None:
                 self._conn.close()
             if isinstance(exc, store._db_errors()):
-                raise store._unavailable(exc) from exc
+                raise store._unavailable(exc, connecting=self._conn is None) from exc
+            if self._probe:
+                store._breaker_abandon()
             raise
         return _Raw(cursor)
 
@@ -690,11 +734,16 @@ class _Tx:
         except errors as err:
             _invalidate(conn, store)
             if exc is None:
-                raise store._unavailable(err) from err
+                raise store._unavailable(err, started=self._started) from err
         finally:
             conn.close()
         if isinstance(exc, errors):
-            raise store._unavailable(exc) from exc
+            raise store._unavailable(exc, started=self._started) from exc
+        if exc is None or isinstance(exc, Exception):  # the database answered
+            if store._down is not None:
+                store._breaker_close()
+        elif self._probe:  # interrupted (KeyboardInterrupt, ...): no answer either way
+            store._breaker_abandon()
 
 
 def _statements(p: str, *, pg: bool) -> dict[str, str]:

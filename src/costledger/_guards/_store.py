@@ -10,14 +10,18 @@ alert marks already fired. Budgets and token rate limits are built on them.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import math
 import os
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._errors import GuardRefusal, GuardStoreUnavailable
 from .._redact import redact_url as display_url
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from .._tracker import Tracker
 
 __all__ = [
+    "STORE_COOLDOWN",
     "Acquired",
     "Admission",
     "CounterState",
@@ -36,10 +41,21 @@ __all__ = [
     "StoreRefusal",
     "StoreUnavailable",
     "display_url",
+    "in_background",
     "memory_store",
+    "off_loop",
     "open_store",
     "store_for",
 ]
+
+_T = TypeVar("_T")
+
+STORE_COOLDOWN = 1.0
+"""Seconds a Redis or PostgreSQL guard store is left alone after an operation on it timed
+out or could not connect: operations in that time fail at once, without I/O, as the store
+being unavailable (each guard fails open or closed as configured; settles are kept and
+replayed). After it, one operation at a time tries the store again (the others keep
+failing at once until it answers); a failure starts another cool-down."""
 
 Marks = Sequence[tuple[str, int]]
 """Alert marks: (label, units); a mark fires once, the first time spend reaches its units."""
@@ -81,21 +97,28 @@ class CounterState:
 
 
 class StoreUnavailable(GuardStoreUnavailable):
-    """The store could not be reached or answered with an error; names the store."""
+    """The store could not be reached or answered with an error; names the store.
 
-    def __init__(self, store: str, cause: BaseException) -> None:
-        super().__init__(
-            f"guard store {store} is unavailable: {type(cause).__name__}: {_short(cause)}"
-        )
+    ``cooling``: the store was not asked at all, because an operation on it failed less
+    than ``STORE_COOLDOWN`` seconds ago (``cause`` is that failure)."""
+
+    def __init__(self, store: str, cause: BaseException, *, cooling: bool = False) -> None:
+        text = f"guard store {store} is unavailable: {type(cause).__name__}: {_short(cause)}"
+        if cooling:
+            text += f" (failed less than {STORE_COOLDOWN:g} s ago: not asked again yet)"
+        super().__init__(text)
         self.store = store
         self.cause = cause
+        self.cooling = cooling
 
 
 class StoreRefusal(StoreUnavailable, GuardRefusal):
     """A guard failed closed because its store is unavailable: the call is refused."""
 
-    def __init__(self, store: str, cause: BaseException, guard: str) -> None:
-        super().__init__(store, cause)
+    def __init__(
+        self, store: str, cause: BaseException, guard: str, *, cooling: bool = False
+    ) -> None:
+        super().__init__(store, cause, cooling=cooling)
         self.guard = guard
         self.args = (f"{self.args[0]}; {guard} fails closed, so the call is refused",)
 
@@ -112,6 +135,86 @@ class GuardStore(ABC):
 
     kind: str
     url: str  # for messages: never holds a password
+
+    # The circuit breaker (``STORE_COOLDOWN``), used by stores that do I/O: the failure
+    # that opened it (None: closed, the store is asked), until when it stays open
+    # (``time.monotonic``), and whether an operation is trying the store again. Class
+    # defaults, so a store that never uses it needs no ``__init__`` call.
+    _down: BaseException | None = None
+    _down_until: float = 0.0
+    _probing: bool = False
+
+    @property
+    def does_io(self) -> bool:
+        """Whether operations wait on another process (Redis, a database): async entry
+        points run them off the event loop. The in-process ``memory://`` store: False."""
+        return self.kind != "memory"
+
+    def _outage(self, cause: BaseException) -> bool:
+        """Whether ``cause`` (an operation's failure) means the store is unreachable or
+        stuck (a timeout, a lost connection), which opens the circuit breaker. A store
+        that answered with an error is not down. Default: never (no breaker)."""
+        return False
+
+    def _breaker_enter(self) -> bool:
+        """Before an operation, when the breaker is open (``_down`` is set): raise
+        ``StoreUnavailable`` at once while the store cools down or another operation is
+        trying it; else this operation is the one that tries it (True)."""
+        with _breaker_lock:
+            cause = self._down
+            if cause is None:
+                return False
+            if self._probing or time.monotonic() < self._down_until:
+                raise StoreUnavailable(self.url, cause, cooling=True)
+            self._probing = True
+            return True
+
+    def _breaker_failed(
+        self, cause: BaseException, *, outage: bool | None = None
+    ) -> StoreUnavailable:
+        """An operation failed with ``cause``: open the breaker if the store is down
+        (``outage``, by default ``_outage(cause)``), else the store answered, which closes
+        it. Returns the error to raise."""
+        if self._outage(cause) if outage is None else outage:
+            with _breaker_lock:
+                self._down = cause
+                self._down_until = time.monotonic() + STORE_COOLDOWN
+                self._probing = False
+        elif self._down is not None:
+            self._breaker_close()
+        return StoreUnavailable(self.url, cause)
+
+    def _breaker_close(self) -> None:
+        """The store answered: ask it again."""
+        with _breaker_lock:
+            self._down = None
+            self._probing = False
+
+    def _breaker_abandon(self) -> None:
+        """The operation trying the store ended without an answer either way (interrupted):
+        the next one after the cool-down tries again."""
+        with _breaker_lock:
+            self._probing = False
+
+    def _guarded(self, op: Callable[[], _T]) -> _T:
+        """Run one operation of a store with a breaker. ``op`` raises ``StoreUnavailable``
+        made by ``_breaker_failed`` on a failure of the store."""
+        probe = self._breaker_enter() if self._down is not None else False
+        try:
+            result = op()
+        except BaseException:
+            if probe and self._probing:  # ended without telling the breaker
+                self._breaker_abandon()
+            raise
+        if self._down is not None:
+            self._breaker_close()
+        return result
+
+    def reopen(self) -> None:
+        """Forget a recent failure: the next operation asks the store (at exit, what is
+        still pending gets one try however recently the store failed)."""
+        if self._down is not None:
+            self._breaker_close()
 
     @abstractmethod
     def reserve(
@@ -208,6 +311,7 @@ class GuardStore(ABC):
 
 _shared: dict[str, GuardStore] = {}
 _shared_lock = threading.Lock()
+_breaker_lock = threading.Lock()
 _per_tracker: weakref.WeakKeyDictionary[Any, GuardStore] = weakref.WeakKeyDictionary()
 _memory: GuardStore | None = None
 """The process's ``memory://`` store: one per process (a forked child starts a new one)."""
@@ -284,6 +388,90 @@ def store_for(tracker: Tracker) -> GuardStore:
     return store
 
 
+async def off_loop(
+    store: GuardStore,
+    fn: Callable[..., _T],
+    *args: Any,
+    undo: Callable[[_T], object] | None = None,
+) -> _T:
+    """``fn(*args)`` for an async entry point: in a worker thread when ``store`` waits on
+    I/O (so a slow or stuck store never blocks the event loop), inline on ``memory://``
+    (microseconds). A worker thread cannot be stopped: when the caller is cancelled while
+    ``fn`` runs, ``fn`` runs to its end and ``undo(result)`` gives back what it took, in
+    a worker thread too (``undo`` must not raise)."""
+    if not store.does_io:
+        return fn(*args)
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    handoff = _Handoff()
+
+    def work() -> _T:
+        result = context.run(fn, *args)
+        with handoff.lock:
+            handoff.result = result
+            handoff.done = True
+            abandoned = handoff.abandoned
+        if abandoned and undo is not None:
+            undo(result)
+        return result
+
+    try:
+        future = loop.run_in_executor(_guard_threads(), work)
+    except RuntimeError:  # the interpreter is exiting: no new threads
+        return fn(*args)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        with handoff.lock:
+            handoff.abandoned = True
+            done = handoff.done
+        if done and undo is not None:  # finished as the caller was cancelled: never taken
+            in_background(store, undo, handoff.result)
+        raise
+
+
+class _Handoff:
+    __slots__ = ("abandoned", "done", "lock", "result")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.done = False
+        self.result: Any = None
+
+
+def in_background(store: GuardStore, fn: Callable[..., object], *args: Any) -> None:
+    """``fn(*args)`` without waiting for it, from an async entry point: in a worker thread
+    when ``store`` waits on I/O, else inline. ``fn`` must not raise."""
+    if not store.does_io:
+        fn(*args)
+        return
+    try:
+        _guard_threads().submit(contextvars.copy_context().run, fn, *args)
+    except RuntimeError:  # the interpreter is exiting: no new threads
+        fn(*args)
+
+
+GUARD_THREADS = 32
+"""Worker threads for the guards' store I/O from async entry points (one pool per process,
+apart from the event loop's default executor, so the host's ``to_thread`` work and a
+slow store never wait on each other)."""
+_threads: ThreadPoolExecutor | None = None
+
+
+def _guard_threads() -> ThreadPoolExecutor:
+    global _threads
+    pool = _threads
+    if pool is None:
+        with _shared_lock:
+            pool = _threads
+            if pool is None:
+                pool = _threads = ThreadPoolExecutor(
+                    max_workers=GUARD_THREADS, thread_name_prefix="costledger-guards"
+                )
+    return pool
+
+
 def parse_timeout(value: object, *, url: str, default: float) -> float:
     """The ``?timeout=`` of a guard store URL: seconds, finite and above zero."""
     if value is None:
@@ -302,8 +490,10 @@ def parse_timeout(value: object, *, url: str, default: float) -> float:
 def _after_fork_in_child() -> None:
     """A forked child starts a ``memory://`` store of its own: the parent's counters are
     the parent's (and its lock may have been held by another thread at the fork)."""
-    global _shared_lock, _memory
+    global _shared_lock, _breaker_lock, _memory, _threads
     _shared_lock = threading.Lock()
+    _breaker_lock = threading.Lock()
+    _threads = None  # the parent's threads are not in the child
     old = _memory
     _memory = None
     if old is not None:

@@ -31,6 +31,7 @@ when LiteLLM raises, the proxy's ``async_post_call_failure_hook``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEvent, get_tracker
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
+from costledger._guards._store import GuardStore, in_background, off_loop, store_for
 from costledger._sources.litellm_payload import (
     attribution_values,
     bare_model,
@@ -291,12 +293,25 @@ class CostLedgerLogger(CustomLogger):
     async def async_log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        self._on_event(kwargs, response_obj, start_time, end_time, failed=False)
+        await self._aon_event(kwargs, response_obj, start_time, end_time, failed=False)
 
     async def async_log_failure_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
-        self._on_event(kwargs, response_obj, start_time, end_time, failed=True)
+        await self._aon_event(kwargs, response_obj, start_time, end_time, failed=True)
+
+    async def _aon_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, *, failed: bool
+    ) -> None:
+        """An async call's event, on the event loop; in a worker thread when the guards'
+        settles wait on a store across the network (Redis, a database), so a slow or
+        stuck store never blocks the loop. Either way it is recorded before this returns."""
+        store = _io_store(self.tracker)
+        if store is None:
+            self._on_event(kwargs, response_obj, start_time, end_time, failed=failed)
+            return
+        event = functools.partial(self._on_event, failed=failed)
+        await off_loop(store, event, kwargs, response_obj, start_time, end_time)
 
     async def async_pre_call_hook(
         self,
@@ -360,7 +375,7 @@ class CostLedgerLogger(CustomLogger):
                 return None  # refused by async_pre_call_hook: it reserved nothing
             call_id = _proxy_call_id(request_data, mint=False)
             if call_id is not None:
-                _registry.release(call_id)
+                release_off_loop(self.tracker, call_id)
         except Exception as exc:  # never break the proxy's error handling
             _report("litellm.async_post_call_failure_hook", exc)
         return None
@@ -828,6 +843,39 @@ def _as_http_refusal(refusal: GuardRefusal) -> GuardRefusal:
         retry_after = max(int(-(-refusal.retry_after // 1)), 1)  # ceil, at least one second
         refusal.headers = {"retry-after": str(retry_after)}  # type: ignore[attr-defined]
     return refusal
+
+
+def _io_store(tracker: Tracker) -> GuardStore | None:
+    """The store ``tracker``'s guards settle and release on, when it waits on I/O (Redis,
+    a database); None for no guards or ``memory://`` (microseconds, on the event loop)."""
+    if not tracker.has_guards:
+        return None
+    try:
+        store = store_for(tracker)
+    except Exception:  # a store that cannot open: its guards fail at once anyway
+        return None
+    return store if store.does_io else None
+
+
+def release_off_loop(tracker: Tracker, call_id: str) -> None:
+    """From the event loop: release the guards' reservations of the LiteLLM call
+    ``call_id``, in a worker thread (not waited for) when their store waits on I/O.
+    Never raises."""
+    store = _io_store(tracker)
+    if store is None:
+        _release_quietly(call_id)
+    else:
+        in_background(store, _release_quietly, call_id)
+
+
+def _release_quietly(call_id: str) -> None:
+    """LiteLLM raised: the call is over with no success. Release the guards' reservations;
+    its failed attempts are recorded by their own failure events (as they came, or later
+    for an async call), and nothing is recorded if it failed before LiteLLM logged."""
+    try:
+        _registry.release(call_id)
+    except Exception as exc:
+        _report("litellm.release", exc)
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

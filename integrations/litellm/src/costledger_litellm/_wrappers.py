@@ -32,7 +32,9 @@ from ._logger import (
     _registry,
     _report,
     _start_arguments,
+    release_off_loop,
 )
+from ._logger import _release_quietly as _release_unreported
 
 if TYPE_CHECKING:
     from costledger import Tracker
@@ -96,7 +98,7 @@ async def run_acompletion(
     try:
         result = await litellm.acompletion(*args, **kwargs)
     except BaseException:
-        _release_unreported(call.id)
+        release_off_loop(tracker, call.id)  # a store's round trip: not on the event loop
         raise
     return _wrap_stream(result, call.id)
 
@@ -168,16 +170,6 @@ def _logger_registered(callbacks: Any) -> bool:
             if isinstance(callback, CostLedgerLogger):
                 return True
     return False
-
-
-def _release_unreported(call_id: str) -> None:
-    """LiteLLM raised: the call is over with no success. Release the guards' reservations;
-    its failed attempts are recorded by their own failure events (as they came, or later
-    for an async call), and nothing is recorded if it failed before LiteLLM logged."""
-    try:
-        _registry.release(call_id)
-    except Exception as exc:
-        _report("litellm.release", exc)
 
 
 def _wrap_stream(result: Any, call_id: str) -> Any:

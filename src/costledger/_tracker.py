@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, overload, 
 from ._attribution import Attribution, current_attribution
 from ._cost import Cost
 from ._errors import GuardRefusal
-from ._events import NO_PRICE_CONTEXT, CallStatus, UsageEvent, new_event_id, text_pairs
+from ._events import (
+    NO_PRICE_CONTEXT,
+    CallStatus,
+    UsageEvent,
+    event_text,
+    new_event_id,
+    text_pairs,
+)
 from ._usage import Usage
 
 if TYPE_CHECKING:
@@ -73,6 +80,7 @@ class Call:
         "finished",
         "max_output_tokens",
         "model",
+        "notes",
         "parent_run_id",
         "prompt_text",
         "provider",
@@ -120,6 +128,8 @@ class Call:
         self.finished = False
         # what a call observer noted at the start (costledger.otel: the span then current)
         self.trace_context: Any = None
+        # values of the call's fields that could not be kept (``_checked``): event metadata
+        self.notes: dict[str, str] | None = None
 
     @property
     def id(self) -> str:
@@ -465,6 +475,7 @@ class Tracker:
         on_event: Callable[[UsageEvent], None] | None = None,
     ) -> UsageEvent | None:
         try:
+            ending = _checked(call, ending)
             if ending.usage is not None and not isinstance(ending.usage, Usage):
                 # a provider's usage where a Usage belongs (record("m", {"prompt_tokens":
                 # 10, ...}), an SDK usage object): read as extract_usage reads it
@@ -571,6 +582,8 @@ class Tracker:
         meta: Mapping[str, Any] = attribution.metadata
         if metadata:
             meta = {**meta, **metadata}
+        if call.notes:
+            meta = {**meta, **call.notes}
         if tracking_error is not None:
             meta = {**meta, "costledger.tracking_error": type(tracking_error).__name__}
         if meta:
@@ -727,9 +740,13 @@ class Tracker:
         ``price_context``, ...).
 
         Returns the event; on a tracking failure (logged, never raised), the event with
-        what could be kept. With ``defer=True`` (as ``finish``) the pricing and storage
-        run on costledger's background worker and ``None`` is returned (a durable ledger:
-        finished here, the event returned).
+        what could be kept. A field given a value it cannot hold (``status=["error"]``) is
+        left out with a warning naming it and the note ``costledger.invalid.<field>``; a
+        number, UUID, enum or bytes for a text field is stored as its text.
+
+        With ``defer=True`` (as ``finish``) the pricing and storage run on costledger's
+        background worker and ``None`` is returned (a durable ledger: finished here, the
+        event returned).
         """
         call = Call(
             id=call_id,
@@ -790,7 +807,9 @@ def _bare_event(call: Call, ending: _Ending, exc: BaseException) -> UsageEvent:
     no usage, attribution, metadata, price context or measures."""
     model = call.model if isinstance(call.model, str) else None
     provider = ending.provider or call.provider
-    status = ending.status if ending.status in _STATUSES else "error"
+    status = ending.status
+    if status.__class__ is not str or status not in _STATUSES:
+        status = "error"
     return UsageEvent(
         id=call.id,
         model=model,
@@ -801,6 +820,109 @@ def _bare_event(call: Call, ending: _Ending, exc: BaseException) -> UsageEvent:
         provider=provider if isinstance(provider, str) else None,
         status=status,
         metadata={"costledger.tracking_error": type(exc).__name__},
+    )
+
+
+def _checked(call: Call, ending: _Ending) -> _Ending:
+    """``ending``, and ``call`` in place, with every text field of the event to be text.
+
+    The fields come from the host (``record``'s arguments, an entry point's framework): a
+    value whose text is obvious (a number, a UUID, an enum, bytes: ``event_text``) becomes
+    that text, a status in another case (``"Error"``) the status; any other value (a list
+    for ``status``, a dict for ``request_id``) is left out (a status: ``"error"`` when an
+    error was given, else ``"ok"``; a source: ``"api"``; an id: a new one), with a warning
+    naming the field and the value, and the note ``costledger.invalid.<field>`` (the
+    value's ``repr``) in the event's metadata. Never raises on the host's values. One
+    pass of type checks when everything is text, as it nearly always is."""
+    status: Any = ending.status
+    error = ending.error
+    if (
+        status.__class__ is str
+        and status in _STATUSES
+        and (error is None or error.__class__ is str or isinstance(error, BaseException))
+        and call._id != ""
+    ):
+        for value in (
+            call._id,
+            call.source,
+            call.model,
+            call.provider,
+            call.run_id,
+            call.parent_run_id,
+            call.trace_id,
+            ending.response_model,
+            ending.provider,
+            ending.request_id,
+        ):
+            if value is not None and value.__class__ is not str:
+                break
+        else:
+            return ending
+    call._id = _field(call, "call_id", call._id, "a new id")
+    if call._id == "":
+        _dropped(call, "call_id", "", "a new id", "non-empty text")
+        call._id = None
+    source = _field(call, "source", call.source, '"api"')
+    call.source = "api" if source is None else source
+    call.model = _field(call, "model", call.model)
+    call.provider = _field(call, "provider", call.provider)
+    call.run_id = _field(call, "run_id", call.run_id)
+    call.parent_run_id = _field(call, "parent_run_id", call.parent_run_id)
+    call.trace_id = _field(call, "trace_id", call.trace_id)
+    if not (error is None or error.__class__ is str or isinstance(error, BaseException)):
+        if isinstance(error, type) and issubclass(error, BaseException):
+            error = error.__name__  # the class rather than an instance: its name
+        else:
+            error = _field(call, "error", error)
+    if not (status.__class__ is str and status in _STATUSES):
+        default = "ok" if error is None else "error"
+        try:
+            text = event_text("status", status)
+        except (TypeError, ValueError):
+            text = None
+        normal = None if text is None else text.strip().lower()
+        if normal in _STATUSES:
+            status = normal  # "Error", " ok", an enum whose value is a status
+        elif status is None:
+            status = default  # not given
+        else:
+            _dropped(call, "status", status, repr(default), "ok, error or cancelled")
+            status = default
+    return ending._replace(
+        status=status,
+        error=error,
+        response_model=_field(call, "response_model", ending.response_model),
+        provider=_field(call, "provider", ending.provider),
+        request_id=_field(call, "request_id", ending.request_id),
+    )
+
+
+def _field(call: Call, name: str, value: Any, instead: str = "None") -> str | None:
+    """``value`` as the text of field ``name`` (``event_text``); ``None`` (noted and
+    logged, ``instead`` saying what the event holds then) when it has none."""
+    if value is None or value.__class__ is str:
+        return value
+    try:
+        return event_text(name, value)
+    except (TypeError, ValueError):  # ValueError: an int too long to write out
+        _dropped(call, name, value, instead, "text or None")
+        return None
+
+
+def _dropped(call: Call, name: str, value: Any, instead: str, expected: str) -> None:
+    """Note on ``call`` and log (rate-limited per field) that ``value`` was not kept."""
+    from ._events import short_repr
+
+    shown = short_repr(value)
+    if call.notes is None:
+        call.notes = {}
+    call.notes[f"costledger.invalid.{name}"] = shown
+    _report(
+        f"event.{name}",
+        TypeError(
+            f"{name} must be {expected}, got {type(value).__name__} {shown}; the call is recorded"
+            f" with {name} {instead}"
+        ),
     )
 
 

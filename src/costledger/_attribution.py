@@ -48,15 +48,15 @@ class Attribution:
         if not values:
             return EMPTY
         meta = {k: v for k, v in values.items() if k not in ATTRIBUTION_KEYS and k != "tags"}
-        tags = values.get("tags") or ()
-        if isinstance(tags, str):
-            tags = (tags,)
+        # Per-call attribution from an entry point (``start(attribution=...)``, the
+        # decorator's ``attribution=`` callable): on the host's call path, so a value that
+        # cannot be read is left out with a warning, never raised.
         return cls(
-            user=_opt_str(values.get("user")),
-            team=_opt_str(values.get("team")),
-            project=_opt_str(values.get("project")),
-            feature=_opt_str(values.get("feature")),
-            tags=tuple(str(t) for t in tags),
+            user=_lenient_text("user", values.get("user")),
+            team=_lenient_text("team", values.get("team")),
+            project=_lenient_text("project", values.get("project")),
+            feature=_lenient_text("feature", values.get("feature")),
+            tags=_tags(values.get("tags"), strict=False),
             metadata=MappingProxyType(meta) if meta else _EMPTY_META,
         )
 
@@ -93,7 +93,100 @@ _current: ContextVar[_Frame] = ContextVar("costledger_attribution", default=_ROO
 
 
 def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """A name as text: ``None``, a string, bytes decoded as UTF-8 (what redis-py and
+    other byte-level clients return; an invalid sequence as U+FFFD), else ``str(value)``
+    (a numeric, UUID or enum id)."""
+    if value is None or value.__class__ is str:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _strict_text(name: str, value: Any) -> str | None:
+    """``_opt_str`` for ``attribute()``: a value without a text is a ``TypeError`` naming
+    the field (the host's own code, at the start of its block: the place to say so)."""
+    try:
+        return _opt_str(value)
+    except Exception as exc:
+        raise TypeError(
+            f"attribute() {name} must be text or have one, got {type(value).__name__} "
+            f"{_short(value)} ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _lenient_text(name: str, value: Any) -> str | None:
+    """``_opt_str`` on a call's path: a value without a text is left out, with a warning."""
+    try:
+        return _opt_str(value)
+    except Exception as exc:
+        _warn(
+            name,
+            f"attribution {name} {type(value).__name__} {_short(value)} has no text "
+            f"({type(exc).__name__}: {exc}); left out",
+        )
+        return None
+
+
+def _tags(value: Any, *, strict: bool) -> tuple[str, ...]:
+    """Tags as text: ``None`` is none, a string or bytes is one tag (an empty one: none),
+    any other iterable
+    gives one tag per item (bytes decoded, anything else ``str()``). Anything else (a
+    number, an object): ``TypeError`` naming ``tags`` when ``strict``, else no tags and a
+    warning; an item without a text likewise (not strict: that item left out)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        one = _opt_str(value)
+        return (one,) if one else ()
+    try:
+        items = list(value)
+    except Exception as exc:
+        if strict:
+            raise TypeError(
+                "attribute() tags must be a string, bytes or an iterable of them, got "
+                f"{type(value).__name__} {_short(value)}"
+            ) from exc
+        _warn(
+            "tags",
+            "attribution tags must be a string, bytes or an iterable of them, got "
+            f"{type(value).__name__} {_short(value)}; left out",
+        )
+        return ()
+    tags: list[str] = []
+    for item in items:
+        try:
+            text = _opt_str(item)
+        except Exception as exc:
+            if strict:
+                raise TypeError(
+                    f"attribute() tags: the tag {type(item).__name__} {_short(item)} has no "
+                    f"text ({type(exc).__name__}: {exc})"
+                ) from exc
+            _warn(
+                "tag",
+                f"attribution tags: the tag {type(item).__name__} {_short(item)} has no text "
+                f"({type(exc).__name__}: {exc}); left out",
+            )
+            continue
+        tags.append("None" if text is None else text)  # as str(None) always gave
+    return tuple(tags)
+
+
+def _short(value: Any) -> str:
+    from ._events import short_repr
+
+    return short_repr(value)
+
+
+def _warn(name: str, message: str) -> None:
+    """A warning on the ``costledger`` logger, at most one a minute per field; never raises."""
+    try:
+        from ._logging import report_failure
+
+        report_failure(f"attribution.{name}", TypeError(message))
+    except Exception:
+        pass
 
 
 def current_attribution() -> Attribution:
@@ -119,18 +212,21 @@ class attribute:
         team: object = None,
         project: object = None,
         feature: object = None,
-        tags: Iterable[object] | str = (),
+        tags: Iterable[object] | str | bytes | None = (),
         **metadata: Any,
     ) -> None:
         # Coerced as ``Attribution.from_mapping`` does (a numeric, UUID or enum id from the
         # app's database is common): every consumer (guards' keys, rows, log lines) takes
         # the names as text. Metadata is kept as given, as everywhere else.
+        # Bytes (what redis-py returns) are decoded as UTF-8. A value without a text, or
+        # ``tags`` that are neither text nor an iterable of it, is a ``TypeError`` naming
+        # the field, raised here, in the host's own code at the start of its block.
         self._attribution = Attribution(
-            user=_opt_str(user),
-            team=_opt_str(team),
-            project=_opt_str(project),
-            feature=_opt_str(feature),
-            tags=tuple(str(t) for t in ([tags] if isinstance(tags, str) else tags)),
+            user=_strict_text("user", user),
+            team=_strict_text("team", team),
+            project=_strict_text("project", project),
+            feature=_strict_text("feature", feature),
+            tags=_tags(tags, strict=True),
             metadata=MappingProxyType(metadata) if metadata else _EMPTY_META,
         )
 

@@ -23,7 +23,10 @@ status, error        ``status`` (``success`` / ``failure``),
                      ``error_information.error_class``, ``error_str``
 time, latency        ``startTime`` / ``endTime`` (epoch seconds)
 cache hit, stream    ``cache_hit``, ``stream``
-reported cost        ``response_cost`` (LiteLLM's own price, kept for comparison)
+reported cost        ``response_cost`` (LiteLLM's own price, kept for comparison),
+                     none when ``response_cost_failure_debug_info`` is set
+                     (LiteLLM could not price the model: its ``0.0`` is a
+                     placeholder)
 attribution          ``metadata.requester_metadata`` (the proxy caller's own
                      metadata), ``metadata.spend_logs_metadata``, the proxy key's
                      ``user_api_key_end_user_id`` / ``_user_id`` / ``_team_id``,
@@ -55,6 +58,7 @@ __all__ = [
     "bare_model",
     "failed_attempt_id",
     "is_standard_logging_payload",
+    "litellm_cost_failed",
     "proxy_request_metadata",
     "read_standard_logging_payload",
     "reported_cost",
@@ -253,14 +257,18 @@ def failed_attempt_id(call_id: str, started: float | None) -> str:
     return f"{call_id}:failed:{round(started * 1_000_000)}"
 
 
-def reported_cost(value: Any, *, failed: bool, has_usage: bool) -> Decimal | None:
+def reported_cost(
+    value: Any, *, failed: bool, has_usage: bool, unpriced: bool = False
+) -> Decimal | None:
     """LiteLLM's ``response_cost`` as exact money, or ``None`` when it says nothing.
 
     A float goes through its shortest ``repr`` (``1.35e-05`` -> ``Decimal("0.0000135")``),
     never through its binary expansion. A failed call's ``0.0`` with no usage is LiteLLM's
-    placeholder, not a price. ``UsageError`` for a value that is not a number.
+    placeholder, not a price. ``unpriced``: LiteLLM could not price the call's model (see
+    ``litellm_cost_failed``), so its figure (``0.0``, or only a guardrail's cost) is no
+    price of the call either. ``UsageError`` for a value that is not a number.
     """
-    if value is None:
+    if value is None or unpriced:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         raise _fail("response_cost", value, "a number or null")
@@ -273,6 +281,14 @@ def reported_cost(value: Any, *, failed: bool, has_usage: bool) -> Decimal | Non
     if not amount.is_finite():
         raise _fail("response_cost", value, "a finite number")
     return amount
+
+
+def litellm_cost_failed(payload: Mapping[str, Any]) -> bool:
+    """Whether LiteLLM failed to price the call the payload logs (a model it has no price
+    for): it then sets ``response_cost_failure_debug_info`` and leaves ``response_cost``
+    at its ``0.0`` placeholder (plus any guardrail's cost), which is no price of the call."""
+    info = payload.get("response_cost_failure_debug_info")
+    return info is not None and info != {}
 
 
 def proxy_request_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -502,7 +518,10 @@ def read_standard_logging_payload(payload: Mapping[str, Any]) -> LiteLLMCall:
         cache_hit=_flag(payload, "cache_hit"),
         streamed=_flag(payload, "stream"),
         reported_cost=reported_cost(
-            payload.get("response_cost"), failed=failed, has_usage=usage is not None
+            payload.get("response_cost"),
+            failed=failed,
+            has_usage=usage is not None,
+            unpriced=litellm_cost_failed(payload),
         ),
         attribution=values,
         metadata=metadata,

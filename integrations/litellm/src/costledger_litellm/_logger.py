@@ -49,6 +49,7 @@ from costledger._sources.litellm_payload import (
     attribution_values,
     bare_model,
     failed_attempt_id,
+    litellm_cost_failed,
     proxy_request_metadata,
     reported_cost,
 )
@@ -79,6 +80,7 @@ REFUSAL_STATUS_CODE: Final = 429
 """The HTTP status a LiteLLM Proxy answers when a costledger guard refuses a request."""
 
 _PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
+_BOOK_SOURCE: Final = "override:"  # how the source of a price from a price book starts
 _MAX_ERROR_TEXT: Final = 500
 _EMPTY: Final[Mapping[str, Any]] = {}
 
@@ -584,11 +586,18 @@ def _usage_payload(response_obj: Any, slo: Mapping[str, Any], failed: bool) -> A
 def _reported_cost(
     slo: Mapping[str, Any], kwargs: Mapping[str, Any], failed: bool, usage: Any
 ) -> Decimal | None:
+    """LiteLLM's own price of the call, or ``None`` when it has none: its cost lookup
+    failed (a model it cannot price) when ``kwargs["response_cost"]`` is ``None`` or the
+    payload carries ``response_cost_failure_debug_info``; the payload's ``0.0`` is then a
+    placeholder, not a price to compare with."""
     value = slo.get("response_cost")
     if value is None:
         value = kwargs.get("response_cost")
+    unpriced = litellm_cost_failed(slo) or (
+        "response_cost" in kwargs and kwargs["response_cost"] is None
+    )
     try:
-        return reported_cost(value, failed=failed, has_usage=usage is not None)
+        return reported_cost(value, failed=failed, has_usage=usage is not None, unpriced=unpriced)
     except UsageError:
         return None  # LiteLLM's figure is only kept for comparison: never lose the call for it
 
@@ -802,9 +811,13 @@ def _model_output_limit(tracker: Tracker | None, model: str | None, provider: st
 
 
 def _check_reported_cost(event: UsageEvent) -> None:
-    """Log (once per model) when LiteLLM's price and costledger's differ by more than 1%."""
+    """Log (once per model) when LiteLLM's price and costledger's differ by more than 1%.
+
+    Not for a call priced from the user's price book (a negotiated rate, an Azure
+    deployment's price): LiteLLM does not know that price, and the book is what the user
+    chose. LiteLLM's figure is still kept as ``reported_cost``."""
     reported, total = event.reported_cost, event.cost.total
-    if reported is None or total is None or event.cache_hit:
+    if reported is None or total is None or event.cache_hit or _from_price_book(event):
         return
     base = abs(total) or abs(reported)
     if not base or abs(reported - total) / base <= DISAGREEMENT_THRESHOLD:
@@ -825,6 +838,13 @@ def _check_reported_cost(event: UsageEvent) -> None:
         )
     except Exception as exc:
         _report("litellm.check_reported_cost", exc)
+
+
+def _from_price_book(event: UsageEvent) -> bool:
+    """Whether costledger priced the call from the user's price book (``Pricer(overrides=)``,
+    whose prices' ``source`` is ``override: <the book>``)."""
+    source = event.cost.source
+    return isinstance(source, str) and source.startswith(_BOOK_SOURCE)
 
 
 def _refused_here(exc: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import sys
 import threading
@@ -30,6 +31,7 @@ from ._events import (
     UsageEvent,
     event_text,
     new_event_id,
+    short_repr,
     text_pairs,
 )
 from ._usage import Usage
@@ -383,6 +385,15 @@ class Tracker:
         if extra is None:
             return merged
         if not isinstance(extra, Attribution):
+            if not isinstance(extra, Mapping):  # never raised into the host: left out
+                _report(
+                    "event.attribution",
+                    TypeError(
+                        "attribution must be a mapping or an Attribution, got "
+                        f"{type(extra).__name__} {short_repr(extra)}; left out"
+                    ),
+                )
+                return merged
             extra = Attribution.from_mapping(extra)
         return merged.merge(extra)
 
@@ -733,8 +744,9 @@ class Tracker:
     ) -> UsageEvent | None:
         """Record a finished call in one step (ingestion, tool costs, the public API).
 
-        ``started_at`` (timezone-aware) is when the call started, if known; the event's
-        timestamp and the price's point in time. ``latency_ms`` is stored as given.
+        ``started_at`` (timezone-aware; a naive one is read as UTC) is when the call
+        started, if known; the event's timestamp and the price's point in time.
+        ``latency_ms`` (a number) is stored as given.
         Guards are settled too, so spend recorded this way counts against budgets.
         ``fields`` are ``finish``'s other keywords (``request_id``, ``metadata``,
         ``price_context``, ...).
@@ -748,6 +760,19 @@ class Tracker:
         background worker and ``None`` is returned (a durable ledger: finished here, the
         event returned).
         """
+        # The host's values, checked before they are used: one that cannot be is left out
+        # with a warning and a note (noted on the call once it is made), never raised.
+        dropped: list[tuple[str, Any, str, str]] = []
+        lag = 0.0  # how long ago the call started, by its latency
+        if latency_ms is not None:
+            if latency_ms.__class__ is not float:
+                latency_ms = _measure(latency_ms, dropped)
+            if math.isfinite(latency_ms):
+                lag = latency_ms
+        if started_at is not None and (
+            started_at.__class__ is not datetime or started_at.tzinfo is None
+        ):
+            started_at = _start_time(started_at, dropped)
         call = Call(
             id=call_id,
             source=source,
@@ -755,8 +780,10 @@ class Tracker:
             provider=provider,
             attribution=self._attribution_for(attribution),
             started_at=started_at,
-            started=time.perf_counter() - (latency_ms or 0.0) / 1000.0,
+            started=time.perf_counter() - lag / 1000.0,
         )
+        for name, value, instead, expected in dropped:
+            _dropped(call, name, value, instead, expected)
         if _observers:
             _observe_start(call)
         for guard in self.guards:
@@ -833,14 +860,23 @@ def _checked(call: Call, ending: _Ending) -> _Ending:
     error was given, else ``"ok"``; a source: ``"api"``; an id: a new one), with a warning
     naming the field and the value, and the note ``costledger.invalid.<field>`` (the
     value's ``repr``) in the event's metadata. Never raises on the host's values. One
-    pass of type checks when everything is text, as it nearly always is."""
+    pass of type checks when everything is text, as it nearly always is.
+
+    Likewise ``metadata`` is a mapping (else none), ``reported_cost`` exact money (a
+    ``Decimal``, an ``int``, a decimal string, a float by its shortest ``repr``; else
+    none: the ledger would reject the whole event for it). (``record`` checks its
+    ``latency_ms``; an entry point's is its own clock's float.)"""
     status: Any = ending.status
     error = ending.error
+    metadata = ending.metadata
+    reported = ending.reported_cost
     if (
         status.__class__ is str
         and status in _STATUSES
         and (error is None or error.__class__ is str or isinstance(error, BaseException))
         and call._id != ""
+        and (metadata is None or metadata.__class__ is dict or isinstance(metadata, Mapping))
+        and (reported is None or (reported.__class__ is Decimal and reported.is_finite()))
     ):
         for value in (
             call._id,
@@ -888,13 +924,85 @@ def _checked(call: Call, ending: _Ending) -> _Ending:
         else:
             _dropped(call, "status", status, repr(default), "ok, error or cancelled")
             status = default
+    dropped: list[tuple[str, Any, str, str]] = []
+    if metadata is not None and not isinstance(metadata, Mapping):
+        dropped.append(("metadata", metadata, "none", "a mapping"))
+        metadata = None
+    if reported is not None:
+        reported = _money(reported, dropped)
+    for name, value, instead, expected in dropped:
+        _dropped(call, name, value, instead, expected)
     return ending._replace(
         status=status,
         error=error,
+        metadata=metadata,
+        reported_cost=reported,
         response_model=_field(call, "response_model", ending.response_model),
         provider=_field(call, "provider", ending.provider),
         request_id=_field(call, "request_id", ending.request_id),
     )
+
+
+_NO_LATENCY = float("nan")
+"""The latency of a call whose given one was left out: the event stores none (``None``)."""
+
+
+def _measure(value: Any, dropped: list[tuple[str, Any, str, str]]) -> float:
+    """``latency_ms`` as a float (an int or a Decimal: its value); anything else (a string,
+    a bool) is left out: ``_NO_LATENCY``, and ``dropped`` says so."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (OverflowError, ValueError):  # an int past float's range
+            pass
+    dropped.append(("latency_ms", value, "None", "a number of milliseconds"))
+    return _NO_LATENCY
+
+
+def _money(value: Any, dropped: list[tuple[str, Any, str, str]]) -> Decimal | None:
+    """``reported_cost`` as exact money: a ``Decimal``, an ``int`` or a decimal string as
+    it is, a float by its shortest ``repr`` (``1.35e-05`` -> ``Decimal("0.0000135")``,
+    never its binary expansion); anything else, or an amount that is not finite, is left
+    out (``None``) and ``dropped`` says so."""
+    amount: Decimal | None = None
+    if not isinstance(value, bool):
+        try:
+            if isinstance(value, (Decimal, int, str)):
+                amount = Decimal(value)
+            elif isinstance(value, float):
+                amount = Decimal(repr(value))
+        except (ArithmeticError, ValueError):  # decimal.InvalidOperation: not a number
+            amount = None
+    if amount is not None and amount.is_finite():
+        return amount
+    dropped.append(("reported_cost", value, "None", "a finite amount (Decimal, int or text)"))
+    return None
+
+
+def _start_time(value: Any, dropped: list[tuple[str, Any, str, str]]) -> datetime | None:
+    """``started_at`` as an aware datetime: a naive one is read as UTC, as the ledger reads
+    naive times (with a warning: it may have been local time); anything else (a string, a
+    date, a number) is left out, the call timed when it is recorded, and ``dropped`` says
+    so."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            return value
+        _report(
+            "event.started_at",
+            ValueError(
+                f"started_at should be timezone-aware, got naive {short_repr(value)}; read as UTC"
+            ),
+        )
+        return value.replace(tzinfo=timezone.utc)
+    dropped.append(
+        (
+            "started_at",
+            value,
+            "the time of this record() call",
+            "a timezone-aware datetime",
+        )
+    )
+    return None
 
 
 def _field(call: Call, name: str, value: Any, instead: str = "None") -> str | None:
@@ -911,8 +1019,6 @@ def _field(call: Call, name: str, value: Any, instead: str = "None") -> str | No
 
 def _dropped(call: Call, name: str, value: Any, instead: str, expected: str) -> None:
     """Note on ``call`` and log (rate-limited per field) that ``value`` was not kept."""
-    from ._events import short_repr
-
     shown = short_repr(value)
     if call.notes is None:
         call.notes = {}

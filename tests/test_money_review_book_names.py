@@ -252,7 +252,9 @@ def test_a_book_entry_covers_the_dated_snapshots_of_its_model() -> None:
     cost = Pricer(overrides=book).price("claude-sonnet-4-20250514", USAGE, at=AT)
     assert cost.total == Decimal("0.03")  # 10000 x $2 + 1000 x $10, per MTok
     assert cost.model == "claude-sonnet-4"
-    assert "dated snapshot 'claude-sonnet-4-20250514'" in str(cost.source)
+    assert cost.source == (
+        "override: mapping (dated snapshot 'claude-sonnet-4-20250514' priced as 'claude-sonnet-4')"
+    )
     snapshot = {**book, "claude-sonnet-4-20250514": {"input": "1", "output": "5"}}
     cost = Pricer(overrides=snapshot).price("claude-sonnet-4-20250514", USAGE, at=AT)
     assert cost.total == Decimal("0.015")

@@ -428,7 +428,7 @@ class Pricer:
         the call's provider."""
         if not self._overrides:
             return None
-        noted = _snapshot_note(snapshot)
+        noted = _snapshot_note(snapshot, book=True)
         for key in dict.fromkeys((name.full.lower(), name.ref.lower())):
             entry = self._overrides.get(key)
             if entry is None:
@@ -855,12 +855,17 @@ def _base_name(name: ModelName) -> ModelName | None:
     return ModelName(prefix + base, base, name.provider, name.prefixed)
 
 
-def _snapshot_note(snapshot: str | None) -> Callable[[RateCard], RateCard]:
+def _snapshot_note(snapshot: str | None, *, book: bool = False) -> Callable[[RateCard], RateCard]:
     """What marks a card that prices the dated ``snapshot`` as its base model (its source
-    says so); the identity for a name priced as itself."""
+    says so); the identity for a name priced as itself. A book entry for the base model
+    prices the snapshot whether or not the default data lists it, so its note does not
+    call the snapshot unknown."""
     if snapshot is None:
         return _same
-    note = f" (dated snapshot {snapshot!r} unknown; priced as {{model!r}})"
+    if book:
+        note = f" (dated snapshot {snapshot!r} priced as {{model!r}})"
+    else:
+        note = f" (dated snapshot {snapshot!r} unknown; priced as {{model!r}})"
 
     def noted(card: RateCard) -> RateCard:
         return dataclasses.replace(card, source=card.source + note.format(model=card.model))

@@ -10,6 +10,7 @@ error raise with its traceback.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -119,6 +120,57 @@ def _drop_stdout() -> None:
         pass
 
 
+_KEPT: list[object] = []
+"""Buffered stdouts that could not be detached: kept alive, since collecting one closes
+the file descriptor under it."""
+
+
+def _buffer_stdout() -> io.TextIOWrapper | None:
+    """Under ``python -u`` or ``PYTHONUNBUFFERED``, ``sys.stdout`` writes straight to the
+    file, and a write the pipe takes only part of (its reader, ``| head``, went away
+    meanwhile) is cut short without an error: the rest of the output is dropped, the
+    closed pipe never seen, and the command would end with 0. For the command's run,
+    ``sys.stdout`` is put behind a buffered writer, which writes the rest and raises the
+    ``BrokenPipeError`` (exit 141, as for buffered output); lines still go out as they are
+    written. Returns the unbuffered ``sys.stdout`` to put back, or ``None`` when it was
+    buffered already (or is not a file: a test's runner)."""
+    out = sys.stdout
+    raw = getattr(out, "buffer", None)
+    if not isinstance(out, io.TextIOWrapper) or not isinstance(raw, io.RawIOBase):
+        return None
+    try:
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(raw),
+            encoding=out.encoding,
+            errors=out.errors,
+            line_buffering=True,
+        )
+    except (OSError, ValueError, LookupError):  # pragma: no cover - an unusual stdout
+        return None
+    return out
+
+
+def _restore_stdout(unbuffered: io.TextIOWrapper) -> None:
+    """Put the unbuffered ``sys.stdout`` back, detaching the buffered one from the file
+    without closing it."""
+    buffered = sys.stdout
+    sys.stdout = unbuffered
+    if not isinstance(buffered, io.TextIOWrapper):  # pragma: no cover - replaced meanwhile
+        return
+    try:
+        buffered.flush()
+    except BrokenPipeError:
+        _drop_stdout()  # the rest goes nowhere, as for buffered output
+    except (OSError, ValueError):  # a closed or unusual stdout
+        pass
+    layer: io.TextIOWrapper | io.BufferedIOBase = buffered
+    try:
+        layer = buffered.detach()
+        layer.detach()
+    except (OSError, ValueError):  # pragma: no cover - the file already failed twice
+        _KEPT.append(layer)
+
+
 class _Argument(TyperArgument):
     """An argument shown in the usage line as click shows one: ``MODEL``, ``[N]``,
     ``FILE...`` (not typer's ``{model}`` or ``{FILE...}...``)."""
@@ -187,14 +239,19 @@ class _RootGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        code = _run(self, args, prog_name, complete_var, windows_expand_args, extra)
+        unbuffered = _buffer_stdout()
         try:
-            sys.stdout.flush()  # the end of the output may still be buffered
-        except BrokenPipeError:
-            _drop_stdout()
-            code = EXIT_BROKEN_PIPE
-        except (OSError, ValueError):  # a closed or unusual stdout: nothing more to say
-            pass
+            code = _run(self, args, prog_name, complete_var, windows_expand_args, extra)
+            try:
+                sys.stdout.flush()  # the end of the output may still be buffered
+            except BrokenPipeError:
+                _drop_stdout()
+                code = EXIT_BROKEN_PIPE
+            except (OSError, ValueError):  # a closed or unusual stdout: nothing more to say
+                pass
+        finally:
+            if unbuffered is not None:
+                _restore_stdout(unbuffered)
         if standalone_mode:
             sys.exit(code)
         return code

@@ -207,9 +207,10 @@ class Tracker:
         **default_attribution: Any,
     ) -> None:
         self._ledger = ledger
-        # ``Ledger(durable=True)``: calls are finished on the caller's thread, never deferred,
-        # so each is in the durable spool before it returns to the host (the lazily made
-        # default ledger is never durable)
+        # ``Ledger(durable=True)``: a deferred finish prices and stores the event on the
+        # caller's thread, so it is in the durable spool before it returns to the host; the
+        # rest (guards' settle, sinks, log line, observers) still goes to the background
+        # worker (the lazily made default ledger is never durable)
         self._durable = _records_durably(ledger)
         self._pricer = pricer
         self._logger = logger
@@ -435,14 +436,14 @@ class Tracker:
         ``drain_deferred()`` wait for deferred work, so nothing is seen half-done.
         (An entry point whose whole ending can leave the host's thread hands it to
         ``defer`` instead, and finishes there with ``defer=False``.) A tracker whose
-        ledger is durable (``Ledger(durable=True)``) ignores ``defer``: the call is
-        finished, and its event in the durable spool, before ``finish`` returns.
+        ledger is durable (``Ledger(durable=True)``) prices the call and stores its event
+        (in the durable spool) before ``finish`` returns, and returns it; only the rest
+        (the guards' settle, sinks, the log line, observers, ``on_event``) is deferred,
+        so a guard store's I/O stays off the caller's thread (an event loop).
         """
         if call.finished:
             return None
         call.finished = True
-        if defer and self._durable:
-            defer = False
         if defer:
             # What the host could change or what time would move: fixed now.
             if latency_ms is None:
@@ -473,18 +474,67 @@ class Tracker:
             price_context,
         )
         if defer:
+            if self._durable:
+                return self._store_then_defer(call, ending, on_event)
             # one plain tuple per call, no bound method: every object kept alive until the
             # worker runs is one more for the cyclic GC to scan in a busy host
             _deferred.submit((_complete, self, call, ending, on_event))
             return None
         return self._complete(call, ending, on_event)
 
-    def _complete(
+    def _store_then_defer(
         self,
         call: Call,
         ending: _Ending,
-        on_event: Callable[[UsageEvent], None] | None = None,
+        on_event: Callable[[UsageEvent], None] | None,
     ) -> UsageEvent | None:
+        """A deferred finish on a durable ledger: only what durability needs runs here
+        (the event built and priced, handed to the ledger, which appends it to its
+        spool); the guards' settle (a Redis or SQL store's network I/O), the sinks, the
+        log line, ``on_event`` and the observers run on the background worker, after the
+        event is stored, as a deferred finish does on any other ledger."""
+        event = self._event_of(call, ending)
+        if event is None:  # nothing to store (logged): the guards get their hold back there
+            if call.reservations:
+                _deferred.submit((_release, self, call))
+            return None
+        self._store(event)
+        _deferred.submit((_after_stored, self, call, event, on_event))
+        return event
+
+    def _after_stored(
+        self,
+        call: Call,
+        event: UsageEvent,
+        on_event: Callable[[UsageEvent], None] | None,
+    ) -> None:
+        """What follows a stored event on the background worker (``_store_then_defer``),
+        in ``_complete``'s order less the storing: settle, sinks, log line, ``on_event``,
+        observers."""
+        self._settle(call, event)
+        for sink in _sinks:
+            try:
+                sink(event)
+            except Exception as exc:
+                _report("sink", exc)
+        try:
+            self.logger.emit(event)
+        except Exception as exc:
+            _report("logger.emit", exc)
+        if on_event is not None:
+            try:
+                on_event(event)
+            except Exception as exc:
+                _report("tracker.on_event", exc)
+        for observer in _observers:
+            try:
+                observer.finished(call, event)
+            except Exception as exc:
+                _report("observer.finished", exc)
+
+    def _event_of(self, call: Call, ending: _Ending) -> UsageEvent | None:
+        """The call's event, read and priced; on a tracking failure (reported) the event
+        with what could be kept, or ``None`` when not even that could be built."""
         try:
             ending = _checked(call, ending)
             if ending.usage is not None and not isinstance(ending.usage, Usage):
@@ -501,14 +551,21 @@ class Tracker:
                     request_id=ending.request_id or info.response_id,
                     price_context=ending.price_context or info.price_context,
                 )
-            event = self._build_event(call, ending)
+            return self._build_event(call, ending)
         except Exception as exc:
             _report("tracker.finish", exc, source=call.source, model=call.model)
-            salvaged = self._salvage(call, ending, exc)
-            if salvaged is None:  # nothing to store (logged): the guards get their hold back
-                self._release(call)
-                return None
-            event = salvaged
+            return self._salvage(call, ending, exc)
+
+    def _complete(
+        self,
+        call: Call,
+        ending: _Ending,
+        on_event: Callable[[UsageEvent], None] | None = None,
+    ) -> UsageEvent | None:
+        event = self._event_of(call, ending)
+        if event is None:  # nothing to store (logged): the guards get their hold back
+            self._release(call)
+            return None
         self._settle(call, event)
         self.emit(event)
         if on_event is not None:
@@ -684,6 +741,15 @@ class Tracker:
         except Exception as exc:
             _report("logger.emit", exc)
 
+    def _store(self, event: UsageEvent) -> None:
+        try:
+            ledger = self.ledger
+            if _child_ledgers is not None:  # a forked child: its exit closes this ledger
+                _child_ledgers[id(ledger)] = ledger
+            ledger.record(event)
+        except Exception as exc:
+            _report("ledger.record", exc)
+
     @overload
     def record(
         self,
@@ -757,8 +823,8 @@ class Tracker:
         number, UUID, enum or bytes for a text field is stored as its text.
 
         With ``defer=True`` (as ``finish``) the pricing and storage run on costledger's
-        background worker and ``None`` is returned (a durable ledger: finished here, the
-        event returned).
+        background worker and ``None`` is returned (a durable ledger: priced and stored
+        here, the event returned; the guards' settle and the rest on the worker).
         """
         # The host's values, checked before they are used: one that cannot be is left out
         # with a warning and a note (noted on the call once it is made), never raised.
@@ -1271,6 +1337,8 @@ class _DeferredWorker:
 
 _deferred = _DeferredWorker()
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
+_after_stored = Tracker._after_stored  # a durable ledger's deferred finish, once stored
+_release = Tracker._release
 
 
 def defer(fn: Callable[..., Any], *args: Any) -> None:

@@ -13,8 +13,11 @@
   ``list<string>``, metadata and price_context JSON text. Written one row group per
   ``batch_size`` events.
 
-A path whose name ends with ``.gz`` is written gzip-compressed (csv and jsonl; Parquet
-compresses its own columns, so ``.parquet.gz`` is refused).
+A path's format, unless given, comes from its suffix (``EXPORT_SUFFIXES``: ``.csv``,
+``.jsonl``, ``.ndjson``, ``.parquet``; csv for a name with no suffix; any other suffix is
+refused); ``costledger export -o`` reads it from the same table. A path whose name ends
+with ``.gz`` is written gzip-compressed (csv and jsonl; Parquet compresses its own
+columns, so ``.parquet.gz`` is refused).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePath
+from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 from .._cost import money_text
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_COLUMNS",
     "EXPORT_FORMATS",
+    "EXPORT_SUFFIXES",
+    "EXPORT_SUFFIXES_TEXT",
     "GZIP_SUFFIX",
     "ExportFormat",
     "ExportResult",
@@ -53,11 +59,21 @@ __all__ = [
     "export",
     "finite",
     "json_text",
+    "suffix_format",
 ]
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
 GZIP_SUFFIX = ".gz"
+EXPORT_SUFFIXES: Mapping[str, ExportFormat] = MappingProxyType(
+    {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+)
+"""The file suffixes an export's format is read from (``export`` and ``costledger export
+-o``), lower case; each but ``.parquet`` may be followed by ``.gz`` (gzip)."""
+EXPORT_SUFFIXES_TEXT = (
+    ".csv, .jsonl, .ndjson (JSON lines), .parquet; .csv.gz, .jsonl.gz, .ndjson.gz (gzip)"
+)
+"""``EXPORT_SUFFIXES`` as an error message lists them."""
 _MONEY = frozenset(MONEY_COLUMNS)
 _INTS = frozenset(TOKEN_COLUMNS)
 _BOOLS = frozenset(FLAG_COLUMNS)
@@ -317,10 +333,24 @@ def _write_parquet(events: Iterable[StoredEvent], out: IO[bytes], batch_size: in
     return n
 
 
+def suffix_format(name: str) -> tuple[ExportFormat | None, str, bool]:
+    """What a file name's suffix says of its export: the format (``EXPORT_SUFFIXES``,
+    any case; ``"csv"`` for a name with no suffix, ``None`` for a suffix not in the
+    table), the suffix as written (``".jsonl.gz"``, ``""``), and whether the name ends
+    with ``.gz``."""
+    compressed = name.lower().endswith(GZIP_SUFFIX)
+    stem = PurePath(name[: -len(GZIP_SUFFIX)] if compressed else name)
+    suffix = stem.suffix.lower()
+    shown = name[len(stem.stem) :] if stem.name else name
+    if suffix == "":
+        return "csv", shown, compressed
+    return EXPORT_SUFFIXES.get(suffix), shown, compressed
+
+
 def export(
     ledger: Ledger | str | None,
     out: str | os.PathLike[str] | IO[bytes],
-    format: ExportFormat = "csv",
+    format: ExportFormat | None = None,
     *,
     since: str | datetime | date | None = None,
     until: str | datetime | date | None = None,
@@ -330,6 +360,14 @@ def export(
     **filters: str | Sequence[str] | None,
 ) -> ExportResult:
     """Write the selected events, in time order, to ``out`` (a path or a binary stream).
+
+    ``format`` is ``"csv"``, ``"jsonl"`` or ``"parquet"``. Left out, a path's suffix says
+    it, as for ``costledger export -o``: ``.csv``, ``.jsonl`` or ``.ndjson`` (JSON lines),
+    ``.parquet``, each but ``.parquet`` optionally followed by ``.gz``; a name with no
+    suffix is csv, and any other suffix raises ``ValueError`` (``calls.json``: a JSON
+    array is not JSON lines) rather than write CSV under a name that promises something
+    else. A ``format`` given wins over the suffix (``export(l, "calls.txt", "jsonl")``).
+    A stream is written as csv unless ``format`` says otherwise.
 
     Memory stays constant whatever the number of events: rows are read ``batch_size``
     at a time (a server-side cursor on PostgreSQL) and written as they come. Money is
@@ -342,10 +380,24 @@ def export(
     running it as a formula (``csv_text``); ``csv_raw=True`` writes every text as stored,
     for a program that reads the file.
     """
-    if format not in EXPORT_FORMATS:
+    if format is not None and format not in EXPORT_FORMATS:
         raise ValueError(
             f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}"
         )
+    path = None if hasattr(out, "write") else Path(out)
+    compressed = False
+    if path is not None:
+        inferred, shown, compressed = suffix_format(path.name)
+        if format is None:
+            if inferred is None:
+                raise ValueError(
+                    f"export to {str(path)!r}: cannot tell the format from its suffix "
+                    f"{shown!r}; use one of {EXPORT_SUFFIXES_TEXT}, or pass format= "
+                    f"({', '.join(EXPORT_FORMATS)})"
+                )
+            format = inferred
+    elif format is None:
+        format = "csv"
     if not isinstance(csv_raw, bool):
         raise ValueError(f"csv_raw must be True or False, got {csv_raw!r}")
     if csv_raw and format != "csv":
@@ -354,8 +406,6 @@ def export(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     checked = check_filters(filters)
     lo, hi = resolve_bounds(since, until, now=now)
-    path = None if hasattr(out, "write") else Path(out)
-    compressed = path is not None and path.name.lower().endswith(GZIP_SUFFIX)
     if compressed and format == "parquet":
         raise ValueError(
             f"export to {str(path)!r}: Parquet compresses its own columns; "

@@ -22,34 +22,22 @@ class ExportFormat(str, Enum):
     parquet = "parquet"
 
 
-_SUFFIXES = {
-    ".csv": ExportFormat.csv,
-    ".jsonl": ExportFormat.jsonl,
-    ".ndjson": ExportFormat.jsonl,
-    ".parquet": ExportFormat.parquet,
-}
-_GZ = ".gz"
-_KNOWN = ".csv, .jsonl, .ndjson (JSON lines), .parquet; .csv.gz, .jsonl.gz, .ndjson.gz (gzip)"
-
-
 def _format_of(output: Path, given: ExportFormat | None) -> ExportFormat:
-    """The format of ``output``: ``given`` (--format), else its suffix; a name with no
-    suffix is CSV. A suffix the command does not know is a usage error rather than CSV
-    under a name that promises something else (``calls.json``, ``calls.jsonl.gz``)."""
-    compressed = output.name.lower().endswith(_GZ)
-    stem = Path(output.name[: -len(_GZ)]) if compressed else Path(output.name)
-    suffix = stem.suffix.lower()
+    """The format of ``output``: ``given`` (--format), else its suffix, read from the
+    Python ``export``'s table (``EXPORT_SUFFIXES``); a name with no suffix is CSV. A
+    suffix the command does not know is a usage error rather than CSV under a name that
+    promises something else (``calls.json``, ``calls.jsonl.bak``)."""
+    from .._reports._export import EXPORT_SUFFIXES_TEXT, suffix_format
+
+    inferred, shown, compressed = suffix_format(output.name)
     if given is not None:
         chosen = given
-    elif suffix == "":
-        chosen = ExportFormat.csv
-    elif suffix in _SUFFIXES:
-        chosen = _SUFFIXES[suffix]
+    elif inferred is not None:
+        chosen = ExportFormat(inferred)
     else:
-        shown = output.name[len(stem.stem) :]
         raise typer.BadParameter(
             f"cannot tell the format of {str(output)!r} from its suffix {shown!r}; "
-            f"use one of {_KNOWN}, or give --format",
+            f"use one of {EXPORT_SUFFIXES_TEXT}, or give --format",
             param_hint="'--output'",
         )
     if compressed and chosen is ExportFormat.parquet:
@@ -128,5 +116,8 @@ def export(
     if result.rows == 0:
         raise CliError(f"no calls match ({selected.describe()})", EXIT_BAD_INPUT)
     if output is not None:
-        how = f"{chosen_format.value}, gzip" if output.name.lower().endswith(_GZ) else None
+        from .._reports._export import GZIP_SUFFIX
+
+        gzipped = output.name.lower().endswith(GZIP_SUFFIX)
+        how = f"{chosen_format.value}, gzip" if gzipped else None
         note(f"exported {result.rows:,} calls to {output} ({how or chosen_format.value})")

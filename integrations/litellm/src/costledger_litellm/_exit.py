@@ -58,23 +58,82 @@ def _worker() -> Any:
     return worker if worker is not None and hasattr(worker, "flush") else None
 
 
+# LiteLLM's coroutines that hand an async call's callbacks to its logging worker (or run
+# them): ``litellm.utils._client_async_logging_helper`` (LiteLLM 1.110 runs it in a task of
+# its own once ``acompletion`` has returned: it queues the success callbacks later), and
+# a stream's end (``Logging.dispatch_success_handlers``).
+_LOGGING_COROUTINES: Final = frozenset(
+    {
+        "_client_async_logging_helper",
+        "Logging.dispatch_success_handlers",
+        "Logging.async_success_handler",
+        "Logging.async_failure_handler",
+    }
+)
+_SPAWNED_MODULE: Final = "litellm.responses.streaming_iterator"  # its _PENDING_LOGGING_TASKS
+_MAX_FLUSH_ROUNDS: Final = 100
+
+
+def _logging_tasks() -> list[asyncio.Task[Any]]:
+    """LiteLLM's unfinished tasks on this event loop that will queue (or run) callbacks."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    found: dict[int, asyncio.Task[Any]] = {}
+    spawned = getattr(sys.modules.get(_SPAWNED_MODULE), "_PENDING_LOGGING_TASKS", None)
+    if isinstance(spawned, (set, frozenset)):
+        for task in list(spawned):
+            if isinstance(task, asyncio.Task) and not task.done() and task.get_loop() is loop:
+                found[id(task)] = task
+    for task in asyncio.all_tasks(loop):
+        if task is current or task.done() or id(task) in found:
+            continue
+        coro = task.get_coro()
+        if getattr(coro, "__qualname__", None) not in _LOGGING_COROUTINES:
+            continue
+        frame = getattr(coro, "cr_frame", None)
+        module = frame.f_globals.get("__name__", "") if frame is not None else ""
+        if isinstance(module, str) and module.startswith("litellm"):
+            found[id(task)] = task
+    return list(found.values())
+
+
 async def flush_callbacks(timeout: float | None = 30.0) -> bool:
-    """Wait until LiteLLM has run every callback it holds for the async calls made so far,
-    so each is recorded (and its guards settled). ``await`` it before an ``asyncio.run``
-    main function returns: ``asyncio.run`` then cancels the tasks still pending, and
-    LiteLLM loses the callbacks whose tasks had not started yet (the exit hook can only
-    deliver those still queued). Returns False if ``timeout`` (seconds) ran out first, or
-    on a failure, which is logged; never raises (but a cancellation of the caller)."""
+    """Wait until LiteLLM has run every callback of the async calls made so far on this
+    event loop, so each is recorded (and its guards settled). ``await`` it at the end of
+    the coroutine given to ``asyncio.run``: ``asyncio.run`` then cancels the tasks still
+    pending, and LiteLLM loses the callbacks whose tasks had not run yet (LiteLLM 1.110
+    queues an ``acompletion``'s success callbacks from a task it starts once the call has
+    returned; the exit hook can only deliver what is queued).
+
+    It waits for those tasks of LiteLLM's (the callbacks scheduled but not yet queued, a
+    stream's end), then for LiteLLM's logging worker (``GLOBAL_LOGGING_WORKER.flush()``),
+    again until neither holds anything. Returns False if ``timeout`` (seconds, ``None``
+    for no limit) ran out first, or on a failure, which is logged; never raises (but a
+    cancellation of the caller)."""
     try:
-        worker = _worker()
-        if worker is not None:
-            await asyncio.wait_for(worker.flush(), timeout)
-    except asyncio.TimeoutError:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for _ in range(_MAX_FLUSH_ROUNDS):
+            tasks = _logging_tasks()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=_left(loop, deadline))
+                if pending:
+                    return False
+            worker = _worker()
+            if worker is not None:
+                await asyncio.wait_for(worker.flush(), _left(loop, deadline))
+            if not _logging_tasks():  # a callback may have started another
+                return True
+        return False
+    except (asyncio.TimeoutError, TimeoutError):
         return False
     except Exception as exc:
         _report(exc)
         return False
-    return True
+
+
+def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - loop.time(), 0.0)
 
 
 class _QuietLoopChange(logging.Filter):

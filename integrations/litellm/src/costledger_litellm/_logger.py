@@ -13,7 +13,9 @@ Two registries are shared by every logger in the process:
 * the *in-flight* map: calls opened before LiteLLM ran, by the ``completion`` /
   ``acompletion`` wrappers or the proxy's ``async_pre_call_hook``, keyed by the
   ``litellm_call_id`` they handed LiteLLM. The event of such a call closes that
-  Call (settling its guards' reservations) instead of recording a new one.
+  Call (settling its guards' reservations) instead of recording a new one; a wrapper
+  that got LiteLLM's answer first closes it from the answer (``take``), and the
+  event then adds nothing.
 * the *recent ids*: call ids already recorded. LiteLLM fires callbacks twice on
   some paths, and a logger may be registered twice (globally and per call); the
   ledger would ignore a second row with the same id anyway, but the Tracker (and
@@ -179,6 +181,18 @@ class _Registry:
             elif started is not None:
                 self._recent[call_id] = (*seen, started)
             return True, self._pop(call_id, pending)
+
+    def take(self, call_id: str) -> tuple[Tracker, Call] | None:
+        """A wrapper saw LiteLLM return the call's answer: the opened call under
+        ``call_id``, marked recorded (LiteLLM's own success event for the id, should it
+        come, then adds nothing), or ``None`` when none is open or LiteLLM's event
+        already recorded it (the event closed it)."""
+        with self._lock:
+            pending = self._in_flight.get(call_id)
+            if not pending or call_id in self._recent:
+                return None
+            self._mark(call_id)
+            return self._pop(call_id, pending)
 
     def claim_attempt(
         self, call_id: str, attempt_id: str
@@ -808,6 +822,56 @@ def _model_output_limit(tracker: Tracker | None, model: str | None, provider: st
 
 
 # --- after the call ----------------------------------------------------------------------------
+
+
+def finish_from_response(
+    tracker: Tracker, call: Call, response: Any, latency_ms: float | None
+) -> UsageEvent | None:
+    """Close ``call`` (opened by a wrapper) from the answer LiteLLM returned to it, not
+    from LiteLLM's success event, which an ``asyncio.run`` may cancel before it is even
+    queued. The same fields as the event gives: the response's usage, model, id and
+    service tier, and from its ``_hidden_params`` the provider that answered, LiteLLM's
+    ``response_cost`` (as ``reported_cost``) and ``cache_hit``. The wrapper times the
+    call (``call.started_at``, ``latency_ms``). A fallback that answered (another
+    provider, or LiteLLM's ``x-litellm-attempted-fallbacks``) is recorded under the
+    response's model, as the event records the model that answered. Never raises."""
+    hidden = _field(response, "_hidden_params")
+    if not _is_map(hidden):
+        hidden = _EMPTY
+    provider = _text(hidden.get("custom_llm_provider")) or call.provider
+    usage = _field(response, "usage")
+    response_model = _text(_field(response, "model"))
+    if response_model and _fallback_answered(hidden, provider, call.provider):
+        call.model = bare_model(response_model, provider)
+    try:
+        litellm_cost = reported_cost(
+            hidden.get("response_cost"), failed=False, has_usage=usage is not None
+        )
+    except UsageError:
+        litellm_cost = None  # only kept for comparison: never lose the call for it
+    return tracker.finish(
+        call,
+        payload=usage,
+        response_model=response_model,
+        provider=provider,
+        request_id=_text(_field(response, "id")),
+        cache_hit=hidden.get("cache_hit") is True,
+        reported_cost=litellm_cost,
+        latency_ms=latency_ms,
+        price_context=price_context_of(response),
+        defer=not tracker.has_guards,
+        on_event=_check_reported_cost,
+    )
+
+
+def _fallback_answered(
+    hidden: Mapping[str, Any], provider: str | None, requested_provider: str | None
+) -> bool:
+    headers = hidden.get("additional_headers")
+    attempted = headers.get("x-litellm-attempted-fallbacks") if _is_map(headers) else None
+    if type(attempted) is int and attempted > 0:
+        return True
+    return bool(provider and requested_provider and provider != requested_provider)
 
 
 def _check_reported_cost(event: UsageEvent) -> None:

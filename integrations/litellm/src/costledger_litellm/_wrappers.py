@@ -2,22 +2,29 @@
 
 A LiteLLM SDK callback cannot stop a call, so budgets and rate limits need a way
 in before it: the wrapper opens the Tracker call (the guards reserve the worst
-case, or refuse), hands LiteLLM the call's id as ``litellm_call_id``, and lets
-the logger's success event close that same call, settling the reservation to the
-actual cost. Failed attempts (retries, fallbacks) are recorded by their own
+case, or refuse), hands LiteLLM the call's id as ``litellm_call_id``, and, when
+LiteLLM returns an answer, closes that same call from it, settling the reservation
+to the actual cost. It does not wait for LiteLLM's success event: LiteLLM queues an
+async call's callbacks from a task of its own, which ``asyncio.run`` cancels when
+its coroutine returns. That event, if it comes, finds the id recorded and adds
+nothing (LiteLLM's sync logging thread may get there first: the event then closes
+the call, once). Failed attempts (retries, fallbacks) are recorded by their own
 failure events and leave the call open; when LiteLLM raises, the call is over
 without a success and its reservation is released.
 
-A stream is returned wrapped: LiteLLM reports nothing for a stream the consumer
-abandons (LiteLLM #14457), so the wrapper records it as ``cancelled`` with the
-usage of what was received when it is closed or garbage-collected unfinished.
+A stream is returned wrapped and recorded by LiteLLM's success event at its end;
+LiteLLM reports nothing for a stream the consumer abandons (LiteLLM #14457), so the
+wrapper records it as ``cancelled`` with the usage of what was received when it is
+closed or garbage-collected unfinished.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final
 
 import litellm
@@ -25,13 +32,16 @@ from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
 from costledger import GuardRefusal
 from costledger._events import new_event_id
+from costledger._guards._store import off_loop
 
 from ._logger import (
     CostLedgerLogger,
     _attribution_values,
+    _io_store,
     _registry,
     _report,
     _start_arguments,
+    finish_from_response,
     release_off_loop,
 )
 from ._logger import _release_quietly as _release_unreported
@@ -54,10 +64,11 @@ def completion(*args: Any, **kwargs: Any) -> Any:
     """``litellm.completion``, same arguments and result, with costledger's guards run first.
 
     Guards (budgets, rate limits) of the default Tracker reserve before the call and
-    may raise ``BudgetExceeded`` / ``RateLimited``; the call is recorded by the
-    ``CostLedgerLogger`` (one is added to the call if none is registered). A stream
-    comes back as a ``TrackedStream`` (iterate it as LiteLLM's). For another Tracker,
-    use ``CostLedgerLogger(tracker).completion(...)``.
+    may raise ``BudgetExceeded`` / ``RateLimited``; the call is recorded from LiteLLM's
+    answer when it returns, its reservation settled. A stream comes back as a
+    ``TrackedStream`` (iterate it as LiteLLM's), recorded by the ``CostLedgerLogger``
+    at its end, as are failed attempts (one is added to the call if none is
+    registered). For another Tracker, use ``CostLedgerLogger(tracker).completion(...)``.
     """
     return run_completion(_default_logger(), args, kwargs)
 
@@ -95,22 +106,69 @@ async def run_acompletion(
             raise
         return await litellm.acompletion(*args, **kwargs)
     _registry.register(call.id, tracker, call)
+    _restart(call)
     try:
         result = await litellm.acompletion(*args, **kwargs)
     except BaseException:
         release_off_loop(tracker, call.id)  # a store's round trip: not on the event loop
         raise
-    return _wrap_stream(result, call.id)
+    if isinstance(result, CustomStreamWrapper):
+        return TrackedStream(result, call.id)
+    latency_ms = call.elapsed_ms()
+    answered = _answered(call.id, result)
+    if answered is not None:
+        store = _io_store(answered[0])
+        if store is None:
+            _record_answer(answered, result, latency_ms)
+        else:  # the guards' settle waits on a store: in a worker thread, awaited
+            await off_loop(store, _record_answer, answered, result, latency_ms)
+    return result
 
 
 def _after(tracker: Tracker, call: Call, run: Any) -> Any:
     _registry.register(call.id, tracker, call)
+    _restart(call)
     try:
         result = run()
     except BaseException:
         _release_unreported(call.id)
         raise
-    return _wrap_stream(result, call.id)
+    if isinstance(result, CustomStreamWrapper):
+        return TrackedStream(result, call.id)
+    latency_ms = call.elapsed_ms()
+    opened = _answered(call.id, result)
+    if opened is not None:
+        _record_answer(opened, result, latency_ms)
+    return result
+
+
+def _restart(call: Call) -> None:
+    """The call's clock starts when LiteLLM is called (after the guards' reservation, and
+    a rate limit's wait): its timestamp and latency are the model call's."""
+    call.started_at = datetime.now(timezone.utc)
+    call.started = time.perf_counter()
+
+
+def _answered(call_id: str, result: Any) -> tuple[Tracker, Call] | None:
+    """LiteLLM returned ``result`` (not a stream) for the call under ``call_id``: the
+    opened call to record from it, taken from the registry so that LiteLLM's own success
+    event for the id, whenever it comes (an ``asyncio.run`` may cancel it before it is
+    queued), adds nothing. ``None`` when the event came first (it recorded the call), or
+    the result has no usage (LiteLLM's event is left to record it)."""
+    try:
+        if getattr(result, "usage", None) is None:
+            return None
+        return _registry.take(call_id)
+    except Exception as exc:
+        _report("litellm.completion", exc)
+        return None
+
+
+def _record_answer(opened: tuple[Tracker, Call], result: Any, latency_ms: float) -> None:
+    try:
+        finish_from_response(opened[0], opened[1], result, latency_ms)
+    except Exception as exc:  # never break the host
+        _report("litellm.completion", exc)
 
 
 def _not_started(start: Mapping[str, Any], exc: BaseException, where: str) -> bool:
@@ -170,12 +228,6 @@ def _logger_registered(callbacks: Any) -> bool:
             if isinstance(callback, CostLedgerLogger):
                 return True
     return False
-
-
-def _wrap_stream(result: Any, call_id: str) -> Any:
-    if isinstance(result, CustomStreamWrapper):
-        return TrackedStream(result, call_id)
-    return result
 
 
 class TrackedStream:

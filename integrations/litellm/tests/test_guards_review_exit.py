@@ -36,6 +36,12 @@ CHILD = textwrap.dedent(
             litellm.acompletion(model="gpt-4o-mini", messages=messages, mock_response="4")
             for _ in range(int(sys.argv[2]))
         ))
+        # LiteLLM hands each success to its worker's queue from a task of its own, which
+        # asyncio.run would cancel (lost for every CustomLogger: flush_callbacks() is the
+        # remedy, tested elsewhere): a few turns of the loop let those tasks queue their
+        # events, and what is queued is what this test leaves to the exit hook.
+        for _ in range(5):
+            await asyncio.sleep(0)
 
     asyncio.run(main())
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER

@@ -199,11 +199,18 @@ class CostTotals:
             return dict(self._by_model)
 
     def __repr__(self) -> str:
-        return (
-            f"CostTotals(total_cost={self.total_cost!s}, requests={self.requests}, "
-            f"input_tokens={self.input_tokens}, output_tokens={self.output_tokens}, "
-            f"cache_hits={self.cache_hits}, errors={self.errors}, unpriced={self.unpriced})"
-        )
+        drain_deferred()
+        return self._text()
+
+    def _text(self) -> str:
+        """The figures as they stand, without waiting for calls still being finished."""
+        with self._lock:
+            return (
+                f"CostTotals(total_cost={self._total_cost!s}, requests={self._requests}, "
+                f"input_tokens={self._input_tokens}, output_tokens={self._output_tokens}, "
+                f"cache_hits={self._cache_hits}, errors={self._errors}, "
+                f"unpriced={self._unpriced})"
+            )
 
 
 class _Run:
@@ -323,7 +330,9 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         return self._tracker if self._tracker is not None else get_tracker()
 
     def __repr__(self) -> str:
-        return f"CostLedgerCallbackHandler(totals={self.totals!r})"
+        # Never waits for the background worker: LangChain takes the repr of a model's
+        # callbacks when it serializes the model (its first call), on the caller's thread.
+        return f"CostLedgerCallbackHandler(totals={self.totals._text()})"
 
     # Events the handler has no use for: LangChain skips calling them at all.
     @property
@@ -540,9 +549,11 @@ def _end(
     Only the parts are kept, not the message: each object held until the worker runs is
     one more for the host's cyclic GC to scan.
 
-    A tracker whose ledger is durable (``Ledger(durable=True)``) finishes the run here
-    instead, as ``Tracker.finish`` does: the event is in the durable spool before the
-    model call returns to the host, and survives the process being killed."""
+    A tracker whose ledger is durable (``Ledger(durable=True)``) reads and prices the run
+    here instead, and ``Tracker.finish(defer=True)`` appends the event to the durable
+    spool before the model call returns to the host (it survives the process being
+    killed); the guards' settle and the rest still run on the worker, never on an event
+    loop this callback may run on."""
     message, llm_output = _first_message(response)
     if message is None:
         parts = _ResultParts(None, {}, None, llm_output)
@@ -554,7 +565,7 @@ def _end(
             llm_output,
         )
     if getattr(run.tracker, "_durable", False):
-        _finish_off_path(run, parts, status, error, run.call.elapsed_ms())
+        _finish_off_path(run, parts, status, error, run.call.elapsed_ms(), True)
     else:
         defer(_finish_off_path, run, parts, status, error, run.call.elapsed_ms())
 
@@ -574,15 +585,23 @@ def _finish_off_path(
     status: CallStatus,
     error: BaseException | None,
     latency_ms: float,
+    durable: bool = False,
 ) -> None:
+    """Finish the run (on the worker; on the host's thread when ``durable``, where
+    ``finish(defer=True)`` stores the event at once and queues the rest)."""
     try:
-        _finish(run, parts, status=status, error=error, latency_ms=latency_ms)
+        _finish(run, parts, status=status, error=error, latency_ms=latency_ms, defer=durable)
     except Exception as exc:
         # A result this handler could not read: the call is still recorded, without usage
         # (and its guard reservations released), rather than lost.
         _report(f"langchain.on_llm_{'end' if status == 'ok' else 'error'}", exc)
         run.tracker.finish(
-            run.call, status=status, error=error, latency_ms=latency_ms, on_event=run.add_to_sinks
+            run.call,
+            status=status,
+            error=error,
+            latency_ms=latency_ms,
+            on_event=run.add_to_sinks,
+            defer=durable,
         )
 
 
@@ -593,6 +612,7 @@ def _finish(
     status: CallStatus,
     error: BaseException | None,
     latency_ms: float,
+    defer: bool = False,
 ) -> None:
     usage_metadata: Any = parts.usage_metadata
     response_metadata = parts.response_metadata
@@ -649,6 +669,7 @@ def _finish(
         # the provider's usage (its service_tier and speed) under response_metadata["usage"]
         price_context=price_context_of(response_metadata) or price_context_of(llm_output),
         on_event=run.add_to_sinks,
+        defer=defer,
     )
 
 

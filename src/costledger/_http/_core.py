@@ -114,7 +114,10 @@ class _Background:
 def _unretrieved(tracker: Tracker, call: Call, request: TrackedRequest) -> None:
     try:
         tracker.finish(
-            call, provider=request.provider, metadata={"costledger.usage_missing": UNRETRIEVED}
+            call,
+            provider=request.provider,
+            metadata={"costledger.usage_missing": UNRETRIEVED},
+            defer=True,
         )
     except Exception as exc:
         _report("http.background", exc, model=request.model)
@@ -226,6 +229,7 @@ class Exchange:
             error=error,
             streamed=self.streamed,
             metadata={"costledger.usage_missing": note} if note else None,
+            defer=True,
         )
 
 
@@ -279,6 +283,7 @@ class Retrieval(Exchange):
                 status="error" if failed else "cancelled" if status == "cancelled" else "ok",
                 error="response.failed" if failed else None,
                 metadata={"costledger.usage_missing": result.note} if result.note else None,
+                defer=True,
             )
         except Exception as report_exc:
             _report("http.background", report_exc)
@@ -472,6 +477,7 @@ class _TrackingBase:
                     provider=tracked.provider,
                     status="cancelled" if _is_cancellation(exc) else "error",
                     error=exc,
+                    defer=True,
                 )
         except Exception as report_exc:
             _report("http.failed", report_exc)
@@ -496,6 +502,7 @@ class _TrackingBase:
                             headers.get("x-request-id") or headers.get("request-id"),
                             tracked.secrets,
                         ),
+                        defer=True,
                     )
                 return response
             scanner, streamed, note = _scanner_for(tracked.kind, headers)
@@ -507,6 +514,7 @@ class _TrackingBase:
                 call,
                 provider=tracked.provider,
                 metadata={"costledger.usage_missing": f"tracking failed: {type(exc).__name__}"},
+                defer=True,
             )
         return response
 

@@ -178,7 +178,10 @@ class Exchange:
             except Exception as exc:  # stop scanning, keep passing bytes through
                 self.scanner = None
                 self.note = f"usage scan failed: {type(exc).__name__}"
-                _report("http.scan", exc, model=self.request.model)
+                self._scan_failed(exc)
+
+    def _scan_failed(self, exc: Exception) -> None:
+        _report("http.scan", exc, model=self.request.model)
 
     def end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
         """Record the call: the body was read to its end, closed early, or failed."""
@@ -246,14 +249,8 @@ class Retrieval(Exchange):
         self.note = None
         self.ended = False
 
-    def feed(self, data: bytes) -> None:
-        scanner = self.scanner
-        if scanner is not None:
-            try:
-                scanner.feed(data)
-            except Exception as exc:  # stop scanning, keep passing bytes through
-                self.scanner = None
-                _report("http.background", exc)
+    def _scan_failed(self, exc: Exception) -> None:
+        _report("http.background", exc)
 
     def end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
         if self.ended:

@@ -84,3 +84,14 @@ def _drain_litellm_logging() -> None:
 
     with contextlib.suppress(Exception):
         asyncio.run(drain())
+
+
+@pytest.fixture(autouse=True)
+def _deferred_drained_after_each_test() -> Iterator[None]:
+    """Each test ends with costledger's background queue worked off: a test that floods it
+    (or holds the worker) must not leave the next test's calls behind a full queue, where
+    they are finished on the caller's thread instead."""
+    yield
+    from costledger import drain_deferred
+
+    drain_deferred(60)

@@ -51,6 +51,7 @@ def provider() -> Iterator[FakeProvider]:
 
 
 def test_async_client_settles_on_the_worker_not_the_event_loop(provider: FakeProvider) -> None:
+    assert costledger.drain_deferred(30)  # an empty queue: a full one finishes on the caller
     where = WhereGuard()
     tracker = Tracker(InMemoryLedger(), guards=[where], log="off")
 

@@ -92,6 +92,9 @@ def _deferred_drained_after_each_test() -> Iterator[None]:
     (or holds the worker) must not leave the next test's calls behind a full queue, where
     they are finished on the caller's thread instead."""
     yield
-    from costledger import drain_deferred
+    from costledger import _tracker, drain_deferred
 
     drain_deferred(60)
+    # A test that runs the exit path in-process (``_flush_at_exit``) leaves the worker in
+    # its exit mode, finishing every later call on its caller's thread: back to normal.
+    _tracker._deferred._exiting = False

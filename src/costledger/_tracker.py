@@ -216,6 +216,10 @@ class Tracker:
         self._logger = logger
         self._log_output = log
         self._lock = threading.Lock()
+        # Calls whose end was handed to the background worker while they still hold guard
+        # reservations (ids): a next call's guards wait for those settles first, or a
+        # sequential loop near a limit would be refused by its previous call's worst case.
+        self._unsettled: set[int] = set()
         self.guards: tuple[Guard, ...] = tuple(guards)
         # Two guards of one kind with one name share their counters: every call would count
         # twice. Default budget names follow the definition, so it takes one name= given
@@ -338,6 +342,10 @@ class Tracker:
         awaits its ``areserve`` instead of blocking the event loop."""
         if not self.guards:
             return self.start(**kwargs)
+        if self._unsettled:
+            import asyncio  # an async caller: already imported
+
+            await asyncio.to_thread(drain_deferred, _SETTLE_WAIT)
         call = self.start(**kwargs, _reserve=False)
         try:
             for guard in self.guards:
@@ -362,7 +370,18 @@ class Tracker:
             call.prompt_text = None
         return call
 
+    def handing_off(self, call: Call) -> None:
+        """``call`` ends on the background worker while it holds guard reservations: the
+        next calls' guards wait for its settle (entry points that hand a call's whole end
+        to ``defer`` say so here; ``finish(defer=True)`` does it itself)."""
+        if call.reservations:
+            self._unsettled.add(id(call))
+
     def _reserve(self, call: Call) -> None:
+        if self._unsettled:
+            # Earlier calls' settles still queued (a no-op on the worker itself): their
+            # worst-case holds would count against this call.
+            drain_deferred(_SETTLE_WAIT)
         try:
             for guard in self.guards:
                 try:
@@ -474,6 +493,8 @@ class Tracker:
             price_context,
         )
         if defer:
+            if call.reservations:
+                self.handing_off(call)
             if self._durable:
                 return self._store_then_defer(call, ending, on_event)
             # one plain tuple per call, no bound method: every object kept alive until the
@@ -707,6 +728,7 @@ class Tracker:
             except Exception as exc:
                 _report("guard.settle", exc)
         call.reservations = ()
+        self._unsettled.discard(id(call))
 
     def _release(self, call: Call) -> None:
         for guard, token in call.reservations:
@@ -715,6 +737,7 @@ class Tracker:
             except Exception as exc:
                 _report("guard.release", exc)
         call.reservations = ()
+        self._unsettled.discard(id(call))
 
     def cancel(self, call: Call) -> None:
         """Forget a call that never reached the provider: release reservations, record nothing."""
@@ -1336,6 +1359,7 @@ class _DeferredWorker:
 
 
 _deferred = _DeferredWorker()
+_SETTLE_WAIT = 5.0  # seconds a guarded call waits at most for earlier calls' settles
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
 _after_stored = Tracker._after_stored  # a durable ledger's deferred finish, once stored
 _release = Tracker._release

@@ -825,7 +825,12 @@ def _model_output_limit(tracker: Tracker | None, model: str | None, provider: st
 
 
 def finish_from_response(
-    tracker: Tracker, call: Call, response: Any, latency_ms: float | None
+    tracker: Tracker,
+    call: Call,
+    response: Any,
+    latency_ms: float | None,
+    *,
+    fallbacks: Any = None,
 ) -> UsageEvent | None:
     """Close ``call`` (opened by a wrapper) from the answer LiteLLM returned to it, not
     from LiteLLM's success event, which an ``asyncio.run`` may cancel before it is even
@@ -834,7 +839,9 @@ def finish_from_response(
     ``response_cost`` (as ``reported_cost``) and ``cache_hit``. The wrapper times the
     call (``call.started_at``, ``latency_ms``). A fallback that answered (another
     provider, or LiteLLM's ``x-litellm-attempted-fallbacks``) is recorded under the
-    response's model, as the event records the model that answered. Never raises."""
+    fallback's model as the call's ``fallbacks`` name it (an Azure deployment keeps its
+    name, and its price book entry), else the response's, as the event records the model
+    that answered. Never raises."""
     hidden = _field(response, "_hidden_params")
     if not _is_map(hidden):
         hidden = _EMPTY
@@ -842,7 +849,9 @@ def finish_from_response(
     usage = _field(response, "usage")
     response_model = _text(_field(response, "model"))
     if response_model and _fallback_answered(hidden, provider, call.provider):
-        call.model = bare_model(response_model, provider)
+        call.model = _fallback_model(hidden, fallbacks, provider) or bare_model(
+            response_model, provider
+        )
     try:
         litellm_cost = reported_cost(
             hidden.get("response_cost"), failed=False, has_usage=usage is not None
@@ -862,6 +871,20 @@ def finish_from_response(
         defer=not tracker.has_guards,
         on_event=_check_reported_cost,
     )
+
+
+def _fallback_model(hidden: Mapping[str, Any], fallbacks: Any, provider: str | None) -> str | None:
+    """The model of the fallback that answered, as the call's ``fallbacks`` name it
+    (LiteLLM counts the fallbacks it tried in ``x-litellm-attempted-fallbacks``)."""
+    headers = hidden.get("additional_headers")
+    attempted = headers.get("x-litellm-attempted-fallbacks") if _is_map(headers) else None
+    if type(attempted) is not int or not isinstance(fallbacks, list):
+        return None
+    if not 1 <= attempted <= len(fallbacks):
+        return None
+    entry = fallbacks[attempted - 1]
+    name = entry.get("model") if _is_map(entry) else entry
+    return bare_model(name, provider) if isinstance(name, str) and name else None
 
 
 def _fallback_answered(

@@ -89,7 +89,7 @@ def run_completion(logger: CostLedgerLogger, args: tuple[Any, ...], kwargs: dict
         if _not_started(start, exc, "litellm.completion"):
             raise  # a guard's refusal (the call never happens), or an interruption
         return litellm.completion(*args, **kwargs)  # costledger failed: the call goes ahead
-    return _after(tracker, call, lambda: litellm.completion(*args, **kwargs))
+    return _after(tracker, call, lambda: litellm.completion(*args, **kwargs), kwargs)
 
 
 async def run_acompletion(
@@ -118,14 +118,15 @@ async def run_acompletion(
     answered = _answered(call.id, result)
     if answered is not None:
         store = _io_store(answered[0])
+        fallbacks = kwargs.get("fallbacks")
         if store is None:
-            _record_answer(answered, result, latency_ms)
+            _record_answer(answered, result, latency_ms, fallbacks)
         else:  # the guards' settle waits on a store: in a worker thread, awaited
-            await off_loop(store, _record_answer, answered, result, latency_ms)
+            await off_loop(store, _record_answer, answered, result, latency_ms, fallbacks)
     return result
 
 
-def _after(tracker: Tracker, call: Call, run: Any) -> Any:
+def _after(tracker: Tracker, call: Call, run: Any, kwargs: Mapping[str, Any]) -> Any:
     _registry.register(call.id, tracker, call)
     _restart(call)
     try:
@@ -138,7 +139,7 @@ def _after(tracker: Tracker, call: Call, run: Any) -> Any:
     latency_ms = call.elapsed_ms()
     opened = _answered(call.id, result)
     if opened is not None:
-        _record_answer(opened, result, latency_ms)
+        _record_answer(opened, result, latency_ms, kwargs.get("fallbacks"))
     return result
 
 
@@ -153,20 +154,20 @@ def _answered(call_id: str, result: Any) -> tuple[Tracker, Call] | None:
     """LiteLLM returned ``result`` (not a stream) for the call under ``call_id``: the
     opened call to record from it, taken from the registry so that LiteLLM's own success
     event for the id, whenever it comes (an ``asyncio.run`` may cancel it before it is
-    queued), adds nothing. ``None`` when the event came first (it recorded the call), or
-    the result has no usage (LiteLLM's event is left to record it)."""
+    queued), adds nothing. ``None`` when the event came first (it recorded the call). An
+    answer without usage is recorded without usage (unpriced, flagged), never guessed."""
     try:
-        if getattr(result, "usage", None) is None:
-            return None
         return _registry.take(call_id)
     except Exception as exc:
         _report("litellm.completion", exc)
         return None
 
 
-def _record_answer(opened: tuple[Tracker, Call], result: Any, latency_ms: float) -> None:
+def _record_answer(
+    opened: tuple[Tracker, Call], result: Any, latency_ms: float, fallbacks: Any = None
+) -> None:
     try:
-        finish_from_response(opened[0], opened[1], result, latency_ms)
+        finish_from_response(opened[0], opened[1], result, latency_ms, fallbacks=fallbacks)
     except Exception as exc:  # never break the host
         _report("litellm.completion", exc)
 

@@ -318,6 +318,12 @@ class Tracker:
             from ._guards._estimate import check_max_output_tokens
 
             max_output_tokens = check_max_output_tokens(max_output_tokens)
+        # The guards key their counters by these before the event's own check: text now
+        # (an enum, bytes), or a per-model budget would fail on them
+        if model is not None and model.__class__ is not str:
+            model = _as_text("model", model)
+        if provider is not None and provider.__class__ is not str:
+            provider = _as_text("provider", provider)
         call = Call(
             id=call_id,
             source=source,
@@ -865,8 +871,12 @@ class Tracker:
         call = Call(
             id=call_id,
             source=source,
-            model=model,
-            provider=provider,
+            model=model if model is None or model.__class__ is str else _as_text("model", model),
+            provider=(
+                provider
+                if provider is None or provider.__class__ is str
+                else _as_text("provider", provider)
+            ),
             attribution=self._attribution_for(attribution),
             started_at=started_at,
             started=time.perf_counter() - lag / 1000.0,
@@ -939,6 +949,15 @@ def _bare_event(call: Call, ending: _Ending, exc: BaseException) -> UsageEvent:
     )
 
 
+def _as_text(name: str, value: Any) -> Any:
+    """``value``'s obvious text (``event_text``), else ``value`` itself: the event's own
+    check at the finish then says what was wrong with it."""
+    try:
+        return event_text(name, value)
+    except (TypeError, ValueError):
+        return value
+
+
 def _checked(call: Call, ending: _Ending) -> _Ending:
     """``ending``, and ``call`` in place, with every text field of the event to be text.
 
@@ -962,6 +981,7 @@ def _checked(call: Call, ending: _Ending) -> _Ending:
     if (
         status.__class__ is str
         and status in _STATUSES
+        and call.source.__class__ is str
         and (error is None or error.__class__ is str or isinstance(error, BaseException))
         and call._id != ""
         and (metadata is None or metadata.__class__ is dict or isinstance(metadata, Mapping))
@@ -1059,7 +1079,7 @@ def _money(value: Any, dropped: list[tuple[str, Any, str, str]]) -> Decimal | No
             if isinstance(value, (Decimal, int, str)):
                 amount = Decimal(value)
             elif isinstance(value, float):
-                amount = Decimal(repr(value))
+                amount = Decimal(float.__repr__(value))  # numpy's repr is np.float64(...)
         except (ArithmeticError, ValueError):  # decimal.InvalidOperation: not a number
             amount = None
     if amount is not None and amount.is_finite():
@@ -1574,6 +1594,28 @@ def configure(
     Returns the Tracker now in force.
     """
     global _default
+    if tracker is None and isinstance(default_attribution.get("tracker"), Tracker):
+        tracker = default_attribution.pop("tracker")  # configure(tracker=t)
+    if tracker is not None:
+        given = [
+            name
+            for name, value in (
+                ("ledger", ledger),
+                ("pricer", pricer),
+                ("logger", logger),
+                ("log", log),
+                ("guard_store", guard_store),
+            )
+            if value is not None
+        ]
+        given += ["guards"] if tuple(guards) else []
+        given += ["alerts"] if tuple(alerts) else []
+        given += sorted(default_attribution)
+        if given:
+            raise TypeError(
+                "configure() takes a ready Tracker or the arguments to build one, not both: "
+                f"got a Tracker and {', '.join(given)}"
+            )
     if tracker is None:
         tracker = Tracker(
             ledger,

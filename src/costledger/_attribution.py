@@ -130,10 +130,10 @@ def _lenient_text(name: str, value: Any) -> str | None:
 
 def _tags(value: Any, *, strict: bool) -> tuple[str, ...]:
     """Tags as text: ``None`` is none, a string or bytes is one tag (an empty one: none),
-    any other iterable
-    gives one tag per item (bytes decoded, anything else ``str()``). Anything else (a
-    number, an object): ``TypeError`` naming ``tags`` when ``strict``, else no tags and a
-    warning; an item without a text likewise (not strict: that item left out)."""
+    any other iterable gives one tag per item (bytes decoded, anything else ``str()``).
+    Anything else (a number, an object): ``TypeError`` naming ``tags`` when ``strict``,
+    else no tags and a warning; an item without a text likewise (not strict: that item
+    left out)."""
     if value is None:
         return ()
     if isinstance(value, (str, bytes, bytearray, memoryview)):

@@ -24,3 +24,12 @@ def test_a_sequential_loop_near_the_limit_is_not_refused_by_its_previous_call() 
     assert costledger.drain_deferred(10)
     [status] = budget.status(tracker)
     assert (status.spent, status.reserved) == (5 * expected_cost(1000, 200), Decimal(0))
+
+
+def test_bytes_tags_in_metadata_are_read_as_the_core_reads_them() -> None:
+    tracker = Tracker(InMemoryLedger(), log="off")
+    model = UsageChatModel(callbacks=[CostLedgerCallbackHandler(tracker)])
+    model.invoke("hi", config={"metadata": {"costledger_tags": b"vip"}})
+    model.invoke("hi", config={"metadata": {"costledger_tags": [b"vip", "beta"]}})
+    assert costledger.drain_deferred(10)
+    assert [list(e.tags) for e in tracker.ledger.events()] == [["vip"], ["vip", "beta"]]

@@ -31,6 +31,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
+from costledger._attribution import _tags
 from costledger._extract import price_context_of
 from costledger._streams import add_usage as _add_usage
 from costledger._streams import is_cumulative as _is_cumulative
@@ -752,9 +753,10 @@ def _attribution(metadata: Mapping[str, Any], tags: list[str] | None) -> dict[st
         extra_tags = prefixed.pop("tags", ())
         values.update(prefixed)
         if extra_tags:
-            for tag in [extra_tags] if isinstance(extra_tags, str) else extra_tags:
-                if str(tag) not in run_tags:
-                    run_tags.append(str(tag))
+            # read as the core reads tags: bytes decoded, one string one tag
+            for tag in _tags(extra_tags, strict=False):
+                if tag not in run_tags:
+                    run_tags.append(tag)
     if run_tags:
         values["tags"] = run_tags
     return values

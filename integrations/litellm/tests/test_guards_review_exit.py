@@ -38,10 +38,12 @@ CHILD = textwrap.dedent(
         ))
         # LiteLLM hands each success to its worker's queue from a task of its own, which
         # asyncio.run would cancel (lost for every CustomLogger: flush_callbacks() is the
-        # remedy, tested elsewhere): a few turns of the loop let those tasks queue their
-        # events, and what is queued is what this test leaves to the exit hook.
-        for _ in range(5):
-            await asyncio.sleep(0)
+        # remedy, tested elsewhere): those tasks are let finish queueing their events, and
+        # what is queued is what this test leaves to the exit hook.
+        from costledger_litellm._exit import _logging_tasks
+        tasks = _logging_tasks()
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
 
     asyncio.run(main())
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER

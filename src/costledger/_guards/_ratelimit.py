@@ -285,7 +285,7 @@ class RateLimit(_Window):
         try:
             for key in self._keys(call):
                 while (retry := await off_loop(store, self._try, store, key)) is not None:
-                    await _sleep(self._pause(key, retry, deadline))
+                    await asyncio.sleep(self._pause(key, retry, deadline))
         except StoreUnavailable as exc:
             self._store_failed(exc)
         return None
@@ -394,7 +394,7 @@ class TokenRateLimit(_Window):
                     if retry is None:
                         taken.held.append((self._counter(key), bucket))
                         break
-                    await _sleep(self._pause(key, retry, deadline))
+                    await asyncio.sleep(self._pause(key, retry, deadline))
         except StoreUnavailable as exc:
             await self._agive_back(taken)
             self._store_failed(exc)
@@ -457,10 +457,6 @@ class TokenRateLimit(_Window):
                 )
             except StoreUnavailable as exc:
                 _report("ratelimit.settle", exc, limit=self.name)
-
-
-async def _sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

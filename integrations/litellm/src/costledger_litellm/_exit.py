@@ -23,6 +23,8 @@ import sys
 import threading
 from typing import Any, Final
 
+from ._logger import _report
+
 __all__ = ["EXIT_FLUSH_TIMEOUT", "flush_callbacks"]
 
 EXIT_FLUSH_TIMEOUT: Final = 5.0
@@ -128,7 +130,7 @@ async def flush_callbacks(timeout: float | None = 30.0) -> bool:
     except (asyncio.TimeoutError, TimeoutError):
         return False
     except Exception as exc:
-        _report(exc)
+        _report("litellm.exit_flush", exc)
         return False
 
 
@@ -162,16 +164,7 @@ def flush_litellm_logging(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
             loop.close()
             litellm_logger.removeFilter(quiet)
     except BaseException as exc:  # at exit: report, never raise (a timeout included)
-        _report(exc)
-
-
-def _report(exc: BaseException) -> None:
-    try:
-        from costledger._logging import report_failure
-
-        report_failure("litellm.exit_flush", exc)
-    except Exception:  # the failure reporter itself must never break the host either
-        pass
+        _report("litellm.exit_flush", exc)
 
 
 def register_exit_flush() -> None:

@@ -848,8 +848,9 @@ def finish_from_response(
     provider = _text(hidden.get("custom_llm_provider")) or call.provider
     usage = _field(response, "usage")
     response_model = _text(_field(response, "model"))
-    if response_model and _fallback_answered(hidden, provider, call.provider):
-        call.model = _fallback_model(hidden, fallbacks, provider) or bare_model(
+    attempted = _attempted_fallbacks(hidden)
+    if response_model and (attempted or (provider and call.provider and provider != call.provider)):
+        call.model = _fallback_model(attempted, fallbacks, provider) or bare_model(
             response_model, provider
         )
     try:
@@ -873,28 +874,22 @@ def finish_from_response(
     )
 
 
-def _fallback_model(hidden: Mapping[str, Any], fallbacks: Any, provider: str | None) -> str | None:
-    """The model of the fallback that answered, as the call's ``fallbacks`` name it
-    (LiteLLM counts the fallbacks it tried in ``x-litellm-attempted-fallbacks``)."""
+def _attempted_fallbacks(hidden: Mapping[str, Any]) -> int:
+    """How many fallbacks LiteLLM tried before this answer (``x-litellm-attempted-fallbacks``
+    among the response's headers), 0 when it says nothing."""
     headers = hidden.get("additional_headers")
     attempted = headers.get("x-litellm-attempted-fallbacks") if _is_map(headers) else None
-    if type(attempted) is not int or not isinstance(fallbacks, list):
-        return None
-    if not 1 <= attempted <= len(fallbacks):
+    return attempted if type(attempted) is int and attempted > 0 else 0
+
+
+def _fallback_model(attempted: int, fallbacks: Any, provider: str | None) -> str | None:
+    """The model of the fallback that answered (the ``attempted``-th), as the call's
+    ``fallbacks`` name it."""
+    if not isinstance(fallbacks, list) or not 1 <= attempted <= len(fallbacks):
         return None
     entry = fallbacks[attempted - 1]
     name = entry.get("model") if _is_map(entry) else entry
     return bare_model(name, provider) if isinstance(name, str) and name else None
-
-
-def _fallback_answered(
-    hidden: Mapping[str, Any], provider: str | None, requested_provider: str | None
-) -> bool:
-    headers = hidden.get("additional_headers")
-    attempted = headers.get("x-litellm-attempted-fallbacks") if _is_map(headers) else None
-    if type(attempted) is int and attempted > 0:
-        return True
-    return bool(provider and requested_provider and provider != requested_provider)
 
 
 def _check_reported_cost(event: UsageEvent) -> None:

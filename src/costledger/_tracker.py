@@ -758,13 +758,7 @@ class Tracker:
                 sink(event)
             except Exception as exc:
                 _report("sink", exc)
-        try:
-            ledger = self.ledger
-            if _child_ledgers is not None:  # a forked child: its exit closes this ledger
-                _child_ledgers[id(ledger)] = ledger
-            ledger.record(event)
-        except Exception as exc:
-            _report("ledger.record", exc)
+        self._store(event)
         try:
             self.logger.emit(event)
         except Exception as exc:

@@ -32,7 +32,16 @@ from typing import Any
 from .._errors import PriceBookError
 from ._card import EXACT, PARENT_RATE, RateCard, RateTier, with_variant
 
-__all__ = ["PRICE_FIELDS", "BookEntry", "load_price_book", "load_price_book_entries"]
+__all__ = [
+    "BOOK_SOURCE",
+    "PRICE_FIELDS",
+    "BookEntry",
+    "load_price_book",
+    "load_price_book_entries",
+]
+
+BOOK_SOURCE = "override:"
+"""How the ``source`` of a price from a price book starts (``override: <path>``)."""
 
 PRICE_FIELDS = (
     "input",
@@ -101,9 +110,9 @@ def load_price_book_entries(
 ) -> dict[str, BookEntry]:
     """Read and check a price book; return its entries by lower-cased model name."""
     if isinstance(book, Mapping):
-        return _parse(book, "override: mapping")
+        return _parse(book, f"{BOOK_SOURCE} mapping")
     path = Path(book)
-    label = f"override: {path}"
+    label = f"{BOOK_SOURCE} {path}"
     suffix = path.suffix.lower()
     if sys.version_info >= (3, 11):
         import tomllib

@@ -368,7 +368,9 @@ class Pricer:
             name = split_name(model, provider)
             base_name = _base_name(name)
             resolved = None
-            if name.full and base_name is not None and self._overrides:
+            # the book asked first (for both names) is not asked again by ``_lookup``
+            book_asked = bool(name.full and base_name is not None and self._overrides)
+            if book_asked and base_name is not None:
                 # A book entry for a model covers its dated snapshots, even those the
                 # default sources list: a negotiated ``claude-sonnet-4`` rate prices
                 # ``claude-sonnet-4-20250514`` (an entry for the snapshot itself wins).
@@ -378,10 +380,10 @@ class Pricer:
                     if resolved is not None:
                         resolved.name = name
             if resolved is None and name.full:
-                resolved = self._lookup(name)
+                resolved = self._lookup(name, book=not book_asked)
             if resolved is None and base_name is not None:
                 # no source lists the name (listed unpriced is not None)
-                resolved = self._lookup(base_name, snapshot=name.full)
+                resolved = self._lookup(base_name, snapshot=name.full, book=not book_asked)
                 if resolved is not None:
                     resolved.name = name
                     if resolved.unknown is not None:

@@ -268,8 +268,9 @@ def top(
     Costs in different currencies are never compared: each currency gets its own top N,
     unless --currency (with a --rate for each other currency) converts them into one.
     """
+    from .._ledger._rows import COLUMNS
     from .._reports import top as find
-    from .._reports._common import canonical
+    from .._reports._common import exact_text
     from .._reports._report import converted_cost, exchange_rates
 
     rates = _parse_rates(rate or [])
@@ -279,23 +280,18 @@ def top(
     with open_ledger(selected.db) as ledger:
         found = find(ledger, n, currency=target, rates=rates, **selected.api)
     rows = [event_dict(e) for e in found]
+    fields = [*COLUMNS, *([] if target is None else ["converted_cost", "converted_currency"])]
     if not rows:
         if fmt is not OutputFormat.table:
-            from .._ledger._rows import COLUMNS
-
-            extra = [] if target is None else ["converted_cost", "converted_currency"]
-            emit(fmt, [], _TOP_COLS, fields=[*COLUMNS, *extra])
+            emit(fmt, [], _TOP_COLS, fields=fields)
         raise CliError(f"no priced calls match ({selected.describe()})", EXIT_BAD_INPUT)
     used = {} if target is None else exchange_rates(target, rates, {e.currency for e in found})
     if target is not None:
         for r, e in zip(rows, found, strict=True):
-            r["converted_cost"] = money_text(canonical(converted_cost(e, used)))
+            r["converted_cost"] = exact_text(converted_cost(e, used))
             r["converted_currency"] = target
     if fmt is not OutputFormat.table:
-        from .._ledger._rows import COLUMNS
-
-        extra = [] if target is None else ["converted_cost", "converted_currency"]
-        emit(fmt, rows, _TOP_COLS, fields=[*COLUMNS, *extra])
+        emit(fmt, rows, _TOP_COLS, fields=fields)
         return
     for r, e in zip(rows, found, strict=True):
         r["model"] = e.model_key

@@ -39,10 +39,6 @@ def _book_models(path: Path) -> list[str]:
     return models
 
 
-_BOOK_SOURCE = "override:"
-"""How the source of a price from a price book starts (``override: <path>``)."""
-
-
 @dataclass
 class _Group:
     """The selected calls of one (requested model, response model, provider)."""
@@ -84,6 +80,7 @@ def _coverage(
     from .._ledger._query import _conditions
     from .._ledger._tables import events_table as t
     from .._pricing import Pricer
+    from .._pricing._book import BOOK_SOURCE
     from .._reports._common import check_filters
     from .._reports._whatif import _quiet_unknown_models
     from .._reports._when import resolve_bounds
@@ -121,7 +118,7 @@ def _coverage(
                 )
             except (ValueError, TypeError):
                 continue
-            if cost.source is not None and cost.source.startswith(_BOOK_SOURCE):
+            if cost.source is not None and cost.source.startswith(BOOK_SOURCE):
                 g.priced_by = (cost.model or "").lower()
             else:
                 g.default_price = cost.total is not None

@@ -568,7 +568,8 @@ def _end(
     if getattr(run.tracker, "_durable", False):
         _finish_off_path(run, parts, status, error, run.call.elapsed_ms(), True)
     else:
-        run.tracker.handing_off(run.call)
+        if run.call.reservations:  # the guards of the next calls wait for its settle
+            run.tracker.handing_off(run.call)
         defer(_finish_off_path, run, parts, status, error, run.call.elapsed_ms())
 
 

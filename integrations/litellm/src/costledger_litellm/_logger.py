@@ -47,6 +47,7 @@ from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEven
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._guards._store import GuardStore, in_background, off_loop, store_for
+from costledger._pricing._book import BOOK_SOURCE
 from costledger._sources.litellm_payload import (
     attribution_values,
     bare_model,
@@ -82,7 +83,6 @@ REFUSAL_STATUS_CODE: Final = 429
 """The HTTP status a LiteLLM Proxy answers when a costledger guard refuses a request."""
 
 _PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
-_BOOK_SOURCE: Final = "override:"  # how the source of a price from a price book starts
 _MAX_ERROR_TEXT: Final = 500
 _EMPTY: Final[Mapping[str, Any]] = {}
 
@@ -926,7 +926,7 @@ def _from_price_book(event: UsageEvent) -> bool:
     """Whether costledger priced the call from the user's price book (``Pricer(overrides=)``,
     whose prices' ``source`` is ``override: <the book>``)."""
     source = event.cost.source
-    return isinstance(source, str) and source.startswith(_BOOK_SOURCE)
+    return isinstance(source, str) and source.startswith(BOOK_SOURCE)
 
 
 def _refused_here(exc: Any) -> bool:

@@ -34,6 +34,7 @@ from ._events import (
     short_repr,
     text_pairs,
 )
+from ._mp import when_mp_child
 from ._usage import Usage
 
 if TYPE_CHECKING:
@@ -526,38 +527,8 @@ class Tracker:
                 _deferred.submit((_release, self, call))
             return None
         self._store(event)
-        _deferred.submit((_after_stored, self, call, event, on_event))
+        _deferred.submit((_publish, self, call, event, on_event, True))
         return event
-
-    def _after_stored(
-        self,
-        call: Call,
-        event: UsageEvent,
-        on_event: Callable[[UsageEvent], None] | None,
-    ) -> None:
-        """What follows a stored event on the background worker (``_store_then_defer``),
-        in ``_complete``'s order less the storing: settle, sinks, log line, ``on_event``,
-        observers."""
-        self._settle(call, event)
-        for sink in _sinks:
-            try:
-                sink(event)
-            except Exception as exc:
-                _report("sink", exc)
-        try:
-            self.logger.emit(event)
-        except Exception as exc:
-            _report("logger.emit", exc)
-        if on_event is not None:
-            try:
-                on_event(event)
-            except Exception as exc:
-                _report("tracker.on_event", exc)
-        for observer in _observers:
-            try:
-                observer.finished(call, event)
-            except Exception as exc:
-                _report("observer.finished", exc)
 
     def _event_of(self, call: Call, ending: _Ending) -> UsageEvent | None:
         """The call's event, read and priced; on a tracking failure (reported) the event
@@ -593,8 +564,21 @@ class Tracker:
         if event is None:  # nothing to store (logged): the guards get their hold back
             self._release(call)
             return None
+        self._publish(call, event, on_event)
+        return event
+
+    def _publish(
+        self,
+        call: Call,
+        event: UsageEvent,
+        on_event: Callable[[UsageEvent], None] | None,
+        stored: bool = False,
+    ) -> None:
+        """A finished call's event, in this order: the guards' settle, sinks, storage
+        (unless ``stored``: a durable ledger's deferred finish stored it on the caller's
+        thread, see ``_store_then_defer``), the log line, ``on_event``, observers."""
         self._settle(call, event)
-        self.emit(event)
+        self._emit(event, store=not stored)
         if on_event is not None:
             try:
                 on_event(event)
@@ -605,7 +589,6 @@ class Tracker:
                 observer.finished(call, event)
             except Exception as exc:
                 _report("observer.finished", exc)
-        return event
 
     def _salvage(self, call: Call, ending: _Ending, exc: Exception) -> UsageEvent | None:
         """The event of a call whose tracking failed with ``exc``, with what can be kept.
@@ -753,12 +736,16 @@ class Tracker:
 
     def emit(self, event: UsageEvent) -> None:
         """Store and log a finished event. Never raises."""
+        self._emit(event, store=True)
+
+    def _emit(self, event: UsageEvent, store: bool) -> None:
         for sink in _sinks:
             try:
                 sink(event)
             except Exception as exc:
                 _report("sink", exc)
-        self._store(event)
+        if store:
+            self._store(event)
         try:
             self.logger.emit(event)
         except Exception as exc:
@@ -1375,7 +1362,7 @@ class _DeferredWorker:
 _deferred = _DeferredWorker()
 _SETTLE_WAIT = 5.0  # seconds a guarded call waits at most for earlier calls' settles
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
-_after_stored = Tracker._after_stored  # a durable ledger's deferred finish, once stored
+_publish = Tracker._publish  # a durable ledger's deferred finish, once stored
 _release = Tracker._release
 
 
@@ -1468,25 +1455,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch_mp_child() -> None:
-    """At import: costledger first imported in a ``multiprocessing`` child (``spawn`` or
-    ``forkserver``, or a ``fork`` child of a process that had not imported it) saw no fork
-    hook, and its ``os._exit`` would skip the exit flush: set it up as the hook does. In
-    the target: now; while the child unpickles its task (its main module): at its
-    bootstrap, which first clears the finalizers registered until then. A spawned child
-    also runs atexit afterwards: the queue is empty by then, a ``Ledger`` already closed."""
+    """At import: costledger first imported in a ``multiprocessing`` child saw no fork
+    hook: set it up as the hook does (``when_mp_child``). A spawned child also runs atexit
+    afterwards: the queue is empty by then, a ``Ledger`` already closed."""
     global _child_ledgers
-    mp_process = sys.modules.get("multiprocessing.process")
-    if mp_process is None:
-        return  # multiprocessing not imported: not one of its children
     try:
-        if mp_process.parent_process() is not None:
+        if when_mp_child(_register_child_exit, _deferred):
             _child_ledgers = {}
-            _register_child_exit(None)
-        elif getattr(mp_process.current_process(), "_inheriting", False):
-            import multiprocessing.util
-
-            _child_ledgers = {}
-            multiprocessing.util.register_after_fork(_deferred, _register_child_exit)
     except Exception as exc:  # never break the host's import
         _report("tracker.after_fork", exc)
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._cost import Cost
 from .._events import UsageEvent
+from .._mp import when_mp_child
 from ._rows import (
     Row,
     StoredEvent,
@@ -752,23 +753,12 @@ def _mark_mp_child(_: object = None) -> None:
 
 
 def _watch_mp_child() -> None:
-    """At import: costledger first imported in a ``multiprocessing`` child (a ``spawn`` or
-    ``forkserver`` child, or a ``fork`` child of a process that had not imported it) saw no
-    fork hook of its own, and its exit (``os._exit``, skipping atexit) would close nothing.
-    Imported after the child's bootstrap (in the target): mark it now; imported while the
-    child unpickles its task (its main module, by ``spawn``/``forkserver``): at the
-    bootstrap, which first clears the finalizers registered until then. A spawned child,
-    which also runs atexit, closes twice: the second close is a no-op."""
-    mp_process = sys.modules.get("multiprocessing.process")
-    if mp_process is None:
-        return  # multiprocessing not imported: not one of its children
+    """At import: costledger first imported in a ``multiprocessing`` child saw no fork
+    hook of its own, and its exit (``os._exit``, skipping atexit) would close nothing:
+    mark it (``when_mp_child``). A spawned child, which also runs atexit, closes twice:
+    the second close is a no-op."""
     try:
-        if mp_process.parent_process() is not None:
-            _mark_mp_child()
-        elif getattr(mp_process.current_process(), "_inheriting", False):
-            import multiprocessing.util
-
-            multiprocessing.util.register_after_fork(_fork_marker, _mark_mp_child)
+        when_mp_child(_mark_mp_child, _fork_marker)
     except Exception as exc:  # never break the host's import
         _report(logging.ERROR, "fork", "costledger: multiprocessing child exit hook: %r", exc)
 

@@ -54,7 +54,7 @@ from ._rows import (
     row_to_event,
 )
 from ._tables import EVENTS_TABLE, events_table
-from ._text import TEXT_COLUMNS, clean_row, clean_text
+from ._text import TEXT_INDEXES, clean_row, clean_text
 
 __all__ = [
     "CostChange",
@@ -248,9 +248,6 @@ def sqlite_params(e: UsageEvent) -> tuple[Any, ...]:
     return cleaned if cleaned is row else _texts_checked(cleaned)
 
 
-_TEXT_INDEXES = tuple((COLUMNS.index(name), name) for name in TEXT_COLUMNS)
-
-
 def _texts_checked(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """``row`` with each text column holding text or ``None``: a value whose text is
     obvious (a number, a UUID, an enum, bytes: ``event_text``) as that text, the same on
@@ -258,7 +255,7 @@ def _texts_checked(row: tuple[Any, ...]) -> tuple[Any, ...]:
     dict: SQLite cannot bind it, PostgreSQL would store its JSON), so the event is
     rejected to ``rejected-*.jsonl`` on either database, never left to fail its batch."""
     values: list[Any] | None = None
-    for i, name in _TEXT_INDEXES:
+    for i, name in TEXT_INDEXES:
         value = row[i]
         if value is None or value.__class__ is str:
             continue

@@ -70,7 +70,9 @@ def clean_text(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-_ROW_TEXTS: Final = tuple(COLUMNS.index(name) for name in TEXT_COLUMNS)
+TEXT_INDEXES: Final = tuple((COLUMNS.index(name), name) for name in TEXT_COLUMNS)
+"""Each text column's index in a SQLite-form row, with its name."""
+_ROW_TEXTS: Final = tuple(i for i, _ in TEXT_INDEXES)
 _row_texts: Final = operator.itemgetter(*_ROW_TEXTS)
 _join: Final = "".join
 

@@ -322,7 +322,7 @@ class CostLedgerLogger(CustomLogger):
         """An async call's event, on the event loop; in a worker thread when the guards'
         settles wait on a store across the network (Redis, a database), so a slow or
         stuck store never blocks the loop. Either way it is recorded before this returns."""
-        store = _io_store(self.tracker)
+        store = _guard_store(self.tracker)
         if store is None:
             self._on_event(kwargs, response_obj, start_time, end_time, failed=failed)
             return
@@ -947,23 +947,22 @@ def _as_http_refusal(refusal: GuardRefusal) -> GuardRefusal:
     return refusal
 
 
-def _io_store(tracker: Tracker) -> GuardStore | None:
-    """The store ``tracker``'s guards settle and release on, when it waits on I/O (Redis,
-    a database); None for no guards or ``memory://`` (microseconds, on the event loop)."""
+def _guard_store(tracker: Tracker) -> GuardStore | None:
+    """The store ``tracker``'s guards settle and release on (``off_loop`` and
+    ``in_background`` leave the loop only when it waits on I/O); None for no guards."""
     if not tracker.has_guards:
         return None
     try:
-        store = store_for(tracker)
+        return store_for(tracker)
     except Exception:  # a store that cannot open: its guards fail at once anyway
         return None
-    return store if store.does_io else None
 
 
 def release_off_loop(tracker: Tracker, call_id: str) -> None:
     """From the event loop: release the guards' reservations of the LiteLLM call
     ``call_id``, in a worker thread (not waited for) when their store waits on I/O.
     Never raises."""
-    store = _io_store(tracker)
+    store = _guard_store(tracker)
     if store is None:
         _release_quietly(call_id)
     else:

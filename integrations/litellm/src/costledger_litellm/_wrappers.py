@@ -37,7 +37,7 @@ from costledger._guards._store import off_loop
 from ._logger import (
     CostLedgerLogger,
     _attribution_values,
-    _io_store,
+    _guard_store,
     _registry,
     _report,
     _start_arguments,
@@ -117,7 +117,7 @@ async def run_acompletion(
     latency_ms = call.elapsed_ms()
     answered = _answered(call.id, result)
     if answered is not None:
-        store = _io_store(answered[0])
+        store = _guard_store(answered[0])
         fallbacks = kwargs.get("fallbacks")
         if store is None:
             _record_answer(answered, result, latency_ms, fallbacks)

@@ -82,20 +82,23 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'costledger.http' has no attribute {name!r}")
-    try:
-        value = getattr(importlib.import_module(module, "costledger"), name)
-    except ModuleNotFoundError as exc:
-        if module.endswith("_httpx2") and exc.name in ("httpx2", "httpcore2"):
-            raise ImportError(
-                f"costledger.http.{name} needs httpx2, which is not installed: pip install httpx2"
-            ) from exc
-        raise
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # a misspelt name must fail type checks, not resolve to Any
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'costledger.http' has no attribute {name!r}")
+        try:
+            value = getattr(importlib.import_module(module, "costledger"), name)
+        except ModuleNotFoundError as exc:
+            if module.endswith("_httpx2") and exc.name in ("httpx2", "httpcore2"):
+                raise ImportError(
+                    f"costledger.http.{name} needs httpx2, which is not installed: "
+                    "pip install httpx2"
+                ) from exc
+            raise
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:

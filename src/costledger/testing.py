@@ -146,13 +146,15 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
             _end_isolation(isolating)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "InMemoryLedger":
-        from ._ledger import InMemoryLedger
+if not TYPE_CHECKING:  # a misspelt name must fail type checks, not resolve to Any
 
-        return InMemoryLedger
-    if name == "MemoryStore":  # a private in-process guard store: Tracker(guard_store=...)
-        from ._guards._memory import MemoryStore
+    def __getattr__(name: str) -> Any:
+        if name == "InMemoryLedger":
+            from ._ledger import InMemoryLedger
 
-        return MemoryStore
-    raise AttributeError(f"module 'costledger.testing' has no attribute {name!r}")
+            return InMemoryLedger
+        if name == "MemoryStore":  # a private in-process guard store: Tracker(guard_store=...)
+            from ._guards._memory import MemoryStore
+
+            return MemoryStore
+        raise AttributeError(f"module 'costledger.testing' has no attribute {name!r}")

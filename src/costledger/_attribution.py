@@ -15,6 +15,7 @@ re-entered within one of them, at the cost of one ``ContextVar.set`` per enter a
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
@@ -23,11 +24,47 @@ from dataclasses import dataclass, field
 from types import AsyncGeneratorType, GeneratorType, MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["ATTRIBUTION_KEYS", "Attribution", "attribute", "current_attribution"]
+__all__ = [
+    "ATTRIBUTION_KEYS",
+    "Attribution",
+    "attribute",
+    "check_attribution_keywords",
+    "current_attribution",
+]
 
 ATTRIBUTION_KEYS: tuple[str, ...] = ("user", "team", "project", "feature")
 
 _EMPTY_META: Mapping[str, Any] = MappingProxyType({})
+
+
+def check_attribution_keywords(
+    function: str, keywords: Mapping[str, Any], parameters: Iterable[str]
+) -> None:
+    """``TypeError`` for a keyword a function takes as attribution metadata
+    (``**attribution``) that is surely a misspelt parameter: one close to a name of
+    ``parameters`` or of the attribution keys (``traker=``, ``modle=``, ``tag=``), or one
+    whose value is a ``Tracker``. Taken as metadata, such a slip would skip a budget or
+    record to another ledger, silently. Called once, where the function is set up."""
+    from ._tracker import Tracker  # imported here: the tracker module imports this one
+
+    names = [*parameters, *ATTRIBUTION_KEYS, "tags"]
+    for key, value in keywords.items():
+        if key in names:
+            continue
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
+        if close:
+            raise TypeError(
+                f"{function}() got an unexpected keyword argument {key!r}: did you mean "
+                f"{close[0]!r}? (keywords it does not take are attribution metadata; to "
+                f"record one named {key!r}, use costledger.attribute({key}=...))"
+            )
+        if isinstance(value, Tracker):
+            raise TypeError(
+                f"{function}() got a Tracker as the keyword argument {key!r}, which it would "
+                "store as attribution metadata; pass it as tracker="
+            )
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

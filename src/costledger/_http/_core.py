@@ -360,6 +360,10 @@ class Flavour:
         self.sync_stream = sync_stream
         self.async_stream = async_stream
         self.byte_stream: type[Any] = module.ByteStream
+        # The library's own transports, whose connection pool reports through the request's
+        # ``trace`` extension when it starts writing the request (see ``_SendWatch``).
+        self.pool_handle: Any = module.HTTPTransport.handle_request
+        self.pool_ahandle: Any = module.AsyncHTTPTransport.handle_async_request
         self.request_not_read: type[BaseException] = module.RequestNotRead
         # Errors raised before the request left this process: nothing reached the provider.
         # LocalProtocolError: the request itself broke HTTP (an illegal header value, such as
@@ -382,6 +386,61 @@ class Flavour:
             content=body,
             extensions=request.extensions,
         )
+
+
+_SENDING = "send_request_headers.started"  # httpcore's "http11." / "http2." event
+
+
+def _sending(name: Any, info: Any) -> bool:
+    """Whether a trace event is the start of writing the request itself; a proxy's tunnel
+    ``CONNECT`` (which carries the request's extensions) is not the request. Never raises:
+    it runs inside the connection pool; an event it cannot read counts as sending."""
+    try:
+        if not name.endswith(_SENDING):
+            return False
+        return bool(getattr(info.get("request"), "method", None) != b"CONNECT")
+    except Exception:
+        return True
+
+
+class _SendWatch:
+    """A ``trace`` extension that notes whether httpcore started writing the request, and
+    passes every event on to the one the caller had set, if any.
+
+    A request cancelled before that (waiting for a pooled connection, connecting, in a TLS
+    handshake) never reached the provider: it is not a call.
+    """
+
+    __slots__ = ("chained", "sent")
+
+    def __init__(self, chained: Any) -> None:
+        self.chained = chained
+        self.sent = False
+
+    def __call__(self, name: str, info: Any) -> Any:
+        if not self.sent:
+            self.sent = _sending(name, info)
+        # The caller's callback's result, a coroutine included: httpcore checks it, as before.
+        return self.chained(name, info) if self.chained is not None else None
+
+
+class _AsyncSendWatch:
+    """``_SendWatch`` for an async transport, whose pool awaits its ``trace`` callback."""
+
+    __slots__ = ("chained", "sent")
+
+    def __init__(self, chained: Any) -> None:
+        self.chained = chained
+        self.sent = False
+
+    async def __call__(self, name: str, info: Any) -> None:
+        if not self.sent:
+            self.sent = _sending(name, info)
+        if self.chained is not None:
+            await self.chained(name, info)
+
+
+Watch = _SendWatch | _AsyncSendWatch
 
 
 class _TrackingBase:
@@ -461,12 +520,35 @@ class _TrackingBase:
             _report("http.start", exc)
             return None
 
-    def _failed(
-        self, tracker: Tracker, call: Call, tracked: TrackedRequest, exc: BaseException
-    ) -> None:
-        """The transport raised: record the attempt, unless it never left this process."""
+    def _watch(self, request: Any, watch: Watch) -> dict[str, Any] | None:
+        """Put ``watch`` in ``request``'s ``trace`` extension (chaining the caller's); the
+        extensions to put back once sent, ``None`` if it could not be set. Never raises."""
         try:
-            if isinstance(exc, self._flavour.not_sent):
+            extensions: dict[str, Any] = request.extensions
+            watch.chained = extensions.get("trace")
+            # A new dict, put back after: the caller's request (``response.request``) and
+            # its extensions are left as they were.
+            request.extensions = {**extensions, "trace": watch}
+            return extensions
+        except Exception as exc:
+            _report("http.request", exc)
+            return None
+
+    def _failed(
+        self,
+        tracker: Tracker,
+        call: Call,
+        tracked: TrackedRequest,
+        exc: BaseException,
+        watch: Watch | None,
+    ) -> None:
+        """The transport raised: record the attempt, unless it never left this process.
+
+        ``watch`` (for the library's own transport) says whether the request was being
+        written; without it, only the errors that come before sending tell.
+        """
+        try:
+            if (watch is not None and not watch.sent) or isinstance(exc, self._flavour.not_sent):
                 tracker.cancel(call)
             else:
                 tracker.finish(
@@ -557,6 +639,7 @@ class SyncTrackingBase(_TrackingBase):
     """``handle_request`` for a sync transport flavour."""
 
     def _handle(self, request: Any) -> Any:
+        flavour = self._flavour
         opened = self._open(request) if request.method == "POST" else None
         if opened is None:
             if _waiting:  # a retrieval of a waiting background response?
@@ -577,11 +660,23 @@ class SyncTrackingBase(_TrackingBase):
         except Exception as exc:
             _report("http.start", exc)
             return self.transport.handle_request(request)
+        transport = self.transport
+        watch: _SendWatch | None = None
+        extensions = None
+        # Any transport-like object may stand here: looked up with a default.
+        if getattr(type(transport), "handle_request", None) is flavour.pool_handle:
+            watch = _SendWatch(None)
+            extensions = self._watch(request, watch)
+            if extensions is None:
+                watch = None
         try:
-            response = self.transport.handle_request(request)
+            response = transport.handle_request(request)
         except BaseException as exc:
-            self._failed(tracker, call, tracked, exc)
+            self._failed(tracker, call, tracked, exc, watch)
             raise
+        finally:
+            if extensions is not None:
+                request.extensions = extensions
         return self._track(tracker, call, tracked, response, sync=True)
 
 
@@ -589,6 +684,7 @@ class AsyncTrackingBase(_TrackingBase):
     """``handle_async_request`` for an async transport flavour."""
 
     async def _handle(self, request: Any) -> Any:
+        flavour = self._flavour
         opened = self._open(request) if request.method == "POST" else None
         if opened is None:
             if _waiting:  # a retrieval of a waiting background response?
@@ -609,9 +705,20 @@ class AsyncTrackingBase(_TrackingBase):
         except Exception as exc:
             _report("http.start", exc)
             return await self.transport.handle_async_request(request)
+        transport = self.transport
+        watch: _AsyncSendWatch | None = None
+        extensions = None
+        if getattr(type(transport), "handle_async_request", None) is flavour.pool_ahandle:
+            watch = _AsyncSendWatch(None)
+            extensions = self._watch(request, watch)
+            if extensions is None:
+                watch = None
         try:
-            response = await self.transport.handle_async_request(request)
+            response = await transport.handle_async_request(request)
         except BaseException as exc:
-            self._failed(tracker, call, tracked, exc)
+            self._failed(tracker, call, tracked, exc, watch)
             raise
+        finally:
+            if extensions is not None:
+                request.extensions = extensions
         return self._track(tracker, call, tracked, response, sync=False)

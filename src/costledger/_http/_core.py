@@ -359,6 +359,8 @@ class Flavour:
         self.module = module
         self.sync_stream = sync_stream
         self.async_stream = async_stream
+        self.name: str = module.__name__
+        self.request_type: type[Any] = module.Request
         self.byte_stream: type[Any] = module.ByteStream
         # The library's own transports, whose connection pool reports through the request's
         # ``trace`` extension when it starts writing the request (see ``_SendWatch``).
@@ -447,6 +449,8 @@ class _TrackingBase:
     """What both transport kinds share: deciding what to track, and reading the response."""
 
     _flavour: ClassVar[Flavour]
+    # The transport for the other library's clients, named when handed its requests.
+    _counterpart: ClassVar[str]
 
     def __init__(
         self,
@@ -519,6 +523,21 @@ class _TrackingBase:
         except Exception as exc:
             _report("http.start", exc)
             return None
+
+    def _wrong_client(self, request: Any) -> TypeError:
+        """The error for a request of another library: its client would fail on our
+        response anyway (a bare ``AssertionError``), after the call was sent and recorded."""
+        mine = type(self).__name__
+        library = self._flavour.name
+        kind = type(request)
+        theirs = kind.__module__.partition(".")[0]
+        message = (
+            f"{mine} is for {library} clients; it was handed a request of type "
+            f"{theirs}.{kind.__qualname__}"
+        )
+        if theirs in ("httpx", "httpx2"):
+            message += f": under {theirs} use {self._counterpart}"
+        return TypeError(message)
 
     def _watch(self, request: Any, watch: Watch) -> dict[str, Any] | None:
         """Put ``watch`` in ``request``'s ``trace`` extension (chaining the caller's); the
@@ -640,6 +659,10 @@ class SyncTrackingBase(_TrackingBase):
 
     def _handle(self, request: Any) -> Any:
         flavour = self._flavour
+        if request.__class__ is not flavour.request_type and not isinstance(
+            request, flavour.request_type
+        ):
+            raise self._wrong_client(request)
         opened = self._open(request) if request.method == "POST" else None
         if opened is None:
             if _waiting:  # a retrieval of a waiting background response?
@@ -685,6 +708,10 @@ class AsyncTrackingBase(_TrackingBase):
 
     async def _handle(self, request: Any) -> Any:
         flavour = self._flavour
+        if request.__class__ is not flavour.request_type and not isinstance(
+            request, flavour.request_type
+        ):
+            raise self._wrong_client(request)
         opened = self._open(request) if request.method == "POST" else None
         if opened is None:
             if _waiting:  # a retrieval of a waiting background response?

@@ -45,6 +45,7 @@ class TrackingTransport(SyncTrackingBase, httpx.BaseTransport):
     """
 
     _flavour = _FLAVOUR
+    _counterpart = "Httpx2TrackingTransport"
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class AsyncTrackingTransport(AsyncTrackingBase, httpx.AsyncBaseTransport):
     """The async twin of ``TrackingTransport`` (default ``httpx.AsyncHTTPTransport()``)."""
 
     _flavour = _FLAVOUR
+    _counterpart = "AsyncHttpx2TrackingTransport"
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ class Httpx2TrackingTransport(SyncTrackingBase, httpx2.BaseTransport):
     """
 
     _flavour = _FLAVOUR
+    _counterpart = "TrackingTransport"
 
     def __init__(
         self,
@@ -74,6 +75,7 @@ class AsyncHttpx2TrackingTransport(AsyncTrackingBase, httpx2.AsyncBaseTransport)
     """
 
     _flavour = _FLAVOUR
+    _counterpart = "AsyncTrackingTransport"
 
     def __init__(
         self,

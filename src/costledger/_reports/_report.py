@@ -187,6 +187,7 @@ def _converted(
 
 
 _ONE = Decimal(1)
+_ZERO = Decimal(0)
 _CURRENCY_CODE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -378,7 +379,8 @@ def report(
         for key, cur, counts, cost in groups
     ]
     if sort == "cost" or (sort == "auto" and not _TIME_KEYS & set(keys)):
-        report_rows.sort(key=lambda r: (r.currency, -r.cost))
+        # copy_negate is exact; unary minus would round to the context's 28 digits
+        report_rows.sort(key=lambda r: (r.currency, r.cost.copy_negate()))
     truncated = 0
     if limit is not None and len(report_rows) > limit:
         truncated = len(report_rows) - limit
@@ -437,8 +439,15 @@ def top(
         return [e for code in sorted(ranked) for e in ranked[code]]
     used = exchange_rates(currency, rates, set(ranked))
     calls = [e for found in ranked.values() for e in found]
-    calls.sort(key=lambda e: (-converted_cost(e, used), e.timestamp, e.id))
+    calls.sort(key=lambda e: (converted_cost(e, used).copy_negate(), e.timestamp, e.id))
     return calls[:n]
+
+
+def _dearest_first(e: StoredEvent) -> Decimal:
+    """A sort key putting the dearest call first. ``copy_negate``, not unary minus: minus
+    rounds to the context's 28 digits, and two amounts that differ further down (a
+    ledger amount has up to 38) would rank as a tie."""
+    return (e.total_cost or _ZERO).copy_negate()
 
 
 def converted_cost(e: StoredEvent, rates: Mapping[str, Decimal]) -> Decimal:
@@ -568,7 +577,7 @@ def _top_pruned(
 
     def order(item: tuple[StoredEvent, Any]) -> tuple[Decimal, datetime, str]:
         e = item[0]
-        return (-(e.total_cost or Decimal(0)), e.timestamp, e.id)
+        return (_dearest_first(e), e.timestamp, e.id)
 
     def scan(conn: Any, lo: datetime | None, hi: datetime | None, where: list[Any]) -> None:
         nonlocal best, floor
@@ -684,7 +693,7 @@ def _top_scan(
         if floor is not None:
             stmt = stmt.where(approx >= floor)
         found = [StoredEvent.from_row(r._mapping) for r in conn.execute(stmt)]
-    found.sort(key=lambda e: (-(e.total_cost or Decimal(0)), e.timestamp, e.id))
+    found.sort(key=lambda e: (_dearest_first(e), e.timestamp, e.id))
     return found[:n]
 
 

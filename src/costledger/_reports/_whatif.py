@@ -343,7 +343,15 @@ def _whatif(
                 if len(unpriced) < list_limit:
                     unpriced.append(UnpricedCall(eid, ts, name, provider, then_known, book_known))
     rows = [acc.row(model, currency) for (model, currency), acc in accs.items()]
-    rows.sort(key=lambda r: (r.currency, -r.cost_then, -r.cost_book, r.model or ""))
+    # copy_negate is exact; unary minus would round to the context's 28 digits
+    rows.sort(
+        key=lambda r: (
+            r.currency,
+            r.cost_then.copy_negate(),
+            r.cost_book.copy_negate(),
+            r.model or "",
+        )
+    )
     per_currency: dict[str, _Acc] = {}
     for (_, currency), acc in accs.items():
         per_currency.setdefault(currency, _Acc()).merge(acc)

@@ -109,7 +109,8 @@ class Report:
     """Groups left out by ``limit``."""
     rates: Mapping[str, Decimal] = field(default_factory=dict)
     """When converted (``currency=``): the rate applied to each currency the selection
-    held, in units of the report's currency per unit (``{"USD": Decimal("0.9213")}``)."""
+    held an amount in, in units of the report's currency per unit
+    (``{"USD": Decimal("0.9213")}``)."""
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [row.as_dict() for row in self.rows]
@@ -253,9 +254,9 @@ def exchange_rates(
 
     A rate is how many units of ``currency`` one unit of the other is worth, given as a
     ``Decimal``, a decimal string or an int (never a float: it would not be the rate that
-    was written), checked by ``check_rate``. A currency the selection holds without a
-    rate is an error, never guessed; rates for currencies the selection does not hold
-    are ignored.
+    was written), checked by ``check_rate``. ``present``: the currencies the selection
+    holds an amount other than zero in (zero needs no rate). One of them without a rate
+    is an error, never guessed; rates for other currencies are checked, then ignored.
     """
     target = _currency_code(currency, "currency")
     checked: dict[str, Decimal] = {}
@@ -272,6 +273,14 @@ def exchange_rates(
             f"give one ({given}, {target} per unit)"
         )
     return {code: checked[code] for code in sorted(present - {target})}
+
+
+def _amount_currencies(*groups: Sequence[_Group]) -> set[str]:
+    """The currencies in which some group holds an amount other than zero. Only those need
+    an exchange rate: zero is zero in every currency, and a currency that holds only
+    unpriced calls, calls with nothing to price or calls priced at exactly 0 converts to
+    zero at any rate (a rate given for it would be printed but change nothing)."""
+    return {currency for part in groups for _, currency, _, cost in part if not cost.is_zero()}
 
 
 def _counts(r: SummaryRow) -> tuple[int, ...]:
@@ -351,7 +360,12 @@ def report(
     Costs are reported per currency as priced. ``currency="EUR"`` with
     ``rates={"USD": "0.9213"}`` (EUR per USD) converts every cost exactly (no rounding)
     and merges the groups into that one currency; ``Report.rates`` keeps the rates used.
-    See ``exchange_rates`` for what is checked.
+    See ``exchange_rates`` for what is checked. Only a currency in which the selection
+    holds an amount other than zero needs a rate: one holding only unpriced calls, calls
+    with nothing to price or calls priced at exactly 0 joins at zero, its counts kept.
+    Without ``currency``, such currencies join the one currency that holds amounts, when
+    exactly one does (an unknown model's calls are stored as USD in a ledger priced in
+    EUR: one EUR total, not a second, empty USD one).
     """
     keys = parse_by(by)
     checked = check_filters(filters)
@@ -367,12 +381,20 @@ def report(
     groups = _groups(rows)
     total_groups = _groups(total_rows) if total_rows is not rows else groups
     used: dict[str, Decimal] = {}
+    held = _amount_currencies(groups, total_groups)
     if currency is not None:
-        used = exchange_rates(currency, rates, {g[1] for g in total_groups})
+        used = exchange_rates(currency, rates, held)
         groups = _converted(groups, currency, used)
         total_groups = _converted(total_groups, currency, used)
     elif rates:
         raise ValueError("rates are for converting: give currency= too")
+    elif len(held) == 1 and {g[1] for g in total_groups} != held:
+        # the other currencies hold no amount, only counts (an unknown model's calls and
+        # calls with nothing to price are stored as USD whatever the prices are in):
+        # zero in any currency, so they join the one currency that has amounts
+        (only,) = held
+        groups = _converted(groups, only, {})
+        total_groups = _converted(total_groups, only, {})
     totals = _add(total_groups)
     report_rows = [
         _row(keys, key, cur, counts, cost, totals[cur][_COUNTS])
@@ -437,8 +459,9 @@ def top(
         ranked = _top_per_currency(opened, n, lo, hi, checked)
     if currency is None:
         return [e for code in sorted(ranked) for e in ranked[code]]
-    used = exchange_rates(currency, rates, set(ranked))
     calls = [e for found in ranked.values() for e in found]
+    # as in ``report``: a currency whose calls are all priced at exactly 0 needs no rate
+    used = exchange_rates(currency, rates, {e.currency for e in calls if e.total_cost})
     calls.sort(key=lambda e: (converted_cost(e, used).copy_negate(), e.timestamp, e.id))
     return calls[:n]
 

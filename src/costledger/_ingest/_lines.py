@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-__all__ = ["Block", "GzipReader", "InputSource", "open_input", "read_blocks"]
+__all__ = ["Block", "DamagedGzip", "GzipReader", "InputSource", "open_input", "read_blocks"]
 
 READ_SIZE = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -34,7 +36,8 @@ class Block:
     ``lines[i]`` is line ``first_line + i``; an over-long line is ``b""`` there with
     its length in ``oversized[i]``. ``start`` / ``end`` are the byte offsets (of the
     decompressed stream) of the block's first byte and of the byte after its last
-    newline. ``unterminated`` marks a last line that had no newline at end of input.
+    newline. ``unterminated`` marks a last line that had no newline at end of input;
+    ``cut``, one whose input then failed to read (the rest of the line is unknown).
     """
 
     lines: list[bytes]
@@ -43,6 +46,7 @@ class Block:
     end: int
     oversized: dict[int, int] = field(default_factory=dict)
     unterminated: bool = False
+    cut: bool = False
 
 
 @dataclass(slots=True)
@@ -56,6 +60,40 @@ class InputSource:
     raw: IO[bytes] | None  # the file under a gzip stream (its position drives progress)
     size: int | None  # on-disk size, for progress
     owned: bool
+    spool: IO[bytes] | None = None  # a copy of a gzip stream that cannot seek (``check``)
+
+    def check(self) -> None:
+        """A gzip input: decompress it once whole, checking every member's CRC and length,
+        before any of its lines is read.
+
+        zlib finds a flipped byte only at the member's end (its CRC), after decompressing
+        garbage lines that parse; a file cut short has no CRC to check at all. Either way
+        no line of a member that does not check out may reach the ledger: the stream
+        read afterwards stops where the first such member starts (``DamagedGzip``).
+        A stream that cannot seek (stdin) is first copied, compressed, to a temporary
+        file. Decompressing alone runs at some 400 MB/s, a few percent of parsing.
+        """
+        if not self.compressed or self.raw is None:
+            return
+        raw = self.raw
+        try:
+            start = raw.tell() if raw.seekable() else None
+        except (OSError, ValueError):
+            start = None
+        copy_error: BaseException | None = None
+        if start is None:
+            spool = self.spool = tempfile.TemporaryFile(prefix="costledger-ingest-")  # noqa: SIM115
+            try:
+                shutil.copyfileobj(raw, spool, READ_SIZE)
+            except OSError as exc:  # what was copied is checked; the error is the reason
+                copy_error = exc
+            spool.seek(0)
+            raw, start = spool, 0
+        at, error = check_gzip(raw)
+        raw.seek(start)
+        error = copy_error or error
+        stop = None if error is None else DamagedGzip(at, error)
+        self.stream = cast(IO[bytes], GzipReader(raw, stop=stop))
 
     def head(self, size: int) -> bytes:
         """The first ``size`` (at most ``HEAD_SIZE``) bytes of the input's lines (decompressed),
@@ -83,6 +121,8 @@ class InputSource:
             return 0
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
         if self.owned:
             self.stream.close()
             if self.raw is not None:
@@ -154,16 +194,21 @@ class GzipReader:
     a.gz b.gz``) are read in turn, zero padding between them skipped; bytes after the
     last member that are not another member are ignored with a note, as ``gzip -d``
     does ("trailing garbage ignored"). Memory stays bounded: at most ``size`` bytes
-    are decompressed per call.
+    are decompressed per call. ``stop`` (what ``check_gzip`` found): the stream ends at
+    its offset, with it raised, before a byte of the damaged member is returned.
     """
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, *, stop: DamagedGzip | None = None) -> None:
         self._raw = raw
         self._zlib: Any = zlib.decompressobj(wbits=31)  # None between members
         self._input = b""  # compressed bytes read but not yet decompressed
         self._ready = b""  # decompressed, not yet returned (after a failure)
         self._error: BaseException | None = None
         self._done = False
+        self._stop = stop
+        self.position = 0  # decompressed bytes returned
+        self._produced = 0  # decompressed bytes made (returned or in _ready)
+        self.member_start = 0  # offset (decompressed) where the member being read starts
         self.head = b""
         self.notes: list[str] = []
 
@@ -178,7 +223,14 @@ class GzipReader:
             return b"".join(iter(lambda: self.read(READ_SIZE), b""))
         if size == 0:
             return b""
+        stop = self._stop
+        if stop is not None:
+            left = stop.at - self.position
+            if left <= 0:
+                raise stop
+            size = min(size, left)
         data = self._read(size)
+        self.position += len(data)
         if len(self.head) < HEAD_SIZE and data:
             self.head += data[: HEAD_SIZE - len(self.head)]
         return data
@@ -229,10 +281,13 @@ class GzipReader:
             # what this call decompressed before the bad byte is lost with the exception:
             # decompress again from the saved state, in small pieces, up to that byte
             self._ready = _salvage(saved, self._input)
+            self._produced += len(self._ready)
             self._error, self._input, self._done = exc, b"", True
             return b""
+        self._produced += len(data)
         if decompressor.eof:
             self._input, self._zlib = decompressor.unused_data, None
+            self.member_start = self._produced  # whatever follows is another member's
         else:
             self._input = decompressor.unconsumed_tail
         return data
@@ -265,6 +320,34 @@ class GzipReader:
             return False
         self._zlib = zlib.decompressobj(wbits=31)
         return True
+
+
+class DamagedGzip(EOFError):
+    """A gzip member that does not check out (cut short, corrupt, a bad CRC): the input's
+    lines end where it starts, ``at`` (an offset of the decompressed stream)."""
+
+    def __init__(self, at: int, cause: BaseException) -> None:
+        kind = "zlib.error" if isinstance(cause, zlib.error) else type(cause).__name__
+        super().__init__(f"{kind}: {cause}")
+        self.at = at
+        self.cause = cause
+
+
+_CHECK_SIZE = 1 << 22
+
+
+def check_gzip(raw: Any) -> tuple[int, BaseException | None]:
+    """Decompress the gzip stream ``raw`` (from its position) to its end, keeping nothing:
+    ``(end, None)`` when every member checks out, else ``(start, error)``, ``start`` the
+    offset (decompressed) where the first member that does not check out begins."""
+    reader = GzipReader(raw)
+    read = reader.read
+    try:
+        while read(_CHECK_SIZE):
+            pass
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        return reader.member_start, exc
+    return reader.position, None
 
 
 def _salvage(decompressor: Any, data: bytes) -> bytes:
@@ -340,7 +423,8 @@ def read_blocks(
     """The lines of ``stream`` (already positioned at ``start``), block by block.
 
     A read that fails (a ``.gz`` cut short or corrupt) ends the lines: the partial line
-    before it is yielded as the unterminated last line, then the error is raised.
+    before it is yielded as the unterminated last line, marked ``cut``, then the error is
+    raised.
     """
     failure: BaseException | None = None
     carry = b""
@@ -391,9 +475,10 @@ def read_blocks(
         yield Block(lines, line_no, pos, pos + size, oversized)
         line_no += len(lines)
         pos += size
+    cut = failure is not None
     if skipping:
-        yield Block([b""], line_no, pos, pos + skipping, {0: skipping}, unterminated=True)
+        yield Block([b""], line_no, pos, pos + skipping, {0: skipping}, unterminated=True, cut=cut)
     elif carry:
-        yield Block([carry], line_no, pos, pos + len(carry), unterminated=True)
+        yield Block([carry], line_no, pos, pos + len(carry), unterminated=True, cut=cut)
     if failure is not None:
         raise failure

@@ -34,7 +34,7 @@ from ._convert import (
     Converter,
     Row,
 )
-from ._lines import HEAD_SIZE, Block, InputSource, open_input, read_blocks, skip_to
+from ._lines import HEAD_SIZE, Block, DamagedGzip, InputSource, open_input, read_blocks, skip_to
 from ._sink import SinkError, SinkProcess
 from ._state import (
     HEAD_BYTES,
@@ -350,6 +350,7 @@ class _InputRun:
         """Take the input's lock and find where to start; ``False``: another run holds it."""
         src = self.src
         if not self.resumable or src.path is None or self.job.checkpoints is None:
+            src.check()
             self._forget_old_rejects()  # stdin: every run reads from the start
             return True
         path = src.path
@@ -361,6 +362,7 @@ class _InputRun:
             self.error = f"already being ingested ({by}); run it again once that run has ended"
             return False
         self.lock = lock
+        src.check()
         st = os.stat(path)
         head = min(HEAD_BYTES, st.st_size)
         self.identity = (st.st_dev, st.st_ino, st.st_size, head, head_digest(path, head))
@@ -377,21 +379,27 @@ class _InputRun:
             and self.rejects.size() > ckpt.rejects_size
         ):
             self.rejects.drop_after(ckpt.rejects_size, self.src.name)
-        skip_to(src.stream, ckpt.offset)
         offset = ckpt.offset
-        if ckpt.open_line:
-            # The last line read had no newline; if one came since (\n, or \r\n in a CRLF
-            # log), it ends that line: not a blank line before the next one, which would
-            # shift every line number. A lone \r at the end may be the start of a \r\n:
-            # the line stays open.
-            ending = src.stream.read(2)
-            if ending[:1] == b"\n":
-                offset += 1
-            elif ending == b"\r\n":
-                offset += 2
-            else:
-                self.open_line = self.pending_open = self.resumed_open = True
-            src.stream.seek(offset)
+        try:
+            skip_to(src.stream, offset)
+            if ckpt.open_line:
+                # The last line read had no newline; if one came since (\n, or \r\n in a
+                # CRLF log), it ends that line: not a blank line before the next one, which
+                # would shift every line number. A lone \r at the end may be the start of
+                # a \r\n: the line stays open.
+                ending = src.stream.read(2)
+                if ending[:1] == b"\n":
+                    offset += 1
+                elif ending == b"\r\n":
+                    offset += 2
+                else:
+                    self.open_line = self.pending_open = self.resumed_open = True
+                src.stream.seek(offset)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            # the part read before is now unreadable (a .gz damaged since): the checkpoint
+            # stays as it is, for a run on the repaired file
+            self.error = _read_error(exc)
+            return False
         self.offset = self.pending_end = self.resumed_offset = offset
         self.next_line = self.pending_next_line = ckpt.next_line
         self.resumed_at_line = ckpt.next_line
@@ -476,8 +484,8 @@ class _InputRun:
             except StopIteration:
                 break
             except (OSError, EOFError, ValueError, zlib.error) as exc:
-                # a truncated or corrupt .gz, an unreadable file: keep what was read before
-                self.error = f"could not read the input: {type(exc).__name__}: {exc}"
+                # a damaged .gz, an unreadable file: keep the lines read whole before it
+                self.error = _read_error(exc)
                 break
             self._block(block, loads, convert)
             if len(self.rows) + (self.rejects.pending if self.rejects else 0) >= batch_lines:
@@ -492,6 +500,15 @@ class _InputRun:
         loads: Callable[[bytes], Any],
         convert: Callable[[dict[str, Any], bytes, int], Row],
     ) -> None:
+        if block.cut:
+            # the input failed to read inside this line: what follows it is unknown. It is
+            # neither counted nor rejected, and the checkpoint stays before it: the next
+            # run reads it again, whole once the input is (a .gz whose copy completed)
+            self.incomplete = 1
+            self.pending_end = block.start
+            self.pending_next_line = block.first_line
+            self.pending_open = self.resumed_open and block.start == self.resumed_offset
+            return
         rows_append = self.rows.append
         where_append = self.row_lines.append
         first = block.first_line
@@ -915,6 +932,18 @@ class _InputRun:
             error=self.error,
             notes=tuple(self.notes),
         )
+
+
+def _read_error(exc: BaseException) -> str:
+    """Why an input stopped early (``InputResult.error``)."""
+    if isinstance(exc, DamagedGzip):
+        return (
+            f"could not read the input: {exc}; no line of the gzip member that holds it "
+            f"(from byte {exc.at:,} of the decompressed data on) was read, as a member's "
+            "lines are read only once its checksum is verified: run the same command again "
+            "once the file is whole"
+        )
+    return f"could not read the input: {type(exc).__name__}: {exc}"
 
 
 def _index_of(rows: list[Row], row: Row) -> int:

@@ -519,6 +519,11 @@ class _InputRun:
         for i, line in enumerate(block.lines):
             if not line:
                 if block.oversized and i in block.oversized:
+                    if block.unterminated and self.resumable and not self.src.compressed:
+                        # over the limit, and maybe still being written: rejected by the run
+                        # that sees its end (the rest would otherwise count as a new line)
+                        held_tail = True
+                        continue
                     counted += 1
                     size = block.oversized[i]
                     self._reject(

@@ -941,8 +941,8 @@ class Ledger:
     def events(
         self,
         *,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
+        since: str | datetime | date | None = None,
+        until: str | datetime | date | None = None,
         model: str | Sequence[str] | None = None,
         provider: str | Sequence[str] | None = None,
         user: str | Sequence[str] | None = None,
@@ -959,18 +959,19 @@ class Ledger:
         """Stored events in time order, streamed ``batch_size`` rows at a time.
 
         ``since`` is inclusive, ``until`` exclusive (naive datetimes are UTC; a date means
-        its midnight UTC). A filter takes one value or a list of values (any of them).
+        its midnight UTC). A string is read as ``report`` reads it (``parse_when``:
+        ``"7d"``, ``"last-month"``, and a date written as text, as ``until``, includes
+        that whole day). A filter takes one value or a list of values (any of them).
         ``model`` matches the requested or the response model; ``tag`` matches events
-        carrying that tag.
+        carrying that tag. ``ValueError`` naming the argument for a bound or a filter that
+        cannot be read.
         """
         from ._query import iter_events
 
-        self._fresh()
-        return iter_events(
-            self._core.store,
-            since=since,
-            until=until,
-            filters={
+        lo, hi, checked = _selection(
+            since,
+            until,
+            {
                 "model": model,
                 "provider": provider,
                 "user": user,
@@ -981,6 +982,13 @@ class Ledger:
                 "status": status,
                 "source": source,
             },
+        )
+        self._fresh()
+        return iter_events(
+            self._core.store,
+            since=lo,
+            until=hi,
+            filters=checked,
             order=order,
             limit=limit,
             batch_size=batch_size,
@@ -997,8 +1005,8 @@ class Ledger:
         self,
         by: str | Sequence[str] = (),
         *,
-        since: datetime | date | None = None,
-        until: datetime | date | None = None,
+        since: str | datetime | date | None = None,
+        until: str | datetime | date | None = None,
         **filters: str | Sequence[str] | None,
     ) -> list[SummaryRow]:
         """Requests, errors, tokens and exact cost per group, computed in SQL.
@@ -1007,12 +1015,32 @@ class Ledger:
         tag, source, status (``model`` is the response model when known, else the
         requested one; ``tag`` gives one row per tag, and untagged events a row with
         tag ``None``). Rows are also split by currency. Unpriced events are counted in
-        ``unpriced`` and add nothing to ``cost``. Filters as in ``events``.
+        ``unpriced`` and add nothing to ``cost``. ``since``, ``until`` and filters as in
+        ``events``.
         """
         from ._query import summarize
 
+        lo, hi, checked = _selection(since, until, filters)
         self._fresh()
-        return summarize(self._core.store, by=by, since=since, until=until, filters=filters)
+        return summarize(self._core.store, by=by, since=lo, until=hi, filters=checked)
+
+
+def _selection(
+    since: str | datetime | date | None,
+    until: str | datetime | date | None,
+    filters: Mapping[str, str | Sequence[str] | None],
+) -> tuple[datetime | None, datetime | None, dict[str, list[str] | None]]:
+    """The bounds and filters of a read, checked and read as the report functions read
+    them, so that ``until="2025-06-30"`` or ``model=5`` means the same (or fails the same
+    way, naming the argument) in ``Ledger.events`` as in ``report``. Unlike ``report``, a
+    ``since`` not before ``until`` is no error: the range selects nothing (the dashboard
+    reads "this month so far", empty at the stroke of midnight on the first)."""
+    from .._reports._common import check_filters
+    from .._reports._when import parse_when
+
+    lo = None if since is None else parse_when(since, "since")
+    hi = None if until is None else parse_when(until, "until")
+    return lo, hi, check_filters(filters)
 
 
 class InMemoryLedger(Ledger):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,15 @@ def check_filters(filters: Filters) -> dict[str, list[str] | None]:
         if value is None:
             out[name] = None
             continue
-        values = [value] if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            values = [value]
+        elif isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+            # not a list of names: ``list()`` would fail anonymously or take a dict's keys
+            raise ValueError(
+                f"filter {name!r} must be a non-empty string or list of them, got {value!r}"
+            )
+        else:
+            values = list(value)
         if not values or not all(isinstance(v, str) and v for v in values):
             raise ValueError(
                 f"filter {name!r} must be a non-empty string or list of them, got {value!r}"

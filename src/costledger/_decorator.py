@@ -21,9 +21,10 @@ from decimal import Decimal
 from types import AsyncGeneratorType, GeneratorType
 from typing import Any, Final, TypeVar, overload
 
-from ._attribution import EMPTY, Attribution, current_attribution
-from ._events import CallStatus
+from ._attribution import EMPTY, Attribution, check_attribution_keywords, current_attribution
+from ._events import CallStatus, event_text, short_repr
 from ._extract import read_response
+from ._redact import redact_url
 from ._streams import StreamUsage
 from ._tracker import Call, Tracker, _report, get_tracker
 from ._usage import Usage
@@ -214,7 +215,7 @@ class _Spec:
         provider: str | None,
         tracker: Tracker | None,
         usage_fn: Callable[[Any], Usage | Any] | None,
-        estimate: Decimal | Callable[..., Decimal] | None,
+        estimate: Estimate,
         attribution_fn: Callable[..., Mapping[str, Any]] | None,
         static_attribution: Mapping[str, Any],
     ) -> None:
@@ -301,6 +302,76 @@ def _status_of(exc: BaseException) -> CallStatus:
     return "error"
 
 
+#: ``estimate=``: money (a ``Decimal``, an ``int`` or a decimal string, never a float), or a
+#: callable of the call's arguments giving it.
+Estimate = Decimal | int | str | Callable[..., Decimal | int | str] | None
+
+# track_cost's own keywords: one close to these (``traker=``) is a slip, not metadata.
+_PARAMETERS: Final = ("model", "provider", "tracker", "usage", "estimate", "attribution")
+
+
+def _checked_arguments(
+    func: Any,
+    model: Any,
+    provider: Any,
+    tracker: Any,
+    usage: Any,
+    estimate: Any,
+    attribution: Any,
+    static_attribution: Mapping[str, Any],
+) -> tuple[str | None, str | None, Any]:
+    """``track_cost``'s arguments checked where it decorates, in the host's own code: one
+    written wrong raises there, naming it, instead of failing (or being ignored) on every
+    call. Returns the model and provider as text and the estimate as a ``Decimal`` (or the
+    callable)."""
+    if (
+        func is not None
+        and not callable(func)
+        and not isinstance(func, (classmethod, staticmethod))
+    ):
+        raise TypeError(
+            "track_cost() takes the function to decorate as its only positional argument, "
+            f"got {type(func).__name__} {short_repr(func)} (use keywords: model=..., tracker=...)"
+        )
+    check_attribution_keywords("track_cost", static_attribution, _PARAMETERS)
+    if tracker is not None and not isinstance(tracker, Tracker):
+        shown = redact_url(tracker) if isinstance(tracker, str) else tracker
+        hint = (
+            " (for a ledger URL: tracker=Tracker(Ledger(url)))" if isinstance(tracker, str) else ""
+        )
+        raise TypeError(
+            "track_cost() tracker must be a costledger Tracker or None, got "
+            f"{type(tracker).__name__} {short_repr(shown)}{hint}"
+        )
+    for name, value in (("usage", usage), ("attribution", attribution)):
+        if value is not None and not callable(value):
+            raise TypeError(
+                f"track_cost() {name} must be a callable or None, got "
+                f"{type(value).__name__} {short_repr(value)}"
+                + (
+                    " (static attribution goes in keywords: user=..., feature=...)"
+                    if name == "attribution"
+                    else ""
+                )
+            )
+    if estimate is not None and not callable(estimate):
+        if not isinstance(estimate, (Decimal, int, str, float)):
+            raise TypeError(
+                "track_cost() estimate must be a Decimal, an int, a decimal string or a "
+                f"callable, got {type(estimate).__name__} {short_repr(estimate)}"
+            )
+        from ._guards._estimate import check_estimate
+
+        estimate = check_estimate(estimate)  # a float: the ValueError start() raises
+    texts = []
+    for name, value in (("model", model), ("provider", provider)):
+        try:
+            texts.append(event_text(name, value))
+        except TypeError as exc:
+            raise TypeError(f"track_cost() {exc}") from None
+    return texts[0], texts[1], estimate
+
+
 @overload
 def track_cost(func: F, /) -> F: ...
 
@@ -314,7 +385,7 @@ def track_cost(
     provider: str | None = None,
     tracker: Tracker | None = None,
     usage: Callable[[Any], Usage | Any] | None = None,
-    estimate: Decimal | Callable[..., Decimal] | None = None,
+    estimate: Estimate = None,
     attribution: Callable[..., Mapping[str, Any]] | None = None,
     **static_attribution: Any,
 ) -> Callable[[F], F]: ...
@@ -328,7 +399,7 @@ def track_cost(
     provider: str | None = None,
     tracker: Tracker | None = None,
     usage: Callable[[Any], Usage | Any] | None = None,
-    estimate: Decimal | Callable[..., Decimal] | None = None,
+    estimate: Estimate = None,
     attribution: Callable[..., Mapping[str, Any]] | None = None,
     **static_attribution: Any,
 ) -> F | Callable[[F], F]:
@@ -349,8 +420,15 @@ def track_cost(
     keyword arguments (``user=``, ``feature=``, ``tags=`` ...) and/or
     ``attribution=``, a callable of the call's arguments. ``estimate=`` (money, or a
     callable of the call's arguments) is what budgets reserve before the call, since
-    the decorator cannot see the request. An ``attribution=`` or ``estimate=``
-    callable that raises is reported and ignored; the call still runs.
+    the decorator cannot see the request: a ``Decimal``, an ``int`` or a decimal string
+    (never a float). An ``attribution=`` or ``estimate=`` callable that raises is
+    reported and ignored; the call still runs.
+
+    The arguments are checked here, when it decorates: a ``tracker`` that is not a
+    ``Tracker``, a ``usage`` or ``attribution`` that is not callable, a keyword close to
+    one of these parameters (``traker=``, ``modle=``: the rest are attribution metadata)
+    or a ``model`` / ``provider`` without a text is a ``TypeError``; an estimate that is not
+    money (a float) a ``ValueError``.
 
     A generator's attribution (the ``attribute`` scope, the callables) is taken when
     the function is called; its call opens at the first iteration (guards run then,
@@ -360,6 +438,9 @@ def track_cost(
     Guards run before the call and may raise ``BudgetExceeded`` / ``RateLimited``;
     the function's own exceptions are re-raised unchanged and recorded as errors.
     """
+    model, provider, estimate = _checked_arguments(
+        func, model, provider, tracker, usage, estimate, attribution, static_attribution
+    )
     spec = _Spec(model, provider, tracker, usage, estimate, attribution, static_attribution)
 
     def decorate(fn: F) -> F:

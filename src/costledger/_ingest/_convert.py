@@ -81,6 +81,7 @@ I_PRICING_STATUS, I_CURRENCY, I_TOTAL = (
     COLUMNS.index(c) for c in ("pricing_status", "currency", "total_cost")
 )
 I_SOURCE, I_STATUS, I_LATENCY = (COLUMNS.index(c) for c in ("source", "status", "latency_ms"))
+I_REQUEST_ID: Final = COLUMNS.index("request_id")
 I_TOKENS: Final = COLUMNS.index("input_tokens")
 I_TOKENS_END: Final = COLUMNS.index("output_audio_tokens") + 1
 
@@ -344,6 +345,10 @@ class Converter:
         self.legacy_ids: dict[str, str] = {}
         """The ids of responses without an id converted since ``ingest`` last took them (at
         each commit): this version's id -> the one earlier versions gave the same line."""
+        self.call_rows: list[Row] = []
+        """The rows of LiteLLM successes converted since ``ingest`` last took them (at each
+        commit): a row whose id is taken by another call (a proxy call id a client sent
+        twice) is stored under ``<id>:<n>``, as the live integration does."""
 
     # -- entry point -------------------------------------------------------------------
     def convert(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:
@@ -566,7 +571,7 @@ class Converter:
         meta: Mapping[str, Any] = call.metadata
         if attribution is not None and attribution.metadata:
             meta = {**attribution.metadata, **meta}
-        return self.row(
+        row = self.row(
             event_id=call.call_id,
             at=at,
             source="litellm",
@@ -586,6 +591,9 @@ class Converter:
             reported_cost=call.reported_cost,
             price_context=context,
         )
+        if call.status == "ok":  # a failed attempt's id is of its own (its start)
+            self.call_rows.append(row)
+        return row
 
     # -- raw provider responses ------------------------------------------------------------
     def response(self, record: dict[str, Any], line: bytes, line_no: int) -> Row:

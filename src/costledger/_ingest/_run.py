@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from types import MappingProxyType
@@ -29,7 +29,9 @@ from ._convert import (
     I_ID,
     I_MODEL,
     I_PRICING_STATUS,
+    I_REQUEST_ID,
     I_RESPONSE_MODEL,
+    I_TIMESTAMP,
     I_TOTAL,
     Converter,
     Row,
@@ -341,6 +343,7 @@ class _InputRun:
         self.block: Block | None = None  # the block being read
         self.head_key: str | None = None  # the input's identity past its first 4 KiB
         self.legacy_matched = 0
+        self.separated = 0  # LiteLLM calls stored as <call id>:<n>
         self.notes: list[str] = []
         self.in_flight: _Batch | None = None
         self.formats_before = dict(job.converter.counts)
@@ -446,6 +449,12 @@ class _InputRun:
                 "earlier version of costledger stored (by the line's bytes and number "
                 "only) and were counted as duplicates; if this input was not ingested "
                 "before, they are calls of another file's: see docs/ingestion.md"
+            )
+        if self.separated:
+            self.notes.append(
+                f"{self.separated:,} LiteLLM call(s) logged under a litellm_call_id another "
+                "call (another response id) already has were stored as <call id>:<n>, as the "
+                "live integration stores a proxy call id a client sent again"
             )
         for note in self.notes:
             _logger.warning("%s: %s", self.src.name, note)
@@ -681,11 +690,13 @@ class _InputRun:
         checkpoint never runs ahead of the database. ``final`` waits for this one too.
         """
         rows = self.rows
-        legacy = self.job.converter.legacy_ids
+        converter = self.job.converter
+        legacy = converter.legacy_ids
         if legacy:
-            self.job.converter.legacy_ids = {}
+            converter.legacy_ids = {}
             if rows:
                 rows = self._earlier_ids(rows, legacy)
+        calls, converter.call_rows = converter.call_rows, []
         batch = _Batch(
             rows=rows,
             row_lines=self.row_lines,
@@ -694,6 +705,7 @@ class _InputRun:
             next_line=self.pending_next_line,
             complete=final and self.error is None,
             open_line=self.pending_open,
+            calls=calls,
         )
         self.rows, self.row_lines = [], []
         if rows:
@@ -762,26 +774,7 @@ class _InputRun:
         refused_ids = set()
         for row, refusal in refusals:
             refused_ids.add(row[I_ID])
-            line_no = batch.row_lines[_index_of(rows, row)]
-            self.rejected += 1
-            if isinstance(refusal, str):  # described by the writer process
-                reason = f"refused by the database: {refusal}"
-            else:
-                reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
-            reason = redact_text(reason)
-            if len(self.first_rejects) < _SAMPLE_REJECTS:
-                self.first_rejects.append(Reject(line_no, -1, reason))
-            if self.rejects is not None:
-                self.rejects.add(
-                    input_name=self.src.name,
-                    line_no=line_no,
-                    offset=-1,
-                    nbytes=0,
-                    reason=reason,
-                    field=None,
-                    text=None,
-                )
-                batch.rejects.extend(self.rejects.take())
+            self._refused(batch, batch.row_lines[_index_of(rows, row)], refusal)
         if new_ids:
             refused_rows = {id(row) for row, _ in refusals}
             added = (
@@ -794,6 +787,8 @@ class _InputRun:
             self._count_added(added)
         self.accepted += len(new_ids)
         self.duplicates += len(rows) - len(new_ids) - len(refusals)
+        if batch.calls:
+            self._separate_calls(batch, written, new_ids, refusals)
         for row in unique:
             if row[I_ID] not in refused_ids:
                 self.probe_id = row[I_ID]
@@ -806,6 +801,124 @@ class _InputRun:
         self.complete = batch.complete
         self._save_checkpoint()
         self._report(committed=True)
+
+    def _refused(self, batch: _Batch, line_no: int, refusal: Any) -> None:
+        """A row the database refused: a rejected line (its records go with ``batch``)."""
+        self.rejected += 1
+        if isinstance(refusal, str):  # described by the writer process
+            reason = f"refused by the database: {refusal}"
+        else:
+            reason = f"refused by the database: {type(refusal).__name__}: {_one_line(refusal)}"
+        reason = redact_text(reason)
+        if len(self.first_rejects) < _SAMPLE_REJECTS:
+            self.first_rejects.append(Reject(line_no, -1, reason))
+        if self.rejects is not None:
+            self.rejects.add(
+                input_name=self.src.name,
+                line_no=line_no,
+                offset=-1,
+                nbytes=0,
+                reason=reason,
+                field=None,
+                text=None,
+            )
+            batch.rejects.extend(self.rejects.take())
+
+    def _separate_calls(
+        self,
+        batch: _Batch,
+        written: list[Row],
+        new_ids: set[str],
+        refusals: list[tuple[Row, Any]],
+    ) -> None:
+        """Store each LiteLLM success whose call id another call holds under ``<id>:<n>``.
+
+        A client may send one ``x-litellm-call-id`` with several requests (a retry after a
+        timeout): the proxy logs each success under that id, and the live integration
+        records the first under the id and the next under ``<id>:2``, ``<id>:3``... A
+        success line whose id was already stored (in this batch or before) is another
+        call when the stored one has another response id (or, without response ids, another
+        start time): it takes the first ``<id>:<n>`` that is free, or is a duplicate of the
+        ``<id>:<n>`` holding the same call. The ids the ledger holds decide, not the order
+        of arrival in this run alone, so a rerun, a resumed run or a rotated copy finds the
+        same ids again and adds nothing (the same call logged twice stays one event).
+        """
+        if not refusals and len(new_ids) == len(batch.rows):
+            return  # every row new: no call id was taken
+        refused = {id(row) for row, _ in refusals}
+        stored = {id(row) for row in written if row[I_ID] in new_ids and id(row) not in refused}
+        waiting = [
+            (row, 1) for row in batch.calls if id(row) not in stored and id(row) not in refused
+        ]
+        if not waiting:
+            return
+        taken = {row[I_ID] for row, _ in waiting}
+        # the calls this batch stored under those ids; the ledger is asked for the others
+        known: dict[str, tuple[str | None, datetime]] = {
+            row[I_ID]: _call_key(row) for row in written if id(row) in stored and row[I_ID] in taken
+        }
+        looked_again: set[tuple[int, int]] = set()
+        while waiting:
+            wanted = {_nth(row[I_ID], n) for row, n in waiting} - known.keys()
+            if wanted:
+                known.update(self._stored_calls(wanted))
+            later: list[tuple[Row, int]] = []
+            new_rows: list[tuple[Row, Row, int]] = []
+            for row, n in waiting:
+                event_id = _nth(row[I_ID], n)
+                held = known.get(event_id)
+                if held is None:  # free: this call takes it
+                    known[event_id] = _call_key(row)
+                    new_rows.append((row, (*row[:I_ID], event_id, *row[I_ID + 1 :]), n))
+                elif not _same_call(held, _call_key(row)):
+                    later.append((row, n + 1))
+                # else: that very call is stored under it: a duplicate
+            if new_rows:
+                attempt = [new for _, new, _ in new_rows]
+                try:
+                    added, refused_now = self.job.write(attempt)
+                except Exception as exc:
+                    raise _WriteFailed(exc) from exc
+                failed = {index for index, _ in refused_now}
+                for index, refusal in refused_now:
+                    line_no = batch.row_lines[_index_of(batch.rows, new_rows[index][0])]
+                    self._refused(batch, line_no, refusal)
+                    self.duplicates -= 1
+                for index, (row, new, n) in enumerate(new_rows):
+                    if new[I_ID] in added:
+                        continue
+                    known.pop(new[I_ID], None)
+                    if index not in failed and (id(row), n) not in looked_again:
+                        # another run stored that id meanwhile: see which call it holds
+                        looked_again.add((id(row), n))
+                        later.append((row, n))
+                stored_rows = [new for new in attempt if new[I_ID] in added]
+                if stored_rows:
+                    self._count_added(stored_rows)
+                    self.accepted += len(stored_rows)
+                    self.duplicates -= len(stored_rows)
+                    self.separated += len(stored_rows)
+            waiting = later
+
+    def _stored_calls(self, ids: set[str]) -> dict[str, tuple[str | None, datetime]]:
+        """The response id and start of the events the ledger holds under ``ids``."""
+        from sqlalchemy import select
+
+        from .._ledger._tables import events_table
+
+        t = events_table
+        wanted = sorted(ids)
+        found: dict[str, tuple[str | None, datetime]] = {}
+        try:
+            with self.job.ledger._core.store.read_connection() as conn:
+                for k in range(0, len(wanted), _EXISTING_CHUNK):
+                    chunk = wanted[k : k + _EXISTING_CHUNK]
+                    query = select(t.c.id, t.c.request_id, t.c.timestamp).where(t.c.id.in_(chunk))
+                    for event_id, request_id, at in conn.execute(query):
+                        found[event_id] = (request_id, _utc(at))
+        except Exception as exc:  # the database went away: stop as a failed write does
+            raise _WriteFailed(exc) from exc
+        return found
 
     def _retry_refused(
         self, rows: list[Row], refusals: list[tuple[Row, Any]], new_ids: set[str]
@@ -951,6 +1064,29 @@ def _read_error(exc: BaseException) -> str:
     return f"could not read the input: {type(exc).__name__}: {exc}"
 
 
+def _nth(call_id: str, n: int) -> str:
+    """The event id of the ``n``-th call under a LiteLLM call id (the live integration's)."""
+    return call_id if n == 1 else f"{call_id}:{n}"
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+
+
+def _call_key(row: Row) -> tuple[str | None, datetime]:
+    """What tells two LiteLLM successes apart: the response id, and the start."""
+    return row[I_REQUEST_ID], _utc(datetime.fromisoformat(row[I_TIMESTAMP]))
+
+
+def _same_call(a: tuple[str | None, datetime], b: tuple[str | None, datetime]) -> bool:
+    """The same call logged twice: the same response id when both have one (the start
+    the integration took from LiteLLM's datetime may differ from the payload's float in the
+    last microsecond), else the same start."""
+    if a[0] is not None and b[0] is not None:
+        return a[0] == b[0]
+    return a[1] == b[1]
+
+
 def _index_of(rows: list[Row], row: Row) -> int:
     """The position of this very row (two lines may make equal rows)."""
     return next(k for k, candidate in enumerate(rows) if candidate is row)
@@ -970,6 +1106,7 @@ class _Batch:
     next_line: int
     complete: bool
     open_line: bool = False
+    calls: list[Row] = field(default_factory=list)  # LiteLLM successes (``Converter.call_rows``)
     unique: list[Row] = field(default_factory=list)
     future: Future[_Written] | None = None
 

@@ -25,7 +25,7 @@ from ._attribution import EMPTY, Attribution, check_attribution_keywords, curren
 from ._events import CallStatus, event_text, short_repr
 from ._extract import read_response
 from ._redact import redact_url
-from ._streams import StreamUsage
+from ._streams import StreamUsage, ends_stream
 from ._tracker import Call, Tracker, _report, get_tracker
 from ._usage import Usage
 
@@ -1321,6 +1321,8 @@ class _Seen:
             if usage_fn is None:
                 self.usage.see(chunk)
                 return
+            if ends_stream(chunk):
+                self.usage.ended = True
             try:
                 self._take(usage_fn(chunk))
             except Exception as exc:
@@ -1356,6 +1358,10 @@ class _Seen:
         # Usage seen before a stop (error, close, cancel) still cost money: it is recorded
         # (and the call without usage if what was seen is bad).
         status: CallStatus = "ok" if exc is None else _status_of(exc)
+        if status == "cancelled" and self.usage.ended:
+            # Stopped after the stream's last event (a ``break`` at ``message_stop``): the
+            # call was complete, as the HTTP transport records it.
+            status, exc = "ok", None
         try:
             last = self.usage.payload()
         except Exception as bug:

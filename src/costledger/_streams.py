@@ -31,7 +31,7 @@ from typing import Any, Final
 from ._extract import _getter
 from ._usage import Usage
 
-__all__ = ["RESPONSES_FINAL", "StreamUsage", "add_usage", "is_cumulative"]
+__all__ = ["RESPONSES_FINAL", "StreamUsage", "add_usage", "ends_stream", "is_cumulative"]
 
 #: The Responses API events that end a stream, each with the whole response.
 RESPONSES_FINAL: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -43,12 +43,16 @@ class StreamUsage:
     """The usage a stream has shown so far; ``see`` each event, then ``payload()``.
 
     ``see`` returns whether the event gave usage (or started an Anthropic message). A
-    later event that gives the whole usage replaces what an earlier one gave.
+    later event that gives the whole usage replaces what an earlier one gave. ``ended``:
+    the stream's last event was seen (Anthropic's ``message_stop``, a Responses API
+    ``response.completed`` / ``incomplete`` / ``failed``), so a consumer that stops after
+    it stopped a finished call, not a cancelled one.
     """
 
-    __slots__ = ("_final", "_lc_id", "_lc_metadata", "_lc_usages", "_message")
+    __slots__ = ("_final", "_lc_id", "_lc_metadata", "_lc_usages", "_message", "ended")
 
     def __init__(self) -> None:
+        self.ended = False
         self._final: Any = None  # the payload so far (the LangChain sum is made at the end)
         self._message: dict[str, Any] | None = None  # an Anthropic message being merged
         # LangChain chunk usages by message id: one model call each (a stream may carry
@@ -66,7 +70,13 @@ class StreamUsage:
             if etype == "message_delta":
                 return self.message_delta(get("usage", None))
             if etype in RESPONSES_FINAL:
-                return self.response_final(get("response", None))
+                response = get("response", None)
+                if response is not None:
+                    self.ended = True
+                return self.response_final(response)
+            if etype == "message_stop":
+                self.ended = True
+                return False
             if etype == "chunk":  # the OpenAI SDK's chat.completions.stream() ChunkEvent
                 chunk = get("chunk", None)
                 if chunk is not None and chunk is not event:
@@ -191,6 +201,15 @@ class StreamUsage:
         if message is not None and final is message and not message.get("usage"):
             return None  # an Anthropic stream cut before any usage
         return final
+
+
+def ends_stream(event: Any) -> bool:
+    """Whether ``event`` is a stream's last (``StreamUsage.ended``), for a reader that does
+    not pass its events to ``StreamUsage.see`` (``@track_cost(usage=...)``)."""
+    etype = event.get("type") if type(event) is dict else getattr(event, "type", None)
+    if etype == "message_stop":
+        return True
+    return type(etype) is str and etype in RESPONSES_FINAL
 
 
 _MISSING: Final[Any] = object()

@@ -7,11 +7,17 @@ pricer...) when it runs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._export import EXPORT_COLUMNS, EXPORT_FORMATS, ExportFormat, ExportResult, export
 from ._prices import COMPONENTS, PriceDiff, diff_prices, effective_rates, list_prices, show_price
 from ._report import GROUP_KEYS, Report, ReportRow, exchange_rates, parse_by, report, top
 from ._whatif import RepriceResult, UnpricedCall, WhatIf, WhatIfRow, reprice, whatif
 from ._when import PERIODS, EmptyRange, parse_when, resolve_bounds
+
+if TYPE_CHECKING:
+    from .._ledger import Ledger
+    from .._tracker import LedgerLike
 
 __all__ = [
     "COMPONENTS",
@@ -46,11 +52,12 @@ __all__ = [
 ]
 
 
-def rebuild_rollups(ledger: object) -> int:
-    """Recompute the daily rollups of ``ledger`` from its events (see ``_ledger._rollups``)."""
-    from .._ledger import Ledger
+def rebuild_rollups(ledger: Ledger | LedgerLike | str | None) -> int:
+    """Recompute the daily rollups of ``ledger`` (a ``Ledger`` or a database URL, as for
+    ``report``; ``None``: the default) from its events, in one transaction (see
+    ``_ledger._rollups``); the number of events read."""
     from .._ledger._rollups import rebuild_rollups as rebuild
+    from ._common import open_ledger
 
-    if not isinstance(ledger, Ledger):
-        raise TypeError(f"rebuild_rollups expects a Ledger, got {ledger!r}")
-    return rebuild(ledger)
+    with open_ledger(ledger) as opened:
+        return rebuild(opened)

@@ -13,6 +13,7 @@ from .._ledger._text import clean_text
 
 if TYPE_CHECKING:
     from .._ledger import Ledger
+    from .._tracker import LedgerLike
 
 __all__ = [
     "EXACT",
@@ -35,11 +36,16 @@ _SHARE = Decimal("0.000001")
 
 
 @contextlib.contextmanager
-def open_ledger(ledger: Ledger | str | None, *, must_exist: bool = True) -> Iterator[Ledger]:
+def open_ledger(
+    ledger: Ledger | LedgerLike | str | None, *, must_exist: bool = True
+) -> Iterator[Ledger]:
     """The ledger given, or one opened (and closed afterwards) on a URL (``None``: the default).
 
-    A SQLite file that does not exist raises ``FileNotFoundError`` (``must_exist``): a
-    read would otherwise create it empty, and a mistyped path would answer "nothing"."""
+    ``ledger`` is typed as a ``Tracker.ledger`` is (``LedgerLike``, what a tracker needs:
+    ``record``), so that ``report(tracker.ledger)`` type-checks; anything but a ``Ledger``
+    or a URL is a ``TypeError`` naming its type. A SQLite file that does not exist raises
+    ``FileNotFoundError`` (``must_exist``): a read would otherwise create it empty, and a
+    mistyped path would answer "nothing"."""
     from .._ledger import Ledger
     from .._ledger._engine import display_url, resolve_url, sqlite_path
 
@@ -48,7 +54,16 @@ def open_ledger(ledger: Ledger | str | None, *, must_exist: bool = True) -> Iter
         yield ledger
         return
     if ledger is not None and not isinstance(ledger, str):
-        raise TypeError(f"ledger must be a Ledger or a database URL, got {ledger!r}")
+        kind = type(ledger)
+        hint = (
+            " (an object that only records calls cannot be read back)"
+            if callable(getattr(ledger, "record", None))
+            else ""
+        )
+        raise TypeError(
+            f"ledger must be a costledger Ledger or a database URL, got "
+            f"{kind.__module__}.{kind.__qualname__} {_shown(ledger)}{hint}"
+        )
     url = resolve_url(ledger)
     path = sqlite_path(url)
     if must_exist and path is not None and not path.exists():
@@ -58,6 +73,14 @@ def open_ledger(ledger: Ledger | str | None, *, must_exist: bool = True) -> Iter
         yield opened
     finally:
         opened.close()
+
+
+def _shown(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails must not hide the error being reported
+        return "(no repr)"
+    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]}"
 
 
 def check_filters(filters: Filters) -> dict[str, list[str] | None]:

@@ -44,6 +44,7 @@ from ._when import resolve_bounds
 
 if TYPE_CHECKING:
     from .._ledger import Ledger, StoredEvent
+    from .._tracker import LedgerLike
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -348,7 +349,7 @@ def suffix_format(name: str) -> tuple[ExportFormat | None, str, bool]:
 
 
 def export(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     out: str | os.PathLike[str] | IO[bytes],
     format: ExportFormat | None = None,
     *,

@@ -22,6 +22,7 @@ from ._when import resolve_bounds
 
 if TYPE_CHECKING:
     from .._ledger import Ledger, StoredEvent, SummaryRow
+    from .._tracker import LedgerLike
 
 __all__ = [
     "GROUP_KEYS",
@@ -333,7 +334,7 @@ def _row(
 
 
 def report(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     by: str | Sequence[str] = (),
     *,
     since: str | datetime | date | None = None,
@@ -424,7 +425,7 @@ def report(
 
 
 def top(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     n: int = 10,
     *,
     since: str | datetime | date | None = None,

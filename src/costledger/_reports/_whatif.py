@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .._ledger import Ledger
     from .._ledger._store import Store
     from .._pricing import PriceBook, Pricer
+    from .._tracker import LedgerLike
 
 __all__ = ["RepriceResult", "UnpricedCall", "WhatIf", "WhatIfRow", "reprice", "whatif"]
 
@@ -216,7 +217,7 @@ def _rows(store: Store, stmt: Select[Any], batch: int = 5000) -> Iterator[Any]:
 
 
 def whatif(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     price_book: PriceBook | Pricer,
     *,
     since: str | datetime | date | None = None,
@@ -265,7 +266,7 @@ def _quiet_unknown_models() -> Iterator[None]:
 
 
 def _whatif(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     pricer: Pricer,
     lo: datetime | None,
     hi: datetime | None,
@@ -431,7 +432,7 @@ def _day_ranges(
 
 
 def reprice(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     pricer: Pricer | PriceBook | None = None,
     *,
     since: str | datetime | date | None = None,
@@ -460,7 +461,7 @@ def reprice(
 
 
 def _reprice(
-    ledger: Ledger | str | None,
+    ledger: Ledger | LedgerLike | str | None,
     chosen: Pricer,
     lo: datetime | None,
     hi: datetime | None,

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import sys
 import threading
+import weakref
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
@@ -38,6 +41,8 @@ from costledger._streams import is_cumulative as _is_cumulative
 from costledger._tracker import defer, drain_deferred
 
 if TYPE_CHECKING:
+    from types import CodeType, FrameType
+
     from langchain_core.messages import BaseMessage
     from langchain_core.outputs import LLMResult
 
@@ -75,6 +80,8 @@ _RESPONSE_MODEL_KEYS = ("model_name", "model", "model_id")
 _LANGCHAIN_ID_PREFIXES = ("lc_run-", "run-")
 _CANCELLED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)
 _NO_USAGE = Usage()
+_get_running_loop = asyncio._get_running_loop  # C, and None outside a loop (no exception)
+_current_task = asyncio.current_task
 
 
 class CostTotals:
@@ -217,7 +224,16 @@ class CostTotals:
 class _Run:
     """What ``on_*_start`` learnt about a model run, kept until its end."""
 
-    __slots__ = ("batched", "call", "last_chunk", "sinks", "stream_usages", "streamed", "tracker")
+    __slots__ = (
+        "batched",
+        "call",
+        "last_chunk",
+        "owner",
+        "sinks",
+        "stream_usages",
+        "streamed",
+        "tracker",
+    )
 
     def __init__(
         self, call: Call, tracker: Tracker, sinks: tuple[CostTotals, ...], batched: bool = False
@@ -230,6 +246,8 @@ class _Run:
         self.streamed = False
         self.last_chunk: object = None
         self.stream_usages: list[Mapping[str, Any]] | None = None
+        # The task whose BaseChatModel.agenerate started the run (async only): see _TaskRuns.
+        self.owner: _TaskRuns | None = None
 
     def add_to_sinks(self, event: UsageEvent) -> None:
         for sink in self.sinks:
@@ -291,6 +309,138 @@ class _RunMap:
 
 _NONE_EVICTED: list[_Run] = []  # never appended to: returned when nothing was pushed out
 _runs = _RunMap(MAX_IN_FLIGHT)
+
+
+# -- runs a cancelled ainvoke leaves open -------------------------------------------------------
+class _TaskRuns:
+    """The runs ``BaseChatModel.agenerate`` (behind ``ainvoke``, ``abatch``) started in one
+    asyncio task and has not ended.
+
+    ``agenerate`` ends its runs itself, in that task, after ``await asyncio.gather(...)``
+    outside any ``try``: a cancellation delivered there (``asyncio.wait_for``,
+    ``asyncio.timeout``, ``task.cancel()``, Ctrl-C under ``asyncio.run``) leaves its runs
+    with neither ``on_llm_end`` nor ``on_llm_error``. Such a run can no longer end once
+    its ``agenerate`` frame is gone, which is certain when the task is done (a
+    done-callback), was destroyed unfinished (a weakref callback), or starts another run
+    while that frame is not on its stack: a task runs one stack at a time, and an
+    ``agenerate`` still awaiting its model would be on it (the timeout was caught in that
+    same task: ``asyncio.timeout``, ``wait_for`` on 3.12+). It is then recorded
+    ``cancelled`` and its guard reservations released.
+
+    Streams are not kept here: ``astream`` ends its run in a ``try`` of its own, and a v3
+    stream ends in a LangChain task of its own, after the task that started it.
+
+    Only the task's own event loop thread touches an entry while the task lives (the
+    handler runs inline there), then only the thread that finds it gone: single dict
+    operations, no lock (nothing here may block a GC callback).
+    """
+
+    __slots__ = ("ref", "runs")
+
+    def __init__(self, ref: weakref.ref[asyncio.Task[Any]]) -> None:
+        self.ref = ref
+        # the run id's int -> (the run id, id() of the agenerate frame that started it)
+        self.runs: dict[int, tuple[UUID, int]] = {}
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        """The task finished: no frame of it is left to end its runs."""
+        try:
+            _task_runs.pop(self.ref, None)
+            if self.runs:
+                _end_abandoned(self, list(self.runs.values()))
+        except Exception as exc:
+            _report("langchain.task_done", exc)
+
+
+# weakref(task) -> its entry; a weakref so a task destroyed unfinished is not kept alive
+_task_runs: dict[weakref.ref[asyncio.Task[Any]], _TaskRuns] = {}
+# Entries of tasks destroyed unfinished (a weakref callback, maybe inside the GC: it only
+# appends), ended at the next async run's start.
+_tasks_gone: deque[weakref.ref[asyncio.Task[Any]]] = deque()
+# How far above the handler ``agenerate`` may be (LangChain's callback manager calls in
+# between, and handler subclasses that override on_chat_model_start).
+_OWNER_DEPTH = 16
+
+
+@functools.cache
+def _agenerate_code() -> CodeType | None:
+    """The code of ``BaseChatModel.agenerate``, unwrapped (instrumentation may wrap it)."""
+    try:
+        from langchain_core.language_models.chat_models import BaseChatModel
+
+        code: CodeType = inspect.unwrap(BaseChatModel.agenerate).__code__
+        return code
+    except Exception as exc:  # a langchain-core without it: runs end as before
+        _report("langchain.agenerate_code", exc)
+        return None
+
+
+def _async_owner(task: asyncio.Task[Any]) -> tuple[_TaskRuns | None, int]:
+    """A run starts in ``task``: end the task's runs that can no longer end (before the
+    new run's guards count their reservations), and return the task's entry and the id
+    of the ``agenerate`` frame starting this run, or ``(None, 0)`` when something else
+    starts it (a stream, a sync call, a LangChain path without ``agenerate``)."""
+    while _tasks_gone:
+        gone = _task_runs.pop(_tasks_gone.popleft(), None)
+        if gone is not None and gone.runs:
+            _end_abandoned(gone, list(gone.runs.values()))
+    entry = _task_runs.get(weakref.ref(task))
+    open_runs = entry.runs if entry is not None else None
+    on_stack: set[int] | None = set() if open_runs else None
+    code = _agenerate_code()
+    owner_frame = 0
+    frame: FrameType | None = sys._getframe(1)
+    depth = 0
+    while frame is not None:
+        if on_stack is not None:
+            on_stack.add(id(frame))
+        elif depth > _OWNER_DEPTH:
+            break
+        if not owner_frame and frame.f_code is code:
+            owner_frame = id(frame)
+            if on_stack is None:
+                break
+        frame = frame.f_back
+        depth += 1
+    if entry is not None and on_stack is not None:
+        # A frame id seen on the stack that belongs to a new frame at a dead one's
+        # address keeps that run for later (the task's end): never ends a live one.
+        stale = [item for item in entry.runs.values() if item[1] not in on_stack]
+        if stale:
+            _end_abandoned(entry, stale)
+    if not owner_frame:
+        return None, 0
+    if entry is None:
+        entry = _TaskRuns(weakref.ref(task, _tasks_gone.append))
+        task.add_done_callback(entry.task_done)
+        _task_runs[entry.ref] = entry
+    return entry, owner_frame
+
+
+def _end_abandoned(entry: _TaskRuns, items: Iterable[tuple[UUID, int]]) -> None:
+    """Record runs whose ``agenerate`` was cancelled as ``cancelled`` (their latency runs
+    until this noticed it), once: a run LangChain ended meanwhile is no longer in the map."""
+    for run_id, _frame in items:
+        try:
+            entry.runs.pop(run_id.int, None)
+            run = _runs.pop(run_id)
+            if run is not None:
+                run.owner = None
+                _end(run, None, "cancelled", asyncio.CancelledError())
+        except Exception as exc:
+            _report("langchain.cancelled_run", exc)
+
+
+def _release_batch(entry: _TaskRuns, owner_frame: int) -> None:
+    """A guard refused one prompt of an ``agenerate`` batch: the prompts it started before
+    are never sent, so they are released and not recorded (as a refused call is not)."""
+    for key, (run_id, frame_id) in list(entry.runs.items()):
+        if frame_id == owner_frame:
+            del entry.runs[key]
+            run = _runs.pop(run_id)
+            if run is not None:
+                run.owner = None
+                run.tracker.cancel(run.call)
 
 
 class CostLedgerCallbackHandler(BaseCallbackHandler):
@@ -405,6 +555,16 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     ) -> None:
         if run_id in _runs and _runs.join(run_id, self._sinks):
             return  # another handler in this run tree owns the call
+        owner: _TaskRuns | None = None
+        owner_frame = 0
+        loop = _get_running_loop()
+        if loop is not None:  # one C call on the sync path, which needs nothing more
+            try:
+                task = _current_task(loop)
+                if task is not None:
+                    owner, owner_frame = _async_owner(task)
+            except Exception as exc:  # an odd task type: the call is still recorded
+                _report("langchain.task_runs", exc)
         tracker = self._tracker if self._tracker is not None else get_tracker()
         metadata = metadata or {}
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
@@ -415,16 +575,24 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         if tracker.has_guards:
             prompt_text = _prompt_text(messages, prompts)
             max_output_tokens = _max_output_tokens(params, metadata)
-        call = tracker.start(
-            source="langchain",
-            model=model if isinstance(model, str) else None,
-            provider=provider if isinstance(provider, str) else None,
-            attribution=_attribution(metadata, tags),
-            run_id=str(run_id),
-            parent_run_id=None if parent_run_id is None else str(parent_run_id),
-            prompt_text=prompt_text,
-            max_output_tokens=max_output_tokens,
-        )
+        try:
+            call = tracker.start(
+                source="langchain",
+                model=model if isinstance(model, str) else None,
+                provider=provider if isinstance(provider, str) else None,
+                attribution=_attribution(metadata, tags),
+                run_id=str(run_id),
+                parent_run_id=None if parent_run_id is None else str(parent_run_id),
+                prompt_text=prompt_text,
+                max_output_tokens=max_output_tokens,
+            )
+        except GuardRefusal:
+            if owner is not None:
+                try:
+                    _release_batch(owner, owner_frame)
+                except Exception as exc:  # the refusal must reach the host unchanged
+                    _report("langchain.release_batch", exc)
+            raise
         batch_size = kwargs.get("batch_size")
         batched = prompts is not None and isinstance(batch_size, int) and batch_size > 1
         run = _Run(call, tracker, self._sinks, batched)
@@ -432,6 +600,7 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             if dropped is run:  # a racing duplicate start: keep the first
                 tracker.cancel(call)
                 _runs.join(run_id, self._sinks)
+                owner = None
                 continue
             # A run that never ended (a framework bug or a lost callback): free its
             # guard reservations and say so, rather than grow without bound.
@@ -444,6 +613,9 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
                 ),
                 model=dropped.call.model,
             )
+        if owner is not None:
+            run.owner = owner
+            owner.runs[run_id.int] = (run_id, owner_frame)
 
     # -- stream -------------------------------------------------------------------------------
     def on_llm_new_token(
@@ -515,6 +687,8 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         try:
             run = _runs.pop(run_id)
             if run is not None:
+                if run.owner is not None:
+                    run.owner.runs.pop(run_id.int, None)
                 _end(run, response, "ok", None)
         except Exception as exc:
             _report("langchain.on_llm_end", exc)
@@ -531,6 +705,8 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         try:
             run = _runs.pop(run_id)
             if run is not None:
+                if run.owner is not None:
+                    run.owner.runs.pop(run_id.int, None)
                 cancelled = isinstance(error, _CANCELLED)
                 _end(run, kwargs.get("response"), "cancelled" if cancelled else "error", error)
         except Exception as exc:

@@ -12,6 +12,10 @@ the call, once). Failed attempts (retries, fallbacks) are recorded by their own
 failure events and leave the call open; when LiteLLM raises, the call is over
 without a success and its reservation is released.
 
+A call cancelled while LiteLLM runs it (a task's cancellation, a timeout, Ctrl-C) gets
+no event from LiteLLM, yet the request may have reached the provider and be billed: the
+wrapper records it as ``cancelled`` (no usage is known) and re-raises.
+
 A stream is returned wrapped and recorded by LiteLLM's success event at its end;
 LiteLLM reports nothing for a stream the consumer abandons (LiteLLM #14457), so the
 wrapper records it as ``cancelled`` with the usage of what was received when it is
@@ -109,8 +113,11 @@ async def run_acompletion(
     _restart(call)
     try:
         result = await litellm.acompletion(*args, **kwargs)
-    except BaseException:
+    except Exception:
         release_off_loop(tracker, call.id)  # a store's round trip: not on the event loop
+        raise
+    except BaseException as exc:
+        _cancelled(call.id, exc)
         raise
     if isinstance(result, CustomStreamWrapper):
         return TrackedStream(result, call.id)
@@ -131,8 +138,11 @@ def _after(tracker: Tracker, call: Call, run: Any, kwargs: Mapping[str, Any]) ->
     _restart(call)
     try:
         result = run()
-    except BaseException:
+    except Exception:
         _release_unreported(call.id)
+        raise
+    except BaseException as exc:
+        _cancelled(call.id, exc)
         raise
     if isinstance(result, CustomStreamWrapper):
         return TrackedStream(result, call.id)
@@ -141,6 +151,22 @@ def _after(tracker: Tracker, call: Call, run: Any, kwargs: Mapping[str, Any]) ->
     if opened is not None:
         _record_answer(opened, result, latency_ms, kwargs.get("fallbacks"))
     return result
+
+
+def _cancelled(call_id: str, exc: BaseException) -> None:
+    """LiteLLM was interrupted (a cancellation, a timeout, Ctrl-C): it fires no event for
+    that, but the request may have reached the provider and be billed. The call is recorded
+    as ``cancelled`` (no usage is known), its guards' reservations given back or settled by
+    ``finish``, on costledger's worker. An ordinary exception is LiteLLM's to record (its
+    failure event), and only releases. Never raises."""
+    try:
+        opened = _registry.take(call_id)
+        if opened is None:  # LiteLLM's success event came first: it recorded the call
+            return
+        tracker, call = opened
+        tracker.finish(call, provider=call.provider, status="cancelled", error=exc, defer=True)
+    except Exception as report_exc:
+        _report("litellm.completion", report_exc)
 
 
 def _restart(call: Call) -> None:

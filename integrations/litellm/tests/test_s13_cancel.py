@@ -1,0 +1,301 @@
+"""The wrappers' calls that end by a cancellation, a timeout, Ctrl-C, a close or the GC.
+
+LiteLLM fires no event for a call interrupted by a ``BaseException`` that is not an
+``Exception`` (``CancelledError``, ``KeyboardInterrupt``), nor for a stream the consumer
+abandons: the wrappers record those as ``cancelled``, at once, without taking a lock from
+a finalizer and without settling the guards on the event loop. Scenarios that need a real
+Ctrl-C, a garbage collection at a chosen moment, or the process's exit run in a child
+Python process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import litellm
+import pytest
+from litellm_support import (
+    MESSAGES,
+    RecordingGuard,
+    Sentinel,
+    litellm_isolated,
+    offline,
+)
+
+import costledger
+import costledger_litellm
+from costledger import Budget, UsageEvent
+from costledger.testing import CapturedCosts, capture_costs
+from costledger_litellm import CostLedgerLogger
+from costledger_litellm._logger import _registry
+
+__all__ = ["litellm_isolated", "offline"]
+
+pytestmark = pytest.mark.usefixtures("litellm_isolated", "offline")
+
+# LiteLLM's count of MESSAGES ("What is 2 + 2?") for gpt-4o-mini, and of the local server's
+# three chunks ("Hello", " there", " friend") that arrive before it stalls.
+PROMPT_TOKENS = 15
+SERVER_CHUNK_TOKENS = 3
+RECEIVED_COST = Decimal("0.00000405")  # 15 * 0.15 / 1e6 + 3 * 0.60 / 1e6
+# One chunk of LiteLLM's mock stream ("one"): 15 in, 1 out.
+ONE_MOCK_CHUNK_COST = Decimal("0.00000285")  # 15 * 0.15 / 1e6 + 1 * 0.60 / 1e6
+
+
+# --- a local OpenAI-compatible server that stalls or breaks mid-stream --------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """``/stall/v1``: three chunks, then nothing until ``release`` is set (at most 10 s),
+    then the end. ``/pause/v1``: the same, for 1.5 s. ``/midfail/v1``: two chunks, then
+    the connection is cut."""
+
+    protocol_version = "HTTP/1.1"
+    release: ClassVar[threading.Event] = threading.Event()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        mode = self.path.split("/")[1]
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        base = {"id": "chatcmpl-s13", "object": "chat.completion.chunk", "created": 1}
+        for word in ("Hello", " there", " friend"):
+            if mode == "midfail" and word == " friend":
+                self.wfile.flush()
+                self.connection.shutdown(2)
+                return
+            delta = {"role": "assistant", "content": word}
+            chunk = {
+                **base,
+                "model": "gpt-4o-mini-2024-07-18",
+                "choices": [{"index": 0, "delta": delta}],
+            }
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.flush()
+        if mode == "pause":
+            time.sleep(1.5)
+        else:
+            self.release.wait(10)
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    _Handler.release = threading.Event()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        _Handler.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class ThreadGuard(RecordingGuard):
+    """A RecordingGuard that also notes the thread each settle and release ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settle_threads: list[int] = []
+        self.release_threads: list[int] = []
+
+    def settle(self, token: Any, event: UsageEvent) -> None:
+        self.settle_threads.append(threading.get_ident())
+        super().settle(token, event)
+
+    def release(self, token: Any) -> None:
+        self.release_threads.append(threading.get_ident())
+        super().release(token)
+
+
+@pytest.fixture
+def guard() -> ThreadGuard:
+    return ThreadGuard()
+
+
+@pytest.fixture
+def budget() -> Budget:
+    return Budget("1 USD", "day", name=f"s13-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def costs(guard: ThreadGuard, budget: Budget) -> Iterator[CapturedCosts]:
+    with capture_costs(guards=[guard, budget]) as captured:
+        yield captured
+
+
+@pytest.fixture
+def sentinel() -> Sentinel:
+    sentinel = Sentinel()
+    litellm.callbacks = [CostLedgerLogger(), sentinel]
+    return sentinel
+
+
+def _spent_and_reserved(budget: Budget) -> tuple[Decimal, Decimal]:
+    costledger.drain_deferred(10.0)
+    [status] = budget.status(costledger.get_tracker())
+    return status.spent, status.reserved
+
+
+# --- a non-stream call interrupted while LiteLLM runs it ---------------------------------------
+
+
+async def test_acompletion_cancelled_by_a_timeout_is_recorded_as_cancelled(
+    costs: CapturedCosts, guard: ThreadGuard, budget: Budget, sentinel: Sentinel
+) -> None:
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(
+            costledger_litellm.acompletion(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                mock_response="4",
+                mock_delay=2,
+                max_tokens=20,
+            ),
+            0.2,
+        )
+
+    [event] = costs.events
+    assert (event.status, event.error_type) == ("cancelled", "CancelledError")
+    assert event.source == "litellm"
+    assert (event.model, event.provider) == ("gpt-4o-mini", "openai")
+    # LiteLLM returned nothing: no usage is known, and none is guessed
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (0, 0)
+    assert event.cost.total is None
+    assert not _registry.in_flight(event.id)
+    # the reservation is given back (no usage to settle), not held until its TTL
+    assert guard.settled == []
+    assert guard.released == [event.id]
+    assert _spent_and_reserved(budget) == (Decimal(0), Decimal(0))
+    await costledger_litellm.flush_callbacks(timeout=5)
+    assert sentinel.seen == []  # LiteLLM itself reports nothing for it
+    assert len(costs.events) == 1
+
+
+def test_an_ordinary_failure_still_only_releases(costs: CapturedCosts, guard: ThreadGuard) -> None:
+    """An ``Exception`` is LiteLLM's to record (its failure event): the wrapper adds no row."""
+    with pytest.raises(litellm.exceptions.APIError):
+        costledger_litellm.completion(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            mock_response=litellm.exceptions.APIError(
+                status_code=500, message="boom", llm_provider="openai", model="gpt-4o-mini"
+            ),
+            num_retries=0,
+        )
+    assert [e.status for e in costs.events] == ["error"]  # LiteLLM's failure event
+    assert len(guard.released) == 1
+
+
+# --- in a child process: a finalizer under the registry's lock, Ctrl-C mid-stream, the exit ---
+
+
+_PRELUDE = """
+import os, sys, json, gc, asyncio, threading, time, faulthandler
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+faulthandler.dump_traceback_later(60, exit=True)  # a deadlock fails, it does not hang
+import litellm
+litellm.telemetry = False
+import costledger, costledger_litellm
+from costledger import Budget, Ledger, Tracker
+from costledger_litellm._logger import _registry
+DB = sys.argv[1]
+budget = Budget("1 USD", "day")
+tracker = Tracker(Ledger(f"sqlite:///{DB}"), guards=[budget], log="off")
+costledger.configure(tracker)
+MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
+
+def report(label):
+    costledger.drain_deferred(10)
+    [status] = budget.status(tracker)
+    rows = [[e.status, e.input_tokens, e.output_tokens, str(e.total_cost)]
+            for e in tracker.ledger.events()]
+    print(label, json.dumps({"rows": rows, "spent": str(status.spent),
+                             "reserved": str(status.reserved)}), flush=True)
+"""
+
+
+def _run(tmp_path: Path, body: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    script = tmp_path / "child.py"
+    script.write_text(_PRELUDE + textwrap.dedent(body))
+    db = tmp_path / "costs.db"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(db), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    return done, db
+
+
+def _reported(stdout: str, label: str) -> dict[str, Any]:
+    for line in stdout.splitlines():
+        if line.startswith(label + " "):
+            return json.loads(line[len(label) + 1 :])  # type: ignore[no-any-return]
+    raise AssertionError(f"{label!r} not reported: {stdout!r}")
+
+
+def _stored(db: Path) -> list[tuple[str, int, int, str]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "select status, input_tokens, output_tokens, total_cost from costledger_events"
+            " order by status"
+        ).fetchall()
+    return [(s, i, o, "None" if c is None else str(Decimal(str(c)))) for s, i, o, c in rows]
+
+
+def test_completion_interrupted_by_ctrl_c_is_recorded_as_cancelled(tmp_path: Path) -> None:
+    done, db = _run(
+        tmp_path,
+        """
+        import _thread
+        costledger_litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="4")
+        report("warm")
+        # Ctrl-C while LiteLLM's mock waits (its 2 s delay): raised inside LiteLLM
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        try:
+            costledger_litellm.completion(
+                model="gpt-4o-mini", messages=MESSAGES, mock_response="4", mock_delay=2,
+                max_tokens=20)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        report("before-exit")
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "interrupted" in done.stdout
+    warm = _reported(done.stdout, "warm")["rows"]
+    assert warm == [["ok", 10, 20, "0.00001350"]]  # LiteLLM's mock answer's usage
+    # no usage is known (LiteLLM returned nothing): unpriced, and its reservation given back
+    assert _reported(done.stdout, "before-exit") == {
+        "rows": [*warm, ["cancelled", 0, 0, "None"]],
+        "spent": "0.0000135",
+        "reserved": "0",
+    }
+    assert _stored(db) == [("cancelled", 0, 0, "None"), ("ok", 10, 20, "0.00001350")]

@@ -979,11 +979,11 @@ register_configure_hook(_tracking_handler, inheritable=True)
 def tracking(
     tracker: Tracker | None = None,
     *,
-    user: str | None = None,
-    team: str | None = None,
-    project: str | None = None,
-    feature: str | None = None,
-    tags: Sequence[str] = (),
+    user: object = None,
+    team: object = None,
+    project: object = None,
+    feature: object = None,
+    tags: Iterable[object] | str | bytes | None = (),
     **metadata: Any,
 ) -> Iterator[CostTotals]:
     """Track every LangChain model call inside the block, and yield its live total.
@@ -996,7 +996,8 @@ def tracking(
     No handler needs attaching: LangChain adds one to every run started in this
     context (threads LangChain starts for ``batch`` and asyncio tasks inherit it).
     Attribution arguments apply to the calls inside, as ``costledger.attribute``
-    does. Nested blocks each get their own total and feed the outer ones too.
+    does (the same types: a numeric or UUID id is text). Nested blocks each get their
+    own total and feed the outer ones too.
     """
     outer = _tracking_handler.get()
     if tracker is None and outer is not None:
@@ -1005,7 +1006,9 @@ def tracking(
     if outer is not None:
         handler._sinks = (*outer._sinks, handler.totals)
     with ExitStack() as stack:
-        if user or team or project or feature or tags or metadata:
+        # ``is not None``: a falsy id (user=0) is still an id
+        named = user is not None or team is not None or project is not None
+        if named or feature is not None or tags or metadata:
             stack.enter_context(
                 attribute(
                     user=user, team=team, project=project, feature=feature, tags=tags, **metadata

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import json
 import sys
+import threading
 import weakref
 from asyncio import CancelledError
 from collections.abc import (
@@ -26,7 +28,7 @@ from ._events import CallStatus, event_text, short_repr
 from ._extract import read_response
 from ._redact import redact_url
 from ._streams import StreamUsage, ends_stream
-from ._tracker import Call, Tracker, _report, get_tracker
+from ._tracker import Call, Tracker, _report, defer, get_tracker
 from ._usage import Usage
 
 __all__ = ["track_cost"]
@@ -302,6 +304,31 @@ def _status_of(exc: BaseException) -> CallStatus:
     return "error"
 
 
+# Endings that run from a finalizer: a tracked generator the cyclic GC closes, the
+# ``weakref.finalize`` of a stream, manager or awaitable never used. The GC runs on whatever
+# thread allocates, wherever it is, possibly inside one of costledger's own non-reentrant
+# locks (a guard store's while it reserves, a ledger's while it stores): an ending that took
+# such a lock there would wait on its own thread forever. So these only queue their work
+# (a deque append, no lock) for the background worker. ``_collecting``: the thread running a
+# GC pass, told by ``gc.callbacks`` (an explicit ``close()`` or a ``for`` loop's ``break`` is
+# not one, and ends the call on the spot as before: a durable ledger stores it before
+# ``close()`` returns).
+_collecting = 0
+_get_ident = threading.get_ident
+
+
+def _gc_phase(phase: str, info: Mapping[str, Any]) -> None:
+    global _collecting
+    _collecting = _get_ident() if phase == "start" else 0
+
+
+gc.callbacks.append(_gc_phase)
+
+
+def _in_gc() -> bool:
+    return _collecting != 0 and _collecting == _get_ident()
+
+
 #: ``estimate=``: money (a ``Decimal``, an ``int`` or a decimal string, never a float), or a
 #: callable of the call's arguments giving it.
 Estimate = Decimal | int | str | Callable[..., Decimal | int | str] | None
@@ -540,7 +567,7 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
             out = _TrackedAsyncManager(result, seen, tracker, call)
         else:
             out = _TrackedDualStream(result, seen, tracker, call)
-        unused = weakref.finalize(out, _never_used, seen, tracker, call, kind)
+        unused = weakref.finalize(out, _dropped, seen, tracker, call, kind)
         unused.atexit = False
         if isinstance(out, (_Proxy, _Manager)):
             out._unused = unused
@@ -691,12 +718,31 @@ def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call
 
 def _raw_stream_dropped(seen: _Seen, tracker: Tracker, call: Call, http_response: Any) -> None:
     """A raw response's stream collected: if it was never read, its body may still have
-    been, another way (``parse(to=Stream[...])``, ``http_response.iter_lines()``)."""
-    if not seen.started:
-        _raw_unfinished(seen.spec, tracker, call, http_response, streamed=True)
+    been, another way (``parse(to=Stream[...])``, ``http_response.iter_lines()``). A
+    finalizer: the worker reads it and ends the call (see ``_collecting``)."""
+    if seen.started or call.finished or sys.is_finalizing():
+        return
+    tracker.handing_off(call)  # the next guarded call waits for this one's release
+    defer(_raw_unfinished, seen.spec, tracker, call, http_response, True)
 
 
-def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
+def _dropped(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
+    """The finalizer of what ``_goes_on`` handed back: one never used ends on the worker
+    (see ``_collecting``), with the latency it had when it was dropped."""
+    if seen.started or call.finished or sys.is_finalizing():
+        return  # started: the stream's own end (close, collection) finishes the call
+    tracker.handing_off(call)  # the next guarded call waits for this one's release
+    defer(_never_used, seen, tracker, call, kind, call.elapsed_ms(), False)
+
+
+def _never_used(
+    seen: _Seen,
+    tracker: Tracker,
+    call: Call,
+    kind: int,
+    latency_ms: float | None = None,
+    deferred: bool = True,
+) -> None:
     if seen.started or call.finished or sys.is_finalizing():
         return  # started: the stream's own end (close, collection) finishes the call
     if kind in (_STREAM_MANAGER, _ASYNC_STREAM_MANAGER):
@@ -708,8 +754,20 @@ def _never_used(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
         status="cancelled",
         streamed=kind != _AWAITABLE,
         metadata=_failed(f"no usage: {what}"),
-        defer=True,
+        latency_ms=latency_ms,
+        defer=deferred,
     )
+
+
+def _unused_now(proxy: _Proxy) -> None:
+    """A proxy closed by the host: its never-used ending, if due, runs now, on the host's
+    thread (not a finalizer's), and the finalizer is dropped."""
+    unused = proxy._unused
+    if unused is None:
+        return
+    found = unused.detach()
+    if found is not None:
+        _never_used(*found[2])
 
 
 def _future_done(spec: _Spec, tracker: Tracker, call: Call, future: Any) -> None:
@@ -854,8 +912,7 @@ class _Proxy:
         """Stop: the call ends (cancelled, with the usage seen), then the stream closes."""
         if self._items is not None:
             self._items.close()
-        if self._unused is not None:
-            self._unused()
+        _unused_now(self)
         close = getattr(self._stream, "close", None)
         if close is not None:
             closed = close()
@@ -867,8 +924,7 @@ class _Proxy:
             await self._aitems.aclose()
         if self._items is not None:
             self._items.close()
-        if self._unused is not None:
-            self._unused()
+        _unused_now(self)
         stream = self._stream
         close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
         if close is not None:
@@ -1350,10 +1406,24 @@ class _Seen:
         read_response(read, self.spec.provider)  # a bare usage part, or why not
         self.usage.take(read)
 
-    def finish(self, tracker: Tracker, call: Call, exc: BaseException | None) -> None:
+    def finish(
+        self,
+        tracker: Tracker,
+        call: Call,
+        exc: BaseException | None,
+        latency_ms: float | None = None,
+        deferred: bool = True,
+    ) -> None:
         if sys.is_finalizing():
             # A generator left suspended is closed as the interpreter shuts down, after
             # the exit-time drain: nothing can store it now.
+            return
+        if _collecting and _in_gc():
+            # Closed by the cyclic GC, maybe inside a costledger lock on this thread: the
+            # worker ends it (see ``_collecting``), with the latency it has now.
+            if not call.finished:
+                tracker.handing_off(call)
+                defer(_Seen.finish, self, tracker, call, exc, call.elapsed_ms(), False)
             return
         # Usage seen before a stop (error, close, cancel) still cost money: it is recorded
         # (and the call without usage if what was seen is bad).
@@ -1374,7 +1444,13 @@ class _Seen:
             elif exc is None:
                 metadata = _failed("no usage")
             tracker.finish(
-                call, status=status, error=exc, streamed=True, metadata=metadata, defer=True
+                call,
+                status=status,
+                error=exc,
+                streamed=True,
+                metadata=metadata,
+                latency_ms=latency_ms,
+                defer=deferred,
             )
             return
         usage, payload = (last, None) if isinstance(last, Usage) else (None, last)
@@ -1386,5 +1462,6 @@ class _Seen:
             status=status,
             error=exc,
             streamed=True,
-            defer=True,
+            latency_ms=latency_ms,
+            defer=deferred,
         )

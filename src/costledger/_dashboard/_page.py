@@ -28,11 +28,13 @@ def _asset(name: str) -> str:
 def plotly_js() -> str:
     """The Plotly.js bundle shipped with the ``plotly`` package (no network needed)."""
     try:
+        import plotly  # noqa: F401  (first: a missing extra is named 'plotly', not a submodule)
         from plotly.offline import get_plotlyjs
-    except ImportError:  # plotly is the ``dashboard`` extra
-        raise RuntimeError(
-            "the dashboard needs plotly: pip install 'costledger[dashboard]'"
-        ) from None
+    except ModuleNotFoundError as exc:  # the ``dashboard`` extra
+        from .._errors import missing_extra
+
+        # ImportError, as for every other extra, with the line the command line prints
+        raise missing_extra(exc, "the dashboard", "dashboard") from None
     return str(get_plotlyjs())
 
 

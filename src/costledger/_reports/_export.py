@@ -299,10 +299,12 @@ def _write_parquet(events: Iterable[StoredEvent], out: IO[bytes], batch_size: in
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow is an optional dependency
-        raise ValueError(
-            "Parquet export needs pyarrow: pip install 'costledger[parquet]'"
-        ) from None
+    except ModuleNotFoundError as exc:  # the ``parquet`` extra
+        from .._errors import missing_extra
+
+        # ImportError, as for every other extra (psycopg, redis, plotly): the one error a
+        # caller catches for "not installed"
+        raise missing_extra(exc, "Parquet export", "parquet") from None
     from .._ledger._money import dumps
 
     schema = parquet_schema()

@@ -11,6 +11,7 @@ Python process.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import litellm
 import pytest
 from litellm_support import (
+    IN_CI,
     MESSAGES,
     RecordingGuard,
     Sentinel,
@@ -208,6 +210,99 @@ def test_an_ordinary_failure_still_only_releases(costs: CapturedCosts, guard: Th
     assert len(guard.released) == 1
 
 
+# --- the guards' settle of an abandoned stream is not run on the event loop --------------------
+
+
+async def test_aclose_and_collection_settle_on_the_worker_not_the_event_loop(
+    costs: CapturedCosts, guard: ThreadGuard, budget: Budget
+) -> None:
+    loop_thread = threading.get_ident()
+    closed = await costledger_litellm.acompletion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three four", stream=True
+    )
+    await closed.__anext__()
+    await closed.aclose()
+    dropped = await costledger_litellm.acompletion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three four", stream=True
+    )
+    await dropped.__anext__()
+    dropped_id = dropped.litellm_call_id
+    del dropped
+    gc.collect()  # its finalizer runs here, on the event loop's thread
+
+    events = {e.id: e for e in costs.events}
+    assert set(events) == {closed.litellm_call_id, dropped_id}
+    for event in events.values():
+        assert event.status == "cancelled"
+        assert (event.usage.input_tokens, event.usage.output_tokens) == (PROMPT_TOKENS, 1)
+        assert event.cost.total == ONE_MOCK_CHUNK_COST
+    assert len(guard.settle_threads) == 2
+    assert loop_thread not in guard.settle_threads
+    assert _spent_and_reserved(budget) == (2 * ONE_MOCK_CHUNK_COST, Decimal(0))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    base = os.environ.get("COSTLEDGER_TEST_REDIS_URL")
+    if not base:
+        if IN_CI:
+            pytest.fail("COSTLEDGER_TEST_REDIS_URL is not set, and CI=true requires it")
+        pytest.skip("COSTLEDGER_TEST_REDIS_URL is not set; export it to run this test")
+    import redis
+
+    from costledger._guards import open_store
+
+    prefix = f"cls13:{uuid.uuid4().hex[:12]}"
+    url = f"{base}?prefix={prefix}" if "?" not in base else f"{base}&prefix={prefix}"
+    yield url
+    open_store(url).close()
+    client = redis.Redis.from_url(base)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def test_on_redis_a_closed_stream_settles_and_a_broken_one_releases_off_the_loop(
+    guard: ThreadGuard, budget: Budget, redis_url: str, server: str
+) -> None:
+    loop_thread = threading.get_ident()
+    with capture_costs(guards=[guard, budget], guard_store=redis_url) as costs:
+        closed = await costledger_litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three four", stream=True
+        )
+        await closed.__anext__()
+        await closed.aclose()
+        broken = await costledger_litellm.acompletion(
+            model="openai/gpt-4o-mini",
+            messages=MESSAGES,
+            api_base=f"{server}/midfail/v1",
+            api_key="sk-test",
+            stream=True,
+            max_tokens=100,
+        )
+        with pytest.raises(Exception, match=r"(?i)stream|connection|incomplete|closed"):
+            async for _ in broken:
+                pass
+        await costledger_litellm.flush_callbacks(timeout=10)
+        deadline = time.monotonic() + 10
+        while not guard.release_threads and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        [event] = [e for e in costs.events if e.id == closed.litellm_call_id]
+        spent, reserved = _spent_and_reserved(budget)
+
+    assert event.status == "cancelled"
+    assert event.cost.total == ONE_MOCK_CHUNK_COST
+    assert guard.settled[0] is event
+    assert guard.released == [broken.litellm_call_id]
+    assert loop_thread not in guard.settle_threads + guard.release_threads
+    assert reserved == Decimal(0)
+    # the broken stream's failed attempt (LiteLLM's failure event) is spent as well
+    assert spent == sum(
+        (e.cost.total for e in costs.events if e.cost.total is not None), Decimal(0)
+    )
+
+
 # --- in a child process: a finalizer under the registry's lock, Ctrl-C mid-stream, the exit ---
 
 
@@ -268,6 +363,39 @@ def _stored(db: Path) -> list[tuple[str, int, int, str]]:
             " order by status"
         ).fetchall()
     return [(s, i, o, "None" if c is None else str(Decimal(str(c)))) for s, i, o, c in rows]
+
+
+def test_stream_collected_while_this_thread_holds_the_registry_lock(tmp_path: Path) -> None:
+    """The cyclic GC may run a finalizer at any allocation, here while the thread holds the
+    registry's lock: the abandoned stream's finalizer must not wait for that lock."""
+    done, _ = _run(
+        tmp_path,
+        """
+        class Conversation:  # holds the stream and a bound method of itself: a cycle
+            def __init__(self):
+                self.on_chunk = self.handle
+                self.stream = costledger_litellm.completion(
+                    model="gpt-4o-mini", messages=MESSAGES,
+                    mock_response="one two three four", stream=True, max_tokens=50)
+            def handle(self, chunk):
+                pass
+
+        gc.disable()
+        conversation = Conversation()
+        conversation.on_chunk(next(conversation.stream))
+        del conversation
+        with _registry._lock:
+            gc.collect()
+        print("collected", flush=True)
+        report("after")
+        """,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _reported(done.stdout, "after") == {
+        "rows": [["cancelled", 15, 1, "0.00000285"]],
+        "spent": "0.00000285",
+        "reserved": "0",
+    }
 
 
 def test_completion_interrupted_by_ctrl_c_is_recorded_as_cancelled(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import functools
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import litellm
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
@@ -37,6 +37,7 @@ from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from costledger import GuardRefusal
 from costledger._events import new_event_id
 from costledger._guards._store import off_loop
+from costledger._tracker import defer
 
 from ._logger import (
     CostLedgerLogger,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["TrackedStream", "acompletion", "completion"]
 
 _CANCELLED: Final = (GeneratorExit, KeyboardInterrupt)
+_ABANDONED_METADATA: Final = {"costledger.stream": "abandoned", "costledger.usage_estimated": True}
 
 
 @functools.cache
@@ -120,7 +122,7 @@ async def run_acompletion(
         _cancelled(call.id, exc)
         raise
     if isinstance(result, CustomStreamWrapper):
-        return TrackedStream(result, call.id)
+        return TrackedStream(result, tracker, call)
     latency_ms = call.elapsed_ms()
     answered = _answered(call.id, result)
     if answered is not None:
@@ -145,7 +147,7 @@ def _after(tracker: Tracker, call: Call, run: Any, kwargs: Mapping[str, Any]) ->
         _cancelled(call.id, exc)
         raise
     if isinstance(result, CustomStreamWrapper):
-        return TrackedStream(result, call.id)
+        return TrackedStream(result, tracker, call)
     latency_ms = call.elapsed_ms()
     opened = _answered(call.id, result)
     if opened is not None:
@@ -267,16 +269,17 @@ class TrackedStream:
     Other attributes are LiteLLM's ``CustomStreamWrapper``'s.
     """
 
-    __slots__ = ("__weakref__", "_call_id", "_ended", "_stream")
+    __slots__ = ("__weakref__", "_call", "_ended", "_stream", "_tracker")
 
-    def __init__(self, stream: CustomStreamWrapper, call_id: str) -> None:
+    def __init__(self, stream: CustomStreamWrapper, tracker: Tracker, call: Call) -> None:
         self._stream = stream
-        self._call_id = call_id
+        self._tracker = tracker
+        self._call = call
         self._ended = False
 
     @property
     def litellm_call_id(self) -> str:
-        return self._call_id
+        return self._call.id
 
     @property
     def wrapped(self) -> CustomStreamWrapper:
@@ -293,12 +296,12 @@ class TrackedStream:
         try:
             return self._stream.__next__()
         except StopIteration:
-            self._ended = True  # LiteLLM's success event records it
+            self._end()  # LiteLLM's success event records it
             raise
         except _CANCELLED:
             raise
         except Exception:
-            self._failed()  # LiteLLM's failure event records it
+            self._failed(asynchronous=False)  # LiteLLM's failure event records it
             raise
 
     def __aiter__(self) -> TrackedStream:
@@ -308,12 +311,12 @@ class TrackedStream:
         try:
             return await self._stream.__anext__()
         except StopAsyncIteration:
-            self._ended = True
+            self._end()
             raise
         except _CANCELLED:
             raise
         except Exception:
-            self._failed()
+            self._failed(asynchronous=True)
             raise
 
     def __enter__(self) -> TrackedStream:
@@ -337,49 +340,101 @@ class TrackedStream:
         await self._stream.aclose()  # type: ignore[no-untyped-call]  # LiteLLM's is unannotated
 
     def __del__(self) -> None:
+        # The cyclic GC runs finalizers at any allocation, possibly while this very thread
+        # holds the registry's lock or a guard store's: take no lock here, only hand the
+        # call to costledger's worker (a deque append), which claims and finishes it.
         with contextlib.suppress(Exception):  # a finalizer must never raise
-            self._abandon()
-
-    def _failed(self) -> None:
-        """The stream raised: no success will close the call, release its reservation."""
-        if not self._ended:
+            if self._ended:
+                return
             self._ended = True
-            _release_unreported(self._call_id)
+            call = self._call
+            if not call.finished:
+                self._tracker.handing_off(call)  # the next calls' guards wait for its settle
+            defer(_finish_abandoned, call.id, _Received.of(self._stream), call.elapsed_ms(), False)
 
-    def _abandon(self) -> None:
+    def _end(self) -> None:
+        self._ended = True
+
+    def _failed(self, *, asynchronous: bool) -> None:
+        """The stream raised: no success will close the call, release its reservation
+        (from the event loop: in a worker thread when the guards' store waits on I/O)."""
         if self._ended:
             return
-        self._ended = True
+        self._end()
+        if asynchronous:
+            release_off_loop(self._tracker, self._call.id)
+        else:
+            _release_unreported(self._call.id)
+
+    def _abandon(self) -> None:
+        """Record the unfinished stream as ``cancelled`` now, from the usage received; the
+        guards' settle runs on costledger's worker (never on an event loop). Never raises."""
+        if self._ended:
+            return
+        self._end()
         try:
-            claimed, pending = _registry.claim(self._call_id)
-            if not claimed or pending is None:
-                return
-            tracker, call = pending
-            stream = self._stream
-            tracker.finish(
-                call,
-                payload=_received_usage(stream),
-                provider=getattr(stream, "custom_llm_provider", None) or call.provider,
-                status="cancelled",
-                streamed=True,
-                metadata={"costledger.stream": "abandoned", "costledger.usage_estimated": True},
-            )
+            received = _Received.of(self._stream)
+            _finish_abandoned(self._call.id, received, self._call.elapsed_ms(), True)
         except Exception as exc:
             _report("litellm.stream_abandoned", exc)
 
 
-def _received_usage(stream: CustomStreamWrapper) -> Any:
+class _Received(NamedTuple):
+    """What an abandoned stream had received, read without a lock (a finalizer may take it)."""
+
+    chunks: tuple[Any, ...]
+    messages: Any
+    model: str
+    provider: str | None
+
+    @classmethod
+    def of(cls, stream: CustomStreamWrapper) -> _Received:
+        return cls(
+            tuple(getattr(stream, "chunks", None) or ()),
+            getattr(stream, "messages", None),
+            getattr(stream, "model", None) or "",
+            getattr(stream, "custom_llm_provider", None) or None,
+        )
+
+
+def _finish_abandoned(call_id: str, received: _Received, latency_ms: float, deferred: bool) -> None:
+    """Close the abandoned stream's call as ``cancelled`` with the usage ``received``,
+    unless LiteLLM's success event recorded it already. ``deferred``: the settle and
+    storage are handed to the worker (called on the host's thread); else this runs on the
+    worker (from a finalizer) and finishes there. Never raises."""
+    try:
+        claimed, pending = _registry.claim(call_id)
+        if not claimed or pending is None:
+            return
+        tracker, call = pending
+        try:
+            usage = _received_usage(received)
+        except Exception as exc:  # recorded without usage rather than lost, its hold released
+            _report("litellm.stream_abandoned", exc)
+            usage = None
+        tracker.finish(
+            call,
+            payload=usage,
+            provider=received.provider or call.provider,
+            status="cancelled",
+            streamed=True,
+            metadata=_ABANDONED_METADATA,
+            latency_ms=latency_ms,
+            defer=deferred,
+        )
+    except Exception as exc:
+        _report("litellm.stream_abandoned", exc)
+
+
+def _received_usage(received: _Received) -> Any:
     """Usage of the chunks received so far, as LiteLLM would have logged it at the end
     (the provider's usage chunk if one came, else LiteLLM's token count)."""
-    chunks = list(getattr(stream, "chunks", None) or ())
-    messages = getattr(stream, "messages", None)
-    if chunks:
-        built = litellm.stream_chunk_builder(chunks, messages=messages)
+    if received.chunks:
+        built = litellm.stream_chunk_builder(list(received.chunks), messages=received.messages)
         usage = getattr(built, "usage", None)
         if usage is not None:
             return usage
-    if messages:
-        model = getattr(stream, "model", None) or ""
-        prompt = litellm.token_counter(model=model, messages=messages)
+    if received.messages:
+        prompt = litellm.token_counter(model=received.model, messages=received.messages)
         return {"prompt_tokens": int(prompt), "completion_tokens": 0}
     return None

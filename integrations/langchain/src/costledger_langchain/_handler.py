@@ -34,7 +34,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
-from costledger._attribution import _tags
+from costledger._attribution import _tags, check_attribution_keywords
 from costledger._extract import price_context_of
 from costledger._streams import add_usage as _add_usage
 from costledger._streams import is_cumulative as _is_cumulative
@@ -999,6 +999,7 @@ def tracking(
     does (the same types: a numeric or UUID id is text). Nested blocks each get their
     own total and feed the outer ones too.
     """
+    check_attribution_keywords("tracking", metadata, ("tracker",))
     outer = _tracking_handler.get()
     if tracker is None and outer is not None:
         tracker = outer._tracker

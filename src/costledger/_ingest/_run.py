@@ -231,8 +231,9 @@ class _Writer:
     """Commits batches of rows through the ledger's ``Store``: one transaction per batch,
     the same idempotent ``INSERT ... ON CONFLICT DO NOTHING`` and insert
     hooks (rollups) as ``Ledger.record``. A batch the database refuses because of its
-    data is split until the refused rows are isolated; any other failure propagates
-    (nothing of that batch is committed)."""
+    data is split until the refused rows are isolated; one that deadlocks with another
+    writer (or fails to serialize) runs once more; any other failure propagates (nothing
+    of that batch is committed)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -250,19 +251,17 @@ class _Writer:
     ) -> tuple[set[str], list[tuple[int, BaseException]]]:
         from .._ledger._store import is_data_error
 
-        store = self.store
         try:
-            with store.write_transaction() as conn:
-                if not self.postgresql:
-                    # a big file with ids in no order (LiteLLM's uuid4 call ids) walks the
-                    # primary key and six indexes at random: 2 MB of page cache is not enough
-                    conn.exec_driver_sql(_SQLITE_CACHE_PRAGMA)
-                new = store.insert_params(conn, params, every_column=True)
-                if new:
-                    store.on_inserted(
-                        conn, rows if len(new) == len(rows) else [r for r in rows if r[I_ID] in new]
-                    )
-            return new, []
+            try:
+                return self._commit(rows, params), []
+            except Exception as exc:
+                if not _lock_conflict(exc):
+                    raise
+                # another writer's transaction (a second ingestion, the application's own
+                # writes) deadlocked with this one, or PostgreSQL could not serialize them:
+                # this one was rolled back whole, and runs once more
+                _logger.info("costledger ingest: %s; writing the batch again", _one_line(exc))
+                return self._commit(rows, params), []
         except Exception as exc:
             if not (is_data_error(exc) or _driver_data_error(exc)):
                 raise
@@ -272,6 +271,37 @@ class _Writer:
             new_a, bad_a = self._insert(rows[:mid], params[:mid], base)
             new_b, bad_b = self._insert(rows[mid:], params[mid:], base + mid)
             return new_a | new_b, bad_a + bad_b
+
+    def _commit(self, rows: list[Row], params: list[Row]) -> set[str]:
+        """One transaction: the rows inserted, the rollups fed with the new ones."""
+        store = self.store
+        with store.write_transaction() as conn:
+            if not self.postgresql:
+                # a big file with ids in no order (LiteLLM's uuid4 call ids) walks the
+                # primary key and six indexes at random: 2 MB of page cache is not enough
+                conn.exec_driver_sql(_SQLITE_CACHE_PRAGMA)
+            new = store.insert_params(conn, params, every_column=True)
+            if new:
+                store.on_inserted(
+                    conn, rows if len(new) == len(rows) else [r for r in rows if r[I_ID] in new]
+                )
+        return new
+
+
+_LOCK_CONFLICTS = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def _lock_conflict(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock or serialization failure, raised by the driver or wrapped by
+    SQLAlchemy: the transaction was rolled back and may simply run again."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) in _LOCK_CONFLICTS:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def _driver_data_error(exc: BaseException) -> bool:

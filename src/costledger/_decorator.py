@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import inspect
 import json
+import os
 import sys
 import threading
 import weakref
@@ -329,6 +331,40 @@ def _in_gc() -> bool:
     return _collecting != 0 and _collecting == _get_ident()
 
 
+# The tracked streams, managers and awaitables whose call may still be open, by ``id`` of
+# their ``_Seen``: (seen, tracker, call, kind). A generator is here from its first step to
+# its end, a returned object from ``_goes_on`` to its collection (its finalizer forgets it):
+# each entry lives no longer than what it tracks. At exit the ones still open are finished
+# (``_finish_open_at_exit``) before costledger's exit drain stores the queued calls: left to
+# the interpreter's shutdown, they would be closed after every ledger is, and lost.
+_open: dict[int, tuple[_Seen, Tracker, Call, int]] = {}
+
+
+def _finish_open_at_exit() -> None:
+    """A stream left open when the program ends (a generator half read, held by a global)
+    is recorded ``cancelled`` with the usage it showed (``ok`` if its last event was seen);
+    one never used as ``_never_used`` records it. Never raises."""
+    for seen, tracker, call, kind in list(_open.values()):
+        if call.finished:
+            continue
+        try:
+            if not seen.started:
+                _never_used(seen, tracker, call, kind)
+            elif kind == _AWAITABLE:  # awaited, not done (its event loop is gone)
+                tracker.finish(call, status="cancelled", defer=True)
+            else:
+                seen.finish(tracker, call, GeneratorExit())
+        except Exception as exc:
+            _report("decorator.exit", exc, model=seen.spec.model)
+
+
+# atexit runs its hooks last-registered first: this module imports the tracker's, which
+# registered its exit drain, so this one runs before it.
+atexit.register(_finish_open_at_exit)
+# A forked child holds copies of the parent's open streams: they are the parent's to record.
+os.register_at_fork(after_in_child=_open.clear)
+
+
 #: ``estimate=``: money (a ``Decimal``, an ``int`` or a decimal string, never a float), or a
 #: callable of the call's arguments giving it.
 Estimate = Decimal | int | str | Callable[..., Decimal | int | str] | None
@@ -568,7 +604,8 @@ def _goes_on(kind: int, result: Any, spec: _Spec, tracker: Tracker, call: Call) 
         else:
             out = _TrackedDualStream(result, seen, tracker, call)
         unused = weakref.finalize(out, _dropped, seen, tracker, call, kind)
-        unused.atexit = False
+        unused.atexit = False  # the exit hook finishes it (_finish_open_at_exit)
+        _open[id(seen)] = (seen, tracker, call, kind)
         if isinstance(out, (_Proxy, _Manager)):
             out._unused = unused
     except Exception as exc:  # a bug of ours: the host gets its result unchanged
@@ -729,6 +766,7 @@ def _raw_stream_dropped(seen: _Seen, tracker: Tracker, call: Call, http_response
 def _dropped(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
     """The finalizer of what ``_goes_on`` handed back: one never used ends on the worker
     (see ``_collecting``), with the latency it had when it was dropped."""
+    _open.pop(id(seen), None)
     if seen.started or call.finished or sys.is_finalizing():
         return  # started: the stream's own end (close, collection) finishes the call
     tracker.handing_off(call)  # the next guarded call waits for this one's release
@@ -767,7 +805,9 @@ def _unused_now(proxy: _Proxy) -> None:
         return
     found = unused.detach()
     if found is not None:
-        _never_used(*found[2])
+        seen, tracker, call, kind = found[2]
+        _open.pop(id(seen), None)
+        _never_used(seen, tracker, call, kind)
 
 
 def _future_done(spec: _Spec, tracker: Tracker, call: Call, future: Any) -> None:
@@ -1281,30 +1321,35 @@ def _tracked_gen(
     if seen is None:
         seen = _Seen(spec)
     seen.started = True
+    key = id(seen)
+    _open[key] = (seen, tracker, call, _GENERATOR)
     sent: Any = None
     thrown: BaseException | None = None
     send = gen.send
     try:
-        while True:
-            try:
-                chunk = send(sent) if thrown is None else gen.throw(thrown)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            thrown = None
-            seen.see(chunk)
-            try:
-                sent = yield chunk
-            except GeneratorExit:
-                gen.close()
-                raise
-            except BaseException as exc:
-                thrown = exc
-    except BaseException as exc:
-        seen.finish(tracker, call, exc)
-        raise
-    seen.finish(tracker, call, None)
-    return result
+        try:
+            while True:
+                try:
+                    chunk = send(sent) if thrown is None else gen.throw(thrown)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                thrown = None
+                seen.see(chunk)
+                try:
+                    sent = yield chunk
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except BaseException as exc:
+            seen.finish(tracker, call, exc)
+            raise
+        seen.finish(tracker, call, None)
+        return result
+    finally:
+        _open.pop(key, None)
 
 
 def _wrap_async_gen(
@@ -1331,28 +1376,33 @@ async def _tracked_agen(
     if seen is None:
         seen = _Seen(spec)
     seen.started = True
+    key = id(seen)
+    _open[key] = (seen, tracker, call, _ASYNC_GENERATOR)
     sent: Any = None
     thrown: BaseException | None = None
     asend = agen.asend
     try:
-        while True:
-            try:
-                chunk = await (asend(sent) if thrown is None else agen.athrow(thrown))
-            except StopAsyncIteration:
-                break
-            thrown = None
-            seen.see(chunk)
-            try:
-                sent = yield chunk
-            except GeneratorExit:
-                await agen.aclose()
-                raise
-            except BaseException as exc:
-                thrown = exc
-    except BaseException as exc:
-        seen.finish(tracker, call, exc)
-        raise
-    seen.finish(tracker, call, None)
+        try:
+            while True:
+                try:
+                    chunk = await (asend(sent) if thrown is None else agen.athrow(thrown))
+                except StopAsyncIteration:
+                    break
+                thrown = None
+                seen.see(chunk)
+                try:
+                    sent = yield chunk
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except BaseException as exc:
+            seen.finish(tracker, call, exc)
+            raise
+        seen.finish(tracker, call, None)
+    finally:
+        _open.pop(key, None)
 
 
 class _Seen:
@@ -1415,8 +1465,8 @@ class _Seen:
         deferred: bool = True,
     ) -> None:
         if sys.is_finalizing():
-            # A generator left suspended is closed as the interpreter shuts down, after
-            # the exit-time drain: nothing can store it now.
+            # Closed as the interpreter shuts down, after the exit hook finished every
+            # stream still open and the exit drain stored them: nothing can store it now.
             return
         if _collecting and _in_gc():
             # Closed by the cyclic GC, maybe inside a costledger lock on this thread: the

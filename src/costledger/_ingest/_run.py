@@ -40,6 +40,7 @@ from ._lines import HEAD_SIZE, Block, DamagedGzip, InputSource, open_input, read
 from ._sink import SinkError, SinkProcess
 from ._state import (
     HEAD_BYTES,
+    TAIL_BYTES,
     Checkpoint,
     IngestionLock,
     RejectsFile,
@@ -48,6 +49,7 @@ from ._state import (
     head_digest,
     load_checkpoint,
     save_checkpoint,
+    tail_digest,
 )
 
 if TYPE_CHECKING:
@@ -459,7 +461,11 @@ class _InputRun:
         try:
             if head_digest(self.src.path, ckpt.head_bytes) != ckpt.head_sha256:
                 return False
-        except OSError:
+            if ckpt.tail_sha256 is not None and ckpt.tail_sha256 != tail_digest(
+                self.src.stream.fileno(), ckpt.offset, ckpt.tail_bytes
+            ):
+                return False  # rewritten in place: the same start, other lines since
+        except (OSError, ValueError):
             return False
         return ckpt.probe_id is None or self.job.ledger.get(ckpt.probe_id) is not None
 
@@ -1017,6 +1023,11 @@ class _InputRun:
         if self.checkpoint_file is None or self.identity is None:
             return
         device, inode, size, head_bytes, head_sha = self.identity
+        tail_bytes, tail_sha = 0, None
+        if not self.src.compressed and self.offset > 0:
+            tail_bytes = min(self.offset, TAIL_BYTES)
+            with contextlib.suppress(OSError, ValueError):
+                tail_sha = tail_digest(self.src.stream.fileno(), self.offset, tail_bytes)
         save_checkpoint(
             self.checkpoint_file,
             Checkpoint(
@@ -1034,6 +1045,8 @@ class _InputRun:
                 complete=self.complete,
                 probe_id=self.probe_id,
                 open_line=self.open_line,
+                tail_bytes=tail_bytes if tail_sha is not None else 0,
+                tail_sha256=tail_sha,
             ),
         )
 

@@ -4,8 +4,9 @@ The checkpoint of ``(input file, ledger)`` is a small JSON file written (atomica
 temporary file, fsync, rename) after every committed batch. It holds the byte offset
 after the batch's last line, the next line number, the size the rejects file had
 then, and what identifies the input: device and inode, and a SHA-256 of its first
-bytes. A run resumes from it only when the file is still the same one, no shorter,
-and the ledger still holds an event the checkpointed batch wrote (a ledger emptied
+bytes, and (a file not compressed) of the bytes just before the offset. A run resumes
+from it only when the file is still the same one, no shorter, and the ledger still holds
+an event the checkpointed batch wrote (a ledger emptied
 or replaced since is read into from the start).
 """
 
@@ -58,6 +59,10 @@ class Checkpoint:
     version: int = CHECKPOINT_VERSION
     # ``offset`` is after a last line that had no newline yet: one written since ends it
     open_line: bool = False
+    # SHA-256 of the ``tail_bytes`` bytes on disk just before ``offset`` (a file not
+    # compressed): a file rewritten in place with the same first bytes is another file
+    tail_bytes: int = 0
+    tail_sha256: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -66,9 +71,11 @@ class Checkpoint:
     def from_mapping(cls, data: Mapping[str, Any]) -> Checkpoint | None:
         if data.get("version") != CHECKPOINT_VERSION:
             return None
+        # a field with a default may be missing: a checkpoint an earlier version wrote
+        optional = {"version", "open_line", "tail_bytes", "tail_sha256"}
         try:
             return cls(
-                **{k: data[k] for k in cls.__dataclass_fields__ if k in data or k != "open_line"}
+                **{k: data[k] for k in cls.__dataclass_fields__ if k in data or k not in optional}
             )
         except (KeyError, TypeError):
             return None
@@ -169,6 +176,14 @@ def head_digest(path: str, nbytes: int) -> str:
     """SHA-256 of the first ``nbytes`` bytes of the file on disk."""
     with open(path, "rb") as f:
         return hashlib.sha256(f.read(nbytes)).hexdigest()
+
+
+TAIL_BYTES = 4096
+
+
+def tail_digest(fd: int, offset: int, nbytes: int) -> str:
+    """SHA-256 of the ``nbytes`` bytes of the file ``fd`` just before ``offset``."""
+    return hashlib.sha256(os.pread(fd, nbytes, offset - nbytes)).hexdigest()
 
 
 def load_checkpoint(path: Path) -> Checkpoint | None:

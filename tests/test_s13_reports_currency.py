@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from costledger import Pricer, Tracker, Usage, report, top
+from costledger import Cost, Pricer, Tracker, Usage, UsageEvent, report, top
 from costledger._ledger import Ledger
 from costledger._reports import ReportRow
+from costledger._reports._report import calls_rates
 from costledger.cli import app
 
 EUR_BOOK = {
@@ -35,13 +36,28 @@ def url(tmp_path: Path) -> str:
 @pytest.fixture
 def eur(url: str) -> Iterator[Ledger]:
     """A ledger priced in EUR, with an unknown model's call and a failed call without
-    usage: both stored as USD, with no amount."""
+    usage, both stored as USD with no amount (as ``Cost.unknown`` and a failed call's
+    cost were, whatever the price book's currency)."""
     with Ledger(url, sync=True) as ledger:
         tracker = Tracker(ledger, pricer=Pricer(overrides=EUR_BOOK), log="off")
         tracker.record("gpt-4o-mini", Usage(1000, 100), attribution={"team": "a"})
-        tracker.record("our-model", Usage(10, 1), attribution={"team": "b"})
-        tracker.record(
-            "gpt-4o-mini", None, status="error", error="timeout", attribution={"team": "a"}
+        ledger.record_many(
+            [
+                UsageEvent(
+                    model="our-model",
+                    usage=Usage(10, 1),
+                    cost=Cost.unknown("our-model"),
+                    team="b",
+                ),
+                UsageEvent(
+                    model="gpt-4o-mini",
+                    usage=Usage(),
+                    cost=Cost("not_priced", currency="USD"),
+                    status="error",
+                    error_type="TimeoutError",
+                    team="a",
+                ),
+            ]
         )
         stored = sorted((e.currency, e.pricing_status, e.total_cost) for e in ledger.events())
         assert stored == [
@@ -102,6 +118,8 @@ def test_a_call_priced_at_zero_needs_no_rate(eur: Ledger) -> None:
         ("gpt-4o-mini", "EUR", Decimal("0.000195")),
         ("local-free", "USD", Decimal(0)),
     ]
+    # what the command line's ``top --currency`` notes under its table: no rate
+    assert calls_rates("EUR", {"USD": "12345"}, ranked) == {}
     # and a plain report: one EUR totals row, the zero USD call's counts in it
     assert [_figures(t) for t in report(eur).totals] == [("EUR", 4, 1, 1, 1017, 104, EUR_COST)]
 
@@ -113,6 +131,8 @@ def test_a_currency_with_an_amount_still_needs_its_rate(eur: Ledger) -> None:
         report(eur, currency="EUR")
     with pytest.raises(ValueError, match=r"holds costs in USD, with no rate to EUR"):
         top(eur, 5, currency="EUR")
+    ranked = top(eur, 5, currency="EUR", rates={"USD": "0.5"})
+    assert calls_rates("EUR", {"USD": "0.5", "JPY": "0.01"}, ranked) == {"USD": Decimal("0.5")}
     r = report(eur, currency="EUR", rates={"USD": "0.5"})
     assert [_figures(t) for t in r.totals] == [
         ("EUR", 4, 1, 1, 2010, 201, EUR_COST + usd * Decimal("0.5"))

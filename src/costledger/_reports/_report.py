@@ -28,6 +28,7 @@ __all__ = [
     "GROUP_KEYS",
     "Report",
     "ReportRow",
+    "calls_rates",
     "check_rate",
     "converted_cost",
     "exchange_rates",
@@ -461,10 +462,18 @@ def top(
     if currency is None:
         return [e for code in sorted(ranked) for e in ranked[code]]
     calls = [e for found in ranked.values() for e in found]
-    # as in ``report``: a currency whose calls are all priced at exactly 0 needs no rate
-    used = exchange_rates(currency, rates, {e.currency for e in calls if e.total_cost})
+    used = calls_rates(currency, rates, calls)
     calls.sort(key=lambda e: (converted_cost(e, used).copy_negate(), e.timestamp, e.id))
     return calls[:n]
+
+
+def calls_rates(
+    currency: str, rates: Mapping[str, Decimal | str | int] | None, calls: Sequence[StoredEvent]
+) -> dict[str, Decimal]:
+    """``exchange_rates`` for converting ``calls`` into ``currency``: as in ``report``, only
+    a currency some call holds an amount other than zero in needs a rate (a call priced
+    at exactly 0 is 0 in any currency)."""
+    return exchange_rates(currency, rates, {e.currency for e in calls if e.total_cost})
 
 
 def _dearest_first(e: StoredEvent) -> Decimal:

@@ -33,6 +33,7 @@ from litellm_support import (
     MESSAGES,
     RecordingGuard,
     Sentinel,
+    gpt_4o_mini_cost,
     litellm_isolated,
     offline,
 )
@@ -208,6 +209,47 @@ def test_an_ordinary_failure_still_only_releases(costs: CapturedCosts, guard: Th
         )
     assert [e.status for e in costs.events] == ["error"]  # LiteLLM's failure event
     assert len(guard.released) == 1
+
+
+# --- a stream interrupted while it is read ----------------------------------------------------
+
+
+async def test_stream_cancelled_while_reading_is_recorded_at_once(
+    costs: CapturedCosts, guard: ThreadGuard, budget: Budget, server: str
+) -> None:
+    stream = await costledger_litellm.acompletion(
+        model="openai/gpt-4o-mini",
+        messages=MESSAGES,
+        api_base=f"{server}/stall/v1",
+        api_key="sk-test",
+        stream=True,
+        max_tokens=100,
+    )
+    received: list[str] = []
+
+    async def read() -> None:
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(read(), 1.0)  # lands in __anext__: the server stalls
+
+    assert received == ["Hello", " there", " friend"]
+    # Still referenced, not collected: recorded by the cancellation itself.
+    [event] = costs.events
+    assert event.id == stream.litellm_call_id
+    assert event.status == "cancelled"
+    assert event.streamed is True
+    assert event.metadata["costledger.stream"] == "abandoned"
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (
+        PROMPT_TOKENS,
+        SERVER_CHUNK_TOKENS,
+    )
+    assert event.cost.total == RECEIVED_COST == gpt_4o_mini_cost(15, 3)
+    assert guard.settled == [event]
+    assert _spent_and_reserved(budget) == (RECEIVED_COST, Decimal(0))
+    await stream.aclose()  # closing it afterwards adds nothing
+    assert len(costs.events) == 1
 
 
 # --- the guards' settle of an abandoned stream is not run on the event loop --------------------
@@ -427,3 +469,68 @@ def test_completion_interrupted_by_ctrl_c_is_recorded_as_cancelled(tmp_path: Pat
         "reserved": "0",
     }
     assert _stored(db) == [("cancelled", 0, 0, "None"), ("ok", 10, 20, "0.00001350")]
+
+
+def test_stream_interrupted_by_ctrl_c_while_reading_is_recorded_at_once(
+    tmp_path: Path, server: str
+) -> None:
+    done, db = _run(
+        tmp_path,
+        """
+        import _thread
+        stream = costledger_litellm.completion(
+            model="openai/gpt-4o-mini", messages=MESSAGES, api_base=sys.argv[2] + "/pause/v1",
+            api_key="sk-test", stream=True, max_tokens=100)
+        received = []
+        # Ctrl-C while __next__ waits on the paused server: raised when the read returns
+        threading.Timer(0.5, _thread.interrupt_main).start()
+        try:
+            for chunk in stream:
+                received.append(chunk.choices[0].delta.content)
+        except KeyboardInterrupt:
+            print("interrupted", json.dumps(received), flush=True)
+        report("before-exit")  # the stream is still referenced (a module global)
+        """,
+        server,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'interrupted ["Hello", " there", " friend"]' in done.stdout
+    assert _reported(done.stdout, "before-exit") == {
+        "rows": [["cancelled", 15, 3, "0.00000405"]],
+        "spent": "0.00000405",
+        "reserved": "0",
+    }
+    assert _stored(db) == [("cancelled", 15, 3, "0.00000405")]
+
+
+@pytest.mark.parametrize("shape", ["module-global", "uncaught-timeout"])
+def test_stream_still_open_at_exit_is_stored_before_the_ledger_closes(
+    tmp_path: Path, shape: str
+) -> None:
+    done, db = _run(
+        tmp_path,
+        """
+        if sys.argv[2] == "module-global":
+            stream = costledger_litellm.completion(
+                model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three four",
+                stream=True, max_tokens=50)
+            next(stream)  # the script ends with the stream open
+        else:
+            async def main():
+                stream = await costledger_litellm.acompletion(
+                    model="gpt-4o-mini", messages=MESSAGES, mock_response="one two three four",
+                    stream=True, max_tokens=50)
+                await stream.__anext__()
+                # cancelled here, not while reading the stream
+                await asyncio.wait_for(asyncio.sleep(10), 0.2)
+            asyncio.run(main())  # the TimeoutError ends the script
+        """,
+        shape,
+    )
+    if shape == "uncaught-timeout":
+        assert done.returncode == 1
+        assert "TimeoutError" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "tracking failed" not in done.stderr
+    assert _stored(db) == [("cancelled", 15, 1, "0.00000285")]

@@ -11,7 +11,10 @@ would only reach the spool.
 This module registers, on import (so after both LiteLLM's and costledger's hooks exist), a
 hook that runs LiteLLM's public ``LoggingWorker.flush()`` on a fresh event loop, bounded by
 ``EXIT_FLUSH_TIMEOUT``: the events reach the logger while the ledgers are still open, and
-LiteLLM's own hook later finds an empty queue.
+LiteLLM's own hook later finds an empty queue. The same hook then records the wrappers'
+streams still open as ``cancelled`` (after the flush: a stream whose end LiteLLM had queued
+is recorded by that event instead), handing them to costledger's worker, whose exit hook
+runs next and finishes them before the ledgers close.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import threading
 from typing import Any, Final
 
 from ._logger import _report
+from ._wrappers import abandon_open_streams
 
 __all__ = ["EXIT_FLUSH_TIMEOUT", "flush_callbacks"]
 
@@ -167,10 +171,15 @@ def flush_litellm_logging(timeout: float = EXIT_FLUSH_TIMEOUT) -> None:
         _report("litellm.exit_flush", exc)
 
 
+def _at_exit() -> None:
+    flush_litellm_logging()
+    abandon_open_streams()
+
+
 def register_exit_flush() -> None:
     """Register the exit hook once per process (later than costledger's own, so it runs first)."""
     global _registered
     with _register_lock:
         if not _registered:
-            atexit.register(flush_litellm_logging)
+            atexit.register(_at_exit)
             _registered = True

@@ -19,7 +19,7 @@ wrapper records it as ``cancelled`` (no usage is known) and re-raises.
 A stream is returned wrapped and recorded by LiteLLM's success event at its end;
 LiteLLM reports nothing for a stream the consumer abandons (LiteLLM #14457), so the
 wrapper records it as ``cancelled`` with the usage of what was received when it is
-closed or garbage-collected unfinished.
+closed, interrupted while read, still open at exit, or garbage-collected unfinished.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TrackedStream", "acompletion", "completion"]
 
-_CANCELLED: Final = (GeneratorExit, KeyboardInterrupt)
 _ABANDONED_METADATA: Final = {"costledger.stream": "abandoned", "costledger.usage_estimated": True}
 
 
@@ -259,13 +259,18 @@ def _logger_registered(callbacks: Any) -> bool:
     return False
 
 
+# The wrappers' streams not yet ended: the exit hook records them before the ledgers close.
+_open_streams: Final[weakref.WeakSet[TrackedStream]] = weakref.WeakSet()
+
+
 class TrackedStream:
     """LiteLLM's stream, unchanged to iterate (sync or async), recorded even if abandoned.
 
     When the stream ends, LiteLLM's own success event records it. When the consumer
     stops early and the stream is closed (``close``/``aclose``, leaving a ``with``
-    block) or garbage-collected, the call is recorded as ``cancelled`` with the usage
-    of the chunks received so far (LiteLLM's estimate; the provider may bill more).
+    block), interrupted while read (a task's cancellation, a timeout, Ctrl-C), still
+    open at exit, or garbage-collected, the call is recorded as ``cancelled`` with the
+    usage of the chunks received so far (LiteLLM's estimate; the provider may bill more).
     Other attributes are LiteLLM's ``CustomStreamWrapper``'s.
     """
 
@@ -276,6 +281,7 @@ class TrackedStream:
         self._tracker = tracker
         self._call = call
         self._ended = False
+        _open_streams.add(self)
 
     @property
     def litellm_call_id(self) -> str:
@@ -298,10 +304,12 @@ class TrackedStream:
         except StopIteration:
             self._end()  # LiteLLM's success event records it
             raise
-        except _CANCELLED:
-            raise
         except Exception:
             self._failed(asynchronous=False)  # LiteLLM's failure event records it
+            raise
+        except BaseException:
+            # Ctrl-C: LiteLLM records nothing, and the process may be about to end.
+            self._abandon()
             raise
 
     def __aiter__(self) -> TrackedStream:
@@ -313,10 +321,11 @@ class TrackedStream:
         except StopAsyncIteration:
             self._end()
             raise
-        except _CANCELLED:
-            raise
         except Exception:
             self._failed(asynchronous=True)
+            raise
+        except BaseException:  # a task's cancellation (a timeout), Ctrl-C
+            self._abandon()
             raise
 
     def __enter__(self) -> TrackedStream:
@@ -354,6 +363,7 @@ class TrackedStream:
 
     def _end(self) -> None:
         self._ended = True
+        _open_streams.discard(self)
 
     def _failed(self, *, asynchronous: bool) -> None:
         """The stream raised: no success will close the call, release its reservation
@@ -377,6 +387,19 @@ class TrackedStream:
             _finish_abandoned(self._call.id, received, self._call.elapsed_ms(), True)
         except Exception as exc:
             _report("litellm.stream_abandoned", exc)
+
+
+def abandon_open_streams() -> None:
+    """At exit: record the wrappers' streams still open as ``cancelled`` (queued on
+    costledger's worker, whose own exit hook finishes them before the ledgers close).
+    Never raises."""
+    try:
+        streams = list(_open_streams)
+    except Exception as exc:
+        _report("litellm.exit_streams", exc)
+        return
+    for stream in streams:
+        stream._abandon()
 
 
 class _Received(NamedTuple):

@@ -78,6 +78,16 @@ def ingest(
             show_default=False,
         ),
     ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            help="The time of responses that carry none (Anthropic messages and batch "
+            "results, embeddings), which prices them too: an ISO date or time "
+            "(2025-06-01T12:00Z) or the forms of --since (default: when the run starts).",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Format = OutputFormat.table,
 ) -> None:
     """Ingest usage log lines: costledger's own, LiteLLM payloads, raw provider responses.
@@ -105,6 +115,16 @@ def ingest(
             "appended to that log; write them elsewhere",
             param_hint="'--rejects'",
         )
+    moment = None
+    if now is not None:
+        from .._reports import parse_when
+
+        try:
+            moment = parse_when(now, "since", field="--now")
+        except ValueError as exc:  # "--now: cannot read ...": click names the option itself
+            raise typer.BadParameter(
+                str(exc).removeprefix("--now: "), param_hint="'--now'"
+            ) from None
     pricer = Pricer(overrides=price_book) if price_book is not None else None
     show_progress = fmt is OutputFormat.table and sys.stderr.isatty()
     with _Progress(show_progress) as progress, _unknown_models_in_summary():
@@ -119,6 +139,7 @@ def ingest(
                 max_line_bytes=max_line_bytes,
                 batch_lines=batch_size,
                 progress=progress.update if show_progress else None,
+                now=moment,
             )
         except IngestError as exc:
             progress.stop()

@@ -63,7 +63,7 @@ ONE_MOCK_CHUNK_COST = Decimal("0.00000285")  # 15 * 0.15 / 1e6 + 1 * 0.60 / 1e6
 
 class _Handler(BaseHTTPRequestHandler):
     """``/stall/v1``: three chunks, then nothing until ``release`` is set (at most 10 s),
-    then the end. ``/pause/v1``: the same, for 1.5 s. ``/midfail/v1``: two chunks, then
+    then the end. ``/pause/v1``: the same, for 3 s. ``/midfail/v1``: two chunks, then
     the connection is cut."""
 
     protocol_version = "HTTP/1.1"
@@ -94,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.flush()
         if mode == "pause":
-            time.sleep(1.5)
+            time.sleep(3)
         else:
             self.release.wait(10)
         self.wfile.write(b"data: [DONE]\n\n")

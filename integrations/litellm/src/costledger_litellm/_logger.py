@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -763,9 +764,23 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
     if _is_list(messages):
         for message in messages:
             _collect_text(_field(message, "content"), parts)
+            calls = _field(message, "tool_calls")
+            if calls:  # an assistant turn's tool calls are billed as input when sent back
+                parts.append(_json_text(calls))
     for key in ("prompt", "input"):  # text_completion, embedding
         _collect_text(request.get(key), parts)
+    for key in ("tools", "functions"):
+        # the schemas are sent, and billed, as input tokens: 40 tools can be 30k tokens
+        value = request.get(key)
+        if value:
+            parts.append(_json_text(value))
     return "\n".join(parts) if parts else None
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as the JSON a provider receives (objects LiteLLM accepts, e.g. pydantic
+    models, as their text): only counted for the estimate."""
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def _collect_text(content: Any, parts: list[str]) -> None:

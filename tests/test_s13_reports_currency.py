@@ -7,6 +7,7 @@ showed a second, empty USD totals row."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -154,3 +155,16 @@ def test_cli_converts_without_a_rate_and_prints_none(eur: Ledger, url: str) -> N
         assert '"cost": "0.000195"' in result.stdout
         assert "exchange_rates" not in result.stdout
         assert "12345" not in result.output
+
+
+def test_cli_top_converts_a_zero_priced_usd_call_without_a_rate(eur: Ledger, url: str) -> None:
+    """``costledger top --currency EUR``: a USD call priced at exactly 0 needs no rate (the
+    command used the currencies of every call listed, and failed as 'holds costs in USD')."""
+    Tracker(eur, pricer=Pricer(overrides=EUR_BOOK), log="off").record("local-free", Usage(7, 3))
+    result = CliRunner().invoke(app, ["top", "5", "--db", url, "--currency", "EUR", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["model"], r["converted_cost"], r["converted_currency"]) for r in rows] == [
+        ("gpt-4o-mini", "0.000195", "EUR"),
+        ("local-free", "0", "EUR"),
+    ]

@@ -403,7 +403,7 @@ class Dashboard:
         per_model: dict[str | None, Decimal] = {}
         for r in rows:
             per_model[r.model] = EXACT.add(per_model.get(r.model, Decimal(0)), r.cost)
-        ranked = sorted(per_model, key=lambda m: (-per_model[m], m is None, m or ""))
+        ranked = sorted(per_model, key=lambda m: (per_model[m].copy_negate(), m is None, m or ""))
         shown = ranked[: self.max_models]
         rest = set(ranked[self.max_models :])
         index = {d: i for i, d in enumerate(days)}
@@ -435,7 +435,7 @@ class Dashboard:
         """Groups by cost (most first), the first ``max_groups`` of them, the rest summed."""
         mine = sorted(
             (r for r in rows if r.currency == self.currency),
-            key=lambda r: (-r.cost, getattr(r, name) is None, getattr(r, name) or ""),
+            key=lambda r: (r.cost.copy_negate(), getattr(r, name) is None, getattr(r, name) or ""),
         )
         total = _add(r.cost for r in mine)
         shown, rest = mine[: self.max_groups], mine[self.max_groups :]
@@ -720,7 +720,8 @@ def _burns(
         return (), ()
     statuses = tuple(budget_status(tracker, guards=chosen, now=now.timestamp()))
     by_name = {b.name: b for b in chosen}
-    ranked = sorted(statuses, key=lambda s: -s.used)  # the closest to their limit first
+    # the closest to their limit first (copy_negate: unary minus rounds to 28 digits)
+    ranked = sorted(statuses, key=lambda s: s.used.copy_negate())
     burns: list[Burn] = []
     for status in ranked:
         if len(burns) >= max_burns:

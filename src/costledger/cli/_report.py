@@ -271,7 +271,7 @@ def top(
     from .._ledger._rows import COLUMNS
     from .._reports import top as find
     from .._reports._common import exact_text
-    from .._reports._report import converted_cost, exchange_rates
+    from .._reports._report import calls_rates, converted_cost
 
     rates = _parse_rates(rate or [])
     if rates and currency is None:
@@ -285,7 +285,7 @@ def top(
         if fmt is not OutputFormat.table:
             emit(fmt, [], _TOP_COLS, fields=fields)
         raise CliError(f"no priced calls match ({selected.describe()})", EXIT_BAD_INPUT)
-    used = {} if target is None else exchange_rates(target, rates, {e.currency for e in found})
+    used = {} if target is None else calls_rates(target, rates, found)
     if target is not None:
         for r, e in zip(rows, found, strict=True):
             r["converted_cost"] = exact_text(converted_cost(e, used))

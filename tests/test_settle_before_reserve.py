@@ -28,8 +28,9 @@ def _tracker() -> tuple[Tracker, Budget]:
 def test_a_sequential_loop_near_the_limit_is_not_refused_by_its_previous_call() -> None:
     tracker, budget = _tracker()
 
-    # max_output_tokens 16000: a worst case of about 0.0101 USD, half the budget
-    @track_cost(model="gpt-4o-mini", provider="openai", tracker=tracker, max_output_tokens=16000)
+    # no output limit given: the model's (16,384 tokens), a worst case of about 0.0101 USD,
+    # half the budget
+    @track_cost(model="gpt-4o-mini", provider="openai", tracker=tracker)
     def ask() -> dict[str, Any]:
         return {"usage": {"prompt_tokens": 1000, "completion_tokens": 500}}
 
@@ -43,7 +44,7 @@ def test_a_sequential_loop_near_the_limit_is_not_refused_by_its_previous_call() 
 def test_the_async_loop_too() -> None:
     tracker, budget = _tracker()
 
-    @track_cost(model="gpt-4o-mini", provider="openai", tracker=tracker, max_output_tokens=16000)
+    @track_cost(model="gpt-4o-mini", provider="openai", tracker=tracker)
     async def ask() -> dict[str, Any]:
         return {"usage": {"prompt_tokens": 1000, "completion_tokens": 500}}
 

@@ -75,6 +75,13 @@ _PLAIN_KEYS = frozenset(("user", "team", "project", "feature", "user_id"))
 _PREFIX = "costledger_"
 _PREFIX_LEN = len(_PREFIX)
 _MAX_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Answers generated per call: OpenAI-style ``n`` (chat and completions; Groq, Fireworks,
+# DeepSeek... reuse BaseChatOpenAI), completions' ``best_of`` (generated and billed, ``n``
+# of them returned), Google's ``candidate_count`` (ChatGoogleGenerativeAI's ``n``).
+_CHOICE_PARAMS = ("n", "best_of", "candidate_count")
+# Bound by bind_tools / with_structured_output and sent (and billed) as input beside the
+# messages, in the provider's own format by the time LangChain reports invocation_params.
+_TOOL_PARAMS = ("tools", "functions", "tool_choice", "function_call", "response_format")
 _MODEL_PARAMS = ("model", "model_name", "model_id", "deployment_name")
 _RESPONSE_MODEL_KEYS = ("model_name", "model", "model_id")
 _LANGCHAIN_ID_PREFIXES = ("lc_run-", "run-")
@@ -573,8 +580,14 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         prompt_text: str | None = None
         max_output_tokens: int | None = None
         if tracker.has_guards:
-            prompt_text = _prompt_text(messages, prompts)
-            max_output_tokens = _max_output_tokens(params, metadata)
+            prompt_text = _prompt_text(messages, prompts, params)
+            max_output_tokens = _max_output_tokens(
+                params,
+                metadata,
+                tracker,
+                model if isinstance(model, str) else None,
+                provider if isinstance(provider, str) else None,
+            )
         try:
             call = tracker.start(
                 source="langchain",
@@ -939,21 +952,113 @@ def _attribution(metadata: Mapping[str, Any], tags: list[str] | None) -> dict[st
     return values
 
 
-def _prompt_text(messages: list[list[BaseMessage]] | None, prompts: list[str] | None) -> str:
+def _prompt_text(
+    messages: list[list[BaseMessage]] | None,
+    prompts: list[str] | None,
+    params: Mapping[str, Any],
+) -> str:
+    """The call's input as the guards' estimate counts it: the messages (or prompts), then
+    the bound tools' schemas, which the provider bills as input too (40 tools can be
+    tens of thousands of tokens, more than the conversation)."""
     if prompts is not None:
-        return "\n".join(prompts)
-    from langchain_core.messages import get_buffer_string
+        text = "\n".join(prompts)
+    else:
+        from langchain_core.messages import get_buffer_string
 
-    return "\n".join(get_buffer_string(m) for m in messages or ())
+        text = "\n".join(get_buffer_string(m) for m in messages or ())
+    tools = _tools_text(params)
+    return f"{text}\n{tools}" if tools else text
 
 
-def _max_output_tokens(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> int | None:
+def _tools_text(params: Mapping[str, Any]) -> str:
+    bound = {key: params[key] for key in _TOOL_PARAMS if _present(params.get(key))}
+    if not bound:
+        return ""
+    import json
+
+    try:
+        # ensure_ascii=False: non-ASCII stays as the UTF-8 the provider receives, which the
+        # estimate counts per byte, instead of six ASCII characters a character.
+        return json.dumps(bound, ensure_ascii=False, default=_json_default)
+    except Exception:  # a value json cannot walk (a cycle): its text still counts
+        try:
+            return str(bound)
+        except Exception:  # the guards still run, on the messages alone
+            return ""
+
+
+def _present(value: Any) -> bool:
+    """Bound and not empty (``tools=[]`` sends no schema)."""
+    if value is None:
+        return False
+    try:
+        return bool(value)
+    except Exception:  # a value with no truth value (an array): it is there
+        return True
+
+
+def _json_default(value: Any) -> Any:
+    """A bound value that is not JSON yet, as the provider's client would serialise it: a
+    Pydantic schema class (``response_format``) as its JSON schema, a Pydantic object (a
+    ``google.genai`` Tool) as its fields; anything else as its text."""
+    try:
+        if isinstance(value, type):
+            schema = getattr(value, "model_json_schema", None) or getattr(value, "schema", None)
+            if callable(schema):
+                return schema()
+        else:
+            dump = getattr(value, "model_dump", None)
+            if callable(dump):
+                return dump(mode="json", exclude_none=True)
+    except Exception:  # the estimate is never worth failing the guard over
+        pass
+    return str(value)
+
+
+def _max_output_tokens(
+    params: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    tracker: Tracker,
+    model: str | None,
+    provider: str | None,
+) -> int | None:
+    """The most output the call can be billed for: its limit per answer times the answers
+    generated (``n``, ``best_of``, ``candidate_count``; the largest). One answer without a
+    limit is left to the guards' estimate (the model's output limit); several are that
+    limit, from the price data, times their number."""
+    per_choice: int | None = None
     for source, keys in ((params, _MAX_TOKEN_PARAMS), (metadata, ("ls_max_tokens",))):
         for key in keys:
             value = source.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
+                per_choice = value
+                break
+        if per_choice is not None:
+            break
+    choices = 1
+    for key in _CHOICE_PARAMS:
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > choices:
+            choices = value
+    if choices == 1 or per_choice is not None:
+        return None if per_choice is None else per_choice * choices
+    return _model_output_limit(tracker, model, provider) * choices
+
+
+def _model_output_limit(tracker: Tracker, model: str | None, provider: str | None) -> int:
+    """One answer's worst case when the call sets no limit, as the guards' estimator reads
+    it: the model's output limit from the price data, else the estimator's default."""
+    from costledger._guards._estimate import DEFAULT_ESTIMATOR
+
+    if model:
+        try:
+            card = tracker.pricer.rate_card(model, provider=provider)
+            limit = getattr(card, "max_output_tokens", None)
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                return limit
+        except Exception:  # an unknown model, or a pricer without rate cards
+            pass
+    return DEFAULT_ESTIMATOR.default_output_tokens
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

@@ -59,9 +59,10 @@ def check_attribution_keywords(
                 f"record one named {key!r}, use costledger.attribute({key}=...))"
             )
         if isinstance(value, Tracker):
+            advice = "; pass it as tracker=" if "tracker" in names else ""
             raise TypeError(
                 f"{function}() got a Tracker as the keyword argument {key!r}, which it would "
-                "store as attribution metadata; pass it as tracker="
+                f"store as attribution metadata{advice}"
             )
 
 

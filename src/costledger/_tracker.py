@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, overload, runtime_checkable
 
-from ._attribution import Attribution, current_attribution
+from ._attribution import Attribution, check_attribution_keywords, current_attribution
 from ._cost import Cost
 from ._errors import GuardRefusal
 from ._events import (
@@ -38,6 +38,8 @@ from ._mp import when_mp_child
 from ._usage import Usage
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
     from ._guards._store import GuardStore
     from ._logging import UsageLogger
     from ._pricing import Pricer
@@ -191,22 +193,44 @@ class Tracker:
     >>> tracker = Tracker(Ledger("sqlite:///costs.db"), team="search")
     >>> costledger.configure(tracker)   # or costledger.configure(ledger=..., team=...)
 
-    Pricer, ledger and logger are created lazily on first use, so building a
-    Tracker costs nothing and opens no file.
+    ``ledger`` may also be a database URL (``"sqlite:///costs.db"``, as ``report`` takes):
+    the tracker records to ``Ledger(url)``. Pricer, ledger and logger are created lazily on
+    first use, so building a Tracker opens no file.
+
+    The arguments are checked here, where a mistake is still the developer's to see: a
+    ledger without ``record``, a pricer without ``price``, a guard without ``reserve`` /
+    ``settle`` / ``release`` is a ``TypeError`` naming the argument and the value, and so
+    is a keyword close to a parameter's name (``guard=``), which would otherwise become
+    attribution metadata and leave the budget out.
     """
 
     def __init__(
         self,
-        ledger: LedgerLike | None = None,
+        ledger: LedgerLike | str | URL | None = None,
         pricer: Pricer | None = None,
         guards: Iterable[Guard] = (),
         *,
         logger: UsageLogger | None = None,
-        log: str | None = None,
+        log: str | os.PathLike[str] | None = None,
         guard_store: str | GuardStore | None = None,
         alerts: Iterable[Callable[[Any], Any]] = (),
         **default_attribution: Any,
     ) -> None:
+        if default_attribution:
+            check_attribution_keywords("Tracker", default_attribution, _TRACKER_PARAMETERS)
+        ledger = _checked_ledger(ledger)
+        if pricer is not None and not callable(getattr(pricer, "price", None)):
+            raise TypeError(
+                "Tracker pricer must be a Pricer (or an object with price()), got "
+                f"{type(pricer).__name__} {short_repr(pricer)}"
+            )
+        if logger is not None and not callable(getattr(logger, "emit", None)):
+            raise TypeError(
+                "Tracker logger must be a UsageLogger (or an object with emit()), got "
+                f"{type(logger).__name__} {short_repr(logger)}"
+            )
+        if log is not None:
+            _check_log(log)
         self._ledger = ledger
         # ``Ledger(durable=True)``: a deferred finish prices and stores the event on the
         # caller's thread, so it is in the durable spool before it returns to the host; the
@@ -221,7 +245,7 @@ class Tracker:
         # reservations (ids): a next call's guards wait for those settles first, or a
         # sequential loop near a limit would be refused by its previous call's worst case.
         self._unsettled: set[int] = set()
-        self.guards: tuple[Guard, ...] = tuple(guards)
+        self.guards: tuple[Guard, ...] = _checked_guards(guards)
         # Two guards of one kind with one name share their counters: every call would count
         # twice. Default budget names follow the definition, so it takes one name= given
         # twice, a guard listed twice, or two budgets that differ only in how they run.
@@ -241,7 +265,7 @@ class Tracker:
             named[(kind, name)] = guard
         self.guard_store = guard_store
         # Budget alert callbacks (sync or async) for every guard of this tracker.
-        self.alerts: tuple[Callable[[Any], Any], ...] = tuple(alerts)
+        self.alerts: tuple[Callable[[Any], Any], ...] = _checked_alerts(alerts)
         self.default_attribution = Attribution.from_mapping(default_attribution)
         _trackers.add(self)  # its lock is made anew in a forked child
         for guard in self.guards:
@@ -344,9 +368,36 @@ class Tracker:
             self._reserve(call)
         return call
 
-    async def astart(self, **kwargs: Any) -> Call:
+    async def astart(
+        self,
+        *,
+        source: str,
+        model: str | None = None,
+        provider: str | None = None,
+        attribution: Attribution | Mapping[str, Any] | None = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        trace_id: str | None = None,
+        prompt_text: str | None = None,
+        max_output_tokens: int | None = None,
+        estimate: Decimal | None = None,
+    ) -> Call:
         """``start`` for async entry points: a guard that waits (a rate limit in wait mode)
         awaits its ``areserve`` instead of blocking the event loop."""
+        kwargs: dict[str, Any] = {
+            "source": source,
+            "model": model,
+            "provider": provider,
+            "attribution": attribution,
+            "call_id": call_id,
+            "run_id": run_id,
+            "parent_run_id": parent_run_id,
+            "trace_id": trace_id,
+            "prompt_text": prompt_text,
+            "max_output_tokens": max_output_tokens,
+            "estimate": estimate,
+        }
         if not self.guards:
             return self.start(**kwargs)
         if self._unsettled:
@@ -894,6 +945,108 @@ class Tracker:
 
 
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+_TRACKER_PARAMETERS = ("ledger", "pricer", "guards", "logger", "log", "guard_store", "alerts")
+
+
+def _checked_ledger(ledger: Any) -> LedgerLike | None:
+    """``Tracker``'s ``ledger``: a database URL (text or SQLAlchemy's ``URL``) as
+    ``Ledger(url)`` (which reads it now: a bad URL is its ``ValueError``, and opens
+    nothing); ``TypeError`` for anything without ``record``, whose every call would
+    otherwise fail in the background, one rate-limited warning for all of them."""
+    if ledger is None:
+        return None
+    if isinstance(ledger, str) or _is_sqlalchemy_url(ledger):
+        from ._ledger import Ledger  # imported on use: ``import costledger`` is light
+
+        try:
+            return Ledger(ledger)
+        except ValueError as exc:
+            raise ValueError(f"Tracker ledger: {exc}") from exc
+    if not callable(getattr(ledger, "record", None)):
+        raise TypeError(
+            "Tracker ledger must be a Ledger, a database URL or an object with "
+            f"record(event), got {type(ledger).__name__} {short_repr(ledger)}"
+        )
+    return ledger  # type: ignore[no-any-return]
+
+
+def _is_sqlalchemy_url(value: Any) -> bool:
+    cls = type(value)
+    return cls.__name__ == "URL" and cls.__module__.startswith("sqlalchemy.")
+
+
+def _checked_guards(guards: Any) -> tuple[Guard, ...]:
+    """``guards`` as a tuple; ``TypeError`` naming ``guards`` for one that is not a guard
+    (a spec such as ``"10 USD/day"``: ``Budget("10 USD", "day")`` is the guard), or a
+    single guard or text where a list belongs."""
+    if isinstance(guards, (str, bytes)) or callable(getattr(guards, "reserve", None)):
+        raise TypeError(
+            "Tracker guards must be a list of guards (guards=[Budget(...)]), got "
+            f"{type(guards).__name__} {short_repr(guards)}"
+        )
+    try:
+        items = tuple(guards)
+    except TypeError:
+        raise TypeError(
+            "Tracker guards must be a list of guards (guards=[Budget(...)]), got "
+            f"{type(guards).__name__} {short_repr(guards)}"
+        ) from None
+    for guard in items:
+        missing = [
+            name
+            for name in ("reserve", "settle", "release")
+            if not callable(getattr(guard, name, None))
+        ]
+        if missing:
+            raise TypeError(
+                "Tracker guards must be guards (Budget, RateLimit, TokenRateLimit, or "
+                f"objects with reserve, settle and release), got {type(guard).__name__} "
+                f"{short_repr(guard)} (no {', '.join(missing)})"
+            )
+    return items
+
+
+def _checked_alerts(alerts: Any) -> tuple[Callable[[Any], Any], ...]:
+    """``alerts`` as a tuple of callables; ``TypeError`` naming ``alerts`` otherwise (a
+    single callback where a list belongs: ``alerts=[print]``)."""
+    if callable(alerts) or isinstance(alerts, (str, bytes)):
+        items = None
+    else:
+        try:
+            items = tuple(alerts)
+        except TypeError:
+            items = None
+    if items is None or not all(callable(alert) for alert in items):
+        raise TypeError(
+            "Tracker alerts must be a list of callbacks (alerts=[callback]), got "
+            f"{type(alerts).__name__} {short_repr(alerts)}"
+        )
+    return items
+
+
+def _check_log(log: Any) -> None:
+    """``Tracker``'s ``log``: a keyword, a path or a text stream, checked here because the
+    logger is made on first use, where a mistake would only be a warning. Text that is no
+    keyword and has nothing of a path (no directory, no suffix: ``"stdot"``, ``"bogus"``)
+    is a ``ValueError``: taken as a path, it would write a file of that name."""
+    if isinstance(log, str):
+        from ._logging import _KEYWORDS
+
+        text = log.strip()
+        if text.lower() in _KEYWORDS or "/" in text or os.sep in text or "." in text:
+            return
+        raise ValueError(
+            f"Tracker log must be 'auto', 'off', 'stdout', 'stderr', 'structlog' or a file "
+            f"path, got {log!r}; for a file without a suffix in this directory, write "
+            f"'./{text}'"
+        )
+    if isinstance(log, os.PathLike) or callable(getattr(log, "write", None)):
+        return
+    raise TypeError(
+        "Tracker log must be 'auto', 'off', 'stdout', 'stderr', 'structlog', a file path "
+        f"or a text stream, got {type(log).__name__} {short_repr(log)}"
+    )
 
 
 def _records_durably(ledger: object) -> bool:
@@ -1548,23 +1701,40 @@ def configure(
     tracker: Tracker | None = None,
     /,
     *,
-    ledger: LedgerLike | None = None,
+    ledger: LedgerLike | str | URL | None = None,
     pricer: Pricer | None = None,
     guards: Iterable[Guard] = (),
     logger: UsageLogger | None = None,
-    log: str | None = None,
+    log: str | os.PathLike[str] | None = None,
     guard_store: str | GuardStore | None = None,
     alerts: Iterable[Callable[[Any], Any]] = (),
     **default_attribution: Any,
 ) -> Tracker:
     """Set the process default Tracker, used by every entry point not handed one.
 
-    Either pass a ready ``Tracker``, or the same arguments ``Tracker`` takes.
-    Returns the Tracker now in force.
+    Either pass a ready ``Tracker`` (positionally or as ``tracker=``), or the same
+    arguments ``Tracker`` takes. Returns the Tracker now in force.
     """
     global _default
-    if tracker is None and isinstance(default_attribution.get("tracker"), Tracker):
-        tracker = default_attribution.pop("tracker")  # configure(tracker=t)
+    if "tracker" in default_attribution:  # configure(tracker=t): the positional one's name
+        named = default_attribution.pop("tracker")
+        if tracker is not None:
+            raise TypeError("configure() got a Tracker both positionally and as tracker=")
+        if named is not None and not isinstance(named, Tracker):
+            raise TypeError(
+                f"configure() tracker must be a Tracker or None, got {type(named).__name__} "
+                f"{short_repr(named)}"
+            )
+        tracker = named  # None: not given, as positionally
+    if tracker is not None and not isinstance(tracker, Tracker):
+        raise TypeError(
+            f"configure() tracker must be a Tracker or None, got {type(tracker).__name__} "
+            f"{short_repr(tracker)}"
+        )
+    if default_attribution:
+        check_attribution_keywords(
+            "configure", default_attribution, ("tracker", *_TRACKER_PARAMETERS)
+        )
     if tracker is not None:
         given = [
             name

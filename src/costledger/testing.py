@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from . import _tracker
+from ._attribution import check_attribution_keywords
 from ._events import UsageEvent
 from ._tracker import Tracker, _set_default, add_sink, drain_deferred, remove_sink
 
@@ -116,12 +117,24 @@ def capture_costs(*, isolate: bool = True, **tracker_kwargs: Any) -> Iterator[Ca
     """Capture every usage event any Tracker emits inside the block.
 
     With ``isolate=True`` (the default) the process default Tracker is swapped for
-    one with an in-memory ledger and logging off, so tests write no file; entry
+    one with an in-memory ledger and logging off (``tracker_kwargs``: that Tracker's
+    other arguments, ``guards=``, ``team=``...), so tests write no file; entry
     points handed their own Tracker are captured as well, and still record there.
     The default is the process's: blocks in several threads at once share the newest
     one's, and the default from before the first comes back when the last one ends,
     whatever order they end in.
     """
+    if tracker_kwargs:
+        if not isolate:
+            raise TypeError(
+                "capture_costs(isolate=False) makes no Tracker, so it takes no Tracker "
+                f"arguments, got {', '.join(sorted(tracker_kwargs))}"
+            )
+        # What is not Tracker's own is attribution metadata: a misspelt parameter (or a
+        # Tracker, which this does not take) would become metadata without a word.
+        check_attribution_keywords(
+            "capture_costs", tracker_kwargs, ("isolate", *_tracker._TRACKER_PARAMETERS)
+        )
     # Calls finished before the block, still in the background, are not the block's.
     drain_deferred(10.0)
     captured = CapturedCosts()

@@ -27,7 +27,15 @@ __all__ = ["CapturedCosts", "InMemoryLedger", "MemoryStore", "capture_costs"]
 
 
 class CapturedCosts:
-    """The events emitted while ``capture_costs`` was active, in order, with handy totals."""
+    """The events emitted while ``capture_costs`` was active, in order, with handy totals.
+
+    The totals count as ``costledger_langchain``'s ``CostTotals`` and the reports do:
+    ``total`` (or ``total_cost``) adds the priced calls; ``unpriced`` lists the calls no
+    price book knows (their cost is unknown, never $0) and ``no_usage`` the calls that did
+    not fail but reported no usage (nothing to price); a failed call without usage is in
+    neither. Token sums leave LangChain cache hits out (not billed); ``cache_hits`` counts
+    them.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -56,16 +64,60 @@ class CapturedCosts:
         return sum((e.cost.total for e in self.events if e.cost.total is not None), Decimal(0))
 
     @property
+    def total_cost(self) -> Decimal:
+        """``total``, by the name ``CostTotals`` gives it."""
+        return self.total
+
+    @property
     def unpriced(self) -> list[UsageEvent]:
-        return [e for e in self.events if e.cost.total is None]
+        """The calls with usage that no price book knows (pricing status ``unknown_model``)."""
+        return [e for e in self.events if e.cost.status == "unknown_model"]
+
+    @property
+    def no_usage(self) -> list[UsageEvent]:
+        """The calls that did not fail but reported no usage (status ``ok`` or
+        ``cancelled``, pricing status ``not_priced``): their cost is unknown too."""
+        return [e for e in self.events if e.cost.status == "not_priced" and e.status != "error"]
+
+    @property
+    def requests(self) -> int:
+        """How many calls were captured."""
+        return len(self.events)
+
+    @property
+    def errors(self) -> int:
+        """How many captured calls did not end ``ok`` (failed or cancelled), as ``CostTotals``."""
+        return sum(1 for e in self.events if e.status != "ok")
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(1 for e in self.events if e.cache_hit)
 
     @property
     def input_tokens(self) -> int:
-        return sum(e.usage.input_tokens for e in self.events)
+        """Input tokens billed: cache hits left out."""
+        return sum(e.usage.input_tokens for e in self.events if not e.cache_hit)
 
     @property
     def output_tokens(self) -> int:
-        return sum(e.usage.output_tokens for e in self.events)
+        """Output tokens billed: cache hits left out."""
+        return sum(e.usage.output_tokens for e in self.events if not e.cache_hit)
+
+    @property
+    def cache_read_tokens(self) -> int:
+        return sum(e.usage.cache_read_tokens for e in self.events if not e.cache_hit)
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return sum(e.usage.cache_write_tokens for e in self.events if not e.cache_hit)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(e.usage.reasoning_tokens for e in self.events if not e.cache_hit)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
 
     def by_model(self) -> dict[str | None, Decimal]:
         out: dict[str | None, Decimal] = {}

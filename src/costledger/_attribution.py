@@ -78,7 +78,9 @@ class Attribution:
     project: str | None = None
     feature: str | None = None
     tags: tuple[str, ...] = ()
-    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_META)
+    # Left out of the hash (a mapping cannot be hashed; equal attributions have equal
+    # names and tags all the same), still compared.
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_META, hash=False)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Attribution:
@@ -142,10 +144,12 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _strict_text(name: str, value: Any) -> str | None:
-    """``_opt_str`` for ``attribute()``: a value without a text is a ``TypeError`` naming
-    the field (the host's own code, at the start of its block: the place to say so)."""
+    """``_opt_str`` for ``attribute()``'s names: a value without a text is a ``TypeError``
+    naming the field (the host's own code, at the start of its block: the place to say
+    so). An empty name is ``None``, as an empty tag is no tag (``team=""`` from an unset
+    environment variable): "" and no name would be two report groups that print alike."""
     try:
-        return _opt_str(value)
+        return _opt_str(value) or None
     except Exception as exc:
         raise TypeError(
             f"attribute() {name} must be text or have one, got {type(value).__name__} "
@@ -154,9 +158,10 @@ def _strict_text(name: str, value: Any) -> str | None:
 
 
 def _lenient_text(name: str, value: Any) -> str | None:
-    """``_opt_str`` on a call's path: a value without a text is left out, with a warning."""
+    """``_opt_str`` for a name on a call's path: a value without a text is left out, with
+    a warning; an empty one is ``None`` (``_strict_text``)."""
     try:
-        return _opt_str(value)
+        return _opt_str(value) or None
     except Exception as exc:
         _warn(
             name,
@@ -168,7 +173,8 @@ def _lenient_text(name: str, value: Any) -> str | None:
 
 def _tags(value: Any, *, strict: bool) -> tuple[str, ...]:
     """Tags as text: ``None`` is none, a string or bytes is one tag (an empty one: none),
-    any other iterable gives one tag per item (bytes decoded, anything else ``str()``).
+    any other iterable gives one tag per item (bytes decoded, anything else ``str()``, an
+    empty one left out).
     Anything else (a number, an object): ``TypeError`` naming ``tags`` when ``strict``,
     else no tags and a warning; an item without a text likewise (not strict: that item
     left out)."""
@@ -207,7 +213,10 @@ def _tags(value: Any, *, strict: bool) -> tuple[str, ...]:
                 f"({type(exc).__name__}: {exc}); left out",
             )
             continue
-        tags.append("None" if text is None else text)  # as str(None) always gave
+        if text is None:
+            tags.append("None")  # as str(None) always gave
+        elif text:
+            tags.append(text)
     return tuple(tags)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["Cost", "PricingStatus", "money_text"]
+__all__ = ["PRICING_STATUSES", "Cost", "PricingStatus", "money_text"]
 
 PricingStatus = Literal["priced", "unknown_model", "not_priced"]
+PRICING_STATUSES: tuple[str, ...] = ("priced", "unknown_model", "not_priced")
+_STATUS_SET = frozenset(PRICING_STATUSES)
+_AMOUNTS = ("total", "input", "cache_read", "cache_write", "output", "audio")
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # money is never rounded
 
@@ -21,7 +24,11 @@ def money_text(value: Decimal) -> str:
     return format(value, "f")
 
 
-@dataclass(frozen=True, slots=True)
+# ``init=False``: the checks live in ``__init__`` rather than a ``__post_init__``, because
+# the pricer builds its costs by setting the slots directly (``_pricing/_card.py``), a fast
+# path it only takes while ``Cost`` has no ``__post_init__``; its costs come from checked
+# price cards and need no check.
+@dataclass(frozen=True, slots=True, init=False)
 class Cost:
     """Money for one call, per component, in ``currency`` (USD unless a price book says otherwise).
 
@@ -33,6 +40,11 @@ class Cost:
     ``input`` is the uncached input only; ``cache_read`` and ``cache_write`` price
     the cached parts; ``audio`` prices input and output audio tokens; ``request`` is
     the rest of ``total`` (a per-call fee).
+
+    Checked when built: ``status`` is one of the three above, each amount a finite
+    ``Decimal`` or ``None`` (never a float), ``currency`` text (``"USD"``); a
+    ``TypeError`` or ``ValueError`` naming the field and the value otherwise, so a wrong
+    cost fails where it is made, not in the ledger's writer.
     """
 
     status: PricingStatus
@@ -46,6 +58,48 @@ class Cost:
     provider: str | None = None
     model: str | None = None
     source: str | None = None
+
+    def __init__(
+        self,
+        status: PricingStatus,
+        total: Decimal | None = None,
+        input: Decimal | None = None,
+        cache_read: Decimal | None = None,
+        cache_write: Decimal | None = None,
+        output: Decimal | None = None,
+        audio: Decimal | None = None,
+        currency: str = "USD",
+        provider: str | None = None,
+        model: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        # identity and class tests first: a call's cost is built on its path
+        if status.__class__ is not str or status not in _STATUS_SET:
+            raise ValueError(
+                "Cost status must be one of priced, unknown_model, not_priced, got "
+                f"{_shown(status)}"
+            )
+        amounts = (total, input, cache_read, cache_write, output, audio)
+        for amount in amounts:
+            if amount is not None and (amount.__class__ is not Decimal or not amount.is_finite()):
+                _check_amounts(amounts)
+        if currency.__class__ is not str and not isinstance(currency, str):
+            raise TypeError(
+                f"Cost currency must be text (USD, EUR), got {type(currency).__name__} "
+                f"{_shown(currency)}"
+            )
+        set_ = object.__setattr__
+        set_(self, "status", status)
+        set_(self, "total", total)
+        set_(self, "input", input)
+        set_(self, "cache_read", cache_read)
+        set_(self, "cache_write", cache_write)
+        set_(self, "output", output)
+        set_(self, "audio", audio)
+        set_(self, "currency", currency)
+        set_(self, "provider", provider)
+        set_(self, "model", model)
+        set_(self, "source", source)
 
     @property
     def priced(self) -> bool:
@@ -89,3 +143,23 @@ class Cost:
             provider=provider,
             source=source,
         )
+
+
+def _check_amounts(amounts: tuple[Any, ...]) -> None:
+    """The error for the first amount that is not a finite ``Decimal`` or ``None``."""
+    for name, amount in zip(_AMOUNTS, amounts, strict=True):
+        if amount is None:
+            continue
+        if not isinstance(amount, Decimal):
+            raise TypeError(
+                f"Cost {name} must be a Decimal or None (money is never a float), got "
+                f"{type(amount).__name__} {_shown(amount)}"
+            )
+        if not amount.is_finite():
+            raise ValueError(f"Cost {name} must be a finite amount, got {_shown(amount)}")
+
+
+def _shown(value: Any) -> str:
+    from ._events import short_repr  # the events module imports this one
+
+    return short_repr(value)

@@ -130,6 +130,24 @@ def new_event_id(ms: int | None = None) -> str:
     )
 
 
+def _event_tags(tags: Any) -> tuple[str, ...]:
+    """``UsageEvent.tags`` as text: each tag as ``event_text`` reads a text field (an
+    ``int`` tag ``5`` is ``"5"``, so a report never sees two kinds of one tag), a ``None``
+    or empty tag left out (no tag); ``TypeError`` naming ``tags`` for a tag without a
+    text (a bool, a list) or tags that are not an iterable of them (a bare string would be
+    its letters)."""
+    if isinstance(tags, (str, bytes, bytearray, memoryview)) or not hasattr(tags, "__iter__"):
+        raise TypeError(
+            f"UsageEvent tags must be a tuple of text, got {type(tags).__name__} {short_repr(tags)}"
+        )
+    out: list[str] = []
+    for tag in tags:
+        text = event_text("UsageEvent tags", tag)
+        if text:
+            out.append(text)
+    return tuple(out)
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -180,8 +198,25 @@ class UsageEvent:
                 object.__setattr__(self, "timestamp", ts.replace(tzinfo=timezone.utc))
             else:
                 object.__setattr__(self, "timestamp", ts.astimezone(timezone.utc))
-        if type(self.tags) is not tuple:
-            object.__setattr__(self, "tags", tuple(self.tags))
+        tags = self.tags
+        if type(tags) is not tuple:
+            tags = _event_tags(tags)
+            object.__setattr__(self, "tags", tags)
+        else:
+            for tag in tags:
+                if tag.__class__ is not str or not tag:
+                    object.__setattr__(self, "tags", _event_tags(tags))
+                    break
+        # An empty name is no name, as an empty tag is no tag: "" and None would be two
+        # groups of a report that print alike and that no filter tells apart.
+        if self.user == "":
+            object.__setattr__(self, "user", None)
+        if self.team == "":
+            object.__setattr__(self, "team", None)
+        if self.project == "":
+            object.__setattr__(self, "project", None)
+        if self.feature == "":
+            object.__setattr__(self, "feature", None)
         if type(self.metadata) is not MappingProxyType:
             object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
         if self.price_context is not _EMPTY:
@@ -198,6 +233,11 @@ class UsageEvent:
         # inf - inf and nan - nan are nan, which differs from 0.0: no latency was measured.
         if isinstance(latency, float) and latency - latency != 0.0:
             object.__setattr__(self, "latency_ms", None)
+
+    def __hash__(self) -> int:
+        # By the idempotency key: equal events share it, and the mappings among the
+        # fields (metadata, price_context) cannot be hashed.
+        return hash(self.id)
 
     @property
     def total_cost(self) -> Decimal | None:

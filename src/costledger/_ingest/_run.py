@@ -62,6 +62,7 @@ __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "REJECTS_SUFFIX",
     "IngestError",
+    "IngestInterrupted",
     "IngestProgress",
     "IngestResult",
     "InputResult",
@@ -97,6 +98,16 @@ class IngestError(CostLedgerError):
 
     def __init__(self, message: str, result: IngestResult) -> None:
         super().__init__(message)
+        self.result = result
+
+
+class IngestInterrupted(KeyboardInterrupt):
+    """Ingestion was interrupted (Ctrl-C): a ``KeyboardInterrupt`` still, carrying in
+    ``result`` what was committed and checkpointed until then (the next run resumes
+    after it)."""
+
+    def __init__(self, result: IngestResult) -> None:
+        super().__init__("interrupted")
         self.result = result
 
 
@@ -1011,6 +1022,23 @@ class _InputRun:
                     name = row[I_RESPONSE_MODEL] or row[I_MODEL] or "?"
                     self.unpriced_models[name] = self.unpriced_models.get(name, 0) + 1
 
+    def interrupted(self) -> None:
+        """After Ctrl-C: the batch in flight, once written, is settled like any other (counted
+        and checkpointed: the next run resumes after it); if its write failed, abandoned."""
+        batch = self.in_flight
+        if batch is None or batch.future is None:
+            self.abandon()
+            return
+        try:
+            batch.future.result()
+        except Exception:
+            self.abandon()
+            return
+        try:
+            self.settle()
+        except _WriteFailed:  # a row refused then retried, and that write failed
+            self.abandon()
+
     def abandon(self) -> None:
         """After a failure: let the batch in flight finish (its commit is idempotent and
         harmless), without settling it, so no checkpoint runs ahead of the database."""
@@ -1307,7 +1335,9 @@ def ingest(
     ``now``: the time given to responses that carry none (default: the start of the run).
 
     Raises ``IngestError`` when the ledger refuses a write: everything committed until
-    then stays, and the next run resumes after it.
+    then stays, and the next run resumes after it. Ctrl-C (``KeyboardInterrupt``) while an
+    input is read raises ``IngestInterrupted``, a ``KeyboardInterrupt`` whose ``result``
+    holds what was committed until then.
     """
     from .._ledger import Ledger
     from .._ledger._engine import display_url, is_memory_sqlite
@@ -1407,6 +1437,11 @@ def ingest(
                     f"{run.next_line - 1}; run the same ingestion again to resume",
                     done,
                 ) from cause
+            except KeyboardInterrupt as interrupted:
+                run.interrupted()
+                results.append(run.result())
+                done = IngestResult(tuple(results), time.perf_counter() - started)
+                raise IngestInterrupted(done) from interrupted
             except BaseException:
                 run.abandon()
                 results.append(run.result())

@@ -4,7 +4,8 @@ Exit codes: 0 done; 1 bad input (a file, a database, a price book), nothing matc
 optional dependency not installed (the line says what to ``pip install``);
 2 usage error (an unknown option, a value an option cannot take); 141 the reader of the
 output went away (``costledger report | head``): the command stops quietly, with the code
-a shell gives a program that SIGPIPE ends. ``COSTLEDGER_DEBUG=1`` lets an unexpected
+a shell gives a program that SIGPIPE ends; 130 interrupted (Ctrl-C), with
+``error: interrupted`` (a command may say more). ``COSTLEDGER_DEBUG=1`` lets an unexpected
 error raise with its traceback.
 """
 
@@ -29,6 +30,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
     "CliError",
@@ -42,6 +44,8 @@ EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what ``cat``, ``git`` or ``grep`` end with when ``| head`` stops reading."""
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT: Ctrl-C."""
 
 
 class CliError(Exception):
@@ -107,6 +111,11 @@ def _say(message: str) -> None:
 class _PipeClosed(Exception):
     """stdout's reader went away (``| head``); raised instead of the ``BrokenPipeError``,
     which click would turn into exit 1."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C during a command; raised instead of the ``KeyboardInterrupt``, which typer
+    turns into exit 130 without a word."""
 
 
 def _drop_stdout() -> None:
@@ -229,6 +238,8 @@ class _RootGroup(TyperGroup):
             return super().invoke(ctx)
         except BrokenPipeError:
             raise _PipeClosed from None
+        except KeyboardInterrupt:
+            raise _Interrupted from None
 
     def main(
         self,
@@ -299,9 +310,9 @@ def _run(
     except _PipeClosed:
         _drop_stdout()
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         _say("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except ImportError as exc:
         if debug:
             raise

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .._cost import money_text
-from ._app import EXIT_USAGE, CliError
+from ._app import EXIT_INTERRUPTED, EXIT_USAGE, CliError
 from ._options import Db, Format, OutputFormat
 
 if TYPE_CHECKING:
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["ingest"]
 
 _MAX_SHOWN_REJECTS = 3
+_INTERRUPTED = (
+    "interrupted: every batch committed before stays; run the same command again to resume"
+)
 
 
 def ingest(
@@ -97,7 +100,7 @@ def ingest(
     file with their line number and reason; they never stop the run. Exits 0 when done,
     1 when nothing could be read or every line was rejected.
     """
-    from .._ingest import IngestError
+    from .._ingest import IngestError, IngestInterrupted
     from .._ingest import ingest as run_ingest
     from .._ingest._run import rejects_clash
     from .._pricing import Pricer
@@ -145,6 +148,11 @@ def ingest(
             progress.stop()
             _print(exc.result, fmt)
             raise CliError(str(exc)) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C: what was committed, and how to go on
+            progress.stop()
+            if isinstance(exc, IngestInterrupted):
+                _print(exc.result, fmt)
+            raise CliError(_INTERRUPTED, code=EXIT_INTERRUPTED) from None
     _print(result, fmt)
     if not result.ok:
         raise CliError(_failure(result))

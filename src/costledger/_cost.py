@@ -124,15 +124,25 @@ class Cost:
         return rest
 
     @classmethod
-    def unknown(cls, model: str | None, provider: str | None = None) -> Cost:
-        return cls(status="unknown_model", model=model, provider=provider)
+    def unknown(
+        cls, model: str | None, provider: str | None = None, *, currency: str = "USD"
+    ) -> Cost:
+        return cls(status="unknown_model", model=model, provider=provider, currency=currency)
 
     @classmethod
-    def zero(cls, *, model: str | None = None, provider: str | None = None, source: str) -> Cost:
+    def zero(
+        cls,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        source: str,
+        currency: str = "USD",
+    ) -> Cost:
         """A real price of nothing: a cache hit that the provider did not bill."""
         z = Decimal(0)
         return cls(
             status="priced",
+            currency=currency,
             total=z,
             input=z,
             cache_read=z,

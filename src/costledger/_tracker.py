@@ -686,10 +686,20 @@ class Tracker:
         model = call.model or response_model
         if cache_hit:  # a cache hit costs nothing, whether or not it reports usage
             usage = usage if usage is not None else _NO_USAGE
-            cost = Cost.zero(model=model, provider=provider, source="cache hit")
+            cost = Cost.zero(
+                model=model,
+                provider=provider,
+                source="cache hit",
+                currency=self._currency_of(response_model or model, provider, call),
+            )
         elif usage is None:
             usage = _NO_USAGE
-            cost = Cost(status="not_priced", model=model, provider=provider)
+            cost = Cost(
+                status="not_priced",
+                model=model,
+                provider=provider,
+                currency=self._currency_of(response_model or model, provider, call),
+            )
         elif tracking_error is not None:  # pricing may be what failed: not tried again
             cost = Cost(status="unknown_model", model=model, provider=provider)
         else:
@@ -754,6 +764,24 @@ class Tracker:
             reported_cost=reported_cost,
             price_context=price_context or NO_PRICE_CONTEXT,
         )
+
+    def _currency_of(self, model: str | None, provider: str | None, call: Call) -> str:
+        """The currency the pricer prices ``model`` in, for a cost with no amount to say
+        it (a failed call without usage, a cache hit): a ledger priced in EUR then holds
+        no USD row that a report in EUR would need a USD rate for. USD when the pricer
+        has no price for the model (or is not a ``Pricer``), as ``Cost`` defaults."""
+        if not model:
+            return "USD"
+        try:
+            rate_card = getattr(self.pricer, "rate_card", None)
+            if rate_card is None:
+                return "USD"
+            card = rate_card(model, provider=provider, at=call.started_at)
+            currency = getattr(card, "currency", None)
+        except Exception as exc:  # never the host's problem; the call is still recorded
+            _report("tracker.currency", exc, model=model)
+            return "USD"
+        return currency if isinstance(currency, str) and currency else "USD"
 
     def _settle(self, call: Call, event: UsageEvent) -> None:
         for guard, token in call.reservations:

@@ -176,7 +176,19 @@ _MONEY_FIELD_NAMES: Final = dict(
         strict=True,
     )
 )
+_LEDGER_MONEY_COLUMN: Final = {name: COLUMNS[i] for i, name in _MONEY_FIELD_NAMES.items()}
 _NONE: Final = type(None)
+
+
+def _too_large(what: str, name: str, value: Any) -> UsageError:
+    """An amount the ledger cannot store (its money columns are NUMERIC(38, 18))."""
+    return UsageError(
+        f"{what} must be below 10^20 to be stored (the ledger's NUMERIC(38, 18)), got {value!r}",
+        field=name,
+        value=value,
+    )
+
+
 _OWN_DEFAULTS: Final = tuple(
     (COLUMNS.index(c), default)
     for c, default in (
@@ -521,7 +533,11 @@ class Converter:
             return value
         if _DECIMAL_TEXT.fullmatch(value) is None:
             raise _Fallback
-        text: str | None = self._money_text(field, Decimal(value))
+        amount = Decimal(value)
+        if amount.adjusted() > _MAX_ADJUSTED:
+            name = _OWN_KEY_OF[_LEDGER_MONEY_COLUMN[field]]
+            raise _too_large(f"usage record field {name!r}", name, value)
+        text: str | None = self._money_text(field, amount)
         return text
 
     def own_canonical(self, record: dict[str, Any], line: bytes) -> Row:
@@ -536,6 +552,18 @@ class Converter:
         event = event_from_record(record)
         if event.metadata:
             event = dataclasses.replace(event, metadata=redact(dict(event.metadata)))
+        cost = event.cost
+        for name, amount in (
+            ("costledger.cost.total", cost.total),
+            ("costledger.cost.input", cost.input),
+            ("costledger.cost.cache_read", cost.cache_read),
+            ("costledger.cost.cache_write", cost.cache_write),
+            ("costledger.cost.output", cost.output),
+            ("costledger.cost.audio", cost.audio),
+            ("costledger.reported_cost", event.reported_cost),
+        ):
+            if amount is not None and amount.is_finite() and amount.adjusted() > _MAX_ADJUSTED:
+                raise _too_large(f"usage record field {name!r}", name, record.get(name))
         row: Row = self._sqlite_params(event)
         return row
 
@@ -543,6 +571,10 @@ class Converter:
     def litellm(self, payload: dict[str, Any]) -> Row:
         """A ``StandardLoggingPayload``, as ``CostLedgerLogger`` would have recorded it."""
         call = read_standard_logging_payload(payload)
+        reported = call.reported_cost
+        if reported is not None and reported.adjusted() > _MAX_ADJUSTED:
+            value = payload.get("response_cost")
+            raise _too_large("LiteLLM payload field 'response_cost'", "response_cost", value)
         at = call.started_at
         if at is None:  # pragma: no cover - read_standard_logging_payload requires startTime
             at = self.now

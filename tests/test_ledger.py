@@ -363,7 +363,10 @@ def test_two_ledgers_on_one_sqlite_file(tmp_path: Path) -> None:
 
 def test_bad_event_is_rejected_alone(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bad.db'}"
-    bad = simple_event(cost=Cost(status="priced", total=Decimal("NaN")))
+    # Cost refuses a NaN itself now: one made past its check, for the ledger's own rejection
+    nan = Cost(status="priced", total=Decimal(0))
+    object.__setattr__(nan, "total", Decimal("NaN"))
+    bad = simple_event(cost=nan)
     good = [simple_event() for _ in range(9)]
     with Ledger(url) as ledger:
         for event in [*good[:5], bad, *good[5:]]:

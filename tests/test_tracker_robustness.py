@@ -197,14 +197,16 @@ def test_a_fork_while_other_threads_hold_the_trackers_locks_does_not_hang(
         def hold():
             with _tracker._deferred._idle, tracker._lock:
                 held.set()
-                release.wait(30)
+                release.wait(120)
         threading.Thread(target=hold, daemon=True).start()
         assert held.wait(10)
         children = []
         for k in range(3):
             pid = os.fork()
             if pid == 0:
-                signal.alarm(5)  # a hang would end the child with SIGALRM
+                # a hang would end the child with SIGALRM; generous: the child imports
+                # SQLAlchemy, makes the ledger and loads the prices, slow on a loaded machine
+                signal.alarm(30)
                 call = tracker.start(source="api", model="gpt-4o-mini", call_id=f"child-{{k}}")
                 tracker.finish(call, usage=Usage(100, 10), defer=True)
                 sys.exit(0)
@@ -216,7 +218,7 @@ def test_a_fork_while_other_threads_hold_the_trackers_locks_does_not_hang(
         tracker.ledger.close()
         print(codes)
         """,
-        timeout=30,
+        timeout=120,
     )
     assert done.stdout.strip() == "[0, 0, 0]"
     assert sorted(_ids(db)) == ["child-0", "child-1", "child-2", "parent-0"]

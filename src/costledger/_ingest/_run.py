@@ -802,16 +802,19 @@ class _InputRun:
 
     def settle(self) -> None:
         """Wait for the batch in flight; then count it, write its rejects and checkpoint."""
-        batch, self.in_flight = self.in_flight, None
+        batch = self.in_flight
         if batch is None:
             return
         new_ids: set[str] = set()
         refused: list[tuple[int, Any]] = []
         if batch.future is not None:
             try:
+                # Ctrl-C while waiting leaves the batch in flight, for ``interrupted``
                 new_ids, refused = batch.future.result()
             except Exception as exc:
+                self.in_flight = None
                 raise _WriteFailed(exc) from exc
+        self.in_flight = None
         rows, unique = batch.rows, batch.unique
         refusals = [(unique[index], refusal) for index, refusal in refused]
         written = unique

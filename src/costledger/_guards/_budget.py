@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import math
 import os
+import threading
 import time
 import weakref
 from collections import deque
@@ -45,12 +46,25 @@ if TYPE_CHECKING:
     from .._events import UsageEvent
     from .._tracker import Call, Tracker
 
-__all__ = ["Budget", "BudgetCheckFailed", "BudgetStatus", "counter_key", "decode_key"]
+__all__ = [
+    "Budget",
+    "BudgetCheckFailed",
+    "BudgetStatus",
+    "CurrencyMismatch",
+    "counter_key",
+    "decode_key",
+]
 
 FailMode = Literal["closed", "open"]
 _MARGIN_MS = 3_600_000
 _MAX_KEY = 200
+_MAX_NAME = 200
 EXCEEDED_MARK = "exceeded"
+REPLAY_INLINE_ITEMS = 16
+REPLAY_INLINE_SECONDS = 0.005
+"""Settles a store missed are replayed before a reservation, on the caller's thread, up
+to this many and for about this long (one round trip may run past it); the rest on a
+background thread."""
 DEFAULT_WARN_AT = (0.5, 0.8, 1.0)
 
 
@@ -62,6 +76,15 @@ def counter_key(key: str | None) -> str:
     if len(key) > _MAX_KEY:
         key = key[:100] + "#" + hashlib.sha1(key.encode()).hexdigest()
     return "=" + key
+
+
+def counter_name(name: str) -> str:
+    """A guard's name as it appears in its counters' names: as it is, or a long one
+    shortened with a digest as ``counter_key`` shortens keys, so a counter name stays
+    within every store's limit (512 characters in SQL) whatever the name."""
+    if len(name) > _MAX_NAME:
+        return name[:100] + "#" + hashlib.sha1(name.encode()).hexdigest()
+    return name
 
 
 def decode_key(text: str) -> str | None:
@@ -91,6 +114,22 @@ class BudgetCheckFailed(BudgetExceeded):
         self.cause = cause
 
 
+class CurrencyMismatch(ValueError):
+    """A money budget met an amount in another currency than its own: it cannot count
+    it (costledger never converts currencies on its own). ``what`` reads before the
+    currency: ``"model 'gpt-4o' is priced in"``."""
+
+    def __init__(self, budget: Budget, currency: object, what: str) -> None:
+        super().__init__(
+            f"{what} {currency}, but budget {budget.name!r} counts"
+            f" {budget.limit.unit}: an amount in another currency cannot be counted against"
+            f" it; give the budget a limit in {currency}, or price the model in"
+            f" {budget.limit.unit} with a price book"
+        )
+        self.currency = currency
+        self.budget_currency = budget.limit.unit
+
+
 # Reservation ids: one per reservation, never the call's id (two calls in flight may share
 # one, and a caller's id may be of any length). A random prefix per process (made anew in
 # a forked child) and a counter: unique across the processes sharing a store, and cheap.
@@ -112,6 +151,16 @@ if hasattr(os, "register_at_fork"):
 def _reservation_id() -> str:
     """A new reservation id: 17 + up to 16 hex characters, within any store's 64."""
     return f"{_res_prefix}{next(_res_count):x}"
+
+
+def _recorded_id(call_id: str) -> str:
+    """The settle id of a recorded call: its call id (the ledger's idempotency key),
+    within any store's 64 characters (a longer one by its digest). ``rec`` keeps it apart
+    from reservation ids, which hold no colon or hash."""
+    text = "rec:" + call_id
+    if len(text) <= 64:
+        return text
+    return "rec#" + hashlib.sha256(call_id.encode()).hexdigest()[:48]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +274,15 @@ class Budget:
         self.reservation_ttl = parse_duration(reservation_ttl, field="reservation_ttl")
         self.estimator: Estimator = check_estimator(estimator)
         self._clock: Clock = check_clock(clock)
+        # the calls' own times are on the same clock (an injected one is the test's alone)
+        self._real_clock = clock is None
         self.warn_at = _check_warn_at(warn_at)
         self.name = name if name is not None else self._default_name()
-        if not isinstance(self.name, str) or not self.name or len(self.name) > 200:
+        if name is None and len(self.name) > _MAX_NAME:
+            raise ValueError(self._long_default_name())
+        if not isinstance(self.name, str) or not self.name or len(self.name) > _MAX_NAME:
             raise ValueError(
-                f"name must be a non-empty string of at most 200 characters, got {name!r}"
+                f"name must be a non-empty string of at most {_MAX_NAME} characters, got {name!r}"
             )
         self.tokens = self.limit.is_tokens
         self._limit_units = self.limit.units()
@@ -250,6 +303,7 @@ class Budget:
         # Settles (and releases) the store could not take, replayed oldest first.
         self._pending: deque[_Pending] = deque(maxlen=100_000)
         self._next_retry = 0.0
+        self._replaying = False  # a background replay of the backlog is under way
         # Counters seen seeded in the last minute (Tracker.record seeds before it settles).
         self._seeded: dict[tuple[int, str], float] = {}
         _budgets.add(self)
@@ -273,6 +327,22 @@ class Budget:
             text += " #" + hashlib.sha1(settings.encode()).hexdigest()[:6]
         return text
 
+    def _long_default_name(self) -> str:
+        """The error for a default name too long to key the budget's counters: it names
+        the ``where`` value that made it so (else the name itself)."""
+        if self.where:
+            field, value = max(self.where.items(), key=lambda item: len(item[1]))
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            return (
+                f"where[{field!r}] is {len(value)} characters long ({shown!r}), too long for"
+                f" the budget's default name, which names it (at most {_MAX_NAME}"
+                " characters): give the budget a name= of its own"
+            )
+        return (
+            f"the budget's default name {self.name[:60] + '...'!r} is longer than"
+            f" {_MAX_NAME} characters: give the budget a name= of its own"
+        )
+
     def __repr__(self) -> str:
         return f"Budget({self.name!r}, hard={self.hard})"
 
@@ -287,8 +357,21 @@ class Budget:
 
     def bind(self, tracker: Tracker) -> None:
         """Called by the Tracker: open (or check) its guard store now, so a bad
-        ``guard_store`` URL fails at start-up rather than on the first call."""
+        ``guard_store`` URL fails at start-up rather than on the first call; and refuse a
+        money budget whose currency the tracker's pricer never prices in (it could count
+        none of its calls)."""
         store_for(tracker)
+        if self.tokens:
+            return
+        currencies = _pricer_currencies(tracker)
+        if currencies is not None and self.limit.unit not in currencies:
+            raise ValueError(
+                f"budget {self.name!r} counts {self.limit.unit}, but this tracker's pricer"
+                f" prices in {', '.join(sorted(currencies)) or 'no currency'} only, so the"
+                " budget could count none of its calls; give the budget a limit in"
+                f" {' or '.join(sorted(currencies)) or 'USD'}, or price the models in"
+                f" {self.limit.unit} with a price book (currency = {self.limit.unit!r})"
+            )
 
     # -- the guard protocol ---------------------------------------------------------------------
     def reserve(self, call: Call, tracker: Tracker) -> _Token | None:
@@ -302,7 +385,7 @@ class Budget:
             if self.where is not None and not matches(call, self.where):
                 return None
             if self._pending and time.monotonic() >= self._next_retry:
-                self._retry_pending()
+                self._replay()
             store = self._store_of(tracker)
             now = self._clock()
             now_ms = int(now * 1000)
@@ -367,7 +450,7 @@ class Budget:
                 raise BudgetCheckFailed(self, exc) from exc
             _report("budget.reserve", exc, budget=self.name)
             try:  # fails open: the call is not checked, but what it spends still counts
-                return self.account(call, tracker)
+                return self._account(call, tracker, recorded=False)
             except Exception:
                 return None
 
@@ -392,11 +475,20 @@ class Budget:
     def account(self, call: Call, tracker: Tracker) -> _Token | None:
         """For ``Tracker.record``: a call that already happened is counted when it settles,
         in the period it started in, with nothing reserved and nothing refused. A counter
-        not seeded yet is seeded from the ledger first, so the settle counts (and alerts)."""
+        not seeded yet is seeded from the ledger first, so the settle counts (and alerts).
+
+        The settle's id comes from the call's id, as the ledger's event does: a call
+        recorded twice (a retried webhook, a backfill run again) is stored once by the
+        ledger and counted once by the store (which remembers settled ids for an hour)."""
+        return self._account(call, tracker, recorded=True)
+
+    def _account(self, call: Call, tracker: Tracker, *, recorded: bool) -> _Token | None:
+        """``account``; ``recorded=False`` for a call that failed open in ``reserve``: two
+        such calls in flight may share an id, so each settles under an id of its own."""
         if self.where is not None and not matches(call, self.where):
             return None
         if self._pending and time.monotonic() >= self._next_retry:
-            self._retry_pending()
+            self._replay()
         now = self._clock()
         win = self.period.window(call.started_at.timestamp())
         keep = self._keep_until(win, int(now * 1000))
@@ -410,7 +502,8 @@ class Budget:
         for key in keys:
             counter = self._counter(key, win)
             self._ensure_seeded(store, tracker, counter, key, win, now, keep)
-            token.holds.append(_Hold(counter, key, _reservation_id(), win, keep, False))
+            settle_id = _recorded_id(call.id) if recorded else _reservation_id()
+            token.holds.append(_Hold(counter, key, settle_id, win, keep, False))
         return token
 
     def _ensure_seeded(
@@ -509,6 +602,8 @@ class Budget:
         if token is None:
             return
         units = self._actual_units(token, event)
+        if self._real_clock and self.period.kind == "calendar":
+            self._follow_event(token, event)
         for hold in token.holds:
             if not self._settle_hold(token, hold, units):
                 # The store is down, or answered too late: keep the settle and replay it
@@ -516,6 +611,38 @@ class Budget:
                 # settle it did run and answered too late is not counted twice.
                 self._queue(("settle", token, hold, units))
         token.holds = []
+
+    def _follow_event(self, token: _Token, event: UsageEvent) -> None:
+        """Settle in the period the ledger files the call in: its event's timestamp. An
+        entry point may move a call's start after its guards ran (the LiteLLM wrappers
+        restart the clock after a rate limit's wait), across the end of a period: the
+        spend then belongs to the next period, as it will to a seed of that period read
+        from the ledger, never to both. Each hold in another period gives its reservation
+        back and settles, under the same id, in the event's period. It does not seed that
+        period's counter: a durable ledger has the event already, and the seed would count
+        it too; a counter not seeded takes nothing, and its seed reads the call from the
+        ledger."""
+        when = getattr(event, "timestamp", None)
+        if when is None or not token.holds:
+            return
+        at = when.timestamp()
+        win = self.period.window(at)
+        if all(hold.win.label == win.label for hold in token.holds):
+            return
+        now = self._clock()
+        keep = self._keep_until(win, int(now * 1000))
+        moved = []
+        for hold in token.holds:
+            if hold.win.label == win.label:
+                moved.append(hold)
+                continue
+            counter = self._counter(hold.key, win)
+            if hold.held is not False and (
+                hold.held is None or not self._release_hold(token, hold)
+            ):
+                self._queue(("release", token, hold, 0))
+            moved.append(_Hold(counter, hold.key, hold.res_id, win, keep, False))
+        token.holds = moved
 
     def _queue(self, item: _Pending) -> None:
         """Keep a settle or release the store could not take, to replay it later."""
@@ -560,15 +687,61 @@ class Budget:
             )
         return True
 
-    def _retry_pending(self, failed: set[int] | None = None) -> None:
+    def _replay(self) -> None:
+        """Replay what the store missed, from a caller's path: the oldest few (at most
+        ``REPLAY_INLINE_ITEMS``, for at most ``REPLAY_INLINE_SECONDS``), so a reservation
+        usually sees them; a backlog left by an outage (up to 100,000) is replayed on a
+        background thread, never on a caller's (or an event loop's) time."""
+        more = self._retry_pending(
+            max_items=REPLAY_INLINE_ITEMS,
+            until=time.monotonic() + REPLAY_INLINE_SECONDS,
+        )
+        if more:
+            self._replay_in_background()
+
+    def _replay_in_background(self) -> None:
+        with _replay_lock:
+            if self._replaying:
+                return
+            self._replaying = True
+        try:
+            from ._store import _guard_threads
+
+            _guard_threads().submit(self._replay_all)
+        except Exception:  # the interpreter is exiting: the exit hook replays them
+            self._replaying = False
+
+    def _replay_all(self) -> None:
+        try:
+            self._retry_pending()
+        except Exception as exc:
+            _report("budget.retry", exc, budget=self.name)
+        finally:
+            self._replaying = False
+
+    def _retry_pending(
+        self,
+        failed: set[int] | None = None,
+        *,
+        max_items: int | None = None,
+        until: float | None = None,
+    ) -> bool:
         """Replay the settles and releases the store missed, oldest first. ``failed``
-        (at exit): ids of stores that failed already, skipped."""
+        (at exit): ids of stores that failed already, skipped. Stops after ``max_items``
+        or at ``until`` (``time.monotonic``); returns True when it stopped so with some
+        still pending (the store answers: the rest can be replayed at once)."""
         pending = self._pending
+        done_items = 0
         while pending:
+            if max_items is not None and (
+                done_items >= max_items or (until is not None and time.monotonic() >= until)
+            ):
+                return True
+            done_items += 1
             try:
                 item = pending.popleft()
             except IndexError:  # another thread took the last one
-                return
+                return False
             op, token, hold, units = item
             if failed is not None and id(token.store) in failed:
                 continue
@@ -586,7 +759,8 @@ class Budget:
                     continue
                 pending.appendleft(item)
                 self._next_retry = time.monotonic() + 1.0  # not on every call of an outage
-                return
+                return False
+        return False
 
     def _release_quietly(self, token: _Token | None) -> None:
         try:
@@ -627,7 +801,7 @@ class Budget:
         store = store_for(tracker)
         if self._pending:  # what the store missed first, if it answers again
             try:
-                self._retry_pending()
+                self._replay()
             except Exception as exc:
                 _report("budget.retry", exc, budget=self.name)
         now = self._clock() if now is None else now
@@ -731,8 +905,12 @@ class Budget:
         estimate = self.estimator.estimate(call, tracker)
         if self.tokens:
             return estimate.tokens
-        if estimate.cost is None or estimate.currency != self.limit.unit:
+        if estimate.cost is None:
             return reserve_units(self.estimator.default_reserve, tokens=False)
+        if estimate.currency != self.limit.unit:
+            # Its worst case cannot be compared with the limit: a failed check (refused
+            # by a budget that fails closed), never a guess such as default_reserve.
+            raise CurrencyMismatch(self, estimate.currency, f"model {call.model!r} is priced in")
         return reserve_units(estimate.cost, tokens=False)
 
     def _actual_units(self, token: _Token, event: UsageEvent) -> int:
@@ -743,9 +921,23 @@ class Budget:
         if self.tokens:
             return event.usage.input_tokens + event.usage.output_tokens
         total = event.cost.total
-        if total is None or event.cost.currency != self.limit.unit:
+        if total is None:
             # Unpriced (unknown model, or no usage reported): count what was reserved,
             # so an unknown model can never spend past a hard budget unseen.
+            return token.units
+        if event.cost.currency != self.limit.unit:
+            # Priced in another currency (an explicit estimate, a fallback model, a
+            # recorded call): it cannot be counted; it counts as its reservation, the
+            # worst case the budget agreed to, and the log says so.
+            model = event.response_model or event.model
+            _report(
+                "budget.currency",
+                CurrencyMismatch(
+                    self, event.cost.currency, f"the cost of a call to {model!r} ({total}) is in"
+                ),
+                budget=self.name,
+                counted=str(from_units(token.units, tokens=False)),
+            )
             return token.units
         return to_units(total, tokens=False)
 
@@ -841,6 +1033,30 @@ def _check_warn_at(values: Iterable[float | Decimal | str]) -> tuple[Decimal, ..
     return tuple(sorted(set(result)))
 
 
+def _pricer_currencies(tracker: Tracker) -> set[str] | None:
+    """The currencies a tracker's pricer can price in, or None when it cannot be told (a
+    pricer of the host's own making). No pricer given: the default one (genai-prices and
+    LiteLLM), which prices in USD; none is built here."""
+    pricer = getattr(tracker, "_pricer", None)
+    if pricer is None:
+        # The tracker of a status-only tool (``costledger budget status``) prices nothing:
+        # it is not refused; a call's reservation still checks its model's currency.
+        return None
+    from .._pricing import Pricer
+
+    if not isinstance(pricer, Pricer):
+        return None
+    try:
+        found = set()
+        if getattr(pricer, "_genai", None) is not None or getattr(pricer, "_litellm", None):
+            found.add("USD")  # both default sources price in USD
+        for entry in getattr(pricer, "_overrides", {}).values():
+            found.add(str(entry.card.currency))
+        return found
+    except Exception:  # a pricer of another shape: not known
+        return None
+
+
 def _ledger_keys(tracker: Tracker, budget: Budget, win: Window, now: float) -> list[str | None]:
     from ._ledger_spend import ledger_keys
 
@@ -848,6 +1064,7 @@ def _ledger_keys(tracker: Tracker, budget: Budget, win: Window, now: float) -> l
 
 
 _budgets: weakref.WeakSet[Budget] = weakref.WeakSet()
+_replay_lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
@@ -855,9 +1072,12 @@ def _after_fork_in_child() -> None:
     parent's to replay (replayed in both, they would also count twice on a store the
     child does not share, such as its own ``memory://``). Cached stores are dropped too:
     the child's ``memory://`` store is a new one."""
+    global _replay_lock
+    _replay_lock = threading.Lock()
     for budget in list(_budgets):
         budget._pending = deque(maxlen=budget._pending.maxlen)
         budget._next_retry = 0.0
+        budget._replaying = False
         budget._last_store = None
         budget._seeded = {}
 

@@ -61,16 +61,23 @@ def _get(row: Any, name: str) -> Any:
 
 
 def _row_units(row: Any, budget: Budget) -> int:
-    """Units of a summary row or a stored event. Money in another currency than the
-    budget's, and unpriced events, add nothing (the ledger has no amount for them)."""
+    """Units of a summary row or a stored event. Unpriced events add nothing (the ledger
+    has no amount for them); money in another currency than the budget's cannot be
+    counted: it adds nothing, and the log says so."""
     if budget.tokens:
         return int(_get(row, "input_tokens") or 0) + int(_get(row, "output_tokens") or 0)
-    if (_get(row, "currency") or "USD") != budget.limit.unit:
-        return 0
     cost = _get(row, "cost")
     if cost is None:
         cost = _get(row, "total_cost")
     if cost is None:
+        return 0
+    currency = _get(row, "currency") or "USD"
+    if currency != budget.limit.unit:
+        if cost:
+            from ._budget import CurrencyMismatch, _report
+
+            what = f"spend of {cost} in the ledger is in"
+            _report("budget.seed_currency", CurrencyMismatch(budget, currency, what))
         return 0
     return to_units(Decimal(cost), tokens=False)
 

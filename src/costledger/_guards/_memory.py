@@ -21,6 +21,7 @@ from ._store import (
     GuardStore,
     Marks,
     Settlement,
+    store_shift,
 )
 
 if TYPE_CHECKING:
@@ -244,14 +245,17 @@ class MemoryStore(GuardStore):
         limit: int,
         floor: int,
         keep_until: int,
+        width: int = 0,
     ) -> Acquired:
         with self._lock:
-            c = self._get(counter, keep_until)
-            used = c.spent(floor)
+            shift = store_shift(bucket, width)
+            c = self._get(counter, keep_until + shift)
+            used = c.spent(floor + shift)
             if used + amount > limit:
-                return Acquired(False, used, _retry_bucket(c.buckets, used + amount - limit))
-            c.buckets[bucket] = c.buckets.get(bucket, 0) + amount
-            return Acquired(True, used)
+                retry = _retry_bucket(c.buckets, used + amount - limit)
+                return Acquired(False, used, retry, shift)
+            c.buckets[bucket + shift] = c.buckets.get(bucket + shift, 0) + amount
+            return Acquired(True, used, None, shift)
 
     def adjust(self, counter: str, *, bucket: int, delta: int, floor: int, keep_until: int) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import RateLimited
-from ._budget import _check_where, counter_key
+from ._budget import _check_where, counter_key, counter_name
 from ._estimate import Estimator, check_estimator
 from ._spec import (
     ROLLING_BUCKETS,
@@ -114,6 +114,7 @@ class _Window:
             raise ValueError(f"on_store_error must be 'closed' or 'open', got {on_store_error!r}")
         self.on_store_error = on_store_error
         self._clock: Clock = check_clock(clock)
+        self._real_clock = clock is None
         self.window_ms = int(self.item.get_expiry() * 1000)
         self.bucket_ms = max(1, -(-self.window_ms // ROLLING_BUCKETS))
         # How long a bucket counts from its start: the window, and the bucket itself (so
@@ -124,8 +125,13 @@ class _Window:
             default += f" per {self.per}"
         if self.where:
             default += " where " + ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"name must be a string, got {name!r}")
         self.name = name or default
-        self._prefix = f"{self._kind}:{self.name}:"
+        # A long name (a long where value) is shortened with a digest in counter names,
+        # on every store alike: the SQL stores' names hold at most 512 characters.
+        self._short_name = counter_name(self.name)
+        self._prefix = f"{self._kind}:{self._short_name}:"
 
     def bind(self, tracker: Tracker) -> None:
         store_for(tracker)
@@ -153,9 +159,14 @@ class _Window:
             limit=self.amount,
             floor=floor,
             keep_until=bucket + span + _MARGIN_MS,
+            # The real clock: the store reads it again once it holds the counter, so a
+            # request held up on its way is filed when it is judged. An injected clock
+            # (tests) is the only time there is.
+            width=self.bucket_ms if self._real_clock else 0,
         )
+        ms += got.shift
         if got.ok:
-            return None, bucket
+            return None, bucket + got.shift
         if got.retry_bucket is None:
             return self.window_ms / 1000, 0
         return max(0.001, (got.retry_bucket + span - ms) / 1000), 0
@@ -248,7 +259,7 @@ class RateLimit(_Window):
         limiter = self._limiter(store)
         if limiter is None:
             return self._acquire(store, key, 1)[0]
-        ids = (self.name, counter_key(key))
+        ids = (self._short_name, counter_key(key))
 
         def hit() -> float | None:
             try:

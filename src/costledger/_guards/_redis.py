@@ -164,9 +164,25 @@ return {spent_in(KEYS[1], tonumber(ARGV[1])), tonumber(redis.call('HGET', KEYS[3
 """
 )
 
-# KEYS: b  ARGV: bucket amount limit floor keep_until
+# KEYS: b  ARGV: bucket amount limit floor keep_until width
+# width > 0: the bucket width, and the time is read again in the script (TIME: when the
+# request is judged), moving the bucket and the window forward by ``shift``.
 _ACQUIRE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local bucket = tonumber(ARGV[1])
 local floor = tonumber(ARGV[4])
+local keep = tonumber(ARGV[5])
+local width = tonumber(ARGV[6])
+local shift = 0
+if width > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local b = now - now % width
+  if b > bucket then shift = b - bucket end
+end
+bucket = bucket + shift
+floor = floor + shift
+keep = keep + shift
 local used = 0
 local live = {}
 local h = redis.call('HGETALL', KEYS[1])
@@ -183,13 +199,15 @@ if need > 0 then
   local dropped = 0
   for i = 1, #live do
     dropped = dropped + live[i][2]
-    if dropped >= need then return {0, used, string.format('%d', live[i][1])} end
+    if dropped >= need then
+      return {0, used, string.format('%d', live[i][1]), string.format('%d', shift)}
+    end
   end
-  return {0, used, ''}
+  return {0, used, '', string.format('%d', shift)}
 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-return {1, used, ''}
+redis.call('HINCRBY', KEYS[1], string.format('%d', bucket), ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', keep))
+return {1, used, '', string.format('%d', shift)}
 """
 
 # KEYS: b  ARGV: bucket delta floor keep_until
@@ -408,11 +426,12 @@ class RedisStore(GuardStore):
         limit: int,
         floor: int,
         keep_until: int,
+        width: int = 0,
     ) -> Acquired:
         b = self._keys(counter)[0]
-        r = self._run(self._acquire, [b], [bucket, amount, limit, floor, keep_until])
+        r = self._run(self._acquire, [b], [bucket, amount, limit, floor, keep_until, width])
         retry = r[2].decode() if isinstance(r[2], bytes) else r[2]
-        return Acquired(bool(int(r[0])), int(r[1]), int(retry) if retry else None)
+        return Acquired(bool(int(r[0])), int(r[1]), int(retry) if retry else None, int(r[3]))
 
     def adjust(self, counter: str, *, bucket: int, delta: int, floor: int, keep_until: int) -> None:
         b = self._keys(counter)[0]

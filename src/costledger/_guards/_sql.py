@@ -40,6 +40,7 @@ from ._store import (
     StoreUnavailable,
     display_url,
     parse_timeout,
+    store_shift,
 )
 
 if TYPE_CHECKING:
@@ -301,8 +302,12 @@ class SqlStore(GuardStore):
             for table in ("counters", "buckets", "reservations", "marks", "settled"):
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {p}_{table}")
             if self._is_pg:
-                for fn in ("reserve", "settle", "release", "acquire"):
+                for fn in ("reserve", "settle", "release"):
                     conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {p}_{fn}")
+                # acquire by each signature: an earlier version's (6 arguments) may be
+                # there too, and a bare name with two of them is ambiguous
+                for args in _ACQUIRE_SIGNATURES:
+                    conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {p}_acquire({args})")
 
     def _db_errors(self) -> tuple[type[BaseException], ...]:
         """What a failing database raises: the driver's errors, SQLAlchemy's, and OSError."""
@@ -571,16 +576,28 @@ class SqlStore(GuardStore):
         limit: int,
         floor: int,
         keep_until: int,
+        width: int = 0,
     ) -> Acquired:
         if self._is_pg:
-            ok, used, retry = self._call(
+            ok, used, retry, shift = self._call(
                 "acquire",
-                {"c": counter, "b": bucket, "a": amount, "l": limit, "f": floor, "k": keep_until},
+                {
+                    "c": counter,
+                    "b": bucket,
+                    "a": amount,
+                    "l": limit,
+                    "f": floor,
+                    "k": keep_until,
+                    "w": width,
+                },
             )
-            return Acquired(bool(ok), int(used), None if retry is None else int(retry))
+            return Acquired(bool(ok), int(used), None if retry is None else int(retry), int(shift))
         s = self._sql
         with self._tx() as conn:
             self._lock_counter(conn, counter, keep_until)
+            # the database's write lock is held: the time the request is judged at
+            shift = store_shift(bucket, width)
+            bucket, floor, keep_until = bucket + shift, floor + shift, keep_until + shift
             used = self._spent(conn, counter, floor)
             if used + amount > limit:
                 need = used + amount - limit
@@ -588,11 +605,11 @@ class SqlStore(GuardStore):
                 for b, units in conn.execute(s["buckets"], {"c": counter, "f": floor}):
                     dropped += int(units)
                     if dropped >= need:
-                        return Acquired(False, used, int(b))
-                return Acquired(False, used, None)
+                        return Acquired(False, used, int(b), shift)
+                return Acquired(False, used, None, shift)
             conn.execute(s["add"], {"c": counter, "b": bucket, "a": amount})
             conn.execute(s["keep"], {"c": counter, "k": keep_until})
-            return Acquired(True, used)
+            return Acquired(True, used, None, shift)
 
     def adjust(self, counter: str, *, bucket: int, delta: int, floor: int, keep_until: int) -> None:
         if bucket < floor or not delta:
@@ -799,6 +816,10 @@ def _statements(p: str, *, pg: bool) -> dict[str, str]:
 
 
 _PARAM = re.compile(r"(?<![:\w]):([a-z]\w*)")
+_ACQUIRE_SIGNATURES = (
+    "text, bigint, bigint, bigint, bigint, bigint, bigint",
+    "text, bigint, bigint, bigint, bigint, bigint",
+)
 
 
 def _pg_functions(p: str) -> list[str]:
@@ -906,14 +927,22 @@ BEGIN
   END IF;
   RETURN QUERY SELECT true;
 END $fn$""",
+        # p_w > 0: the bucket width, and the time is read again once the row is locked
+        # (clock_timestamp(), not now(): the time the request is judged, not when its
+        # transaction began), moving the bucket and the window forward (o_shift)
         f"""
 CREATE OR REPLACE FUNCTION {p}_acquire(p_c text, p_b bigint, p_a bigint, p_l bigint,
-    p_f bigint, p_k bigint)
-RETURNS TABLE (o_ok boolean, o_used bigint, o_retry bigint)
+    p_f bigint, p_k bigint, p_w bigint)
+RETURNS TABLE (o_ok boolean, o_used bigint, o_retry bigint, o_shift bigint)
 LANGUAGE plpgsql AS $fn$
-{head} v_dropped bigint := 0; v_row record;
+{head} v_dropped bigint := 0; v_row record; v_now bigint; v_shift bigint := 0;
 BEGIN
 {lock}
+  IF p_w > 0 THEN
+    v_now := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    v_shift := GREATEST(0, v_now - mod(v_now, p_w) - p_b);
+    p_b := p_b + v_shift; p_f := p_f + v_shift; p_k := p_k + v_shift;
+  END IF;
   DELETE FROM {p}_buckets b WHERE b.counter = p_c AND b.bucket < p_f;
 {spent}
   IF v_spent + p_a > p_l THEN
@@ -921,15 +950,15 @@ BEGIN
                  WHERE b.counter = p_c AND b.bucket >= p_f ORDER BY b.bucket LOOP
       v_dropped := v_dropped + v_row.amount;
       IF v_dropped >= v_spent + p_a - p_l THEN
-        RETURN QUERY SELECT false, v_spent, v_row.bucket; RETURN;
+        RETURN QUERY SELECT false, v_spent, v_row.bucket, v_shift; RETURN;
       END IF;
     END LOOP;
-    RETURN QUERY SELECT false, v_spent, NULL::bigint; RETURN;
+    RETURN QUERY SELECT false, v_spent, NULL::bigint, v_shift; RETURN;
   END IF;
   INSERT INTO {p}_buckets AS b (counter, bucket, amount) VALUES (p_c, p_b, p_a)
     ON CONFLICT (counter, bucket) DO UPDATE SET amount = b.amount + excluded.amount;
   UPDATE {p}_counters c SET keep_until = p_k WHERE c.counter = p_c;
-  RETURN QUERY SELECT true, v_spent, NULL::bigint;
+  RETURN QUERY SELECT true, v_spent, NULL::bigint, v_shift;
 END $fn$""",
     ]
 
@@ -942,7 +971,8 @@ def _pg_calls(p: str) -> dict[str, str]:
         "settle": f"SELECT * FROM {p}_settle(%(c)s, %(i)s, %(r)s, %(b)s, %(a)s, %(f)s, %(k)s,"
         " %(ml)s::text[], %(mu)s::bigint[])",
         "release": f"SELECT * FROM {p}_release(%(c)s, %(i)s, %(r)s)",
-        "acquire": f"SELECT * FROM {p}_acquire(%(c)s, %(b)s, %(a)s, %(l)s, %(f)s, %(k)s)",
+        "acquire": f"SELECT * FROM {p}_acquire(%(c)s, %(b)s, %(a)s, %(l)s, %(f)s, %(k)s,"
+        " %(w)s::bigint)",
         "adjust": f"UPDATE {p}_buckets SET amount = GREATEST(0, amount + %(a)s)"
         " WHERE counter = %(c)s AND bucket = %(b)s",
     }

@@ -46,6 +46,7 @@ __all__ = [
     "off_loop",
     "open_store",
     "store_for",
+    "store_shift",
 ]
 
 _T = TypeVar("_T")
@@ -82,11 +83,24 @@ class Settlement:
 @dataclass(frozen=True, slots=True)
 class Acquired:
     """Result of a rate-window ``acquire``; ``retry_bucket`` is the newest bucket that
-    must leave the window before the refused amount fits (None: it never will)."""
+    must leave the window before the refused amount fits (None: it never will);
+    ``shift`` how far (ms) the store moved the bucket and the window forward, to the
+    time it judged the request at (see ``GuardStore.acquire``)."""
 
     ok: bool
     used: int
     retry_bucket: int | None = None
+    shift: int = 0
+
+
+def store_shift(bucket: int, width: int) -> int:
+    """For an ``acquire`` told ``width``: how far the bucket of this process's clock, read
+    now, is past ``bucket`` (0 when it is not). In-process and SQLite stores call it once
+    they hold the counter's lock."""
+    if width <= 0:
+        return 0
+    now = int(time.time() * 1000)
+    return max(0, now - now % width - bucket)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +306,18 @@ class GuardStore(ABC):
         limit: int,
         floor: int,
         keep_until: int,
+        width: int = 0,
     ) -> Acquired:
         """Rate window: add ``amount`` to ``bucket`` if the buckets >= ``floor`` plus it stay
-        within ``limit``."""
+        within ``limit``.
+
+        ``width`` (ms, above 0): the window's bucket width, and ``bucket`` was read from
+        the real clock. The store then reads the time again once it holds the counter's
+        lock (PostgreSQL's ``clock_timestamp()``, Redis's ``TIME``, this process's clock
+        for the others) and, when that falls in a later bucket, moves ``bucket``,
+        ``floor`` and ``keep_until`` forward by the difference (``Acquired.shift``): a
+        request delayed on its way (a lock wait, a connection being opened) is filed when
+        it is judged, never in the past, where it would leave the window early."""
 
     @abstractmethod
     def adjust(self, counter: str, *, bucket: int, delta: int, floor: int, keep_until: int) -> None:

@@ -130,8 +130,9 @@ class InputResult:
     or ``rejected``. ``unpriced``: accepted events with no known price. ``costs``: the
     cost of the accepted events, per currency. ``resumed_at_line``: the line this run
     started at, when it resumed an earlier one. ``incomplete``: a last line with no
-    newline that did not parse, left for the next run (the writer may still be
-    writing it). ``error``: why the input stopped early, if it did. ``notes``: what
+    newline that did not parse or is over the length limit, left for the next run (the
+    writer may still be writing it), or the line a read error cut (the input is an
+    error). ``error``: why the input stopped early, if it did. ``notes``: what
     was noticed without stopping (trailing garbage after a ``.gz``'s data; lines matched
     to events an earlier version stored), also logged as warnings on ``costledger``.
     ``skipped``: why the input was not read at all (it is a rejects file costledger

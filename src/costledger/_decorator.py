@@ -9,9 +9,9 @@ import inspect
 import json
 import os
 import sys
-import threading
 import weakref
 from asyncio import CancelledError
+from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -311,24 +311,20 @@ def _status_of(exc: BaseException) -> CallStatus:
 # thread allocates, wherever it is, possibly inside one of costledger's own non-reentrant
 # locks (a guard store's while it reserves, a ledger's while it stores): an ending that took
 # such a lock there would wait on its own thread forever. So these only queue their work
-# (a deque append, no lock) for the background worker. ``_collecting``: the thread running a
-# GC pass, told by ``gc.callbacks`` (an explicit ``close()`` or a ``for`` loop's ``break`` is
-# not one, and ends the call on the spot as before: a durable ledger stores it before
-# ``close()`` returns).
-_collecting = 0
-_get_ident = threading.get_ident
-
-
-def _gc_phase(phase: str, info: Mapping[str, Any]) -> None:
-    global _collecting
-    _collecting = _get_ident() if phase == "start" else 0
-
-
-gc.callbacks.append(_gc_phase)
+# (a deque append, no lock) for the background worker. ``_in_gc``: a GC pass is running, told
+# by ``gc.callbacks`` (an explicit ``close()`` or a ``for`` loop's ``break`` is not one, and
+# ends the call on the spot as before: a durable ledger stores it before ``close()``
+# returns). The callback is ``OrderedDict.move_to_end``, called as ``(phase, info)``: it moves
+# the phase's key last (``info``, a non-empty dict, is its ``last=True``). A C function on
+# purpose: Python code there would run pending signal handlers, and what a GC callback
+# raises (a Ctrl-C's KeyboardInterrupt) is printed and lost. It cannot tell the collecting
+# thread: another thread a finalizer lets run meanwhile defers its endings too (harmless).
+_gc_phases: OrderedDict[str, None] = OrderedDict(start=None, stop=None)
+gc.callbacks.append(_gc_phases.move_to_end)  # type: ignore[arg-type]  # info is its last=
 
 
 def _in_gc() -> bool:
-    return _collecting != 0 and _collecting == _get_ident()
+    return next(reversed(_gc_phases)) == "start"
 
 
 # The tracked streams, managers and awaitables whose call may still be open, by ``id`` of
@@ -756,7 +752,7 @@ def _raw_response(raw: Any, body: Any, spec: _Spec, tracker: Tracker, call: Call
 def _raw_stream_dropped(seen: _Seen, tracker: Tracker, call: Call, http_response: Any) -> None:
     """A raw response's stream collected: if it was never read, its body may still have
     been, another way (``parse(to=Stream[...])``, ``http_response.iter_lines()``). A
-    finalizer: the worker reads it and ends the call (see ``_collecting``)."""
+    finalizer: the worker reads it and ends the call (see ``_in_gc``)."""
     if seen.started or call.finished or sys.is_finalizing():
         return
     tracker.handing_off(call)  # the next guarded call waits for this one's release
@@ -765,7 +761,7 @@ def _raw_stream_dropped(seen: _Seen, tracker: Tracker, call: Call, http_response
 
 def _dropped(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
     """The finalizer of what ``_goes_on`` handed back: one never used ends on the worker
-    (see ``_collecting``), with the latency it had when it was dropped."""
+    (see ``_in_gc``), with the latency it had when it was dropped."""
     _open.pop(id(seen), None)
     if seen.started or call.finished or sys.is_finalizing():
         return  # started: the stream's own end (close, collection) finishes the call
@@ -1468,9 +1464,9 @@ class _Seen:
             # Closed as the interpreter shuts down, after the exit hook finished every
             # stream still open and the exit drain stored them: nothing can store it now.
             return
-        if _collecting and _in_gc():
+        if _in_gc():
             # Closed by the cyclic GC, maybe inside a costledger lock on this thread: the
-            # worker ends it (see ``_collecting``), with the latency it has now.
+            # worker ends it (see ``_in_gc``), with the latency it has now.
             if not call.finished:
                 tracker.handing_off(call)
                 defer(_Seen.finish, self, tracker, call, exc, call.elapsed_ms(), False)

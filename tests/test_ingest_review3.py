@@ -81,39 +81,39 @@ def _gz_lines(n: int) -> list[bytes]:
     return [_chat(i) for i in range(n)]
 
 
-def test_a_gz_cut_short_keeps_every_complete_line(tmp_path: Path, pricer: Pricer) -> None:
-    """gzip.GzipFile threw away the last read (1 MiB) when the stream ended early: 17,063 of
-    19,969 lines. Now each one is read; the cut line is rejected; the input is an error."""
+def test_a_gz_cut_short_commits_nothing_until_it_is_whole(tmp_path: Path, pricer: Pricer) -> None:
+    """A member cut short cannot be verified: none of its lines is committed, and the
+    checkpoint does not move past them (a copy still being written was resumed after its
+    cut line, losing the call it held). Once the file is whole, the same command reads all."""
     lines = _gz_lines(20_000)
-    data = b"\n".join(lines) + b"\n"
-    packed = gzip.compress(data)
+    packed = gzip.compress(b"\n".join(lines) + b"\n")
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(packed[:-100])
-    readable = zlib.decompressobj(31).decompress(packed[:-100])  # what zcat prints
-    complete = readable.count(b"\n")
-    assert 19_900 < complete < 20_000
     url = f"sqlite:///{tmp_path / 'l.db'}"
 
     result = ingest(path, ledger=url, pricer=pricer, checkpoint_dir=tmp_path / "ck")
 
-    assert (result.lines, result.accepted, result.rejected) == (complete + 1, complete, 1)
-    assert count_rows(url) == complete
+    assert (result.lines, result.accepted, result.rejected) == (0, 0, 0)
+    assert count_rows(url) == 0
     (only,) = result.inputs
     assert only.error == (
         "could not read the input: EOFError: "
-        "Compressed file ended before the end-of-stream marker was reached"
+        "Compressed file ended before the end-of-stream marker was reached; no line of the "
+        "gzip member that holds it (from byte 0 of the decompressed data on) was read, as a "
+        "member's lines are read only once its checksum is verified: run the same command "
+        "again once the file is whole"
     )
-    (reject,) = _records(Path(f"{path}.rejects.jsonl"))
-    assert reject["line"] == complete + 1
-    assert reject["offset"] == readable.rindex(b"\n") + 1
-    assert reject["bytes"] == len(readable) - readable.rindex(b"\n") - 1
-    assert str(reject["reason"]).startswith("not valid JSON: unexpected end of data")
+    assert not Path(f"{path}.rejects.jsonl").exists()
     assert not result.ok
 
+    path.write_bytes(packed)
+    again = ingest(path, ledger=url, pricer=pricer, checkpoint_dir=tmp_path / "ck")
+    assert (again.accepted, again.rejected, count_rows(url)) == (20_000, 0, 20_000)
 
-def test_a_bad_checksum_keeps_every_line_before_it(tmp_path: Path, pricer: Pricer) -> None:
-    """A member whose data decompress but whose CRC does not match: every line is read (as
-    before, by the read that fails: now returned first), then the input is an error."""
+
+def test_a_bad_checksum_commits_nothing_of_its_member(tmp_path: Path, pricer: Pricer) -> None:
+    """A member whose data decompress but whose CRC does not match may hold lines that never
+    were (a flipped byte): none of them is committed, and the input is an error."""
     lines = _gz_lines(12_000)
     packed = bytearray(gzip.compress(b"\n".join(lines) + b"\n"))
     packed[-8] ^= 0xFF  # the CRC-32 of the trailer
@@ -123,11 +123,14 @@ def test_a_bad_checksum_keeps_every_line_before_it(tmp_path: Path, pricer: Price
 
     result = ingest(path, ledger=url, pricer=pricer, checkpoint_dir=tmp_path / "ck")
 
-    assert (result.lines, result.accepted, result.rejected) == (12_000, 12_000, 0)
+    assert (result.lines, result.accepted, result.rejected) == (0, 0, 0)
     assert result.inputs[0].error == (
-        "could not read the input: error: Error -3 while decompressing data: incorrect data check"
+        "could not read the input: zlib.error: Error -3 while decompressing data: incorrect "
+        "data check; no line of the gzip member that holds it (from byte 0 of the decompressed "
+        "data on) was read, as a member's lines are read only once its checksum is verified: "
+        "run the same command again once the file is whole"
     )
-    assert count_rows(url) == 12_000
+    assert count_rows(url) == 0
 
 
 def test_trailing_garbage_after_a_gz_is_ignored_with_a_note(tmp_path: Path) -> None:

@@ -1034,9 +1034,8 @@ def _check_warn_at(values: Iterable[float | Decimal | str]) -> tuple[Decimal, ..
 
 
 def _pricer_currencies(tracker: Tracker) -> set[str] | None:
-    """The currencies a tracker's pricer can price in, or None when it cannot be told (a
-    pricer of the host's own making). No pricer given: the default one (genai-prices and
-    LiteLLM), which prices in USD; none is built here."""
+    """The currencies a tracker's pricer can price in, or None when it is not told (a
+    pricer of the host's own making, or none given: see below)."""
     pricer = getattr(tracker, "_pricer", None)
     if pricer is None:
         # The tracker of a status-only tool (``costledger budget status``) prices nothing:
@@ -1048,7 +1047,8 @@ def _pricer_currencies(tracker: Tracker) -> set[str] | None:
         return None
     try:
         found = set()
-        if getattr(pricer, "_genai", None) is not None or getattr(pricer, "_litellm", None):
+        sources = (getattr(pricer, "_genai", None), getattr(pricer, "_litellm", None))
+        if any(source is not None for source in sources):
             found.add("USD")  # both default sources price in USD
         for entry in getattr(pricer, "_overrides", {}).values():
             found.add(str(entry.card.currency))

@@ -127,3 +127,42 @@ def test_capture_costs_passes_tracker_arguments_and_metadata_on() -> None:
         {"env": "test"},
         COST_10_20,
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("ledgr", "ledger"),
+        ("pricr", "pricer"),
+        ("guard", "guards"),
+        ("tag", "tags"),
+        ("teams", "team"),
+        ("logs", "log"),
+    ],
+)
+def test_one_slip_from_a_parameter_is_a_misspelling(key: str, meant: str) -> None:
+    with pytest.raises(TypeError, match=rf"'{key}': did you mean '{meant}'\?"):
+        Tracker(InMemoryLedger(), log="off", **{key: "x"})
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("traker", "tracker"),
+        ("tracer", "tracker"),
+        ("modle", "model"),
+        ("mdoel", "model"),
+        ("provder", "provider"),
+    ],
+)
+def test_one_slip_from_a_decorator_parameter_is_a_misspelling(key: str, meant: str) -> None:
+    with pytest.raises(TypeError, match=rf"'{key}': did you mean '{meant}'\?"):
+        costledger.track_cost(**{key: "x"})
+
+
+@pytest.mark.parametrize(
+    "key", ["trace", "mode", "org", "env", "region", "session", "version", "tenant", "stage"]
+)
+def test_metadata_names_near_a_parameter_are_still_metadata(key: str) -> None:
+    tracker = Tracker(InMemoryLedger(), log="off", **{key: "x"})
+    assert dict(tracker.default_attribution.metadata) == {key: "x"}

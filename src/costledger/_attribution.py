@@ -15,7 +15,6 @@ re-entered within one of them, at the cost of one ``ContextVar.set`` per enter a
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
@@ -42,7 +41,7 @@ def check_attribution_keywords(
 ) -> None:
     """``TypeError`` for a keyword a function takes as attribution metadata
     (``**attribution``) that is surely a misspelt parameter: one close to a name of
-    ``parameters`` or of the attribution keys (``traker=``, ``modle=``, ``tag=``), or one
+    ``parameters`` or of the attribution keys (one slip: ``traker=``, ``modle=``, ``tag=``), or one
     whose value is a ``Tracker``. Taken as metadata, such a slip would skip a budget or
     record to another ledger, silently. Called once, where the function is set up."""
     from ._tracker import Tracker  # imported here: the tracker module imports this one
@@ -51,11 +50,11 @@ def check_attribution_keywords(
     for key, value in keywords.items():
         if key in names:
             continue
-        close = difflib.get_close_matches(key, names, n=1, cutoff=0.8)
-        if close:
+        close = next((name for name in names if _one_slip(key, name)), None)
+        if close is not None:
             raise TypeError(
                 f"{function}() got an unexpected keyword argument {key!r}: did you mean "
-                f"{close[0]!r}? (keywords it does not take are attribution metadata; to "
+                f"{close!r}? (keywords it does not take are attribution metadata; to "
                 f"record one named {key!r}, use costledger.attribute({key}=...))"
             )
         if isinstance(value, Tracker):
@@ -64,6 +63,27 @@ def check_attribution_keywords(
                 f"{function}() got a Tracker as the keyword argument {key!r}, which it would "
                 f"store as attribution metadata{advice}"
             )
+
+
+def _one_slip(key: str, name: str) -> bool:
+    """``key`` is ``name`` with two neighbouring letters swapped (``modle``), or, for a key
+    of five letters or more, one letter missing, added or changed (``traker``, ``provder``),
+    or, for a shorter one, an ``s`` too many or too few (``tag``, ``logs``). Not ``trace``
+    for ``tracker``, ``mode`` for ``model`` nor ``org`` for ``log``: names a host may well
+    mean as metadata."""
+    if key == name or abs(len(key) - len(name)) > 1:
+        return False
+    if len(key) == len(name):
+        differ = [i for i, (a, b) in enumerate(zip(key, name, strict=True)) if a != b]
+        if len(differ) == 1:
+            return len(key) >= 5
+        i = differ[0]
+        return differ == [i, i + 1] and key[i] == name[i + 1] and key[i + 1] == name[i]
+    if len(key) < 5:
+        return key + "s" == name or key == name + "s"
+    short, long = (key, name) if len(key) < len(name) else (name, key)
+    i = next((i for i, (a, b) in enumerate(zip(short, long, strict=False)) if a != b), len(short))
+    return short[i:] == long[i + 1 :]
 
 
 F = TypeVar("F", bound=Callable[..., Any])

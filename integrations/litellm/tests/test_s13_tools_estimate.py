@@ -68,3 +68,30 @@ def test_legacy_functions_are_counted_too(costs: CapturedCosts, guard: Recording
         mock_response="Hello",
     )
     assert guard.reserved[0]["prompt_text"] == "Hi\n" + json.dumps(functions)
+
+
+def test_a_structured_outputs_schema_and_tool_choice_are_counted(
+    costs: CapturedCosts, guard: RecordingGuard
+) -> None:
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        city: str
+        population: int
+
+    costledger_litellm.completion(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Largest city?"}],
+        tools=[TOOL],
+        tool_choice="auto",
+        response_format=Answer,
+        mock_response='{"city": "Tokyo", "population": 37000000}',
+    )
+    assert guard.reserved[0]["prompt_text"] == "\n".join(
+        [
+            "Largest city?",
+            json.dumps([TOOL]),
+            json.dumps("auto"),
+            json.dumps(Answer.model_json_schema()),
+        ]
+    )

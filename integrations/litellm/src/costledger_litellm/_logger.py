@@ -769,8 +769,9 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
                 parts.append(_json_text(calls))
     for key in ("prompt", "input"):  # text_completion, embedding
         _collect_text(request.get(key), parts)
-    for key in ("tools", "functions"):
-        # the schemas are sent, and billed, as input tokens: 40 tools can be 30k tokens
+    for key in ("tools", "functions", "tool_choice", "function_call", "response_format"):
+        # sent, and billed, as input tokens: 40 tools' schemas can be 30k tokens, a
+        # structured output's JSON schema thousands
         value = request.get(key)
         if value:
             parts.append(_json_text(value))
@@ -778,9 +779,23 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
 
 
 def _json_text(value: Any) -> str:
-    """``value`` as the JSON a provider receives (objects LiteLLM accepts, e.g. pydantic
-    models, as their text): only counted for the estimate."""
-    return json.dumps(value, default=str, ensure_ascii=False)
+    """``value`` as the JSON a provider receives, only counted for the estimate: a pydantic
+    model class (``response_format=Answer``) as its JSON schema, a pydantic object as its
+    fields, anything else JSON cannot write as its text."""
+    try:
+        return json.dumps(value, default=_json_default, ensure_ascii=False)
+    except (TypeError, ValueError):  # a circular value, or a schema that will not build
+        return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    schema = getattr(value, "model_json_schema", None)
+    if isinstance(value, type) and callable(schema):
+        return schema()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump()
+    return str(value)
 
 
 def _collect_text(content: Any, parts: list[str]) -> None:

@@ -309,3 +309,35 @@ async def test_task_destroyed_unfinished_is_recorded_at_the_next_call() -> None:
     assert (ok.status, ok.total_cost) == ("ok", ONE_CALL)
     assert _held(budget, tracker) == (ONE_CALL, Decimal(0))
     assert len(_handler._runs) == 0
+
+
+def test_task_destroyed_with_its_loop_is_recorded_at_the_next_sync_call() -> None:
+    """Old-style ``run_until_complete`` code: the loop closes with the task pending and only
+    sync calls follow; the destroyed task's run was never ended (no async start came)."""
+    tracker, budget, handler = _guarded()
+
+    class Forever(SlowChatModel):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            await asyncio.get_running_loop().create_future()
+            raise AssertionError("unreachable")
+
+    loop = asyncio.new_event_loop()
+
+    async def start() -> None:
+        asyncio.get_running_loop().create_task(
+            Forever(max_tokens=4000).ainvoke("bg", config={"callbacks": [handler]})
+        )
+        await asyncio.sleep(0.02)
+
+    loop.run_until_complete(start())
+    loop.close()
+    del loop
+    gc.collect()
+    assert len(_handler._runs) == 1
+    SlowChatModel(max_tokens=4000).invoke("sync", config={"callbacks": [handler]})
+    assert drain_deferred(10)
+    cancelled, ok = list(tracker.ledger.events())
+    _assert_cancelled(cancelled)
+    assert (ok.status, ok.total_cost) == ("ok", ONE_CALL)
+    assert _held(budget, tracker) == (ONE_CALL, Decimal(0))
+    assert len(_handler._runs) == 0

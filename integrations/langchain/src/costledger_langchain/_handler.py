@@ -387,10 +387,8 @@ def _async_owner(task: asyncio.Task[Any]) -> tuple[_TaskRuns | None, int]:
     new run's guards count their reservations), and return the task's entry and the id
     of the ``agenerate`` frame starting this run, or ``(None, 0)`` when something else
     starts it (a stream, a sync call, a LangChain path without ``agenerate``)."""
-    while _tasks_gone:
-        gone = _task_runs.pop(_tasks_gone.popleft(), None)
-        if gone is not None and gone.runs:
-            _end_abandoned(gone, list(gone.runs.values()))
+    if _tasks_gone:
+        _end_gone_tasks()
     entry = _task_runs.get(weakref.ref(task))
     open_runs = entry.runs if entry is not None else None
     on_stack: set[int] | None = set() if open_runs else None
@@ -422,6 +420,14 @@ def _async_owner(task: asyncio.Task[Any]) -> tuple[_TaskRuns | None, int]:
         task.add_done_callback(entry.task_done)
         _task_runs[entry.ref] = entry
     return entry, owner_frame
+
+
+def _end_gone_tasks() -> None:
+    """End the open runs of tasks destroyed unfinished (queued by their weakref's callback)."""
+    while _tasks_gone:
+        gone = _task_runs.pop(_tasks_gone.popleft(), None)
+        if gone is not None and gone.runs:
+            _end_abandoned(gone, list(gone.runs.values()))
 
 
 def _end_abandoned(entry: _TaskRuns, items: Iterable[tuple[UUID, int]]) -> None:
@@ -571,6 +577,11 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
                 if task is not None:
                     owner, owner_frame = _async_owner(task)
             except Exception as exc:  # an odd task type: the call is still recorded
+                _report("langchain.task_runs", exc)
+        elif _tasks_gone:  # a task destroyed unfinished, its loop gone: no async start to come
+            try:
+                _end_gone_tasks()
+            except Exception as exc:
                 _report("langchain.task_runs", exc)
         tracker = self._tracker if self._tracker is not None else get_tracker()
         metadata = metadata or {}

@@ -166,3 +166,25 @@ def test_with_a_usage_reader_too(costs: CapturedCosts) -> None:
         ("ok", None, True, usage, cost, {}),
         ("cancelled", "GeneratorExit", True, usage, cost, {}),
     ]
+
+
+def test_a_break_inside_a_second_message_is_cancelled(
+    provider: FakeProvider, costs: CapturedCosts
+) -> None:
+    """A generator that streams two messages (a tool loop's two requests): the first
+    message's ``message_stop`` does not make a stop inside the second one ``ok``."""
+    client = anthropic.Anthropic(base_url=provider.base_url, api_key=KEY, max_retries=0)
+
+    @track_cost(provider="anthropic")
+    def tool_loop() -> Iterator[Any]:
+        for _ in range(2):
+            yield from client.messages.create(model=HAIKU, max_tokens=10, messages=HI, stream=True)
+
+    seen_stop = False
+    for event in tool_loop():
+        if event.type == "message_stop":
+            seen_stop = True
+        elif seen_stop and event.type == "content_block_stop":
+            break
+    [(status, error_type, *_)] = _rows(costs)
+    assert (status, error_type) == ("cancelled", "GeneratorExit")

@@ -66,7 +66,10 @@ class StreamUsage:
         etype = get("type", None)
         if type(etype) is str:
             if etype == "message_start":
+                self.ended = False  # a next message (a tool loop's) has begun
                 return self.message_start(get("message", None))
+            if etype == "response.created":
+                self.ended = False
             if etype == "message_delta":
                 return self.message_delta(get("usage", None))
             if etype in RESPONSES_FINAL:

@@ -32,8 +32,8 @@ def test_a_misspelt_guards_keyword_is_refused_not_metadata() -> None:
         Tracker(InMemoryLedger(), guard=[Budget("0.000001 USD", "day")], log="off")
     assert str(info.value) == (
         "Tracker() got an unexpected keyword argument 'guard': did you mean 'guards'? "
-        "(keywords it does not take are attribution metadata; to record one named 'guard', "
-        "use costledger.attribute(guard=...))"
+        "(keywords it does not take are attribution metadata; to record metadata named "
+        "'guard', pass metadata={'guard': ...})"
     )
     # spelt right, the budget is in force
     tracker = Tracker(
@@ -166,3 +166,10 @@ def test_one_slip_from_a_decorator_parameter_is_a_misspelling(key: str, meant: s
 def test_metadata_names_near_a_parameter_are_still_metadata(key: str) -> None:
     tracker = Tracker(InMemoryLedger(), log="off", **{key: "x"})
     assert dict(tracker.default_attribution.metadata) == {key: "x"}
+
+
+def test_metadata_named_like_a_parameter_goes_through_metadata() -> None:
+    tracker = Tracker(InMemoryLedger(), log="off", metadata={"guard": "g1", "env": "x"}, env="prod")
+    assert dict(tracker.default_attribution.metadata) == {"guard": "g1", "env": "prod"}
+    with costledger.attribute(metadata={"models": "a,b"}, region="eu") as scope:
+        assert dict(scope.metadata) == {"models": "a,b", "region": "eu"}

@@ -33,8 +33,8 @@ def test_misspelt_keywords_are_refused_not_taken_as_metadata() -> None:
         track_cost(traker=guarded, estimat=Decimal("5"), modle="gpt-4o", provder="openai")
     assert str(info.value) == (
         "track_cost() got an unexpected keyword argument 'traker': did you mean 'tracker'? "
-        "(keywords it does not take are attribution metadata; to record one named 'traker', "
-        "use costledger.attribute(traker=...))"
+        "(keywords it does not take are attribution metadata; to record metadata named "
+        "'traker', pass metadata={'traker': ...})"
     )
     for keyword, meant in (("estimat", "estimate"), ("modle", "model"), ("provder", "provider")):
         with pytest.raises(

@@ -55,7 +55,7 @@ def check_attribution_keywords(
             raise TypeError(
                 f"{function}() got an unexpected keyword argument {key!r}: did you mean "
                 f"{close!r}? (keywords it does not take are attribution metadata; to "
-                f"record one named {key!r}, use costledger.attribute({key}=...))"
+                f"record metadata named {key!r}, pass metadata={{{key!r}: ...}})"
             )
         if isinstance(value, Tracker):
             advice = "; pass it as tracker=" if "tracker" in names else ""
@@ -63,6 +63,17 @@ def check_attribution_keywords(
                 f"{function}() got a Tracker as the keyword argument {key!r}, which it would "
                 f"store as attribution metadata{advice}"
             )
+
+
+def _metadata_of(keywords: dict[str, Any]) -> dict[str, Any]:
+    """Metadata given as keywords, with a ``metadata={...}`` mapping's items among them (the
+    way to give a name a function takes for a misspelt parameter; a keyword wins over the
+    mapping's item of its name). A ``metadata=`` that is no mapping stays one item."""
+    inner = keywords.get("metadata")
+    if not isinstance(inner, Mapping):
+        return keywords
+    rest = {k: v for k, v in keywords.items() if k != "metadata"}
+    return {**inner, **rest}
 
 
 def _one_slip(key: str, name: str) -> bool:
@@ -107,7 +118,9 @@ class Attribution:
         """Build from loose keyword values: the four keys, ``tags``, everything else is metadata."""
         if not values:
             return EMPTY
-        meta = {k: v for k, v in values.items() if k not in ATTRIBUTION_KEYS and k != "tags"}
+        meta = _metadata_of(
+            {k: v for k, v in values.items() if k not in ATTRIBUTION_KEYS and k != "tags"}
+        )
         # Per-call attribution from an entry point (``start(attribution=...)``, the
         # decorator's ``attribution=`` callable): on the host's call path, so a value that
         # cannot be read is left out with a warning, never raised.
@@ -294,7 +307,7 @@ class attribute:
             project=_strict_text("project", project),
             feature=_strict_text("feature", feature),
             tags=_tags(tags, strict=True),
-            metadata=MappingProxyType(metadata) if metadata else _EMPTY_META,
+            metadata=MappingProxyType(_metadata_of(metadata)) if metadata else _EMPTY_META,
         )
 
     def __enter__(self) -> Attribution:

@@ -586,10 +586,14 @@ class Converter:
             usage, context = info.usage, context or info.price_context
         if call.cache_hit:  # a cache hit costs nothing, whether or not it reports usage
             usage = usage if usage is not None else _NO_USAGE
-            cost = Cost.zero(model=model, provider=call.provider, source="cache hit")
+            currency = self.pricer.currency_of(model, provider=call.provider, at=at)
+            cost = Cost.zero(
+                model=model, provider=call.provider, source="cache hit", currency=currency
+            )
         elif usage is None:
             usage = _NO_USAGE
-            cost = Cost(status="not_priced", model=model, provider=call.provider)
+            currency = self.pricer.currency_of(model, provider=call.provider, at=at)
+            cost = Cost(status="not_priced", model=model, provider=call.provider, currency=currency)
         else:
             cost = self.pricer.price(
                 call.response_model or model or "",

@@ -332,6 +332,18 @@ class Pricer:
             resolved.full_cards[card] = full
         return full
 
+    def currency_of(
+        self, model: str | None, *, provider: str | None = None, at: datetime | None = None
+    ) -> str:
+        """The currency ``model`` is priced in, for a cost with no amount to say it (a
+        failed call without usage, a cache hit): a ledger priced in EUR then holds no USD
+        row that a report in EUR would ask a USD rate for. USD, as ``Cost`` defaults, when
+        no source prices the model."""
+        if not model:
+            return "USD"
+        card = self.rate_card(model, provider=provider, at=at)
+        return card.currency if card is not None and card.currency else "USD"
+
     def max_output_tokens(self, model: str, *, provider: str | None = None) -> int | None:
         """The most output tokens ``model`` can produce in one call, where a source says so."""
         card = self.rate_card(model, provider=provider)

@@ -93,6 +93,7 @@ class Call:
         "run_id",
         "source",
         "started",
+        "tentative",
         "trace_context",
         "trace_id",
     )
@@ -131,6 +132,9 @@ class Call:
         # a list only once a guard holds something: most calls have no guards
         self.reservations: list[tuple[Guard, Any]] | tuple[()] = ()
         self.finished = False
+        # True while the guards reserve for a call the tracker asks again if one refuses
+        # it (``Guard``): a refusal then may not be final
+        self.tentative = False
         # what a call observer noted at the start (costledger.otel: the span then current)
         self.trace_context: Any = None
         # values of the call's fields that could not be kept (``_checked``): event metadata
@@ -178,6 +182,16 @@ class Guard(Protocol):
 
     ``reserve`` returns a token (anything) handed back to ``settle``/``release``,
     or raises a ``GuardRefusal`` (``BudgetExceeded``, ``RateLimited``) to stop the call.
+
+    Entry points finish calls on the background worker, so right after a call returns its
+    reservation may still be held there. A refusal while earlier calls still hold a token
+    (not ``None``) of the refusing guard is not final (unless the guard could not check the
+    call: its store is down): the tracker waits, at most 5 s, for those calls' settles,
+    then asks the guards once more. ``call.tentative`` is ``True``
+    while such a second asking is possible: a guard whose refusal does what only a final
+    one should (a budget's once-per-period "exceeded" alert) holds it back then and says
+    so with the attribute ``reads_tentative = True``; the tracker then asks it again, at
+    once when nothing of it is held, with ``call.tentative`` ``False``.
     """
 
     def reserve(self, call: Call, tracker: Tracker) -> Any: ...
@@ -242,9 +256,13 @@ class Tracker:
         self._log_output = log
         self._lock = threading.Lock()
         # Calls whose end was handed to the background worker while they still hold guard
-        # reservations (ids): a next call's guards wait for those settles first, or a
-        # sequential loop near a limit would be refused by its previous call's worst case.
-        self._unsettled: set[int] = set()
+        # reservations (by id): a call a guard refuses while some of them hold that guard's
+        # reservations waits for their settles and asks again (``_reserve``), or a
+        # sequential loop near a limit would be refused by its own previous call's worst
+        # case. Only a refusal waits: a call that fits never waits for the queue.
+        self._unsettled: dict[int, Call] = {}
+        self._settled = threading.Condition(threading.Lock())
+        self._waiters = 0  # threads waiting on ``_settled``: a settle notifies only then
         self.guards: tuple[Guard, ...] = _checked_guards(guards)
         # Two guards of one kind with one name share their counters: every call would count
         # twice. Default budget names follow the definition, so it takes one name= given
@@ -400,11 +418,29 @@ class Tracker:
         }
         if not self.guards:
             return self.start(**kwargs)
-        if self._unsettled:
-            import asyncio  # an async caller: already imported
-
-            await asyncio.to_thread(drain_deferred, _SETTLE_WAIT)
         call = self.start(**kwargs, _reserve=False)
+        tentative = bool(self._unsettled) and not _deferred.on_worker()
+        try:
+            refused = await self._areserve_once(call, tentative)
+            if refused is not None:
+                waiting = self._retry_after(refused, tentative)
+                if waiting is None:
+                    raise refused[1]
+                if waiting:
+                    await self._await_settled(waiting, _SETTLE_WAIT)
+                refused = await self._areserve_once(call, False)
+                if refused is not None:
+                    raise refused[1]
+        finally:
+            call.tentative = False
+            call.prompt_text = None
+        return call
+
+    async def _areserve_once(
+        self, call: Call, tentative: bool
+    ) -> tuple[Guard, GuardRefusal] | None:
+        """``_reserve_once`` awaiting each guard's ``areserve``."""
+        call.tentative = tentative
         try:
             for guard in self.guards:
                 areserve = getattr(guard, "areserve", None)
@@ -413,50 +449,130 @@ class Tracker:
                         token = await areserve(call, self)
                     else:
                         token = guard.reserve(call, self)
-                except GuardRefusal:
-                    raise
+                except GuardRefusal as refusal:
+                    self._release(call)
+                    return guard, refusal
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
                     continue
                 call.hold(guard, token)
         except BaseException:
-            # A refusal, or the caller cancelled while a guard waited: give back what the
-            # guards before it reserved.
+            # the caller cancelled while a guard waited: give back what the guards before
+            # it reserved
             self._release(call)
             raise
-        finally:
-            call.prompt_text = None
-        return call
+        return None
 
     def handing_off(self, call: Call) -> None:
-        """``call`` ends on the background worker while it holds guard reservations: the
-        next calls' guards wait for its settle (entry points that hand a call's whole end
-        to ``defer`` say so here; ``finish(defer=True)`` does it itself)."""
+        """``call`` ends on the background worker while it holds guard reservations: a
+        next call those reservations make a guard refuse waits for its settle and asks
+        again (entry points that hand a call's whole end to ``defer`` say so here;
+        ``finish(defer=True)`` does it itself)."""
         if call.reservations:
-            self._unsettled.add(id(call))
+            self._unsettled[id(call)] = call
 
     def _reserve(self, call: Call) -> None:
-        if self._unsettled:
-            # Earlier calls' settles still queued (a no-op on the worker itself): their
-            # worst-case holds would count against this call.
-            drain_deferred(_SETTLE_WAIT)
+        # Reserve at once: a wait for earlier calls' settles before every reservation
+        # would hold each guarded call behind the background queue, which other threads
+        # keep filling. Only a refusal those settles may lift waits, for them alone.
+        tentative = bool(self._unsettled) and not _deferred.on_worker()
+        try:
+            refused = self._reserve_once(call, tentative)
+            if refused is not None:
+                waiting = self._retry_after(refused, tentative)
+                if waiting is None:
+                    raise refused[1]
+                if waiting:
+                    self._wait_settled(waiting, _SETTLE_WAIT)
+                refused = self._reserve_once(call, False)
+                if refused is not None:
+                    raise refused[1]
+        finally:
+            call.tentative = False
+            call.prompt_text = None
+
+    def _reserve_once(self, call: Call, tentative: bool) -> tuple[Guard, GuardRefusal] | None:
+        """Ask every guard; on a refusal, give back what the guards before it reserved and
+        return the guard and its refusal (raised by the caller, or asked again)."""
+        call.tentative = tentative
         try:
             for guard in self.guards:
                 try:
                     token = guard.reserve(call, self)
-                except GuardRefusal:
-                    raise
+                except GuardRefusal as refusal:
+                    self._release(call)
+                    return guard, refusal
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
                     continue
                 call.hold(guard, token)
         except BaseException:
-            # A refusal, or the caller cancelled while a guard waited: give back what the
-            # guards before it reserved.
+            # the caller cancelled while a guard waited (KeyboardInterrupt): give back
+            # what the guards before it reserved
             self._release(call)
             raise
-        finally:
-            call.prompt_text = None
+        return None
+
+    def _retry_after(
+        self, refused: tuple[Guard, GuardRefusal], tentative: bool
+    ) -> list[Call] | None:
+        """After ``refused`` (a guard and its refusal): ``None`` when the refusal is final,
+        else the earlier calls whose settles to wait for before asking again (none: ask
+        again at once, the guard held back what a final refusal does)."""
+        guard, refusal = refused
+        if not tentative or _unchecked(refusal):
+            return None
+        # a refusal is rare: this scan of the calls in the background is off the hot path
+        # (of a copy: other threads hand calls off and settle them meanwhile)
+        holding = [call for call in self._unsettled.copy().values() if _holds(call, guard)]
+        if holding:
+            return holding
+        return [] if getattr(guard, "reads_tentative", False) is True else None
+
+    def _wait_settled(self, calls: list[Call], timeout: float) -> None:
+        """Wait until ``calls`` are settled, or the worker has run everything queued now
+        (a call handed off whose end never settles it must not hold this one for long),
+        or ``timeout`` seconds passed."""
+        passed = [False]
+        _deferred.mark((_mark_passed, self, passed))
+        deadline = time.monotonic() + timeout
+        with self._settled:
+            self._waiters += 1
+            try:
+                while not passed[0] and self._any_unsettled(calls):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._settled.wait(left)
+            finally:
+                self._waiters -= 1
+
+    async def _await_settled(self, calls: list[Call], timeout: float) -> None:
+        """``_wait_settled`` for ``astart``: polls with ``asyncio.sleep``, so the event
+        loop runs on and a cancelled caller stops waiting at once (no thread is left
+        waiting)."""
+        import asyncio  # an async caller: already imported
+
+        passed = [False]
+        _deferred.mark((_mark_passed, self, passed))
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while not passed[0] and self._any_unsettled(calls):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.01)
+
+    def _any_unsettled(self, calls: list[Call]) -> bool:
+        unsettled = self._unsettled
+        return any(unsettled.get(id(call)) is call for call in calls)
+
+    def _settled_now(self, call: Call) -> None:
+        """``call`` holds nothing any more: a call waiting for its settle goes on."""
+        if self._unsettled.pop(id(call), None) is not None and self._waiters:
+            with self._settled:
+                self._settled.notify_all()
 
     def _attribution_for(self, extra: Attribution | Mapping[str, Any] | None) -> Attribution:
         merged = self.default_attribution.merge(current_attribution())
@@ -796,7 +912,7 @@ class Tracker:
             except Exception as exc:
                 _report("guard.settle", exc)
         call.reservations = ()
-        self._unsettled.discard(id(call))
+        self._settled_now(call)
 
     def _release(self, call: Call) -> None:
         for guard, token in call.reservations:
@@ -805,7 +921,7 @@ class Tracker:
             except Exception as exc:
                 _report("guard.release", exc)
         call.reservations = ()
-        self._unsettled.discard(id(call))
+        self._settled_now(call)
 
     def cancel(self, call: Call) -> None:
         """Forget a call that never reached the provider: release reservations, record nothing."""
@@ -1427,6 +1543,41 @@ class _DeferredWorker:
                 self._wake.set()
         items.append(item)
 
+    def submit_nowait(self, item: tuple[Any, ...]) -> None:
+        """``submit`` for cleanup code (a finalizer, a weakref or GC callback).
+
+        The GC runs such code on whatever thread it interrupted, which may hold a lock the
+        item needs (a ledger's, a guard store's) or that waking the worker takes: run on
+        that thread, the item would deadlock it. So the item is only appended (past the
+        queue's limit too: cleanup is rare, bounded by the calls in flight), never run
+        here, and the worker takes it on its next round (every ``interval``); not started
+        yet, when it starts (the next ``submit``, a ``drain``, or the exit hook). Only
+        once the exit hook has finished the queue (or the interpreter is shutting down) is
+        it run here, as ``submit`` does: nothing would run it later."""
+        if self._owner != os.getpid():
+            if self._exiting or sys.is_finalizing():
+                self._run_now(item)
+                return
+            if self._pid != os.getpid():  # a fork the at-fork hook did not see
+                self.after_fork()
+        self._items.append(item)
+
+    def mark(self, item: tuple[Any, ...]) -> None:
+        """Queue ``item`` after everything queued so far (past the limit too) and wake the
+        worker: it runs once the worker has run all of that. When the worker is gone (at
+        exit, calls are finished on their callers' threads), it runs here, now."""
+        if self._owner != os.getpid():
+            if self._exiting or sys.is_finalizing():
+                self._run_now(item)
+                return
+            self._start()
+        self._items.append(item)
+        self._wake.set()
+
+    def on_worker(self) -> bool:
+        """Whether this is the worker's thread, which must never wait for its own work."""
+        return self._thread is threading.current_thread()
+
     def _full(self, item: tuple[Any, ...]) -> None:
         """The queue is full: the caller finishes its own call (bounded memory, nothing lost)."""
         self.n_inline += 1
@@ -1497,6 +1648,8 @@ class _DeferredWorker:
         return bool(self._items) or self._busy
 
     def drain(self, timeout: float | None = None) -> bool:
+        if self._thread is None and self._items and not self._exiting:
+            self._start()  # only ``submit_nowait`` queued so far, which starts no thread
         thread = self._thread
         if thread is None or thread is threading.current_thread() or self._pid != os.getpid():
             return not self._items
@@ -1541,10 +1694,32 @@ class _DeferredWorker:
 
 
 _deferred = _DeferredWorker()
-_SETTLE_WAIT = 5.0  # seconds a guarded call waits at most for earlier calls' settles
+_SETTLE_WAIT = 5.0  # seconds a refused call waits at most for earlier calls' settles
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
 _publish = Tracker._publish  # a durable ledger's deferred finish, once stored
 _release = Tracker._release
+
+
+def _holds(call: Call, guard: Guard) -> bool:
+    """Whether ``call`` holds a reservation of ``guard`` (a token: ``None`` holds nothing)."""
+    return any(held is guard and token is not None for held, token in call.reservations)
+
+
+def _unchecked(refusal: GuardRefusal) -> bool:
+    """Whether ``refusal`` says its guard could not check the call (its store is down, a
+    budget's own failure): no settle changes that, and waiting would only add to an
+    outage's delay."""
+    from ._guards._budget import BudgetCheckFailed
+    from ._guards._store import StoreUnavailable
+
+    return isinstance(refusal, (BudgetCheckFailed, StoreUnavailable))
+
+
+def _mark_passed(tracker: Tracker, passed: list[bool]) -> None:
+    """The worker reached a waiter's mark: what was queued before it has run."""
+    passed[0] = True
+    with tracker._settled:
+        tracker._settled.notify_all()
 
 
 def defer(fn: Callable[..., Any], *args: Any) -> None:
@@ -1598,6 +1773,10 @@ def _after_fork_in_child() -> None:
         _default_lock = threading.Lock()
         for tracker in list(_trackers):
             tracker._lock = threading.Lock()
+            # the parent's calls: their settles are the parent's queue's, not the child's
+            tracker._unsettled = {}
+            tracker._settled = threading.Condition(threading.Lock())
+            tracker._waiters = 0
         _child_ledgers = {}
         mp_util = sys.modules.get("multiprocessing.util")
         if mp_util is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 
-from costledger._tracker import _DeferredWorker
+from costledger._tracker import _deferred, _DeferredWorker, defer_nowait, drain_deferred
 
 
 def test_a_full_queue_takes_it_all_the_same_for_the_worker_to_run() -> None:
@@ -56,3 +56,18 @@ def test_after_the_exit_hook_it_runs_here_as_nothing_else_would() -> None:
     ran: list[int] = []
     worker.submit_nowait((lambda: ran.append(threading.get_ident()),))
     assert ran == [threading.get_ident()]
+
+
+def test_defer_nowait_hands_the_function_to_the_worker() -> None:
+    lock = threading.Lock()
+    ran: list[int] = []
+
+    def needs_the_lock(tag: str) -> None:
+        with lock:
+            ran.append(threading.get_ident())
+
+    with lock:
+        defer_nowait(needs_the_lock, "x")
+    assert drain_deferred(10)
+    assert ran == [_deferred._thread.ident if _deferred._thread else None]
+    assert ran != [threading.get_ident()]

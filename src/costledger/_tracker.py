@@ -1732,6 +1732,13 @@ def defer(fn: Callable[..., Any], *args: Any) -> None:
     _deferred.submit((fn, *args))
 
 
+def defer_nowait(fn: Callable[..., Any], *args: Any) -> None:
+    """``defer`` for cleanup code (a finalizer, a weakref or GC callback): ``fn`` never
+    runs on the calling thread, which the GC may have interrupted holding a lock ``fn``
+    needs (``_DeferredWorker.submit_nowait``)."""
+    _deferred.submit_nowait((fn, *args))
+
+
 def drain_deferred(timeout: float | None = None) -> bool:
     """Wait until every call finished with ``defer=True`` so far is stored and logged.
 

@@ -241,6 +241,10 @@ class Budget:
     process), default 10 minutes. ``clock``: seconds since the epoch, for tests.
     """
 
+    # Its refusal sends the once-per-period "exceeded" alert: held back while the tracker
+    # may still ask again (``Call.tentative``, see ``costledger._tracker.Guard``).
+    reads_tentative = True
+
     def __init__(
         self,
         limit: Decimal | int | str,
@@ -406,7 +410,9 @@ class Budget:
             for i, key in enumerate(keys):
                 res_id = _reservation_id()
                 try:
-                    self._reserve_key(store, tracker, token, key, res_id, win, now, now_ms, keep)
+                    self._reserve_key(
+                        store, tracker, token, key, res_id, win, now, now_ms, keep, call.tentative
+                    )
                 except StoreUnavailable as exc:
                     # The store may have made the reservation and lost only its answer (a
                     # timeout): it is given back later, with what this call holds already,
@@ -543,11 +549,20 @@ class Budget:
         now: float,
         now_ms: int,
         keep: int | None,
+        tentative: bool = False,
     ) -> None:
         counter = self._counter(key, win)
         limit = self._limit_units if self.hard else None
         expires = now_ms + self._ttl_ms
-        refuse_mark = self._refuse_mark if self._slot_ms == 0 else self._marks_for(win)[1]
+        # A tentative refusal (earlier calls' settles may still free room: the tracker asks
+        # again) must not use up the once-per-period mark nor send the "exceeded" alert.
+        refuse_mark = (
+            None
+            if tentative
+            else self._refuse_mark
+            if self._slot_ms == 0
+            else self._marks_for(win)[1]
+        )
         admission = store.reserve(
             counter,
             res_id=res_id,

@@ -69,6 +69,9 @@ class Guarded:
         self.held: list[tuple[Decimal, Decimal]] = []
 
     def probe(self) -> None:
+        # the earlier calls' settles, queued for the background worker, first: a call
+        # reserves at once now, so what is held includes theirs until they settle
+        drain_deferred()
         [money] = self.money.status(self.tracker)
         [tokens] = self.tokens.status(self.tracker)
         self.held.append((money.reserved, tokens.reserved))

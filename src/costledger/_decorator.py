@@ -30,7 +30,7 @@ from ._events import CallStatus, event_text, short_repr
 from ._extract import read_response
 from ._redact import redact_url
 from ._streams import StreamUsage, ends_stream
-from ._tracker import Call, Tracker, _report, defer, get_tracker
+from ._tracker import Call, Tracker, _report, defer_nowait, get_tracker
 from ._usage import Usage
 
 __all__ = ["track_cost"]
@@ -756,7 +756,7 @@ def _raw_stream_dropped(seen: _Seen, tracker: Tracker, call: Call, http_response
     if seen.started or call.finished or sys.is_finalizing():
         return
     tracker.handing_off(call)  # the next guarded call waits for this one's release
-    defer(_raw_unfinished, seen.spec, tracker, call, http_response, True)
+    defer_nowait(_raw_unfinished, seen.spec, tracker, call, http_response, True)
 
 
 def _dropped(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
@@ -766,7 +766,7 @@ def _dropped(seen: _Seen, tracker: Tracker, call: Call, kind: int) -> None:
     if seen.started or call.finished or sys.is_finalizing():
         return  # started: the stream's own end (close, collection) finishes the call
     tracker.handing_off(call)  # the next guarded call waits for this one's release
-    defer(_never_used, seen, tracker, call, kind, call.elapsed_ms(), False)
+    defer_nowait(_never_used, seen, tracker, call, kind, call.elapsed_ms(), False)
 
 
 def _never_used(
@@ -1459,17 +1459,20 @@ class _Seen:
         exc: BaseException | None,
         latency_ms: float | None = None,
         deferred: bool = True,
+        from_gc: bool = False,
     ) -> None:
         if sys.is_finalizing():
             # Closed as the interpreter shuts down, after the exit hook finished every
             # stream still open and the exit drain stored them: nothing can store it now.
             return
-        if _in_gc():
+        if not from_gc and _in_gc():
             # Closed by the cyclic GC, maybe inside a costledger lock on this thread: the
-            # worker ends it (see ``_in_gc``), with the latency it has now.
+            # worker ends it (see ``_in_gc``), with the latency it has now. ``from_gc``:
+            # this is that ending (run by the worker, or here once the exit hook has run),
+            # not to be queued again.
             if not call.finished:
                 tracker.handing_off(call)
-                defer(_Seen.finish, self, tracker, call, exc, call.elapsed_ms(), False)
+                defer_nowait(_Seen.finish, self, tracker, call, exc, call.elapsed_ms(), False, True)
             return
         # Usage seen before a stop (error, close, cancel) still cost money: it is recorded
         # (and the call without usage if what was seen is bad).

@@ -38,7 +38,7 @@ from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from costledger import GuardRefusal
 from costledger._events import new_event_id
 from costledger._guards._store import off_loop
-from costledger._tracker import defer
+from costledger._tracker import defer_nowait
 
 from ._logger import (
     CostLedgerLogger,
@@ -359,7 +359,9 @@ class TrackedStream:
             call = self._call
             if not call.finished:
                 self._tracker.handing_off(call)  # the next calls' guards wait for its settle
-            defer(_finish_abandoned, call.id, _Received.of(self._stream), call.elapsed_ms(), False)
+            defer_nowait(
+                _finish_abandoned, call.id, _Received.of(self._stream), call.elapsed_ms(), False
+            )
 
     def _end(self) -> None:
         self._ended = True

@@ -7,10 +7,12 @@ rate-limited warning; a guard spec: every call let through)."""
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -196,3 +198,19 @@ def test_astart_reserves_with_the_given_arguments() -> None:
         return call.id, call.model
 
     assert asyncio.run(main()) == ("c-1", "gpt-4o-mini")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"ledger": InMemoryLedger},
+            "Tracker ledger must be an instance, got the class InMemoryLedger",
+        ),
+        ({"pricer": Pricer}, "Tracker pricer must be an instance, got the class Pricer"),
+        ({"guards": [Budget]}, "Tracker guards must be an instance, got the class Budget"),
+    ],
+)
+def test_a_class_where_an_instance_belongs_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        Tracker(log="off", **kwargs)

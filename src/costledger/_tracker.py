@@ -232,6 +232,8 @@ class Tracker:
     ) -> None:
         if default_attribution:
             check_attribution_keywords("Tracker", default_attribution, _TRACKER_PARAMETERS)
+        for argument, given in (("ledger", ledger), ("pricer", pricer), ("logger", logger)):
+            _not_a_class(argument, given)
         ledger = _checked_ledger(ledger)
         if pricer is not None and not callable(getattr(pricer, "price", None)):
             raise TypeError(
@@ -1115,6 +1117,16 @@ def _checked_ledger(ledger: Any) -> LedgerLike | None:
     return ledger  # type: ignore[no-any-return]
 
 
+def _not_a_class(name: str, value: Any) -> None:
+    """``TypeError`` for a class given where an instance belongs (``ledger=InMemoryLedger``,
+    ``guards=[Budget]``): it has the methods the other checks look for, unbound."""
+    if isinstance(value, type):
+        raise TypeError(
+            f"Tracker {name} must be an instance, got the class {value.__name__}: "
+            f"pass {value.__name__}(...)"
+        )
+
+
 def _is_sqlalchemy_url(value: Any) -> bool:
     cls = type(value)
     return cls.__name__ == "URL" and cls.__module__.startswith("sqlalchemy.")
@@ -1137,6 +1149,7 @@ def _checked_guards(guards: Any) -> tuple[Guard, ...]:
             f"{type(guards).__name__} {short_repr(guards)}"
         ) from None
     for guard in items:
+        _not_a_class("guards", guard)
         missing = [
             name
             for name in ("reserve", "settle", "release")

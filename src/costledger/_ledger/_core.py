@@ -701,6 +701,22 @@ def _close_core(core: _Core) -> None:
         _report(logging.ERROR, "close", "costledger: closing the ledger failed: %r", exc)
 
 
+def _close_collected(core: _Core) -> None:
+    """A ``Ledger``'s finalizer. Collected (no longer used), the GC may run this on a
+    thread that holds a lock the calls still queued for the ledger need (a guard store's):
+    closing there, which first waits for that queue, could stall it for the exit timeout.
+    So only the close is queued, behind those calls (``defer_nowait``: never run here),
+    when the worker runs. At exit (the worker finishing its queue), or with no worker
+    running (no queue to wait for), it closes now, as it always did."""
+    from .._tracker import _deferred, defer_nowait
+
+    pid = os.getpid()
+    if _deferred._owner != pid or sys.is_finalizing() or core.owner != pid:
+        _close_core(core)
+    else:
+        defer_nowait(_close_core, core)
+
+
 def _close_core_ref(ref: weakref.ref[_Core]) -> None:
     core = ref()
     if core is not None:
@@ -835,7 +851,7 @@ class Ledger:
             exit_timeout=float(exit_timeout),
             temp_spool=temp_spool,
         )
-        self._finalizer = weakref.finalize(self, _close_core, self._core)
+        self._finalizer = weakref.finalize(self, _close_collected, self._core)
 
     def __repr__(self) -> str:
         mode = "sync" if self._core.sync else "durable" if self._core.durable else "buffered"

@@ -144,14 +144,24 @@ def test_async_cancel_waiting_for_the_answer_is_recorded_cancelled(
     provider: FakeProvider, costs: CapturedCosts, flavour: str
 ) -> None:
     tracker, budget = budgeted()
-    provider.enqueue("/chat/completions", Reply(json=chat_completion(), delay=0.6))
+    provider.enqueue("/chat/completions", Reply(json=chat_completion(), delay=5))
 
     async def main() -> None:
+        # cancelled once the request is out (a fixed timeout could fire before it was sent
+        # on a loaded machine: then, rightly, nothing is recorded)
+        sent = asyncio.Event()
+
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            if name == "http11.receive_response_headers.started":
+                sent.set()
+
         async with async_client(flavour, tracker) as client:
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(
-                    client.post(f"{provider.openai_url}/chat/completions", json=CHAT), 0.2
-                )
+            url = f"{provider.openai_url}/chat/completions"
+            task = asyncio.ensure_future(client.post(url, json=CHAT, extensions={"trace": trace}))
+            await asyncio.wait_for(sent.wait(), 60)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
 
     asyncio.run(main())
     assert len(provider.requests_to("/chat/completions")) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -164,6 +165,11 @@ def test_async_cancel_waiting_for_the_answer_is_recorded_cancelled(
                 await task
 
     asyncio.run(main())
+    # the server thread notes the request once it has read it: on a loaded machine that
+    # can come after the client, which has sent it, was cancelled
+    deadline = time.monotonic() + 30
+    while not provider.requests_to("/chat/completions") and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(provider.requests_to("/chat/completions")) == 1
     (event,) = costs.events
     assert (event.status, event.error_type, event.model) == (

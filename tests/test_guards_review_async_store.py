@@ -198,7 +198,8 @@ async def test_async_reservations_on_a_slow_redis_never_stall_the_event_loop(
     # each call waited on its three guards' round trips, the loop never did
     assert proxy.chunks - sent >= 30
     assert took >= 1.5
-    assert heartbeat.longest < 0.25, heartbeat.longest
+    # a round trip on the loop would stall it >= 0.5 s; less is the machine's scheduling
+    assert heartbeat.longest < 0.45, heartbeat.longest
     for call in calls:
         tracker.finish(call, usage=Usage(input_tokens=1000))
     assert figures(tracker) == [(Decimal("0.11"), Decimal("0"))]

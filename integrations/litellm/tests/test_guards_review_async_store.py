@@ -137,7 +137,9 @@ async def test_guarded_async_calls_on_a_slow_redis_never_stall_the_event_loop(
     longest = max(longest, time.monotonic() - last - 0.01)
     proxy.delay = 0.0
     assert took >= 1.0  # a reservation and a settle each, waited on concurrently
-    assert longest < 0.25, longest
+    # a round trip on the loop would stall it >= 0.5 s; less is the machine's scheduling
+    # (0.29 s seen once on a loaded CI run)
+    assert longest < 0.45, longest
     [status] = budget_status(tracker)
     assert (status.spent, status.reserved) == (11 * GPT_4O_MINI_10_IN_20_OUT, Decimal(0))
     assert len(list(tracker.ledger.events())) == 11

@@ -95,7 +95,7 @@ def test_async_cancel_while_waiting_for_a_pooled_connection_records_nothing(
         async with async_client(flavour, tracker) as client:
             url = f"{provider.openai_url}/chat/completions"
             async with client.stream("POST", url, json=STREAM) as first:  # holds the connection
-                with pytest.raises(TimeoutError):
+                with pytest.raises(asyncio.TimeoutError):  # TimeoutError from 3.11 on
                     await asyncio.wait_for(client.post(url, json=CHAT), 0.3)
                 seen["held while streaming"] = held(tracker, budget)
                 gate.set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import tempfile
@@ -35,6 +36,7 @@ __all__ = [
     "check_max_output_tokens",
     "count_tokens",
     "heuristic_tokens",
+    "request_json_text",
 ]
 
 CHARS_PER_TOKEN = 4
@@ -60,6 +62,40 @@ _OPENAI_PREFIXES = ("openai/", "azure/", "azure_ai/", "openrouter/openai/")
 _ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 _encodings: dict[str, Any] = {}
 _encodings_lock = threading.Lock()
+
+
+def request_json_text(value: Any) -> str:
+    """``value`` (a request's tools, ``response_format``...) as the JSON a provider
+    receives, for an integration's prompt text: counted for the worst case, never stored.
+    ``ensure_ascii=False``: non-ASCII stays the UTF-8 the provider receives, which the
+    estimate counts per byte, not six ASCII characters a character. A value JSON cannot
+    walk (a cycle) counts as its text; one without even that as nothing (the guards still
+    run, on the rest of the prompt)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_json_default)
+    except Exception:
+        try:
+            return str(value)
+        except Exception:
+            return ""
+
+
+def _json_default(value: Any) -> Any:
+    """A value that is not JSON yet, as the provider's client would serialise it: a
+    Pydantic schema class (``response_format``) as its JSON schema, a Pydantic object (a
+    ``google.genai`` Tool) as its fields; anything else as its text."""
+    try:
+        if isinstance(value, type):
+            schema = getattr(value, "model_json_schema", None) or getattr(value, "schema", None)
+            if callable(schema):
+                return schema()
+        else:
+            dump = getattr(value, "model_dump", None)
+            if callable(dump):
+                return dump(mode="json", exclude_none=True)
+    except Exception:  # the estimate is never worth failing the guard over
+        pass
+    return str(value)
 
 
 def _encoding_name(model: str) -> str | None:

@@ -985,17 +985,9 @@ def _tools_text(params: Mapping[str, Any]) -> str:
     bound = {key: params[key] for key in _TOOL_PARAMS if _present(params.get(key))}
     if not bound:
         return ""
-    import json
+    from costledger._guards._estimate import request_json_text  # the guarded path only
 
-    try:
-        # ensure_ascii=False: non-ASCII stays as the UTF-8 the provider receives, which the
-        # estimate counts per byte, instead of six ASCII characters a character.
-        return json.dumps(bound, ensure_ascii=False, default=_json_default)
-    except Exception:  # a value json cannot walk (a cycle): its text still counts
-        try:
-            return str(bound)
-        except Exception:  # the guards still run, on the messages alone
-            return ""
+    return request_json_text(bound)
 
 
 def _present(value: Any) -> bool:
@@ -1006,24 +998,6 @@ def _present(value: Any) -> bool:
         return bool(value)
     except Exception:  # a value with no truth value (an array): it is there
         return True
-
-
-def _json_default(value: Any) -> Any:
-    """A bound value that is not JSON yet, as the provider's client would serialise it: a
-    Pydantic schema class (``response_format``) as its JSON schema, a Pydantic object (a
-    ``google.genai`` Tool) as its fields; anything else as its text."""
-    try:
-        if isinstance(value, type):
-            schema = getattr(value, "model_json_schema", None) or getattr(value, "schema", None)
-            if callable(schema):
-                return schema()
-        else:
-            dump = getattr(value, "model_dump", None)
-            if callable(dump):
-                return dump(mode="json", exclude_none=True)
-    except Exception:  # the estimate is never worth failing the guard over
-        pass
-    return str(value)
 
 
 def _max_output_tokens(

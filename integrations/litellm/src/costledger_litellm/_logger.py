@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEvent, get_tracker
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
+from costledger._guards._estimate import request_json_text
 from costledger._guards._store import GuardStore, in_background, off_loop, store_for
 from costledger._pricing._book import BOOK_SOURCE
 from costledger._sources.litellm_payload import (
@@ -766,7 +766,7 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
             _collect_text(_field(message, "content"), parts)
             calls = _field(message, "tool_calls")
             if calls:  # an assistant turn's tool calls are billed as input when sent back
-                parts.append(_json_text(calls))
+                parts.append(request_json_text(calls))
     for key in ("prompt", "input"):  # text_completion, embedding
         _collect_text(request.get(key), parts)
     for key in ("tools", "functions", "tool_choice", "function_call", "response_format"):
@@ -774,28 +774,8 @@ def _prompt_text(request: Mapping[str, Any]) -> str | None:
         # structured output's JSON schema thousands
         value = request.get(key)
         if value:
-            parts.append(_json_text(value))
+            parts.append(request_json_text(value))
     return "\n".join(parts) if parts else None
-
-
-def _json_text(value: Any) -> str:
-    """``value`` as the JSON a provider receives, only counted for the estimate: a pydantic
-    model class (``response_format=Answer``) as its JSON schema, a pydantic object as its
-    fields, anything else JSON cannot write as its text."""
-    try:
-        return json.dumps(value, default=_json_default, ensure_ascii=False)
-    except (TypeError, ValueError):  # a circular value, or a schema that will not build
-        return str(value)
-
-
-def _json_default(value: Any) -> Any:
-    schema = getattr(value, "model_json_schema", None)
-    if isinstance(value, type) and callable(schema):
-        return schema()
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump()
-    return str(value)
 
 
 def _collect_text(content: Any, parts: list[str]) -> None:

@@ -885,17 +885,13 @@ class Tracker:
 
     def _currency_of(self, model: str | None, provider: str | None, call: Call) -> str:
         """The currency the pricer prices ``model`` in, for a cost with no amount to say
-        it (a failed call without usage, a cache hit): a ledger priced in EUR then holds
-        no USD row that a report in EUR would need a USD rate for. USD when the pricer
-        has no price for the model (or is not a ``Pricer``), as ``Cost`` defaults."""
-        if not model:
+        it (a failed call without usage, a cache hit): ``Pricer.currency_of``, as ingest
+        asks it. USD, as ``Cost`` defaults, for a pricer that is not a ``Pricer``."""
+        currency_of = getattr(self.pricer, "currency_of", None)
+        if currency_of is None:
             return "USD"
         try:
-            rate_card = getattr(self.pricer, "rate_card", None)
-            if rate_card is None:
-                return "USD"
-            card = rate_card(model, provider=provider, at=call.started_at)
-            currency = getattr(card, "currency", None)
+            currency = currency_of(model, provider=provider, at=call.started_at)
         except Exception as exc:  # never the host's problem; the call is still recorded
             _report("tracker.currency", exc, model=model)
             return "USD"

@@ -121,8 +121,28 @@ def read_response(payload: Any, provider: str | None = None) -> ResponseInfo:
 # --- locating the usage part ---------------------------------------------------------
 
 
+# The keys ``_read`` looks for around a usage part, in its order below.
+_WRAPPER_KEYS: Final = frozenset(
+    (
+        "usage",
+        "usageMetadata",
+        "usage_metadata",
+        "generations",
+        "token_usage",
+        "response",
+        "message",
+    )
+)
+
+
 def _read(payload: Any, hints: tuple[str, ...], where: str) -> ResponseInfo:
     if type(payload) is dict:
+        if _WRAPPER_KEYS.isdisjoint(payload):
+            # A usage part itself (a LangChain message's usage_metadata, an OpenAI usage
+            # dict), as the end of this function reads it: one C test instead of the
+            # seven look-ups for a response around it.
+            usage, shape = _read_usage(payload, where, hints, None)
+            return ResponseInfo(usage, provider=shape)
         get: Getter = payload.get
     elif isinstance(payload, Usage):
         return ResponseInfo(payload, provider="costledger")

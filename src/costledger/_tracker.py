@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, overload, runtime_checkable
 
+from ._attribution import EMPTY as EMPTY_ATTRIBUTION
 from ._attribution import Attribution, check_attribution_keywords, current_attribution
 from ._cost import Cost
 from ._errors import GuardRefusal
@@ -35,6 +36,7 @@ from ._events import (
     text_pairs,
 )
 from ._mp import when_mp_child
+from ._redact import redact, redact_text
 from ._usage import Usage
 
 if TYPE_CHECKING:
@@ -832,8 +834,6 @@ class Tracker:
         if price_context:
             # Text entries only (what failed may be this very context), and scrubbed like
             # attribution: the values go to rows, log lines and spans.
-            from ._redact import redact_text
-
             price_context = {k: redact_text(v) for k, v in text_pairs(price_context).items()}
         attribution = _scrubbed(call.attribution)
         meta: Mapping[str, Any] = attribution.metadata
@@ -844,17 +844,10 @@ class Tracker:
         if tracking_error is not None:
             meta = {**meta, "costledger.tracking_error": type(tracking_error).__name__}
         if meta:
-            from ._redact import redact
-
             meta = redact(dict(meta))
         error_type: str | None = None
         if error is not None:
-            if isinstance(error, str):
-                from ._redact import redact_text
-
-                error_type = redact_text(error)
-            else:
-                error_type = type(error).__name__
+            error_type = redact_text(error) if isinstance(error, str) else type(error).__name__
         return UsageEvent(
             id=call.id,
             model=model,
@@ -1442,8 +1435,8 @@ def _scrubbed(attribution: Attribution) -> Attribution:
     """``attribution`` with no secret in its names and tags: they go to rows and log lines
     as they are (metadata is scrubbed with the rest of the event's). Most names are clean
     and a clean one costs one precompiled search."""
-    from ._redact import redact_text
-
+    if attribution is EMPTY_ATTRIBUTION:  # no names, no tags: nothing to scrub
+        return attribution
     names = (attribution.user, attribution.team, attribution.project, attribution.feature)
     clean = tuple(None if v is None else redact_text(v) for v in names)
     tags = tuple(redact_text(t) for t in attribution.tags)

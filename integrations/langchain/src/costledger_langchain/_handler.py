@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
@@ -74,6 +75,8 @@ _INTERNAL_TAG_PREFIXES = (
 _PLAIN_KEYS = frozenset(("user", "team", "project", "feature", "user_id"))
 _PREFIX = "costledger_"
 _PREFIX_LEN = len(_PREFIX)
+# metadata key sets seen (in order) -> whether none of them can carry attribution
+_KEYS_WITHOUT_ATTRIBUTION: dict[tuple[Any, ...], bool] = {}
 _MAX_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # Answers generated per call: OpenAI-style ``n`` (chat and completions; Groq, Fireworks,
 # DeepSeek... reuse BaseChatOpenAI), completions' ``best_of`` (generated and billed, ``n``
@@ -262,10 +265,13 @@ class _Run:
 
 
 class _RunMap:
-    """Model runs in flight, by LangChain run id, bounded; one lock, only dict work under it.
+    """Model runs in flight, by LangChain run id, bounded.
 
     Keyed by the run id's integer: ``UUID.__hash__`` is Python code, and this map is
-    touched several times per call.
+    touched several times per call. Adding and popping a run are single ``OrderedDict``
+    operations on an int key, done in C and so atomic under the GIL: no lock on the
+    call path. The lock only serializes the rare multi-step work (another handler
+    joining a run, evicting the oldest runs past ``max_size``).
     """
 
     def __init__(self, max_size: int) -> None:
@@ -289,22 +295,22 @@ class _RunMap:
 
     def add(self, run_id: UUID, run: _Run) -> list[_Run]:
         """Remember ``run``; returns the runs pushed out (or ``run`` itself if already owned)."""
-        key = run_id.int
+        runs = self._runs
+        if runs.setdefault(run_id.int, run) is not run:
+            return [run]
+        if len(runs) <= self.max_size:
+            return _NONE_EVICTED
+        evicted: list[_Run] = []
         with self._lock:
-            runs = self._runs
-            if key in runs:
-                return [run]
-            runs[key] = run
-            if len(runs) <= self.max_size:
-                return _NONE_EVICTED
-            evicted: list[_Run] = []
             while len(runs) > self.max_size:
-                evicted.append(runs.popitem(last=False)[1])
-            return evicted
+                try:
+                    evicted.append(runs.popitem(last=False)[1])
+                except KeyError:  # emptied meanwhile by the runs' own ends
+                    break
+        return evicted
 
     def pop(self, run_id: UUID) -> _Run | None:
-        with self._lock:
-            return self._runs.pop(run_id.int, None)
+        return self._runs.pop(run_id.int, None)
 
     def __contains__(self, run_id: UUID) -> bool:
         # Lock-free: a dict membership test is atomic, and a hit is re-checked under the lock.
@@ -757,20 +763,32 @@ def _end(
     loop this callback may run on."""
     message, llm_output = _first_message(response)
     if message is None:
-        parts = _ResultParts(None, {}, None, llm_output)
+        usage_metadata: Any = None
+        response_metadata: Mapping[str, Any] = _NO_METADATA
+        message_id: Any = None
     else:
-        parts = _ResultParts(
-            getattr(message, "usage_metadata", None),
-            getattr(message, "response_metadata", None) or {},
-            getattr(message, "id", None),
-            llm_output,
-        )
+        usage_metadata = getattr(message, "usage_metadata", None)
+        response_metadata = getattr(message, "response_metadata", None) or _NO_METADATA
+        message_id = getattr(message, "id", None)
     if getattr(run.tracker, "_durable", False):
+        parts = _ResultParts(usage_metadata, response_metadata, message_id, llm_output)
         _finish_off_path(run, parts, status, error, run.call.elapsed_ms(), True)
     else:
         if run.call.reservations:  # the guards of the next calls wait for its settle
             run.tracker.handing_off(run.call)
-        defer(_finish_off_path, run, parts, status, error, run.call.elapsed_ms())
+        # the parts as loose arguments: one object fewer for the host's GC until the
+        # worker runs (_ResultParts is made there)
+        defer(
+            _finish_deferred,
+            run,
+            usage_metadata,
+            response_metadata,
+            message_id,
+            llm_output,
+            status,
+            error,
+            run.call.elapsed_ms(),
+        )
 
 
 class _ResultParts(NamedTuple):
@@ -780,6 +798,23 @@ class _ResultParts(NamedTuple):
     response_metadata: Mapping[str, Any]
     message_id: Any
     llm_output: Mapping[str, Any] | None
+
+
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+def _finish_deferred(
+    run: _Run,
+    usage_metadata: Any,
+    response_metadata: Mapping[str, Any],
+    message_id: Any,
+    llm_output: Mapping[str, Any] | None,
+    status: CallStatus,
+    error: BaseException | None,
+    latency_ms: float,
+) -> None:
+    parts = _ResultParts(usage_metadata, response_metadata, message_id, llm_output)
+    _finish_off_path(run, parts, status, error, latency_ms)
 
 
 def _finish_off_path(
@@ -928,6 +963,19 @@ def _attribution(metadata: Mapping[str, Any], tags: list[str] | None) -> dict[st
     ``costledger_<key>`` becomes event metadata ``<key>``. Other LangChain metadata
     (``ls_*``, the app's own keys) is not copied: it may be large or private.
     """
+    if not tags:
+        # The common case: metadata keys that name no attribution (LangChain's own ls_*
+        # keys). A model's runs repeat one set of keys: known sets are remembered.
+        keys = tuple(metadata)
+        none_found = _KEYS_WITHOUT_ATTRIBUTION.get(keys)
+        if none_found is None:
+            none_found = _PLAIN_KEYS.isdisjoint(keys) and not any(
+                isinstance(key, str) and key.startswith(_PREFIX) for key in keys
+            )
+            if len(_KEYS_WITHOUT_ATTRIBUTION) < 256:
+                _KEYS_WITHOUT_ATTRIBUTION[keys] = none_found
+        if none_found:
+            return None
     plain: dict[str, Any] | None = None
     prefixed: dict[str, Any] | None = None
     for key, value in metadata.items():  # one pass: this runs on every model call

@@ -61,6 +61,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -460,6 +461,43 @@ def _too_many_tokens(n_in: int, n_out: int) -> None:
     check_count(name, value)
 
 
+_BUCKET_MIN_ROWS = 8  # fewer rows (a ``Ledger.record`` call): row by row is as fast
+_get_timestamp = itemgetter(_R_TIMESTAMP)
+_first_ten = itemgetter(slice(0, 10))  # a stored UTC timestamp's day
+_get_input = itemgetter(_R_INPUT)
+_get_output = itemgetter(_R_OUTPUT)
+_get_cache_read = itemgetter(_R_CACHE_READ)
+_get_cache_write = itemgetter(_R_CACHE_WRITE)
+_get_reasoning = itemgetter(_R_REASONING)
+_get_total = itemgetter(_R_TOTAL)
+_group_of = itemgetter(
+    _R_MODEL,
+    _R_RESPONSE_MODEL,
+    _R_PROVIDER,
+    _R_USER,
+    _R_TEAM,
+    _R_PROJECT,
+    _R_FEATURE,
+    _R_SOURCE,
+    _R_STATUS,
+    _R_CURRENCY,
+    _R_PRICING,
+    _R_TAGS,
+)
+"""A row's group values in ``DIMENSIONS`` order (a rollup key's), then its tags text."""
+_part_units, _part_nano, _part_atto, _part_places, _part_float = (itemgetter(i) for i in range(5))
+
+
+def _merge_acc(mine: Acc, acc: Acc) -> None:
+    """Add ``acc``, the sums of some rows of a group, to ``mine``, the group's so far."""
+    for i in range(12):
+        mine[i] += acc[i]
+    if acc[12] > mine[12]:
+        mine[12] = acc[12]
+    if acc[13] > mine[13]:
+        mine[13] = acc[13]
+
+
 class RollupDelta:
     """What a set of events (or cost changes) adds, per day, dimensions and tag set."""
 
@@ -509,8 +547,96 @@ class RollupDelta:
 
     def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Newly inserted rows, in the ledger's SQLite form (``sqlite_params``): the hot
-        path of every write, from ``Ledger.record`` and from ``ingest`` alike, so kept
-        to plain operations."""
+        path of every write, from ``Ledger.record`` and from ``ingest`` alike.
+
+        The rows are first put in buckets by their group's values, fetched in C
+        (``_group_of``), and each bucket's counts are summed in C (``sum(map(...))``);
+        only an amount's parts are a Python step per row. Anything that bucketing does
+        not take as it is (a count past ``MAX_TOKENS``, an amount the rollups cannot
+        hold, a value of an unexpected type) goes through ``_add_each``, the row by row
+        loop, which adds the same sums or raises what it always raised."""
+        rows = rows if type(rows) is list else list(rows)
+        if len(rows) < _BUCKET_MIN_ROWS:
+            self._add_each(rows)
+            return
+        try:
+            local = self._bucketed(rows)
+        except Exception:
+            self._add_each(rows)
+            return
+        groups = self.groups
+        if not groups:
+            self.groups = local
+            return
+        for key, acc in local.items():
+            mine = groups.get(key)
+            if mine is None:
+                groups[key] = acc
+            else:
+                _merge_acc(mine, acc)
+
+    def _bucketed(self, rows: list[Sequence[Any]]) -> dict[GroupKey, Acc]:
+        """``add_rows``'s sums of ``rows`` in a new dict; raises on anything unusual."""
+        if (
+            max(map(_get_input, rows)) > MAX_TOKENS  # they bound every other count
+            or max(map(_get_output, rows)) > MAX_TOKENS
+        ):
+            raise ValueError("a count past MAX_TOKENS: row by row, to name it")
+        buckets: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+        get = buckets.get
+        days_of = map(_first_ten, map(_get_timestamp, rows))
+        for key, row in zip(zip(days_of, map(_group_of, rows), strict=True), rows, strict=True):
+            bucket = get(key)
+            if bucket is None:
+                buckets[key] = [row]
+            else:
+                bucket.append(row)
+        out: dict[GroupKey, Acc] = {}
+        days = _DAYS
+        tag_sets = _TAG_SETS
+        parts = _row_parts_cache.get
+        min_places = self.min_places
+        for (stamp, values), bucket in buckets.items():
+            tags = values[-1]
+            status = values[8]
+            key = (
+                (days.get(stamp) or _day(stamp), *values[:-1]),
+                () if tags == "[]" else tag_sets.get(tags) or _tag_set(tags),
+            )
+            n = len(bucket)
+            acc = list(_EMPTY)
+            acc[0] = n
+            if status == "error":
+                acc[1] = n
+            elif status == "cancelled":
+                acc[2] = n
+            acc[4] = sum(map(_get_input, bucket))
+            acc[5] = sum(map(_get_cache_read, bucket))
+            acc[6] = sum(map(_get_cache_write, bucket))
+            acc[7] = sum(map(_get_output, bucket))
+            acc[8] = sum(map(_get_reasoning, bucket))
+            totals = list(map(_get_total, bucket))
+            nulls = totals.count(None)
+            if nulls:
+                if values[10] != "not_priced":
+                    acc[3] = nulls
+                totals = [t for t in totals if t is not None]
+            if totals:
+                amounts = [parts(t) or _row_parts(t) for t in totals]
+                acc[9] = sum(map(_part_units, amounts))
+                acc[10] = sum(map(_part_nano, amounts))
+                acc[11] = sum(map(_part_atto, amounts))
+                acc[12] = max(max(map(_part_places, amounts)), min_places)
+                acc[13] = max(map(_part_float, amounts))
+            mine = out.get(key)
+            if mine is None:
+                out[key] = acc
+            else:  # two tag texts of one tag set (a tag twice)
+                _merge_acc(mine, acc)
+        return out
+
+    def _add_each(self, rows: Iterable[Sequence[Any]]) -> None:
+        """``add_rows`` row by row."""
         groups = self.groups
         parts = _row_parts_cache.get
         days = _DAYS

@@ -20,7 +20,11 @@ from litellm_support import GPT_4O_MINI_10_IN_20_OUT
 
 CHILD = textwrap.dedent(
     """
-    import asyncio, os, sys
+    import asyncio, atexit, os, sys
+    # Registered first, so run last: after LiteLLM's and costledger's exit hooks, by when
+    # every event that reached costledger has been stored.
+    seen = []
+    atexit.register(lambda: print("seen", len(seen), flush=True))
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     import litellm
     from costledger import Ledger, Tracker
@@ -30,6 +34,8 @@ CHILD = textwrap.dedent(
     logger = CostLedgerLogger(tracker=Tracker(Ledger("sqlite:///" + sys.argv[1]), log="off"))
     litellm.callbacks = [logger]
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    record = logger._on_event
+    logger._on_event = lambda *args, **kw: seen.append(1) or record(*args, **kw)
 
     async def main():
         await asyncio.gather(*(
@@ -79,14 +85,23 @@ def test_async_calls_made_just_before_exit_are_all_stored(tmp_path: Path) -> Non
         },
     )
     assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
     # the race this is about: LiteLLM still held events when the script ended
-    pending = int(done.stdout.split()[-1])
+    pending = int(words[words.index("pending") + 1])
     assert pending > 100, done.stdout
+    seen = int(words[words.index("seen") + 1])
     con = sqlite3.connect(path)
     rows = con.execute("select total_cost from costledger_events").fetchall()
     con.close()
     assert _spooled(path) == 0
-    assert len(rows) == calls
+    # Every event that reached costledger is stored, the queued ones by its exit hook.
+    # LiteLLM itself may lose the one its worker had taken from the queue when asyncio.run
+    # cancelled the task about to deliver it (LOGGING_WORKER_CONCURRENCY=1: at most one;
+    # seen once in a loaded CI run): that one never reaches any CustomLogger, and
+    # ``await costledger_litellm.flush_callbacks()`` before the end is the remedy (tested
+    # below).
+    assert len(rows) == seen
+    assert calls - 1 <= seen <= calls
     # LiteLLM's mock answer: 10 prompt tokens, 20 completion tokens
     assert sum(Decimal(r[0]) for r in rows) == calls * GPT_4O_MINI_10_IN_20_OUT
     assert "event loop changed" not in done.stderr

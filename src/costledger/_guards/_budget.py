@@ -379,6 +379,14 @@ class Budget:
 
     # -- the guard protocol ---------------------------------------------------------------------
     def reserve(self, call: Call, tracker: Tracker) -> _Token | None:
+        return self._reserve(call, tracker, True)
+
+    def _reserve(
+        self, call: Call, tracker: Tracker, seed: bool, units: int | None = None
+    ) -> _Token | None:
+        """``reserve``; with ``seed=False`` (on an event loop's thread) a counter that needs
+        its seed raises ``_SeedNeeded`` instead, with nothing held. ``units``: the call's
+        estimate, when it was made already (``_SeedNeeded.units``)."""
         # An estimate that cannot be read is the caller's mistake: a ValueError naming it
         # (Tracker.start checks it before any guard runs, so it never gets here from there).
         explicit = None
@@ -394,7 +402,9 @@ class Budget:
             now = self._clock()
             now_ms = int(now * 1000)
             win = self.period.window(now)
-            if explicit is not None:
+            if units is not None:
+                pass
+            elif explicit is not None:
                 units = reserve_units(explicit, tokens=False)
             else:
                 units = self._estimate_units(call, tracker)
@@ -411,7 +421,17 @@ class Budget:
                 res_id = _reservation_id()
                 try:
                     self._reserve_key(
-                        store, tracker, token, key, res_id, win, now, now_ms, keep, call.tentative
+                        store,
+                        tracker,
+                        token,
+                        key,
+                        res_id,
+                        win,
+                        now,
+                        now_ms,
+                        keep,
+                        call.tentative,
+                        seed,
                     )
                 except StoreUnavailable as exc:
                     # The store may have made the reservation and lost only its answer (a
@@ -446,6 +466,10 @@ class Budget:
             return token
         except GuardRefusal:
             raise
+        except _SeedNeeded:
+            if token is not None:
+                self._release_quietly(token)  # the keys before this one: asked again
+            raise
         except Exception as exc:
             # The budget's own failure (the estimator, the call's attribution, a store
             # answering nonsense): it cannot tell whether the call fits. Whatever it held
@@ -454,20 +478,41 @@ class Budget:
                 self._release_quietly(token)
             if self.on_store_error == "closed":
                 raise BudgetCheckFailed(self, exc) from exc
-            _report("budget.reserve", exc, budget=self.name)
             try:  # fails open: the call is not checked, but what it spends still counts
-                return self._account(call, tracker, recorded=False)
+                accounted = self._account(call, tracker, recorded=False, seed=seed)
+            except _SeedNeeded:
+                raise  # asked again in a worker thread, which reports the failure
             except Exception:
-                return None
+                accounted = None
+            _report("budget.reserve", exc, budget=self.name)
+            return accounted
 
     async def areserve(self, call: Call, tracker: Tracker) -> _Token | None:
         """``reserve`` for async entry points (``Tracker.astart``): unless the store is
         ``memory://``, it runs in a worker thread, so the store's round trips (and a seed's
-        ledger read) never block the event loop. Same checks, refusals and alerts; if the
+        ledger read) never block the event loop. On ``memory://`` it runs inline, except
+        the first reservation of a counter (a period's first, a new key's, the first after
+        a start): its seed reads the ledger, which waits for the calls queued on the
+        background worker and the ledger's writer (seconds under load), so that
+        reservation runs in a worker thread too. Same checks, refusals and alerts; if the
         caller is cancelled meanwhile, what it reserved is given back."""
         if self.where is not None and not matches(call, self.where):
             return None
         store = self._store_of(tracker)
+        if not store.does_io:
+            try:
+                return self._reserve(call, tracker, False)
+            except _SeedNeeded as need:  # nothing held; the estimate is not made again
+                return await off_loop(
+                    store,
+                    self._reserve,
+                    call,
+                    tracker,
+                    True,
+                    need.units,
+                    undo=self._release_quietly,
+                    waits=True,
+                )
         return await off_loop(store, self.reserve, call, tracker, undo=self._release_quietly)
 
     def _store_of(self, tracker: Tracker) -> GuardStore:
@@ -488,9 +533,12 @@ class Budget:
         ledger and counted once by the store (which remembers settled ids for an hour)."""
         return self._account(call, tracker, recorded=True)
 
-    def _account(self, call: Call, tracker: Tracker, *, recorded: bool) -> _Token | None:
+    def _account(
+        self, call: Call, tracker: Tracker, *, recorded: bool, seed: bool = True
+    ) -> _Token | None:
         """``account``; ``recorded=False`` for a call that failed open in ``reserve``: two
-        such calls in flight may share an id, so each settles under an id of its own."""
+        such calls in flight may share an id, so each settles under an id of its own.
+        ``seed=False``: as in ``_reserve``."""
         if self.where is not None and not matches(call, self.where):
             return None
         if self._pending and time.monotonic() >= self._next_retry:
@@ -507,7 +555,7 @@ class Budget:
             keys = call_keys(call, per)
         for key in keys:
             counter = self._counter(key, win)
-            self._ensure_seeded(store, tracker, counter, key, win, now, keep)
+            self._ensure_seeded(store, tracker, counter, key, win, now, keep, seed)
             settle_id = _recorded_id(call.id) if recorded else _reservation_id()
             token.holds.append(_Hold(counter, key, settle_id, win, keep, False))
         return token
@@ -521,15 +569,19 @@ class Budget:
         win: Window,
         now: float,
         keep: int | None,
+        seed: bool = True,
     ) -> None:
         """Seed ``counter`` from the ledger unless it is (a settle on a counter that is not
         seeded adds nothing). On a store or ledger failure the settle goes ahead: kept
-        and replayed, or left to the seed that later reads this call from the ledger."""
+        and replayed, or left to the seed that later reads this call from the ledger.
+        ``seed=False``: raise ``_SeedNeeded`` instead of seeding."""
         seen = (id(store), counter)
         if self._seeded.get(seen, 0.0) > time.monotonic():
             return
         try:
             if not store.read(counter, floor=win.floor, now_ms=int(now * 1000)).seeded:
+                if not seed:
+                    raise _SeedNeeded(None)
                 self._seed(store, tracker, counter, key, win, now, keep)
         except StoreUnavailable as exc:
             _report("budget.seed", exc, budget=self.name)
@@ -550,6 +602,7 @@ class Budget:
         now_ms: int,
         keep: int | None,
         tentative: bool = False,
+        seed: bool = True,
     ) -> None:
         counter = self._counter(key, win)
         limit = self._limit_units if self.hard else None
@@ -575,6 +628,8 @@ class Budget:
             refuse_mark=refuse_mark,
         )
         if admission.status == "unseeded":
+            if not seed:
+                raise _SeedNeeded(token.units)
             self._seed(store, tracker, counter, key, win, now, keep)
             admission = store.reserve(
                 counter,
@@ -998,6 +1053,17 @@ class Budget:
         )
         tracker_alerts = getattr(token.tracker, "alerts", None) or ()
         dispatch(alert, (*self._callbacks, *tracker_alerts))
+
+
+class _SeedNeeded(Exception):
+    """A reservation on an event loop's thread met a counter that needs its seed (a
+    ledger read, which waits for the background worker): it is made again in a worker
+    thread (``Budget.areserve``), with the call's estimate ``units`` when it was made
+    (None: a budget failing open, which estimates nothing). Never leaves the budget."""
+
+    def __init__(self, units: int | None) -> None:
+        super().__init__(units)
+        self.units = units
 
 
 def _for_key(per: str | None, key: str | None) -> str:

@@ -416,13 +416,16 @@ async def off_loop(
     fn: Callable[..., _T],
     *args: Any,
     undo: Callable[[_T], object] | None = None,
+    waits: bool = False,
 ) -> _T:
     """``fn(*args)`` for an async entry point: in a worker thread when ``store`` waits on
-    I/O (so a slow or stuck store never blocks the event loop), inline on ``memory://``
-    (microseconds). A worker thread cannot be stopped: when the caller is cancelled while
-    ``fn`` runs, ``fn`` runs to its end and ``undo(result)`` gives back what it took, in
-    a worker thread too (``undo`` must not raise)."""
-    if not store.does_io:
+    I/O (so a slow or stuck store never blocks the event loop), or when ``waits`` (``fn``
+    waits on something else: a budget's seed reads the ledger, which waits for the
+    background worker's queue); inline on ``memory://`` otherwise (microseconds). A worker
+    thread cannot be stopped: when the caller is cancelled while ``fn`` runs, ``fn`` runs
+    to its end and ``undo(result)`` gives back what it took, in a worker thread too
+    (``undo`` must not raise)."""
+    if not (waits or store.does_io):
         return fn(*args)
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()

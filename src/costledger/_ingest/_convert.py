@@ -227,6 +227,44 @@ assert " " not in _MONEY_SLOT
 assert "None" not in _MONEY_SLOT
 
 
+_ATTRIBUTIONS: dict[tuple[Any, ...], Attribution] = {}
+
+
+def _attribution_of(values: Mapping[str, Any]) -> Attribution:
+    """``Attribution.from_mapping(values)``, cached by value when every value is a string,
+    int, bool or None, and the tags (``attribution_values`` makes them a list) a list of
+    strings: a proxy's calls carry a handful of key owners, teams and features. Keyed by
+    the items and their types (``1`` and ``True`` are equal keys); ``from_mapping`` reads
+    such values without a warning, so the cached answer is the one it gives."""
+    kinds = tuple(map(type, values.values()))
+    if not _ATTRIBUTION_KINDS.issuperset(kinds):
+        return Attribution.from_mapping(values)
+    key: tuple[Any, ...]
+    if list in kinds:
+        tags = values.get("tags")
+        if (
+            kinds.count(list) != 1
+            or type(tags) is not list
+            or not _STR_ONLY.issuperset(map(type, tags))
+        ):
+            return Attribution.from_mapping(values)
+        key = (tuple(values), tuple(tuple(v) if type(v) is list else v for v in values.values()))
+    else:
+        key = (tuple(values.items()),)
+    key += (kinds,)
+    found = _ATTRIBUTIONS.get(key)
+    if found is None:
+        found = Attribution.from_mapping(values)
+        if len(_ATTRIBUTIONS) >= _CACHE_LIMIT:
+            _ATTRIBUTIONS.clear()
+        _ATTRIBUTIONS[key] = found
+    return found
+
+
+_STR_ONLY: Final = frozenset((str,))
+_ATTRIBUTION_KINDS: Final = _CACHEABLE | {list}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _OwnShape:
     """What the types of a record's values (in column order) let the fast path do."""
@@ -603,7 +641,7 @@ class Converter:
                 price_context=context,
                 requested_model=model,
             )
-        attribution = Attribution.from_mapping(call.attribution) if call.attribution else None
+        attribution = _attribution_of(call.attribution) if call.attribution else None
         meta: Mapping[str, Any] = call.metadata
         if attribution is not None and attribution.metadata:
             meta = {**attribution.metadata, **meta}

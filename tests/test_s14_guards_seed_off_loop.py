@@ -212,3 +212,32 @@ def test_the_estimate_is_made_once_on_the_loop_when_the_seed_leaves_it(
     asyncio.run(main())
     assert estimator.threads == [loop_thread]
     assert [(s.spent, s.reserved) for s in budget_status(tracker)] == [(CENT, Decimal(0))]
+
+
+def test_a_start_cancelled_while_its_seed_waits_gives_its_reservation_back(
+    ledger: Ledger, release: threading.Event
+) -> None:
+    budget = Budget("1 USD", "lifetime")
+    tracker = Tracker(ledger, pricer(), [budget], guard_store=MemoryStore(), log="off")
+
+    async def main() -> None:
+        defer(release.wait, 60)
+        task = asyncio.ensure_future(tracker.astart(**KW))
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+        assert not task.done()  # its seed waits for the held worker, off the loop
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+
+    asyncio.run(main())
+    drain_deferred(30)
+    # the reservation, made once the seed could read the ledger, was given back
+    deadline = time.monotonic() + 30
+    while budget_status(tracker)[0].reserved and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [(s.spent, s.reserved) for s in budget_status(tracker)] == [(Decimal(0), Decimal(0))]
+    spend(tracker, tracker.start(**KW))
+    drain_deferred(30)
+    assert [(s.spent, s.reserved) for s in budget_status(tracker)] == [(CENT, Decimal(0))]

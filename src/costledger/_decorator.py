@@ -1482,10 +1482,14 @@ class _Seen:
             # call was complete, as the HTTP transport records it.
             status, exc = "ok", None
         try:
-            last = self.usage.payload()
+            parts = self.usage.payloads()
         except Exception as bug:
             _report("decorator.stream", bug, model=self.spec.model)
-            last = None
+            parts = []
+        if len(parts) > 1:
+            self._finish_several(tracker, call, parts, status, exc, latency_ms, deferred)
+            return
+        last = parts[0] if parts else None
         if last is None:
             metadata = None
             if self.missed is not None:
@@ -1514,3 +1518,113 @@ class _Seen:
             latency_ms=latency_ms,
             defer=deferred,
         )
+
+    def _finish_several(
+        self,
+        tracker: Tracker,
+        call: Call,
+        parts: list[Any],
+        status: CallStatus,
+        exc: BaseException | None,
+        latency_ms: float | None,
+        deferred: bool,
+    ) -> None:
+        """End a call whose stream carried several billed responses (a generator that
+        yielded two whole responses, a tool loop's two streams): each cost money.
+
+        The call is one event: the responses' usages are added into it when the same model
+        answered them at the same price variant (service tier) and that price is linear
+        (no long-context tier, no per-request fee: the sum costs what the parts cost); the
+        request id is the first response's. Responses that cannot be priced in that sum
+        (another model or variant, a tiered or per-request price, a model without a known
+        price, which a price book may give either later) are recorded as events of their
+        own (``ok``, with the call's source, attribution and start time); the call's own
+        event is then the last response's, the one the stream's end (an error, a cancel)
+        concerns.
+        """
+        provider = self.spec.provider
+        groups: dict[tuple[Any, ...], list[Any]] = {}  # by model and price context
+        missed: list[str] = []
+        for n, part in enumerate(parts, 1):
+            try:
+                info = read_response(part, provider)
+            except Exception as bad:
+                missed.append(f"response {n} of {len(parts)}: {_why(bad)}")
+                continue
+            context = info.price_context
+            key = (info.model, tuple(sorted(context.items())) if context else ())
+            groups.setdefault(key, []).append(info)
+        metadata = _failed("; ".join(missed)) if missed else None
+        # One ending per event: (usage, response model, request id, price context).
+        endings: list[tuple[Usage, str | None, str | None, Any]] = []
+        for infos in groups.values():
+            first = infos[0]
+            if len(infos) > 1 and _priced_linearly(tracker, call, first, provider):
+                usage = first.usage
+                for info in infos[1:]:
+                    usage = usage + info.usage
+                ids = [info.response_id for info in infos if info.response_id]
+                endings.append((usage, first.model, ids[0] if ids else None, first.price_context))
+            else:
+                endings.extend((i.usage, i.model, i.response_id, i.price_context) for i in infos)
+        if not endings:
+            tracker.finish(
+                call,
+                status=status,
+                error=exc,
+                streamed=True,
+                metadata=metadata,
+                latency_ms=latency_ms,
+                defer=deferred,
+            )
+            return
+        *others, (usage, model, request_id, context) = endings
+        for other_usage, other_model, other_id, other_context in others:
+            tracker.record(
+                call.model,
+                other_usage,
+                source=call.source,
+                provider=provider,
+                response_model=other_model,
+                streamed=True,
+                attribution=call.attribution,
+                started_at=call.started_at,
+                request_id=other_id,
+                price_context=other_context,
+                defer=deferred,
+            )
+        tracker.finish(
+            call,
+            usage=usage,
+            response_model=model,
+            request_id=request_id,
+            price_context=context,
+            provider=provider,
+            status=status,
+            error=exc,
+            streamed=True,
+            metadata=metadata,
+            latency_ms=latency_ms,
+            defer=deferred,
+        )
+
+
+def _priced_linearly(tracker: Tracker, call: Call, info: Any, provider: str | None) -> bool:
+    """Whether the responses of ``info``'s model and price variant cost, added into one
+    event, what they cost apart: a known price without long-context tiers (a rate for the
+    whole call once its prompt passes a size) or a per-request fee. The rate card is the
+    one the call will be priced with (cached by the pricer)."""
+    model = info.model or call.model
+    if not model:
+        return False
+    try:
+        card = tracker.pricer.rate_card(
+            model,
+            provider=provider or call.provider,
+            at=call.started_at,
+            price_context=info.price_context,
+        )
+    except Exception as exc:
+        _report("decorator.stream", exc, model=model)
+        return False
+    return card is not None and not card.tiers and not card.request

@@ -19,7 +19,16 @@ spreads a stream's usage differently:
   (``is_cumulative``). A stream of several model calls (an agent's steps) is read call by
   call, by the chunks' message id, and the calls are added.
 
-``StreamUsage.payload()`` is then one provider-shaped payload for ``read_response``.
+A stream may also carry several billed responses (a generator that yields two whole
+responses, or streams two requests one after the other: a tool loop). A response ends
+where the next begins: at an Anthropic ``message_start``, at a whole response (an OpenAI
+``ChatCompletion`` / ``Response``, an Anthropic ``Message``, a LangChain ``AIMessage``:
+whole ones are never running totals), or at an item whose response id (``id``,
+Gemini's ``responseId``) differs from the one before. Items with the same id, or
+without one, are the same response's (chunks that repeat the usage so far replace it).
+
+``StreamUsage.payloads()`` is then one provider-shaped payload per response for
+``read_response``; ``payload()`` the last one (a reader of one HTTP response's stream).
 Nothing here imports an SDK or LangChain: objects are read by duck typing.
 """
 
@@ -40,26 +49,40 @@ _NOT_COUNTS: Final = (str, bytes, int, float)
 
 
 class StreamUsage:
-    """The usage a stream has shown so far; ``see`` each event, then ``payload()``.
+    """The usage a stream has shown so far; ``see`` each event, then ``payloads()``.
 
     ``see`` returns whether the event gave usage (or started an Anthropic message). A
-    later event that gives the whole usage replaces what an earlier one gave. ``ended``:
-    the stream's last event was seen (Anthropic's ``message_stop``, a Responses API
-    ``response.completed`` / ``incomplete`` / ``failed``), so a consumer that stops after
-    it stopped a finished call, not a cancelled one.
+    later event of the same response that gives the whole usage replaces what an earlier
+    one gave; an event of a new response (see the module docstring) keeps the one before
+    as done. ``ended``: the stream's last event was seen (Anthropic's ``message_stop``, a
+    Responses API ``response.completed`` / ``incomplete`` / ``failed``), so a consumer
+    that stops after it stopped a finished call, not a cancelled one.
     """
 
-    __slots__ = ("_final", "_lc_id", "_lc_metadata", "_lc_usages", "_message", "ended")
+    __slots__ = (
+        "_done",
+        "_final",
+        "_key",
+        "_lc_metadata",
+        "_lc_usages",
+        "_message",
+        "_whole",
+        "ended",
+    )
 
     def __init__(self) -> None:
         self.ended = False
-        self._final: Any = None  # the payload so far (the LangChain sum is made at the end)
+        # The responses done before the current one: (their id or None, their payload).
+        self._done: list[tuple[Any, Any]] = []
+        self._final: Any = None  # the current response's payload (LangChain's: at the end)
+        self._key: Any = None  # the current response's id, if it has one
+        self._whole = False  # the current payload is a whole response (no chunk follows)
         self._message: dict[str, Any] | None = None  # an Anthropic message being merged
-        # LangChain chunk usages by message id: one model call each (a stream may carry
-        # several, an agent's steps); chunks without an id are one group.
-        self._lc_usages: dict[str | None, list[Mapping[str, Any]]] | None = None
-        self._lc_metadata: dict[str, Any] = {}
-        self._lc_id: Any = None
+        # LangChain usages by message id: one model call each (a stream may carry several,
+        # an agent's steps); chunks without an id are one group, a whole message without
+        # one a group of its own. Their metadata likewise.
+        self._lc_usages: dict[Any, list[Mapping[str, Any]]] | None = None
+        self._lc_metadata: dict[Any, dict[str, Any]] = {}
 
     def see(self, event: Any) -> bool:
         get = event.get if type(event) is dict else _getter(event)
@@ -86,12 +109,14 @@ class StreamUsage:
                     return self.see(chunk)
         usage = get("usage", None)
         if _gives(usage, event):
+            self._next(get("id", None), _is_whole(get, etype))
             self._final = event
             return True
         groq = get("x_groq", None)  # Groq puts stream usage there
         if groq is not None:
             usage = groq.get("usage") if type(groq) is dict else _getter(groq)("usage", None)
             if _gives(usage, groq):
+                self._next(get("id", None), False)
                 if type(event) is dict:
                     self._final = {**event, "usage": usage}
                 else:
@@ -102,21 +127,52 @@ class StreamUsage:
         usage = get("usage_metadata", _MISSING)
         if usage is not _MISSING:
             metadata = get("response_metadata", _MISSING)
-            if metadata is not _MISSING:  # a LangChain message chunk
-                return self._langchain(usage, metadata, get("id", None))
+            if metadata is not _MISSING:  # a LangChain message (chunk)
+                whole = type(etype) is str and not etype.endswith("Chunk")
+                return self._langchain(usage, metadata, get("id", None), whole)
             if usage is not None:  # google-genai: each chunk has the usage so far
+                self._next(get("response_id", None), False)
                 self._final = event
                 return True
             return False
         if get("usageMetadata", None) is not None:  # Gemini (REST): the usage so far
+            self._next(get("responseId", None), False)
             self._final = event
             return True
         return False
 
     def take(self, usage: Usage | Any) -> None:
         """A whole usage given (a ``Usage``, or a payload ``@track_cost(usage=...)``
-        answered for an item): replaces what came before."""
+        answered for an item): replaces what came before in the current response (a
+        running total: nothing tells one ``Usage`` from the next response's)."""
+        self._next(None, False)
         self._final = usage
+
+    # -- where one response ends and the next begins ---------------------------------------
+
+    def _next(self, key: Any, whole: bool) -> None:
+        """An item with usage (``key``: its response id; ``whole``: a whole response) is
+        about to be kept: if it is another response's, the current one is done."""
+        if self._final is None:
+            self._key, self._whole = key, whole
+            return
+        if type(key) is str and key == self._key:
+            self._whole = whole
+            return  # the same response again: it replaces what it gave
+        if whole or self._whole or (type(key) is str and type(self._key) is str):
+            self._end_current()
+        self._key, self._whole = key, whole
+
+    def _end_current(self) -> None:
+        """The current response is done: kept with the ones before it, then forgotten."""
+        for key, payload in self._current():
+            self._done.append((key, payload))
+        self._final = None
+        self._key = None
+        self._whole = False
+        self._message = None
+        self._lc_usages = None
+        self._lc_metadata = {}
 
     # -- one kind of event each ------------------------------------------------------------
 
@@ -125,8 +181,11 @@ class StreamUsage:
         if message is None or isinstance(message, (*_NOT_COUNTS, list, tuple)):
             return False
         get = message.get if type(message) is dict else _getter(message)
+        message_id = get("id", None)
+        self._next(message_id, True)  # a message_start always begins a response
+        self._whole = False  # its message_delta events follow
         self._message = {
-            "id": get("id", None),
+            "id": message_id,
             "type": "message",
             "role": "assistant",
             "model": get("model", None),
@@ -141,6 +200,7 @@ class StreamUsage:
         if fields is None:
             return False
         if self._message is None:
+            self._next(None, False)
             self._message = {"type": "message", "model": None, "usage": {}}
         target = self._message["usage"]
         for key, value in fields.items():
@@ -156,54 +216,89 @@ class StreamUsage:
         if type(response) is dict:
             if not isinstance(response.get("usage"), dict):
                 return False
-        elif _getter(response)("usage", None) is None:
-            return False
+            response_id = response.get("id")
+        else:
+            get = _getter(response)
+            if get("usage", None) is None:
+                return False
+            response_id = get("id", None)
+        self._next(response_id, True)
         self._final = response
         return True
 
-    def _langchain(self, usage: Any, metadata: Any, message_id: Any) -> bool:
+    def _langchain(self, usage: Any, metadata: Any, message_id: Any, whole: bool) -> bool:
+        if self._final is not None and self._final is not _LANGCHAIN:
+            self._end_current()  # after another provider's response: a response of its own
+        key: Any = message_id if type(message_id) is str else None
+        if whole and key is None:
+            key = object()  # a whole message without an id: a call of its own
         if metadata and isinstance(metadata, Mapping):
-            self._lc_metadata.update(metadata)
-        if self._lc_id is None and message_id is not None:
-            self._lc_id = message_id
+            self._lc_metadata.setdefault(key, {}).update(metadata)
         if not usage:
             return False
         groups = self._lc_usages
         if groups is None:
             groups = self._lc_usages = {}
-        key = message_id if type(message_id) is str else None
         group = groups.get(key)
-        if group is None:
+        if group is None or whole:  # a whole message seen again replaces itself
             groups[key] = [usage]
         else:
             group.append(usage)
         self._final = _LANGCHAIN
+        self._key, self._whole = None, True  # anything else after it is another response
         return True
 
     # -- the end ---------------------------------------------------------------------------
 
-    def payload(self) -> Any:
-        """The stream's usage as one payload ``read_response`` reads, or ``None``."""
+    def _current(self) -> list[tuple[Any, Any]]:
+        """The current response's payload (with its id): LangChain's, one per model call."""
         final = self._final
         if final is _LANGCHAIN:
             # Each model call's chunks (one message id) are added up, or their last taken
-            # if they repeat a running total; then the calls are added.
-            total: dict[str, Any] = {}
-            for usages in (self._lc_usages or {}).values():
+            # if they repeat a running total.
+            calls = []
+            for key, usages in (self._lc_usages or {}).items():
                 if is_cumulative(usages):
-                    total = add_usage(total, usages[-1])
+                    total = add_usage({}, usages[-1])
                 else:
+                    total = {}
                     for usage in usages:
                         total = add_usage(total, usage)
-            return {
-                "id": self._lc_id,
-                "usage_metadata": total,
-                "response_metadata": self._lc_metadata,
-            }
+                message_id = key if type(key) is str else None
+                payload = {
+                    "id": message_id,
+                    "usage_metadata": total,
+                    "response_metadata": self._lc_metadata.get(key, {}),
+                }
+                calls.append((message_id, payload))
+            return calls
         message = self._message
-        if message is not None and final is message and not message.get("usage"):
-            return None  # an Anthropic stream cut before any usage
-        return final
+        if final is None or (final is message and not message.get("usage")):
+            return []  # nothing yet, or an Anthropic stream cut before any usage
+        return [(self._key if type(self._key) is str else None, final)]
+
+    def payloads(self) -> list[Any]:
+        """Each response's usage as one payload ``read_response`` reads, in order: a
+        response seen again under the same id counts once, as it was seen last."""
+        seen: dict[str, int] = {}
+        out: list[Any] = []
+        for key, payload in (*self._done, *self._current()):
+            if type(key) is str:
+                at = seen.get(key)
+                if at is not None:
+                    out[at] = payload
+                    continue
+                seen[key] = len(out)
+            out.append(payload)
+        return out
+
+    def payload(self) -> Any:
+        """The last response's usage as one payload ``read_response`` reads, or ``None``
+        (a reader of one response's stream: the HTTP transport)."""
+        current = self._current()
+        if current:
+            return current[-1][1]
+        return self._done[-1][1] if self._done else None
 
 
 def ends_stream(event: Any) -> bool:
@@ -217,6 +312,20 @@ def ends_stream(event: Any) -> bool:
 
 _MISSING: Final[Any] = object()
 _LANGCHAIN: Final[Any] = object()  # the payload is the sum of LangChain chunk usages
+
+
+# What a whole response (never a chunk) says it is: OpenAI's ``object`` (a chat
+# completion, a Responses API response, a legacy completion, embeddings), Anthropic's
+# ``type`` (a ``Message``).
+_WHOLE_OBJECTS: Final = frozenset({"chat.completion", "response", "text_completion", "list"})
+
+
+def _is_whole(get: Any, etype: Any) -> bool:
+    """Whether an item with a usage part is a whole response, by its own marker."""
+    if etype == "message":
+        return True
+    kind = get("object", None)
+    return type(kind) is str and kind in _WHOLE_OBJECTS
 
 
 def _gives(usage: Any, holder: Any) -> bool:

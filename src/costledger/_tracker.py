@@ -210,8 +210,12 @@ class Tracker:
     >>> costledger.configure(tracker)   # or costledger.configure(ledger=..., team=...)
 
     ``ledger`` may also be a database URL (``"sqlite:///costs.db"``, as ``report`` takes):
-    the tracker records to ``Ledger(url)``. Pricer, ledger and logger are created lazily on
-    first use, so building a Tracker opens no file.
+    the tracker records to ``Ledger(url)``, shared with every other Tracker given that
+    URL while one of them uses it (one writer thread and connection pool per database;
+    an in-memory SQLite URL is a database of its own each time). Without a ledger, the
+    default one (``$COSTLEDGER_DATABASE_URL``, else ``sqlite:///costledger.db``) is shared
+    alike. Pricer, ledger and logger are created lazily on first use, so building a
+    Tracker opens no file.
 
     The arguments are checked here, where a mistake is still the developer's to see: a
     ledger without ``record``, a pricer without ``price``, a guard without ``reserve`` /
@@ -301,9 +305,7 @@ class Tracker:
         if self._ledger is None:
             with self._lock:
                 if self._ledger is None:
-                    from ._ledger import Ledger
-
-                    self._ledger = Ledger()
+                    self._ledger = _shared_ledger(None)
         return self._ledger
 
     @property
@@ -1092,10 +1094,8 @@ def _checked_ledger(ledger: Any) -> LedgerLike | None:
     if ledger is None:
         return None
     if isinstance(ledger, str) or _is_sqlalchemy_url(ledger):
-        from ._ledger import Ledger  # imported on use: ``import costledger`` is light
-
         try:
-            return Ledger(ledger)
+            return _shared_ledger(ledger)
         except ValueError as exc:
             raise ValueError(f"Tracker ledger: {exc}") from exc
     if not callable(getattr(ledger, "record", None)):
@@ -1104,6 +1104,32 @@ def _checked_ledger(ledger: Any) -> LedgerLike | None:
             f"record(event), got {type(ledger).__name__} {short_repr(ledger)}"
         )
     return ledger  # type: ignore[no-any-return]
+
+
+# Ledgers Trackers made from a URL, by the URL: one writer thread and one connection pool
+# per database however many Trackers record to it (a Tracker per request, or two on one
+# SQLite file, which would otherwise wait on each other's locks). Weak: a ledger no
+# Tracker uses is collected, and closed, as before.
+_url_ledgers: weakref.WeakValueDictionary[str, LedgerLike] = weakref.WeakValueDictionary()
+_url_ledgers_lock = threading.Lock()
+
+
+def _shared_ledger(url: str | URL | None) -> LedgerLike:
+    """The open ``Ledger(url)`` other Trackers record to, or a new one (``None``: the
+    default URL). An in-memory SQLite URL always gets its own (a database per ledger)."""
+    from ._ledger import Ledger  # imported on use: ``import costledger`` is light
+    from ._ledger._engine import is_memory_sqlite, resolve_url
+
+    resolved = resolve_url(url)
+    if is_memory_sqlite(resolved):
+        return Ledger(resolved)
+    key = resolved.render_as_string(hide_password=False)  # a key in memory, never shown
+    with _url_ledgers_lock:
+        ledger = _url_ledgers.get(key)
+        if ledger is None or getattr(getattr(ledger, "_core", None), "closed", True):
+            ledger = Ledger(resolved)
+            _url_ledgers[key] = ledger
+        return ledger
 
 
 def _not_a_class(name: str, value: Any) -> None:

@@ -466,7 +466,9 @@ def track_cost(
 
     Works on sync and async functions, generators and async generators (a stream
     is recorded once, when it ends, from the usage its items carried, added up as
-    their provider spreads it: see ``costledger._streams``), methods, classmethods and
+    their provider spreads it: see ``costledger._streams``; a stream of several billed
+    responses counts each, added into the call's event where their price is linear, else
+    one event each: see ``_Seen._finish_several``), methods, classmethods and
     staticmethods (above or below ``@classmethod`` / ``@staticmethod``). A function
     that returns a stream (a generator, an SDK's ``Stream`` / ``AsyncStream``, LiteLLM's
     ``CustomStreamWrapper``; any other iterator is a response), an SDK's stream manager

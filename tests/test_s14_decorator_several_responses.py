@@ -179,6 +179,28 @@ def test_two_anthropic_messages_are_both_counted(
     assert _rows(costs) == [("ok", True, HAIKU_AB, HAIKU, HAIKU_AB_COST, "msg_a")]
 
 
+def test_two_bedrock_converse_responses_are_both_counted(costs: CapturedCosts) -> None:
+    """boto3's ``converse`` answers (no response id in the body): each a whole response."""
+
+    def converse(inp: int, out: int) -> dict[str, Any]:
+        return {
+            "output": {"message": {"role": "assistant", "content": [{"text": "x"}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": inp, "outputTokens": out, "totalTokens": inp + out},
+            "metrics": {"latencyMs": 100},
+        }
+
+    @track_cost(model="amazon.nova-micro-v1:0", provider="bedrock")
+    def answers() -> Iterator[dict[str, Any]]:
+        yield converse(1000, 50)
+        yield converse(1200, 80)
+
+    list(answers())
+    cost = (2200 * Decimal("0.035") + 130 * Decimal("0.14")) / M
+    assert Decimal("0.0000952") == cost
+    assert _rows(costs) == [("ok", True, LC_AB, None, cost, None)]
+
+
 def test_two_langchain_messages_are_both_counted(costs: CapturedCosts) -> None:
     pytest.importorskip("langchain_core")
     from langchain_core.messages import AIMessage

@@ -22,10 +22,12 @@ spreads a stream's usage differently:
 A stream may also carry several billed responses (a generator that yields two whole
 responses, or streams two requests one after the other: a tool loop). A response ends
 where the next begins: at an Anthropic ``message_start``, at a whole response (an OpenAI
-``ChatCompletion`` / ``Response``, an Anthropic ``Message``, a LangChain ``AIMessage``:
-whole ones are never running totals), or at an item whose response id (``id``,
-Gemini's ``responseId``) differs from the one before. Items with the same id, or
-without one, are the same response's (chunks that repeat the usage so far replace it).
+``ChatCompletion`` / ``Response``, an Anthropic ``Message``, a Bedrock Converse response,
+a LangChain ``AIMessage``: whole ones are never running totals), or at an item whose
+response id (``id``, Gemini's ``responseId``) differs from the one before. Items with the
+same id, or without one, are the same response's (chunks that repeat the usage so far
+replace it); a response seen again under its id (a stream's events, then the message made
+of them) counts once.
 
 ``StreamUsage.payloads()`` is then one provider-shaped payload per response for
 ``read_response``; ``payload()`` the last one (a reader of one HTTP response's stream).
@@ -316,7 +318,8 @@ _LANGCHAIN: Final[Any] = object()  # the payload is the sum of LangChain chunk u
 
 # What a whole response (never a chunk) says it is: OpenAI's ``object`` (a chat
 # completion, a Responses API response, a legacy completion, embeddings), Anthropic's
-# ``type`` (a ``Message``).
+# ``type`` (a ``Message``), Bedrock Converse's ``stopReason`` (its stream's usage is in a
+# ``metadata`` event, never beside one).
 _WHOLE_OBJECTS: Final = frozenset({"chat.completion", "response", "text_completion", "list"})
 
 
@@ -325,7 +328,9 @@ def _is_whole(get: Any, etype: Any) -> bool:
     if etype == "message":
         return True
     kind = get("object", None)
-    return type(kind) is str and kind in _WHOLE_OBJECTS
+    if type(kind) is str:
+        return kind in _WHOLE_OBJECTS
+    return type(get("stopReason", None)) is str
 
 
 def _gives(usage: Any, holder: Any) -> bool:

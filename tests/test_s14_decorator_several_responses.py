@@ -449,6 +449,30 @@ def test_responses_of_a_model_without_a_price_are_not_added(costs: CapturedCosts
     ]
 
 
+def test_a_budget_counts_every_response() -> None:
+    """The call's reservation settles with its event; a response recorded apart is counted
+    as recorded spend: the budget's spent is the ledger's total."""
+    from costledger import Budget
+    from costledger._tracker import drain_deferred, get_tracker
+
+    budget = Budget("10 USD", "day")
+    with capture_costs(guards=[budget]) as costs:
+
+        @track_cost(estimate=Decimal("0.01"))
+        def agent() -> Iterator[dict[str, Any]]:
+            yield {**chat_completion(MINI, usage=SMALL_CHAT), "id": "chatcmpl-a"}
+            yield _gemini("r-1", 150_000, 1000)
+            yield _gemini("r-2", 150_000, 1000)
+
+        list(agent())
+        drain_deferred(10.0)
+        [status] = budget.status(get_tracker())
+    total = CHAT_B_COST + 2 * (150_000 * Decimal("1.25") + 1000 * 10) / M
+    assert Decimal("0.395228") == total
+    assert sum(e.cost.total for e in costs.events) == total
+    assert (status.spent, status.reserved) == (total, 0)
+
+
 def test_a_stop_inside_the_second_response_is_the_calls_status(costs: CapturedCosts) -> None:
     """Two responses of a tiered price, the consumer stops inside the second: the first
     was complete (``ok``), the call's own event (the last response's) is ``cancelled``

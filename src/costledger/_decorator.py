@@ -1489,8 +1489,14 @@ class _Seen:
             _report("decorator.stream", bug, model=self.spec.model)
             parts = []
         if len(parts) > 1:
-            self._finish_several(tracker, call, parts, status, exc, latency_ms, deferred)
-            return
+            try:
+                self._finish_several(tracker, call, parts, status, exc, latency_ms, deferred)
+                return
+            except Exception as bug:  # a bug of ours: the last response, as before
+                _report("decorator.stream", bug, model=self.spec.model)
+                if call.finished:
+                    return
+                parts = parts[-1:]
         last = parts[0] if parts else None
         if last is None:
             metadata = None

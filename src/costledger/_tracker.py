@@ -68,9 +68,10 @@ class LedgerLike(Protocol):
 class Call:
     """A call in flight, from ``Tracker.start`` to ``Tracker.finish``.
 
-    ``prompt_text`` and ``max_output_tokens`` only feed the guards' worst-case
-    estimate; ``prompt_text`` is dropped once the guards have reserved and is
-    never stored or logged.
+    ``prompt_text``, ``max_output_tokens`` (per answer) and ``choices`` (the answers the
+    request asks for: OpenAI's ``n``, ``best_of``, Gemini's ``candidate_count``) only
+    feed the guards' worst-case estimate; ``prompt_text`` is dropped once the guards
+    have reserved and is never stored or logged.
 
     ``id`` and ``started_at`` are made on first use, from the clock read at the
     start: a call finished on the background worker never costs the host's thread a
@@ -83,6 +84,7 @@ class Call:
         "_started_at",
         "_wall",
         "attribution",
+        "choices",
         "estimate",
         "finished",
         "max_output_tokens",
@@ -116,6 +118,7 @@ class Call:
         prompt_text: str | None = None,
         max_output_tokens: int | None = None,
         estimate: Decimal | None = None,
+        choices: int = 1,
     ) -> None:
         self._id = id
         self._started_at = started_at
@@ -130,6 +133,7 @@ class Call:
         self.trace_id = trace_id
         self.prompt_text = prompt_text
         self.max_output_tokens = max_output_tokens
+        self.choices = choices
         self.estimate = estimate
         # a list only once a guard holds something: most calls have no guards
         self.reservations: list[tuple[Guard, Any]] | tuple[()] = ()
@@ -348,13 +352,16 @@ class Tracker:
         prompt_text: str | None = None,
         max_output_tokens: int | None = None,
         estimate: Decimal | None = None,
+        choices: int = 1,
         _reserve: bool = True,
     ) -> Call:
         """Open a call and run the guards. Raises only a guard's ``GuardRefusal``, or a
-        ``ValueError`` naming ``estimate`` / ``max_output_tokens`` when one cannot be read
-        (an ``estimate`` is a ``Decimal``, an ``int`` or a decimal string, never a float;
-        ``max_output_tokens`` an ``int``): a guard must never run on a worst case it
-        cannot read, and silently dropping it would let the call past a hard budget."""
+        ``ValueError`` naming ``estimate`` / ``max_output_tokens`` / ``choices`` when one
+        cannot be read (an ``estimate`` is a ``Decimal``, an ``int`` or a decimal string,
+        never a float; ``max_output_tokens`` an ``int`` >= 0, the output limit of one
+        answer; ``choices`` an ``int`` >= 1, the answers the request generates, each up to
+        that limit): a guard must never run on a worst case it cannot read, and silently
+        dropping it would let the call past a hard budget."""
         if estimate is not None and not (
             type(estimate) is Decimal and estimate.is_finite() and estimate >= 0
         ):
@@ -367,6 +374,10 @@ class Tracker:
             from ._guards._estimate import check_max_output_tokens
 
             max_output_tokens = check_max_output_tokens(max_output_tokens)
+        if choices.__class__ is not int or choices < 1:
+            from ._guards._estimate import check_choices
+
+            choices = check_choices(choices)
         # The guards key their counters by these before the event's own check: text now
         # (an enum, bytes), or a per-model budget would fail on them
         if model is not None and model.__class__ is not str:
@@ -385,6 +396,7 @@ class Tracker:
             prompt_text=prompt_text,
             max_output_tokens=max_output_tokens,
             estimate=estimate,
+            choices=choices,
         )
         if _observers:
             _observe_start(call)
@@ -406,6 +418,7 @@ class Tracker:
         prompt_text: str | None = None,
         max_output_tokens: int | None = None,
         estimate: Decimal | None = None,
+        choices: int = 1,
     ) -> Call:
         """``start`` for async entry points: a guard that waits (a rate limit in wait mode)
         awaits its ``areserve`` instead of blocking the event loop."""
@@ -421,6 +434,7 @@ class Tracker:
             "prompt_text": prompt_text,
             "max_output_tokens": max_output_tokens,
             "estimate": estimate,
+            "choices": choices,
         }
         if not self.guards:
             return self.start(**kwargs)

@@ -31,7 +31,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
-from costledger import Budget, BudgetExceeded, Pricer, Tracker, drain_deferred
+from costledger import Budget, BudgetExceeded, Estimator, Pricer, Tracker, drain_deferred
 from costledger.testing import InMemoryLedger, MemoryStore
 from costledger_langchain import CostLedgerCallbackHandler
 
@@ -388,3 +388,22 @@ def test_a_bound_value_json_cannot_write_still_counts_as_its_text() -> None:
     assert guarded.held == [
         (_prompt_tokens(text) * IN + 100 * OUT, Decimal(_prompt_tokens(text) + 100))
     ]
+
+
+def test_several_answers_without_a_limit_use_the_guards_own_default_output() -> None:
+    # The handler passes n as choices=: the guard's estimator multiplies its own default
+    # (it used to take the shared default's 4096 per answer, whatever the guard said).
+    guarded = Guarded()
+    estimator = Estimator(default_output_tokens=50)
+    guarded.money = Budget("100 USD", "month", name="s14-money", estimator=estimator)
+    guarded.tokens = Budget("1000M tokens", "month", name="s14-tokens", estimator=estimator)
+    guarded.tracker = Tracker(
+        guarded.ledger,
+        _pricer(),
+        guards=[guarded.money, guarded.tokens],
+        guard_store=MemoryStore(),
+        log="off",
+    )
+    guarded.handler = CostLedgerCallbackHandler(guarded.tracker)
+    ChoicesChatModel(params={"n": 3}, probe=guarded.probe).invoke("hello", config=guarded.config)
+    assert guarded.held == [(19 * IN + 150 * OUT, Decimal(19 + 150))]

@@ -127,6 +127,7 @@ class RecordingGuard:
                 "provider": call.provider,
                 "prompt_text": call.prompt_text,
                 "max_output_tokens": call.max_output_tokens,
+                "choices": call.choices,
                 "user": call.attribution.user,
                 "team": call.attribution.team,
             }

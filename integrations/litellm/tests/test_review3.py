@@ -586,17 +586,18 @@ async def test_a_failing_tracker_start_lets_the_call_go_ahead(
 
 
 @pytest.mark.parametrize(
-    ("options", "reserved_tokens"),
+    ("options", "per_choice", "choices"),
     [
-        ({"max_tokens": 1000, "n": 8}, 8000),
-        ({"max_completion_tokens": 100, "n": 2, "best_of": 5}, 500),
-        ({"max_tokens": 300, "n": 1}, 300),
-        ({"n": 3}, 3 * 16384),  # the model's output limit (gpt-4o-mini: 16,384) per choice
-        ({}, None),  # one choice, no limit: the guards' estimate reads the model's
+        ({"max_tokens": 1000, "n": 8}, 1000, 8),
+        ({"max_completion_tokens": 100, "n": 2, "best_of": 5}, 100, 5),
+        ({"max_tokens": 300, "n": 1}, 300, 1),
+        # no limit: the guard's estimate takes the model's (or its own default) per choice
+        ({"n": 3}, None, 3),
+        ({}, None, 1),
     ],
 )
 def test_the_reservation_counts_every_choice(
-    guard: RecordingGuard, options: dict[str, Any], reserved_tokens: int | None
+    guard: RecordingGuard, options: dict[str, Any], per_choice: int | None, choices: int
 ) -> None:
     with capture_costs(guards=[guard]):
         costledger_litellm.completion(
@@ -604,7 +605,7 @@ def test_the_reservation_counts_every_choice(
         )
 
     [reserved] = guard.reserved
-    assert reserved["max_output_tokens"] == reserved_tokens
+    assert (reserved["max_output_tokens"], reserved["choices"]) == (per_choice, choices)
 
 
 def test_hard_budget_refuses_a_call_whose_choices_would_exceed_it() -> None:

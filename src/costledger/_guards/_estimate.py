@@ -6,7 +6,9 @@ never downloaded: a guard must not reach the network on the call path. Otherwise
 heuristic below, chosen to over-count rather than under-count.
 
 Output tokens are the call's ``max_output_tokens``, else the model's output limit from
-the price data, else ``Estimator.default_output_tokens``. Money is the pricer's rate
+the price data, else ``Estimator.default_output_tokens``: one answer's worst case, times
+the call's ``choices`` (the answers it generates: ``n``, ``best_of``,
+``candidate_count``; each is billed). Money is the pricer's rate
 card applied to both (``RateCard.estimate``); an explicit ``estimate=`` on the call wins.
 """
 
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_ESTIMATOR",
     "Estimate",
     "Estimator",
+    "check_choices",
     "check_estimate",
     "check_estimator",
     "check_max_output_tokens",
@@ -218,6 +221,14 @@ def check_max_output_tokens(value: object) -> int:
     return int(value)
 
 
+def check_choices(value: object) -> int:
+    """A call's ``choices=`` (the answers it generates) as a whole number >= 1 (an ``int``;
+    a bool is not one, nor is a string or a float)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"choices must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """A call's worst case: tokens in and out, and money (``None`` when the model has no
@@ -278,6 +289,9 @@ class Estimator:
             output = getattr(card, "max_output_tokens", None)
         if output is None:
             output = self.default_output_tokens
+        # one answer's limit, times the answers generated (n, best_of, candidate_count):
+        # each is billed
+        output *= getattr(call, "choices", 1)
         currency = str(getattr(card, "currency", "USD"))
         if call.estimate is not None:
             return Estimate(input_tokens, output, call.estimate, currency, "explicit")

@@ -519,6 +519,7 @@ class _TrackingBase:
                 "provider": tracked.provider,
                 "prompt_text": tracked.prompt_text() if tracker.has_guards else None,
                 "max_output_tokens": tracked.max_output_tokens,
+                "choices": tracked.choices,
             }
         except Exception as exc:
             _report("http.start", exc)

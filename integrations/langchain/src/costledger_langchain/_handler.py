@@ -596,15 +596,11 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         provider = metadata.get("ls_provider")
         prompt_text: str | None = None
         max_output_tokens: int | None = None
+        choices = 1
         if tracker.has_guards:
             prompt_text = _prompt_text(messages, prompts, params)
-            max_output_tokens = _max_output_tokens(
-                params,
-                metadata,
-                tracker,
-                model if isinstance(model, str) else None,
-                provider if isinstance(provider, str) else None,
-            )
+            max_output_tokens = _max_output_tokens(params, metadata)
+            choices = _choices(params)
         try:
             call = tracker.start(
                 source="langchain",
@@ -615,6 +611,7 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
                 parent_run_id=None if parent_run_id is None else str(parent_run_id),
                 prompt_text=prompt_text,
                 max_output_tokens=max_output_tokens,
+                choices=choices,
             )
         except GuardRefusal:
             if owner is not None:
@@ -1048,50 +1045,26 @@ def _present(value: Any) -> bool:
         return True
 
 
-def _max_output_tokens(
-    params: Mapping[str, Any],
-    metadata: Mapping[str, Any],
-    tracker: Tracker,
-    model: str | None,
-    provider: str | None,
-) -> int | None:
-    """The most output the call can be billed for: its limit per answer times the answers
-    generated (``n``, ``best_of``, ``candidate_count``; the largest). One answer without a
-    limit is left to the guards' estimate (the model's output limit); several are that
-    limit, from the price data, times their number."""
-    per_choice: int | None = None
+def _max_output_tokens(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> int | None:
+    """One answer's output limit, as the call sets it (``None``: the guards' estimate
+    takes the model's limit from the price data, else its default)."""
     for source, keys in ((params, _MAX_TOKEN_PARAMS), (metadata, ("ls_max_tokens",))):
         for key in keys:
             value = source.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                per_choice = value
-                break
-        if per_choice is not None:
-            break
+                return value
+    return None
+
+
+def _choices(params: Mapping[str, Any]) -> int:
+    """The answers the call generates, each billed up to the output limit (``n``,
+    ``best_of``, ``candidate_count``; the largest)."""
     choices = 1
     for key in _CHOICE_PARAMS:
         value = params.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > choices:
             choices = value
-    if choices == 1 or per_choice is not None:
-        return None if per_choice is None else per_choice * choices
-    return _model_output_limit(tracker, model, provider) * choices
-
-
-def _model_output_limit(tracker: Tracker, model: str | None, provider: str | None) -> int:
-    """One answer's worst case when the call sets no limit, as the guards' estimator reads
-    it: the model's output limit from the price data, else the estimator's default."""
-    from costledger._guards._estimate import DEFAULT_ESTIMATOR
-
-    if model:
-        try:
-            card = tracker.pricer.rate_card(model, provider=provider)
-            limit = getattr(card, "max_output_tokens", None)
-            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-                return limit
-        except Exception:  # an unknown model, or a pricer without rate cards
-            pass
-    return DEFAULT_ESTIMATOR.default_output_tokens
+    return choices
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

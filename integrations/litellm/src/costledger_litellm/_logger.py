@@ -742,7 +742,8 @@ def _start_arguments(
     }
     if tracker.has_guards:
         start["prompt_text"] = _prompt_text(request)
-        start["max_output_tokens"] = _max_output_tokens(request, tracker, model, provider)
+        start["max_output_tokens"] = _max_output_tokens(request)
+        start["choices"] = _choices(request)
     return start
 
 
@@ -789,46 +790,26 @@ def _collect_text(content: Any, parts: list[str]) -> None:
                 parts.append(part["text"])
 
 
-def _max_output_tokens(
-    request: Mapping[str, Any],
-    tracker: Tracker | None = None,
-    model: str | None = None,
-    provider: str | None = None,
-) -> int | None:
-    """The most output the request can be billed for: its output limit per choice, times
-    the choices generated (``n``, or ``best_of`` where larger: the provider generates and
-    bills ``best_of``, and returns ``n``). Without a limit in the request, one choice is
-    left to the guards' estimate (the model's output limit); several are that limit, from
-    the price data, times their number."""
-    per_choice: int | None = None
+def _max_output_tokens(request: Mapping[str, Any]) -> int | None:
+    """One choice's output limit, as the request sets it (``None``: the guards' estimate
+    takes the model's limit from the price data, else its default)."""
     for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = request.get(key)
         if type(value) is int and value > 0:
-            per_choice = value
-            break
+            return value
+    return None
+
+
+def _choices(request: Mapping[str, Any]) -> int:
+    """The choices the request generates, each billed up to the output limit (``n``, or
+    ``best_of`` where larger: the provider generates and bills ``best_of``, and returns
+    ``n``)."""
     choices = 1
     for key in ("n", "best_of"):
         value = request.get(key)
         if type(value) is int and value > choices:
             choices = value
-    if choices == 1 or per_choice is not None:
-        return None if per_choice is None else per_choice * choices
-    return _model_output_limit(tracker, model, provider) * choices
-
-
-def _model_output_limit(tracker: Tracker | None, model: str | None, provider: str | None) -> int:
-    """One choice's worst case when the request sets none: as the guards' estimator reads it."""
-    from costledger._guards._estimate import DEFAULT_ESTIMATOR
-
-    if tracker is not None and model:
-        try:
-            card = tracker.pricer.rate_card(model, provider=provider)
-            limit = getattr(card, "max_output_tokens", None)
-            if type(limit) is int and limit > 0:
-                return limit
-        except Exception:  # an unknown model: the estimator's default
-            pass
-    return DEFAULT_ESTIMATOR.default_output_tokens
+    return choices
 
 
 # --- after the call ----------------------------------------------------------------------------

@@ -204,6 +204,20 @@ def main() -> None:
                 ratio = f"{added / reference:5.2f}x" if reference > 0 else "  n/a"
                 cells.append(f"{table[name]:7.1f} ({added:+6.1f}, {ratio})")
             print(f"  {name:34} {cells[0]}  |  {cells[1]}")
+    # Paired by round: each round's added time against the same round's no-handler and
+    # UMCH figures, so a load that comes and goes between rounds falls on both sides.
+    print("\nper-round ratio of added caller-thread CPU to UMCH's (median, quartiles):")
+    for name in cpu:
+        if name in ("no handler", "UsageMetadataCallbackHandler"):
+            continue
+        ratios = []
+        for i in range(args.rounds):
+            reference = cpu["UsageMetadataCallbackHandler"][i] - cpu["no handler"][i]
+            if reference > 0:
+                ratios.append((cpu[name][i] - cpu["no handler"][i]) / reference)
+        if len(ratios) >= 4:
+            q1, q2, q3 = statistics.quantiles(ratios, n=4)
+            print(f"  {name:34} {q2:5.2f}x  ({q1:.2f}x - {q3:.2f}x, {len(ratios)} rounds)")
     if args.split:
         print("\nGC collections per 1,000 calls (generation 0 / 1 / 2):")
         for name, counts in collections.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import gc
 import inspect
@@ -30,7 +29,7 @@ from ._events import CallStatus, event_text, short_repr
 from ._extract import read_response
 from ._redact import redact_url
 from ._streams import StreamUsage, ends_stream
-from ._tracker import Call, Tracker, _report, defer_nowait, get_tracker
+from ._tracker import Call, Tracker, _report, before_exit, defer_nowait, get_tracker
 from ._usage import Usage
 
 __all__ = ["track_cost"]
@@ -354,9 +353,9 @@ def _finish_open_at_exit() -> None:
             _report("decorator.exit", exc, model=seen.spec.model)
 
 
-# atexit runs its hooks last-registered first: this module imports the tracker's, which
-# registered its exit drain, so this one runs before it.
-atexit.register(_finish_open_at_exit)
+# Run by the tracker's exit drain before it finishes the queued calls: at the process's
+# exit (atexit) and at a ``multiprocessing`` child's, which skips atexit (``os._exit``).
+before_exit(_finish_open_at_exit)
 # A forked child holds copies of the parent's open streams: they are the parent's to record.
 os.register_at_fork(after_in_child=_open.clear)
 

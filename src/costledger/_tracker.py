@@ -1795,7 +1795,24 @@ def drain_deferred(timeout: float | None = None) -> bool:
     return _deferred.drain(timeout)
 
 
+# Run at exit before the queued calls are finished (the process's or a ``multiprocessing``
+# child's, which ends with ``os._exit`` and runs no atexit hook): the decorator's, which
+# finishes the tracked streams still open so that their calls are queued in time.
+_before_exit: list[Callable[[], None]] = []
+
+
+def before_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook`` at the exit of this process (a ``multiprocessing`` child's too), before
+    the calls still queued for the background worker are finished and the ledgers close."""
+    _before_exit.append(hook)
+
+
 def _finish_at_exit() -> None:
+    for hook in _before_exit:
+        try:
+            hook()
+        except Exception as exc:  # at exit: report, never raise
+            _report("tracker.exit", exc)
     try:
         _deferred.finish_queued()
     except Exception as exc:  # at exit: report, never raise

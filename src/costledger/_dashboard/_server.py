@@ -3,14 +3,19 @@
 The page is the very page ``dashboard -o`` writes; it polls ``/data.json`` and redraws
 with what has landed in the ledger since. Only loopback by default; requests whose
 ``Host`` header names another host are refused, so a web page elsewhere cannot read the
-ledger through the browser (DNS rebinding).
+ledger through the browser (DNS rebinding). Bound to any other address, it asks every
+request for an access token (made at random unless given): in the URL's ``token=`` once,
+after which the browser holds it in a cookie, or as ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
+import re
+import secrets
 import socket
 import threading
 import time
@@ -18,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from ._data import Dashboard
 from ._data import _build as build_from
@@ -32,6 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["DashboardServer", "serve_dashboard"]
 
 _log = logging.getLogger("costledger.dashboard")
+
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s]*")
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,6 +66,10 @@ class DashboardServer:
     ``compute`` is called at most once per ``min_interval`` seconds (concurrent pollers
     share one computation). ``port=0`` picks a free port. ``serve_forever()`` runs in
     the calling thread instead of ``start()``'s background thread.
+
+    ``token``: the access token every request must carry (``?token=`` in the URL, then a
+    cookie; or ``Authorization: Bearer``). ``None``: none on loopback, a random one on any
+    other address (``server.url`` carries it); ``""``: none at all.
     """
 
     def __init__(
@@ -67,7 +80,15 @@ class DashboardServer:
         port: int = 8765,
         refresh_seconds: float = 5.0,
         min_interval: float = 0.5,
+        token: str | None = None,
     ) -> None:
+        if token is not None and (
+            not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token or "-")
+        ):
+            raise ValueError(
+                "token must be text of letters, digits and - _ . ~ (it goes into a URL and "
+                f"a cookie), got {token!r}"
+            )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
         if not isinstance(host, str) or not host:
@@ -91,11 +112,18 @@ class DashboardServer:
         # From the address actually bound, not the spelling given: "LOCALHOST", "127.1" and
         # "0x7f.1" are loopback too, and must keep the Host check (DNS rebinding) on.
         self.loopback = _is_loopback(str(self._httpd.server_address[0]))
+        if token is None:
+            token = "" if self.loopback else secrets.token_urlsafe(24)
+        self.token = token
+        # the cookie a browser keeps it in: one per port (cookies ignore ports)
+        self._cookie = f"costledger_dashboard_{self.port}"
 
     @property
     def url(self) -> str:
+        """The page's address (with ``?token=`` when the server asks for one)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        query = f"?{urlencode({'token': self.token})}" if self.token else ""
+        return f"http://{host}:{self.port}/{query}"
 
     # -- running -------------------------------------------------------------------------------
     def start(self) -> DashboardServer:
@@ -159,6 +187,26 @@ class DashboardServer:
         )
         return html.encode("utf-8")
 
+    def _token_given(self, query: str, headers: Any) -> tuple[bool, bool]:
+        """Whether a request carries the token, and whether in its URL (then the reply
+        sets the cookie). Compared in constant time."""
+        if not self.token:
+            return True, False
+        expected = self.token.encode("utf-8")
+        given = parse_qs(query).get("token", [])
+        if given:
+            return hmac.compare_digest(given[-1].encode("utf-8"), expected), True
+        auth = headers.get("Authorization") or ""
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected):
+            return True, False
+        for header in headers.get_all("Cookie") or []:
+            for part in header.split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == self._cookie and hmac.compare_digest(value.encode(), expected):
+                    return True, False
+        return False, False
+
     def _allowed_host(self, header: str | None) -> bool:
         if not self.loopback:
             return True  # bound to a public address on purpose: any name may reach it
@@ -185,7 +233,11 @@ class DashboardServer:
             sys_version = ""
 
             def log_message(self, format: str, *args: Any) -> None:
-                _log.debug("dashboard %s " + format, self.address_string(), *args)
+                # the request line may carry the access token (?token=): never logged
+                shown = tuple(
+                    _TOKEN_IN_URL.sub(r"\1[REDACTED]", a) if isinstance(a, str) else a for a in args
+                )
+                _log.debug("dashboard %s " + format, self.address_string(), *shown)
 
             def _send(
                 self,
@@ -217,10 +269,27 @@ class DashboardServer:
                 if len(hosts) > 1 or not server._allowed_host(self.headers.get("Host")):
                     self._send(403, b"forbidden host\n", "text/plain; charset=utf-8")
                     return
+                parts = urlsplit(self.path)
+                allowed, in_url = server._token_given(parts.query, self.headers)
+                if not allowed:
+                    self._send(
+                        401,
+                        b"this dashboard asks for its access token: open the URL costledger"
+                        b" serve printed (?token=...)\n",
+                        "text/plain; charset=utf-8",
+                        {"Cache-Control": "no-store"},
+                    )
+                    return
+                if in_url:  # kept by the browser for the page's own requests
+                    cookie = f"{server._cookie}={server.token}; Path=/; HttpOnly; SameSite=Strict"
+                    rest = [(k, v) for k, v in parse_qsl(parts.query) if k != "token"]
+                    where = parts.path + (f"?{urlencode(rest)}" if rest else "")
+                    self._send(303, b"", "text/plain", {"Location": where, "Set-Cookie": cookie})
+                    return
                 # Only working out the answer is guarded: a failed write is the client
                 # leaving (see _send), not a failed computation, and gets no 500.
                 try:
-                    reply = self._reply(urlsplit(self.path).path)
+                    reply = self._reply(parts.path)
                 except Exception as exc:  # the ledger failed: say so, keep serving
                     _log.warning("costledger dashboard: computing the data failed: %r", exc)
                     body = to_json({"error": f"{type(exc).__name__}: {exc}"}).encode()
@@ -257,6 +326,7 @@ def serve_dashboard(
     budgets: Sequence[Budget] | None = None,
     tracker: Tracker | None = None,
     top_n: int = 20,
+    token: str | None = None,
     **filters: str | Sequence[str] | None,
 ) -> DashboardServer:
     """Serve the live dashboard of ``ledger`` from a background thread; returns the running
@@ -264,6 +334,8 @@ def serve_dashboard(
 
     Arguments as for ``build_dashboard``; relative times (``"7d"``, ``"this-month"``) are
     read again on every refresh. A bad selection raises here, before anything listens.
+    ``token`` as for ``DashboardServer``: a random one, in ``server.url``, when ``host``
+    is not loopback.
     """
     from .._ledger import Ledger
 
@@ -287,7 +359,9 @@ def serve_dashboard(
             )
 
         compute()
-        server = DashboardServer(compute, host=host, port=port, refresh_seconds=refresh_seconds)
+        server = DashboardServer(
+            compute, host=host, port=port, refresh_seconds=refresh_seconds, token=token
+        )
     except BaseException:
         if opened is not ledger:
             opened.close()

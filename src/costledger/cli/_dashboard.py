@@ -172,6 +172,15 @@ def serve(
         float,
         typer.Option("--refresh", min=0.5, max=3600, help="Seconds between the page's updates."),
     ] = 5.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="COSTLEDGER_DASHBOARD_TOKEN",
+            help="Access token the page asks for (default: none on loopback, a random one "
+            "on any other address, printed in the URL).",
+        ),
+    ] = None,
     *,
     selected: Selection,
     config: Config = None,
@@ -186,12 +195,15 @@ def serve(
     with _view(selected, config, budgets_file, guard_store, top_n) as (_, compute):
         compute()  # a bad selection or an unreachable ledger fails now, not in the page
         try:
-            server = DashboardServer(compute, host=host, port=port, refresh_seconds=refresh)
+            server = DashboardServer(
+                compute, host=host, port=port, refresh_seconds=refresh, token=token
+            )
         except OSError as exc:
             raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        if not server.loopback:
+        if not server.loopback and not server.token:
             typer.echo(
-                f"warning: listening on {host}: anyone who can reach it can read the ledger",
+                f"warning: listening on {host} without a token: anyone who can reach it can"
+                " read the ledger",
                 err=True,
             )
         typer.echo(f"serving the costledger dashboard on {server.url} (Ctrl-C to stop)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from costledger import Tracker, Usage
+from costledger import Tracker, Usage, drain_deferred
 from costledger._tracker import _url_ledgers
 
 # gpt-4o-mini: $0.15 / MTok input, $0.60 output (genai-prices): 1000 in, 100 out
@@ -65,6 +65,7 @@ def test_a_ledger_no_tracker_uses_is_let_go(tmp_path: Path) -> None:
     del tracker
     gc.collect()
     assert key not in _url_ledgers
+    drain_deferred()  # a collected ledger's close (its flush) is queued behind the worker
     assert _rows(tmp_path / "weak.db") == [(GPT4O_MINI_1000_100, None)]
 
 

@@ -906,8 +906,9 @@ class Converter:
 
     def _cost_texts(self, cost: Cost) -> tuple[str | None, ...] | list[str]:
         """``_decimal_text`` of the six amounts of a cost. A priced cost has all six: they
-        are formatted by one ``str.format`` and checked by one regex match (a fifth of the
-        cost of six calls); anything else takes ``_decimal_text`` one by one."""
+        are formatted at once (``str`` of each, the ``"f"`` format when one has an exponent)
+        and checked by one regex match (a fifth of the cost of six calls); anything else
+        takes ``_decimal_text`` one by one."""
         amounts = (
             cost.total,
             cost.input,
@@ -917,7 +918,11 @@ class Converter:
             cost.audio,
         )
         try:
-            joined = _SIX_AMOUNTS.format(*amounts)
+            # str() of a Decimal is its "f" format whenever it has no exponent (a third of
+            # the cost): the same text, else the format itself
+            joined = " ".join(map(str, amounts))
+            if "E" in joined or not _DECIMAL_ONLY.issuperset(map(type, amounts)):
+                joined = _SIX_AMOUNTS.format(*amounts)
             # plain notation with at most 18 places (the match), below 10**20 (adjusted():
             # a zero with a large exponent formats as "0" but is not storable)
             storable = (
@@ -966,7 +971,12 @@ class Converter:
         common case, a finite amount of at most 18 places below 10**20, inline."""
         if amount is None:
             return None
-        text = format(amount, "f")
+        if type(amount) is Decimal:
+            text = str(amount)  # its "f" format when it has no exponent
+            if "E" in text:
+                text = format(amount, "f")
+        else:
+            text = format(amount, "f")
         if "0" <= text[-1] <= "9" and amount.adjusted() <= _MAX_ADJUSTED:
             dot = text.find(".")
             if dot < 0 or len(text) - dot <= _MONEY_SCALE + 1:
@@ -986,5 +996,6 @@ class Converter:
 _NO_USAGE: Final = Usage()
 _BATCH: Final = {"processing": "batch"}
 _SIX_AMOUNTS: Final = " ".join(["{:f}"] * 6)
+_DECIMAL_ONLY: Final = frozenset((Decimal,))
 _SIX_STORABLE: Final = re.compile(" ".join([r"-?\d{1,20}(?:\.\d{1,18})?"] * 6)).fullmatch
 _adjusted: Final = Decimal.adjusted

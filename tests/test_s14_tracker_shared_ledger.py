@@ -49,9 +49,11 @@ def test_trackers_given_one_url_share_its_ledger(tmp_path: Path) -> None:
 def test_a_closed_shared_ledger_is_not_handed_out_again(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/closed.db"
     first = Tracker(url, log="off", team="a")
-    first.ledger.close()  # type: ignore[attr-defined]
+    closed = first.ledger
+    closed.close()  # type: ignore[attr-defined]
     second = Tracker(url, log="off", team="b")
-    assert second.ledger is not first.ledger
+    assert second.ledger is not closed
+    assert first.ledger is second.ledger  # the first one's records go there too
     second.record("gpt-4o-mini", Usage(1000, 100))
     second.ledger.flush()  # type: ignore[attr-defined]
     assert _rows(tmp_path / "closed.db") == [(GPT4O_MINI_1000_100, "b")]
@@ -89,3 +91,34 @@ def test_trackers_without_a_ledger_share_the_default_one(
         (GPT4O_MINI_1000_100, "a"),
         (GPT4O_MINI_1000_100, "b"),
     ]
+
+
+def test_a_relative_sqlite_path_is_the_file_of_the_directory_it_was_given_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = Tracker("sqlite:///costs.db", log="off", team="a")
+    first.record("gpt-4o-mini", Usage(1000, 100))
+    monkeypatch.chdir(tmp_path / "b")
+    second = Tracker("sqlite:///costs.db", log="off", team="b")
+    assert second.ledger is not first.ledger
+    second.record("gpt-4o-mini", Usage(1000, 100))
+    first.ledger.flush()  # type: ignore[attr-defined]
+    second.ledger.flush()  # type: ignore[attr-defined]
+    assert _rows(tmp_path / "a" / "costs.db") == [(GPT4O_MINI_1000_100, "a")]
+    assert _rows(tmp_path / "b" / "costs.db") == [(GPT4O_MINI_1000_100, "b")]
+
+
+def test_a_tracker_whose_shared_ledger_another_closed_records_to_an_open_one(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/request.db"
+    one = Tracker(url, log="off", team="a")
+    other = Tracker(url, log="off", team="b")
+    one.ledger.close()  # type: ignore[attr-defined]  # the end of one request
+    other.record("gpt-4o-mini", Usage(1000, 100))
+    other.ledger.flush()  # type: ignore[attr-defined]
+    assert _rows(tmp_path / "request.db") == [(GPT4O_MINI_1000_100, "b")]
+    assert not list((tmp_path / "request.db.spool").glob("*.jsonl"))

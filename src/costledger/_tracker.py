@@ -20,7 +20,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, overload, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    NamedTuple,
+    Protocol,
+    TypeGuard,
+    overload,
+    runtime_checkable,
+)
 
 from ._attribution import EMPTY as EMPTY_ATTRIBUTION
 from ._attribution import Attribution, check_attribution_keywords, current_attribution
@@ -70,8 +79,10 @@ class Call:
 
     ``prompt_text``, ``max_output_tokens`` (per answer) and ``choices`` (the answers the
     request asks for: OpenAI's ``n``, ``best_of``, Gemini's ``candidate_count``) only
-    feed the guards' worst-case estimate; ``prompt_text`` is dropped once the guards
-    have reserved and is never stored or logged.
+    feed the guards' worst-case estimate (a guard of your own that reads
+    ``max_output_tokens`` multiplies it by ``choices``, as ``Estimator`` does);
+    ``prompt_text`` is dropped once the guards have reserved and is never stored or
+    logged.
 
     ``id`` and ``started_at`` are made on first use, from the clock read at the
     start: a call finished on the background worker never costs the host's thread a
@@ -188,6 +199,9 @@ class Guard(Protocol):
 
     ``reserve`` returns a token (anything) handed back to ``settle``/``release``,
     or raises a ``GuardRefusal`` (``BudgetExceeded``, ``RateLimited``) to stop the call.
+    The call's worst-case output is ``call.max_output_tokens`` (one answer's limit, or
+    ``None``) times ``call.choices`` (the answers generated); ``Estimator.estimate(call,
+    tracker)`` gives the whole worst case as the built-in guards count it.
 
     Entry points finish calls on the background worker, so right after a call returns its
     reservation may still be held there. A refusal while earlier calls still hold a token
@@ -244,6 +258,10 @@ class Tracker:
             check_attribution_keywords("Tracker", default_attribution, _TRACKER_PARAMETERS)
         for argument, given in (("ledger", ledger), ("pricer", pricer), ("logger", logger)):
             _not_a_class(argument, given)
+        # a ledger made from a URL (or the default one) is shared with the other Trackers
+        # of that URL, and made anew when closed (see ``ledger``)
+        self._ledger_url: str | URL | None = ledger if _is_url(ledger) else None
+        self._shared_ledger = ledger is None or self._ledger_url is not None
         ledger = _checked_ledger(ledger)
         if pricer is not None and not callable(getattr(pricer, "price", None)):
             raise TypeError(
@@ -306,11 +324,15 @@ class Tracker:
     # -- lazily built parts ------------------------------------------------------------------
     @property
     def ledger(self) -> LedgerLike:
-        if self._ledger is None:
+        ledger = self._ledger
+        # A shared ledger another Tracker closed (``tracker.ledger.close()`` at the end of
+        # a request) is not this one's end: it records to that URL's open ledger.
+        if ledger is None or (self._shared_ledger and ledger._core.closed):  # type: ignore[attr-defined]
             with self._lock:
-                if self._ledger is None:
-                    self._ledger = _shared_ledger(None)
-        return self._ledger
+                ledger = self._ledger
+                if ledger is None or (self._shared_ledger and ledger._core.closed):  # type: ignore[attr-defined]
+                    ledger = self._ledger = _shared_ledger(self._ledger_url)
+        return ledger
 
     @property
     def pricer(self) -> Pricer:
@@ -1107,7 +1129,7 @@ def _checked_ledger(ledger: Any) -> LedgerLike | None:
     otherwise fail in the background, one rate-limited warning for all of them."""
     if ledger is None:
         return None
-    if isinstance(ledger, str) or _is_sqlalchemy_url(ledger):
+    if _is_url(ledger):
         try:
             return _shared_ledger(ledger)
         except ValueError as exc:
@@ -1130,20 +1152,43 @@ _url_ledgers_lock = threading.Lock()
 
 def _shared_ledger(url: str | URL | None) -> LedgerLike:
     """The open ``Ledger(url)`` other Trackers record to, or a new one (``None``: the
-    default URL). An in-memory SQLite URL always gets its own (a database per ledger)."""
+    default URL). An in-memory SQLite URL always gets its own (a database per ledger); a
+    relative SQLite path is made absolute first, so that a process that changes its
+    directory does not record to the database of the directory it left."""
     from ._ledger import Ledger  # imported on use: ``import costledger`` is light
-    from ._ledger._engine import is_memory_sqlite, resolve_url
+    from ._ledger._engine import is_memory_sqlite, resolve_url, sqlite_path
 
     resolved = resolve_url(url)
     if is_memory_sqlite(resolved):
         return Ledger(resolved)
+    path = sqlite_path(resolved)
+    if path is not None and not (resolved.database or "").startswith("file:"):
+        resolved = resolved.set(database=str(path))
     key = resolved.render_as_string(hide_password=False)  # a key in memory, never shown
     with _url_ledgers_lock:
         ledger = _url_ledgers.get(key)
-        if ledger is None or getattr(getattr(ledger, "_core", None), "closed", True):
-            ledger = Ledger(resolved)
-            _url_ledgers[key] = ledger
+    if ledger is not None and not ledger._core.closed:  # type: ignore[attr-defined]
         return ledger
+    made = Ledger(resolved)  # not under the lock: a fork meanwhile must not inherit it held
+    with _url_ledgers_lock:
+        ledger = _url_ledgers.get(key)
+        if ledger is None or ledger._core.closed:  # type: ignore[attr-defined]
+            _url_ledgers[key] = ledger = made
+    if ledger is not made:  # another thread made one first: this one was never used
+        made.close()
+    return ledger
+
+
+def _new_url_ledgers_lock() -> None:
+    global _url_ledgers_lock
+    _url_ledgers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_url_ledgers_lock)
+
+
+def _is_url(value: object) -> TypeGuard[str | URL]:
+    return isinstance(value, str) or _is_sqlalchemy_url(value)
 
 
 def _not_a_class(name: str, value: Any) -> None:

@@ -65,6 +65,8 @@ class StreamUsage:
         "_done",
         "_final",
         "_key",
+        "_lc_current",
+        "_lc_ids",
         "_lc_metadata",
         "_lc_usages",
         "_message",
@@ -80,11 +82,12 @@ class StreamUsage:
         self._key: Any = None  # the current response's id, if it has one
         self._whole = False  # the current payload is a whole response (no chunk follows)
         self._message: dict[str, Any] | None = None  # an Anthropic message being merged
-        # LangChain usages by message id: one model call each (a stream may carry several,
-        # an agent's steps); chunks without an id are one group, a whole message without
-        # one a group of its own. Their metadata likewise.
+        # LangChain usages by model call (a stream may carry several: an agent's steps),
+        # each call a group (``_LangChainCall``); see ``_lc_group``. Their metadata likewise.
         self._lc_usages: dict[Any, list[Mapping[str, Any]]] | None = None
         self._lc_metadata: dict[Any, dict[str, Any]] = {}
+        self._lc_ids: dict[str, _LangChainCall] = {}  # every id seen -> its call's group
+        self._lc_current: _LangChainCall | None = None  # the group chunks last went to
 
     def see(self, event: Any) -> bool:
         get = event.get if type(event) is dict else _getter(event)
@@ -155,6 +158,8 @@ class StreamUsage:
     def _next(self, key: Any, whole: bool) -> None:
         """An item with usage (``key``: its response id; ``whole``: a whole response) is
         about to be kept: if it is another response's, the current one is done."""
+        if not (type(key) is str and key):  # "" (some servers' ids) is no id
+            key = None
         if self._final is None:
             self._key, self._whole = key, whole
             return
@@ -175,6 +180,8 @@ class StreamUsage:
         self._message = None
         self._lc_usages = None
         self._lc_metadata = {}
+        self._lc_ids = {}
+        self._lc_current = None
 
     # -- one kind of event each ------------------------------------------------------------
 
@@ -231,9 +238,7 @@ class StreamUsage:
     def _langchain(self, usage: Any, metadata: Any, message_id: Any, whole: bool) -> bool:
         if self._final is not None and self._final is not _LANGCHAIN:
             self._end_current()  # after another provider's response: a response of its own
-        key: Any = message_id if type(message_id) is str else None
-        if whole and key is None:
-            key = object()  # a whole message without an id: a call of its own
+        key: Any = self._lc_group(message_id if type(message_id) is str else None, whole)
         if metadata and isinstance(metadata, Mapping):
             self._lc_metadata.setdefault(key, {}).update(metadata)
         if not usage:
@@ -249,6 +254,40 @@ class StreamUsage:
         self._final = _LANGCHAIN
         self._key, self._whole = None, True  # anything else after it is another response
         return True
+
+    def _lc_group(self, message_id: str | None, whole: bool) -> _LangChainCall:
+        """The model call a LangChain message (chunk) belongs to.
+
+        Chunks of one call may carry different ids: ``BaseChatModel.stream`` gives a chunk
+        without one the id ``lc_run-<run id>``, so a provider that sends its id on the
+        first chunk only (or the last) mixes the two, which LangChain's own chunk addition
+        merges (a provider id over an ``lc_run-`` one). So a chunk joins the call it last
+        went to unless that call already has another id of the same kind (a provider id, a
+        LangChain one): then it is the next call's (a tool loop's second stream). A chunk
+        with no id joins the last call. A whole message (``AIMessage``) is a call of its
+        own (seen again under its id, it replaces itself)."""
+        if not message_id:
+            message_id = None
+        if whole:
+            if message_id is not None and message_id in self._lc_ids:
+                return self._lc_ids[message_id]
+            group = _LangChainCall(whole=True)
+            group.take(message_id)
+            if message_id is not None:
+                self._lc_ids[message_id] = group
+            return group
+        if message_id is not None:
+            known = self._lc_ids.get(message_id)
+            if known is not None and not known.whole:
+                self._lc_current = known
+                return known
+        current = self._lc_current
+        if current is None or (message_id is not None and not current.can_take(message_id)):
+            current = self._lc_current = _LangChainCall(whole=False)
+        if message_id is not None:
+            current.take(message_id)
+            self._lc_ids[message_id] = current
+        return current
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -266,7 +305,7 @@ class StreamUsage:
                     total = {}
                     for usage in usages:
                         total = add_usage(total, usage)
-                message_id = key if type(key) is str else None
+                message_id = key.provider_id
                 payload = {
                     "id": message_id,
                     "usage_metadata": total,
@@ -285,7 +324,7 @@ class StreamUsage:
         seen: dict[str, int] = {}
         out: list[Any] = []
         for key, payload in (*self._done, *self._current()):
-            if type(key) is str:
+            if type(key) is str and key:
                 at = seen.get(key)
                 if at is not None:
                     out[at] = payload
@@ -314,6 +353,32 @@ def ends_stream(event: Any) -> bool:
 
 _MISSING: Final[Any] = object()
 _LANGCHAIN: Final[Any] = object()  # the payload is the sum of LangChain chunk usages
+_LANGCHAIN_ID_PREFIXES: Final = ("lc_run-", "run-", "lc_")
+
+
+class _LangChainCall:
+    """One LangChain model call of a stream: the ids its messages carried, at most one of
+    each kind (the provider's; LangChain's ``lc_run-`` stand-in)."""
+
+    __slots__ = ("langchain_id", "provider_id", "whole")
+
+    def __init__(self, *, whole: bool) -> None:
+        self.whole = whole
+        self.provider_id: str | None = None
+        self.langchain_id: str | None = None
+
+    def can_take(self, message_id: str) -> bool:
+        if message_id.startswith(_LANGCHAIN_ID_PREFIXES):
+            return self.langchain_id in (None, message_id)
+        return self.provider_id in (None, message_id)
+
+    def take(self, message_id: str | None) -> None:
+        if message_id is None:
+            return
+        if message_id.startswith(_LANGCHAIN_ID_PREFIXES):
+            self.langchain_id = message_id
+        else:
+            self.provider_id = message_id
 
 
 # What a whole response (never a chunk) says it is: OpenAI's ``object`` (a chat

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from ._fake_provider import FakeProvider
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -117,3 +119,18 @@ def _fresh_memory_guard_store(monkeypatch: pytest.MonkeyPatch) -> None:
     from costledger._guards import _store
 
     monkeypatch.setattr(_store, "_memory", None)
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[FakeProvider]:
+    """The fake OpenAI / Anthropic API on 127.0.0.1 (``_fake_provider``), one per module."""
+    with FakeProvider() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fresh_provider(provider: FakeProvider) -> FakeProvider:
+    """``provider`` with no scripted replies or recorded requests left by another test:
+    a module that uses it marks itself ``pytest.mark.usefixtures("fresh_provider")``."""
+    provider.reset()
+    return provider

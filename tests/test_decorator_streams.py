@@ -69,15 +69,8 @@ assert Decimal("0.0021") == SONNET_COST
 GPT4O_MINI = "gpt-4o-mini-2024-07-18"
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_provider(provider: FakeProvider) -> None:
-    provider.reset()
+# a fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 
 def openai_client(fake: FakeProvider) -> openai.OpenAI:

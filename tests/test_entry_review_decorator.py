@@ -39,15 +39,8 @@ ANTHROPIC_USAGE = Usage(
 HAIKU_COST = Decimal("0.00432")
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_provider(provider: FakeProvider) -> None:
-    provider.reset()
+# a fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 
 def oai(provider: FakeProvider) -> openai.OpenAI:

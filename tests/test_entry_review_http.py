@@ -14,7 +14,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,15 +48,8 @@ HEX_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 WORD_KEY = "QwErTyUiOpAsDfGhJkLzXcVbNmQwErTy"
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_provider(provider: FakeProvider) -> None:
-    provider.reset()
+# a fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 
 def _only(costs: CapturedCosts) -> costledger.UsageEvent:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -39,15 +38,8 @@ RESPONSES_COST = Decimal("0.00054")
 EMBEDDINGS_COST = Decimal("0.00000024")
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_provider(provider: FakeProvider) -> None:
-    provider.reset()
+# a fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 
 def make(fake: FakeProvider, **kw: Any) -> Client:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -65,15 +64,8 @@ SONNET4_COST = Decimal("0.0162")  # 1000*3 + 4000*0.30 + 2000*3.75 + 300*15
 FLAVOURS = ["httpx", "httpx2"]
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_provider(provider: FakeProvider) -> None:
-    provider.reset()
+# a fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 
 def only(costs: CapturedCosts) -> UsageEvent:

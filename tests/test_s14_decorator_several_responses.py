@@ -99,15 +99,8 @@ LC_AB_COST = (2200 * Decimal("0.15") + 130 * Decimal("0.60")) / M
 assert Decimal("0.000408") == LC_AB_COST
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[FakeProvider]:
-    with FakeProvider() as fake:
-        yield fake
-
-
-@pytest.fixture(autouse=True)
-def _fresh_provider(provider: FakeProvider) -> None:
-    provider.reset()
+# a fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 
 def _rows(costs: CapturedCosts) -> list[tuple[Any, ...]]:

@@ -71,6 +71,15 @@ async def _started() -> None:
     raise AssertionError("no model run started within 30 s")
 
 
+def _warm() -> None:
+    """Load what a process's first guarded start loads (price data, token counting: half
+    a second here), so that a timeout below falls while the model runs, not during the
+    start (which, awaited off the loop, a timeout now cancels: a call never sent)."""
+    tracker, _, _ = _guarded()
+    call = tracker.start(source="warm", model="gpt-4o-mini", prompt_text="hi", max_output_tokens=1)
+    tracker.cancel(call)
+
+
 def _held(budget: Budget, tracker: Tracker) -> tuple[Decimal, Decimal]:
     [status] = budget.status(tracker)
     return status.spent, status.reserved
@@ -87,6 +96,7 @@ def _assert_cancelled(event: StoredEvent) -> None:
 
 
 async def test_wait_for_timeout_then_the_next_call_in_the_same_task() -> None:
+    _warm()
     tracker, budget, handler = _guarded()
     slow = SlowChatModel(delay=30, max_tokens=4000)
     with pytest.raises(asyncio.TimeoutError):
@@ -104,6 +114,7 @@ async def test_wait_for_timeout_then_the_next_call_in_the_same_task() -> None:
 async def test_asyncio_timeout_caught_in_the_same_task() -> None:
     # The task goes on after the timeout: the run is ended at that task's next model call,
     # before its guards count what is held.
+    _warm()
     tracker, budget, handler = _guarded()
     with pytest.raises(asyncio.TimeoutError):
         async with asyncio.timeout(0.5):
@@ -308,7 +319,10 @@ async def test_task_destroyed_unfinished_is_recorded_at_the_next_call() -> None:
     task = asyncio.create_task(
         Forever(max_tokens=4000).ainvoke("hi", config={"callbacks": [handler]})
     )
-    await asyncio.sleep(0.02)
+    await _started()  # the guards' first reservation seeds off the loop: not at once
+    # then the loop turns until the task waits on its future alone: a task still queued
+    # to run (its start just done) is no garbage
+    await asyncio.sleep(0.05)
     assert len(_handler._runs) == 1
     del task
     gc.collect()
@@ -336,7 +350,8 @@ def test_task_destroyed_with_its_loop_is_recorded_at_the_next_sync_call() -> Non
         asyncio.get_running_loop().create_task(
             Forever(max_tokens=4000).ainvoke("bg", config={"callbacks": [handler]})
         )
-        await asyncio.sleep(0.02)
+        await _started()
+        await asyncio.sleep(0.05)  # until the task waits on its future alone
 
     loop.run_until_complete(start())
     loop.close()

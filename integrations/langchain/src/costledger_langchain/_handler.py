@@ -23,7 +23,7 @@ import sys
 import threading
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from decimal import Decimal
@@ -450,6 +450,48 @@ def _end_abandoned(entry: _TaskRuns, items: Iterable[tuple[UUID, int]]) -> None:
             _report("langchain.cancelled_run", exc)
 
 
+# _begin's answer: tracker, owner task, owner frame, model, provider, attribution, prompt
+# text, output limit, choices
+_Begun = tuple[
+    Tracker,
+    _TaskRuns | None,
+    int,
+    str | None,
+    str | None,
+    Any,
+    str | None,
+    int | None,
+    int,
+]
+
+
+def _refused(owner: _TaskRuns | None, owner_frame: int) -> None:
+    """A guard refused a run: the other prompts its ``agenerate`` started are released."""
+    if owner is not None:
+        try:
+            _release_batch(owner, owner_frame)
+        except Exception as exc:  # the refusal must reach the host unchanged
+            _report("langchain.release_batch", exc)
+
+
+@functools.cache
+def _ahandle_code() -> CodeType | None:
+    """The code of LangChain's async dispatch of one callback to one handler, which awaits
+    a coroutine function it looks up (``None``: a langchain-core without it)."""
+    try:
+        from langchain_core.callbacks import manager
+
+        code: CodeType = inspect.unwrap(manager._ahandle_event_for_handler).__code__
+        return code
+    except Exception:
+        return None
+
+
+def _async_dispatch(frame: FrameType | None) -> bool:
+    """Whether ``frame`` (the one looking a callback up) is LangChain's async dispatch."""
+    return frame is not None and frame.f_code is _ahandle_code() is not None
+
+
 def _release_batch(entry: _TaskRuns, owner_frame: int) -> None:
     """A guard refused one prompt of an ``agenerate`` batch: the prompts it started before
     are never sent, so they are released and not recorded (as a refused call is not)."""
@@ -526,7 +568,31 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         return True
 
     # -- start --------------------------------------------------------------------------------
-    def on_chat_model_start(
+    # LangChain looks each callback up by name. In an async run with guards, the lookup
+    # made by LangChain's async dispatcher gets a coroutine function, which it awaits: the
+    # guards then run through ``Tracker.astart``, whose store round trips (Redis, SQL) and
+    # a budget's first reservation of a period (a ledger read) run off the event loop.
+    # Any other lookup (a sync run, which would swallow a refusal raised from a coroutine)
+    # gets the plain method.
+    @property
+    def on_chat_model_start(self) -> Callable[..., Any]:
+        loop_runs = _get_running_loop() is not None
+        if loop_runs and _async_dispatch(sys._getframe(1)) and self._guarded():
+            return self._aon_chat_model_start
+        return self._on_chat_model_start
+
+    @property
+    def on_llm_start(self) -> Callable[..., Any]:
+        loop_runs = _get_running_loop() is not None
+        if loop_runs and _async_dispatch(sys._getframe(1)) and self._guarded():
+            return self._aon_llm_start
+        return self._on_llm_start
+
+    def _guarded(self) -> bool:
+        tracker = self._tracker if self._tracker is not None else get_tracker()
+        return tracker.has_guards
+
+    def _on_chat_model_start(
         self,
         serialized: dict[str, Any],
         messages: list[list[BaseMessage]],
@@ -544,7 +610,25 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         except Exception as exc:
             _report("langchain.on_chat_model_start", exc)
 
-    def on_llm_start(
+    async def _aon_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            await self._astart(run_id, parent_run_id, tags, metadata, kwargs, messages, None)
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            _report("langchain.on_chat_model_start", exc)
+
+    def _on_llm_start(
         self,
         serialized: dict[str, Any],
         prompts: list[str],
@@ -562,6 +646,24 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         except Exception as exc:
             _report("langchain.on_llm_start", exc)
 
+    async def _aon_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            await self._astart(run_id, parent_run_id, tags, metadata, kwargs, None, prompts)
+        except GuardRefusal:
+            raise
+        except Exception as exc:
+            _report("langchain.on_llm_start", exc)
+
     def _start(
         self,
         run_id: UUID,
@@ -572,8 +674,74 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         messages: list[list[BaseMessage]] | None,
         prompts: list[str] | None,
     ) -> None:
-        if run_id in _runs and _runs.join(run_id, self._sinks):
+        begun = self._begin(run_id, tags, metadata, kwargs, messages, prompts)
+        if begun is None:
             return  # another handler in this run tree owns the call
+        tracker, owner, owner_frame, model, provider, attribution, prompt, limit, n = begun
+        try:
+            call = tracker.start(
+                source="langchain",
+                model=model,
+                provider=provider,
+                attribution=attribution,
+                run_id=str(run_id),
+                parent_run_id=None if parent_run_id is None else str(parent_run_id),
+                prompt_text=prompt,
+                max_output_tokens=limit,
+                choices=n,
+            )
+        except GuardRefusal:
+            _refused(owner, owner_frame)
+            raise
+        self._register(run_id, call, tracker, owner, owner_frame, kwargs, prompts)
+
+    async def _astart(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        messages: list[list[BaseMessage]] | None,
+        prompts: list[str] | None,
+    ) -> None:
+        """``_start`` with the guards awaited (``Tracker.astart``)."""
+        begun = self._begin(run_id, tags, metadata, kwargs, messages, prompts)
+        if begun is None:
+            return
+        tracker, owner, owner_frame, model, provider, attribution, prompt, limit, n = begun
+        try:
+            call = await tracker.astart(
+                source="langchain",
+                model=model,
+                provider=provider,
+                attribution=attribution,
+                run_id=str(run_id),
+                parent_run_id=None if parent_run_id is None else str(parent_run_id),
+                prompt_text=prompt,
+                max_output_tokens=limit,
+                choices=n,
+            )
+        except GuardRefusal:
+            _refused(owner, owner_frame)
+            raise
+        self._register(run_id, call, tracker, owner, owner_frame, kwargs, prompts)
+
+    def _begin(
+        self,
+        run_id: UUID,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        messages: list[list[BaseMessage]] | None,
+        prompts: list[str] | None,
+    ) -> _Begun | None:
+        """What a run's start needs before the guards: the tracker, the task and
+        ``agenerate`` frame that started it (async), and ``Tracker.start``'s model,
+        provider, attribution, prompt text, output limit and choices; ``None`` when
+        another handler in this run tree owns the call."""
+        if run_id in _runs and _runs.join(run_id, self._sinks):
+            return None
         owner: _TaskRuns | None = None
         owner_frame = 0
         loop = _get_running_loop()
@@ -601,25 +769,29 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             prompt_text = _prompt_text(messages, prompts, params)
             max_output_tokens = _max_output_tokens(params, metadata)
             choices = _choices(params)
-        try:
-            call = tracker.start(
-                source="langchain",
-                model=model if isinstance(model, str) else None,
-                provider=provider if isinstance(provider, str) else None,
-                attribution=_attribution(metadata, tags),
-                run_id=str(run_id),
-                parent_run_id=None if parent_run_id is None else str(parent_run_id),
-                prompt_text=prompt_text,
-                max_output_tokens=max_output_tokens,
-                choices=choices,
-            )
-        except GuardRefusal:
-            if owner is not None:
-                try:
-                    _release_batch(owner, owner_frame)
-                except Exception as exc:  # the refusal must reach the host unchanged
-                    _report("langchain.release_batch", exc)
-            raise
+        return (
+            tracker,
+            owner,
+            owner_frame,
+            model if isinstance(model, str) else None,
+            provider if isinstance(provider, str) else None,
+            _attribution(metadata, tags),
+            prompt_text,
+            max_output_tokens,
+            choices,
+        )
+
+    def _register(
+        self,
+        run_id: UUID,
+        call: Call,
+        tracker: Tracker,
+        owner: _TaskRuns | None,
+        owner_frame: int,
+        kwargs: dict[str, Any],
+        prompts: list[str] | None,
+    ) -> None:
+        """Keep a started run until its end."""
         batch_size = kwargs.get("batch_size")
         batched = prompts is not None and isinstance(batch_size, int) and batch_size > 1
         run = _Run(call, tracker, self._sinks, batched)

@@ -21,6 +21,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Union, cast
 
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
 from .._errors import CostLedgerError, UsageError
 from .._redact import redact_text
 from .._schema import _has_huge_float
@@ -266,16 +274,15 @@ class _Writer:
         from .._ledger._store import is_data_error
 
         try:
-            try:
-                return self._commit(rows, params), []
-            except Exception as exc:
-                if not _lock_conflict(exc):
-                    raise
-                # another writer's transaction (a second ingestion, the application's own
-                # writes) deadlocked with this one, or PostgreSQL could not serialize them:
-                # this one was rolled back whole, and runs once more
-                _logger.info("costledger ingest: %s; writing the batch again", _one_line(exc))
-                return self._commit(rows, params), []
+            # Another writer's transaction (a second ingestion, the application's own
+            # writes) may deadlock with this one, or PostgreSQL fail to serialize them:
+            # this one is rolled back whole, and runs again after a short, growing,
+            # jittered pause (the other's work, or its next batch, may cross this one's
+            # again at once: one retry without a pause was not always enough).
+            for attempt in _LOCK_RETRIES.copy():  # a copy: its state is per use
+                with attempt:
+                    return self._commit(rows, params), []
+            raise AssertionError("unreachable: the last attempt raises")
         except Exception as exc:
             if not (is_data_error(exc) or _driver_data_error(exc)):
                 raise
@@ -305,6 +312,12 @@ class _Writer:
 _LOCK_CONFLICTS = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
 
 
+def _log_lock_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    _logger.info("costledger ingest: %s; writing the batch again", _one_line(exc) if exc else "?")
+
+
 def _lock_conflict(exc: BaseException) -> bool:
     """A PostgreSQL deadlock or serialization failure, raised by the driver or wrapped by
     SQLAlchemy: the transaction was rolled back and may simply run again."""
@@ -316,6 +329,15 @@ def _lock_conflict(exc: BaseException) -> bool:
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False
+
+
+_LOCK_RETRIES = Retrying(
+    retry=retry_if_exception(_lock_conflict),
+    stop=stop_after_attempt(4),
+    wait=wait_random_exponential(multiplier=0.05, max=1.0),
+    before_sleep=_log_lock_retry,
+    reraise=True,
+)
 
 
 def _driver_data_error(exc: BaseException) -> bool:

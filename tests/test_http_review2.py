@@ -34,14 +34,11 @@ from costledger.http import (
 )
 from costledger.testing import CapturedCosts, InMemoryLedger
 
-from . import test_http_client as _client_tests
 from ._fake_provider import FakeProvider, Reply, chat_stream, openai_error
 from .test_http_transport import FLAVOURS, only, sync_http
 
-# The client tests' fixtures: one fake provider per module, reset before each test
-# (``costs`` is the root conftest's).
-provider = _client_tests.provider
-_fresh_provider = _client_tests._fresh_provider
+# one fake provider per module, reset before each test (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_provider")
 
 KEY = "sk-proj-REVIEW2k3y-7c1e9a0d2f7a4e6b8c1d3f5a7wQx"
 MESSAGES = [{"role": "user", "content": "Say hello"}]

@@ -261,7 +261,7 @@ class Tracker:
         # a ledger made from a URL (or the default one) is shared with the other Trackers
         # of that URL, and made anew when closed (see ``ledger``)
         self._ledger_url: str | URL | None = ledger if _is_url(ledger) else None
-        self._shared_ledger = ledger is None or self._ledger_url is not None
+        self._ledger_is_shared = ledger is None or self._ledger_url is not None
         ledger = _checked_ledger(ledger)
         if pricer is not None and not callable(getattr(pricer, "price", None)):
             raise TypeError(
@@ -327,10 +327,10 @@ class Tracker:
         ledger = self._ledger
         # A shared ledger another Tracker closed (``tracker.ledger.close()`` at the end of
         # a request) is not this one's end: it records to that URL's open ledger.
-        if ledger is None or (self._shared_ledger and ledger._core.closed):  # type: ignore[attr-defined]
+        if ledger is None or (self._ledger_is_shared and ledger._core.closed):  # type: ignore[attr-defined]
             with self._lock:
                 ledger = self._ledger
-                if ledger is None or (self._shared_ledger and ledger._core.closed):  # type: ignore[attr-defined]
+                if ledger is None or (self._ledger_is_shared and ledger._core.closed):  # type: ignore[attr-defined]
                     ledger = self._ledger = _shared_ledger(self._ledger_url)
         return ledger
 

@@ -589,8 +589,13 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         return self._on_llm_start
 
     def _guarded(self) -> bool:
-        tracker = self._tracker if self._tracker is not None else get_tracker()
-        return tracker.has_guards
+        # in the callback's look-up, where LangChain re-raises what this handler raises
+        try:
+            tracker = self._tracker if self._tracker is not None else get_tracker()
+            return bool(tracker.has_guards)
+        except Exception as exc:  # the sync start reports it, and records the call
+            _report("langchain.guarded", exc)
+            return False
 
     def _on_chat_model_start(
         self,

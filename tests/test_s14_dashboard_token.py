@@ -82,15 +82,21 @@ def test_any_other_address_asks_for_a_random_token(
         assert _get(port, "/", Cookie=name_value).status == 200
         assert _get(port, "/data.json", Authorization=f"Bearer {token}").status == 200
         assert _get(port, "/data.json", Cookie=f"{name_value}x").status == 401
+        # a percent-encoded name is the token too; a path naming another host is not
+        # where the redirect goes
+        encoded = _get(port, f"/\\evil.example/?%74oken={token}")
+        assert encoded.status == 303
+        assert encoded.getheader("Location") == "/evil.example/"
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "token=[REDACTED]" in logged
+    assert "?[REDACTED]" in logged
     assert token not in logged
 
 
 def test_a_token_that_cannot_go_into_a_url_and_a_cookie_is_refused(ledger: Ledger) -> None:
     for bad in ("a b", "x;y", "é"):
-        with pytest.raises(ValueError, match="token must be text of letters, digits"):
+        with pytest.raises(ValueError, match="token must be text of letters, digits") as err:
             DashboardServer(lambda: build_dashboard(ledger, now=NOW), port=0, token=bad)
+        assert bad not in str(err.value)  # a secret, even a malformed one, is not shown
     with DashboardServer(
         lambda: build_dashboard(ledger, now=NOW), host="0.0.0.0", port=0, token=""
     ) as server:

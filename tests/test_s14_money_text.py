@@ -31,3 +31,12 @@ def test_small_and_large_amounts_are_written_in_plain_notation() -> None:
     assert money_text(Decimal("0.000100")) == "0.000100"
     assert money_text(Decimal("-0")) == "-0"
     assert money_text(Decimal("0E-18")) == "0.000000000000000000"
+
+
+def test_a_context_writing_lowercase_exponents_still_gets_plain_notation() -> None:
+    from decimal import localcontext
+
+    with localcontext() as context:
+        context.capitals = 0  # str() would write "1.5e-7"
+        assert money_text(Decimal("1.5E-7")) == "0.00000015"
+        assert money_text(Decimal("2.5E+3")) == "2500"

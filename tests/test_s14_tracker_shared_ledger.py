@@ -122,3 +122,18 @@ def test_a_tracker_whose_shared_ledger_another_closed_records_to_an_open_one(
     other.ledger.flush()  # type: ignore[attr-defined]
     assert _rows(tmp_path / "request.db") == [(GPT4O_MINI_1000_100, "b")]
     assert not list((tmp_path / "request.db.spool").glob("*.jsonl"))
+
+
+def test_a_replaced_shared_ledger_stays_in_the_directory_first_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    tracker = Tracker("sqlite:///costs.db", log="off", team="a")
+    tracker.ledger.close()  # type: ignore[attr-defined]
+    monkeypatch.chdir(tmp_path / "b")
+    tracker.record("gpt-4o-mini", Usage(1000, 100))  # a new ledger: still a/costs.db
+    tracker.ledger.flush()  # type: ignore[attr-defined]
+    assert _rows(tmp_path / "a" / "costs.db") == [(GPT4O_MINI_1000_100, "a")]
+    assert not (tmp_path / "b" / "costs.db").exists()

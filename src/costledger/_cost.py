@@ -25,7 +25,7 @@ def money_text(value: Decimal) -> str:
         # str() is the "f" format whenever it writes no exponent, at a third of the cost
         # (it runs for each amount of every stored event and log line)
         text = str(value)
-        if "E" not in text:
+        if "E" not in text and "e" not in text:  # "e": a context with capitals=0
             return text
     return format(value, "f")
 

@@ -65,6 +65,7 @@ class StreamUsage:
         "_done",
         "_final",
         "_key",
+        "_lc_calls",
         "_lc_current",
         "_lc_ids",
         "_lc_metadata",
@@ -88,6 +89,7 @@ class StreamUsage:
         self._lc_metadata: dict[Any, dict[str, Any]] = {}
         self._lc_ids: dict[str, _LangChainCall] = {}  # every id seen -> its call's group
         self._lc_current: _LangChainCall | None = None  # the group chunks last went to
+        self._lc_calls: list[_LangChainCall] = []  # the chunk groups, in order
 
     def see(self, event: Any) -> bool:
         get = event.get if type(event) is dict else _getter(event)
@@ -182,6 +184,7 @@ class StreamUsage:
         self._lc_metadata = {}
         self._lc_ids = {}
         self._lc_current = None
+        self._lc_calls = []
 
     # -- one kind of event each ------------------------------------------------------------
 
@@ -282,8 +285,16 @@ class StreamUsage:
                 self._lc_current = known
                 return known
         current = self._lc_current
-        if current is None or (message_id is not None and not current.can_take(message_id)):
-            current = self._lc_current = _LangChainCall(whole=False)
+        if message_id is not None and current is not None:
+            # A second id joins the call that lacks one of its kind, when only one does:
+            # chunks of calls interleaved (parallel branches yielding into one stream)
+            # cannot be told apart by it, and are then not guessed into another call.
+            open_calls = [c for c in self._lc_calls if c.can_take(message_id)]
+            current = open_calls[0] if len(open_calls) == 1 else None
+        if current is None:
+            current = _LangChainCall(whole=False)
+            self._lc_calls.append(current)
+        self._lc_current = current
         if message_id is not None:
             current.take(message_id)
             self._lc_ids[message_id] = current

@@ -263,6 +263,8 @@ class Tracker:
         self._ledger_url: str | URL | None = ledger if _is_url(ledger) else None
         self._ledger_is_shared = ledger is None or self._ledger_url is not None
         ledger = _checked_ledger(ledger)
+        if self._ledger_url is not None:  # as resolved (a relative path made absolute)
+            self._ledger_url = getattr(ledger, "url", self._ledger_url)
         if pricer is not None and not callable(getattr(pricer, "price", None)):
             raise TypeError(
                 "Tracker pricer must be a Pricer (or an object with price()), got "
@@ -332,6 +334,8 @@ class Tracker:
                 ledger = self._ledger
                 if ledger is None or (self._ledger_is_shared and ledger._core.closed):  # type: ignore[attr-defined]
                     ledger = self._ledger = _shared_ledger(self._ledger_url)
+                    # the URL as resolved now: a later directory change must not move it
+                    self._ledger_url = getattr(ledger, "url", self._ledger_url)
         return ledger
 
     @property

@@ -108,3 +108,16 @@ def test_without_guards_the_start_stays_a_plain_method() -> None:
     handler = CostLedgerCallbackHandler(Tracker(InMemoryLedger(), log="off"))
     assert not asyncio.iscoroutinefunction(handler.on_chat_model_start)
     assert not asyncio.iscoroutinefunction(handler.on_llm_start)
+
+
+def test_the_start_callbacks_can_still_be_replaced_on_an_instance() -> None:
+    from unittest import mock
+
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    handler = CostLedgerCallbackHandler(Tracker(InMemoryLedger(), log="off"))
+    with mock.patch.object(handler, "on_chat_model_start") as replaced:
+        UsageChatModel().invoke("hi", config={"callbacks": [handler]})
+    assert replaced.call_count == 1
+    assert isinstance(handler, BaseCallbackHandler)
+    assert not asyncio.iscoroutinefunction(handler.on_chat_model_start)  # restored

@@ -40,7 +40,8 @@ _log = logging.getLogger("costledger.dashboard")
 
 
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s]*")
+# a request line's query (any parameter may be the token, percent-encoded or not)
+_TOKEN_IN_URL = re.compile(r"(\?)[^\s]*")
 
 
 def _is_loopback(host: str) -> bool:
@@ -85,9 +86,9 @@ class DashboardServer:
         if token is not None and (
             not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token or "-")
         ):
-            raise ValueError(
+            raise ValueError(  # the value is not shown: it is meant to be a secret
                 "token must be text of letters, digits and - _ . ~ (it goes into a URL and "
-                f"a cookie), got {token!r}"
+                f"a cookie), got {type(token).__name__} of {len(str(token))} characters"
             )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -283,7 +284,8 @@ class DashboardServer:
                 if in_url:  # kept by the browser for the page's own requests
                     cookie = f"{server._cookie}={server.token}; Path=/; HttpOnly; SameSite=Strict"
                     rest = [(k, v) for k, v in parse_qsl(parts.query) if k != "token"]
-                    where = parts.path + (f"?{urlencode(rest)}" if rest else "")
+                    # a path of this server only ("//host", "/\\host" would be another's)
+                    where = "/" + parts.path.lstrip("/\\") + (f"?{urlencode(rest)}" if rest else "")
                     self._send(303, b"", "text/plain", {"Location": where, "Set-Cookie": cookie})
                     return
                 # Only working out the answer is guarded: a failed write is the client

@@ -576,17 +576,39 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     # gets the plain method.
     @property
     def on_chat_model_start(self) -> Callable[..., Any]:
+        replaced = self.__dict__.get("on_chat_model_start")
+        if replaced is not None:  # set on the instance (a test's mock.patch.object)
+            return replaced  # type: ignore[no-any-return]
         loop_runs = _get_running_loop() is not None
         if loop_runs and _async_dispatch(sys._getframe(1)) and self._guarded():
             return self._aon_chat_model_start
         return self._on_chat_model_start
 
+    @on_chat_model_start.setter
+    def on_chat_model_start(self, value: Callable[..., Any]) -> None:
+        self.__dict__["on_chat_model_start"] = value
+
+    @on_chat_model_start.deleter
+    def on_chat_model_start(self) -> None:
+        self.__dict__.pop("on_chat_model_start", None)
+
     @property
     def on_llm_start(self) -> Callable[..., Any]:
+        replaced = self.__dict__.get("on_llm_start")
+        if replaced is not None:  # set on the instance (a test's mock.patch.object)
+            return replaced  # type: ignore[no-any-return]
         loop_runs = _get_running_loop() is not None
         if loop_runs and _async_dispatch(sys._getframe(1)) and self._guarded():
             return self._aon_llm_start
         return self._on_llm_start
+
+    @on_llm_start.setter
+    def on_llm_start(self, value: Callable[..., Any]) -> None:
+        self.__dict__["on_llm_start"] = value
+
+    @on_llm_start.deleter
+    def on_llm_start(self) -> None:
+        self.__dict__.pop("on_llm_start", None)
 
     def _guarded(self) -> bool:
         # in the callback's look-up, where LangChain re-raises what this handler raises

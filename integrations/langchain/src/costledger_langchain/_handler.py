@@ -504,6 +504,38 @@ def _release_batch(entry: _TaskRuns, owner_frame: int) -> None:
                 run.tracker.cancel(run.call)
 
 
+class _StartCallback:
+    """A run's start callback (``on_chat_model_start``, ``on_llm_start``), looked up by
+    LangChain by name: the coroutine function ``async_name`` when the look-up is LangChain's
+    async dispatcher's and the handler's tracker has guards, else the method ``sync_name``.
+    Set on an instance (``mock.patch.object``), what was set."""
+
+    def __init__(self, sync_name: str, async_name: str) -> None:
+        self.sync_name = sync_name
+        self.async_name = async_name
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, handler: Any, owner: type | None = None) -> Any:
+        if handler is None:
+            return self
+        replaced = handler.__dict__.get(self.name)
+        if replaced is not None:
+            return replaced
+        loop_runs = _get_running_loop() is not None
+        if loop_runs and _async_dispatch(sys._getframe(1)) and handler._guarded():
+            return getattr(handler, self.async_name)
+        return getattr(handler, self.sync_name)
+
+    def __set__(self, handler: Any, value: Callable[..., Any]) -> None:
+        handler.__dict__[self.name] = value
+
+    def __delete__(self, handler: Any) -> None:
+        handler.__dict__.pop(self.name, None)
+
+
 class CostLedgerCallbackHandler(BaseCallbackHandler):
     """Record the exact cost of every LangChain model call, once, through a costledger Tracker.
 
@@ -574,41 +606,8 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     # a budget's first reservation of a period (a ledger read) run off the event loop.
     # Any other lookup (a sync run, which would swallow a refusal raised from a coroutine)
     # gets the plain method.
-    @property
-    def on_chat_model_start(self) -> Callable[..., Any]:
-        replaced = self.__dict__.get("on_chat_model_start")
-        if replaced is not None:  # set on the instance (a test's mock.patch.object)
-            return replaced  # type: ignore[no-any-return]
-        loop_runs = _get_running_loop() is not None
-        if loop_runs and _async_dispatch(sys._getframe(1)) and self._guarded():
-            return self._aon_chat_model_start
-        return self._on_chat_model_start
-
-    @on_chat_model_start.setter
-    def on_chat_model_start(self, value: Callable[..., Any]) -> None:
-        self.__dict__["on_chat_model_start"] = value
-
-    @on_chat_model_start.deleter
-    def on_chat_model_start(self) -> None:
-        self.__dict__.pop("on_chat_model_start", None)
-
-    @property
-    def on_llm_start(self) -> Callable[..., Any]:
-        replaced = self.__dict__.get("on_llm_start")
-        if replaced is not None:  # set on the instance (a test's mock.patch.object)
-            return replaced  # type: ignore[no-any-return]
-        loop_runs = _get_running_loop() is not None
-        if loop_runs and _async_dispatch(sys._getframe(1)) and self._guarded():
-            return self._aon_llm_start
-        return self._on_llm_start
-
-    @on_llm_start.setter
-    def on_llm_start(self, value: Callable[..., Any]) -> None:
-        self.__dict__["on_llm_start"] = value
-
-    @on_llm_start.deleter
-    def on_llm_start(self) -> None:
-        self.__dict__.pop("on_llm_start", None)
+    on_chat_model_start = _StartCallback("_on_chat_model_start", "_aon_chat_model_start")
+    on_llm_start = _StartCallback("_on_llm_start", "_aon_llm_start")
 
     def _guarded(self) -> bool:
         # in the callback's look-up, where LangChain re-raises what this handler raises

@@ -40,3 +40,17 @@ def test_a_context_writing_lowercase_exponents_still_gets_plain_notation() -> No
         context.capitals = 0  # str() would write "1.5e-7"
         assert money_text(Decimal("1.5E-7")) == "0.00000015"
         assert money_text(Decimal("2.5E+3")) == "2500"
+
+
+def test_ingest_writes_an_amount_in_plain_notation_under_such_a_context() -> None:
+    # the converter's one-amount path takes money_text too (it had its own copy of the
+    # str()-then-format rule, which let "1.5e-7" through)
+    from decimal import localcontext
+
+    from costledger._ingest._convert import Converter
+    from costledger._pricing import Pricer
+
+    converter = Converter(Pricer({}, genai_prices=False, litellm=False))
+    with localcontext() as context:
+        context.capitals = 0
+        assert converter._decimal_text("cost.total", Decimal("1.5E-7")) == "0.00000015"

@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from .._attribution import Attribution
-from .._cost import Cost
+from .._cost import Cost, money_text
 from .._errors import UsageError
 from .._extract import read_response
 from .._ledger._rows import COLUMNS, MONEY_COLUMNS, Row
@@ -971,12 +971,7 @@ class Converter:
         common case, a finite amount of at most 18 places below 10**20, inline."""
         if amount is None:
             return None
-        if type(amount) is Decimal:
-            text = str(amount)  # its "f" format when it has no exponent
-            if "E" in text:
-                text = format(amount, "f")
-        else:
-            text = format(amount, "f")
+        text = money_text(amount)
         if "0" <= text[-1] <= "9" and amount.adjusted() <= _MAX_ADJUSTED:
             dot = text.find(".")
             if dot < 0 or len(text) - dot <= _MONEY_SCALE + 1:

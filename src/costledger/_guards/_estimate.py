@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "count_tokens",
     "heuristic_tokens",
     "request_json_text",
+    "requested_choices",
 ]
 
 CHARS_PER_TOKEN = 4
@@ -219,6 +221,19 @@ def check_max_output_tokens(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"max_output_tokens must be an int >= 0, got {value!r}")
     return int(value)
+
+
+def requested_choices(request: Mapping[str, Any], keys: Sequence[str]) -> int:
+    """The answers a request generates, each billed up to its output limit: the largest
+    whole number above 1 among ``keys`` (``n``, ``best_of``: a legacy completion generates
+    and bills ``best_of``, returns ``n``; Gemini's ``candidate_count``), else 1. Shared by
+    the entry points that read a request's parameters (LangChain, LiteLLM, HTTP)."""
+    choices = 1
+    for key in keys:
+        value = request.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > choices:
+            choices = value
+    return choices
 
 
 def check_choices(value: object) -> int:

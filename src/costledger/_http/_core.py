@@ -513,13 +513,14 @@ class _TrackingBase:
     def _start_kwargs(self, tracked: TrackedRequest) -> tuple[Tracker, dict[str, Any]] | None:
         try:
             tracker = self.tracker or get_tracker()
+            guarded = tracker.has_guards
             return tracker, {
                 "source": "http",
                 "model": tracked.model,
                 "provider": tracked.provider,
-                "prompt_text": tracked.prompt_text() if tracker.has_guards else None,
+                "prompt_text": tracked.prompt_text() if guarded else None,
                 "max_output_tokens": tracked.max_output_tokens,
-                "choices": tracked.choices,
+                "choices": tracked.choices() if guarded else 1,
             }
         except Exception as exc:
             _report("http.start", exc)

@@ -126,8 +126,16 @@ class TrackedRequest:
     body: Mapping[str, Any] | None
     # The request's own credentials, to scrub from anything stored about its response.
     secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)
-    # The answers it generates, each up to ``max_output_tokens`` (``n``, ``best_of``)
-    choices: int = 1
+
+    def choices(self) -> int:
+        """The answers it generates, each up to ``max_output_tokens`` (``n``, or
+        ``best_of`` where larger), for the guards' worst case (read only when there are
+        guards: their module is loaded then)."""
+        if self.body is None:
+            return 1
+        from .._guards._estimate import requested_choices
+
+        return requested_choices(self.body, ("n", "best_of"))
 
     def prompt_text(self) -> str | None:
         """The text of the prompt, for the guards' worst-case estimate (never stored)."""
@@ -210,19 +218,7 @@ def read_request(
         max_output_tokens=_first_int(body, _MAX_KEYS),
         body=body,
         secrets=secrets,
-        choices=_choices(body),
     )
-
-
-def _choices(body: Mapping[str, Any]) -> int:
-    """The answers the request generates: ``n`` (chat completions), or ``best_of`` where
-    larger (legacy completions generate and bill ``best_of``, return ``n``)."""
-    choices = 1
-    for key in ("n", "best_of"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > choices:
-            choices = value
-    return choices
 
 
 # The headers that carry a provider key: OpenAI-style bearer, Azure, Anthropic, Gemini.

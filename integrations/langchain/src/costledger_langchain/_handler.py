@@ -794,7 +794,9 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         if tracker.has_guards:
             prompt_text = _prompt_text(messages, prompts, params)
             max_output_tokens = _max_output_tokens(params, metadata)
-            choices = _choices(params)
+            from costledger._guards._estimate import requested_choices  # loaded: guards
+
+            choices = requested_choices(params, _CHOICE_PARAMS)
         return (
             tracker,
             owner,
@@ -1252,17 +1254,6 @@ def _max_output_tokens(params: Mapping[str, Any], metadata: Mapping[str, Any]) -
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
-
-
-def _choices(params: Mapping[str, Any]) -> int:
-    """The answers the call generates, each billed up to the output limit (``n``,
-    ``best_of``, ``candidate_count``; the largest)."""
-    choices = 1
-    for key in _CHOICE_PARAMS:
-        value = params.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > choices:
-            choices = value
-    return choices
 
 
 def _report(where: str, exc: BaseException, **context: Any) -> None:

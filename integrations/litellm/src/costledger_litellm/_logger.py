@@ -46,7 +46,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEvent, get_tracker
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
-from costledger._guards._estimate import request_json_text
+from costledger._guards._estimate import request_json_text, requested_choices
 from costledger._guards._store import GuardStore, in_background, off_loop, store_for
 from costledger._pricing._book import BOOK_SOURCE
 from costledger._sources.litellm_payload import (
@@ -743,7 +743,8 @@ def _start_arguments(
     if tracker.has_guards:
         start["prompt_text"] = _prompt_text(request)
         start["max_output_tokens"] = _max_output_tokens(request)
-        start["choices"] = _choices(request)
+        # best_of where larger: the provider generates and bills best_of, returns n
+        start["choices"] = requested_choices(request, ("n", "best_of"))
     return start
 
 
@@ -798,18 +799,6 @@ def _max_output_tokens(request: Mapping[str, Any]) -> int | None:
         if type(value) is int and value > 0:
             return value
     return None
-
-
-def _choices(request: Mapping[str, Any]) -> int:
-    """The choices the request generates, each billed up to the output limit (``n``, or
-    ``best_of`` where larger: the provider generates and bills ``best_of``, and returns
-    ``n``)."""
-    choices = 1
-    for key in ("n", "best_of"):
-        value = request.get(key)
-        if type(value) is int and value > choices:
-            choices = value
-    return choices
 
 
 # --- after the call ----------------------------------------------------------------------------

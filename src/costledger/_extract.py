@@ -121,6 +121,10 @@ def read_response(payload: Any, provider: str | None = None) -> ResponseInfo:
 # --- locating the usage part ---------------------------------------------------------
 
 
+# The ids LangChain gives a message no provider id was given for (``lc_run-<run id>``,
+# older ``run-<run id>``, ``lc_<uuid>``): no provider knows them.
+LANGCHAIN_STAND_IN_IDS: Final = ("run-", "lc_")
+
 # The keys ``_read`` looks for around a usage part, in its order below.
 _WRAPPER_KEYS: Final = frozenset(
     (
@@ -237,7 +241,7 @@ def _read_usage_metadata(payload: Any, get: Getter, node: Any, where: str) -> Re
     if response_id is None:
         message_id = _text(get("id", None))
         # LangChain fills a missing id with its own run id, which no provider knows.
-        if message_id is not None and not message_id.startswith(("run-", "lc_")):
+        if message_id is not None and not message_id.startswith(LANGCHAIN_STAND_IN_IDS):
             response_id = message_id
     # ChatOpenAI keeps the response's service_tier in response_metadata, ChatAnthropic
     # the provider's own usage (with its service_tier and speed) under "usage"

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ._extract import _getter
+from ._extract import LANGCHAIN_STAND_IN_IDS, _getter
 from ._usage import Usage
 
 __all__ = ["RESPONSES_FINAL", "StreamUsage", "add_usage", "ends_stream", "is_cumulative"]
@@ -364,7 +364,6 @@ def ends_stream(event: Any) -> bool:
 
 _MISSING: Final[Any] = object()
 _LANGCHAIN: Final[Any] = object()  # the payload is the sum of LangChain chunk usages
-_LANGCHAIN_ID_PREFIXES: Final = ("lc_run-", "run-", "lc_")
 
 
 class _LangChainCall:
@@ -379,14 +378,14 @@ class _LangChainCall:
         self.langchain_id: str | None = None
 
     def can_take(self, message_id: str) -> bool:
-        if message_id.startswith(_LANGCHAIN_ID_PREFIXES):
+        if message_id.startswith(LANGCHAIN_STAND_IN_IDS):
             return self.langchain_id in (None, message_id)
         return self.provider_id in (None, message_id)
 
     def take(self, message_id: str | None) -> None:
         if message_id is None:
             return
-        if message_id.startswith(_LANGCHAIN_ID_PREFIXES):
+        if message_id.startswith(LANGCHAIN_STAND_IN_IDS):
             self.langchain_id = message_id
         else:
             self.provider_id = message_id

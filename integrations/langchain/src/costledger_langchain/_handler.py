@@ -327,7 +327,9 @@ _runs = _RunMap(MAX_IN_FLIGHT)
 # -- runs a cancelled ainvoke leaves open -------------------------------------------------------
 class _TaskRuns:
     """The runs ``BaseChatModel.agenerate`` (behind ``ainvoke``, ``abatch``) started in one
-    asyncio task and has not ended.
+    asyncio task and has not ended; or, with guards, the runs a sync ``generate``
+    (``BaseChatModel``'s, ``BaseLLM``'s behind ``llm.batch``) started in one thread
+    (``ref`` is ``None``: see ``_sync_owner``).
 
     ``agenerate`` ends its runs itself, in that task, after ``await asyncio.gather(...)``
     outside any ``try``: a cancellation delivered there (``asyncio.wait_for``,
@@ -350,7 +352,7 @@ class _TaskRuns:
 
     __slots__ = ("ref", "runs")
 
-    def __init__(self, ref: weakref.ref[asyncio.Task[Any]]) -> None:
+    def __init__(self, ref: weakref.ref[asyncio.Task[Any]] | None) -> None:
         self.ref = ref
         # the run id's int -> (the run id, id() of the agenerate frame that started it)
         self.runs: dict[int, tuple[UUID, int]] = {}
@@ -358,7 +360,8 @@ class _TaskRuns:
     def task_done(self, task: asyncio.Task[Any]) -> None:
         """The task finished: no frame of it is left to end its runs."""
         try:
-            _task_runs.pop(self.ref, None)
+            if self.ref is not None:
+                _task_runs.pop(self.ref, None)
             if self.runs:
                 _end_abandoned(self, list(self.runs.values()))
         except Exception as exc:
@@ -422,10 +425,62 @@ def _async_owner(task: asyncio.Task[Any]) -> tuple[_TaskRuns | None, int]:
     if not owner_frame:
         return None, 0
     if entry is None:
-        entry = _TaskRuns(weakref.ref(task, _tasks_gone.append))
+        ref = weakref.ref(task, _tasks_gone.append)
+        entry = _TaskRuns(ref)
         task.add_done_callback(entry.task_done)
-        _task_runs[entry.ref] = entry
+        _task_runs[ref] = entry
     return entry, owner_frame
+
+
+@functools.cache
+def _generate_codes() -> tuple[CodeType, ...]:
+    """The code of the sync ``generate`` of ``BaseChatModel`` and of ``BaseLLM``, which
+    start every prompt's run before they call the model, unwrapped."""
+    codes: list[CodeType] = []
+    try:
+        from langchain_core.language_models import BaseChatModel, BaseLLM
+
+        for cls in (BaseChatModel, BaseLLM):
+            codes.append(inspect.unwrap(cls.generate).__code__)
+    except Exception as exc:  # a langchain-core without them: batches end as before
+        _report("langchain.generate_code", exc)
+    return tuple(codes)
+
+
+_thread_runs = threading.local()
+
+
+def _sync_owner() -> tuple[_TaskRuns | None, int]:
+    """The thread's entry and the id of the sync ``generate`` frame starting this run, or
+    ``(None, 0)`` when something else starts it (``stream``, a path without ``generate``).
+
+    Asked only when the tracker has guards: what it serves is releasing reservations
+    (``_refused``, ``_release_unsent``). A thread runs one stack, so the runs of one
+    ``generate`` call are those carrying its frame's id until they end."""
+    codes = _generate_codes()
+    frame: FrameType | None = sys._getframe(2)
+    depth = 0
+    while frame is not None and depth <= _OWNER_DEPTH:
+        if frame.f_code in codes:
+            entry: _TaskRuns | None = getattr(_thread_runs, "entry", None)
+            if entry is None:
+                entry = _thread_runs.entry = _TaskRuns(None)
+            return entry, id(frame)
+        frame = frame.f_back
+        depth += 1
+    return None, 0
+
+
+def _release_unsent(run: _Run, run_id: UUID) -> None:
+    """A prompt of a sync chat ``generate`` failed: ``generate`` calls its prompts in turn
+    and ends only the failed one, so the prompts after it, never sent, are released.
+    (``BaseLLM.generate`` sends its prompts together and ends each: ``run.batched``.)"""
+    owner = run.owner
+    if owner is None or owner.ref is not None or run.batched:
+        return
+    frame_id = owner.runs.pop(run_id.int, (run_id, 0))[1]
+    if frame_id and owner.runs:
+        _release_batch(owner, frame_id)
 
 
 def _end_gone_tasks() -> None:
@@ -784,6 +839,11 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             except Exception as exc:
                 _report("langchain.task_runs", exc)
         tracker = self._tracker if self._tracker is not None else get_tracker()
+        if owner is None and tracker.has_guards:
+            try:
+                owner, owner_frame = _sync_owner()
+            except Exception as exc:
+                _report("langchain.sync_owner", exc)
         metadata = metadata or {}
         params: Mapping[str, Any] = kwargs.get("invocation_params") or {}
         model = metadata.get("ls_model_name") or _first_str(params, _MODEL_PARAMS)
@@ -933,6 +993,7 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             run = _runs.pop(run_id)
             if run is not None:
                 if run.owner is not None:
+                    _release_unsent(run, run_id)
                     run.owner.runs.pop(run_id.int, None)
                 cancelled = isinstance(error, _CANCELLED)
                 _end(run, kwargs.get("response"), "cancelled" if cancelled else "error", error)

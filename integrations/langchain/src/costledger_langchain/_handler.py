@@ -36,7 +36,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
 from costledger._attribution import _tags, check_attribution_keywords
-from costledger._extract import price_context_of
+from costledger._extract import LANGCHAIN_STAND_IN_IDS, price_context_of
 from costledger._streams import add_usage as _add_usage
 from costledger._streams import is_cumulative as _is_cumulative
 from costledger._tracker import defer, drain_deferred
@@ -87,7 +87,6 @@ _CHOICE_PARAMS = ("n", "best_of", "candidate_count")
 _TOOL_PARAMS = ("tools", "functions", "tool_choice", "function_call", "response_format")
 _MODEL_PARAMS = ("model", "model_name", "model_id", "deployment_name")
 _RESPONSE_MODEL_KEYS = ("model_name", "model", "model_id")
-_LANGCHAIN_ID_PREFIXES = ("lc_run-", "run-")
 _CANCELLED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)
 _NO_USAGE = Usage()
 _get_running_loop = asyncio._get_running_loop  # C, and None outside a loop (no exception)
@@ -1200,7 +1199,7 @@ def _request_id(message_id: Any, response_metadata: Mapping[str, Any]) -> str | 
     if isinstance(value, str) and value:
         return value
     value = message_id
-    if isinstance(value, str) and value and not value.startswith(_LANGCHAIN_ID_PREFIXES):
+    if isinstance(value, str) and value and not value.startswith(LANGCHAIN_STAND_IN_IDS):
         return value
     return None
 

@@ -1503,15 +1503,7 @@ class _Seen:
                 metadata = _failed(self.missed)
             elif exc is None:
                 metadata = _failed("no usage")
-            tracker.finish(
-                call,
-                status=status,
-                error=exc,
-                streamed=True,
-                metadata=metadata,
-                latency_ms=latency_ms,
-                defer=deferred,
-            )
+            _finish_without_usage(tracker, call, status, exc, metadata, latency_ms, deferred)
             return
         usage, payload = (last, None) if isinstance(last, Usage) else (None, last)
         tracker.finish(
@@ -1575,15 +1567,7 @@ class _Seen:
             else:
                 endings.extend((i.usage, i.model, i.response_id, i.price_context) for i in infos)
         if not endings:
-            tracker.finish(
-                call,
-                status=status,
-                error=exc,
-                streamed=True,
-                metadata=metadata,
-                latency_ms=latency_ms,
-                defer=deferred,
-            )
+            _finish_without_usage(tracker, call, status, exc, metadata, latency_ms, deferred)
             return
         *others, (usage, model, request_id, context) = endings
         for other_usage, other_model, other_id, other_context in others:
@@ -1614,6 +1598,27 @@ class _Seen:
             latency_ms=latency_ms,
             defer=deferred,
         )
+
+
+def _finish_without_usage(
+    tracker: Tracker,
+    call: Call,
+    status: CallStatus,
+    exc: BaseException | None,
+    metadata: Mapping[str, Any] | None,
+    latency_ms: float | None,
+    deferred: bool,
+) -> None:
+    """End a stream's call that left no usage to read (``metadata`` says why)."""
+    tracker.finish(
+        call,
+        status=status,
+        error=exc,
+        streamed=True,
+        metadata=metadata,
+        latency_ms=latency_ms,
+        defer=deferred,
+    )
 
 
 def _priced_linearly(tracker: Tracker, call: Call, info: Any, provider: str | None) -> bool:

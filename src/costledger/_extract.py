@@ -430,6 +430,10 @@ def _detect_input_output(get: Getter, hints: tuple[str, ...], response: Any) -> 
 
 # --- the readers: one per shape ------------------------------------------------------
 
+# Keys only Perplexity's chat usage has: its top-level reasoning_tokens are beside
+# completion_tokens (billed at a rate of their own), not a part of them.
+_PERPLEXITY_MARKERS = ("citation_tokens", "num_search_queries")
+
 
 def _read_chat(mirrors: bool, get: Getter, where: str) -> Usage:
     """OpenAI Chat Completions; also LiteLLM, which follows its convention for every
@@ -475,10 +479,14 @@ def _read_chat(mirrors: bool, get: Getter, where: str) -> Usage:
         reasoning_path = "reasoning_tokens"
         reasoning = _optional(get(reasoning_path, None), where, reasoning_path)
     if reasoning:
-        # OpenAI's completion_tokens include reasoning. Some OpenAI-compatible APIs (xAI)
-        # report it beside them instead; their total_tokens then counts it on top.
+        # OpenAI's completion_tokens include reasoning. Some OpenAI-compatible APIs report
+        # it beside them instead: xAI, whose total_tokens then counts it on top, and
+        # Perplexity (told by its citation_tokens / num_search_queries), whose does not.
         total = get("total_tokens", None)
         if (
+            reasoning_path == "reasoning_tokens"
+            and any(get(key, None) is not None for key in _PERPLEXITY_MARKERS)
+        ) or (
             type(total) is int
             and total != prompt + completion
             and total == prompt + completion + reasoning

@@ -26,7 +26,8 @@ from functools import partial
 from typing import Any, Final, NoReturn
 
 from ._errors import UsageError
-from ._usage import MAX_TOKENS, TOKEN_FIELDS, Usage
+from ._events import short_repr
+from ._usage import MAX_TOKENS, TOKEN_FIELDS, Usage, check_count
 
 __all__ = ["PROVIDER_HINTS", "SHAPES", "ResponseInfo", "extract_usage", "read_response"]
 
@@ -721,7 +722,7 @@ def _modality(items: Any, where: str, key: str) -> int:
     if not isinstance(items, (list, tuple)):
         raise UsageError(
             f"usage field {_join(where, key)!r} must be a list of modality counts, "
-            f"got {_short(items)}",
+            f"got {short_repr(items)}",
             field=_join(where, key),
             value=items,
         )
@@ -761,7 +762,7 @@ def _read_bedrock(get: Getter, where: str) -> Usage:
         if not isinstance(details, (list, tuple)):
             raise UsageError(
                 f"usage field {_join(where, 'cacheDetails')!r} must be a list, "
-                f"got {_short(details)}",
+                f"got {short_repr(details)}",
                 field=_join(where, "cacheDetails"),
                 value=details,
             )
@@ -997,15 +998,16 @@ _MAX: Final = MAX_TOKENS
 
 def _raise_inconsistent(values: tuple[int, ...], where: str, paths: tuple[str, ...]) -> NoReturn:
     input_, cache_read, cache_write = values[0], values[2], values[3]
+    shown = [short_repr(v) for v in values]  # a count past 4,300 digits has no str()
 
     def name(i: int) -> str:
         return repr(_join(where, paths[i])) if paths[i] else "(derived)"
 
     if cache_read + cache_write > input_:
         part = 2 if cache_read else 3
-        parts = " + ".join(f"{name(i)} = {values[i]}" for i in (2, 3) if values[i])
+        parts = " + ".join(f"{name(i)} = {shown[i]}" for i in (2, 3) if values[i])
         raise UsageError(
-            f"usage {parts} exceed the input they are part of: {name(0)} gives {input_} "
+            f"usage {parts} exceed the input they are part of: {name(0)} gives {shown[0]} "
             "input tokens in all",
             field=_join(where, paths[part]),
             value=values[part],
@@ -1019,8 +1021,8 @@ def _raise_inconsistent(values: tuple[int, ...], where: str, paths: tuple[str, .
     for part, whole, what in checks:
         if values[part] > values[whole]:
             raise UsageError(
-                f"usage field {name(part)} = {values[part]} exceeds the {what} it is part of: "
-                f"{name(whole)} gives {values[whole]}",
+                f"usage field {name(part)} = {shown[part]} exceeds the {what} it is part of: "
+                f"{name(whole)} gives {shown[whole]}",
                 field=_join(where, paths[part]),
                 value=values[part],
             )
@@ -1031,13 +1033,13 @@ def _raise_inconsistent(values: tuple[int, ...], where: str, paths: tuple[str, .
             if part < 2:
                 what = "input" if part == 0 else "output"
                 raise UsageError(
-                    f"usage field {name(part)} gives {values[part]} {what} tokens in all, "
+                    f"usage field {name(part)} gives {shown[part]} {what} tokens in all, "
                     "more than the 10^16 one call may count",
                     field=_join(where, paths[part]),
                     value=values[part],
                 )
             raise UsageError(
-                f"usage field {name(part)} must be at most 10^16 tokens, got {values[part]}",
+                f"usage field {name(part)} must be at most 10^16 tokens, got {shown[part]}",
                 field=_join(where, paths[part]),
                 value=values[part],
             )
@@ -1063,36 +1065,9 @@ def _optional(value: Any, where: str, key: str) -> int:
 
 
 def _coerce(value: Any, where: str, key: str) -> int:
-    """The slow path: int subclasses and digit strings pass, as in ``check_count``;
-    bools and floats never do (``True`` is not one token; a float was guessed), nor
-    counts past ``MAX_TOKENS``."""
-    path = _join(where, key)
-    count: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise UsageError(
-                f"usage field {path!r} must not be negative, got {value!r}",
-                field=path,
-                value=value,
-            )
-        count = int(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.isdigit():
-            count = int(text)
-    if count is not None:
-        if count <= _MAX:
-            return count
-        raise UsageError(
-            f"usage field {path!r} must be at most 10^16 tokens, got {_short(value)}",
-            field=path,
-            value=value,
-        )
-    raise UsageError(
-        f"usage field {path!r} must be a whole number of tokens, got {_short(value)}",
-        field=path,
-        value=value,
-    )
+    """The slow path: ``check_count``'s rules (int subclasses and digit strings pass;
+    bools, floats and counts past ``MAX_TOKENS`` never do)."""
+    return check_count(_join(where, key), value)
 
 
 def _no_usage(payload: Any, detail: str) -> UsageError:
@@ -1180,8 +1155,3 @@ def _text(value: Any) -> str | None:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

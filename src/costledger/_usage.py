@@ -36,23 +36,41 @@ def check_count(field: str, value: Any) -> int:
             # ASCII only: str.isdigit() is also true of "²" (which int() refuses) and of
             # other scripts' digits ("١٢"), which no provider writes in a count.
             if text.isascii() and text.isdigit():
-                return check_count(field, int(text))
+                digits = text.lstrip("0") or "0"  # int() refuses 4,300 digits, zeros too
+                if len(digits) > _MAX_DIGITS:
+                    raise _too_many(field, value)
+                return check_count(field, int(digits))
         raise UsageError(
-            f"usage field {field!r} must be a whole number of tokens, got {value!r}",
+            f"usage field {field!r} must be a whole number of tokens, got {_shown(value)}",
             field=field,
             value=value,
         )
     if value < 0:
         raise UsageError(
-            f"usage field {field!r} must not be negative, got {value!r}", field=field, value=value
-        )
-    if value > MAX_TOKENS:
-        raise UsageError(
-            f"usage field {field!r} must be at most 10^16 tokens, got {value!r}",
+            f"usage field {field!r} must not be negative, got {_shown(value)}",
             field=field,
             value=value,
         )
+    if value > MAX_TOKENS:
+        raise _too_many(field, value)
     return value
+
+
+_MAX_DIGITS = len(str(MAX_TOKENS))
+
+
+def _too_many(field: str, value: Any) -> UsageError:
+    return UsageError(
+        f"usage field {field!r} must be at most 10^16 tokens, got {_shown(value)}",
+        field=field,
+        value=value,
+    )
+
+
+def _shown(value: Any) -> str:
+    from ._events import short_repr  # the events module imports this one
+
+    return short_repr(value)
 
 
 @dataclass(frozen=True, slots=True)

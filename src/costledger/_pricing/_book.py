@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import reprlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import PriceBookError
+from .._usage import MAX_TOKENS
 from ._card import EXACT, PARENT_RATE, RateCard, RateTier, with_variant
 
 __all__ = [
@@ -208,13 +210,15 @@ def _parse(book: Mapping[str, Any], source: str) -> dict[str, BookEntry]:
     cards: dict[str, BookEntry] = {}
     for model, entry in book.items():
         if not isinstance(model, str) or not model.strip():
-            raise PriceBookError(f"{source}: model names must be non-empty strings, got {model!r}")
+            raise PriceBookError(
+                f"{source}: model names must be non-empty strings, got {_shown(model)}"
+            )
         key = model.strip().lower()
         if key in cards:
             raise PriceBookError(f"{source}: model {model!r} is listed twice (names ignore case)")
         if not isinstance(entry, Mapping):
             raise PriceBookError(
-                f"{source}: model {model!r} must map fields to prices, got {entry!r}"
+                f"{source}: model {model!r} must map fields to prices, got {_shown(entry)}"
             )
         cards[key] = _card(model.strip(), entry, source)
     return cards
@@ -233,13 +237,13 @@ def _card(model: str, entry: Mapping[str, Any], source: str) -> BookEntry:
     if not isinstance(currency, str) or not _CURRENCY.match(currency.strip().upper()):
         raise PriceBookError(
             f"{source}: model {model!r} field 'currency' must be a three-letter code, "
-            f"got {currency!r}"
+            f"got {_shown(currency)}"
         )
     provider = entry.get("provider")
     if provider is not None and (not isinstance(provider, str) or not provider.strip()):
         raise PriceBookError(
             f"{source}: model {model!r} field 'provider' must be a non-empty string, "
-            f"got {provider!r}"
+            f"got {_shown(provider)}"
         )
     shell = RateCard(
         model=model,
@@ -290,7 +294,7 @@ def _no_unknown(
     if unknown:
         raise PriceBookError(
             f"{source}: model {model!r} has unknown field {where}{unknown[0]!r} "
-            f"(value {entry[unknown[0]]!r}); known fields: {', '.join(sorted(known))}"
+            f"(value {_shown(entry[unknown[0]])}); known fields: {', '.join(sorted(known))}"
         )
 
 
@@ -308,7 +312,7 @@ def _rates(model: str, entry: Mapping[str, Any], where: str, source: str) -> dic
         if field in prices:
             raise PriceBookError(
                 f"{source}: model {model!r} {where}gives both 'cache_read' and its synonym "
-                f"'cache_input' (value {value!r})"
+                f"'cache_input' (value {_shown(value)})"
             )
         prices[field] = _price(model, where + name, value, source)
     return prices
@@ -320,7 +324,7 @@ def _tiers(model: str, value: Any, where: str, source: str) -> tuple[RateTier, .
     if not isinstance(value, (list, tuple)):
         raise PriceBookError(
             f"{source}: model {model!r} field {where!r} must be a list of tiers "
-            f'({{"above": 200000, "input": ..., "output": ...}}), got {value!r}'
+            f'({{"above": 200000, "input": ..., "output": ...}}), got {_shown(value)}'
         )
     tiers: list[RateTier] = []
     for i, tier in enumerate(value):
@@ -328,19 +332,25 @@ def _tiers(model: str, value: Any, where: str, source: str) -> tuple[RateTier, .
         if not isinstance(tier, Mapping):
             raise PriceBookError(
                 f"{source}: model {model!r} field {here[:-1]!r} must map fields to prices, "
-                f"got {tier!r}"
+                f"got {_shown(tier)}"
             )
         _no_unknown(model, tier, _TIER_FIELDS, here, source)
         above = tier.get("above")
         if isinstance(above, bool) or not isinstance(above, int) or above <= 0:
             raise PriceBookError(
                 f"{source}: model {model!r} field {here + 'above'!r} must be a positive whole "
-                f"number of prompt tokens, got {above!r}"
+                f"number of prompt tokens, got {_shown(above)}"
+            )
+        if above >= MAX_TOKENS:
+            raise PriceBookError(
+                f"{source}: model {model!r} field {here + 'above'!r} must be below "
+                f"{MAX_TOKENS:,} prompt tokens (no call's prompt is larger, so the tier could "
+                f"never apply), got {_shown(above)}"
             )
         if tiers and above <= tiers[-1].above:
             raise PriceBookError(
                 f"{source}: model {model!r} field {here + 'above'!r} must be above the "
-                f"previous tier's {tiers[-1].above}, got {above!r} (list tiers lowest first)"
+                f"previous tier's {tiers[-1].above}, got {_shown(above)} (list tiers lowest first)"
             )
         rates = _rates(model, tier, here, source)
         for required in ("input", "output"):
@@ -366,7 +376,7 @@ def _variants(
     if not isinstance(value, (list, tuple)):
         raise PriceBookError(
             f"{source}: model {model!r} field 'variants' must be a list of variants "
-            f'({{"when": {{"service_tier": "flex"}}, "input": ..., ...}}), got {value!r}'
+            f'({{"when": {{"service_tier": "flex"}}, "input": ..., ...}}), got {_shown(value)}'
         )
     variants = []
     for i, variant in enumerate(value):
@@ -374,7 +384,7 @@ def _variants(
         if not isinstance(variant, Mapping):
             raise PriceBookError(
                 f"{source}: model {model!r} field {here[:-1]!r} must map fields to prices, "
-                f"got {variant!r}"
+                f"got {_shown(variant)}"
             )
         _no_unknown(model, variant, _VARIANT_FIELDS | {"when"}, here, source)
         when = variant.get("when")
@@ -387,7 +397,7 @@ def _variants(
         ):
             raise PriceBookError(
                 f"{source}: model {model!r} field {here + 'when'!r} must map price context "
-                f'keys to text values, such as {{"service_tier": "flex"}}, got {when!r}'
+                f'keys to text values, such as {{"service_tier": "flex"}}, got {_shown(when)}'
             )
         prices = _rates(model, variant, here, source)
         if not prices:
@@ -408,7 +418,7 @@ def _variants(
 def _price(model: str, field: str, value: Any, source: str) -> Decimal:
     def bad(why: str) -> PriceBookError:
         return PriceBookError(
-            f"{source}: model {model!r} field {field!r} {why}, got {value!r} "
+            f"{source}: model {model!r} field {field!r} {why}, got {_shown(value)} "
             '(USD per million tokens, e.g. "0.15")'
         )
 
@@ -460,9 +470,35 @@ def _price(model: str, field: str, value: Any, source: str) -> Decimal:
 def _limit(model: str, field: str, value: Any, source: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > MAX_TOKENS:
         raise PriceBookError(
             f"{source}: model {model!r} field {field!r} must be a positive whole number "
-            f"of tokens, got {value!r}"
+            f"of tokens up to {MAX_TOKENS:,}, got {_shown(value)}"
         )
     return value
+
+
+class _SafeRepr(reprlib.Repr):
+    """``repr`` of a value holding an int too long for ``str`` (Python refuses more than
+    4,300 digits): the int as ``<int of N digits>``, the rest as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = 80
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return repr(x)
+        except ValueError:
+            sign, digits, _ = Decimal(x).as_tuple()
+            return f"<{'negative ' if sign else ''}int of {len(digits)} digits>"
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error message shows it: its ``repr``, or, when that fails (an int
+    past Python's 4,300-digit limit, inside a list or not), a short one that does not."""
+    try:
+        return repr(value)
+    except ValueError:
+        return _SafeRepr().repr(value)

@@ -150,7 +150,20 @@ class Pricer:
         response's model prices the call, unless the book has an entry for the requested
         name and that name is the same model or one only the book knows; another model
         that answered (a fallback) is never priced at the requested model's price.
+
+        An argument of the wrong type (a usage dict, a ``date`` or a string for ``at``) is a
+        ``TypeError`` naming it.
         """
+        # one class check each on the hot path; a subclass (or a wrong type) is looked at
+        # by _check_args, which raises for a wrong type only
+        if (
+            model.__class__ is not str
+            or usage.__class__ is not Usage
+            or (provider is not None and provider.__class__ is not str)
+            or (at is not None and at.__class__ is not datetime)
+            or (requested_model is not None and requested_model.__class__ is not str)
+        ):
+            _check_args(model, usage, provider, at, requested_model)
         if requested_model and requested_model != model:
             resolved = self._pairs.get((model, provider, requested_model))
             if resolved is None:
@@ -843,6 +856,33 @@ def check_price_context(context: Any) -> tuple[tuple[str, str], ...]:
                 f"'service_tier': 'priority'), got {type(value).__name__} {value!r}"
             )
     return tuple(sorted(context.items()))
+
+
+def _check_args(
+    model: object, usage: object, provider: object, at: object, requested: object
+) -> None:
+    """``TypeError`` naming the first argument of ``Pricer.price`` of a wrong type."""
+    for what, value, wanted, expected in (
+        ("model", model, str, "a model name (str)"),
+        ("usage", usage, Usage, "a costledger.Usage (extract_usage(response) reads one)"),
+        ("provider", provider, (str, type(None)), "a provider name (str) or None"),
+        ("at", at, (datetime, type(None)), "a timezone-aware datetime or None"),
+        ("requested_model", requested, (str, type(None)), "a model name (str) or None"),
+    ):
+        if not isinstance(value, wanted):
+            raise TypeError(
+                f"Pricer.price: {what} must be {expected}, got {type(value).__name__} "
+                f"{_short_repr(value)}"
+            )
+
+
+def _short_repr(value: object) -> str:
+    """``repr(value)``, cut to 200 characters (a wrong argument may be a whole response)."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails (an int past 4,300 digits) still names the type
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _when(at: datetime | None) -> datetime:

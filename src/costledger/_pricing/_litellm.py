@@ -40,8 +40,9 @@ from ._names import (
 __all__ = ["LiteLLMPrices"]
 
 _FILE = "model_prices_and_context_window_backup.json"
-# Per-token keys -> RateCard fields. The service-tier variants of a key (``_priority``,
-# ``_flex``, ``_batches`` appended) replace it when a call's price context selects them.
+# Per-token keys -> RateCard fields. The variants of a key (``_priority``, ``_flex``,
+# ``_balanced``, ``_batches``... appended) replace it when a call's price context selects
+# them (``variant_entry``).
 _RATES = {
     "input_cost_per_token": "input",
     "output_cost_per_token": "output",
@@ -53,12 +54,13 @@ _RATES = {
     "output_cost_per_audio_token": "output_audio",
     "output_cost_per_reasoning_token": "reasoning",
 }
-_VARIANT_SUFFIXES: dict[tuple[str, str], str] = {
-    ("service_tier", "priority"): "_priority",
-    ("service_tier", "flex"): "_flex",
-    ("processing", "batch"): "_batches",
-}
-"""A price context entry (genai-prices' terms) -> the suffix of LiteLLM's variant keys."""
+_BATCH = (("processing", "batch"), "_batches")
+"""genai-prices' batch context -> the suffix of LiteLLM's batch rates. Every other variant
+is a service tier: ``service_tier=X`` selects the ``_X`` rates (``_priority``, ``_flex``,
+``_balanced``, ``_ultrafast``...), the tier's name as the provider reports it."""
+_TIER_NAME = re.compile(r"^[a-z0-9]+$")
+"""A service tier that can name a suffix: one lowercase word (``on_demand`` and
+``above_1hr`` cannot select a part of another rate's key)."""
 _TIER_KEY = re.compile(r"^(?P<base>[a-z0-9_]+?)_above_(?P<n>\d+)(?P<unit>[km])_tokens$")
 _OTHER_UNIT = re.compile(
     r"_per_(?:query|image|pixel|second|minute|hour|character|page|video|search)"
@@ -235,23 +237,43 @@ class LiteLLMPrices:
         )
 
 
-def variant_items(context: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The entries of ``context`` that select one of LiteLLM's variant rates."""
-    return [item for item in _VARIANT_SUFFIXES if context.get(item[0]) == item[1]]
-
-
-def variant_entry(entry: Mapping[str, Any], context: Mapping[str, str]) -> dict[str, Any] | None:
+def variant_entry(
+    entry: Mapping[str, Any], context: Mapping[str, str]
+) -> tuple[dict[str, Any] | None, list[tuple[str, str]]]:
     """``entry`` with the rates of the variant ``context`` selects in place of the standard
-    ones (``input_cost_per_token_priority`` as ``input_cost_per_token``, tier keys alike);
-    ``None`` when the entry has no such variant (the standard price applies)."""
+    ones (``input_cost_per_token_priority`` as ``input_cost_per_token``, tier keys alike),
+    and the context entries that selected them; ``(None, [])`` when the entry has no such
+    variant (the standard price applies).
+
+    ``service_tier=X`` selects the ``_X`` rates whatever ``X`` is (``priority``, ``flex``,
+    ``balanced``, ``ultrafast``...), ``processing=batch`` the ``_batches`` ones (genai-prices'
+    term for a batch; ``service_tier=batches`` is not a second name for it). Only a key
+    whose stem is a rate counts: ``input_cost_per_token_cache_hit`` is no ``hit`` tier."""
+    wanted: list[tuple[tuple[str, str], str]] = []
+    tier = context.get("service_tier")
+    if isinstance(tier, str) and tier != "batches" and _TIER_NAME.match(tier):
+        wanted.append((("service_tier", tier), "_" + tier))
+    if context.get(_BATCH[0][0]) == _BATCH[0][1]:
+        wanted.append(_BATCH)
     out: dict[str, Any] | None = None
-    for suffix in (_VARIANT_SUFFIXES[item] for item in variant_items(context)):
+    used: list[tuple[str, str]] = []
+    for item, suffix in wanted:
         for key, value in entry.items():
-            if key.endswith(suffix) and len(key) > len(suffix):
+            if key.endswith(suffix) and _is_rate_key(key[: -len(suffix)]):
                 if out is None:
                     out = dict(entry)
                 out[key[: -len(suffix)]] = value
-    return out
+                if not used or used[-1] != item:
+                    used.append(item)
+    return out, used
+
+
+def _is_rate_key(key: str) -> bool:
+    """Whether ``key`` is a per-token rate of the map, or a long-context tier of one."""
+    if key in _RATES:
+        return True
+    m = _TIER_KEY.match(key)
+    return m is not None and m.group("base") in _RATES
 
 
 def _tier_table(

@@ -34,7 +34,7 @@ from .._usage import Usage
 from ._book import BookEntry, load_price_book_entries
 from ._card import RateCard, RateTier, with_variant
 from ._genai import GenaiPrices, Match, TimedCards
-from ._litellm import LiteLLMPrices, variant_entry, variant_items
+from ._litellm import LiteLLMPrices, variant_entry
 from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
 
 __all__ = ["PriceBook", "Pricer"]
@@ -268,9 +268,9 @@ class Pricer:
         self, resolved: _Resolved, context: Mapping[str, str], at: datetime | None
     ) -> RateCard | None:
         """The card of the price variant ``context`` selects: genai-prices' price variants,
-        or LiteLLM's ``_priority`` / ``_flex`` / ``_batches`` rates for a model priced from
-        its map, or a price book entry's own variants; ``None`` for the standard price (no
-        variant matches)."""
+        or LiteLLM's ``_priority`` / ``_flex`` / ``_balanced`` / ``_batches``... rates for a
+        model priced from its map, or a price book entry's own variants; ``None`` for the
+        standard price (no variant matches)."""
         # Most contexts have one entry ({"service_tier": "default"} on every OpenAI call):
         # their items are the key as they are, and a key seen before was checked then.
         items = tuple(context.items()) if isinstance(context, Mapping) else ()
@@ -307,11 +307,11 @@ class Pricer:
         finish: Callable[[RateCard], RateCard],
     ) -> RateCard | None:
         assert self._litellm is not None
-        entry = variant_entry(found[1], context)
+        entry, used = variant_entry(found[1], context)
         card = self._litellm.compile(found[0], entry) if entry is not None else None
         if card is None:
             return None
-        return with_variant(finish(card), variant_items(context))
+        return with_variant(finish(card), used)
 
     def rate_card(
         self,

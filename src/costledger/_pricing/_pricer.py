@@ -35,7 +35,14 @@ from ._book import BookEntry, load_price_book_entries
 from ._card import RateCard, RateTier, with_variant
 from ._genai import GenaiPrices, Match, TimedCards
 from ._litellm import LiteLLMPrices, variant_entry
-from ._names import ModelName, canonical_provider, split_name, strip_date_suffix
+from ._names import (
+    GENAI_PROVIDER,
+    ModelName,
+    canonical_provider,
+    litellm_provider,
+    split_name,
+    strip_date_suffix,
+)
 
 __all__ = ["PriceBook", "Pricer"]
 
@@ -102,6 +109,9 @@ class Pricer:
         litellm: bool = True,
     ) -> None:
         self._overrides = load_price_book_entries(overrides) if overrides is not None else {}
+        # (provider id, model) -> the book's key, for its keys written with a provider
+        # prefix (``anthropic/claude-sonnet-4-5``): the call may name the provider apart
+        self._book_prefixed = _prefixed_keys(self._overrides)
         self._genai = GenaiPrices() if genai_prices else None
         self._litellm = LiteLLMPrices() if litellm else None
         self._resolved: dict[tuple[str, str | None], _Resolved] = {}
@@ -451,13 +461,24 @@ class Pricer:
             return base is not None and self._lookup(base, book=False) is not None
 
     def _book_lookup(self, name: ModelName, snapshot: str | None = None) -> _Resolved | None:
-        """The price book's entry for ``name`` (full, then bare), if the book has one at
-        the call's provider."""
+        """The price book's entry for ``name``, if the book has one at the call's provider:
+        a key with the call's provider as its prefix (``openai/gpt-4o`` for ``gpt-4o`` at
+        ``openai``, provider aliases included), then the name as given, then bare."""
         if not self._overrides:
             return None
         noted = _snapshot_note(snapshot, book=True)
-        for key in dict.fromkeys((name.full.lower(), name.ref.lower())):
-            entry = self._overrides.get(key)
+        names = (name.full.lower(), name.ref.lower())
+        keys: list[str | None] = []
+        if name.provider and self._book_prefixed:
+            # the provider as the call spells it, then any alias of it (``gemini/`` and
+            # ``vertex_ai/`` are both Google's: the spelling the call uses wins)
+            provider = name.provider.strip().lower()
+            pid = _provider_id(provider)
+            keys += [f"{provider}/{model}" for model in names]
+            keys += [self._book_prefixed.get((pid, model)) for model in names]
+        keys += names
+        for key in dict.fromkeys(keys):
+            entry = self._overrides.get(key) if key is not None else None
             if entry is None:
                 continue
             book_card = entry.card
@@ -893,6 +914,29 @@ def _when(at: datetime | None) -> datetime:
             f"at must be a timezone-aware datetime (the call's time), got naive {at!r}"
         )
     return at
+
+
+def _provider_id(provider: str) -> str:
+    """One spelling per provider, for matching a book key's provider prefix with the call's
+    provider: genai-prices' id where costledger's table knows the name (``vertex_ai``,
+    ``gemini`` -> ``google``), else LiteLLM's (``ollama_chat`` -> ``ollama``). Exact names
+    only: ``openai-community/gpt2`` is a Hugging Face org, not OpenAI."""
+    name = provider.strip().lower()
+    found = GENAI_PROVIDER.get(name)
+    if found is not None:
+        return found
+    return litellm_provider(name)
+
+
+def _prefixed_keys(book: Mapping[str, BookEntry]) -> dict[tuple[str, str], str]:
+    """``(provider id, rest)`` -> key, for each key of ``book`` of the form
+    ``provider/model``."""
+    out: dict[tuple[str, str], str] = {}
+    for key in book:
+        head, sep, rest = key.partition("/")
+        if sep and head and rest:
+            out.setdefault((_provider_id(head), rest), key)
+    return out
 
 
 def _same_provider(a: str, b: str) -> bool:

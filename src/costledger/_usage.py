@@ -37,9 +37,9 @@ def check_count(field: str, value: Any) -> int:
             # other scripts' digits ("١٢"), which no provider writes in a count.
             if text.isascii() and text.isdigit():
                 digits = text.lstrip("0") or "0"  # int() refuses 4,300 digits, zeros too
-                if len(digits) > _MAX_DIGITS:
-                    raise _too_many(field, value)
-                return check_count(field, int(digits))
+                if len(digits) > _MAX_DIGITS or int(digits) > MAX_TOKENS:
+                    raise _too_many(field, value)  # the error holds the text it was given
+                return int(digits)
         raise UsageError(
             f"usage field {field!r} must be a whole number of tokens, got {_shown(value)}",
             field=field,

@@ -37,6 +37,7 @@ from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 
 from costledger import GuardRefusal
 from costledger._events import new_event_id
+from costledger._extract import price_context_of
 from costledger._guards._store import off_loop
 from costledger._tracker import defer_nowait
 
@@ -433,14 +434,17 @@ def _finish_abandoned(call_id: str, received: _Received, latency_ms: float, defe
             return
         tracker, call = pending
         try:
-            usage = _received_usage(received)
+            usage, built = _received_usage(received)
         except Exception as exc:  # recorded without usage rather than lost, its hold released
             _report("litellm.stream_abandoned", exc)
-            usage = None
+            usage, built = None, None
         tracker.finish(
             call,
             payload=usage,
+            response_model=_response_model(built),
             provider=received.provider or call.provider,
+            # the service tier (OpenAI) or speed (Anthropic) the chunks say it was served at
+            price_context=price_context_of(built),
             status="cancelled",
             streamed=True,
             metadata=_ABANDONED_METADATA,
@@ -451,15 +455,23 @@ def _finish_abandoned(call_id: str, received: _Received, latency_ms: float, defe
         _report("litellm.stream_abandoned", exc)
 
 
-def _received_usage(received: _Received) -> Any:
+def _received_usage(received: _Received) -> tuple[Any, Any]:
     """Usage of the chunks received so far, as LiteLLM would have logged it at the end
-    (the provider's usage chunk if one came, else LiteLLM's token count)."""
+    (the provider's usage chunk if one came, else LiteLLM's token count), and the response
+    LiteLLM assembles from them (its model, and the service tier it was served at), if any."""
+    built = None
     if received.chunks:
         built = litellm.stream_chunk_builder(list(received.chunks), messages=received.messages)
         usage = getattr(built, "usage", None)
         if usage is not None:
-            return usage
+            return usage, built
     if received.messages:
         prompt = litellm.token_counter(model=received.model, messages=received.messages)
-        return {"prompt_tokens": int(prompt), "completion_tokens": 0}
-    return None
+        return {"prompt_tokens": int(prompt), "completion_tokens": 0}, built
+    return None, built
+
+
+def _response_model(built: Any) -> str | None:
+    """The model the received chunks name (``gpt-5-2025-08-07``), as an answer's is read."""
+    model = getattr(built, "model", None)
+    return model if isinstance(model, str) and model else None

@@ -52,6 +52,7 @@ from .._events import CallStatus
 from .._extract import price_context_of
 
 __all__ = [
+    "BEDROCK_ROUTES",
     "INTERNAL_METADATA_KEYS",
     "LiteLLMCall",
     "attribution_values",
@@ -62,6 +63,7 @@ __all__ = [
     "proxy_request_metadata",
     "read_standard_logging_payload",
     "reported_cost",
+    "without_route",
 ]
 
 # Keys of LiteLLM's request metadata that are LiteLLM's own bookkeeping (router, proxy auth,
@@ -236,10 +238,43 @@ def bare_model(model: str | None, provider: str | None) -> str | None:
     plain call logs ``gpt-4o-mini``, a cache hit of the same call or a Router deployment
     ``openai/gpt-4o-mini``. Routing strips that prefix (``litellm.get_llm_provider``), and
     so does costledger, so one model is recorded under one name.
+
+    A Bedrock model may name the API LiteLLM calls it through ahead of its id
+    (``bedrock/converse/anthropic.claude-...``, ``invoke/``, ``chat_completions/``...,
+    ``BEDROCK_ROUTES``): that segment is dropped too, as LiteLLM drops it to look the
+    model up, so the call is recorded (and priced) under the id whatever the route.
     """
     if model and provider and len(model) > len(provider) + 1 and model.startswith(provider + "/"):
-        return model[len(provider) + 1 :]
+        model = model[len(provider) + 1 :]
+    return without_route(model, provider) if model else model
+
+
+def without_route(model: str, provider: str | None) -> str:
+    """A Bedrock ``model`` (as LiteLLM routes it, its provider prefix gone) without a
+    leading API route segment (``converse/anthropic.claude-...`` is
+    ``anthropic.claude-...``); any other model as it is."""
+    if provider and provider.lower() == "bedrock":
+        route, slash, rest = model.partition("/")
+        if slash and rest and route.lower() in BEDROCK_ROUTES:
+            return rest
     return model
+
+
+BEDROCK_ROUTES: Final = frozenset(
+    {
+        "converse",
+        "converse_like",
+        "invoke",
+        "async_invoke",
+        "chat_completions",
+        "openai",
+        "mantle",
+        "claude_platform",
+    }
+)
+"""LiteLLM's Bedrock API routes, written as a leading segment of the model
+(``bedrock/<route>/<model id>``); its ``agent/`` and ``agentcore/`` routes name an agent,
+not a model, and are kept."""
 
 
 def failed_attempt_id(call_id: str, started: float | None) -> str:

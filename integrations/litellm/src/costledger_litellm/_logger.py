@@ -56,6 +56,7 @@ from costledger._sources.litellm_payload import (
     litellm_cost_failed,
     proxy_request_metadata,
     reported_cost,
+    without_route,
 )
 
 if TYPE_CHECKING:
@@ -749,12 +750,14 @@ def _start_arguments(
 
 
 def _split_model(model: str, provider: str | None) -> tuple[str, str | None]:
-    """``"anthropic/claude-..."`` -> (``"claude-..."``, ``"anthropic"``), as LiteLLM routes it."""
+    """``"anthropic/claude-..."`` -> (``"claude-..."``, ``"anthropic"``), as LiteLLM routes it;
+    a Bedrock route (``bedrock/converse/<id>``) is dropped as the event's model drops it."""
     try:
         import litellm
 
         bare, found, _, _ = litellm.get_llm_provider(model=model, custom_llm_provider=provider)
-        return str(bare), _text(found) or provider
+        provider = _text(found) or provider
+        return without_route(str(bare), provider), provider
     except Exception:  # an unknown provider is LiteLLM's error to raise, not ours
         return model, provider
 

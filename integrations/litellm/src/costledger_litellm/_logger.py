@@ -43,7 +43,16 @@ from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from costledger import GuardRefusal, RateLimited, Tracker, UsageError, UsageEvent, get_tracker
+from costledger import (
+    GuardRefusal,
+    RateLimited,
+    ResponseInfo,
+    Tracker,
+    UsageError,
+    UsageEvent,
+    get_tracker,
+    read_response,
+)
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._guards._estimate import request_json_text, requested_choices
@@ -106,6 +115,9 @@ class _Registry:
         # id recorded -> the starts (epoch microseconds) of the successes recorded under it
         self._recent: dict[str, tuple[int, ...]] = {}
         self._order: deque[str] = deque()
+        # LiteLLM call id in flight -> its last failed attempt the provider billed (see
+        # ``hold_billed``); an entry goes with the id's last opened call, so it is bounded
+        self._billed: dict[str, _Billed] = {}
         self.max_in_flight = max_in_flight
         self.max_recent = max_recent
 
@@ -152,6 +164,7 @@ class _Registry:
 
     def register(self, call_id: str, tracker: Tracker, call: Call) -> None:
         evicted: list[tuple[Tracker, Call]] = []
+        billed: _Billed | None = None
         with self._lock:
             pending = self._in_flight.pop(call_id, None)
             if pending is None:
@@ -159,11 +172,17 @@ class _Registry:
             pending.append((tracker, call))
             self._in_flight[call_id] = pending  # the newest last
             if len(self._in_flight) > self.max_in_flight:
-                evicted.extend(self._in_flight.popitem(last=False)[1])
-        for tracker_, call_ in evicted:
+                evicted_id, calls = self._in_flight.popitem(last=False)
+                evicted.extend(calls)
+                billed = self._billed.pop(evicted_id, None)
+        for i, (tracker_, call_) in enumerate(evicted):
             # No event came for the oldest call: release what its guards reserved, or the
             # reservation would stay held forever. A late event still records it, unpaired.
-            tracker_.cancel(call_)
+            # A failed attempt the provider billed settles it instead.
+            if i == 0 and billed is not None:
+                billed.settle(tracker_, call_)
+            else:
+                tracker_.cancel(call_)
 
     def claim(
         self, call_id: str, started: int | None = None
@@ -182,7 +201,11 @@ class _Registry:
                 return False, None
             elif started is not None:
                 self._recent[call_id] = (*seen, started)
-            return True, self._pop(call_id, pending)
+            opened = self._pop(call_id, pending)
+            billed = self._billed.pop(call_id, None) if opened is not None else None
+        if billed is not None:  # an attempt billed before the one that answered: its own row
+            billed.record()
+        return True, opened
 
     def take(self, call_id: str) -> tuple[Tracker, Call] | None:
         """A wrapper saw LiteLLM return the call's answer: the opened call under
@@ -194,7 +217,11 @@ class _Registry:
             if not pending or call_id in self._recent:
                 return None
             self._mark(call_id)
-            return self._pop(call_id, pending)
+            opened = self._pop(call_id, pending)
+            billed = self._billed.pop(call_id, None)
+        if billed is not None:
+            billed.record()
+        return opened
 
     def claim_attempt(
         self, call_id: str, attempt_id: str
@@ -206,6 +233,21 @@ class _Registry:
             if (call_id in self._recent and not pending) or not self._mark(attempt_id):
                 return False, None
             return True, pending[0] if pending else None
+
+    def hold_billed(self, call_id: str, billed: _Billed) -> bool:
+        """A failed attempt of ``call_id`` that the provider billed (LiteLLM rejected its
+        answer afterwards): kept to close the call with, should no other attempt succeed
+        (``release``), else recorded as its own row when the call closes. Whether it is
+        kept: ``False`` when no call is open under the id (record it now). An attempt
+        billed before it is recorded now as its own row."""
+        with self._lock:
+            if not self._in_flight.get(call_id):
+                return False
+            previous = self._billed.get(call_id)
+            self._billed[call_id] = billed
+        if previous is not None:
+            previous.record()
+        return True
 
     def refused(self, call_id: str) -> None:
         """A guard refused a call under ``call_id``: the failure LiteLLM logs for it is not
@@ -234,12 +276,18 @@ class _Registry:
 
     def release(self, call_id: str) -> bool:
         """The call is over with no success to close it: release its reservations (nothing
-        is recorded; its failed attempts were, as they came). Whether one was in flight."""
+        is recorded; its failed attempts were, as they came), or, when an attempt the
+        provider billed is held (``hold_billed``), settle them with that attempt, recorded
+        as its row. Whether one was in flight."""
         with self._lock:
             pending = self._pop(call_id, self._in_flight.get(call_id))
+            billed = self._billed.pop(call_id, None) if pending is not None else None
         if pending is None:
             return False
-        pending[0].cancel(pending[1])
+        if billed is not None:
+            billed.settle(*pending)
+        else:
+            pending[0].cancel(pending[1])
         return True
 
     def in_flight(self, call_id: str) -> bool:
@@ -256,6 +304,67 @@ class _Registry:
             self._in_flight.clear()
             self._recent.clear()
             self._order.clear()
+            self._billed.clear()
+
+
+class _Billed:
+    """A failed attempt of an opened call that the provider billed: LiteLLM rejected its
+    answer after it came (``litellm.post_call_rules``, JSON schema validation), so the
+    failure event carries the provider's body (``original_response``) with its usage.
+
+    Held by the registry until the call ends: with no attempt succeeding, the call's
+    reservations are settled with it (``settle``: the attempt is the call's row, so a token
+    rate limit counts its tokens); else it is recorded as a row of its own (``record``),
+    as a failed attempt without usage is at once. Either way under the attempt's id."""
+
+    __slots__ = ("attempt_id", "attribution", "fields", "model", "started_at", "tracker")
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        attribution: Attribution,
+        attempt_id: str,
+        model: str | None,
+        started_at: datetime | None,
+        fields: dict[str, Any],
+    ) -> None:
+        self.tracker = tracker
+        self.attribution = attribution
+        self.attempt_id = attempt_id
+        self.model = model
+        self.started_at = started_at
+        self.fields = fields  # ``Tracker.finish``'s keywords
+
+    def settle(self, tracker: Tracker, call: Call) -> None:
+        """Close ``call`` (opened by a wrapper or the proxy hook) as this attempt. Never raises."""
+        try:
+            # the row is the attempt's, as when it is recorded on its own (and as ``costledger
+            # ingest`` names it): the LiteLLM call id stays free for a later success under it
+            call._id = self.attempt_id
+            if self.started_at is not None:
+                call.started_at = self.started_at
+            if self.model:
+                call.model = self.model
+            tracker.finish(call, defer=not tracker.has_guards, **self.fields)
+        except Exception as exc:
+            _report("litellm.log_event", exc)
+            tracker.cancel(call)
+
+    def record(self) -> None:
+        """Record this attempt as a row of its own (another attempt closes the call)."""
+        try:
+            tracker = self.tracker
+            tracker.record(
+                self.model,
+                source="litellm",
+                call_id=self.attempt_id,
+                attribution=self.attribution,
+                started_at=self.started_at,
+                defer=not tracker.has_guards,
+                **self.fields,
+            )
+        except Exception as exc:
+            _report("litellm.log_event", exc)
 
 
 _registry: Final = _Registry()
@@ -480,11 +589,18 @@ class CostLedgerLogger(CustomLogger):
             if attempt_of is not None:
                 metadata["litellm_call_id"] = attempt_of
         usage = _usage_payload(response_obj, slo, failed)
-        response_model = None if failed else _text(_field(response_obj, "model"))
-        request_id = None if failed else _text(_field(response_obj, "id"))
-        # the service tier (OpenAI) or speed (Anthropic) the response says it was served at
-        price_context = None if failed else price_context_of(response_obj)
         reported_cost = _reported_cost(slo, kwargs, failed, usage)
+        if not failed:
+            response_model = _text(_field(response_obj, "model"))
+            request_id = _text(_field(response_obj, "id"))
+            # the service tier (OpenAI) or speed (Anthropic) the response says it was served at
+            price_context = price_context_of(response_obj)
+        elif usage is None and (answer := _billed_answer(kwargs, provider)) is not None:
+            # an answer the provider billed and LiteLLM rejected after: priced from its body
+            usage, response_model, request_id = answer.usage, answer.model, answer.response_id
+            price_context = dict(answer.price_context) if answer.price_context else None
+        else:
+            response_model = request_id = price_context = None
 
         # Pricing, storage and logging leave LiteLLM's thread (for acompletion: the event
         # loop) unless guards are on, whose spend is then settled before this returns.
@@ -516,6 +632,34 @@ class CostLedgerLogger(CustomLogger):
             if pending is not None:  # a failed attempt of an opened call: its tracker and who
                 tracker, values = pending[0], pending[1].attribution
                 model = model or pending[1].model
+                if usage is not None and attempt_of is not None:
+                    # billed: it closes the call if no other attempt succeeds (``_Billed``)
+                    billed = _Billed(
+                        tracker,
+                        pending[1].attribution,
+                        call_id,
+                        model,
+                        started_at,
+                        {
+                            "payload": usage,
+                            "provider": provider,
+                            "response_model": response_model,
+                            "status": status,
+                            "error": error,
+                            "latency_ms": latency_ms,
+                            "request_id": request_id,
+                            "streamed": streamed,
+                            "cache_hit": cache_hit,
+                            "reported_cost": reported_cost,
+                            "metadata": metadata,
+                            "price_context": price_context,
+                            "on_event": _check_reported_cost,
+                        },
+                    )
+                    if _registry.hold_billed(attempt_of, billed):
+                        return None
+                    billed.record()  # the call closed meanwhile
+                    return None
             else:
                 tracker = self.tracker
                 values = _attribution_values(_request_metadata(kwargs), kwargs.get("user"), slo)
@@ -597,6 +741,19 @@ def _usage_payload(response_obj: Any, slo: Mapping[str, Any], failed: bool) -> A
     if type(prompt) is int and type(completion) is int and (prompt or completion):
         return {"prompt_tokens": prompt, "completion_tokens": completion}
     return None
+
+
+def _billed_answer(kwargs: Mapping[str, Any], provider: str | None) -> ResponseInfo | None:
+    """A failed call's answer the provider billed: LiteLLM's ``original_response`` (the
+    provider's body, JSON text or a mapping) when it has usage, read as a response is;
+    ``None`` for anything else (an HTTP error's text, a stream, a body without usage)."""
+    original = kwargs.get("original_response")
+    if not original or not isinstance(original, (str, bytes, bytearray, Mapping)):
+        return None
+    try:
+        return read_response(original, provider)
+    except Exception:  # no usage in it (an error body): the failure cost nothing we know of
+        return None
 
 
 def _reported_cost(

@@ -112,20 +112,21 @@ async def run_acompletion(
         if _not_started(start, exc, "litellm.acompletion"):
             raise
         return await litellm.acompletion(*args, **kwargs)
-    _registry.register(call.id, tracker, call)
+    call_id = call.id  # LiteLLM's (a failed attempt that closes the call renames its row)
+    _registry.register(call_id, tracker, call)
     _restart(call)
     try:
         result = await litellm.acompletion(*args, **kwargs)
     except Exception:
-        release_off_loop(tracker, call.id)  # a store's round trip: not on the event loop
+        release_off_loop(tracker, call_id)  # a store's round trip: not on the event loop
         raise
     except BaseException as exc:
-        _cancelled(call.id, exc)
+        _cancelled(call_id, exc)
         raise
     if isinstance(result, CustomStreamWrapper):
         return TrackedStream(result, tracker, call)
     latency_ms = call.elapsed_ms()
-    answered = _answered(call.id, result)
+    answered = _answered(call_id, result)
     if answered is not None:
         store = _guard_store(answered[0])
         fallbacks = kwargs.get("fallbacks")
@@ -137,20 +138,21 @@ async def run_acompletion(
 
 
 def _after(tracker: Tracker, call: Call, run: Any, kwargs: Mapping[str, Any]) -> Any:
-    _registry.register(call.id, tracker, call)
+    call_id = call.id  # LiteLLM's (a failed attempt that closes the call renames its row)
+    _registry.register(call_id, tracker, call)
     _restart(call)
     try:
         result = run()
     except Exception:
-        _release_unreported(call.id)
+        _release_unreported(call_id)
         raise
     except BaseException as exc:
-        _cancelled(call.id, exc)
+        _cancelled(call_id, exc)
         raise
     if isinstance(result, CustomStreamWrapper):
         return TrackedStream(result, tracker, call)
     latency_ms = call.elapsed_ms()
-    opened = _answered(call.id, result)
+    opened = _answered(call_id, result)
     if opened is not None:
         _record_answer(opened, result, latency_ms, kwargs.get("fallbacks"))
     return result
@@ -275,18 +277,20 @@ class TrackedStream:
     Other attributes are LiteLLM's ``CustomStreamWrapper``'s.
     """
 
-    __slots__ = ("__weakref__", "_call", "_ended", "_stream", "_tracker")
+    __slots__ = ("__weakref__", "_call", "_call_id", "_ended", "_stream", "_tracker")
 
     def __init__(self, stream: CustomStreamWrapper, tracker: Tracker, call: Call) -> None:
         self._stream = stream
         self._tracker = tracker
         self._call = call
+        # the id LiteLLM was given (a failed attempt that closes the call renames its row)
+        self._call_id = call.id
         self._ended = False
         _open_streams.add(self)
 
     @property
     def litellm_call_id(self) -> str:
-        return self._call.id
+        return self._call_id
 
     @property
     def wrapped(self) -> CustomStreamWrapper:
@@ -361,7 +365,11 @@ class TrackedStream:
             if not call.finished:
                 self._tracker.handing_off(call)  # the next calls' guards wait for its settle
             defer_nowait(
-                _finish_abandoned, call.id, _Received.of(self._stream), call.elapsed_ms(), False
+                _finish_abandoned,
+                self._call_id,
+                _Received.of(self._stream),
+                call.elapsed_ms(),
+                False,
             )
 
     def _end(self) -> None:
@@ -375,9 +383,9 @@ class TrackedStream:
             return
         self._end()
         if asynchronous:
-            release_off_loop(self._tracker, self._call.id)
+            release_off_loop(self._tracker, self._call_id)
         else:
-            _release_unreported(self._call.id)
+            _release_unreported(self._call_id)
 
     def _abandon(self) -> None:
         """Record the unfinished stream as ``cancelled`` now, from the usage received; the
@@ -387,7 +395,7 @@ class TrackedStream:
         self._end()
         try:
             received = _Received.of(self._stream)
-            _finish_abandoned(self._call.id, received, self._call.elapsed_ms(), True)
+            _finish_abandoned(self._call_id, received, self._call.elapsed_ms(), True)
         except Exception as exc:
             _report("litellm.stream_abandoned", exc)
 

@@ -53,6 +53,8 @@ from costledger import (
     get_tracker,
     read_response,
 )
+from costledger._attribution import EMPTY as _NO_SCOPE
+from costledger._attribution import Attribution, current_attribution
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._guards._estimate import request_json_text, requested_choices
@@ -69,7 +71,6 @@ from costledger._sources.litellm_payload import (
 )
 
 if TYPE_CHECKING:
-    from costledger import Attribution
     from costledger._events import CallStatus
     from costledger._tracker import Call
 
@@ -370,6 +371,43 @@ class _Billed:
 _registry: Final = _Registry()
 
 
+class _Scopes:
+    """The ``costledger.attribute`` scopes in force where each LiteLLM call started, by its
+    ``litellm_call_id``: LiteLLM reports some events from a thread that does not have them
+    (a sync stream's success from its executor, without the caller's context; its
+    mid-stream failure from a thread of its own). Noted on the caller's thread
+    (``log_pre_api_call``) only when a scope is in force, taken when the call's event comes;
+    the oldest of ``maximum`` is dropped (a call whose event never comes)."""
+
+    def __init__(self, maximum: int = MAX_IN_FLIGHT) -> None:
+        self._lock = threading.Lock()
+        self._by_id: OrderedDict[str, Attribution] = OrderedDict()
+        self.maximum = maximum
+
+    def note(self, call_id: str, scope: Attribution) -> None:
+        with self._lock:
+            by_id = self._by_id
+            by_id[call_id] = scope
+            if len(by_id) > self.maximum:
+                by_id.popitem(last=False)
+
+    def take(self, call_id: str) -> Attribution | None:
+        if not self._by_id:  # no scope noted (the common case): no lock
+            return None
+        with self._lock:
+            return self._by_id.pop(call_id, None)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_id.clear()
+
+
+_scopes: Final = _Scopes()
+
+
 class CostLedgerLogger(CustomLogger):
     """Record the exact cost of every LiteLLM call in costledger's ledger.
 
@@ -407,6 +445,19 @@ class CostLedgerLogger(CustomLogger):
         return f"CostLedgerLogger(tracker={self._tracker!r})"
 
     # -- LiteLLM's callbacks ------------------------------------------------------------------
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        """On the caller's thread, before each attempt: note the ``costledger.attribute``
+        scopes in force, for an event LiteLLM reports from a thread without them."""
+        try:
+            scope = current_attribution()
+            if scope is _NO_SCOPE:
+                return
+            call_id = kwargs.get("litellm_call_id") if _is_map(kwargs) else None
+            if call_id and isinstance(call_id, str):
+                _scopes.note(call_id, scope)
+        except Exception as exc:  # never break the host
+            _report("litellm.log_pre_api_call", exc)
+
     def log_success_event(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
@@ -542,6 +593,8 @@ class CostLedgerLogger(CustomLogger):
         if not _is_map(slo):
             slo = _EMPTY
         call_id = _text(slo.get("litellm_call_id")) or _text(kwargs.get("litellm_call_id"))
+        # the caller's scopes, for an event reported without them (a sync stream's)
+        scope = _scopes.take(call_id) if call_id is not None else None
         pending: tuple[Tracker, Call] | None = None
         attempt_of: str | None = None  # a failed attempt: the LiteLLM call it belongs to
         if call_id is None:
@@ -663,6 +716,9 @@ class CostLedgerLogger(CustomLogger):
             else:
                 tracker = self.tracker
                 values = _attribution_values(_request_metadata(kwargs), kwargs.get("user"), slo)
+                if scope is not None and current_attribution() is _NO_SCOPE:
+                    # the request's own values win over the scopes, as ``record`` merges them
+                    values = scope.merge(Attribution.from_mapping(values))
             event = tracker.record(
                 model,
                 payload=usage,

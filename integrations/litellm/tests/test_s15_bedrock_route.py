@@ -2,7 +2,7 @@
 
 ``bedrock/converse/<id>`` and ``bedrock/invoke/<id>`` pin LiteLLM's API route; they name
 the same model as ``bedrock/<id>`` and were recorded as other models (``converse/<id>``),
-by the logger, the wrappers and ``costledger ingest`` alike (which also left them unpriced).
+by the logger, the wrappers and ``costledger ingest`` alike.
 """
 
 from __future__ import annotations

@@ -254,18 +254,24 @@ class RateCard:
         )
 
     def estimate(self, input_tokens: int, output_tokens: int) -> Decimal:
-        """Cost of a call with ``input_tokens`` uncached text input and ``output_tokens`` output.
+        """The most a call of ``input_tokens`` input and ``output_tokens`` output can cost.
 
-        For guards that reserve before the call: the tier follows ``input_tokens``
-        and the per-call fee is included. Cache writes (dearer than input on some
-        providers) and audio are the caller's worst case to add, if it expects them.
+        For guards that reserve before the call: each input token at the dearest input
+        rate of the card (uncached text, a cache write, a one-hour cache write, audio:
+        Anthropic bills cache writes at 1.25x and 2x its input rate, and a prompt may be
+        written to the cache whole), each output token at the dearest output rate (text,
+        audio, reasoning); the tier follows ``input_tokens``, the per-call fee included.
         """
         rates = self._bands[-1][1]
         for above, band in self._bands:
             if input_tokens > above:
                 rates = band
                 break
-        total = _ADD(_MUL(rates[0], input_tokens), _MUL(rates[5], output_tokens))
+        r_in, _, r_cw, r_cw1h, r_ia, r_out, r_oa, r_rs, _ = rates
+        total = _ADD(
+            _MUL(max(r_in, r_cw, r_cw1h, r_ia), input_tokens),
+            _MUL(max(r_out, r_oa, r_rs), output_tokens),
+        )
         return _ADD(total, self.request) if self.request else total
 
     def cost(self, usage: Usage) -> Cost:

@@ -212,6 +212,11 @@ class Guard(Protocol):
     one should (a budget's once-per-period "exceeded" alert) holds it back then and says
     so with the attribute ``reads_tentative = True``; the tracker then asks it again, at
     once when nothing of it is held, with ``call.tentative`` ``False``.
+
+    A guard whose reservation cannot be given back (``release`` undoes nothing: a request
+    rate limit counts a call as it admits it) says so with ``refunds = False``: the
+    tracker asks it after every other guard, and at a second asking keeps what it
+    admitted at the first instead of asking it again.
     """
 
     def reserve(self, call: Call, tracker: Tracker) -> Any: ...
@@ -296,6 +301,14 @@ class Tracker:
         self._settled = threading.Condition(threading.Lock())
         self._waiters = 0  # threads waiting on ``_settled``: a settle notifies only then
         self.guards: tuple[Guard, ...] = _checked_guards(guards)
+        # The order the guards are asked in before a call: those whose reservation can be
+        # given back first, then those whose cannot (``refunds = False``: a request rate
+        # limit counts a call when it admits it), so that a call another guard refuses
+        # is never counted by them.
+        self._asking: tuple[Guard, ...] = (
+            *(g for g in self.guards if _refunds(g)),
+            *(g for g in self.guards if not _refunds(g)),
+        )
         # Two guards of one kind with one name share their counters: every call would count
         # twice. Default budget names follow the definition, so it takes one name= given
         # twice, a guard listed twice, or two budgets that differ only in how they run.
@@ -466,15 +479,16 @@ class Tracker:
             return self.start(**kwargs)
         call = self.start(**kwargs, _reserve=False)
         tentative = bool(self._unsettled) and not _deferred.on_worker()
+        kept: list[tuple[Guard, Any]] = []
         try:
-            refused = await self._areserve_once(call, tentative)
+            refused = await self._areserve_once(call, tentative, kept)
             if refused is not None:
                 waiting = self._retry_after(refused, tentative)
                 if waiting is None:
                     raise refused[1]
                 if waiting:
                     await self._await_settled(waiting, _SETTLE_WAIT)
-                refused = await self._areserve_once(call, False)
+                refused = await self._areserve_once(call, False, kept)
                 if refused is not None:
                     raise refused[1]
         finally:
@@ -483,12 +497,16 @@ class Tracker:
         return call
 
     async def _areserve_once(
-        self, call: Call, tentative: bool
+        self, call: Call, tentative: bool, kept: list[tuple[Guard, Any]]
     ) -> tuple[Guard, GuardRefusal] | None:
         """``_reserve_once`` awaiting each guard's ``areserve``."""
         call.tentative = tentative
+        admitted = dict(kept)
         try:
-            for guard in self.guards:
+            for guard in self._asking:
+                if guard in admitted:
+                    call.hold(guard, admitted[guard])
+                    continue
                 areserve = getattr(guard, "areserve", None)
                 try:
                     if areserve is not None:
@@ -496,7 +514,7 @@ class Tracker:
                     else:
                         token = guard.reserve(call, self)
                 except GuardRefusal as refusal:
-                    self._release(call)
+                    self._refused(call, kept)
                     return guard, refusal
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
@@ -522,31 +540,40 @@ class Tracker:
         # would hold each guarded call behind the background queue, which other threads
         # keep filling. Only a refusal those settles may lift waits, for them alone.
         tentative = bool(self._unsettled) and not _deferred.on_worker()
+        kept: list[tuple[Guard, Any]] = []
         try:
-            refused = self._reserve_once(call, tentative)
+            refused = self._reserve_once(call, tentative, kept)
             if refused is not None:
                 waiting = self._retry_after(refused, tentative)
                 if waiting is None:
                     raise refused[1]
                 if waiting:
                     self._wait_settled(waiting, _SETTLE_WAIT)
-                refused = self._reserve_once(call, False)
+                refused = self._reserve_once(call, False, kept)
                 if refused is not None:
                     raise refused[1]
         finally:
             call.tentative = False
             call.prompt_text = None
 
-    def _reserve_once(self, call: Call, tentative: bool) -> tuple[Guard, GuardRefusal] | None:
-        """Ask every guard; on a refusal, give back what the guards before it reserved and
-        return the guard and its refusal (raised by the caller, or asked again)."""
+    def _reserve_once(
+        self, call: Call, tentative: bool, kept: list[tuple[Guard, Any]]
+    ) -> tuple[Guard, GuardRefusal] | None:
+        """Ask every guard (in ``_asking`` order); on a refusal, give back what the guards
+        before it reserved and return the guard and its refusal (raised by the caller, or
+        asked again). ``kept``: what guards that cannot give a reservation back admitted
+        at an earlier asking of this call (``_refused``), held again, not asked twice."""
         call.tentative = tentative
+        admitted = dict(kept)
         try:
-            for guard in self.guards:
+            for guard in self._asking:
+                if guard in admitted:
+                    call.hold(guard, admitted[guard])
+                    continue
                 try:
                     token = guard.reserve(call, self)
                 except GuardRefusal as refusal:
-                    self._release(call)
+                    self._refused(call, kept)
                     return guard, refusal
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
@@ -558,6 +585,12 @@ class Tracker:
             self._release(call)
             raise
         return None
+
+    def _refused(self, call: Call, kept: list[tuple[Guard, Any]]) -> None:
+        """A guard refused ``call``: what the guards that cannot give it back admitted goes
+        to ``kept`` (for a second asking), and every reservation is released."""
+        kept[:] = [(guard, token) for guard, token in call.reservations if not _refunds(guard)]
+        self._release(call)
 
     def _retry_after(
         self, refused: tuple[Guard, GuardRefusal], tentative: bool
@@ -1793,6 +1826,11 @@ _SETTLE_WAIT = 5.0  # seconds a refused call waits at most for earlier calls' se
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
 _publish = Tracker._publish  # a durable ledger's deferred finish, once stored
 _release = Tracker._release
+
+
+def _refunds(guard: Guard) -> bool:
+    """Whether ``guard.release`` gives a reservation back (see ``Guard``: ``refunds``)."""
+    return getattr(guard, "refunds", True) is not False
 
 
 def _holds(call: Call, guard: Guard) -> bool:

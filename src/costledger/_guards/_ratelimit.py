@@ -208,6 +208,10 @@ class RateLimit(_Window):
     provider enforces its own limits, and a rate limiter should not become the outage.
     """
 
+    # A request is counted as it is admitted and never given back (``release`` does
+    # nothing): the tracker asks this guard after those that can give theirs back.
+    refunds = False
+
     _kind = "rate"
 
     def __init__(

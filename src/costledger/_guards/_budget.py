@@ -22,6 +22,7 @@ from ._alerts import AlertCallback, BudgetAlert, dispatch
 from ._estimate import Estimator, check_estimate, check_estimator
 from ._ledger_spend import ledger_buckets
 from ._spec import (
+    MAX_UNITS,
     PER_KEYS,
     ROLLING_BUCKETS,
     Clock,
@@ -290,7 +291,13 @@ class Budget:
             )
         self.tokens = self.limit.is_tokens
         self._limit_units = self.limit.units()
-        self._marks = tuple((f"warn:{t}", math.ceil(self._limit_units * t)) for t in self.warn_at)
+        # A mark is at least 1 unit: a "0 USD" budget's marks would be 0, reached (and
+        # marked without an alert) when its counter is seeded, so none would ever fire.
+        # And at most what a counter holds (a warn_at above 1 of the largest limit).
+        self._marks = tuple(
+            (f"warn:{t}", min(MAX_UNITS, max(1, math.ceil(self._limit_units * t))))
+            for t in self.warn_at
+        )
         self._thresholds = {f"warn:{t}": t for t in self.warn_at}
         self._prefix = f"budget:{self.name}:"
         self._callbacks: list[AlertCallback] = []

@@ -33,6 +33,7 @@ from ._spec import (
     Clock,
     call_keys,
     check_clock,
+    check_commas,
     check_per,
     matches,
     parse_limit,
@@ -57,6 +58,7 @@ __all__ = ["RateLimit", "TokenRateLimit"]
 
 FailMode = Literal["closed", "open"]
 _MARGIN_MS = 60_000
+_WINDOW_COUNT_RE = re.compile(r"[0-9]*\.?[0-9]+|[0-9]+\.?")
 _RATE_RE = re.compile(r"^\s*([0-9][0-9_,.]*\s*[kmb]?)\s*(?:/|\bper\b)\s*(\S.*?)\s*$", re.I)
 
 
@@ -69,7 +71,11 @@ def _parse_rate(text: object, *, tokens: bool) -> tuple[int, RateLimitItem]:
     if match is None:
         raise ValueError(f"{what} limit must look like {example}, got {text!r}")
     amount_text, window = match.groups()
-    if re.match(r"^0+(\.0*)?\s", window):  # "10/0 minutes": limits would read 1 minute
+    # "1,5/second" is not 15 a second: a comma only separates thousands
+    check_commas(re.sub(r"\s*[kmb]$", "", amount_text.strip(), flags=re.I), f"{what} limit", text)
+    # "10/0 minutes", "10/0minutes", "10/0.0 s": limits would read a zero as 1
+    count = _WINDOW_COUNT_RE.match(window)
+    if count is not None and not any(digit in "123456789" for digit in count.group()):
         raise ValueError(f"{what} limit must have a window longer than zero, got {text!r}")
     try:
         amount = int(parse_limit(f"{amount_text.strip()} tokens", field="limit").amount)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._tracker import Call
 
 __all__ = [
+    "MAX_UNITS",
     "MONEY_SCALE",
     "PER_KEYS",
     "Clock",
@@ -33,6 +34,7 @@ __all__ = [
     "Period",
     "call_keys",
     "check_clock",
+    "check_commas",
     "from_units",
     "parse_duration",
     "parse_limit",
@@ -47,6 +49,11 @@ Clock = Callable[[], float]
 MONEY_SCALE = 10**9
 _SCALE = Decimal(MONEY_SCALE)
 _NANO = Decimal(1).scaleb(-9)
+MAX_UNITS = 2**63 - 1
+"""The most a counter holds: SQL stores keep units in 64-bit integers (BIGINT)."""
+MAX_TOKENS = Decimal(MAX_UNITS)
+MAX_MONEY = Decimal(MAX_UNITS).scaleb(-9)
+"""9,223,372,036.854775807: the largest limit whose nano-units fit in ``MAX_UNITS``."""
 
 PER_KEYS: tuple[str, ...] = ("user", "team", "project", "feature", "model", "provider", "tag")
 
@@ -119,10 +126,34 @@ def parse_limit(value: object, *, field: str = "limit") -> Limit:
         )
     if not amount.is_finite() or amount < 0:
         raise ValueError(f"{field} must be a finite amount >= 0, got {value!r}")
+    if unit == "tokens" and amount > MAX_TOKENS:
+        raise ValueError(
+            f"{field} {value!r} is too large: a guard's counters hold at most"
+            f" {MAX_TOKENS:,} tokens (2**63 - 1, the SQL stores' BIGINT)"
+        )
+    if unit != "tokens" and amount > MAX_MONEY:
+        raise ValueError(
+            f"{field} {value!r} is too large: a guard's counters hold at most"
+            f" {MAX_MONEY:,} {unit} (2**63 - 1 nano-units, the SQL stores' BIGINT)"
+        )
     return Limit(plain(amount), unit)
 
 
+_THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+
+
+def check_commas(text: str, field: str, original: object) -> None:
+    """A comma in a number only separates thousands (``1,000,000``, ``1,234.50``): a decimal
+    comma (``1,50``) must not be read as ``150``, so it is refused, as is any other comma."""
+    if "," in text and not _THOUSANDS_RE.fullmatch(text):
+        raise ValueError(
+            f"{field} {original!r}: a comma may only separate thousands, as in 1,000,000;"
+            " a decimal needs a decimal point, as in '1.50'"
+        )
+
+
 def _number(text: str, field: str, original: str) -> Decimal:
+    check_commas(text, field, original)
     try:
         return Decimal(text.replace("_", "").replace(",", ""))
     except InvalidOperation:
@@ -296,8 +327,19 @@ class Period:
         if unit == "hour":
             start = local.replace(minute=0, second=0, microsecond=0)
             start_ms = int(start.timestamp() * 1000)
-            # Real time, not wall time: across a DST change a local hour may repeat.
-            return start_ms, start_ms + 3_600_000, start.strftime("%Y-%m-%dT%H%z")
+            # The hour ends when the local clock next reads a whole hour: the same hour
+            # again when the clocks went back over it (fold 1: a repeated hour is two
+            # windows), else the next hour (when the clocks skip it: the moment they jump).
+            # Not start + 1 hour: a 30-minute change (Australia/Lord_Howe) makes an hour
+            # last 90 or 30 minutes.
+            naive = start.replace(tzinfo=None)
+            ends = [
+                int(naive.replace(tzinfo=self.tz, fold=1).timestamp() * 1000),
+                int((naive + timedelta(hours=1)).replace(tzinfo=self.tz).timestamp() * 1000),
+            ]
+            now_ms = int(now * 1000)
+            end_ms = min((ms for ms in ends if ms > now_ms), default=start_ms + 3_600_000)
+            return start_ms, end_ms, start.strftime("%Y-%m-%dT%H%z")
         elif unit == "day":
             start = _local(datetime(local.year, local.month, local.day), self.tz)
             label = start.strftime("%Y-%m-%d")

@@ -149,6 +149,7 @@ class SqlStore(GuardStore):
                 from .._errors import missing_extra
 
                 raise missing_extra(exc, f"guard store {self.url}", "postgres") from None
+            # whole seconds; psycopg (like libpq) raises anything below 2 to 2 (documented)
             whole = max(1, math.ceil(self.timeout))
             connect_args = {
                 "connect_timeout": whole,

@@ -13,7 +13,6 @@ encoding, so its prompt is counted by the estimate's heuristic: ceil(characters 
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
 
 from costledger import Budget, BudgetExceeded, Estimator, Pricer, Tracker, drain_deferred
+from costledger._guards._estimate import heuristic_tokens
 from costledger.testing import InMemoryLedger, MemoryStore
 from costledger_langchain import CostLedgerCallbackHandler
 
@@ -47,7 +47,8 @@ def _pricer(max_output_tokens: int | None = None) -> Pricer:
 
 
 def _prompt_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4) + 16
+    """The prompt's input tokens as the guards count them without a tokenizer (model "m")."""
+    return heuristic_tokens(text)
 
 
 class Guarded:

@@ -81,56 +81,114 @@ class JsonScanner(Scanner):
 
 
 def read_json_usage(raw: bytes) -> dict[str, Any] | None:
-    """The response object (or, for a huge body, its ``model`` and ``usage`` only)."""
+    """The response object (or, for a huge body, its top-level ``TOP_KEYS`` only)."""
     if len(raw) <= FULL_PARSE_LIMIT:
         try:
             obj = json.loads(raw)
         except ValueError:
             return None
         return obj if isinstance(obj, dict) else None
-    stripped = raw.rstrip()
-    if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
+    return _top_level(raw)
+
+
+# What is read about a response besides its bulk (``choices``, ``output``, ``data``): by
+# ``JsonScanner`` (``model``, ``id``, ``status``) and by ``read_response`` (``usage``, ``id``,
+# ``model``, ``service_tier`` for the price, ``object`` and ``type`` for the usage's shape).
+TOP_KEYS = frozenset(("usage", "model", "id", "status", "service_tier", "object", "type"))
+# A value of one of those is small: one longer than this is left out.
+_VALUE_LIMIT = 65536
+_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+# At the top level: the next string (a key, or a value) or bracket.
+_TOKEN = re.compile(_STRING + rb"|[\[\]{}]", re.DOTALL)
+# Nested: everything up to the next bracket, strings (which may hold brackets) skipped whole.
+_NESTED = re.compile(rb'[^"\[\]{}]*(?:' + _STRING + rb'[^"\[\]{}]*)*', re.DOTALL)
+_SPACE = b" \t\r\n"
+
+
+def _top_level(raw: bytes) -> dict[str, Any] | None:
+    """The ``TOP_KEYS`` of a huge JSON object, read without parsing the rest.
+
+    The object's structure is walked with C-level regular expressions: at its top level
+    string by string (to find its keys), inside a nested value bracket by bracket (its
+    numbers and strings skipped in one match), so a key of the same name deeper in (an
+    output item's ``status`` or ``id``) is never taken for the response's own. ``None``
+    if the body is not one JSON object."""
+    start, end = 0, len(raw)  # found without copying the body, as strip() would
+    while start < end and raw[start] in _SPACE:
+        start += 1
+    while end > start and raw[end - 1] in _SPACE:
+        end -= 1
+    if end - start < 2 or raw[start] != 0x7B or raw[end - 1] != 0x7D:  # "{" ... "}"
         return None
-    text = stripped[-65536:].decode("utf-8", "replace")
     out: dict[str, Any] = {}
-    for key in ("usage", "model"):
-        value = _last_value(text, key)
-        if value is not None:
-            out[key] = value
-    if "model" not in out:  # a model named before a huge data array
-        value = _last_value(stripped[:4096].decode("utf-8", "replace"), "model")
-        if value is not None:
-            out["model"] = value
-    return out if "usage" in out else None
+    depth = 1
+    pos = start + 1
+    token, nested = _TOKEN.search, _NESTED.match
+    while True:
+        if depth == 1:
+            m = token(raw, pos)
+            if m is None:
+                return None
+            pos = m.end()
+            first = raw[m.start()]
+            if first == 0x22:  # '"': a key if a colon follows
+                colon = pos
+                while colon < end and raw[colon] in _SPACE:
+                    colon += 1
+                if colon < end and raw[colon] == 0x3A:
+                    key = _key(m.group())
+                    if key in TOP_KEYS:
+                        value = _value_at(raw, colon + 1)
+                        if value is not _NOTHING:
+                            out[key] = value
+                continue
+        else:
+            m = nested(raw, pos)  # always matches (maybe nothing)
+            if m is not None:
+                pos = m.end()
+            if pos >= end:
+                return None  # an unterminated string or container
+            first = raw[pos]
+            pos += 1
+            if first == 0x22:  # a string that never ends
+                return None
+        if first in b"[{":
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                break
+    if pos != end:  # something after the object
+        return None
+    if not isinstance(out.get("usage"), dict):
+        out.pop("usage", None)
+    return out
+
+
+_NOTHING: Any = object()
+
+
+def _key(token: bytes) -> str | None:
+    if b"\\" not in token:
+        return token[1:-1].decode("utf-8", "replace")
+    try:
+        key = json.loads(token)
+    except ValueError:
+        return None
+    return key if isinstance(key, str) else None
+
+
+def _value_at(raw: bytes, pos: int) -> Any:
+    """The (small) JSON value at ``raw[pos:]``, or ``_NOTHING``."""
+    text = raw[pos : pos + _VALUE_LIMIT].decode("utf-8", "replace")
+    try:
+        value, _ = _decoder.raw_decode(text, len(text) - len(text.lstrip()))
+    except ValueError:
+        return _NOTHING
+    return value
 
 
 _decoder = json.JSONDecoder()
-
-
-def _last_value(text: str, key: str) -> Any:
-    """The value of the last ``"key": <value>`` in ``text`` that parses, or ``None``."""
-    needle = f'"{key}"'
-    end = len(text)
-    while True:
-        i = text.rfind(needle, 0, end)
-        if i < 0:
-            return None
-        end = i
-        j = i + len(needle)
-        while j < len(text) and text[j] in " \t\r\n":
-            j += 1
-        if j >= len(text) or text[j] != ":":
-            continue
-        j += 1
-        while j < len(text) and text[j] in " \t\r\n":
-            j += 1
-        try:
-            value, _ = _decoder.raw_decode(text, j)
-        except ValueError:
-            continue
-        if key == "usage" and not isinstance(value, dict):
-            continue
-        return value
 
 
 def _has_usage(data: bytes) -> bool:

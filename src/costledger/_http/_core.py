@@ -177,6 +177,7 @@ class Exchange:
                 scanner.feed(data)
             except Exception as exc:  # stop scanning, keep passing bytes through
                 self.scanner = None
+                self.streamed = scanner.streamed
                 self.note = f"usage scan failed: {type(exc).__name__}"
                 self._scan_failed(exc)
 
@@ -192,6 +193,7 @@ class Exchange:
         result: ScanResult | None = None
         if scanner is not None:
             self.scanner = None
+            self.streamed = scanner.streamed
             try:
                 result = scanner.result()
             except Exception as scan_exc:
@@ -605,7 +607,7 @@ class _TrackingBase:
                         defer=True,
                     )
                 return response
-            scanner, streamed, note = _scanner_for(tracked.kind, headers)
+            scanner, streamed, note = _scanner_for(tracked.kind, headers, tracked.stream)
             exchange = Exchange(tracker, call, tracked, scanner, streamed=streamed, note=note)
             self._attach(exchange, response, sync=sync)
         except Exception as exc:
@@ -644,16 +646,19 @@ class _TrackingBase:
         return response
 
 
-def _scanner_for(kind: Kind, headers: Any) -> tuple[Scanner | None, bool, str | None]:
+def _scanner_for(
+    kind: Kind, headers: Any, stream: bool = False
+) -> tuple[Scanner | None, bool, str | None]:
     """The usage scanner for a response (``None`` and why, for an unknown encoding), and
-    whether it is a stream."""
+    whether it is a stream (so far: a body not labelled one may still be one, see
+    ``make_scanner``; ``stream``: the request asked for one)."""
     content_type = headers.get("content-type", "").lower()
-    streamed = content_type.startswith("text/event-stream")
+    streamed = stream or content_type.startswith("text/event-stream")
     try:
         decoder = make_decoder(headers.get("content-encoding"))
     except UnsupportedEncoding as exc:
         return None, streamed, f"unsupported content encoding {exc}"
-    return make_scanner(kind, content_type, decoder), streamed, None
+    return make_scanner(kind, content_type, decoder, stream=stream), streamed, None
 
 
 class SyncTrackingBase(_TrackingBase):

@@ -483,8 +483,67 @@ _SSE_SCANNERS: dict[Kind, type[_SSEScanner]] = {
 }
 
 
-def make_scanner(kind: Kind, content_type: str, decoder: ContentDecoder | None) -> Scanner:
-    """The scanner for a response: by its content type (a stream or not) and endpoint."""
+def make_scanner(
+    kind: Kind, content_type: str, decoder: ContentDecoder | None, *, stream: bool = False
+) -> Scanner:
+    """The scanner for a response: by its content type (a stream or not) and endpoint.
+
+    A response not labelled ``text/event-stream`` may be a stream all the same (a
+    FastAPI/Starlette ``StreamingResponse`` sends no content type by default; some
+    proxies say ``text/plain`` or ``application/json``): its first bytes tell (``stream``:
+    the request asked for one, for a body that ends before saying)."""
     if content_type.startswith("text/event-stream"):
         return _SSE_SCANNERS[kind](decoder)
-    return JsonScanner(decoder)
+    return _Sniffer(kind, decoder, stream)
+
+
+# How an event stream starts (after any blank lines): a field of an event, or a comment.
+_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+class _Sniffer(Scanner):
+    """A JSON body or an event stream, as its first bytes say: ``{`` starts a JSON object,
+    an SSE field name (``data:``, ``event:``...) or comment a stream. Until the first
+    bytes that tell arrive, they are held (a few bytes: a field name's length)."""
+
+    def __init__(self, kind: Kind, decoder: ContentDecoder | None, stream: bool) -> None:
+        super().__init__(decoder)
+        self._kind = kind
+        self._head = b""
+        self._inner: Scanner | None = None
+        self.streamed = stream  # what the request asked for, until the body says
+
+    def feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            data = self._decoder.decode(data)
+        inner = self._inner
+        if inner is not None:
+            inner.feed(data)
+            return
+        head = self._head + data
+        start = head.lstrip()
+        if not start or any(len(start) < len(s) and s.startswith(start) for s in _SSE_STARTS):
+            self._head = head  # nothing that tells yet
+            return
+        self._head = b""
+        self._choose(start.startswith(_SSE_STARTS)).feed(head)
+
+    def _choose(self, stream: bool) -> Scanner:
+        inner = _SSE_SCANNERS[self._kind](None) if stream else JsonScanner(None)
+        self._inner = inner
+        self.streamed = inner.streamed
+        return inner
+
+    def result(self) -> ScanResult:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            self._decoder = None
+            if tail:
+                self.feed(tail)
+        inner = self._inner
+        if inner is None:  # the body ended before it said: as the request asked
+            head, self._head = self._head, b""
+            inner = self._choose(self.streamed)
+            if head:
+                inner.feed(head)
+        return inner.result()

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 from .._errors import GuardRefusal
 from .._events import CallStatus
-from .._tracker import Call, Tracker, _report, get_tracker
+from .._tracker import Call, Tracker, _read_response, _report, get_tracker
 from ._decode import UnsupportedEncoding, make_decoder
 from ._errors import without_secret
 from ._request import (
@@ -225,17 +225,67 @@ class Exchange:
         if result is not None and result.error is not None:
             status, error = "error", _clean(result.error, secrets)
         note = _clean(self.note or (result.note if result is not None else None), secrets)
-        self.tracker.finish(
+        _finish(
+            self.tracker,
             self.call,
-            payload=result.payload if result is not None else None,
-            response_model=_clean(result.model, secrets) if result is not None else None,
-            provider=self.request.provider,
+            self.request,
+            result,
             status=status,
             error=error,
             streamed=self.streamed,
-            metadata={"costledger.usage_missing": note} if note else None,
+            note=note,
+            latency=None,
             defer=True,
         )
+
+
+def _finish(
+    tracker: Tracker,
+    call: Call,
+    request: TrackedRequest,
+    result: ScanResult | None,
+    *,
+    status: CallStatus,
+    error: BaseException | str | None,
+    streamed: bool,
+    note: str | None,
+    latency: float | None,
+    defer: bool,
+) -> None:
+    """Finish ``call`` with what its response said, the response's model and id cleaned
+    of the request's own credentials (a server may echo the key it was sent)."""
+    payload = result.payload if result is not None else None
+    usage = None
+    model = result.model if result is not None else None
+    response_id = None
+    price_context = None
+    if payload is not None:
+        try:
+            info = _read_response(payload, request.provider)
+        except Exception:  # read again, and reported, by ``finish``
+            pass
+        else:
+            payload = None
+            usage = info.usage
+            model = model or info.model
+            response_id = info.response_id
+            price_context = info.price_context
+    secrets = request.secrets
+    tracker.finish(
+        call,
+        usage=usage,
+        payload=payload,
+        response_model=_clean(model, secrets),
+        provider=request.provider,
+        status=status,
+        error=error,
+        request_id=_clean(response_id, secrets),
+        streamed=streamed,
+        metadata={"costledger.usage_missing": note} if note else None,
+        latency_ms=latency,
+        price_context=price_context,
+        defer=defer,
+    )
 
 
 class Retrieval(Exchange):
@@ -274,14 +324,16 @@ class Retrieval(Exchange):
                 return
             tracker, call, request = entry
             failed = status == "failed"
-            tracker.finish(
+            _finish(
+                tracker,
                 call,
-                payload=result.payload,
-                response_model=_clean(result.model, request.secrets),
-                provider=request.provider,
+                request,
+                result,
                 status="error" if failed else "cancelled" if status == "cancelled" else "ok",
                 error="response.failed" if failed else None,
-                metadata={"costledger.usage_missing": result.note} if result.note else None,
+                streamed=False,
+                note=result.note,
+                latency=None,
                 defer=True,
             )
         except Exception as report_exc:

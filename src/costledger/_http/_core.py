@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Iterator
 from types import ModuleType
 from typing import Any, ClassVar, Literal
 
+from .._decorator import _in_gc
 from .._errors import GuardRefusal
 from .._events import CallStatus
-from .._tracker import Call, Tracker, _read_response, _report, get_tracker
+from .._tracker import Call, Tracker, _read_response, _report, defer_nowait, get_tracker
 from ._decode import UnsupportedEncoding, make_decoder
 from ._errors import without_secret
 from ._request import (
@@ -185,10 +186,41 @@ class Exchange:
         _report("http.scan", exc, model=self.request.model)
 
     def end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
-        """Record the call: the body was read to its end, closed early, or failed."""
+        """Record the call: the body was read to its end, closed early, or failed.
+
+        Ended by the cyclic GC (a dropped stream's generator closed, ``__del__``), it only
+        queues its ending (see ``end_later``)."""
+        if self.ended:
+            return
+        if _in_gc():
+            self.end_later(outcome, exc)
+            return
+        self.ended = True
+        self._record(outcome, exc, None, True)
+
+    def end_later(self, outcome: Outcome, exc: BaseException | None = None) -> None:
+        """``end`` from a finalizer: the GC runs it on whatever thread it interrupted,
+        maybe inside one of costledger's non-reentrant locks (a durable ledger's spool, a
+        guard store's), which recording the call there would take again and wait on
+        forever. So the whole ending goes to the background worker (``defer_nowait``, no
+        lock taken here), with the latency the call has now. Never raises."""
         if self.ended:
             return
         self.ended = True
+        try:
+            latency = self._handing_off()
+            defer_nowait(_recorded_later, self, outcome, exc, latency)
+        except Exception as report_exc:
+            _report("http.response", report_exc)
+
+    def _handing_off(self) -> float | None:
+        """The call's latency now; its guards' next calls wait for its settle."""
+        self.tracker.handing_off(self.call)
+        return self.call.elapsed_ms()
+
+    def _record(
+        self, outcome: Outcome, exc: BaseException | None, latency: float | None, defer: bool
+    ) -> None:
         scanner = self.scanner
         result: ScanResult | None = None
         if scanner is not None:
@@ -234,9 +266,16 @@ class Exchange:
             error=error,
             streamed=self.streamed,
             note=note,
-            latency=None,
-            defer=True,
+            latency=latency,
+            defer=defer,
         )
+
+
+def _recorded_later(
+    exchange: Exchange, outcome: Outcome, exc: BaseException | None, latency: float | None
+) -> None:
+    """An ``Exchange.end_later``'s ending, on the background worker."""
+    exchange._record(outcome, exc, latency, False)
 
 
 def _finish(
@@ -304,10 +343,17 @@ class Retrieval(Exchange):
     def _scan_failed(self, exc: Exception) -> None:
         _report("http.background", exc)
 
-    def end(self, outcome: Outcome, exc: BaseException | None = None) -> None:
-        if self.ended:
-            return
-        self.ended = True
+    def _handing_off(self) -> float | None:
+        entry = _waiting.get(self.response_id)  # no lock: a finalizer may run inside it
+        if entry is None:
+            return None
+        tracker, call, _request = entry
+        tracker.handing_off(call)
+        return call.elapsed_ms()
+
+    def _record(
+        self, outcome: Outcome, exc: BaseException | None, latency: float | None, defer: bool
+    ) -> None:
         scanner, self.scanner = self.scanner, None
         try:
             result = scanner.result() if scanner is not None else None
@@ -333,8 +379,8 @@ class Retrieval(Exchange):
                 error="response.failed" if failed else None,
                 streamed=False,
                 note=result.note,
-                latency=None,
-                defer=True,
+                latency=latency,
+                defer=defer,
             )
         except Exception as report_exc:
             _report("http.background", report_exc)
@@ -366,9 +412,10 @@ class TrackedSyncStream:
 
     def __del__(self) -> None:
         # A response dropped without being read or closed: the provider may still bill.
+        # A finalizer: the call is recorded on the background worker (``end_later``).
         exchange = getattr(self, "_exchange", None)
         if exchange is not None and not exchange.ended:
-            exchange.end("closed")
+            exchange.end_later("closed")
 
 
 class TrackedAsyncStream:
@@ -398,7 +445,7 @@ class TrackedAsyncStream:
     def __del__(self) -> None:
         exchange = getattr(self, "_exchange", None)
         if exchange is not None and not exchange.ended:
-            exchange.end("closed")
+            exchange.end_later("closed")
 
 
 class Flavour:

@@ -102,7 +102,7 @@ class _Base:
             "reraise": True,
         }
 
-    def _transport_error(self, exc: httpx.TransportError | httpx.StreamError) -> APIError:
+    def _transport_error(self, exc: httpx.RequestError | httpx.StreamError) -> APIError:
         """The ``APIError`` for an httpx error. Raise it outside the ``except`` block that
         caught ``exc`` (see ``_sending``): chained, it would keep the request and its key."""
         detail = scrub(f"{type(exc).__name__}: {exc}", self._api_key)
@@ -111,16 +111,23 @@ class _Base:
         if isinstance(exc, httpx.LocalProtocolError):
             # Refused before sending (an illegal header value...): no retry can cure it.
             return APIError(f"the request to {self._where} is not valid HTTP ({detail})")
-        if isinstance(exc, httpx.StreamError):
+        if isinstance(exc, (httpx.StreamError, httpx.DecodingError)):
+            # DecodingError: a body that does not decode by its Content-Encoding.
             return APIError(f"the response from {self._where} cannot be read ({detail})")
+        if not isinstance(exc, httpx.TransportError):  # TooManyRedirects, a future RequestError
+            return APIError(f"the request to {self._where} failed ({detail})")
         return APIConnectionError(f"could not reach {self._where} ({detail})")
 
     def _sending(self, send: Callable[[], T]) -> T:
-        """``send()``, its httpx errors raised as ``APIError`` with no chained cause or context."""
+        """``send()``, its httpx errors raised as ``APIError`` with no chained cause or context.
+
+        ``RequestError``: every error of sending a request and reading its response
+        (``DecodingError`` included, raised above the transport), each of which keeps the
+        request, and its key, in ``exc.request``."""
         error: APIError
         try:
             return send()
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             error = self._transport_error(exc)
         raise error
 
@@ -128,7 +135,7 @@ class _Base:
         error: APIError
         try:
             return await send()
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             error = self._transport_error(exc)
         raise error
 
@@ -266,7 +273,7 @@ class ChatStream:
                     return
                 if chunk is not None:
                     yield chunk
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx.RequestError, httpx.StreamError) as exc:
             error = self._client._transport_error(exc)
         finally:
             self._response.close()
@@ -409,7 +416,7 @@ class AsyncChatStream:
                     return
                 if chunk is not None:
                     yield chunk
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx.RequestError, httpx.StreamError) as exc:
             error = self._client._transport_error(exc)
         finally:
             await self._response.aclose()

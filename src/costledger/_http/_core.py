@@ -26,7 +26,7 @@ from .._decorator import _in_gc
 from .._errors import GuardRefusal
 from .._events import CallStatus
 from .._tracker import Call, Tracker, _read_response, _report, defer_nowait, get_tracker
-from ._decode import UnsupportedEncoding, make_decoder
+from ._decode import ContentDecodingError, UnsupportedEncoding, make_decoder
 from ._errors import without_secret
 from ._request import (
     Kind,
@@ -74,6 +74,7 @@ _WAITING = frozenset({"queued", "in_progress"})
 _TERMINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 MAX_BACKGROUND = 1024
 UNRETRIEVED = "background response not retrieved through a tracking transport"
+UNDECODABLE = "response body does not decode by its Content-Encoding"
 
 
 class _Background:
@@ -151,7 +152,16 @@ def _follows(method: str, path: str) -> str | None:
 class Exchange:
     """One tracked request and its response: finishes the call exactly once."""
 
-    __slots__ = ("call", "ended", "note", "request", "scanner", "streamed", "tracker")
+    __slots__ = (
+        "call",
+        "ended",
+        "note",
+        "request",
+        "scanner",
+        "streamed",
+        "tracker",
+        "undecodable",
+    )
 
     def __init__(
         self,
@@ -170,6 +180,7 @@ class Exchange:
         self.streamed = streamed
         self.note = note
         self.ended = False
+        self.undecodable = False
 
     def feed(self, data: bytes) -> None:
         scanner = self.scanner
@@ -179,8 +190,16 @@ class Exchange:
             except Exception as exc:  # stop scanning, keep passing bytes through
                 self.scanner = None
                 self.streamed = scanner.streamed
-                self.note = f"usage scan failed: {type(exc).__name__}"
-                self._scan_failed(exc)
+                self._scan_lost(exc)
+
+    def _scan_lost(self, exc: Exception) -> None:
+        if isinstance(exc, ContentDecodingError):
+            # The server's fault, not ours: whoever reads the body fails the same way.
+            self.undecodable = True
+            self.note = UNDECODABLE
+        else:
+            self.note = f"usage scan failed: {type(exc).__name__}"
+            self._scan_failed(exc)
 
     def _scan_failed(self, exc: Exception) -> None:
         _report("http.scan", exc, model=self.request.model)
@@ -229,8 +248,7 @@ class Exchange:
             try:
                 result = scanner.result()
             except Exception as scan_exc:
-                self.note = f"usage scan failed: {type(scan_exc).__name__}"
-                _report("http.scan", scan_exc, model=self.request.model)
+                self._scan_lost(scan_exc)
         if (
             result is not None
             and result.status in _WAITING
@@ -253,6 +271,8 @@ class Exchange:
             status = "cancelled"
         else:
             status, error = "error", exc
+        if self.undecodable:  # httpx raised its DecodingError to the reader, above us
+            status, error = "error", "DecodingError"
         secrets = self.request.secrets
         if result is not None and result.error is not None:
             status, error = "error", _clean(result.error, secrets)
@@ -339,6 +359,7 @@ class Retrieval(Exchange):
         self.response_id = response_id
         self.note = None
         self.ended = False
+        self.undecodable = False
 
     def _scan_failed(self, exc: Exception) -> None:
         _report("http.background", exc)

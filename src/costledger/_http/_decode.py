@@ -12,11 +12,16 @@ from __future__ import annotations
 import zlib
 from typing import Any, Protocol
 
-__all__ = ["ContentDecoder", "UnsupportedEncoding", "make_decoder"]
+__all__ = ["ContentDecoder", "ContentDecodingError", "UnsupportedEncoding", "make_decoder"]
 
 
 class UnsupportedEncoding(Exception):
     """The response uses a content encoding we cannot undo; usage is then not read."""
+
+
+class ContentDecodingError(Exception):
+    """The body does not decode by its ``Content-Encoding`` (not gzip where it says gzip):
+    the HTTP library reading it fails the same way (httpx's ``DecodingError``)."""
 
 
 class ContentDecoder(Protocol):
@@ -131,4 +136,23 @@ def make_decoder(content_encoding: str | None) -> ContentDecoder | None:
     if not names:
         return None
     decoders = [_one(n) for n in reversed(names)]
-    return decoders[0] if len(decoders) == 1 else _Chain(decoders)
+    return _Checked(decoders[0] if len(decoders) == 1 else _Chain(decoders))
+
+
+class _Checked:
+    """A decoder whose every failure is a ``ContentDecodingError``."""
+
+    def __init__(self, inner: ContentDecoder) -> None:
+        self._inner = inner
+
+    def decode(self, data: bytes) -> bytes:
+        try:
+            return self._inner.decode(data)
+        except Exception as exc:
+            raise ContentDecodingError(type(exc).__name__) from exc
+
+    def flush(self) -> bytes:
+        try:
+            return self._inner.flush()
+        except Exception as exc:
+            raise ContentDecodingError(type(exc).__name__) from exc

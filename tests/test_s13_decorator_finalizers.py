@@ -27,6 +27,7 @@ from costledger import Tracker, track_cost
 from costledger.testing import InMemoryLedger
 
 from ._fake_provider import FakeProvider
+from .gc_support import Cycle, LockingDurableLedger, gc_off, in_a_thread  # noqa: F401
 
 M = Decimal(1_000_000)
 ANSWER = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 20}}
@@ -67,61 +68,6 @@ class LockingGuard:
             self.released.append(token)
 
 
-class LockingDurableLedger:
-    """A ledger that stores each event before ``record`` returns (``durable``), under a
-    non-reentrant lock; ``collect_in_record``: one collection runs in the next ``record``."""
-
-    durable = True
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.collect_in_record = False
-        self.events: list[Any] = []
-
-    def record(self, event: Any) -> None:
-        with self.lock:
-            if self.collect_in_record:
-                self.collect_in_record = False
-                gc.collect()
-            self.events.append(event)
-
-
-class Cycle:
-    """Cyclic garbage holding what it is given: only the cyclic GC collects it."""
-
-    def __init__(self, held: Any) -> None:
-        self.me = self
-        self.held = held
-
-
-def _in_a_thread(fn: Any) -> None:
-    """Run ``fn``; a deadlocked thread fails the test instead of hanging the run."""
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # pragma: no cover - reported below
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(15)
-    assert not thread.is_alive(), "the call waited on a lock its own thread holds"
-    assert failed == []
-
-
-@pytest.fixture
-def gc_off() -> Iterator[None]:
-    """The garbage made by a test stays until its own collection (in the lock)."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 @pytest.mark.usefixtures("gc_off")
 def test_a_manager_never_entered_collected_inside_the_guards_lock() -> None:
     guard = LockingGuard()
@@ -140,7 +86,7 @@ def test_a_manager_never_entered_collected_inside_the_guards_lock() -> None:
     plain()
     Cycle(open_stream())  # guards reserved (token 2), never entered, now garbage
     guard.collect_in_reserve = True
-    _in_a_thread(plain)
+    in_a_thread(plain)
     assert costledger.drain_deferred(10)
     # Never entered: no request was sent, nothing recorded, its hold released.
     assert (guard.held, guard.released, sorted(guard.settled)) == ({}, [2], [1, 3])
@@ -175,7 +121,7 @@ def test_a_generator_closed_by_the_gc_inside_a_durable_ledgers_lock() -> None:
     Cycle(half_read)
     del half_read
     ledger.collect_in_record = True
-    _in_a_thread(plain)  # its event stored on this thread: the collection runs in record
+    in_a_thread(plain)  # its event stored on this thread: the collection runs in record
     assert costledger.drain_deferred(10)
     del ledger.events[0]
     rows = [(e.status, e.error_type, e.streamed, e.model, e.cost.total) for e in ledger.events]
@@ -213,7 +159,7 @@ def test_a_raw_stream_never_read_collected_inside_a_durable_ledgers_lock() -> No
 
         Cycle(raw())
         ledger.collect_in_record = True
-        _in_a_thread(plain)
+        in_a_thread(plain)
         assert costledger.drain_deferred(10)
     rows = [(e.status, e.streamed, e.cost.total, dict(e.metadata)) for e in ledger.events]
     assert rows == [

@@ -12,9 +12,7 @@ which is what an allocation there may do.
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,67 +25,13 @@ from costledger import Tracker
 from costledger.http import AsyncTrackingTransport, TrackingTransport
 
 from ._fake_provider import FakeProvider, Reply, chat_stream
+from .gc_support import Cycle, LockingDurableLedger, gc_off, in_a_thread  # noqa: F401
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 # gpt-4o-mini: 1000 uncached in at $0.15/MTok, 1000 cached at $0.075, 500 out at $0.60
 CHAT_COST = Decimal("0.000525")
 
 pytestmark = pytest.mark.usefixtures("fresh_provider")
-
-
-class LockingDurableLedger:
-    """A ledger that stores each event before ``record`` returns (``durable``), under a
-    non-reentrant lock; ``collect_in_record``: one collection runs in the next ``record``."""
-
-    durable = True
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.collect_in_record = False
-        self.events: list[Any] = []
-
-    def record(self, event: Any) -> None:
-        with self.lock:
-            if self.collect_in_record:
-                self.collect_in_record = False
-                gc.collect()
-            self.events.append(event)
-
-
-class Cycle:
-    """Cyclic garbage holding what it is given: only the cyclic GC collects it."""
-
-    def __init__(self, held: Any) -> None:
-        self.me = self
-        self.held = held
-
-
-def _in_a_thread(fn: Any) -> None:
-    """Run ``fn``; a deadlocked thread fails the test instead of hanging the run."""
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:  # pragma: no cover - reported below
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(15)
-    assert not thread.is_alive(), "the call waited on a lock its own thread holds"
-    assert failed == []
-
-
-@pytest.fixture
-def gc_off() -> Iterator[None]:
-    """The garbage made by a test stays until its own collection (in the lock)."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _client(provider: FakeProvider, tracker: Tracker) -> openai.OpenAI:
@@ -128,7 +72,7 @@ def test_a_half_read_stream_collected_inside_a_durable_ledgers_lock(
         Cycle(stream)
         del stream
         ledger.collect_in_record = True
-        _in_a_thread(plain)  # its event stored on this thread: the collection runs in record
+        in_a_thread(plain)  # its event stored on this thread: the collection runs in record
         assert costledger.drain_deferred(10)
     finally:
         gate.set()
@@ -161,7 +105,7 @@ def test_a_body_iterator_collected_inside_a_durable_ledgers_lock(provider: FakeP
             Cycle(lines)
             del lines
             ledger.collect_in_record = True
-            _in_a_thread(plain)
+            in_a_thread(plain)
             assert costledger.drain_deferred(10)
             assert _rows(ledger) == [
                 PLAIN,
@@ -196,7 +140,7 @@ def test_a_response_never_read_collected_inside_a_durable_ledgers_lock(
     Cycle(raw)
     del raw
     ledger.collect_in_record = True
-    _in_a_thread(plain)
+    in_a_thread(plain)
     assert costledger.drain_deferred(10)
     assert _rows(ledger) == [
         PLAIN,
@@ -228,7 +172,7 @@ def test_an_async_response_never_read_collected_inside_a_durable_ledgers_lock(
 
     Cycle(asyncio.run(open_raw()))
     ledger.collect_in_record = True
-    _in_a_thread(plain)
+    in_a_thread(plain)
     assert costledger.drain_deferred(10)
     assert _rows(ledger) == [
         PLAIN,

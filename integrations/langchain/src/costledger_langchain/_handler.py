@@ -856,13 +856,18 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
             from costledger._guards._estimate import requested_choices  # loaded: guards
 
             choices = requested_choices(params, _CHOICE_PARAMS)
+        try:
+            attribution = _attribution(metadata, tags)
+        except Exception as exc:  # the call is still guarded and recorded, unattributed
+            _report("langchain.attribution", exc)
+            attribution = None
         return (
             tracker,
             owner,
             owner_frame,
             model if isinstance(model, str) else None,
             provider if isinstance(provider, str) else None,
-            _attribution(metadata, tags),
+            attribution,
             prompt_text,
             max_output_tokens,
             choices,
@@ -1242,11 +1247,15 @@ def _attribution(metadata: Mapping[str, Any], tags: list[str] | None) -> dict[st
             if plain is None:
                 plain = {}
             plain[key] = value
-        elif key.startswith(_PREFIX) and len(key) > _PREFIX_LEN:
+        elif isinstance(key, str) and key.startswith(_PREFIX) and len(key) > _PREFIX_LEN:
             if prefixed is None:
                 prefixed = {}
             prefixed[key[_PREFIX_LEN:]] = value
-    run_tags = [t for t in tags if not t.startswith(_INTERNAL_TAG_PREFIXES)] if tags else []
+    run_tags = (
+        [t for t in tags if not (isinstance(t, str) and t.startswith(_INTERNAL_TAG_PREFIXES))]
+        if tags
+        else []
+    )
     if plain is None and prefixed is None and not run_tags:
         return None
     values: dict[str, Any] = {}

@@ -38,7 +38,7 @@ from .._errors import UsageError
 from .._extract import read_response
 from .._ledger._rows import COLUMNS, MONEY_COLUMNS, Row
 from .._ledger._text import clean_row
-from .._redact import redact
+from .._redact import redact, redact_text
 from .._schema import (
     RECORD_FIELDS,
     USAGE_EVENT_NAME,
@@ -48,6 +48,7 @@ from .._schema import (
     event_from_record,
 )
 from .._sources.litellm_payload import is_standard_logging_payload, read_standard_logging_payload
+from .._tracker import _scrubbed
 from .._usage import MAX_TOKENS, Usage
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ I_PRICING_STATUS, I_CURRENCY, I_TOTAL = (
 )
 I_SOURCE, I_STATUS, I_LATENCY = (COLUMNS.index(c) for c in ("source", "status", "latency_ms"))
 I_REQUEST_ID: Final = COLUMNS.index("request_id")
+I_USER: Final = COLUMNS.index("user")
 I_TOKENS: Final = COLUMNS.index("input_tokens")
 I_TOKENS_END: Final = COLUMNS.index("output_audio_tokens") + 1
 
@@ -231,14 +233,16 @@ _ATTRIBUTIONS: dict[tuple[Any, ...], Attribution] = {}
 
 
 def _attribution_of(values: Mapping[str, Any]) -> Attribution:
-    """``Attribution.from_mapping(values)``, cached by value when every value is a string,
-    int, bool or None, and the tags (``attribution_values`` makes them a list) a list of
-    strings: a proxy's calls carry a handful of key owners, teams and features. Keyed by
-    the items and their types (``1`` and ``True`` are equal keys); ``from_mapping`` reads
-    such values without a warning, so the cached answer is the one it gives."""
+    """``Attribution.from_mapping(values)`` with no secret in its names and tags (the
+    Tracker's own ``_scrubbed``, so the row is the live integration's), cached by value
+    when every value is a string, int, bool or None, and the tags (``attribution_values``
+    makes them a list) a list of strings: a proxy's calls carry a handful of key owners,
+    teams and features. Keyed by the items and their types (``1`` and ``True`` are equal
+    keys); ``from_mapping`` reads such values without a warning, so the cached answer is
+    the one it gives."""
     kinds = tuple(map(type, values.values()))
     if not _ATTRIBUTION_KINDS.issuperset(kinds):
-        return Attribution.from_mapping(values)
+        return _scrubbed(Attribution.from_mapping(values))
     key: tuple[Any, ...]
     if list in kinds:
         tags = values.get("tags")
@@ -247,18 +251,56 @@ def _attribution_of(values: Mapping[str, Any]) -> Attribution:
             or type(tags) is not list
             or not _STR_ONLY.issuperset(map(type, tags))
         ):
-            return Attribution.from_mapping(values)
+            return _scrubbed(Attribution.from_mapping(values))
         key = (tuple(values), tuple(tuple(v) if type(v) is list else v for v in values.values()))
     else:
         key = (tuple(values.items()),)
     key += (kinds,)
     found = _ATTRIBUTIONS.get(key)
     if found is None:
-        found = Attribution.from_mapping(values)
+        found = _scrubbed(Attribution.from_mapping(values))
         if len(_ATTRIBUTIONS) >= _CACHE_LIMIT:
             _ATTRIBUTIONS.clear()
         _ATTRIBUTIONS[key] = found
     return found
+
+
+_CLEAN_NAMES: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_CLEAN_TAGS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _clean_names(names: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A record's user, team, project and feature (text or None) with no secret in them,
+    scrubbed as the Tracker scrubs attribution (``redact_text``); cached by value (a log
+    carries a handful), and ``names`` itself when they are clean."""
+    found = _CLEAN_NAMES.get(names)
+    if found is None:
+        found = tuple(None if v is None else redact_text(v) for v in names)
+        if found == names:
+            found = names
+        if len(_CLEAN_NAMES) >= _CACHE_LIMIT:
+            _CLEAN_NAMES.clear()
+        _CLEAN_NAMES[names] = found
+    return found
+
+
+def _clean_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    """``tags`` with no secret in any, as ``_clean_names``; cached by tag set."""
+    found = _CLEAN_TAGS.get(tags)
+    if found is None:
+        found = tuple(redact_text(t) for t in tags)
+        if found == tags:
+            found = tags
+        if len(_CLEAN_TAGS) >= _CACHE_LIMIT:
+            _CLEAN_TAGS.clear()
+        _CLEAN_TAGS[tags] = found
+    return found
+
+
+def _clean_id(request_id: str | None) -> str | None:
+    """A provider's request id with no secret in it (ids are unique: no cache of ours,
+    ``redact_text`` keeps its own of clean texts)."""
+    return None if request_id is None else redact_text(request_id)
 
 
 _STR_ONLY: Final = frozenset((str,))
@@ -514,7 +556,7 @@ class Converter:
             key = tuple(tags)
             if not all(type(t) is str for t in key):
                 raise _Fallback
-            tags_text = self._tags_text(key)  # the ledger's cached text of a tag set
+            tags_text = self._tags_text(_clean_tags(key))  # the ledger's cached text
         meta = values[I_METADATA]
         if not meta:
             meta_text = "{}"
@@ -532,6 +574,20 @@ class Converter:
             context_text = self._metadata_text(context)  # scrubbed, cached per value set
         else:
             context_text = "{}"
+        # user, team, project, feature and the request id go to the row scrubbed, as the
+        # Tracker scrubs them (a record written by hand, or by an older version, may not be)
+        names = values[I_USER:I_TAGS]
+        request_id = values[I_REQUEST_ID]
+        clean_id = None if request_id is None else redact_text(request_id)
+        clean = _clean_names(names)
+        if clean is not names or clean_id is not request_id:
+            values = (
+                *values[:I_REQUEST_ID],
+                clean_id,
+                *values[I_REQUEST_ID + 1 : I_USER],
+                *clean,
+                *values[I_TAGS:],
+            )
         row = (
             event_id,
             ts[:-1] + "+00:00",
@@ -590,6 +646,20 @@ class Converter:
         event = event_from_record(record)
         if event.metadata:
             event = dataclasses.replace(event, metadata=redact(dict(event.metadata)))
+        names = (event.user, event.team, event.project, event.feature)
+        clean, tags = _clean_names(names), _clean_tags(event.tags)
+        request_id = _clean_id(event.request_id)
+        if clean is not names or tags is not event.tags or request_id != event.request_id:
+            user, team, project, feature = clean
+            event = dataclasses.replace(
+                event,
+                user=user,
+                team=team,
+                project=project,
+                feature=feature,
+                tags=tags,
+                request_id=request_id,
+            )
         cost = event.cost
         for name, amount in (
             ("costledger.cost.total", cost.total),
@@ -655,7 +725,7 @@ class Converter:
             status=call.status,
             error_type=call.error_type,
             latency_ms=None if call.latency_ms is None else round(call.latency_ms, 3),
-            request_id=call.request_id,
+            request_id=_clean_id(call.request_id),
             attribution=attribution,
             metadata=meta,
             streamed=call.streamed,
@@ -756,7 +826,7 @@ class Converter:
             status="error",
             error_type=error_type or "batch_error",
             latency_ms=None,
-            request_id=batch_id,
+            request_id=_clean_id(batch_id),
             attribution=None,
             metadata={},
             streamed=False,
@@ -819,7 +889,7 @@ class Converter:
             status="ok",
             error_type=None,
             latency_ms=None,
-            request_id=info.response_id,
+            request_id=_clean_id(info.response_id),
             attribution=None,
             metadata={},
             streamed=False,

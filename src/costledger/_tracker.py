@@ -935,7 +935,8 @@ class Tracker:
             status=status,
             error_type=error_type,
             latency_ms=round(call.elapsed_ms() if latency_ms is None else latency_ms, 3),
-            request_id=request_id,
+            # scrubbed like attribution: an id a gateway built may carry the request's key
+            request_id=redact_text(request_id) if request_id else request_id,
             trace_id=call.trace_id,
             run_id=call.run_id,
             parent_run_id=call.parent_run_id,

@@ -336,10 +336,16 @@ def proxy_request_metadata(metadata: Mapping[str, Any]) -> Mapping[str, Any]:
     proxy fields) is returned as it is.
     """
     requester = metadata.get("requester_metadata")
-    if not (_is_map(requester) or "user_api_key_hash" in metadata):
-        return metadata
-    merged: dict[str, Any] = {}
     spend = metadata.get("spend_logs_metadata")
+    if not (_is_map(requester) or "user_api_key_hash" in metadata):
+        if not _is_map(spend):
+            return metadata
+        # an SDK call's metadata: its spend_logs_metadata counts as the logged payload's
+        # does (ingest reads that), the call's own keys over it
+        sdk: dict[str, Any] = {k: v for k, v in spend.items() if isinstance(k, str)}
+        sdk.update(metadata)
+        return sdk
+    merged: dict[str, Any] = {}
     if _is_map(spend):  # LiteLLM's documented channel for custom keys on a logged call
         merged.update((k, v) for k, v in spend.items() if isinstance(k, str))
     if _is_map(requester):

@@ -271,29 +271,26 @@ _CLEAN_TAGS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 def _clean_names(names: tuple[Any, ...]) -> tuple[Any, ...]:
     """A record's user, team, project and feature (text or None) with no secret in them,
-    scrubbed as the Tracker scrubs attribution (``redact_text``); cached by value (a log
-    carries a handful), and ``names`` itself when they are clean."""
-    found = _CLEAN_NAMES.get(names)
-    if found is None:
-        found = tuple(None if v is None else redact_text(v) for v in names)
-        if found == names:
-            found = names
-        if len(_CLEAN_NAMES) >= _CACHE_LIMIT:
-            _CLEAN_NAMES.clear()
-        _CLEAN_NAMES[names] = found
-    return found
+    scrubbed as the Tracker scrubs attribution (``redact_text``)."""
+    return _cleaned(_CLEAN_NAMES, names)
 
 
 def _clean_tags(tags: tuple[str, ...]) -> tuple[str, ...]:
-    """``tags`` with no secret in any, as ``_clean_names``; cached by tag set."""
-    found = _CLEAN_TAGS.get(tags)
+    """``tags`` with no secret in any, as ``_clean_names``."""
+    return _cleaned(_CLEAN_TAGS, tags)
+
+
+def _cleaned(cache: dict[Any, Any], values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` each scrubbed (``None`` kept), cached by value (a log carries a handful
+    of each), and ``values`` itself when they are clean."""
+    found = cache.get(values)
     if found is None:
-        found = tuple(redact_text(t) for t in tags)
-        if found == tags:
-            found = tags
-        if len(_CLEAN_TAGS) >= _CACHE_LIMIT:
-            _CLEAN_TAGS.clear()
-        _CLEAN_TAGS[tags] = found
+        found = tuple(None if v is None else redact_text(v) for v in values)
+        if found == values:
+            found = values
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[values] = found
     return found
 
 

@@ -12,6 +12,8 @@ from .._ledger._rows import FILTERS
 from .._ledger._text import clean_text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .._ledger import Ledger
     from .._tracker import LedgerLike
 
@@ -66,13 +68,47 @@ def open_ledger(
         )
     url = resolve_url(ledger)
     path = sqlite_path(url)
-    if must_exist and path is not None and not path.exists():
-        raise FileNotFoundError(f"no ledger at {display_url(url)} (file {path} does not exist)")
+    if must_exist and path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"no ledger at {display_url(url)} (file {path} does not exist)")
+        if not _holds_a_ledger(path):
+            # Opening it would write the ledger's tables into another application's
+            # database (or an empty file) from a command that only reads, then answer
+            # "nothing", as a mistyped path would.
+            raise FileNotFoundError(
+                f"no ledger at {display_url(url)} (file {path} has no costledger tables; "
+                "'costledger db upgrade' creates them)"
+            )
     opened = Ledger(url, sync=True)
     try:
         yield opened
     finally:
         opened.close()
+
+
+def _holds_a_ledger(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` has the ledger's events table (a file that is not
+    a database at all: left for the ledger to say so). Only read; not ``mode=ro``, which
+    would leave a WAL database's ``-wal`` and ``-shm`` files behind (a read-only last
+    connection cannot remove them), and not ``immutable``, which misses a schema still in
+    the WAL file."""
+    import sqlite3
+
+    from .._ledger._tables import EVENTS_TABLE
+
+    try:
+        connection = sqlite3.connect(path)
+    except sqlite3.Error:
+        return True
+    try:
+        found = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (EVENTS_TABLE,)
+        ).fetchone()
+    except sqlite3.Error:
+        return True
+    finally:
+        connection.close()
+    return found is not None
 
 
 def _shown(value: object) -> str:

@@ -390,6 +390,8 @@ def export(
     path = None if hasattr(out, "write") else Path(out)
     compressed = False
     if path is not None:
+        if path.is_dir():  # found now, not after every row went to "<dir>.part"
+            raise IsADirectoryError(f"export to {str(path)!r}: it is a directory; give a file name")
         inferred, shown, compressed = suffix_format(path.name)
         if format is None:
             if inferred is None:

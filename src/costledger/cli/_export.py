@@ -90,6 +90,8 @@ def export(
 
     if output is not None and str(output) == "-":
         output = None  # -o -: stdout, as without -o
+    if output is not None and output.is_dir():
+        raise CliError(f"--output {str(output)!r} is a directory; give a file name")
     chosen_format = _format_of(output, fmt) if output is not None else fmt or ExportFormat.csv
     if output is None and chosen_format is ExportFormat.parquet and sys.stdout.isatty():
         # binary a terminal cannot show (a pipe or a redirect takes it, as gzip does)

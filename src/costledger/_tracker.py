@@ -501,11 +501,12 @@ class Tracker:
     ) -> tuple[Guard, GuardRefusal] | None:
         """``_reserve_once`` awaiting each guard's ``areserve``."""
         call.tentative = tentative
-        admitted = dict(kept)
+        # by identity: a guard of the host's may be unhashable (a plain dataclass)
+        admitted = {id(guard): token for guard, token in kept}
         try:
             for guard in self._asking:
-                if guard in admitted:
-                    call.hold(guard, admitted[guard])
+                if admitted and id(guard) in admitted:
+                    call.hold(guard, admitted[id(guard)])
                     continue
                 areserve = getattr(guard, "areserve", None)
                 try:
@@ -564,11 +565,12 @@ class Tracker:
         asked again). ``kept``: what guards that cannot give a reservation back admitted
         at an earlier asking of this call (``_refused``), held again, not asked twice."""
         call.tentative = tentative
-        admitted = dict(kept)
+        # by identity: a guard of the host's may be unhashable (a plain dataclass)
+        admitted = {id(guard): token for guard, token in kept}
         try:
             for guard in self._asking:
-                if guard in admitted:
-                    call.hold(guard, admitted[guard])
+                if admitted and id(guard) in admitted:
+                    call.hold(guard, admitted[id(guard)])
                     continue
                 try:
                     token = guard.reserve(call, self)

@@ -470,15 +470,12 @@ def _sync_owner() -> tuple[_TaskRuns | None, int]:
     return None, 0
 
 
-def _release_unsent(run: _Run, run_id: UUID) -> None:
-    """A prompt of a sync chat ``generate`` failed: ``generate`` calls its prompts in turn
-    and ends only the failed one, so the prompts after it, never sent, are released.
-    (``BaseLLM.generate`` sends its prompts together and ends each: ``run.batched``.)"""
-    owner = run.owner
-    if owner is None or owner.ref is not None or run.batched:
-        return
-    frame_id = owner.runs.pop(run_id.int, (run_id, 0))[1]
-    if frame_id and owner.runs:
+def _release_unsent(owner: _TaskRuns, run: _Run, frame_id: int) -> None:
+    """A prompt of a sync chat ``generate`` (started by frame ``frame_id``) failed:
+    ``generate`` calls its prompts in turn and ends only the failed one, so the prompts
+    after it, never sent, are released. (``BaseLLM.generate`` sends its prompts together
+    and ends each: ``run.batched``; an async owner's runs end on their own.)"""
+    if owner.ref is None and not run.batched and owner.runs:
         _release_batch(owner, frame_id)
 
 
@@ -996,9 +993,11 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
         try:
             run = _runs.pop(run_id)
             if run is not None:
-                if run.owner is not None:
-                    _release_unsent(run, run_id)
-                    run.owner.runs.pop(run_id.int, None)
+                owner = run.owner
+                if owner is not None:
+                    started = owner.runs.pop(run_id.int, None)
+                    if started is not None:
+                        _release_unsent(owner, run, started[1])
                 cancelled = isinstance(error, _CANCELLED)
                 _end(run, kwargs.get("response"), "cancelled" if cancelled else "error", error)
         except Exception as exc:

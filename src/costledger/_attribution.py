@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from types import AsyncGeneratorType, GeneratorType, MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
+from ._errors import short_repr as _short
+
 __all__ = [
     "ATTRIBUTION_KEYS",
     "Attribution",
@@ -251,12 +253,6 @@ def _tags(value: Any, *, strict: bool) -> tuple[str, ...]:
         elif text:
             tags.append(text)
     return tuple(tags)
-
-
-def _short(value: Any) -> str:
-    from ._events import short_repr
-
-    return short_repr(value)
 
 
 def _warn(name: str, message: str) -> None:

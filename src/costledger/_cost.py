@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any, Literal
 
+from ._errors import short_repr as _shown
+
 __all__ = ["PRICING_STATUSES", "Cost", "PricingStatus", "money_text"]
 
 PricingStatus = Literal["priced", "unknown_model", "not_priced"]
@@ -173,9 +175,3 @@ def _check_amounts(amounts: tuple[Any, ...]) -> None:
             )
         if not amount.is_finite():
             raise ValueError(f"Cost {name} must be a finite amount, got {_shown(amount)}")
-
-
-def _shown(value: Any) -> str:
-    from ._events import short_repr  # the events module imports this one
-
-    return short_repr(value)

@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error message or a log line
+    (a value the host got wrong may be a megabyte of text); never raises."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__: the type is all we can say
+        if isinstance(value, int):  # past 4,300 digits, Python refuses to write an int
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            return f"<{type(value).__name__} of about {digits} digits>"
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CostLedgerError(Exception):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from ._cost import Cost
+from ._errors import short_repr
 from ._usage import Usage
 
 __all__ = [
@@ -46,19 +47,6 @@ def text_pairs(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         return {}
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for an error message or a log line
-    (a value the host got wrong may be a megabyte of text); never raises."""
-    try:
-        text = repr(value)
-    except Exception:  # a broken __repr__: the type is all we can say
-        if isinstance(value, int):  # past 4,300 digits, Python refuses to write an int
-            digits = int(value.bit_length() * math.log10(2)) + 1
-            return f"<{type(value).__name__} of about {digits} digits>"
-        text = f"<{type(value).__name__} object>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def event_text(name: str, value: Any) -> str | None:

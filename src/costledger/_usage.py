@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ._errors import UsageError
+from ._errors import short_repr as _shown
 
 __all__ = ["MAX_TOKENS", "TOKEN_FIELDS", "Usage", "UsageError", "check_count"]
 
@@ -65,12 +66,6 @@ def _too_many(field: str, value: Any) -> UsageError:
         field=field,
         value=value,
     )
-
-
-def _shown(value: Any) -> str:
-    from ._events import short_repr  # the events module imports this one
-
-    return short_repr(value)
 
 
 @dataclass(frozen=True, slots=True)

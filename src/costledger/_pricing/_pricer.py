@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from .._cost import Cost
+from .._errors import short_repr
 from .._events import UsageEvent
 from .._usage import Usage
 from ._book import BookEntry, load_price_book_entries
@@ -893,17 +894,8 @@ def _check_args(
         if not isinstance(value, wanted):
             raise TypeError(
                 f"Pricer.price: {what} must be {expected}, got {type(value).__name__} "
-                f"{_short_repr(value)}"
+                f"{short_repr(value, 200)}"
             )
-
-
-def _short_repr(value: object) -> str:
-    """``repr(value)``, cut to 200 characters (a wrong argument may be a whole response)."""
-    try:
-        text = repr(value)
-    except Exception:  # a repr that fails (an int past 4,300 digits) still names the type
-        return f"<{type(value).__name__}>"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _when(at: datetime | None) -> datetime:

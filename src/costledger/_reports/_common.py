@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
 from .._cost import money_text as _money_text
+from .._errors import short_repr
 from .._ledger._rows import FILTERS
 from .._ledger._text import clean_text
 
@@ -64,7 +65,7 @@ def open_ledger(
         )
         raise TypeError(
             f"ledger must be a costledger Ledger or a database URL, got "
-            f"{kind.__module__}.{kind.__qualname__} {_shown(ledger)}{hint}"
+            f"{kind.__module__}.{kind.__qualname__} {short_repr(ledger, 60)}{hint}"
         )
     url = resolve_url(ledger)
     path = sqlite_path(url)
@@ -109,14 +110,6 @@ def _holds_a_ledger(path: Path) -> bool:
     finally:
         connection.close()
     return found is not None
-
-
-def _shown(value: object) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a repr that fails must not hide the error being reported
-        return "(no repr)"
-    return text if len(text) <= 60 else f"{text[:56]}...{text[-1]}"
 
 
 def check_filters(filters: Filters) -> dict[str, list[str] | None]:

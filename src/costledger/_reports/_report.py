@@ -8,6 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._errors import short_repr
 from .._ledger._rows import SUMMARY_KEYS
 from ._common import (
     EXACT,
@@ -209,11 +210,6 @@ a ledger amount (38 digits) times the rate, and any sum of such products, stays 
 the reports' 120-digit arithmetic: a rate is never rounded, nor a converted amount."""
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
-
-
 def check_rate(code: object, value: object) -> tuple[str, Decimal]:
     """One exchange rate, checked: its currency code and its exact ``Decimal``.
 
@@ -222,29 +218,25 @@ def check_rate(code: object, value: object) -> tuple[str, Decimal]:
     number, not finite, not above 0, outside ``RATE_MIN``..``RATE_MAX`` or with more than
     ``RATE_DIGITS`` significant digits."""
     source = _currency_code(code, "an exchange rate's currency")
+    shown = short_repr(value, 40)
     if isinstance(value, bool) or not isinstance(value, (Decimal, str, int)):
         raise ValueError(
-            f"exchange rate for {source} must be a Decimal, a decimal string or an int, "
-            f"got {_shown(value)}"
+            f"exchange rate for {source} must be a Decimal, a decimal string or an int, got {shown}"
         )
     try:
         rate = Decimal(value.strip() if isinstance(value, str) else value)
     except ArithmeticError:
-        raise ValueError(f"exchange rate for {source} is not a number: {_shown(value)}") from None
+        raise ValueError(f"exchange rate for {source} is not a number: {shown}") from None
     if not rate.is_finite() or rate <= 0:
-        raise ValueError(
-            f"exchange rate for {source} must be a finite number above 0, got {_shown(value)}"
-        )
+        raise ValueError(f"exchange rate for {source} must be a finite number above 0, got {shown}")
     if not RATE_MIN <= rate <= RATE_MAX:
-        raise ValueError(
-            f"exchange rate for {source} must be between 1e-12 and 1e12, got {_shown(value)}"
-        )
+        raise ValueError(f"exchange rate for {source} must be between 1e-12 and 1e12, got {shown}")
     written = rate.as_tuple().digits  # as written: no context rounds them
     digits = len("".join(map(str, written)).rstrip("0"))  # trailing zeros say nothing
     if digits > RATE_DIGITS:
         raise ValueError(
             f"exchange rate for {source} has {digits} significant digits, more than "
-            f"{RATE_DIGITS}: {_shown(value)}"
+            f"{RATE_DIGITS}: {shown}"
         )
     return source, rate
 

@@ -265,3 +265,43 @@ def test_original_response_without_usage_is_ignored() -> None:
     answer = _billed_answer({"original_response": dict(OPENAI_BODY)}, "openai")
     assert answer is not None
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (1000, 500)
+
+
+def _proxy_key() -> object:
+    try:
+        from litellm.proxy._types import UserAPIKeyAuth
+    except ImportError as exc:  # the proxy's types need fastapi
+        pytest.skip(f"LiteLLM Proxy types unavailable: {exc}")
+    return UserAPIKeyAuth(team_id="search")
+
+
+@pytest.mark.usefixtures("reject_all")
+def test_proxy_request_whose_answer_a_post_call_rule_rejected_settles_with_its_price(
+    server: LocalServer, costs: CapturedCosts, guard: RecordingGuard
+) -> None:
+    """The LiteLLM Proxy's path: ``async_pre_call_hook`` reserves, the answer is billed
+    and rejected, the proxy calls ``async_post_call_failure_hook``: the reservation is
+    settled with the billed attempt (its row, at its price), not released."""
+    key = _proxy_key()
+    logger = CostLedgerLogger()
+    sentinel = Sentinel()
+    litellm.callbacks = [logger, sentinel]
+    data = {**_openai(server), "litellm_call_id": "s15-proxy"}
+
+    async def main() -> None:
+        await logger.async_pre_call_hook(key, None, data, "acompletion")
+        assert len(guard.reserved) == 1
+        with pytest.raises(litellm.APIResponseValidationError) as failure:
+            await litellm.acompletion(**data)
+        sentinel.wait()
+        await logger.async_post_call_failure_hook(
+            request_data=data, original_exception=failure.value, user_api_key_dict=key
+        )
+
+    asyncio.run(main())
+    wait_until(lambda: len(guard.settled) + len(guard.released) == 1)
+    [event] = costs.events
+    _check_billed(event, "s15-proxy", litellm.APIResponseValidationError)
+    assert event.team == "search"
+    assert [e.id for e in guard.settled] == [event.id]
+    assert guard.released == []

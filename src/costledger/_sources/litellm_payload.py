@@ -47,7 +47,7 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
-from .._errors import UsageError
+from .._errors import UsageError, short_repr
 from .._events import CallStatus
 from .._extract import price_context_of
 
@@ -402,9 +402,11 @@ def attribution_values(
         else:
             values["tags"] = tags
     if "tags" not in values:
-        tags = payload.get("request_tags")
-        if tags and _is_list(tags):
-            values["tags"] = _tags(tags)
+        request_tags = payload.get("request_tags")
+        if request_tags is not None and request_tags != "":
+            tags = _tags(request_tags, "payload 'request_tags'")
+            if tags is not None:
+                values["tags"] = tags
     return values
 
 
@@ -424,31 +426,32 @@ def _tag_text(item: Any) -> str | None:
     return None
 
 
-def _tags(value: Any) -> list[str] | None:
+def _tags(value: Any, field: str = "request metadata 'tags'") -> list[str] | None:
     """Tags as a list of strings: a string is one tag, a list (tuple, set) its strings and
     finite numbers as text. Anything else (a number, ``True``, a mapping, such an item of
-    the list, NaN) is left out, and reported once, rather than failing the call's record."""
+    the list, NaN) is left out, and reported once (naming ``field``), rather than failing
+    the call's record."""
     if isinstance(value, str):
         return [value]
     if _is_list(value) or isinstance(value, (set, frozenset)):
         kept = [text for text in map(_tag_text, value) if text is not None]
         if len(kept) != len(value):
-            _report_tags(value)
+            _report_tags(value, field)
         return kept
     if value is not None:
-        _report_tags(value)
+        _report_tags(value, field)
     return None
 
 
-def _report_tags(value: Any) -> None:
+def _report_tags(value: Any, field: str) -> None:
     try:
         from .._logging import warn_once
 
         warn_once(
-            f"litellm.tags:{type(value).__name__}",
-            "LiteLLM request metadata 'tags' must be a string or a list of strings; "
+            f"litellm.tags:{field}:{type(value).__name__}",
+            f"LiteLLM {field} must be a string or a list of strings; "
             "what is not was left out of the call's tags",
-            value=repr(value)[:120],
+            value=short_repr(value, 120),
         )
     except Exception:  # a warning must never cost the call its record
         pass

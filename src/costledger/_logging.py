@@ -122,6 +122,19 @@ def add_schema_version(
 # ---------------------------------------------------------------------------- output
 
 
+def check_output_text(text: str, who: str) -> None:
+    """Text naming where usage lines go: a keyword, or a path. Text that is no keyword and
+    has nothing of a path (no directory, no suffix: ``"stdot"``, ``"bogus"``) is a
+    ``ValueError`` naming ``who``: taken as a path, it would write a file of that name."""
+    stripped = text.strip()
+    if stripped.lower() in _KEYWORDS or "/" in stripped or os.sep in stripped or "." in stripped:
+        return
+    raise ValueError(
+        f"{who} must be 'auto', 'off', 'stdout', 'stderr', 'structlog' or a file path, got "
+        f"{text!r}; for a file without a suffix in this directory, write './{stripped}'"
+    )
+
+
 class UsageLogger:
     """Write one ``costledger.usage/1`` JSON line per ``UsageEvent`` to one output.
 
@@ -154,8 +167,10 @@ class UsageLogger:
             if env is not None and env.strip():
                 output, from_env = env.strip(), True
         try:
+            if isinstance(output, str):
+                check_output_text(output, ENV_VAR if from_env else "UsageLogger output")
             self._configure(output)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             if not from_env:
                 raise
             # A bad COSTLEDGER_LOG must not stop the application from starting.

@@ -36,6 +36,7 @@ __all__ = [
     "RateTier",
     "billed_rate",
     "clean_rate",
+    "context_label",
 ]
 
 MTOK = 1_000_000
@@ -373,11 +374,25 @@ def _per_token(r: RateCard | RateTier) -> tuple[Decimal, ...]:
     )
 
 
-def with_variant(card: RateCard, items: Iterable[tuple[str, str]]) -> RateCard:
+def with_variant(
+    card: RateCard,
+    items: Iterable[tuple[str, str]],
+    early: Iterable[tuple[Iterable[tuple[str, str]], str]] = (),
+) -> RateCard:
     """``card`` with the price context entries that selected it named in its source
-    (``genai-prices 0.2.5 [service_tier=flex]``); as it is when there are none."""
-    used = sorted(items)
-    if not used:
+    (``genai-prices 0.2.5 [service_tier=flex]``); as it is when there are none.
+
+    ``early``: entries whose variant the price data dates after the call, each group with
+    what priced it instead (``[processing=batch at its price listed from 2026-10-14]``),
+    after the rest, a semicolon between groups."""
+    labels = [context_label(items)]
+    labels += [f"{context_label(entries)} {note}" for entries, note in early]
+    label = "; ".join(text for text in labels if text)
+    if not label:
         return card
-    label = ", ".join(f"{key}={value}" for key, value in used)
     return replace(card, source=f"{card.source} [{label}]")
+
+
+def context_label(items: Iterable[tuple[str, str]]) -> str:
+    """Price context entries as a source and a warning name them: ``processing=batch``."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(items))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from genai_prices.data_snapshot import DataSnapshot
     from genai_prices.types import ModelInfo, ModelPrice, Provider
 
-__all__ = ["GenaiPrices", "TimedCards"]
+__all__ = ["EarlyVariant", "GenaiPrices", "TimedCards", "early_note"]
 
 _UTC = timezone.utc
 _MAX_BUCKETS = 512
@@ -111,7 +111,11 @@ class GenaiPrices:
         return TimedCards(match.model, build)
 
     def variant(
-        self, match: Match, context: Mapping[str, str], finish: Callable[[RateCard], RateCard]
+        self,
+        match: Match,
+        context: Mapping[str, str],
+        finish: Callable[[RateCard], RateCard],
+        on_early: Callable[[EarlyVariant], None] | None = None,
     ) -> TimedCards | None:
         """Cards of the model's price variants that ``context`` selects (its service tier,
         speed, batch processing), following their start dates; ``None`` when no variant
@@ -121,7 +125,12 @@ class GenaiPrices:
         the one asked for (an Azure deployment priced as OpenAI's model, Vertex as
         Anthropic's) takes the standard price, since the variants are that other
         provider's. ``cost.source`` names the variants that changed a price, never the
-        rest of the context (a caller's value there is not repeated into every row)."""
+        rest of the context (a caller's value there is not repeated into every row).
+
+        A call dated before a selected variant's first date (genai-prices dates its
+        tiers from the day it verified them, not from when the provider began to charge
+        them) is priced as ``_before_first`` says, and ``on_early`` is told, once per
+        UTC day the cards are built for."""
         if not any(model is match.model for model in match.provider.models):
             return None
         chosen = [
@@ -132,21 +141,146 @@ class GenaiPrices:
         ]
         if not chosen:
             return None
+        from genai_prices.types import StartDateConstraint
+
+        dated = [v for v in chosen if isinstance(v.constraint, StartDateConstraint)]
         source = self.source
 
         def build(at: datetime) -> RateCard | None:
             card = compile_price(match.model.get_prices(at, dict(context)), match, source)
             if card is None:
                 return None
-            active = {
-                item
-                for variant in chosen
-                if variant.constraint is None or variant.constraint.active(at)
-                for item in variant.when.items()
-            }
-            return with_variant(finish(card), active)
+            active = _active_items(chosen, at)
+            firsts = _not_yet_listed(dated, active, at) if dated else None
+            if not firsts:
+                return with_variant(finish(card), active)
+            return _before_first(match, chosen, finish, card, at, firsts, on_early, source)
 
         return TimedCards(match.model, build, (variant.constraint for variant in chosen))
+
+
+Listed = tuple[tuple[tuple[str, str], ...], date]
+"""Price context entries, and the date the price data lists their variant from."""
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyVariant:
+    """A call priced before the first date the price data gives a variant it selects."""
+
+    listed: tuple[Listed, ...]  # the entries not listed yet at the call's time, by date
+    at: datetime  # the call's time (UTC)
+    carried: bool  # priced at the variants' first listed prices (else at the standard price)
+    card: RateCard  # what prices the call
+    standard: RateCard  # the standard card at the call's time
+    source: str  # the price data (``genai-prices 0.2.5``)
+
+
+def _active_items(chosen: Iterable[Any], at: datetime) -> set[tuple[str, str]]:
+    return {
+        item
+        for variant in chosen
+        if variant.constraint is None or variant.constraint.active(at)
+        for item in variant.when.items()
+    }
+
+
+def _not_yet_listed(
+    dated: list[Any], active: set[tuple[str, str]], at: datetime
+) -> dict[tuple[str, str], date]:
+    """Each context entry that only variants dated after ``at`` select (none active at
+    ``at`` does), with the earliest start date of those variants."""
+    firsts: dict[tuple[str, str], date] = {}
+    for variant in dated:
+        start: date = variant.constraint.start_date
+        if variant.constraint.active(at):
+            continue
+        for item in variant.when.items():
+            if item not in active and (item not in firsts or start < firsts[item]):
+                firsts[item] = start
+    return firsts
+
+
+def _before_first(
+    match: Match,
+    chosen: list[Any],
+    finish: Callable[[RateCard], RateCard],
+    card: RateCard,
+    at: datetime,
+    firsts: dict[tuple[str, str], date],
+    on_early: Callable[[EarlyVariant], None] | None,
+    source: str,
+) -> RateCard | None:
+    """The card of a call dated before the first date the price data gives a variant it
+    selects (``firsts``), where genai-prices gives the standard price silently ("tier
+    history before this verification is not modeled": OpenAI's batch rates are dated
+    2026-10-14, though OpenAI has halved batch prices since 2024).
+
+    A call that says it ran in a batch, or at a tier, did: the variant's first listed
+    price is the best the data knows, and prices the call when the model's standard price
+    at the call's time is the one in force on that first date (the variant belongs to the
+    same price list). When the standard price changed in between (o3's cut of
+    2025-06-10, the end of claude-sonnet-4-6's long-context tier on 2026-03-13), the
+    variant's later rates would mix two price lists, so the call keeps the standard price.
+    Either way ``cost.source`` says which, and ``on_early`` is told."""
+    model = match.model
+    by_date: dict[date, list[tuple[str, str]]] = {}
+    for item, first in sorted(firsts.items()):
+        by_date.setdefault(first, []).append(item)
+    listed = tuple((tuple(items), first) for first, items in sorted(by_date.items()))
+    standard = compile_price(model.get_prices(at), match, source)
+    carried = standard is not None and all(
+        compile_price(model.get_prices(_same_time(first, at)), match, source) == standard
+        for first in by_date
+    )
+    notes = [(items, early_note(first, carried)) for items, first in listed]
+    if carried:
+        card = compile_price(_first_prices(model, chosen, at, firsts), match, source) or card
+    priced = with_variant(finish(card), _active_items(chosen, at), notes)
+    if on_early is not None:
+        on_early(EarlyVariant(listed, at, carried, priced, finish(standard or card), source))
+    return priced
+
+
+def early_note(first: date, carried: bool) -> str:
+    """What ``cost.source`` says after the entries of a variant dated from ``first``, for
+    a call before it: priced at that first listed price, or at the standard price."""
+    if carried:
+        return f"at its price listed from {first.isoformat()}"
+    return f"not listed before {first.isoformat()}: standard price"
+
+
+def _same_time(day: date, at: datetime) -> datetime:
+    """``at``'s UTC time of day on ``day`` (a time-of-day price stays the one of ``at``)."""
+    return datetime.combine(day, at.astimezone(_UTC).time(), tzinfo=_UTC)
+
+
+def _first_prices(
+    model: ModelInfo, chosen: list[Any], at: datetime, firsts: Mapping[tuple[str, str], date]
+) -> ModelPrice:
+    """The model's price at ``at`` with the variants active then and, for each entry of
+    ``firsts``, the variants that start on its first date: resolved as genai-prices'
+    ``get_prices`` resolves them (first to last, each price from the first variant that
+    sets it)."""
+    from copy import copy
+
+    overrides: dict[str, Any] = {}
+    for variant in chosen:
+        constraint = variant.constraint
+        if not (
+            constraint is None
+            or constraint.active(at)
+            or any(
+                firsts.get(item) == getattr(constraint, "start_date", None)
+                for item in variant.when.items()
+            )
+        ):
+            continue
+        for key, price in vars(variant.prices).items():
+            if price is not None:
+                overrides.setdefault(key, price)
+    prices = copy(model.get_prices(at))
+    vars(prices).update(overrides)
+    return prices
 
 
 class TimedCards:

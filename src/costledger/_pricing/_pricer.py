@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import partial
 from typing import Any, ClassVar
 
 from .._cost import Cost
@@ -33,8 +34,8 @@ from .._errors import short_repr
 from .._events import UsageEvent
 from .._usage import Usage
 from ._book import BookEntry, load_price_book_entries
-from ._card import RateCard, RateTier, with_variant
-from ._genai import GenaiPrices, Match, TimedCards
+from ._card import RateCard, RateTier, context_label, with_variant
+from ._genai import EarlyVariant, GenaiPrices, Match, TimedCards, early_note
 from ._litellm import LiteLLMPrices, variant_entry
 from ._names import (
     GENAI_PROVIDER,
@@ -299,7 +300,9 @@ class Pricer:
                     if variant is not None:
                         variant = finish(variant)
                 elif match is not None and match.model.price_variants and self._genai is not None:
-                    variant = self._genai.variant(match, dict(key), finish)
+                    variant = self._genai.variant(
+                        match, dict(key), finish, partial(_warn_early_variant, resolved.name)
+                    )
                 elif match is None and entry is not None and self._litellm is not None:
                     variant = self._litellm_variant(entry, dict(key), finish)
                 if len(resolved.variants) >= 64:
@@ -840,6 +843,54 @@ def _warn_no_variant(resolved: _Resolved, key: tuple[tuple[str, str], ...]) -> N
         f"the price context {context}; the call is priced at the standard price (the price "
         "data does not list that variant: add it to a price book entry's variants if the "
         "provider charges it differently)",
+        model=name.full,
+        provider=name.provider,
+    )
+
+
+def _warn_early_variant(name: ModelName, early: EarlyVariant) -> None:
+    """Once per model, provider, context entries and outcome: a call dated before the
+    first date the price data gives its variant, and what priced it instead (see
+    ``_genai._before_first``)."""
+    from .._logging import warn_once
+
+    model = f"{name.full!r}{_provider_note(name.provider)}"
+    day = early.at.date().isoformat()
+    card, standard = early.card, early.standard
+    listed = " and ".join(
+        f"its {context_label(items)} price from {first.isoformat()}"
+        for items, first in early.listed
+    )
+    context = context_label(item for items, _ in early.listed for item in items)
+    rates = f"${_rate(card.input)} / ${_rate(card.output)} per MTok in / out"
+    label = "; ".join(
+        f"{context_label(items)} {early_note(first, early.carried)}"
+        for items, first in early.listed
+    )
+    tail = (
+        f"cost.source says so ('{label}'). "
+        "Give the model a price book entry with variants to price such calls otherwise "
+        "(docs/pricing.md, Service tiers, speed and batch)"
+    )
+    if early.carried:
+        message = (
+            f"{early.source} lists {listed} only, for model {model} (it does not model "
+            f"that tier's earlier prices): a call of {day} is priced at that first listed "
+            f"price ({rates}, where the standard price is ${_rate(standard.input)} / "
+            f"${_rate(standard.output)}), as is every such call before that date while "
+            f"the model's standard price is the one listed then; {tail}"
+        )
+    else:
+        message = (
+            f"{early.source} lists {listed} only, for model {model}, and the model's "
+            f"standard price on {day} is not the one in force then: a call of {day} is "
+            f"priced at the standard price ({rates}), which a {context} call was probably "
+            f"not charged; {tail}"
+        )
+    outcome = "first_price" if early.carried else "standard"
+    warn_once(
+        f"pricer.early_variant:{outcome}:{name.provider}:{name.full.lower()}:{context}",
+        message,
         model=name.full,
         provider=name.provider,
     )

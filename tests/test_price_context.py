@@ -108,10 +108,14 @@ def test_a_variant_prices_every_part_cached_tokens_too() -> None:
     assert cost.total == Decimal("0.014")
 
 
-def test_before_its_start_date_a_variant_is_the_standard_price() -> None:
+def test_before_its_start_date_a_variant_is_its_first_listed_price_and_says_so() -> None:
+    # the standard price of 2026-01-01 is the one listed beside the tier's first price
+    # (2026-10-12): the same price list, so the tier's first price is the best known one
     early = datetime(2026, 1, 1, tzinfo=UTC)
     cost = Pricer().price("gpt-5", USAGE, at=early, price_context={"service_tier": "priority"})
-    assert cost.total == Decimal("0.0325")
+    assert cost.total == Decimal("0.065")
+    assert cost.source is not None
+    assert cost.source.endswith(" [service_tier=priority at its price listed from 2026-10-12]")
 
 
 def test_a_price_book_entry_is_its_own_price_whatever_the_tier() -> None:

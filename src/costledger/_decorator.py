@@ -27,9 +27,16 @@ from typing import Any, Final, TypeVar, overload
 from ._attribution import EMPTY, Attribution, check_attribution_keywords, current_attribution
 from ._events import CallStatus, event_text, short_repr
 from ._extract import read_response
-from ._redact import redact_url
 from ._streams import StreamUsage, ends_stream
-from ._tracker import Call, Tracker, _report, before_exit, defer_nowait, get_tracker
+from ._tracker import (
+    Call,
+    Tracker,
+    _report,
+    before_exit,
+    check_tracker,
+    defer_nowait,
+    get_tracker,
+)
 from ._usage import Usage
 
 __all__ = ["track_cost"]
@@ -392,15 +399,7 @@ def _checked_arguments(
             f"got {type(func).__name__} {short_repr(func)} (use keywords: model=..., tracker=...)"
         )
     check_attribution_keywords("track_cost", static_attribution, _PARAMETERS)
-    if tracker is not None and not isinstance(tracker, Tracker):
-        shown = redact_url(tracker) if isinstance(tracker, str) else tracker
-        hint = (
-            " (for a ledger URL: tracker=Tracker(Ledger(url)))" if isinstance(tracker, str) else ""
-        )
-        raise TypeError(
-            "track_cost() tracker must be a costledger Tracker or None, got "
-            f"{type(tracker).__name__} {short_repr(shown)}{hint}"
-        )
+    check_tracker("track_cost()", tracker)
     for name, value in (("usage", usage), ("attribution", attribution)):
         if value is not None and not callable(value):
             raise TypeError(

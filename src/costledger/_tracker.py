@@ -8,6 +8,8 @@ pricing, guards, logging and storage happen here, once.
 from __future__ import annotations
 
 import atexit
+import difflib
+import inspect
 import logging
 import math
 import os
@@ -45,7 +47,7 @@ from ._events import (
     text_pairs,
 )
 from ._mp import when_mp_child
-from ._redact import redact, redact_text
+from ._redact import redact, redact_text, redact_url
 from ._usage import Usage
 
 if TYPE_CHECKING:
@@ -1039,6 +1041,11 @@ class Tracker:
         latency_ms: float | None = None,
         call_id: str | None = None,
         attribution: Attribution | Mapping[str, Any] | None = None,
+        user: object = None,
+        team: object = None,
+        project: object = None,
+        feature: object = None,
+        tags: Iterable[object] | str | bytes | None = None,
         started_at: datetime | None = None,
         defer: Literal[False] = False,
         **fields: Any,
@@ -1059,6 +1066,11 @@ class Tracker:
         latency_ms: float | None = None,
         call_id: str | None = None,
         attribution: Attribution | Mapping[str, Any] | None = None,
+        user: object = None,
+        team: object = None,
+        project: object = None,
+        feature: object = None,
+        tags: Iterable[object] | str | bytes | None = None,
         started_at: datetime | None = None,
         defer: bool,
         **fields: Any,
@@ -1078,6 +1090,11 @@ class Tracker:
         latency_ms: float | None = None,
         call_id: str | None = None,
         attribution: Attribution | Mapping[str, Any] | None = None,
+        user: object = None,
+        team: object = None,
+        project: object = None,
+        feature: object = None,
+        tags: Iterable[object] | str | bytes | None = None,
         started_at: datetime | None = None,
         defer: bool = False,
         **fields: Any,
@@ -1089,7 +1106,12 @@ class Tracker:
         ``latency_ms`` (a number) is stored as given.
         Guards are settled too, so spend recorded this way counts against budgets.
         ``fields`` are ``finish``'s other keywords (``request_id``, ``metadata``,
-        ``price_context``, ...).
+        ``price_context``, ...); any other keyword is a ``TypeError`` naming it.
+
+        ``user``, ``team``, ``project``, ``feature`` and ``tags`` attribute the call, as
+        ``Tracker()`` and ``track_cost()`` take them; they win over ``attribution=``'s
+        values of those names (tags are added to its), which win over the
+        ``costledger.attribute`` scopes and the tracker's defaults.
 
         Returns the event; on a tracking failure (logged, never raised), the event with
         what could be kept. A field given a value it cannot hold (``status=["error"]``) is
@@ -1100,6 +1122,8 @@ class Tracker:
         background worker and ``None`` is returned (a durable ledger: priced and stored
         here, the event returned; the guards' settle and the rest on the worker).
         """
+        if fields and not fields.keys() <= _RECORD_FIELDS:
+            _unknown_record_keyword(fields)
         # The host's values, checked before they are used: one that cannot be is left out
         # with a warning and a note (noted on the call once it is made), never raised.
         dropped: list[tuple[str, Any, str, str]] = []
@@ -1122,7 +1146,9 @@ class Tracker:
                 if provider is None or provider.__class__ is str
                 else _as_text("provider", provider)
             ),
-            attribution=self._attribution_for(attribution),
+            attribution=self._attribution_for(attribution).merge(
+                _named_attribution(user, team, project, feature, tags)
+            ),
             started_at=started_at,
             started=time.perf_counter() - lag / 1000.0,
         )
@@ -1158,6 +1184,39 @@ class Tracker:
 
 
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+# The keywords ``record`` hands on to ``finish`` (its ``**fields``): finish's own, read from
+# its signature so that one added there is taken here too.
+_RECORD_FIELDS = frozenset(inspect.signature(Tracker.finish).parameters) - {"self", "call"}
+
+
+def _named_attribution(
+    user: object, team: object, project: object, feature: object, tags: object
+) -> Attribution:
+    """``record``'s attribution keywords, read as ``attribution=``'s values are: one that
+    cannot be read is left out with a warning, never raised into the host."""
+    if user is None and team is None and project is None and feature is None and tags is None:
+        return EMPTY_ATTRIBUTION
+    return Attribution.from_mapping(
+        {"user": user, "team": team, "project": project, "feature": feature, "tags": tags}
+    )
+
+
+def _unknown_record_keyword(fields: Mapping[str, Any]) -> None:
+    """``TypeError`` naming ``Tracker.record`` and a keyword it does not take. Python's own
+    would name ``Tracker.finish()``, which ``record`` hands its other keywords to and the
+    caller never called."""
+    key = next(name for name in fields if name not in _RECORD_FIELDS)
+    parameters = inspect.signature(Tracker.record).parameters.values()
+    known = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY] + sorted(_RECORD_FIELDS)
+    close = difflib.get_close_matches(key, known, n=1)
+    advice = (
+        f"did you mean {close[0]!r}?"
+        if close
+        else f"to store it with the call: metadata={{{key!r}: ...}}"
+    )
+    raise TypeError(f"Tracker.record() got an unexpected keyword argument {key!r} ({advice})")
+
 
 _TRACKER_PARAMETERS = ("ledger", "pricer", "guards", "logger", "log", "guard_store", "alerts")
 
@@ -1298,20 +1357,12 @@ def _checked_alerts(alerts: Any) -> tuple[Callable[[Any], Any], ...]:
 
 def _check_log(log: Any) -> None:
     """``Tracker``'s ``log``: a keyword, a path or a text stream, checked here because the
-    logger is made on first use, where a mistake would only be a warning. Text that is no
-    keyword and has nothing of a path (no directory, no suffix: ``"stdot"``, ``"bogus"``)
-    is a ``ValueError``: taken as a path, it would write a file of that name."""
+    logger is made on first use, where a mistake would only be a warning."""
     if isinstance(log, str):
-        from ._logging import _KEYWORDS
+        from ._logging import check_output_text
 
-        text = log.strip()
-        if text.lower() in _KEYWORDS or "/" in text or os.sep in text or "." in text:
-            return
-        raise ValueError(
-            f"Tracker log must be 'auto', 'off', 'stdout', 'stderr', 'structlog' or a file "
-            f"path, got {log!r}; for a file without a suffix in this directory, write "
-            f"'./{text}'"
-        )
+        check_output_text(log, "Tracker log")
+        return
     if isinstance(log, os.PathLike) or callable(getattr(log, "write", None)):
         return
     raise TypeError(
@@ -2062,6 +2113,33 @@ def get_tracker() -> Tracker:
             if _default is None:
                 _default = Tracker()
     return _default
+
+
+def check_tracker(entry: str, tracker: object) -> Tracker | None:
+    """``tracker`` as an entry point (``entry``: ``"track_cost()"``,
+    ``"CostLedgerCallbackHandler()"``, ...) takes it: a ``Tracker``, or ``None`` for the
+    process default. Anything else is a ``TypeError`` naming the entry point and the
+    value, raised where the entry point is built: taken as given, every call through it
+    would fail to be recorded (and run no guard) with only a rate-limited warning."""
+    if tracker is None or isinstance(tracker, Tracker):
+        return tracker
+    # a ledger URL's password must not reach the message (nor a log line quoting it)
+    shown = redact_url(tracker) if isinstance(tracker, str) else tracker
+    raise TypeError(
+        f"{entry} tracker must be a costledger Tracker or None, got "
+        f"{type(tracker).__name__} {short_repr(shown)}{_tracker_hint(tracker)}"
+    )
+
+
+def _tracker_hint(value: object) -> str:
+    """How to make a Tracker of what was given instead, for the likely slips."""
+    if _is_url(value):  # Tracker(), report() and the CLI take a URL, so this one is natural
+        return " (for a ledger URL: tracker=Tracker(Ledger(url)))"
+    if isinstance(value, type) and issubclass(value, Tracker):
+        return " (an instance: tracker=Tracker(...))"
+    if not isinstance(value, type) and callable(getattr(value, "record", None)):
+        return " (for a ledger: tracker=Tracker(ledger))"
+    return ""
 
 
 def configure(

@@ -28,7 +28,7 @@ from tenacity.retry import retry_base
 from tenacity.wait import wait_base
 
 from .._redact import redact_url
-from .._tracker import Tracker
+from .._tracker import Tracker, check_tracker
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -325,6 +325,8 @@ class Client(_Base):
         include_usage: bool = True,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # named as the host wrote it, not as the transport made of it
+        check_tracker("Client()", tracker)
         super().__init__(base_url, api_key, max_retries=max_retries, retry=retry, wait=wait)
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -460,6 +462,8 @@ class AsyncClient(_Base):
         include_usage: bool = True,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # named as the host wrote it, not as the transport made of it
+        check_tracker("AsyncClient()", tracker)
         super().__init__(base_url, api_key, max_retries=max_retries, retry=retry, wait=wait)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,

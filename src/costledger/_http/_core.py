@@ -25,7 +25,15 @@ from typing import Any, ClassVar, Literal
 from .._decorator import _in_gc
 from .._errors import GuardRefusal
 from .._events import CallStatus
-from .._tracker import Call, Tracker, _read_response, _report, defer_nowait, get_tracker
+from .._tracker import (
+    Call,
+    Tracker,
+    _read_response,
+    _report,
+    check_tracker,
+    defer_nowait,
+    get_tracker,
+)
 from ._decode import ContentDecodingError, UnsupportedEncoding, make_decoder
 from ._errors import without_secret
 from ._request import (
@@ -583,7 +591,7 @@ class _TrackingBase:
         provider: str | None,
     ) -> None:
         self.transport = transport
-        self.tracker = tracker
+        self.tracker = check_tracker(f"{type(self).__name__}()", tracker)
         self.include_usage = include_usage
         self.provider = provider
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import operator
 import sys
 import threading
 import weakref
@@ -36,10 +37,11 @@ from langchain_core.tracers.context import register_configure_hook
 
 from costledger import GuardRefusal, Tracker, Usage, UsageEvent, attribute, get_tracker
 from costledger._attribution import _tags, check_attribution_keywords
+from costledger._errors import short_repr
 from costledger._extract import LANGCHAIN_STAND_IN_IDS, price_context_of
 from costledger._streams import add_usage as _add_usage
 from costledger._streams import is_cumulative as _is_cumulative
-from costledger._tracker import defer, drain_deferred
+from costledger._tracker import check_tracker, defer, drain_deferred
 
 if TYPE_CHECKING:
     from types import CodeType, FrameType
@@ -615,8 +617,8 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
     run_inline = True
 
     def __init__(self, tracker: Tracker | None = None, *, max_events: int | None = 0) -> None:
-        self._tracker = tracker
-        self.totals = CostTotals(max_events=max_events)
+        self._tracker = check_tracker("CostLedgerCallbackHandler()", tracker)
+        self.totals = CostTotals(max_events=_checked_max_events(max_events))
         self._sinks: tuple[CostTotals, ...] = (self.totals,)
 
     @property
@@ -1324,6 +1326,30 @@ def _max_output_tokens(params: Mapping[str, Any], metadata: Mapping[str, Any]) -
     return None
 
 
+def _checked_max_events(value: Any) -> int | None:
+    """``max_events`` as the handler takes it: ``None`` (keep every event) or a count of
+    at least 0 (an int, or an integer type such as numpy's, by ``__index__``). A bool is
+    refused though Python counts it as an int: ``True`` would keep one event, surely not
+    what was meant."""
+    if value is None:
+        return None
+    expected = "CostLedgerCallbackHandler() max_events must be an int >= 0 or None"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{expected}, got {type(value).__name__} {short_repr(value)}") from None
+    if count < 0:
+        raise ValueError(f"{expected}, got {short_repr(value)}")
+    if count > sys.maxsize:  # the deque would raise OverflowError, naming nothing
+        raise ValueError(
+            "CostLedgerCallbackHandler() max_events must be at most sys.maxsize "
+            f"({sys.maxsize}), got {short_repr(value)}"
+        )
+    return count
+
+
 def _report(where: str, exc: BaseException, **context: Any) -> None:
     try:
         from costledger._logging import report_failure
@@ -1368,6 +1394,7 @@ def tracking(
     own total and feed the outer ones too.
     """
     check_attribution_keywords("tracking", metadata, ("tracker",))
+    check_tracker("tracking()", tracker)  # named as written, not as the handler it makes
     outer = _tracking_handler.get()
     if tracker is None and outer is not None:
         tracker = outer._tracker

@@ -33,7 +33,9 @@ when LiteLLM raises, the proxy's ``async_post_call_failure_hook``.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
+import inspect
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
@@ -69,6 +71,7 @@ from costledger._sources.litellm_payload import (
     reported_cost,
     without_route,
 )
+from costledger._tracker import check_tracker
 
 if TYPE_CHECKING:
     from costledger._events import CallStatus
@@ -407,6 +410,35 @@ class _Scopes:
 
 _scopes: Final = _Scopes()
 
+# What ``CustomLogger.__init__`` takes by name (``turn_off_message_logging``, ...): it
+# swallows any other keyword, so a slip such as ``traker=t`` would leave the logger on the
+# default tracker without a word. Read from its signature, to follow LiteLLM's versions.
+_CUSTOM_LOGGER_KEYWORDS: Final = tuple(
+    name
+    for name, parameter in inspect.signature(CustomLogger.__init__).parameters.items()
+    if name != "self"
+    and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+)
+
+
+def _check_logger_keywords(kwargs: Mapping[str, Any]) -> None:
+    """``TypeError`` naming the keywords of ``CostLedgerLogger(...)`` that neither it nor
+    LiteLLM's ``CustomLogger`` takes, with the name likely meant."""
+    unknown = [name for name in kwargs if name not in _CUSTOM_LOGGER_KEYWORDS]
+    if not unknown:
+        return
+    known = ("tracker", *_CUSTOM_LOGGER_KEYWORDS)
+    named = ", ".join(_with_likely_name(name, known) for name in unknown)
+    raise TypeError(
+        f"CostLedgerLogger() got unexpected keyword argument{'s' if len(unknown) > 1 else ''} "
+        f"{named}; it takes {', '.join(known)}"
+    )
+
+
+def _with_likely_name(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+
 
 class CostLedgerLogger(CustomLogger):
     """Record the exact cost of every LiteLLM call in costledger's ledger.
@@ -433,8 +465,9 @@ class CostLedgerLogger(CustomLogger):
     """
 
     def __init__(self, tracker: Tracker | None = None, **kwargs: Any) -> None:
+        _check_logger_keywords(kwargs)
+        self._tracker = check_tracker("CostLedgerLogger()", tracker)
         super().__init__(**kwargs)
-        self._tracker = tracker
 
     @property
     def tracker(self) -> Tracker:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._cost import money_text as _money_text
 from .._errors import short_repr
+from .._events import EVENT_SOURCES
 from .._ledger._rows import FILTERS
 from .._ledger._text import clean_text
 
@@ -134,9 +135,24 @@ def check_filters(filters: Filters) -> dict[str, list[str] | None]:
             raise ValueError(
                 f"filter {name!r} must be a non-empty string or list of them, got {value!r}"
             )
+        allowed = _CLOSED_FILTERS.get(name)
+        if allowed is not None:
+            # a closed set: a misspelt value ("eror") is a mistake, not "no calls match"
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise ValueError(
+                    f"filter {name!r} must be one of {', '.join(allowed)}, got "
+                    f"{short_repr(unknown[0], 60)}"
+                )
         # as the ledger stored them: without NUL, a lone surrogate as U+FFFD
         out[name] = [clean_text(v) for v in values]
     return out
+
+
+_CLOSED_FILTERS: dict[str, tuple[str, ...]] = {
+    "status": ("ok", "error", "cancelled"),
+    "source": EVENT_SOURCES,
+}
 
 
 def canonical(value: Decimal) -> Decimal:

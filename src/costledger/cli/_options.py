@@ -91,13 +91,26 @@ def _check_range(since: str | None, until: str | None) -> None:
         ) from None
 
 
-def _check_filter(values: list[str] | None) -> list[str] | None:
-    """An empty value (``--team ""``, ``--tag ,``: an unset shell variable, say) would
-    otherwise be dropped, and the command would silently read every call."""
-    if values and _split(values) is None:
-        given = ", ".join(repr(v) for v in values)
-        raise typer.BadParameter(f"needs a non-empty value, got {given}")
-    return values
+def _filter_checker(name: str) -> Callable[[list[str] | None], list[str] | None]:
+    def check(values: list[str] | None) -> list[str] | None:
+        """An empty value (``--team ""``, ``--tag ,``: an unset shell variable, say) would
+        otherwise be dropped, and the command would silently read every call; a value
+        outside a closed set (``--status eror``) would match nothing."""
+        if not values:
+            return values
+        split = _split(values)
+        if split is None:
+            given = ", ".join(repr(v) for v in values)
+            raise typer.BadParameter(f"needs a non-empty value, got {given}")
+        from .._reports._common import check_filters
+
+        try:
+            check_filters({name: split})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return values
+
+    return check
 
 
 def _filter_option(name: str, what: str) -> Any:
@@ -106,7 +119,7 @@ def _filter_option(name: str, what: str) -> Any:
         typer.Option(
             f"--{name}",
             help=f"Only calls of this {what} (repeat, or separate with commas, for several).",
-            callback=_check_filter,
+            callback=_filter_checker(name),
             show_default=False,
         ),
     ]

@@ -8,7 +8,8 @@ Two rules, applied recursively to strings, bytes, mappings, sequences and sets:
   it carries nothing);
 * inside every string, known key shapes (``sk-...``, ``sk-ant-...``, ``AIza...``,
   ``AKIA...``, ``Bearer ...``, ``password=...``, a long key-like value after
-  ``...key=``) are replaced by ``"[REDACTED]"`` and the rest of the text is kept.
+  ``...key=``, the password of a ``scheme://user:password@host`` URL) are replaced by
+  ``"[REDACTED]"`` and the rest of the text is kept.
 
 Most strings hold no secret, so a single precompiled regex of candidate
 substrings is tried first and a string without any is returned as is.
@@ -17,13 +18,16 @@ substrings is tried first and a string without any is returned as is.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 __all__ = [
+    "PERCENT_ENCODE_HINT",
     "REDACTED",
+    "explain_unparsable_url",
     "is_secret_key",
+    "mask_userinfo",
     "redact",
     "redact_processor",
     "redact_text",
@@ -38,7 +42,8 @@ _MAX_DEPTH = 32
 _TOO_DEEP = "[REDACTED: nested too deeply]"
 
 # Cheap first test, on the lowercased text: every secret pattern below contains one of
-# these, so a text without any is clean. False hits only cost the full pass.
+# these, so a text without any is clean. False hits only cost the full pass. (A URL's
+# password has a test of its own: "://" in the text.)
 _CANDIDATE = re.compile(
     r"sk-|aiza|akia|asia|bearer|key|token|secret|passw|auth|credential|cookie|"
     r"hf_|gsk_|xai-|gh[pousr]_|github_pat_|-----begin"
@@ -82,6 +87,17 @@ _PAIRS = re.compile(
     r"[\"']?[ \t]*[:=][ \t]*[\"']?(?=(?P<value>[^\s\"',;&]+))"
 )
 
+# "scheme://user:password@host" in text, user and host kept. The password runs to the last
+# "@" before the path (an unencoded "@" in it is still the password's); with no "@" there,
+# it held an unencoded "/", "?" or "#", and runs to the URL's last "@", unless that "user:"
+# was a host and a port before a path ("https://registry:443/@scope/pkg"). Bounded: a long
+# run of "://a:" without an "@" must not cost quadratic time. The literal "://" first lets
+# re skip to the candidates.
+_URL_PASSWORD = re.compile(
+    r"(?P<user>://[^\s:/?#@\"'<>]*:)"
+    r"(?:[^\s\"'<>/?#]{1,512}@|(?!\d*(?:[/?#\s\"'<>]|$))[^\s\"'<>]{1,512}@)"
+)
+
 _KEY_LIKE = re.compile(r"[A-Za-z0-9_\-+/=.]{20,}")
 _HAS_DIGIT = re.compile(r"\d")
 _HAS_LETTER = re.compile(r"[A-Za-z]")
@@ -95,6 +111,10 @@ def _replace_shape(match: re.Match[str]) -> str:
     if name is not None:
         return f"{name} {REDACTED}"
     return REDACTED
+
+
+def _replace_url_password(match: re.Match[str]) -> str:
+    return f"{match.group('user')}{REDACTED}@"
 
 
 def _is_secret_pair(name: str, value: str) -> bool:
@@ -145,11 +165,12 @@ def redact_text(text: object) -> str:
         text = str(text)
     if text in _clean_texts:
         return text
-    # The cheap test first; lower() costs far less than a case-insensitive regex.
-    if _CANDIDATE.search(text.lower()) is None:
-        result = text
-    else:
-        result = _SHAPES.sub(_replace_shape, text)
+    result = text
+    # The cheap tests first; lower() costs far less than a case-insensitive regex.
+    if "://" in text:
+        result = _URL_PASSWORD.sub(_replace_url_password, result)
+    if _CANDIDATE.search(text.lower()) is not None:
+        result = _SHAPES.sub(_replace_shape, result)
         if "=" in result or ":" in result:
             result = _redact_pairs(result)
     if result == text and len(text) <= _CLEAN_CACHE_MAX_LEN:
@@ -284,7 +305,11 @@ _SECRET_QUERY_KEYS = frozenset(
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``: the one in the userinfo and the
     value of a query parameter that carries a secret (``?password=...``, ``token``, ...;
-    the key in any case). Only those pieces change, the rest of the text stays as given."""
+    the key in any case). Only those pieces change, the rest of the text stays as given.
+
+    A password holding an unencoded ``/``, ``?`` or ``#`` ends the URL's host part early
+    (``redis://:Ab/cd@host``): when what is left there cannot be a host and port and an
+    ``@`` follows, everything from ``user:`` to the last ``@`` is masked."""
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -296,11 +321,63 @@ def redact_url(url: str) -> str:
         user = parts.username or ""
         host = parts.netloc.rsplit("@", 1)[-1]
         shown = shown.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
+    elif _cut_password(parts.netloc, url):
+        shown = mask_userinfo(url)
+        parts = urlsplit(shown)
     if parts.query:
         head, _, tail = shown.partition("?")
         query, hash_mark, fragment = tail.partition("#")
         shown = f"{head}?{_mask_query(query)}{hash_mark}{fragment}"
     return shown
+
+
+def _cut_password(netloc: str, url: str) -> bool:
+    """Whether urlsplit's host part is the head of a password cut by an unencoded ``/``,
+    ``?`` or ``#``: a ``user:`` with no valid port after it, and an ``@`` further on."""
+    _, colon, port = netloc.rpartition(":")
+    if not colon or port.isdigit() or "@" in netloc:
+        return False
+    return "@" in url.partition("://")[2][len(netloc) :]
+
+
+# "scheme://user:password@rest" (or, without "://", "[scheme:[/]]user:password@rest"): the
+# password runs to the LAST "@" (parsers stop at the first "@" or at a "/", so with an
+# unencoded one in it, its tail would show up as host, port or path).
+_CREDENTIALS = re.compile(r"(?P<head>[^:/?#@]+://[^:/?#@]*:)(?P<password>.*)@(?P<tail>[^@]*)", re.S)
+_CREDENTIALS_NO_SLASHES = re.compile(
+    r"(?P<head>(?:[^:/?#@]+:/?)?[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)", re.S
+)
+
+PERCENT_ENCODE_HINT = "a character in the password (such as @ / : ?) must be percent-encoded"
+
+
+def mask_userinfo(url: str) -> str:
+    """``url`` with everything between ``scheme://user:`` and the last ``@`` as ``***``
+    (the password, whatever unencoded characters it holds); as given without one."""
+    pattern = _CREDENTIALS if "://" in url else _CREDENTIALS_NO_SLASHES
+    match = pattern.fullmatch(url)
+    if match is None or not match["password"]:
+        return url
+    return f"{match['head']}***@{match['tail']}"
+
+
+def explain_unparsable_url(
+    url: str, detail: str, parse: Callable[[str], object], hint: str = PERCENT_ENCODE_HINT
+) -> tuple[str, str]:
+    """A URL that ``parse`` refused, and why, both fit to show: the URL with its password
+    masked (``mask_userinfo``, then ``redact_url``'s query masking). The parser's complaint
+    may quote a piece of the password (as a port, say), so the reason given is the one
+    ``parse`` gives for the masked URL, or, when that one parses, that the password must
+    be percent-encoded (``hint``)."""
+    masked = mask_userinfo(url)
+    if masked == url:
+        return redact_url(url), detail
+    shown = redact_url(masked)
+    try:
+        parse(masked)
+    except Exception as exc:
+        return shown, str(exc)
+    return shown, hint
 
 
 def _mask_query(query: str) -> str:

@@ -479,7 +479,9 @@ def loads_line(line: str | bytes) -> dict[str, Any]:
             value = json.loads(line)
     except ValueError as exc:
         text = line if isinstance(line, str) else line.decode("utf-8", "replace")
-        snippet = redact_text(text[:120])
+        # Scrubbed before it is cut to 120 characters: a key across the cut would keep too
+        # little of itself for its pattern to match (4096: far past any key reaching it).
+        snippet = redact_text(text[:4096])[:120]
         raise UsageError(
             f"usage log line is not valid JSON ({exc}): {snippet!r}", field=None, value=snippet
         ) from None

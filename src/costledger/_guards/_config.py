@@ -34,6 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from .._redact import redact_url
 from ._budget import Budget
 from ._ratelimit import RateLimit, TokenRateLimit
 
@@ -58,6 +59,11 @@ class GuardConfig:
 
     guards: tuple[Budget | RateLimit | TokenRateLimit, ...]
     guard_store: str | None
+
+    def __repr__(self) -> str:
+        # The store URL may carry its password (redis://:pw@cache): never shown.
+        store = None if self.guard_store is None else redact_url(self.guard_store)
+        return f"GuardConfig(guards={self.guards!r}, guard_store={store!r})"
 
 
 def guards_from_config(source: Mapping[str, Any] | str | os.PathLike[str]) -> GuardConfig:

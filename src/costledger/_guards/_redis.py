@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
+from .._redact import explain_unparsable_url
 from ._store import (
     SETTLED_KEEP_MS,
     Acquired,
@@ -256,6 +257,30 @@ def _redis_py_scheme(url: str) -> str:
     return f"{known}{sep}{rest}" if sep and known else url
 
 
+def _redis_py_url(url: str) -> str:
+    """The URL redis-py is given: without our options, in a scheme it knows."""
+    return _redis_py_scheme(_without_options(url, urlsplit(url).query))
+
+
+_ENCODE_HINT = (
+    "a character in the password (such as / ? # @ :) must be percent-encoded"
+    " (/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A)"
+)
+
+
+def _bad_url(url: str, detail: str) -> ValueError:
+    """The error for a URL redis-py cannot read: shown with its password masked, and the
+    reason redis-py gives for the masked URL (or the hint to percent-encode the password)."""
+    import redis
+
+    def parse(text: str) -> object:
+        # redis-py's reading, as Redis.from_url does it; no connection is made
+        return redis.ConnectionPool.from_url(_redis_py_url(text))
+
+    shown, why = explain_unparsable_url(url, detail, parse, hint=_ENCODE_HINT)
+    return ValueError(f"guard_store {shown!r} is not a valid URL: {why}")
+
+
 def _at(ms: int | None) -> str:
     return "" if ms is None else str(ms)
 
@@ -272,16 +297,24 @@ class RedisStore(GuardStore):
             raise missing_extra(exc, f"guard store {display_url(url)}", "redis") from None
 
         parts = urlsplit(url)
+        if "@" not in parts.netloc and "@" in parts.path + parts.fragment:
+            # redis-py would connect elsewhere, or fail quoting the password's head as port
+            raise _bad_url(url, "an '@' after the host")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         self.prefix = query.pop("prefix", "costledger:guard")
         self.url = display_url(url)
         timeout = parse_timeout(query.pop("timeout", None), url=self.url, default=2.0)
-        self._url = _redis_py_scheme(_without_options(url, parts.query))
+        self._url = _redis_py_url(url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._answers: type[BaseException] = redis.ResponseError
-        self.client: redis.Redis = client or redis.Redis.from_url(
-            self._url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        try:
+            self.client: redis.Redis = client or redis.Redis.from_url(
+                self._url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        except ValueError as exc:
+            # Its message may quote a piece of the password: "Port could not be cast to
+            # integer value as '<the password up to its first />'".
+            raise _bad_url(url, str(exc)) from None
         register = self.client.register_script
         self._reserve = register(_RESERVE)
         self._seed = register(_SEED)

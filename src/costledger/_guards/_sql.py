@@ -76,18 +76,11 @@ class SqlStore(GuardStore):
     kind = "sql"
 
     def __init__(self, url: str) -> None:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
+        # The ledger's reading: a password with an unencoded "@" is refused here, before
+        # the driver's errors quote its tail as the host.
+        from .._ledger._engine import parse_url_text
 
-        text = url.strip()
-        if text.startswith("postgres://"):
-            text = "postgresql://" + text[len("postgres://") :]
-        try:
-            parsed = make_url(text)
-        except ArgumentError as exc:
-            raise ValueError(
-                f"guard_store {display_url(url)!r} is not a valid URL: {exc}"
-            ) from None
+        parsed = parse_url_text(url, "guard_store")
         query = dict(parsed.query)
         prefix = str(query.pop("prefix", "costledger_guard"))
         if not _PREFIX_RE.match(prefix):

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from .._redact import redact_url
+from .._redact import explain_unparsable_url, mask_userinfo, redact_url
 from .._sqlite import prepare_sqlite_connection
 from ._money import decimal_sum_aggregate
 
@@ -27,6 +27,7 @@ __all__ = [
     "file_id",
     "is_memory_sqlite",
     "make_engine",
+    "parse_url_text",
     "resolve_url",
     "sqlite_path",
 ]
@@ -49,16 +50,7 @@ def resolve_url(url: str | URL | None = None) -> URL:
     if url is None:
         url = os.environ.get(URL_ENV) or DEFAULT_URL
     if isinstance(url, str):
-        text = url.strip()
-        if not text:
-            raise ValueError(f"database url must not be empty, got {url!r}")
-        if text.startswith("postgres://"):
-            text = "postgresql://" + text[len("postgres://") :]
-        try:
-            parsed = make_url(text)
-        except Exception as exc:
-            shown, detail = _mask_password(url.strip(), str(exc))
-            raise ValueError(f"database url {shown!r} is not a valid URL: {detail}") from None
+        parsed = parse_url_text(url, "database url")
     elif isinstance(url, URL):
         parsed = url
     else:
@@ -68,35 +60,40 @@ def resolve_url(url: str | URL | None = None) -> URL:
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise ValueError(
-            f"database url {parsed.render_as_string(hide_password=True)!r}: "
+            f"database url {display_url(parsed)!r}: "
             f"costledger supports sqlite and postgresql, not {backend!r}"
         )
     return parsed
 
 
-# "scheme://user:password@rest" (or, without "://", "[scheme:[/]]user:password@rest"): the
-# password runs to the LAST "@" (SQLAlchemy stops at the first, so with an unencoded "@" in
-# it the tail would show up as host or port).
-_CREDENTIALS = re.compile(r"(?P<head>[^:/?#@]+://[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)", re.S)
-_CREDENTIALS_NO_SLASHES = re.compile(
-    r"(?P<head>(?:[^:/?#@]+:/?)?[^:/@]*:)(?P<password>.*)@(?P<tail>[^@]*)", re.S
-)
+# SQLAlchemy's reading of "scheme://user:password@host...": the password stops at the first
+# "@". Another "@" before the query means the password held an unencoded one, and its tail
+# would be taken for the host (or the database), which the driver's errors quote.
+_UNENCODED_AT = re.compile(r"[\w+]+://[^:/]*:[^@]*@[^?]*@")
 
 
-def _mask_password(text: str, detail: str) -> tuple[str, str]:
-    """A URL that did not parse, and why, with the password as ``***`` (as ``display_url``
-    shows a parsed one): the parser's complaint may quote a piece of the password (its
-    port text, say), so the reason given is that of the masked URL."""
-    pattern = _CREDENTIALS if "://" in text else _CREDENTIALS_NO_SLASHES
-    match = pattern.fullmatch(text)
-    if match is None or not match["password"]:
-        return text, detail
-    shown = f"{match['head']}***@{match['tail']}"
+def parse_url_text(url: str, argument: str) -> URL:
+    """A database URL given as text, read for the ledger and the SQL guard store alike.
+
+    ``postgres://`` is read as ``postgresql://``. A URL that does not parse, or whose
+    password holds an unencoded ``@``, is a ``ValueError`` naming ``argument`` and showing
+    the URL with everything from ``user:`` to the last ``@`` as ``***``."""
+    text = url.strip()
+    if not text:
+        raise ValueError(f"{argument} must not be empty, got {url!r}")
+    if text.startswith("postgres://"):
+        text = "postgresql://" + text[len("postgres://") :]
     try:
-        make_url(shown)
+        parsed = make_url(text)
     except Exception as exc:
-        return shown, str(exc)
-    return shown, "a character in the password (such as @ / : ?) must be percent-encoded"
+        shown, detail = explain_unparsable_url(url.strip(), str(exc), make_url)
+        raise ValueError(f"{argument} {shown!r} is not a valid URL: {detail}") from None
+    if _UNENCODED_AT.match(text):
+        raise ValueError(
+            f"{argument} {redact_url(mask_userinfo(url.strip()))!r} is not a valid URL:"
+            " the password holds an '@': percent-encode it as %40"
+        )
+    return parsed
 
 
 def display_url(url: URL) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 
 import typer
 
+from .._redact import redact_url
+
 DEMO_USERS = ("alice", "bob", "carol")
 DEMO_DB = "sqlite:///costledger.db"
 LITELLM_TIMEOUT = 10.0
@@ -186,16 +188,19 @@ def demo(
 
 
 def _ledger_name(db: str) -> str:
-    """The ledger's file (absolute) for a SQLite URL, else the URL without its password."""
+    """The ledger's file (absolute) for a SQLite URL, else the URL without its password
+    (in the userinfo or as ``?password=``)."""
     from sqlalchemy.engine import make_url
+
+    from .._ledger._engine import display_url
 
     try:
         url = make_url(db)
     except Exception:  # pragma: no cover - Ledger(db) has already read it
-        return db
+        return redact_url(db)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return os.path.abspath(str(url.database))
-    return url.render_as_string(hide_password=True)
+    return display_url(url)
 
 
 def _shell_url(db: str) -> str:
@@ -203,14 +208,7 @@ def _shell_url(db: str) -> str:
     ``***``: put the real URL in ``$COSTLEDGER_DATABASE_URL`` or type it)."""
     import shlex
 
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(db)
-    except Exception:  # pragma: no cover - Ledger(db) has already read it
-        return shlex.quote(db)
-    shown = url.render_as_string(hide_password=True) if url.password else db
-    return shlex.quote(shown)
+    return shlex.quote(redact_url(db))
 
 
 def _money(amount: Decimal) -> str:

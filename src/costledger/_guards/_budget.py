@@ -33,6 +33,7 @@ from ._spec import (
     check_clock,
     check_per,
     from_units,
+    key_text,
     matches,
     parse_duration,
     parse_limit,
@@ -416,13 +417,7 @@ class Budget:
             else:
                 units = self._estimate_units(call, tracker)
             token = _Token(store, units, tracker)
-            per = self.per
-            if per is None:
-                keys: tuple[str | None, ...] = (None,)
-            elif per == "tag":
-                keys = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
-            else:
-                keys = call_keys(call, per)
+            keys = call_keys(call, self.per)
             keep = self._keep_until(win, now_ms)
             for i, key in enumerate(keys):
                 res_id = _reservation_id()
@@ -555,12 +550,7 @@ class Budget:
         keep = self._keep_until(win, int(now * 1000))
         store = store_for(tracker)
         token = _Token(store, 0, tracker)
-        per = self.per
-        if per == "tag":
-            keys: tuple[str | None, ...] = tuple(dict.fromkeys(call.attribution.tags)) or (None,)
-        else:
-            keys = call_keys(call, per)
-        for key in keys:
+        for key in call_keys(call, self.per):
             counter = self._counter(key, win)
             self._ensure_seeded(store, tracker, counter, key, win, now, keep, seed)
             settle_id = _recorded_id(call.id) if recorded else _reservation_id()
@@ -904,6 +894,8 @@ class Budget:
                 for key in _ledger_keys(tracker, self, win, now):
                     found[self._counter(key, win)] = key
             keys = list(found.values())
+        else:  # as a call's keys are counted (``call_keys``)
+            keys = list(dict.fromkeys(map(key_text, keys)))
         result = []
         for key in keys:
             counter = self._counter(key, win)
@@ -1096,7 +1088,14 @@ def _check_where(where: Mapping[str, str] | None) -> dict[str, str] | None:
             ) from None
         if not isinstance(value, str):
             raise ValueError(f"where[{key!r}] must be a string, got {value!r}")
-        checked[key] = value
+        # compared with the call's keys, which are cleaned as the ledger stores them
+        text = key_text(value)
+        if text is None:
+            raise ValueError(
+                f"where[{key!r}] must be a non-empty string, got {value!r}: an empty"
+                f" {key} is no {key}, which where= cannot select"
+            )
+        checked[key] = text
     return checked or None
 
 

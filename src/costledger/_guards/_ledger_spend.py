@@ -83,9 +83,11 @@ def _row_units(row: Any, budget: Budget) -> int:
 
 
 def _has_key(row: Any, per: str) -> bool:
+    """Whether an event counts under a key: an empty one (a provider given as ``""``, a
+    name of nothing but NUL, stored as ``""``) is no key, as in ``call_keys``."""
     if per == "tag":
-        return bool(_get(row, "tags"))
-    return _get(row, per) is not None
+        return any(_get(row, "tags") or ())
+    return bool(_get(row, per))
 
 
 def _models_match(row: Any, budget: Budget, key: str | None, use_key: bool) -> bool:
@@ -121,12 +123,13 @@ def ledger_buckets(
             return {}
         total = 0
         if key is None and budget.per is not None:
-            # "no key" cannot be a filter value: group by the key and take the None group.
+            # "no key" cannot be a filter value: group by the key and take the groups of
+            # no key, None and "" (an empty key counts as none, as in ``call_keys``).
             rows = summary(
                 by=[budget.per], since=since, until=until, **_filters(budget, None, False)
             )
             for row in rows:
-                if _get(row, budget.per) is None:
+                if not _get(row, budget.per):
                     total += _row_units(row, budget)
         else:
             for row in summary(by=[], since=since, until=until, **_filters(budget, key, True)):
@@ -189,9 +192,10 @@ def ledger_keys(tracker: Tracker, budget: Budget, win: Window, now: float) -> li
             found: dict[str | None, None] = {}
             for event in events(since=since, until=until, **filters):
                 if _models_match(event, budget, None, False):
-                    found.setdefault(_get(event, "model"), None)
+                    found.setdefault(_get(event, "model") or None, None)
             return list(found)
         rows = summary(by=[budget.per], since=since, until=until, **filters)
-        return list(dict.fromkeys(_get(row, budget.per) for row in rows))
+        # "" is no key, as in ``call_keys``: its spend is shown with the None key's
+        return list(dict.fromkeys(_get(row, budget.per) or None for row in rows))
     except Exception as exc:
         raise StoreUnavailable(_name(ledger), exc) from exc

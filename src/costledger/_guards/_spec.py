@@ -20,6 +20,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, Invali
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
+from .._ledger._text import clean_text
+
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
@@ -36,6 +38,7 @@ __all__ = [
     "check_clock",
     "check_commas",
     "from_units",
+    "key_text",
     "parse_duration",
     "parse_limit",
     "parse_period",
@@ -410,25 +413,45 @@ def check_per(per: str | None) -> str | None:
 
 
 def call_keys(call: Call, per: str | None) -> tuple[str | None, ...]:
-    """The keys a call counts under: one per call, or one per tag (``None``: unattributed)."""
+    """The keys a call counts under: one per call, or one per tag (``None``: unattributed).
+
+    The one place every guard and store gets a call's keys from: each is the text as the
+    ledger stores it (see ``key_text``), so a counter's name can be written to any store
+    and a budget's seed reads the ledger's spend under the same key."""
     if per is None:
         return (None,)
     if per == "tag":
-        return call.attribution.tags or (None,)
+        tags = call.attribution.tags
+        if not tags:
+            return (None,)
+        # two tags the ledger stores as one (cleaned alike) count once, as duplicates do
+        keys = tuple(dict.fromkeys(k for k in map(key_text, tags) if k is not None))
+        return keys or (None,)
     if per == "model":
-        return (call.model,)
+        return (key_text(call.model),)
     if per == "provider":
-        return (call.provider,)
-    return (getattr(call.attribution, per),)
+        return (key_text(call.provider),)
+    return (key_text(getattr(call.attribution, per)),)
+
+
+def key_text(value: str | None) -> str | None:
+    """A key as the ledger stores its text (``clean_text``: NUL left out, a lone surrogate
+    as U+FFFD): no store can take a lone surrogate (Redis and the SQL drivers encode
+    UTF-8) nor PostgreSQL a NUL. An empty key, as given (``model=""``) or once cleaned,
+    is no key, as a call without a user is under ``per="user"``."""
+    if not value:
+        return None
+    return clean_text(value) or None
 
 
 def matches(call: Call, where: Mapping[str, str] | None) -> bool:
-    """Whether a call falls under a budget restricted with ``where={"team": "search"}``."""
+    """Whether a call falls under a budget restricted with ``where={"team": "search"}``
+    (``where`` values are cleaned as keys are, when the guard is made)."""
     if not where:
         return True
     for key, want in where.items():
         if key == "tag":
-            if want not in call.attribution.tags:
+            if want not in call_keys(call, "tag"):
                 return False
         elif call_keys(call, key)[0] != want:
             return False

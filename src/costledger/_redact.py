@@ -297,9 +297,23 @@ def redact_processor(
     return scrubbed
 
 
-_SECRET_QUERY_KEYS = frozenset(
-    {"password", "pass", "passwd", "sslpassword", "secret", "token", "api_key"}
+SECRET_QUERY_KEYS = frozenset(
+    {
+        "password",
+        "pass",
+        "passwd",
+        "sslpassword",
+        "secret",
+        "token",
+        "access_token",
+        "api_key",
+        "api-key",
+        "apikey",
+        "key",  # Gemini's ?key=
+    }
 )
+"""Query parameters (lower case) whose value is a secret: masked in a URL shown, and
+scrubbed from what the HTTP transport stores about a request sending one."""
 
 
 def redact_url(url: str) -> str:
@@ -384,7 +398,7 @@ def _mask_query(query: str) -> str:
     fields = []
     for field in query.split("&"):
         key, equals, _ = field.partition("=")
-        if equals and unquote_plus(key).strip().lower() in _SECRET_QUERY_KEYS:
+        if equals and unquote_plus(key).strip().lower() in SECRET_QUERY_KEYS:
             field = f"{key}=***"
         fields.append(field)
     return "&".join(fields)

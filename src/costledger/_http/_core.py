@@ -618,7 +618,7 @@ class _TrackingBase:
             _report("http.request", exc)
             provider = self.provider or "openai"
         try:
-            secrets = request_secrets(request.headers)
+            secrets = request_secrets(request.headers, url.params.multi_items())
         except Exception as exc:
             _report("http.request", exc)
             secrets = ()

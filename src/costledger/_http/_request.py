@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._redact import SECRET_QUERY_KEYS
+
 __all__ = [
     "Kind",
     "TrackedRequest",
@@ -222,13 +224,19 @@ def read_request(
 
 
 # The headers that carry a provider key: OpenAI-style bearer, Azure, Anthropic, Gemini.
-_KEY_HEADERS = ("api-key", "x-api-key", "x-goog-api-key")
+_KEY_HEADERS = ("api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key")
 _MIN_SECRET = 8  # shorter values ("none", a placeholder) are not worth scrubbing for
 
 
-def request_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """The credential values a request sends, to keep out of what is stored about it."""
+def request_secrets(
+    headers: Mapping[str, str], params: Iterable[tuple[str, str]] = ()
+) -> tuple[str, ...]:
+    """The credential values a request sends (in its headers, and in its URL's query
+    ``params``: Gemini's ``?key=``), to keep out of what is stored about it."""
     found: list[str] = []
+    for name, value in params:
+        if name.lower() in SECRET_QUERY_KEYS and len(value.strip()) >= _MIN_SECRET:
+            found.append(value.strip())
     auth = headers.get("authorization")
     if auth:
         _scheme, _, token = auth.strip().partition(" ")  # "Bearer <key>", "Basic <...>"

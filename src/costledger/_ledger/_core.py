@@ -9,7 +9,6 @@ SQLAlchemy at import time: ``import costledger`` stays light.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -440,16 +439,35 @@ class _Core:
         return self._insert_isolating(rows)
 
     def _bad_lines(self, path: Path, lines: list[bytes]) -> None:
-        self.n_rejected += len(lines)
-        with contextlib.suppress(OSError):
-            self.spool.write_segment([line + b"\n" for line in lines], prefix="rejected-")
-        _report(
-            logging.ERROR,
-            "badlines",
-            "costledger: %d unreadable line(s) in spool %s moved to rejected-*.jsonl",
-            len(lines),
-            path.name,
-        )
+        kept = self._keep_rejected([line + b"\n" for line in lines])
+        if kept is not None:
+            self.n_rejected += len(lines)
+            _report(
+                logging.ERROR,
+                "badlines",
+                "costledger: %d unreadable line(s) in spool %s moved to %s",
+                len(lines),
+                path.name,
+                kept,
+            )
+
+    def _keep_rejected(self, lines: list[bytes]) -> Path | None:
+        """Write ``lines`` to a new ``rejected-*.jsonl``: its path, or ``None`` (logged, and
+        the lines counted as dropped) when it could not be written."""
+        try:
+            return self.spool.write_segment(lines, prefix="rejected-")
+        except OSError as exc:
+            self.n_dropped += len(lines)
+            _report(
+                logging.ERROR,
+                "rejectlost",
+                "costledger: %d rejected event(s) or spool line(s) lost: cannot write "
+                "rejected-*.jsonl in %s: %r",
+                len(lines),
+                self.spool.directory,
+                exc,
+            )
+            return None
 
     # -- one batch ------------------------------------------------------------------------------
     def _write(self, batch: list[_Item], *, force_try: bool, flying: bool = False) -> bool:
@@ -581,26 +599,31 @@ class _Core:
             try:
                 rows.append(event_to_row(event, check=False))
             except Exception:
-                self.n_rejected += 1
-                _report(logging.ERROR, "reject", "costledger: unstorable event %r", event)
+                self.n_dropped += 1
+                _report(
+                    logging.ERROR,
+                    "reject",
+                    "costledger: unstorable event lost (%r): %s",
+                    exc,
+                    _safe_repr(event),
+                )
         self._reject_rows(rows, exc)
 
     def _reject_rows(self, rows: Sequence[dict[str, Any]], exc: BaseException) -> None:
+        if not rows:
+            return
+        # never fails: what JSON cannot hold is written as its repr
+        kept = self._keep_rejected([encode_spool_line(row) for row in rows])
+        if kept is None:
+            return
         self.n_rejected += len(rows)
-        lines = []
-        for row in rows:
-            with contextlib.suppress(Exception):
-                lines.append(encode_spool_line(row))
-        if lines:
-            with contextlib.suppress(OSError):
-                self.spool.write_segment(lines, prefix="rejected-")
         _report(
             logging.ERROR,
             "reject",
-            "costledger: %d event(s) rejected by the database (%r); kept in %s/rejected-*.jsonl",
+            "costledger: %d event(s) rejected by the database (%r); kept in %s",
             len(rows),
             exc,
-            self.spool.directory,
+            kept,
         )
 
     @property
@@ -1013,9 +1036,12 @@ class Ledger:
     def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id, or ``None``."""
         from ._query import get_event
+        from ._text import key_text
 
         self._fresh()
-        return get_event(self._core.store, event_id)
+        # as the row stores it (an id past KEY_TEXT_LIMIT characters is cut)
+        key = key_text(event_id) if isinstance(event_id, str) else event_id
+        return get_event(self._core.store, key)
 
     def summary(
         self,
@@ -1041,6 +1067,13 @@ class Ledger:
         return summarize(self._core.store, by=by, since=lo, until=hi, filters=checked)
 
 
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a field whose repr raises: the type is all there is to say
+        return f"<{type(value).__name__}>"
+
+
 def _selection(
     since: str | datetime | date | None,
     until: str | datetime | date | None,
@@ -1053,10 +1086,16 @@ def _selection(
     reads "this month so far", empty at the stroke of midnight on the first)."""
     from .._reports._common import check_filters
     from .._reports._when import parse_when
+    from ._text import key_text
 
     lo = None if since is None else parse_when(since, "since")
     hi = None if until is None else parse_when(until, "until")
-    return lo, hi, check_filters(filters)
+    # as the rows store them: a value past KEY_TEXT_LIMIT finds its cut text
+    checked = {
+        name: None if values is None else [key_text(v) for v in values]
+        for name, values in check_filters(filters).items()
+    }
+    return lo, hi, checked
 
 
 class InMemoryLedger(Ledger):

@@ -102,12 +102,19 @@ def dumps(value: Any) -> str:
     event): a non-finite float is written as the string ``"NaN"``, ``"Infinity"`` or
     ``"-Infinity"``, and strings, keys included, are cleaned as ``clean_text`` does (NUL
     left out, a lone surrogate as U+FFFD).
+
+    JSON keys are text: any other key (a ``UUID``, a date, a tuple) is written as its
+    text (``str(key)``; numbers, ``True`` and ``None`` as JSON writes them). What cannot
+    be written at all (a key or value whose ``str()`` raises, an integer too long for
+    Python to write, a container holding itself) is left out, and a mapping at the top
+    names it under ``DROPPED_NOTE``: a list of paths (``"scores.<Key>"``: the keys on
+    the way, a list's index, a key without text as its type in angle brackets).
     """
     try:
         text = json.dumps(
             value, default=json_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-    except ValueError:  # a NaN or an infinity (or a cycle, which the slow path raises again)
+    except Exception:  # a NaN, a key JSON cannot hold, a str() that raised, a cycle
         return _dumps_clean(value)
     # a NUL is escaped (\\u0000: a string holding that escape's text looks the same), a
     # lone surrogate is there as itself
@@ -116,47 +123,109 @@ def dumps(value: Any) -> str:
     return text
 
 
+DROPPED_NOTE = "costledger.dropped"
+"""The metadata entry naming what ``dumps`` could not write (see there)."""
+
+
 def _dumps_clean(value: Any) -> str:
-    return json.dumps(
-        _clean(value, set()),
-        default=_clean_default,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    dropped: list[str] = []
+    clean = _clean(value, set(), dropped, ())
+    if clean is _DROP:
+        clean, dropped = None, []  # a top that cannot be written: no room for a note
+    if dropped and isinstance(clean, dict):
+        clean[DROPPED_NOTE] = dropped
+    return json.dumps(clean, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _clean_default(value: Any) -> Any:
-    return _clean(json_default(value), set())
+_DROP = object()
+"""What ``_clean`` returns for a value it cannot write (left out by its container)."""
+_JSON_SCALARS = (bool, type(None))
+_BIG_INT_BITS = 14_000  # under Python's 4,300 digits an int always has a text
 
 
-def _clean(value: Any, active: set[int]) -> Any:
-    """``value`` with its non-finite floats as text and its strings cleaned (``clean_text``)."""
+def _clean(value: Any, active: set[int], dropped: list[str], path: tuple[str, ...]) -> Any:
+    """``value`` as JSON values only: its non-finite floats as text, its strings cleaned
+    (``clean_text``), its keys text, its other values as ``json_default`` writes them, and
+    ``_DROP`` (its path appended to ``dropped``) for what cannot be written."""
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, float):
-        if value != value:
-            return "NaN"
-        if value in (_INF, -_INF):
-            return "Infinity" if value > 0 else "-Infinity"
+        return _float_text(value)
+    if isinstance(value, _JSON_SCALARS):
         return value
+    if isinstance(value, int):
+        return _int_value(value, dropped, path)
     if isinstance(value, (dict, list, tuple)):
-        if id(value) in active:
-            raise ValueError("Circular reference detected")
+        if id(value) in active:  # a container holding itself: JSON cannot write that
+            return _dropped(dropped, path)
         active.add(id(value))
         try:
             if isinstance(value, dict):
-                return {_clean_key(k): _clean(v, active) for k, v in value.items()}
-            return [_clean(v, active) for v in value]
+                return _clean_dict(value, active, dropped, path)
+            items = (_clean(v, active, dropped, (*path, str(i))) for i, v in enumerate(value))
+            return [item for item in items if item is not _DROP]
         finally:
             active.discard(id(value))
-    return value  # numbers, bools, None; anything else goes to json_default
+    try:
+        text = json_default(value)
+    except Exception:  # a str() that raises: whatever it raises
+        return _dropped(dropped, path)
+    return _clean(text, active, dropped, path)
+
+
+def _clean_dict(
+    value: dict[Any, Any], active: set[int], dropped: list[str], path: tuple[str, ...]
+) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        key = _clean_key(k)
+        if key is _DROP:
+            _dropped(dropped, (*path, f"<{type(k).__name__}>"))
+            continue
+        item = _clean(v, active, dropped, (*path, str(key)))
+        if item is not _DROP:
+            out[key] = item
+    return out
+
+
+def _float_text(value: float) -> Any:
+    if value != value:
+        return "NaN"
+    if value in (_INF, -_INF):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _int_value(value: int, dropped: list[str], path: tuple[str, ...]) -> Any:
+    if value.bit_length() > _BIG_INT_BITS:
+        try:
+            int.__repr__(value)
+        except ValueError:  # past sys.get_int_max_str_digits(): Python will not write it
+            return _dropped(dropped, path)
+    return value
+
+
+def _dropped(dropped: list[str], path: tuple[str, ...]) -> Any:
+    dropped.append(".".join(path))
+    return _DROP
 
 
 def _clean_key(key: Any) -> Any:
-    if isinstance(key, (str, float)):
-        return _clean(key, set())
-    return key
+    """A key as JSON holds it: text (cleaned), a number, ``True``/``False``/``None`` (JSON
+    writes those as their text), any other key as its ``str()``; ``_DROP`` when that raises."""
+    if isinstance(key, str):
+        return clean_text(key)
+    if isinstance(key, float):
+        text = _float_text(key)
+        return text if isinstance(text, str) else key
+    if isinstance(key, _JSON_SCALARS):
+        return key
+    if isinstance(key, int):
+        return key if _int_value(key, [], ()) is key else _DROP
+    try:
+        return clean_text(redact_text(str(key)))
+    except Exception:  # a str() that raises: whatever it raises
+        return _DROP
 
 
 _INF = float("inf")

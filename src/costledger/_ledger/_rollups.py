@@ -53,6 +53,7 @@ as is a single ``total_cost`` past 2^63 - 1 units or a token count past ``MAX_TO
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -757,6 +758,22 @@ def _gkey(values: tuple[Any, ...]) -> str:
     return key
 
 
+_PG_GKEY_CHARS = 600
+"""The longest key PostgreSQL's primary key takes as it is: 2,400 bytes of UTF-8 at most,
+under the 2,704 bytes of a btree entry (with the day). Each dimension is held to
+``_text.KEY_TEXT_LIMIT`` characters, but eleven of them together are not."""
+
+
+def _pg_gkey(values: tuple[Any, ...]) -> str:
+    """``_gkey`` on PostgreSQL: a key past ``_PG_GKEY_CHARS`` as ``#`` and the SHA-256 of
+    its text (no JSON key starts with ``#``). SQLite has no such limit, and its rollups
+    written before keep their keys."""
+    key = _gkey(values)
+    if len(key) <= _PG_GKEY_CHARS:
+        return key
+    return "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _upsert_sql(cube: Cube, dialect: str, bounds: bool = True) -> str:
     cached = _UPSERT_CACHE.get((cube.table, dialect, bounds))
     if cached is not None:
@@ -879,6 +896,7 @@ def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) ->
     days = {key[0] for key, _ in delta.groups}
     pg = conn.dialect.name == "postgresql"
     dialect = "postgresql" if pg else "sqlite"
+    gkey = _pg_gkey if pg else _gkey
     for cube, groups in _fold(delta).items():
         rows = []
         if bounds and cube.bounded:
@@ -888,7 +906,7 @@ def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) ->
                 rows.append(
                     (
                         key[0].isoformat(),
-                        _gkey(rest),
+                        gkey(rest),
                         *rest,
                         *acc[: _N + 1],
                         None if bound == _NO_BOUND else bound,
@@ -897,7 +915,7 @@ def write_delta(conn: Connection, delta: RollupDelta, *, bounds: bool = True) ->
         else:
             for key, acc in groups.items():
                 rest = key[1:]
-                rows.append((key[0].isoformat(), _gkey(rest), *rest, *acc[: _N + 1]))
+                rows.append((key[0].isoformat(), gkey(rest), *rest, *acc[: _N + 1]))
         rows.sort(key=lambda r: (r[0], r[1]))  # one lock order for every writer
         try:
             if pg:

@@ -336,14 +336,59 @@ def encode_spool_line(row: Mapping[str, Any]) -> bytes:
     """One spool line (with its newline): the row as JSON, money as exact decimal text.
 
     A row's texts are clean (``_text.clean_row``), but a rejected event is kept as it
-    was: a lone surrogate in it is written as its JSON escape (the line stays UTF-8)."""
+    was: a lone surrogate in it is written as its JSON escape (the line stays UTF-8), and
+    what JSON cannot hold (a ``UUID`` key, a value whose ``str()`` raises, a cycle) as its
+    ``repr`` (``_plain``): the line is always written."""
     doc = {"v": SPOOL_FORMAT, **row}
-    text = json.dumps(doc, default=_spool_default, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text = json.dumps(doc, default=_spool_default, separators=(",", ":"), ensure_ascii=False)
+    except Exception:  # a key JSON cannot hold, a str() that raised, a cycle...
+        text = json.dumps(_plain(doc, 0), separators=(",", ":"), ensure_ascii=False)
     try:
         return text.encode() + b"\n"
     except UnicodeEncodeError:
-        text = json.dumps(doc, default=_spool_default, separators=(",", ":"))
+        text = json.dumps(json.loads(text), separators=(",", ":"))  # the escapes: ASCII
         return text.encode() + b"\n"
+
+
+_PLAIN_DEPTH = 64  # deeper: a placeholder (a cycle, or what ``repr`` cannot recurse into)
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """``value`` as JSON values only, whatever it holds: text keys, and each value the
+    spool writes as it does (``_spool_default``), else its ``repr``, else its type."""
+    if value is None or isinstance(value, (str, float)):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() < _PLAIN_INT_BITS else _plain_text(value)
+    if depth >= _PLAIN_DEPTH:
+        return f"<{type(value).__name__} nested too deeply>"
+    try:
+        if isinstance(value, Mapping):
+            return {_plain_key(k): _plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_plain(v, depth + 1) for v in value]
+        return _plain(_spool_default(value), depth + 1)
+    except Exception:  # a str() or an items() that raised: its repr
+        return _plain_text(value)
+
+
+_PLAIN_INT_BITS = 14_000  # under Python's 4,300 digits an int always has a text
+
+
+def _plain_key(key: Any) -> str | int | float | bool | None:
+    if key is None or isinstance(key, (str, float)):
+        return key
+    if isinstance(key, int) and key.bit_length() < _PLAIN_INT_BITS:
+        return key
+    return _plain_text(key)
+
+
+def _plain_text(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a repr that raises too (an int past 4,300 digits): its type
+        return f"<{type(value).__name__}>"
 
 
 def decode_spool_line(line: bytes | str) -> dict[str, Any]:

@@ -54,7 +54,7 @@ from ._rows import (
     row_to_event,
 )
 from ._tables import EVENTS_TABLE, events_table
-from ._text import TEXT_INDEXES, clean_row, clean_text
+from ._text import TEXT_INDEXES, clean_row, clean_text, key_text
 
 __all__ = [
     "CostChange",
@@ -271,13 +271,17 @@ def _text(value: Any) -> Any:
     return clean_text(value) if isinstance(value, str) else value
 
 
+def _key(value: Any) -> Any:
+    return key_text(value) if isinstance(value, str) else value
+
+
 def cost_columns(cost: Cost) -> dict[str, Any]:
     """The cost columns of a row for ``cost`` (validated as on insert)."""
     if not isinstance(cost, Cost):
         raise TypeError(f"expected a Cost, got {type(cost).__name__} {cost!r}")
     return {
-        "pricing_status": _text(cost.status),
-        "currency": _text(cost.currency),
+        "pricing_status": _key(cost.status),
+        "currency": _key(cost.currency),
         "total_cost": _check_money("cost.total", cost.total),
         "input_cost": _check_money("cost.input", cost.input),
         "cache_read_cost": _check_money("cost.cache_read", cost.cache_read),
@@ -300,9 +304,29 @@ def is_data_error(exc: BaseException) -> bool:
     # names the bad-row kinds the same in every driver (psycopg, sqlite3).
     if any(c.__name__ in _DBAPI_DATA_ERRORS for c in type(exc).__mro__):
         return True
-    if _is_binding_error(exc):
+    if _is_binding_error(exc) or _is_too_big(exc):
         return True
     return isinstance(exc, (ValueError, TypeError, OverflowError))
+
+
+def _is_too_big(exc: BaseException) -> bool:
+    """PostgreSQL refused something for its size (SQLSTATE class 54, "program limit
+    exceeded": an index entry past 2704 bytes, a JSON nested past the stack depth), raw
+    from the driver or wrapped by SQLAlchemy (the rollups' upserts): a smaller batch, or
+    in the end the one row alone, is what helps, not a retry. psycopg names the code
+    ``sqlstate``, psycopg2 ``pgcode``."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str) and code.startswith(_TOO_BIG_CLASS):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+_TOO_BIG_CLASS = "54"
 
 
 def _is_binding_error(exc: BaseException) -> bool:
@@ -664,7 +688,7 @@ class Store:
         for event_id, cost in changes:
             if not isinstance(event_id, str) or not event_id:
                 raise ValueError(f"event id must be a non-empty string, got {event_id!r}")
-            wanted[clean_text(event_id)] = cost_columns(cost)  # the id as stored
+            wanted[key_text(event_id)] = cost_columns(cost)  # the id as stored
         if not wanted:
             return 0
         t = events_table

@@ -3,6 +3,7 @@ naming the filter and the value, not "no calls match"."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,20 @@ def test_the_cli_answers_a_misspelt_status_as_a_usage_error(url: str) -> None:
     assert "filter 'status' must be one of ok, error, cancelled, got 'eror'" in result.output
     result = CliRunner().invoke(app, ["top", "--db", url, "--status", "ok"])
     assert result.exit_code == 0, result.output
+
+
+def test_report_filters_find_a_long_name_by_its_full_text(tmp_path: Path) -> None:
+    """A model or user past the ledger's 256 characters is stored cut; ``report`` and the
+    CLI filter by the full text as ``Ledger.events`` does."""
+    long_user = "u" * 300
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    with Ledger(url) as ledger:
+        tracker = Tracker(ledger, log="off")
+        tracker.record("gpt-4o-mini", Usage(input_tokens=1000, output_tokens=10), user=long_user)
+        tracker.record("gpt-4o-mini", Usage(input_tokens=2000, output_tokens=10), user="bob")
+        assert [e.user for e in ledger.events(user=long_user)] != [long_user]  # stored cut
+        assert len(list(ledger.events(user=long_user))) == 1
+        assert report(ledger, user=long_user).cost == {"USD": Decimal("0.000156")}
+    result = CliRunner().invoke(app, ["report", "--db", url, "--user", long_user, "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"requests": 1' in result.output

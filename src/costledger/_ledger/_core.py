@@ -1086,16 +1086,10 @@ def _selection(
     reads "this month so far", empty at the stroke of midnight on the first)."""
     from .._reports._common import check_filters
     from .._reports._when import parse_when
-    from ._text import key_text
 
     lo = None if since is None else parse_when(since, "since")
     hi = None if until is None else parse_when(until, "until")
-    # as the rows store them: a value past KEY_TEXT_LIMIT finds its cut text
-    checked = {
-        name: None if values is None else [key_text(v) for v in values]
-        for name, values in check_filters(filters).items()
-    }
-    return lo, hi, checked
+    return lo, hi, check_filters(filters)
 
 
 class InMemoryLedger(Ledger):

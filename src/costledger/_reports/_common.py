@@ -11,7 +11,7 @@ from .._cost import money_text as _money_text
 from .._errors import short_repr
 from .._events import EVENT_SOURCES
 from .._ledger._rows import FILTERS
-from .._ledger._text import clean_text
+from .._ledger._text import key_text
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -144,8 +144,9 @@ def check_filters(filters: Filters) -> dict[str, list[str] | None]:
                     f"filter {name!r} must be one of {', '.join(allowed)}, got "
                     f"{short_repr(unknown[0], 60)}"
                 )
-        # as the ledger stored them: without NUL, a lone surrogate as U+FFFD
-        out[name] = [clean_text(v) for v in values]
+        # as the ledger stored them: without NUL, a lone surrogate as U+FFFD, a text
+        # past KEY_TEXT_LIMIT as its cut
+        out[name] = [key_text(v) for v in values]
     return out
 
 

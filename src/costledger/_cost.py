@@ -8,7 +8,15 @@ from typing import Any, Literal
 
 from ._errors import short_repr as _shown
 
-__all__ = ["PRICING_STATUSES", "Cost", "PricingStatus", "money_text"]
+__all__ = [
+    "MONEY_PRECISION",
+    "MONEY_SCALE",
+    "PRICING_STATUSES",
+    "Cost",
+    "PricingStatus",
+    "money_in_range",
+    "money_text",
+]
 
 PricingStatus = Literal["priced", "unknown_model", "not_priced"]
 PRICING_STATUSES: tuple[str, ...] = ("priced", "unknown_model", "not_priced")
@@ -16,6 +24,26 @@ _STATUS_SET = frozenset(PRICING_STATUSES)
 _AMOUNTS = ("total", "input", "cache_read", "cache_write", "output", "audio")
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # money is never rounded
+
+# The ledger's NUMERIC(38, 18), as ``_ledger/_money.py`` declares it. Written here, not
+# imported: that module loads SQLAlchemy, which ``import costledger`` does not, and it
+# imports this one (a test holds the two equal).
+MONEY_PRECISION = 38
+"""Digits in all of a stored amount: 20 before the point, ``MONEY_SCALE`` after."""
+MONEY_SCALE = 18
+"""Digits after the point of a stored amount; the ledger rounds more half-even to these."""
+_WHOLE = MONEY_PRECISION - MONEY_SCALE
+_SURE = _WHOLE - 1  # the exponent of a 20-digit amount's first digit: below it, it fits
+_LIMIT = _EXACT.subtract(Decimal(10) ** _WHOLE, Decimal(5).scaleb(-MONEY_SCALE - 1))
+"""The least amount that the ledger's rounding to ``MONEY_SCALE`` places takes to 10^20."""
+
+
+def money_in_range(amount: Decimal) -> bool:
+    """Whether a finite ``amount`` fits the ledger: at most 20 whole digits once rounded to
+    18 places (under 10^20 either way; a zero of any exponent, ``0E+30``, is zero). More
+    than 18 places fit: the ledger rounds them half-even."""
+    # copy_abs, not abs(): exact, where abs() rounds to the context's 28 digits
+    return amount.adjusted() < _SURE or not amount or amount.copy_abs() < _LIMIT
 
 
 def money_text(value: Decimal) -> str:
@@ -50,9 +78,13 @@ class Cost:
     the rest of ``total`` (a per-call fee).
 
     Checked when built: ``status`` is one of the three above, each amount a finite
-    ``Decimal`` or ``None`` (never a float), ``currency`` text (``"USD"``); a
-    ``TypeError`` or ``ValueError`` naming the field and the value otherwise, so a wrong
-    cost fails where it is made, not in the ledger's writer.
+    ``Decimal`` or ``None`` (never a float) of at most 20 whole digits (the ledger's
+    ``NUMERIC(38, 18)``: under 10^20 either way, once rounded to 18 places; see
+    ``money_in_range``), ``currency`` text (``"USD"``), ``provider``, ``model`` and
+    ``source`` text or ``None``; a ``TypeError`` or ``ValueError`` naming the field and
+    the value otherwise, so a wrong cost fails where it is made, not in the ledger's
+    writer. An amount with more than 18 decimal places is kept exactly as given; the
+    ledger stores it rounded half-even to 18 places.
     """
 
     status: PricingStatus
@@ -89,13 +121,23 @@ class Cost:
             )
         amounts = (total, input, cache_read, cache_write, output, audio)
         for amount in amounts:
-            if amount is not None and (amount.__class__ is not Decimal or not amount.is_finite()):
+            if amount is not None and (
+                amount.__class__ is not Decimal
+                or not amount.is_finite()
+                or amount.adjusted() >= _SURE
+            ):
                 _check_amounts(amounts)
         if currency.__class__ is not str and not isinstance(currency, str):
             raise TypeError(
                 f"Cost currency must be text (USD, EUR), got {type(currency).__name__} "
                 f"{_shown(currency)}"
             )
+        if not (
+            (provider is None or provider.__class__ is str)
+            and (model is None or model.__class__ is str)
+            and (source is None or source.__class__ is str)
+        ):
+            _check_texts(provider, model, source)
         set_ = object.__setattr__
         set_(self, "status", status)
         set_(self, "total", total)
@@ -175,3 +217,18 @@ def _check_amounts(amounts: tuple[Any, ...]) -> None:
             )
         if not amount.is_finite():
             raise ValueError(f"Cost {name} must be a finite amount, got {_shown(amount)}")
+        if not money_in_range(amount):
+            raise ValueError(
+                f"Cost {name} must be under 10^20 (the ledger's NUMERIC({MONEY_PRECISION}, "
+                f"{MONEY_SCALE}) holds 20 whole digits), got {_shown(amount)}"
+            )
+
+
+def _check_texts(provider: Any, model: Any, source: Any) -> None:
+    """The error for the first of ``provider``, ``model``, ``source`` that is not text or
+    ``None``."""
+    for name, value in (("provider", provider), ("model", model), ("source", source)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"Cost {name} must be text or None, got {type(value).__name__} {_shown(value)}"
+            )

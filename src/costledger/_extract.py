@@ -1092,6 +1092,13 @@ def _parse_json(payload: str | bytes | bytearray) -> Any:
         raise UsageError(
             f"usage payload is text but not JSON ({exc})", field=None, value=None
         ) from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise UsageError(
+            "usage payload is text nested too deeply for Python's JSON parser to read "
+            "(no response nests that deep)",
+            field=None,
+            value=None,
+        ) from None
 
 
 # --- duck-typed access ---------------------------------------------------------------

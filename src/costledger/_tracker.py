@@ -35,7 +35,7 @@ from typing import (
 
 from ._attribution import EMPTY as EMPTY_ATTRIBUTION
 from ._attribution import Attribution, check_attribution_keywords, current_attribution
-from ._cost import Cost
+from ._cost import MONEY_PRECISION, MONEY_SCALE, Cost, money_in_range
 from ._errors import GuardRefusal
 from ._events import (
     NO_PRICE_CONTEXT,
@@ -419,12 +419,6 @@ class Tracker:
             from ._guards._estimate import check_choices
 
             choices = check_choices(choices)
-        # The guards key their counters by these before the event's own check: text now
-        # (an enum, bytes), or a per-model budget would fail on them
-        if model is not None and model.__class__ is not str:
-            model = _as_text("model", model)
-        if provider is not None and provider.__class__ is not str:
-            provider = _as_text("provider", provider)
         call = Call(
             id=call_id,
             source=source,
@@ -439,6 +433,7 @@ class Tracker:
             estimate=estimate,
             choices=choices,
         )
+        _name_call(call)
         if _observers:
             _observe_start(call)
         if self.guards and _reserve:
@@ -881,8 +876,13 @@ class Tracker:
             latency_ms,
             price_context,
         ) = ending
+        # scrubbed like request_id, and before the pricer logs them: a server may echo
+        # the request's key in the name of the model that answered. A clean name (they
+        # repeat) costs one set lookup.
+        if response_model:
+            response_model = redact_text(response_model)
         provider = provider or call.provider
-        model = call.model or response_model
+        model = redact_text(call.model) if call.model else response_model
         if cache_hit:  # a cache hit costs nothing, whether or not it reports usage
             usage = usage if usage is not None else _NO_USAGE
             cost = Cost.zero(
@@ -1140,18 +1140,15 @@ class Tracker:
         call = Call(
             id=call_id,
             source=source,
-            model=model if model is None or model.__class__ is str else _as_text("model", model),
-            provider=(
-                provider
-                if provider is None or provider.__class__ is str
-                else _as_text("provider", provider)
-            ),
+            model=model,
+            provider=provider,
             attribution=self._attribution_for(attribution).merge(
                 _named_attribution(user, team, project, feature, tags)
             ),
             started_at=started_at,
             started=time.perf_counter() - lag / 1000.0,
         )
+        _name_call(call)
         for name, value, instead, expected in dropped:
             _dropped(call, name, value, instead, expected)
         if _observers:
@@ -1387,7 +1384,7 @@ _STATUSES: frozenset[str] = frozenset(("ok", "error", "cancelled"))
 def _bare_event(call: Call, ending: _Ending, exc: BaseException) -> UsageEvent:
     """The last event ``_salvage`` tries: the call's id, time, source, model and status,
     no usage, attribution, metadata, price context or measures."""
-    model = call.model if isinstance(call.model, str) else None
+    model = redact_text(call.model) if isinstance(call.model, str) else None
     provider = ending.provider or call.provider
     status = ending.status
     if status.__class__ is not str or status not in _STATUSES:
@@ -1405,13 +1402,18 @@ def _bare_event(call: Call, ending: _Ending, exc: BaseException) -> UsageEvent:
     )
 
 
-def _as_text(name: str, value: Any) -> Any:
-    """``value``'s obvious text (``event_text``), else ``value`` itself: the event's own
-    check at the finish then says what was wrong with it."""
-    try:
-        return event_text(name, value)
-    except (TypeError, ValueError):
-        return value
+def _name_call(call: Call) -> None:
+    """``call.model`` and ``call.provider`` as the event will hold them, before the guards
+    key their counters by them (a per-model budget would fail on a bool) and observers
+    see them: their obvious text (``event_text``: an enum, bytes), else left out (noted
+    and warned of, as the finish does: ``_field``); the model scrubbed of secrets."""
+    model = call.model
+    if model is not None and model.__class__ is not str:
+        model = _field(call, "model", model)
+    call.model = redact_text(model) if model else model
+    provider = call.provider
+    if provider is not None and provider.__class__ is not str:
+        call.provider = _field(call, "provider", provider)
 
 
 def _checked(call: Call, ending: _Ending) -> _Ending:
@@ -1427,9 +1429,9 @@ def _checked(call: Call, ending: _Ending) -> _Ending:
     pass of type checks when everything is text, as it nearly always is.
 
     Likewise ``metadata`` is a mapping (else none), ``reported_cost`` exact money (a
-    ``Decimal``, an ``int``, a decimal string, a float by its shortest ``repr``; else
-    none: the ledger would reject the whole event for it). (``record`` checks its
-    ``latency_ms``; an entry point's is its own clock's float.)"""
+    ``Decimal``, an ``int``, a decimal string, a float by its shortest ``repr``) that the
+    ledger can store (under 10^20); else none: the ledger would reject the whole event for
+    it. (``record`` checks its ``latency_ms``; an entry point's is its own clock's float.)"""
     status: Any = ending.status
     error = ending.error
     metadata = ending.metadata
@@ -1441,7 +1443,10 @@ def _checked(call: Call, ending: _Ending) -> _Ending:
         and (error is None or error.__class__ is str or isinstance(error, BaseException))
         and call._id != ""
         and (metadata is None or metadata.__class__ is dict or isinstance(metadata, Mapping))
-        and (reported is None or (reported.__class__ is Decimal and reported.is_finite()))
+        and (
+            reported is None
+            or (reported.__class__ is Decimal and reported.is_finite() and money_in_range(reported))
+        )
     ):
         for value in (
             call._id,
@@ -1527,8 +1532,9 @@ def _measure(value: Any, dropped: list[tuple[str, Any, str, str]]) -> float:
 def _money(value: Any, dropped: list[tuple[str, Any, str, str]]) -> Decimal | None:
     """``reported_cost`` as exact money: a ``Decimal``, an ``int`` or a decimal string as
     it is, a float by its shortest ``repr`` (``1.35e-05`` -> ``Decimal("0.0000135")``,
-    never its binary expansion); anything else, or an amount that is not finite, is left
-    out (``None``) and ``dropped`` says so."""
+    never its binary expansion); anything else, an amount that is not finite, or one the
+    ledger cannot store (10^20 or more either way: its ``NUMERIC(38, 18)``), is left out
+    (``None``) and ``dropped`` says so."""
     amount: Decimal | None = None
     if not isinstance(value, bool):
         try:
@@ -1539,9 +1545,18 @@ def _money(value: Any, dropped: list[tuple[str, Any, str, str]]) -> Decimal | No
         except (ArithmeticError, ValueError):  # decimal.InvalidOperation: not a number
             amount = None
     if amount is not None and amount.is_finite():
-        return amount
+        if money_in_range(amount):
+            return amount
+        dropped.append(("reported_cost", value, "None", _IN_RANGE))
+        return None
     dropped.append(("reported_cost", value, "None", "a finite amount (Decimal, int or text)"))
     return None
+
+
+_IN_RANGE = (
+    f"an amount under 10^20 (the ledger's NUMERIC({MONEY_PRECISION}, {MONEY_SCALE}) "
+    "holds 20 whole digits)"
+)
 
 
 def _start_time(value: Any, dropped: list[tuple[str, Any, str, str]]) -> datetime | None:
@@ -2165,17 +2180,8 @@ def configure(
         named = default_attribution.pop("tracker")
         if tracker is not None:
             raise TypeError("configure() got a Tracker both positionally and as tracker=")
-        if named is not None and not isinstance(named, Tracker):
-            raise TypeError(
-                f"configure() tracker must be a Tracker or None, got {type(named).__name__} "
-                f"{short_repr(named)}"
-            )
         tracker = named  # None: not given, as positionally
-    if tracker is not None and not isinstance(tracker, Tracker):
-        raise TypeError(
-            f"configure() tracker must be a Tracker or None, got {type(tracker).__name__} "
-            f"{short_repr(tracker)}"
-        )
+    tracker = check_tracker("configure()", tracker)
     if default_attribution:
         check_attribution_keywords(
             "configure", default_attribution, ("tracker", *_TRACKER_PARAMETERS)

@@ -10,6 +10,7 @@ cached or reasoning token is never counted twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import index
 from typing import Any
 
 from ._errors import UsageError
@@ -29,9 +30,14 @@ def check_count(field: str, value: Any) -> int:
 
     bools and floats are refused on purpose: ``True`` is not one token, and a
     float count means something upstream averaged or guessed. More than ``MAX_TOKENS``
-    is refused too.
+    is refused too. Another integral number (``numpy.int64``, anything with
+    ``__index__``) is read as the plain ``int`` it stands for.
     """
     if isinstance(value, bool) or not isinstance(value, int):
+        if not isinstance(value, (bool, str, float)):
+            number = _integral(value)
+            if number is not None:
+                return check_count(field, number)
         if isinstance(value, str):
             text = value.strip()
             # ASCII only: str.isdigit() is also true of "²" (which int() refuses) and of
@@ -58,6 +64,19 @@ def check_count(field: str, value: Any) -> int:
 
 
 _MAX_DIGITS = len(str(MAX_TOKENS))
+
+
+def _integral(value: Any) -> int | None:
+    """The plain ``int`` of an integral number that is not one (numpy's ``int64``, which
+    a pandas or numpy pipeline hands over), by ``__index__``, the protocol that marks a
+    number as a whole one: a float (numpy's too) has none. ``None`` for anything else."""
+    try:
+        number = index(value)
+    except Exception:  # no __index__, or one that raises: not a count
+        return None
+    if isinstance(number, bool):  # an __index__ that says True: no more a count than True
+        return None
+    return int.__index__(number)  # plain int, of an int subclass too
 
 
 def _too_many(field: str, value: Any) -> UsageError:

@@ -453,15 +453,7 @@ def test_cost_amounts_are_stored_as_the_ledger_stores_them(text: str) -> None:
     others = [Decimal("0.5"), Decimal("1E-7"), Decimal("0"), Decimal("2.50"), Decimal("3")]
     for position in range(6):
         values = [*others[:position], amount, *others[position:]]
-        cost = Cost(
-            status="priced",
-            total=values[0],
-            input=values[1],
-            cache_read=values[2],
-            cache_write=values[3],
-            output=values[4],
-            audio=values[5],
-        )
+        cost = _as_priced(*values)
         fields = ["total", "input", "cache_read", "cache_write", "output", "audio"]
         try:
             pairs = zip(fields, values, strict=True)
@@ -473,3 +465,12 @@ def test_cost_amounts_are_stored_as_the_ledger_stores_them(text: str) -> None:
         except ValueError as exc:
             got = str(exc)
         assert got == expected
+
+
+def _as_priced(*amounts: Decimal) -> Cost:
+    """A priced cost of these six amounts as the pricer builds one: without ``Cost``'s
+    range check, so that an amount past the ledger's range (an extreme price-book rate
+    times a huge count) reaches the conversion under test."""
+    from costledger._pricing._card import _new_cost
+
+    return _new_cost("priced", *amounts, "USD", None, None, None)

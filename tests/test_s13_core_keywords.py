@@ -80,7 +80,10 @@ def test_configure_tracker_keyword_takes_a_tracker_and_nothing_else() -> None:
     assert get_tracker() is mine
     with pytest.raises(TypeError) as info:
         configure(tracker="my-tracker", ledger=InMemoryLedger(), log="off")
-    assert str(info.value) == "configure() tracker must be a Tracker or None, got str 'my-tracker'"
+    assert str(info.value) == (
+        "configure() tracker must be a costledger Tracker or None, got str 'my-tracker' "
+        "(for a ledger URL: tracker=Tracker(Ledger(url)))"
+    )
     with pytest.raises(TypeError, match=r"^configure\(\) got a Tracker both positionally"):
         configure(mine, tracker=mine)
     assert get_tracker() is mine

@@ -55,7 +55,7 @@ def _expected(values: list[Decimal]) -> Any:
 @settings(max_examples=500, deadline=None)
 @given(st.lists(_amount, min_size=6, max_size=6))
 def test_six_amounts_are_stored_as_the_ledger_stores_them(values: list[Decimal]) -> None:
-    cost = Cost(status="priced", **dict(zip(_FIELDS, values, strict=True)))
+    cost = _as_priced(*values)
     try:
         got: Any = list(_CONVERTER._cost_texts(cost))
     except ValueError as exc:
@@ -81,3 +81,12 @@ def test_plain_amounts_take_str() -> None:
     amounts = ["0.00094605", "0.00041025", "0", "0", "0.0005358", "0"]
     cost = Cost(status="priced", **dict(zip(_FIELDS, map(Decimal, amounts), strict=True)))
     assert list(_CONVERTER._cost_texts(cost)) == amounts
+
+
+def _as_priced(*amounts: Decimal) -> Cost:
+    """A priced cost of these six amounts as the pricer builds one: without ``Cost``'s
+    range check, so that an amount past the ledger's range (an extreme price-book rate
+    times a huge count) reaches the conversion under test."""
+    from costledger._pricing._card import _new_cost
+
+    return _new_cost("priced", *amounts, "USD", None, None, None)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, cast
 
-from ._cost import Cost, PricingStatus, money_text
+from ._cost import Cost, PricingStatus, money_in_range, money_text
 from ._errors import UsageError
 from ._events import CallStatus, UsageEvent
 from ._redact import redact_text
@@ -241,9 +241,9 @@ def _money(record: Mapping[str, Any], key: str) -> Decimal | None:
     if isinstance(value, str):
         if _DECIMAL_TEXT.fullmatch(value) is None:
             raise _fail(key, value, 'a decimal string such as "0.0125"')
-        return Decimal(value)
+        return _in_range(key, value, Decimal(value))
     if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)
+        return _in_range(key, value, Decimal(value))
     if isinstance(value, (float, Decimal)):
         raise _fail(
             key,
@@ -252,6 +252,16 @@ def _money(record: Mapping[str, Any], key: str) -> Decimal | None:
             "been rounded through a binary float, so money is refused in that form)",
         )
     raise _fail(key, value, "a decimal string, an integer or null")
+
+
+MONEY_TOO_LARGE = "below 10^20 to be stored (the ledger's NUMERIC(38, 18))"
+"""What an amount past the ledger's range is told it must be (ingest's reject reason)."""
+
+
+def _in_range(key: str, value: Any, amount: Decimal) -> Decimal:
+    if not money_in_range(amount):
+        raise _fail(key, value, MONEY_TOO_LARGE)
+    return amount
 
 
 def _flag(record: Mapping[str, Any], key: str) -> bool:

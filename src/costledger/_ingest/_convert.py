@@ -40,6 +40,7 @@ from .._ledger._rows import COLUMNS, MONEY_COLUMNS, Row
 from .._ledger._text import clean_row
 from .._redact import redact, redact_text
 from .._schema import (
+    MONEY_TOO_LARGE,
     RECORD_FIELDS,
     USAGE_EVENT_NAME,
     USAGE_SCHEMA,
@@ -185,7 +186,7 @@ _NONE: Final = type(None)
 def _too_large(what: str, name: str, value: Any) -> UsageError:
     """An amount the ledger cannot store (its money columns are NUMERIC(38, 18))."""
     return UsageError(
-        f"{what} must be below 10^20 to be stored (the ledger's NUMERIC(38, 18)), got {value!r}",
+        f"{what} must be {MONEY_TOO_LARGE}, got {value!r}",
         field=name,
         value=value,
     )

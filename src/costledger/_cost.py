@@ -25,13 +25,14 @@ _AMOUNTS = ("total", "input", "cache_read", "cache_write", "output", "audio")
 
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # money is never rounded
 
-# The ledger's NUMERIC(38, 18), as ``_ledger/_money.py`` declares it. Written here, not
-# imported: that module loads SQLAlchemy, which ``import costledger`` does not, and it
-# imports this one (a test holds the two equal).
+# The ledger's NUMERIC(38, 18), declared here (``_ledger/_money.py`` imports it): that
+# module loads SQLAlchemy, which ``import costledger`` does not.
 MONEY_PRECISION = 38
 """Digits in all of a stored amount: 20 before the point, ``MONEY_SCALE`` after."""
 MONEY_SCALE = 18
-"""Digits after the point of a stored amount; the ledger rounds more half-even to these."""
+"""Digits after the point of a stored amount; the ledger rounds more half-even to these. A
+per-token price such as $0.0375 per million tokens is 3.75e-8 per token and its cache-read
+fraction 3.75e-9; 18 places keep every such product exact with ten digits to spare."""
 _WHOLE = MONEY_PRECISION - MONEY_SCALE
 _SURE = _WHOLE - 1  # the exponent of a 20-digit amount's first digit: below it, it fits
 _LIMIT = _EXACT.subtract(Decimal(10) ** _WHOLE, Decimal(5).scaleb(-MONEY_SCALE - 1))

@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Dialect, String
 from sqlalchemy.dialects.postgresql import JSONB, NUMERIC, TIMESTAMP
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from .._cost import money_text
+from .._cost import MONEY_PRECISION, MONEY_SCALE, money_text
 from .._redact import redact, redact_text
 from ._text import clean_text, encodes
 
@@ -34,13 +34,6 @@ __all__ = [
     "sqlite_timestamp",
     "utc_datetime",
 ]
-
-MONEY_PRECISION = 38
-"""Digits in all: 20 before the point, ``MONEY_SCALE`` after."""
-MONEY_SCALE = 18
-"""Digits after the point. A per-token price such as $0.0375 per million tokens is
-3.75e-8 per token and its cache-read fraction 3.75e-9; 18 places keep every such
-product exact with ten digits to spare."""
 
 _QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
 _MAX = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)

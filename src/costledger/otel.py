@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
 
 from . import __version__
 from ._events import UsageEvent
+from ._redact import redact, redact_text
 from ._schema import event_to_record
 from ._tracker import Call, add_observer, drain_deferred, remove_observer
 
@@ -110,9 +111,10 @@ def span_attributes(event: UsageEvent) -> dict[str, AttributeValue]:
     so and tracing backends add numbers. Tags are a list of strings, metadata one
     JSON string (attribute values cannot nest), the price context one attribute per key
     (``costledger.price_context.service_tier``; an OpenAI call's tier also as
-    ``openai.response.service_tier``).
+    ``openai.response.service_tier``). Scrubbed of secrets as the usage log line is (a
+    model or id may echo the key a server was sent).
     """
-    record = event_to_record(event)
+    record: dict[str, Any] = redact(event_to_record(event))
     attributes: dict[str, AttributeValue] = {
         key: value
         for key, value in record.items()
@@ -121,14 +123,15 @@ def span_attributes(event: UsageEvent) -> dict[str, AttributeValue]:
         and (value or key not in _OMITTED_WHEN_EMPTY)
     }
     if event.tags:
-        attributes["costledger.tags"] = list(event.tags)
+        attributes["costledger.tags"] = list(record["costledger.tags"])
     if event.metadata:
         attributes["costledger.metadata"] = json.dumps(
             record["costledger.metadata"], sort_keys=True, default=str
         )
-    for key, value in event.price_context.items():
+    context: dict[str, str] = record.get("costledger.price_context") or {}
+    for key, value in context.items():
         attributes[f"costledger.price_context.{key}"] = value
-    tier = event.price_context.get("service_tier")
+    tier = context.get("service_tier")
     if tier is not None and (event.provider or "").lower() in ("openai", "azure"):
         attributes["openai.response.service_tier"] = tier  # the GenAI OpenAI convention
     total = event.cost.total
@@ -168,8 +171,9 @@ class _SpanMaker:
             else _NO_PARENT
         )
         start = _nanoseconds(event.timestamp)
+        model = event.response_model or event.model or "unknown"
         span = self._tracer.start_span(
-            f"{SPAN_NAME} {event.response_model or event.model or 'unknown'}",
+            f"{SPAN_NAME} {redact_text(model)}",
             context=context,
             kind=SpanKind.CLIENT,
             attributes=span_attributes(event),

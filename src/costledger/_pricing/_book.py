@@ -129,6 +129,7 @@ def load_price_book_entries(
                 raw = json.load(
                     f,
                     parse_float=Decimal,
+                    parse_int=_read_int,
                     parse_constant=_refuse_constant,
                     object_pairs_hook=_unique_keys,
                 )
@@ -147,6 +148,20 @@ def load_price_book_entries(
         raise PriceBookError(f"price book {str(path)!r} is not valid json: {exc}") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise PriceBookError(f"price book {str(path)!r} is not valid {suffix[1:]}: {exc}") from exc
+    except RecursionError:
+        # Python's parsers recurse once per level of nesting; no price book nests deep.
+        raise PriceBookError(
+            f"price book {str(path)!r} is not valid {suffix[1:]}: its values are nested "
+            "too deeply to read (a book nests a few levels: model, tiers or variants, prices)"
+        ) from None
+    except ValueError as exc:  # TOML's int() of a number too long (JSON's are _read_int's)
+        why = (
+            f"a whole number in it has more than {_MAX_INT_DIGITS:,} digits, more than Python "
+            "reads (no price or token limit is that long)"
+            if "digits" in str(exc)
+            else str(exc)
+        )
+        raise PriceBookError(f"price book {str(path)!r} is not valid {suffix[1:]}: {why}") from None
     if not isinstance(raw, Mapping):
         raise PriceBookError(
             f"price book {str(path)!r} must map model names to prices, got {type(raw).__name__}"
@@ -156,6 +171,35 @@ def load_price_book_entries(
 
 class _BadJson(Exception):
     """Raised from inside ``json.load``; re-raised as ``PriceBookError`` naming the file."""
+
+
+_MAX_INT_DIGITS = 4300  # Python's default limit on int(str); no price or limit comes near it
+
+
+class _LongInt(int):
+    """A JSON integer of more digits than Python reads: it stands in at ``10^4300`` (so
+    every check refuses it as too large, naming the model and the field) and shows as how
+    long it was. Reading the digits themselves would take minutes for a megabyte of them."""
+
+    digits: int
+
+    def __new__(cls, text: str) -> _LongInt:
+        negative = text.startswith("-")
+        value = 10**_MAX_INT_DIGITS
+        self = super().__new__(cls, -value if negative else value)
+        self.digits = len(text) - negative
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{'negative ' if self < 0 else ''}int of {self.digits} digits>"
+
+    __str__ = __repr__
+
+
+def _read_int(text: str) -> int:
+    """A JSON integer; one too long for ``int(text)`` (which raises a ``ValueError`` that
+    names no file) as a ``_LongInt``."""
+    return int(text) if len(text.lstrip("-")) <= _MAX_INT_DIGITS else _LongInt(text)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -416,10 +460,16 @@ def _variants(
 
 
 def _price(model: str, field: str, value: Any, source: str) -> Decimal:
+    # per_request is a fee charged once per call (a search, a rerank), not a token rate
+    unit = (
+        '(USD per call, e.g. "0.002")'
+        if field.endswith("per_request")
+        else '(USD per million tokens, e.g. "0.15")'
+    )
+
     def bad(why: str) -> PriceBookError:
         return PriceBookError(
-            f"{source}: model {model!r} field {field!r} {why}, got {_shown(value)} "
-            '(USD per million tokens, e.g. "0.15")'
+            f"{source}: model {model!r} field {field!r} {why}, got {_shown(value)} {unit}"
         )
 
     if isinstance(value, bool):
@@ -497,8 +547,9 @@ class _SafeRepr(reprlib.Repr):
 
 def _shown(value: Any) -> str:
     """``value`` as an error message shows it: its ``repr``, or, when that fails (an int
-    past Python's 4,300-digit limit, inside a list or not), a short one that does not."""
+    past Python's 4,300-digit limit, inside a list or not; nesting deeper than Python
+    recurses), a short one that does not."""
     try:
         return repr(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _SafeRepr().repr(value)

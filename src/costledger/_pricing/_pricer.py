@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from .._cost import Cost
 from .._errors import short_repr
 from .._events import UsageEvent
+from .._redact import redact_text
 from .._usage import Usage
 from ._book import BookEntry, load_price_book_entries
 from ._card import RateCard, RateTier, context_label, with_variant
@@ -56,6 +57,7 @@ PriceBook = Mapping[str, Mapping[str, Any]] | str | os.PathLike[str]
 _UTC = timezone.utc
 _MAX_HINTS = 20  # "did you mean" hints per pricer, for its first unknown names
 _MAX_NAMES = 8192  # distinct (model, provider) pairs kept compiled; more means a leak upstream
+_MAX_LOGGED_NAME = 200  # characters of a model or provider name a warning shows
 
 
 @dataclass(slots=True, eq=False)
@@ -638,12 +640,12 @@ class Pricer:
         logger.warning(
             "costledger: no price for model %r%s; the call is recorded as unknown_model "
             "with no amount (not $0). Add the model to a price book and re-price the events.",
-            resolved.name.full,
+            _logged(resolved.name.full),
             _provider_note(provider),
             extra={
                 "costledger_event": "unknown_model",
-                "costledger_model": resolved.name.full,
-                "costledger_provider": provider,
+                "costledger_model": _logged(resolved.name.full),
+                "costledger_provider": _logged(provider),
             },
         )
         if self._hints_left > 0 and logger.isEnabledFor(logging.WARNING):
@@ -663,12 +665,12 @@ class Pricer:
         logger.warning(
             "costledger: did you mean %r? It has a price; %r%s has none.",
             close,
-            name.full,
+            _logged(name.full),
             _provider_note(name.provider),
             extra={
                 "costledger_event": "unknown_model_hint",
-                "costledger_model": name.full,
-                "costledger_provider": name.provider,
+                "costledger_model": _logged(name.full),
+                "costledger_provider": _logged(name.provider),
                 "costledger_suggestion": close,
             },
         )
@@ -755,7 +757,7 @@ def _warn_gaps(resolved: _Resolved, gaps: _Gaps, card: RateCard, usage: Usage) -
     from .._logging import warn_once
 
     name = resolved.name
-    model = f"{name.full!r}{_provider_note(name.provider)}"
+    model = f"{_logged(name.full)!r}{_provider_note(name.provider)}"
     if card.model.lower() != name.full.lower():
         model += f" (priced as {card.model!r})"
     if audio and gaps.audio is not None:
@@ -766,39 +768,39 @@ def _warn_gaps(resolved: _Resolved, gaps: _Gaps, card: RateCard, usage: Usage) -
             if rate is not None
         )
         warn_once(
-            f"pricer.gap:audio:{name.provider}:{name.full.lower()}",
+            f"pricer.gap:audio:{_warning_key(name)}",
             f"{card.source} has no audio rate for model {model}: its audio tokens are billed "
             f"at the text rates (${_rate(card.input)} / ${_rate(card.output)} per MTok), where "
             f"{gaps.litellm} lists {listed}. Give the model a price book entry with "
             "input_audio / output_audio to price them (docs/pricing.md, Known data gaps)",
-            model=name.full,
-            provider=name.provider,
+            model=_logged(name.full),
+            provider=_logged(name.provider),
         )
     if not long:
         return
     if gaps.tier is not None and prompt > gaps.tier.above:
         tier = gaps.tier
         warn_once(
-            f"pricer.gap:long:{name.provider}:{name.full.lower()}",
+            f"pricer.gap:long:{_warning_key(name)}",
             f"{card.source} has no long-context price for model {model}: a prompt of "
             f"{prompt} tokens is priced at the standard rates (${_rate(card.input)} / "
             f"${_rate(card.output)} per MTok), where {gaps.litellm} lists "
             f"${_rate(tier.input)} / ${_rate(tier.output)} above {tier.above} tokens. Give "
             "the model a price book entry with those tiers to price such calls "
             "(docs/pricing.md, Known data gaps)",
-            model=name.full,
-            provider=name.provider,
+            model=_logged(name.full),
+            provider=_logged(name.provider),
         )
     elif gaps.window is not None and prompt > gaps.window:
         warn_once(
-            f"pricer.gap:long:{name.provider}:{name.full.lower()}",
+            f"pricer.gap:long:{_warning_key(name)}",
             f"a prompt of {prompt} tokens is past the {gaps.window}-token context window "
             f"{card.source} lists for model {model}, and it has no long-context price: the "
             "call is priced at the standard rates, though the provider may charge more for "
             "an extended context. Give the model a price book entry with tiers to price "
             "such calls (docs/pricing.md, Known data gaps)",
-            model=name.full,
-            provider=name.provider,
+            model=_logged(name.full),
+            provider=_logged(name.provider),
         )
 
 
@@ -838,13 +840,13 @@ def _warn_no_variant(resolved: _Resolved, key: tuple[tuple[str, str], ...]) -> N
     name = resolved.name
     context = ", ".join(f"{k}={v}" for k, v in asked)
     warn_once(
-        f"pricer.no_variant:{name.provider}:{name.full.lower()}:{context}",
-        f"no price variant of model {name.full!r}{_provider_note(name.provider)} matches "
+        f"pricer.no_variant:{_warning_key(name)}:{context}",
+        f"no price variant of model {_logged(name.full)!r}{_provider_note(name.provider)} matches "
         f"the price context {context}; the call is priced at the standard price (the price "
         "data does not list that variant: add it to a price book entry's variants if the "
         "provider charges it differently)",
-        model=name.full,
-        provider=name.provider,
+        model=_logged(name.full),
+        provider=_logged(name.provider),
     )
 
 
@@ -854,7 +856,7 @@ def _warn_early_variant(name: ModelName, early: EarlyVariant) -> None:
     ``_genai._before_first``)."""
     from .._logging import warn_once
 
-    model = f"{name.full!r}{_provider_note(name.provider)}"
+    model = f"{_logged(name.full)!r}{_provider_note(name.provider)}"
     day = early.at.date().isoformat()
     card, standard = early.card, early.standard
     listed = " and ".join(
@@ -889,10 +891,10 @@ def _warn_early_variant(name: ModelName, early: EarlyVariant) -> None:
         )
     outcome = "first_price" if early.carried else "standard"
     warn_once(
-        f"pricer.early_variant:{outcome}:{name.provider}:{name.full.lower()}:{context}",
+        f"pricer.early_variant:{outcome}:{_warning_key(name)}:{context}",
         message,
-        model=name.full,
-        provider=name.provider,
+        model=_logged(name.full),
+        provider=_logged(name.provider),
     )
 
 
@@ -907,7 +909,27 @@ def _unknown_prefix(name: ModelName) -> str | None:
 
 def _provider_note(provider: str | None) -> str:
     """`` (provider 'openai')`` after a model name in a warning, or nothing."""
-    return f" (provider {provider!r})" if provider else ""
+    return f" (provider {_logged(provider)!r})" if provider else ""
+
+
+@overload
+def _logged(name: str) -> str: ...
+@overload
+def _logged(name: str | None) -> str | None: ...
+def _logged(name: str | None) -> str | None:
+    """A model or provider name as a warning shows it: scrubbed of secrets (the name of a
+    model a server answered may echo the key it was sent) and then cut (a key cut first
+    would match no rule), as the host may pass any text, of any length, as a model."""
+    if name is None:
+        return None
+    text = redact_text(name)
+    return text if len(text) <= _MAX_LOGGED_NAME else text[: _MAX_LOGGED_NAME - 3] + "..."
+
+
+def _warning_key(name: ModelName) -> str:
+    """A once-only warning's key for the model ``name``: logged with the warning, so made
+    of what the warning shows."""
+    return f"{_logged(name.provider)}:{_logged(name.full).lower()}"
 
 
 def _same(card: RateCard) -> RateCard:

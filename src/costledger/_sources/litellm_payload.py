@@ -45,11 +45,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, TypeGuard, overload
 
 from .._errors import UsageError, short_repr
 from .._events import CallStatus
 from .._extract import price_context_of
+from .._http._errors import without_secret
+from .._redact import redact_text
 
 __all__ = [
     "BEDROCK_ROUTES",
@@ -57,6 +59,8 @@ __all__ = [
     "LiteLLMCall",
     "attribution_values",
     "bare_model",
+    "call_secrets",
+    "error_message",
     "failed_attempt_id",
     "is_standard_logging_payload",
     "litellm_cost_failed",
@@ -64,6 +68,7 @@ __all__ = [
     "read_standard_logging_payload",
     "reported_cost",
     "without_route",
+    "without_secrets",
 ]
 
 # Keys of LiteLLM's request metadata that are LiteLLM's own bookkeeping (router, proxy auth,
@@ -127,6 +132,7 @@ _SCALARS: Final = (str, int, float, bool)
 _PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
 _CANCELLED_CLASSES: Final = frozenset({"CancelledError", "GeneratorExit", "KeyboardInterrupt"})
 _MAX_ERROR_TEXT: Final = 500
+_MIN_SECRET: Final = 8  # a shorter api_key ("none", a placeholder) is no key to look for
 _PROXY_KEY_FIELDS: Final = (
     "user_api_key_user_id",
     "user_api_key_team_id",
@@ -176,6 +182,40 @@ def _is_list(value: Any) -> TypeGuard[Sequence[Any]]:
     return type(value) in (list, tuple) or (
         isinstance(value, Sequence) and not isinstance(value, (str, bytes))
     )
+
+
+def call_secrets(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
+    """The keys a LiteLLM call was sent with (the ``kwargs`` LiteLLM hands a callback:
+    ``api_key``, resolved from the environment when the caller gave none, and the
+    ``api_key`` of ``litellm_params``, a Router deployment's): a server may echo the key
+    it was sent, in its error or its answer, whatever the key's shape."""
+    found: list[str] = []
+    params = kwargs.get("litellm_params")
+    for key in (kwargs.get("api_key"), params.get("api_key") if _is_map(params) else None):
+        if isinstance(key, str) and len(key.strip()) >= _MIN_SECRET and key not in found:
+            found.append(key)
+    return tuple(found)
+
+
+@overload
+def without_secrets(text: str, secrets: Sequence[str]) -> str: ...
+@overload
+def without_secrets(text: str | None, secrets: Sequence[str]) -> str | None: ...
+def without_secrets(text: str | None, secrets: Sequence[str]) -> str | None:
+    """``text`` without any of ``secrets`` (in full, escaped, or a long piece of one's
+    start or end), as the HTTP transport keeps its request's key out of what it records."""
+    if text is None:
+        return None
+    for secret in secrets:
+        text = without_secret(text, secret)
+    return text
+
+
+def error_message(text: str, secrets: Sequence[str] = ()) -> str:
+    """LiteLLM's ``error_str`` as a call's metadata keeps it: without the call's own keys
+    (``secrets``) and anything of a key's shape, then cut to 500 characters. Scrubbed
+    first: a key cut in half would match no rule, and its first half would be kept."""
+    return redact_text(without_secrets(text, secrets))[:_MAX_ERROR_TEXT]
 
 
 def _fail(key: str, value: Any, expected: str) -> UsageError:
@@ -524,7 +564,7 @@ def read_standard_logging_payload(payload: Mapping[str, Any]) -> LiteLLMCall:
         error_type, status = _error(payload)
         message = _opt_text(payload, "error_str")
         if message:
-            metadata["error_message"] = message[:_MAX_ERROR_TEXT]
+            metadata["error_message"] = error_message(message)
         metadata["litellm_call_id"] = call_id
         call_id = failed_attempt_id(call_id, start)
 

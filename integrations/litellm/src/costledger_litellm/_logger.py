@@ -65,11 +65,14 @@ from costledger._pricing._book import BOOK_SOURCE
 from costledger._sources.litellm_payload import (
     attribution_values,
     bare_model,
+    call_secrets,
+    error_message,
     failed_attempt_id,
     litellm_cost_failed,
     proxy_request_metadata,
     reported_cost,
     without_route,
+    without_secrets,
 )
 from costledger._tracker import check_tracker
 
@@ -98,7 +101,6 @@ REFUSAL_STATUS_CODE: Final = 429
 """The HTTP status a LiteLLM Proxy answers when a costledger guard refuses a request."""
 
 _PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
-_MAX_ERROR_TEXT: Final = 500
 _EMPTY: Final[Mapping[str, Any]] = {}
 
 
@@ -410,6 +412,45 @@ class _Scopes:
 
 _scopes: Final = _Scopes()
 
+
+class _AttemptKeys:
+    """The keys the attempts of a call a wrapper opened were sent with, by its
+    ``litellm_call_id``: LiteLLM shows each attempt's (resolved from the environment if
+    the caller gave none) to ``log_pre_api_call``, and not to the wrapper, which records
+    the call from its answer (``finish_from_response``), where a server may echo the key
+    in the model or the id. Taken then, or dropped when the call is released; the oldest
+    of ``maximum`` is dropped (a call whose answer never comes: a cancelled one, a stream,
+    which LiteLLM's own event records, with the keys)."""
+
+    def __init__(self, maximum: int = MAX_IN_FLIGHT) -> None:
+        self._lock = threading.Lock()
+        self._by_id: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self.maximum = maximum
+
+    def note(self, call_id: str, keys: tuple[str, ...]) -> None:
+        with self._lock:
+            by_id = self._by_id
+            known = by_id.get(call_id, ())
+            by_id[call_id] = (*known, *(key for key in keys if key not in known))
+            if len(by_id) > self.maximum:
+                by_id.popitem(last=False)
+
+    def take(self, call_id: str) -> tuple[str, ...]:
+        if not self._by_id:  # no key noted (the common case): no lock
+            return ()
+        with self._lock:
+            return self._by_id.pop(call_id, ())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_id.clear()
+
+
+_attempt_keys: Final = _AttemptKeys()
+
 # What ``CustomLogger.__init__`` takes by name (``turn_off_message_logging``, ...): it
 # swallows any other keyword, so a slip such as ``traker=t`` would leave the logger on the
 # default tracker without a word. Read from its signature, to follow LiteLLM's versions.
@@ -480,13 +521,17 @@ class CostLedgerLogger(CustomLogger):
     # -- LiteLLM's callbacks ------------------------------------------------------------------
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
         """On the caller's thread, before each attempt: note the ``costledger.attribute``
-        scopes in force, for an event LiteLLM reports from a thread without them."""
+        scopes in force, for an event LiteLLM reports from a thread without them, and the
+        key of an attempt of a call a wrapper opened (see ``_AttemptKeys``)."""
         try:
-            scope = current_attribution()
-            if scope is _NO_SCOPE:
-                return
             call_id = kwargs.get("litellm_call_id") if _is_map(kwargs) else None
-            if call_id and isinstance(call_id, str):
+            if not call_id or not isinstance(call_id, str):
+                return
+            keys = call_secrets(kwargs)
+            if keys and _registry.in_flight(call_id):
+                _attempt_keys.note(call_id, keys)
+            scope = current_attribution()
+            if scope is not _NO_SCOPE:
                 _scopes.note(call_id, scope)
         except Exception as exc:  # never break the host
             _report("litellm.log_pre_api_call", exc)
@@ -652,8 +697,12 @@ class CostLedgerLogger(CustomLogger):
             if not new:
                 return None
 
+        # A server may echo the key it was sent (in its error, the model it names, its id):
+        # removed from what is recorded, as the HTTP transport does with its request's key.
+        secrets = call_secrets(kwargs)
         provider = _text(slo.get("custom_llm_provider")) or _text(kwargs.get("custom_llm_provider"))
-        model = bare_model(_text(slo.get("model")) or _text(kwargs.get("model")), provider)
+        model = _text(slo.get("model")) or _text(kwargs.get("model"))
+        model = bare_model(without_secrets(model, secrets), provider)
         started_at = _utc(start_time, slo.get("startTime"))
         latency_ms = _latency_ms(start_time, end_time, slo)
         cache_hit = slo.get("cache_hit") is True or kwargs.get("cache_hit") is True
@@ -666,12 +715,14 @@ class CostLedgerLogger(CustomLogger):
             metadata["litellm_call_type"] = call_type
         model_group = _text(slo.get("model_group"))
         if model_group:
-            metadata["litellm_model_group"] = model_group
+            metadata["litellm_model_group"] = without_secrets(model_group, secrets)
         if failed:
             error, status = _error_of(kwargs, slo)
+            if isinstance(error, str):
+                error = without_secrets(error, secrets)
             message = _text(slo.get("error_str"))
             if message:
-                metadata["error_message"] = message[:_MAX_ERROR_TEXT]
+                metadata["error_message"] = error_message(message, secrets)
             if attempt_of is not None:
                 metadata["litellm_call_id"] = attempt_of
         usage = _usage_payload(response_obj, slo, failed)
@@ -687,11 +738,14 @@ class CostLedgerLogger(CustomLogger):
             price_context = dict(answer.price_context) if answer.price_context else None
         else:
             response_model = request_id = price_context = None
+        response_model = without_secrets(response_model, secrets)
+        request_id = without_secrets(request_id, secrets)
 
         # Pricing, storage and logging leave LiteLLM's thread (for acompletion: the event
         # loop) unless guards are on, whose spend is then settled before this returns.
         if pending is not None and not failed:
             tracker, call = pending
+            _attempt_keys.take(call_id)  # this event carries the keys: drop what was noted
             if started_at is not None:
                 call.started_at = started_at  # LiteLLM's clock: the same one latency comes from
             if model:
@@ -1074,9 +1128,10 @@ def finish_from_response(
     hidden = _field(response, "_hidden_params")
     if not _is_map(hidden):
         hidden = _EMPTY
+    secrets = _attempt_keys.take(call.id)
     provider = _text(hidden.get("custom_llm_provider")) or call.provider
     usage = _field(response, "usage")
-    response_model = _text(_field(response, "model"))
+    response_model = without_secrets(_text(_field(response, "model")), secrets)
     attempted = _attempted_fallbacks(hidden)
     if response_model and (attempted or (provider and call.provider and provider != call.provider)):
         call.model = _fallback_model(attempted, fallbacks, provider) or bare_model(
@@ -1093,7 +1148,7 @@ def finish_from_response(
         payload=usage,
         response_model=response_model,
         provider=provider,
-        request_id=_text(_field(response, "id")),
+        request_id=without_secrets(_text(_field(response, "id")), secrets),
         cache_hit=hidden.get("cache_hit") is True,
         reported_cost=litellm_cost,
         latency_ms=latency_ms,
@@ -1203,6 +1258,7 @@ def _release_quietly(call_id: str) -> None:
     its failed attempts are recorded by their own failure events (as they came, or later
     for an async call), and nothing is recorded if it failed before LiteLLM logged."""
     try:
+        _attempt_keys.take(call_id)
         _registry.release(call_id)
     except Exception as exc:
         _report("litellm.release", exc)

@@ -174,6 +174,11 @@ def _load(path: str | os.PathLike[str]) -> Mapping[str, Any]:
             data = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
     except ValueError as exc:
         raise ValueError(f"guard config {p}: not valid {p.suffix or 'TOML'}: {exc}") from None
+    except RecursionError:  # json and tomllib recurse per level of nesting
+        raise ValueError(
+            f"guard config {p}: not valid {p.suffix or 'TOML'}: its values are nested too "
+            "deeply to read"
+        ) from None
     if not isinstance(data, Mapping):
         raise ValueError(f"guard config {p}: the top level must be a table")
     return data

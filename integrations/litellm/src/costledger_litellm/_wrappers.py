@@ -39,10 +39,12 @@ from costledger import GuardRefusal
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._guards._store import off_loop
+from costledger._sources.litellm_payload import without_secrets
 from costledger._tracker import defer_nowait
 
 from ._logger import (
     CostLedgerLogger,
+    _attempt_keys,
     _attribution_values,
     _guard_store,
     _registry,
@@ -441,6 +443,7 @@ def _finish_abandoned(call_id: str, received: _Received, latency_ms: float, defe
         if not claimed or pending is None:
             return
         tracker, call = pending
+        secrets = _attempt_keys.take(call_id)  # the call's own key, kept out of the row
         try:
             usage, built = _received_usage(received)
         except Exception as exc:  # recorded without usage rather than lost, its hold released
@@ -449,7 +452,7 @@ def _finish_abandoned(call_id: str, received: _Received, latency_ms: float, defe
         tracker.finish(
             call,
             payload=usage,
-            response_model=_response_model(built),
+            response_model=without_secrets(_response_model(built), secrets),
             provider=received.provider or call.provider,
             # the service tier (OpenAI) or speed (Anthropic) the chunks say it was served at
             price_context=price_context_of(built),

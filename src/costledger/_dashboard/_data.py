@@ -8,8 +8,9 @@ places) and forecasts (twelve significant digits), both named as such.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import TYPE_CHECKING, Any
@@ -325,8 +326,11 @@ class Dashboard:
     """Everything the page shows for one selection of the ledger.
 
     Summary rows are the ledger's own (``Ledger.summary``); ``payload()`` turns them into
-    the JSON the page draws from (money as decimal strings). The charts and the top calls
-    show ``currency`` (the currency of most calls); the totals show every currency.
+    the JSON the page draws from (money as decimal strings). When exactly one currency
+    holds amounts, the calls of the others (which hold none: unpriced calls are stored as
+    USD whatever the prices are in) are counted in it, as ``report`` does. The charts and
+    the top calls show ``currency``, the one holding the spend (see ``_primary_currency``);
+    the totals show every currency.
     """
 
     generated_at: datetime
@@ -562,11 +566,77 @@ def _fold(rows: Iterable[SummaryRow], by: tuple[str, ...]) -> tuple[SummaryRow, 
     return tuple(out)
 
 
+def _sole_amount_currency(*groups: Sequence[SummaryRow]) -> str | None:
+    """The one currency holding an amount other than zero, when exactly one does, as
+    ``report`` decides: the calls of every other currency (unpriced ones, an unknown
+    model's being stored as USD whatever the prices are in; calls with nothing to price;
+    calls priced at exactly 0) hold no amount and join it, their counts kept."""
+    held = {r.currency for rows in groups for r in rows if not r.cost.is_zero()}
+    return next(iter(held)) if len(held) == 1 else None
+
+
+def _joined(
+    rows: tuple[SummaryRow, ...], into: str | None, by: tuple[str, ...]
+) -> tuple[SummaryRow, ...]:
+    """``rows`` with every currency but ``into`` counted in ``into`` (``None``: as they are)."""
+    if into is None or all(r.currency == into for r in rows):
+        return rows
+    return _fold((replace(r, currency=into) for r in rows), by)
+
+
+def _priced_calls(row: SummaryRow) -> int:
+    return row.requests - row.unpriced - row.no_usage
+
+
 def _primary_currency(totals: Sequence[SummaryRow]) -> str:
+    """The charts' currency: the one holding the spend. Amounts in two currencies are never
+    compared, so among currencies holding amounts the one with the most calls of known cost
+    wins (then USD, then the first by name); a selection with no amount at all takes the
+    currency of the most such calls the same way."""
     if not totals:
         return "USD"
-    best = max(totals, key=lambda r: (r.requests, r.currency == "USD", r.currency))
+    best = min(
+        totals,
+        key=lambda r: (
+            r.cost.is_zero(),
+            -_priced_calls(r),
+            -r.requests,
+            r.currency != "USD",
+            r.currency,
+        ),
+    )
     return best.currency
+
+
+_ISOLATES_OPEN = frozenset("\u2066\u2067\u2068")
+_PDI = "\u2069"
+# Bidi classes that can move the words around a name: right-to-left letters and Arabic
+# digits, and the explicit embeddings, overrides and isolates.
+_REORDERING = frozenset(
+    {"R", "AL", "AN", "LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"}
+)
+
+
+def isolated(text: str) -> str:
+    """``text`` ready to join into a sentence: as a bidi isolate (FSI ... PDI) when it holds
+    a character that could reorder the words around it, so that a name holding a
+    right-to-left override (U+202E) reverses itself only; left-to-right text as it is.
+    A PDI of its own that would close the isolate early is dropped (alone it does
+    nothing), and each isolate it opens is closed before ours (page.js's ``isolate``
+    does the same, to every name)."""
+    if not any(unicodedata.bidirectional(c) in _REORDERING for c in text):
+        return text
+    out = []
+    opened = 0
+    for c in text:
+        if c == _PDI:
+            if not opened:
+                continue
+            opened -= 1
+        elif c in _ISOLATES_OPEN:
+            opened += 1
+        out.append(c)
+    return "\u2068" + "".join(out) + _PDI * (opened + 1)
 
 
 def _check_filters(filters: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -657,6 +727,12 @@ def _build(
     # One query by day and model answers three figures: every event has exactly one day
     # and one model, so the model rows and the totals are exact sums of its rows.
     by_day_model = summary("day", "model")
+    by_user = summary("user")
+    by_feature = summary("feature")
+    into = _sole_amount_currency(by_day_model, by_user, by_feature)
+    by_day_model = _joined(by_day_model, into, ("day", "model"))
+    by_user = _joined(by_user, into, ("user",))
+    by_feature = _joined(by_feature, into, ("feature",))
     by_model = _fold(by_day_model, ("model",))
     totals = _fold(by_day_model, ())
     currency = _primary_currency(totals)
@@ -670,8 +746,8 @@ def _build(
     others = sorted(r.currency for r in totals if r.currency != currency)
     if others:
         notes.append(
-            f"Charts and the most expensive calls show {currency}; calls in "
-            f"{', '.join(others)} appear in the totals only."
+            f"Charts and the most expensive calls show {isolated(currency)}; calls in "
+            f"{', '.join(isolated(c) for c in others)} appear in the totals only."
         )
     return Dashboard(
         generated_at=moment,
@@ -681,8 +757,8 @@ def _build(
         currency=currency,
         totals=totals,
         by_day_model=by_day_model,
-        by_user=summary("user"),
-        by_feature=summary("feature"),
+        by_user=by_user,
+        by_feature=by_feature,
         by_model=by_model,
         top_calls=tuple(calls),
         burns=burns,

@@ -50,12 +50,12 @@ def to_json(payload: Any) -> str:
     )
 
 
-def _payload(data: Dashboard | dict[str, Any]) -> dict[str, Any]:
+def _payload(data: Dashboard | dict[str, Any] | None) -> dict[str, Any] | None:
     return data.payload() if isinstance(data, Dashboard) else data
 
 
 def render_dashboard(
-    data: Dashboard | dict[str, Any],
+    data: Dashboard | dict[str, Any] | None,
     *,
     live: bool = False,
     refresh_seconds: float = 5.0,
@@ -67,7 +67,10 @@ def render_dashboard(
     By default Plotly is inlined, so the file is viewable with no network at all.
     ``plotly_url`` loads it from that (relative) URL instead, as ``serve`` does.
     ``live``: the page polls ``data_url`` every ``refresh_seconds`` and redraws.
+    ``data=None`` (live pages only): no data yet, the page asks ``data_url`` at once.
     """
+    if data is None and not live:
+        raise ValueError("data=None is for a live page (live=True), which fetches its data")
     if isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float)):
         raise ValueError(f"refresh_seconds must be a number, got {refresh_seconds!r}")
     if not 0.2 <= refresh_seconds <= 3600:
@@ -102,18 +105,19 @@ def _attr(text: str) -> str:
 def write_dashboard(data: Dashboard | dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the self-contained page to ``path`` (atomically: a reader never sees half a file).
 
-    ``FileNotFoundError`` naming ``path`` and its directory when that directory is missing
-    (not the temporary file the page is first written to)."""
+    The page is first written to a new file next to ``path``, created exclusively under an
+    unguessable name (a link planted in a shared directory cannot redirect it), with the
+    mode a plain ``open`` gives (0666 less the umask), then renamed over ``path``. An
+    ``OSError`` names ``path`` (``FileNotFoundError`` naming its directory too when that is
+    missing), never the temporary file."""
+    from .._reports._export import replacing
+
     target = Path(path)
     if not target.parent.is_dir():
         raise FileNotFoundError(
             f"cannot write {str(target)!r}: directory {str(target.parent)!r} is missing"
         )
-    html = render_dashboard(data)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    html = render_dashboard(data).encode("utf-8")
+    with replacing(target, ".tmp") as f:
+        f.write(html)
     return target

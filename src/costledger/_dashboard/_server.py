@@ -6,13 +6,20 @@ with what has landed in the ledger since. Only loopback by default; requests who
 ledger through the browser (DNS rebinding). Bound to any other address, it asks every
 request for an access token (made at random unless given): in the URL's ``token=`` once,
 after which the browser holds it in a cookie, or as ``Authorization: Bearer <token>``.
+
+Each connection has a thread of its own, at most ``max_connections`` at once (one more is
+answered 503 at once and closed), and must send its request line and headers within
+``request_timeout`` seconds; a client that stops taking the answer for that long is
+dropped too. So idle or half-sent connections cannot take every thread and descriptor.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import ipaddress
+import json
 import logging
 import re
 import secrets
@@ -20,6 +27,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -53,8 +61,95 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _IPv6Server(ThreadingHTTPServer):
+_BUSY_TEXT = b"busy: too many connections to this dashboard; try again\n"
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_BUSY_TEXT)).encode() + b"\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\n" + _BUSY_TEXT
+)
+_CHUNK = 64 * 1024
+"""An answer is written in pieces this big, each within ``request_timeout``: a slow
+reader is served, one that stops reading is dropped."""
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``slots`` of them at once."""
+
+    daemon_threads = True
+    # close() (and Ctrl-C) does not wait for connections still open: an idle one would
+    # hold it for up to request_timeout, and the threads end with the process anyway
+    block_on_close = False
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], slots: int
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: none will give the slot back
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """503 and close, on the listening thread: it never waits on this client."""
+        with suppress(OSError):
+            request.setblocking(False)
+            request.send(_BUSY)
+        self.shutdown_request(request)
+
+
+class _IPv6Server(_Server):
     address_family = socket.AF_INET6
+
+
+class _RequestReader(io.RawIOBase):
+    """A connection's reading side that gives up ``seconds`` after it was accepted: the
+    request line and headers must have arrived by then (a socket timeout alone is per
+    read, and a client sending a byte at a time would never meet it)."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+def _check_limits(request_timeout: object, max_connections: object) -> None:
+    if (
+        isinstance(request_timeout, bool)
+        or not isinstance(request_timeout, (int, float))
+        or not 0 < request_timeout <= 3600
+    ):
+        raise ValueError(
+            f"request_timeout must be a number of seconds above 0, at most 3600, "
+            f"got {request_timeout!r}"
+        )
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+        raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be a positive int, got {max_connections!r}")
 
 
 class DashboardServer:
@@ -71,6 +166,10 @@ class DashboardServer:
     ``token``: the access token every request must carry (``?token=`` in the URL, then a
     cookie; or ``Authorization: Bearer``). ``None``: none on loopback, a random one on any
     other address (``server.url`` carries it); ``""``: none at all.
+
+    ``request_timeout``: seconds a connection has to send its request line and headers
+    (then it is closed), and to take each 64 KiB of the answer. ``max_connections``: how
+    many connections are served at once; one more is answered 503 and closed at once.
     """
 
     def __init__(
@@ -82,6 +181,8 @@ class DashboardServer:
         refresh_seconds: float = 5.0,
         min_interval: float = 0.5,
         token: str | None = None,
+        request_timeout: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
         if token is not None and (
             not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token or "-")
@@ -94,6 +195,9 @@ class DashboardServer:
             raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be a host name or address, got {host!r}")
+        _check_limits(request_timeout, max_connections)
+        self.request_timeout = float(request_timeout)
+        self.max_connections = max_connections
         render_dashboard(
             {}, live=True, refresh_seconds=refresh_seconds, plotly_url="x"
         )  # checks it
@@ -105,9 +209,8 @@ class DashboardServer:
         self._cached: tuple[float, bytes] | None = None
         self._took = 0.0
         self._thread: threading.Thread | None = None
-        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
-        self._httpd = server_class((host.strip("[]"), port), self._handler())
-        self._httpd.daemon_threads = True
+        server_class = _IPv6Server if ":" in host else _Server
+        self._httpd = server_class((host.strip("[]"), port), self._handler(), max_connections)
         self.host = host.strip("[]")
         self.port = int(self._httpd.server_address[1])
         # From the address actually bound, not the spelling given: "LOCALHOST", "127.1" and
@@ -176,9 +279,13 @@ class DashboardServer:
             return body
 
     def page(self) -> bytes:
-        import json
-
-        payload = json.loads(self.data_json())
+        """The live page, with the current data in it; without when the ledger cannot be
+        read now (the page then asks ``/data.json`` for it, and says it is retrying)."""
+        try:
+            payload: dict[str, Any] | None = json.loads(self.data_json())
+        except Exception as exc:  # the ledger failed: serve the page, which retries
+            _log.warning("costledger dashboard: computing the data failed: %r", exc)
+            payload = None
         html = render_dashboard(
             payload,
             live=True,
@@ -233,6 +340,13 @@ class DashboardServer:
             server_version = "costledger-dashboard"
             sys_version = ""
 
+            def setup(self) -> None:
+                super().setup()
+                self.rfile.close()  # its reference would keep the socket open after close
+                self.rfile = io.BufferedReader(
+                    _RequestReader(self.connection, server.request_timeout)
+                )
+
             def log_message(self, format: str, *args: Any) -> None:
                 # the request line may carry the access token (?token=): never logged
                 shown = tuple(
@@ -255,10 +369,16 @@ class DashboardServer:
                 for name, value in (extra or {}).items():
                     self.send_header(name, value)
                 try:
+                    # each write's own limit (the request's deadline was for reading it)
+                    self.connection.settimeout(server.request_timeout)
                     self.end_headers()
                     if self.command != "HEAD":
-                        self.wfile.write(body)
+                        view = memoryview(body)
+                        for start in range(0, len(view), _CHUNK):
+                            self.wfile.write(view[start : start + _CHUNK])
                 except ConnectionError:  # the browser went away (reload, tab closed): fine
+                    self.close_connection = True
+                except TimeoutError:  # it stopped taking the answer: dropped, quietly
                     self.close_connection = True
 
             def do_HEAD(self) -> None:

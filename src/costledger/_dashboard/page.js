@@ -19,6 +19,7 @@
     reasoning: "reasoning"
   };
   var NONE = { user: "(no user)", feature: "(no feature)", model: "(no model)" };
+  var PDI = "\u2069";
 
   function $(id) { return document.getElementById(id); }
 
@@ -33,10 +34,47 @@
     return e;
   }
 
-  // Plotly reads a little HTML in labels; names come from the ledger, so show them as text.
-  function label(value, none) {
+  // Ledger text joined into a sentence is isolated (FSI ... PDI): a name holding a bidi
+  // override (U+202E) reverses itself only, never the text after it. A PDI of the name's
+  // own that would close the isolate early is dropped (alone it does nothing), and an
+  // isolate the name opens is closed before ours.
+  function isolate(value) {
+    var text = String(value), out = "", open = 0;
+    for (var i = 0; i < text.length; i++) {
+      var c = text.charAt(i);
+      if (c === PDI) {
+        if (open === 0) { continue; }
+        open -= 1;
+      } else if (c === "\u2066" || c === "\u2067" || c === "\u2068") {
+        open += 1;
+      }
+      out += c;
+    }
+    return "\u2068" + out + new Array(open + 2).join(PDI);
+  }
+
+  // The page's own labels are in parentheses ("(no user)", "(3 others)"): a real name in
+  // parentheses gets a pair of quotes more, so it never takes the place of one (a bar of
+  // calls without a user and one of a user named "(no user)" stay two bars). Adding the
+  // quotes keeps names apart: '"(x)"' is shown '""(x)""', never '"(x)"'.
+  function named(value, none) {
     if (value === null || value === undefined) { return none; }
-    return String(value).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+    var text = String(value);
+    return /^"*\([\s\S]*\)"*$/.test(text) ? '"' + text + '"' : text;
+  }
+
+  // Plotly reads a little HTML in labels; names come from the ledger, so show them as text.
+  function esc(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
+  function label(value, none) { return esc(named(value, none)); }
+
+  // "a (3), b (2)": each model isolated (see isolate)
+  function modelCounts(models) {
+    return models.map(function (m) {
+      return (m.model === null ? NONE.model : isolate(named(m.model))) + " (" + m.calls + ")";
+    }).join(", ");
   }
 
   function percent(share) {
@@ -92,8 +130,10 @@
   function selection(d) {
     var parts = [];
     parts.push((d.since ? d.since : "the beginning") + " → " + (d.until ? d.until : "now"));
-    Object.keys(d.filters).forEach(function (k) { parts.push(k + "=" + d.filters[k].join(",")); });
-    if (d.ledger) { parts.push("ledger " + d.ledger); }
+    Object.keys(d.filters).forEach(function (k) {
+      parts.push(k + "=" + d.filters[k].map(isolate).join(","));
+    });
+    if (d.ledger) { parts.push("ledger " + isolate(d.ledger)); }
     $("selection").textContent = parts.join(" · ");
   }
 
@@ -101,9 +141,7 @@
     var box = $("warnings");
     box.textContent = "";
     if (d.unpriced.calls > 0) {
-      var models = d.unpriced.models.map(function (m) {
-        return (m.model === null ? "(no model)" : m.model) + " (" + m.calls + ")";
-      }).join(", ");
+      var models = modelCounts(d.unpriced.models);
       box.appendChild(node("div", { "class": "warning", id: "unpriced-warning", role: "alert" }, [
         node("strong", { text: "⚠ " + d.unpriced.calls + " call" + (d.unpriced.calls === 1 ? "" : "s") +
           " without a price. " }),
@@ -112,9 +150,7 @@
       ]));
     }
     if (d.no_usage && d.no_usage.calls > 0) {
-      var nu = d.no_usage.models.map(function (m) {
-        return (m.model === null ? "(no model)" : m.model) + " (" + m.calls + ")";
-      }).join(", ");
+      var nu = modelCounts(d.no_usage.models);
       box.appendChild(node("div", { "class": "warning", id: "no-usage-warning", role: "alert" }, [
         node("strong", { text: "⚠ " + d.no_usage.calls + " call" + (d.no_usage.calls === 1 ? "" : "s") +
           " reported no usage. " }),
@@ -139,10 +175,10 @@
     d.totals.forEach(function (t) {
       // no call of the currency has a price (unknown model, or no usage): unknown, not 0
       var cost = t.cost === null ? "unknown" : t.cost + " " + t.currency;
-      box.appendChild(kpi("Cost (" + t.currency + ")", cost, t.cost === null ? "bad" : "", "kpi-cost-" + t.currency));
+      box.appendChild(kpi("Cost (" + isolate(t.currency) + ")", cost, t.cost === null ? "bad" : "", "kpi-cost-" + t.currency));
       req += t.requests; err += t.errors; unpriced += t.unpriced;
     });
-    if (d.totals.length === 0) { box.appendChild(kpi("Cost (" + d.currency + ")", "0 " + d.currency, "", "kpi-cost-" + d.currency)); }
+    if (d.totals.length === 0) { box.appendChild(kpi("Cost (" + isolate(d.currency) + ")", "0 " + d.currency, "", "kpi-cost-" + d.currency)); }
     box.appendChild(kpi("Calls", String(req), "", "kpi-calls"));
     box.appendChild(kpi("Errors", String(err), err ? "bad" : "", "kpi-errors"));
     box.appendChild(kpi("Unpriced calls", String(unpriced), unpriced ? "bad" : "", "kpi-unpriced"));
@@ -153,8 +189,8 @@
 
   function daily(d) {
     var c = d.cost_by_day;
-    var cur = label(c.currency, "");
-    var hover = "%{fullData.name}<br>%{x|%Y-%m-%d}: %{customdata} " + cur + "<extra></extra>";
+    var cur = esc(c.currency);
+    var hover = "%{fullData.name}<br>%{x|%Y-%m-%d}: %{customdata} " + isolate(cur) + "<extra></extra>";
     var traces = c.series.map(function (s) {
       return { type: "bar", name: label(s.model, NONE.model), x: c.days, y: s.cost,
         customdata: s.cost, hovertemplate: hover };
@@ -181,23 +217,25 @@
   }
 
   function ranked(id, r) {
-    var cur = label(r.currency, "");
+    var cur = esc(r.currency);
     var names = r.groups.map(function (g) { return label(g[r.key], NONE[r.key]); });
     var costs = r.groups.map(function (g) { return g.cost; });
-    var text = r.groups.map(function (g) {
+    var text = r.groups.map(function (g, i) {
       // a group none of whose calls has a price: its cost is unknown, not 0
-      var cost = g.unpriced + g.no_usage >= g.requests ? "unknown" : g.cost + " " + cur;
-      return cost + " · " + percent(g.share) + " · " + g.requests + " calls";
+      var cost = g.unpriced + g.no_usage >= g.requests ? "unknown" : g.cost + " " + isolate(cur);
+      var name = g[r.key] === null ? names[i] : isolate(names[i]);
+      return name + ": " + cost + " · " + percent(g.share) + " · " + g.requests + " calls";
     });
     if (r.other) {
       names.push("(" + r.other.groups + " others)");
       costs.push(r.other.cost);
-      text.push(r.other.cost + " " + cur + " · " + percent(r.other.share) + " · " + r.other.requests + " calls");
+      text.push(names[names.length - 1] + ": " + r.other.cost + " " + isolate(cur) + " · " +
+        percent(r.other.share) + " · " + r.other.requests + " calls");
     }
     // most expensive at the top
     names.reverse(); costs.reverse(); text.reverse();
     return draw(id, [{ type: "bar", orientation: "h", x: costs, y: names, customdata: text,
-      hovertemplate: "%{y}: %{customdata}<extra></extra>", marker: { color: "#4c78a8" } }], {
+      hovertemplate: "%{customdata}<extra></extra>", marker: { color: "#4c78a8" } }], {
       xaxis: { type: "linear", title: { text: cur }, rangemode: "tozero" },
       yaxis: { type: "category", automargin: true },
       margin: { l: 10, r: 20, t: 10, b: 40 },
@@ -244,19 +282,19 @@
       var field = remaining ? "remaining" : "spent";
       var x = b.points.map(function (p) { return p.at; });
       var y = b.points.map(function (p) { return p[field]; });
-      var unit = label(b.unit, "");
+      var unit = esc(b.unit);
       var traces = [{ type: "scatter", mode: "lines+markers", name: remaining ? "remaining" : "spent",
         x: x, y: y, customdata: y, line: { shape: "linear", color: "#4c78a8" },
-        hovertemplate: "%{x|%Y-%m-%d %H:%M}: %{customdata} " + unit + "<extra></extra>" }];
-      var headline = b.title + ": spent " + b.spent + " " + b.unit;
-      if (b.limit !== null) { headline += " of " + b.limit + " " + b.unit; }
+        hovertemplate: "%{x|%Y-%m-%d %H:%M}: %{customdata} " + isolate(unit) + "<extra></extra>" }];
+      var headline = burnTitle(b) + ": spent " + b.spent + " " + isolate(b.unit);
+      if (b.limit !== null) { headline += " of " + b.limit + " " + isolate(b.unit); }
       if (b.forecast !== null && b.end !== null) {
         var fy = remaining ? b.forecast_remaining : b.forecast;
         traces.push({ type: "scatter", mode: "lines", name: "forecast", x: [b.now, b.end],
           y: [y[y.length - 1], fy], customdata: [y[y.length - 1], fy],
           line: { dash: "dash", color: b.over ? "#c0392b" : "#888888" },
-          hovertemplate: "%{x|%Y-%m-%d %H:%M}: %{customdata} " + unit + "<extra>forecast</extra>" });
-        headline += " · forecast by " + b.end.slice(0, 10) + ": " + b.forecast + " " + b.unit +
+          hovertemplate: "%{x|%Y-%m-%d %H:%M}: %{customdata} " + isolate(unit) + "<extra>forecast</extra>" });
+        headline += " · forecast by " + b.end.slice(0, 10) + ": " + b.forecast + " " + isolate(b.unit) +
           (b.over ? " (over the limit)" : "");
       }
       block.querySelector("h3").textContent = headline;
@@ -274,6 +312,13 @@
       }), CONFIG));
     });
     return Promise.all(done);
+  }
+
+  // the burn's title from its parts, the budget's name and key isolated (see isolate)
+  function burnTitle(b) {
+    if (b.budget === null) { return b.title; }
+    if (b.per === null) { return isolate(b.budget); }
+    return isolate(b.budget) + " · " + (b.key === null ? "no " + b.per : b.per + " " + isolate(b.key));
   }
 
   function budgetTable(d) {
@@ -342,15 +387,22 @@
     var o = state.options;
     fetch(o.data_url, { cache: "no-store", headers: { Accept: "application/json" } })
       .then(function (r) {
-        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        if (!r.ok) {
+          // the server's answer says why (the ledger's error), when it is JSON
+          return r.json().catch(function () { return {}; }).then(function (body) {
+            throw new Error("HTTP " + r.status + (body && body.error ? ": " + body.error : ""));
+          });
+        }
         return r.json();
       })
       .then(function (d) { state.error = null; return render(d); })
       .catch(function (e) {
-        state.error = String(e);
+        state.error = e && e.message ? e.message : String(e);
         var status = $("status");
         status.className = "stale";
-        status.textContent = "cannot reach the server (" + state.error + "); retrying";
+        status.textContent = (state.data === null ? "no data yet" : "showing the last data") +
+          ": the server could not answer (" + state.error + "); retrying every " +
+          o.refresh_seconds + " s";
       })
       .then(function () { window.setTimeout(poll, o.refresh_seconds * 1000); });
   }
@@ -358,6 +410,11 @@
   function start() {
     state.options = JSON.parse($("costledger-options").textContent);
     var first = JSON.parse($("costledger-data").textContent);
+    if (first === null) { // served while the ledger could not be read: ask for the data now
+      $("status").textContent = "loading the data";
+      poll();
+      return;
+    }
     render(first).then(function () {
       if (state.options.live) { window.setTimeout(poll, state.options.refresh_seconds * 1000); }
     });

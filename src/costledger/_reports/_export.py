@@ -23,13 +23,16 @@ columns, so ``.parquet.gz`` is refused).
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import json
 import operator
 import os
 import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -60,6 +63,7 @@ __all__ = [
     "export",
     "finite",
     "json_text",
+    "replacing",
     "suffix_format",
 ]
 
@@ -433,19 +437,69 @@ def export(
             stream: IO[bytes] = out  # type: ignore[assignment]
             n = _write(events, stream, format, batch_size, csv_raw)
         else:
-            tmp = path.with_name(path.name + ".part")
-            try:
-                with tmp.open("wb") as f:
-                    if compressed:
-                        inner = path.name[: -len(GZIP_SUFFIX)]  # the name gunzip gives
-                        with gzip.GzipFile(inner, "wb", 6, f, mtime=0) as packed:
-                            n = _write(events, cast(IO[bytes], packed), format, batch_size, csv_raw)
-                    else:
-                        n = _write(events, f, format, batch_size, csv_raw)
-                tmp.replace(path)  # a reader never sees half a file
-            finally:
-                tmp.unlink(missing_ok=True)
+            with replacing(path, ".part") as f:  # a reader never sees half a file
+                if compressed:
+                    inner = path.name[: -len(GZIP_SUFFIX)]  # the name gunzip gives
+                    with gzip.GzipFile(inner, "wb", 6, f, mtime=0) as packed:
+                        n = _write(events, cast(IO[bytes], packed), format, batch_size, csv_raw)
+                else:
+                    n = _write(events, f, format, batch_size, csv_raw)
     return ExportResult(rows=n, format=format, path=path)
+
+
+# O_EXCL with O_CREAT refuses any existing name, a symbolic link included (O_NOFOLLOW says
+# so again): a link planted in a shared directory cannot redirect the write. Mode 0o666
+# goes through the umask as a plain open() does, so the file is as shareable as any other
+# the user writes (mkstemp's 0o600 would not be, and reading the umask is not thread-safe).
+_NEW_FILE = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _new_temporary(path: Path, suffix: str) -> tuple[int, str]:
+    """A new file next to ``path`` under an unguessable name: ``.NAME.<random><suffix>``
+    (NAME cut to 100 bytes: a name the file system takes must not fail as a temporary)."""
+    stem = os.fsdecode(os.fsencode(path.name)[:100])
+    for _ in range(100):
+        tmp = str(path.with_name(f".{stem}.{secrets.token_hex(8)}{suffix}"))
+        try:
+            return os.open(tmp, _NEW_FILE, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:  # about the file asked for: named so
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+    raise FileExistsError(errno.EEXIST, "no free temporary name next to it", str(path))
+
+
+@contextmanager
+def replacing(path: Path, suffix: str) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` once the block completes (a reader of
+    ``path`` never sees half a file; on an error it is removed and ``path`` is untouched).
+
+    Written next to ``path`` (a rename never crosses file systems) under a fresh,
+    unguessable name, created exclusively. An ``OSError`` about that temporary file
+    names ``path``, the file the caller asked for."""
+    tmp = ""
+    replaced = False
+    try:
+        fd, tmp = _new_temporary(path, suffix)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+        replaced = True
+    except OSError as exc:
+        if tmp and tmp in (exc.filename, exc.filename2):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+    finally:
+        if tmp and not replaced:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _write(

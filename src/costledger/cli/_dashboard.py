@@ -13,6 +13,7 @@ import typer
 
 from ._app import CliError
 from ._options import Selection, open_ledger, selecting
+from ._output import printable
 
 if TYPE_CHECKING:
     from .._dashboard import Dashboard
@@ -140,10 +141,11 @@ def dashboard(
             written = "the HTML to stdout"
         else:
             written = str(write_dashboard(data, output))
-    from .._cost import money_text
+    from .._reports._common import exact_text
 
+    # the page's text of an amount (0.24 on every backend, not PostgreSQL's 0.240000000...)
     costs = ", ".join(
-        f"{'unknown' if (cost := known_cost(r)) is None else money_text(cost)} {r.currency}"
+        f"{'unknown' if (cost := known_cost(r)) is None else exact_text(cost)} {r.currency}"
         for r in data.totals
     )
     costs = costs or "nothing"
@@ -153,7 +155,8 @@ def dashboard(
     blind = [f"{unpriced} unpriced"] if unpriced else []
     blind += [f"{no_usage} without usage"] if no_usage else []
     line += f"; {', '.join(blind)})" if blind else ")"
-    typer.echo(line, err=to_stdout)  # the HTML alone on stdout
+    # currencies and the path are text from the ledger and the user: shown, never obeyed
+    typer.echo(printable(line), err=to_stdout)  # the HTML alone on stdout
 
 
 @selecting

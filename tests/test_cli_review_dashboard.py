@@ -166,9 +166,11 @@ def test_failed_calls_without_usage_cost_zero(tmp_path: Path) -> None:
 
 
 def test_one_currency_unknown_beside_a_priced_one(tmp_path: Path) -> None:
-    # unknown-model calls carry no amount, in USD; the priced calls are in EUR
+    # unknown-model calls carry no amount, in USD; the priced calls are in EUR: as in
+    # `report`, the one currency holding amounts takes the calls without one
     p = payload(tmp_path, priced("1.25", "EUR"), priced("2", "EUR"), unknown())
-    assert totals(p) == {"EUR": "3.25", "USD": None}
+    assert totals(p) == {"EUR": "3.25"}
+    assert (p["totals"][0]["requests"], p["totals"][0]["unpriced"]) == (3, 1)
 
 
 def test_known_cost_of_a_summary_row(tmp_path: Path) -> None:
@@ -212,5 +214,5 @@ def test_page_shows_known_amounts_as_before(tmp_path: Path) -> None:
     p = payload(tmp_path, priced("1.25", "EUR"), priced("0", "USD"), unknown())
     shown = run_page(tmp_path, p)
     assert shown["kpis"]["kpi-cost-EUR"] == "1.25 EUR"
-    assert shown["kpis"]["kpi-cost-USD"] == "0 USD"
-    assert [row[:3] for row in shown["totals"]] == [["EUR", "1.25", "1"], ["USD", "0", "2"]]
+    assert "kpi-cost-USD" not in shown["kpis"]  # a $0 call holds no amount: joins EUR
+    assert [row[:3] for row in shown["totals"]] == [["EUR", "1.25", "3"]]

@@ -56,7 +56,8 @@ def export(
         typer.Option(
             "--output",
             "-o",
-            help="File to write (default, or -: stdout). Written to FILE.part, then renamed. "
+            help="File to write (default, or -: stdout). Written to a hidden "
+            ".FILE.<random>.part beside it, then renamed. "
             "A name ending in .gz is gzip-compressed (csv, jsonl).",
             show_default=False,
         ),

@@ -8,6 +8,7 @@ pricing, guards, logging and storage happen here, once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import difflib
 import inspect
 import logging
@@ -18,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -355,11 +356,10 @@ class Tracker:
 
     @property
     def pricer(self) -> Pricer:
-        if self._pricer is None:
-            from ._pricing import Pricer
-
-            self._pricer = Pricer.default()
-        return self._pricer
+        pricer = self._pricer
+        if pricer is None:
+            pricer = self._pricer = _default_pricer()
+        return pricer
 
     @property
     def logger(self) -> UsageLogger:
@@ -1981,6 +1981,126 @@ def _finish_at_exit() -> None:
 weakref.finalize(_deferred, int).detach()
 atexit.register(_finish_at_exit)
 
+
+class _ForkGate:
+    """Holds ``os.fork`` back (up to ``WAIT`` seconds) while a thread of this process is in
+    a state a forked child cannot get out of.
+
+    - **An import.** A module being imported is locked (an importlib module lock) until its
+      code has run: a fork in the meantime leaves the child with the module half built
+      and its lock held by a thread that is not there, so the child hangs the moment it
+      imports that module or any the import had under way (``argparse``,
+      ``configparser``: the host's own imports too), or (a thread of the child that
+      happens to get the dead thread's id) finds it half built: ``ImportError``,
+      ``AttributeError``. costledger's background threads import on first use: the
+      ledger's first schema creation imports Alembic and some 120 modules with it, the
+      first priced call the pricing modules, genai-prices and its price data
+      (``_default_pricer``, ``Pricer.preload``).
+    - **A SQLite write transaction.** SQLite keeps the locks of every connection to a file
+      in a table of the process (WAL: the ``-shm`` node's), which the child inherits: a
+      fork while this process holds the write lock leaves the child's own connections
+      waiting for a lock nobody in the child will release (``SQLITE_BUSY`` until the busy
+      timeout, at every write). A transaction lasts milliseconds.
+
+    The background worker and the ledger's writer thread do both on their first call: a
+    ``multiprocessing`` fork of the host's at that moment was such a fork. A fork waits
+    for the threads inside; none enters during the fork. The bound keeps a fork from
+    waiting out a database lock held by another process (the child is then as before, and
+    ``_forget_dead_imports`` mends what imports it finds half done)."""
+
+    WAIT = 5.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = 0
+        self._held = False
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        with self._cond:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        deadline = time.monotonic() + self.WAIT
+        if not self._cond.acquire(timeout=self.WAIT):
+            return  # never stop the host's fork: at worst as before the gate
+        self._held = True
+        while self._busy and (remaining := deadline - time.monotonic()) > 0:
+            self._cond.wait(remaining)  # held again on return: no import starts now
+
+    def after_fork_in_parent(self) -> None:
+        if self._held:
+            self._held = False
+            self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the parent's threads are not here
+
+
+fork_gate = _ForkGate()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=fork_gate.before_fork,
+        after_in_parent=fork_gate.after_fork_in_parent,
+        after_in_child=fork_gate.after_fork_in_child,
+    )
+
+
+def _default_pricer() -> Pricer:
+    """``Pricer.default()`` with genai-prices' data loaded, under the fork gate: the first
+    finish (on the background worker) imports the pricing modules and genai-prices and
+    loads its data, and a fork of the host's meanwhile left every call of the child
+    unpriced. The data is loaded here, not on the first price: a tracker's pricer prices
+    at once, and a load there would be out of the gate."""
+    with fork_gate.busy():
+        from ._pricing import Pricer
+
+        pricer = Pricer.default()
+        pricer.preload()  # gated itself too: the host may call it on any thread
+        return pricer
+
+
+# The packages whose imports a child forgets when a thread that is not there left them half
+# done: costledger's own (and what they were importing), and genai-prices, imported on use.
+_MENDED_IMPORTS = ("costledger", "genai_prices")
+
+
+def _forget_dead_imports() -> None:
+    """In a forked child: the imports a thread of the parent (not here) had under way at
+    the fork, when they are costledger's or genai-prices' (a fork the gate could not hold
+    back: its wait ran out, a host's thread was importing them): each module half built,
+    its import lock held by that thread. Left so, every import of it would hang or find
+    it half built (every call of the child unpriced, for the child's whole life).
+    Forgotten, with the lock, and the other modules that thread was importing (the
+    chain that led to it), the next import builds them anew."""
+    import importlib._bootstrap as bootstrap
+
+    locks = getattr(bootstrap, "_module_locks", None)
+    if not isinstance(locks, dict):
+        return
+    me = threading.get_ident()
+    held: dict[int, list[str]] = {}  # the dead thread's id -> the modules it was importing
+    for name, ref in list(locks.items()):
+        lock = ref() if callable(ref) else None
+        owner = getattr(lock, "owner", None)
+        if owner is not None and owner != me:
+            held.setdefault(owner, []).append(name)
+    for names in held.values():
+        if not any(name.partition(".")[0] in _MENDED_IMPORTS for name in names):
+            continue
+        for name in names:
+            locks.pop(name, None)
+            module = sys.modules.get(name)
+            if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                del sys.modules[name]
+
+
 # Ledgers the trackers wrote to since this process was forked (``None`` in a process not
 # forked): a ``multiprocessing`` child ends with ``os._exit``, skipping atexit and the
 # ledgers' finalizers, so its exit closes them here. Only these: a ledger the child never
@@ -1993,6 +2113,10 @@ def _after_fork_in_child() -> None:
     """``os.register_at_fork``: a lock another thread held at the fork stays held forever
     in the child. New locks, an empty queue, and the child's own exit flush."""
     global _child_ledgers, _sinks_lock, _default_lock
+    try:
+        _forget_dead_imports()
+    except Exception as exc:
+        _report("tracker.after_fork", exc)
     try:
         _deferred.after_fork()
         _sinks_lock = threading.Lock()

@@ -61,6 +61,8 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
     from .._ledger import Ledger
     from .._ledger._store import Store
     from .._pricing import Pricer
@@ -423,7 +425,7 @@ class _InputRun:
             self._forget_old_rejects()  # stdin: every run reads from the start
             return True
         path = src.path
-        self.checkpoint_file = checkpoint_path(self.job.checkpoints, path, self.job.ledger_name)
+        self.checkpoint_file = checkpoint_path(self.job.checkpoints, path, self.job.ledger_key)
         lock = IngestionLock(self.checkpoint_file.with_suffix(".lock"))
         holder = lock.acquire()
         if holder is not None:
@@ -435,7 +437,7 @@ class _InputRun:
         st = os.stat(path)
         head = min(HEAD_BYTES, st.st_size)
         self.identity = (st.st_dev, st.st_ino, st.st_size, head, head_digest(path, head))
-        ckpt = None if self.job.restart else load_checkpoint(self.checkpoint_file)
+        ckpt = None if self.job.restart else self._load_checkpoint(path)
         if ckpt is not None and not self._still_valid(ckpt, st):
             ckpt = None
         if ckpt is None:
@@ -475,6 +477,17 @@ class _InputRun:
         self.probe_id = ckpt.probe_id
         self.identity = (st.st_dev, st.st_ino, st.st_size, ckpt.head_bytes, ckpt.head_sha256)
         return True
+
+    def _load_checkpoint(self, path: str) -> Checkpoint | None:
+        """The input's checkpoint; without one, the one an earlier version saved under the
+        ledger's URL as spelled (``ledger_name``), so that a run after an upgrade resumes
+        where the last one stopped rather than reading (and rejecting) it all again."""
+        job, current = self.job, self.checkpoint_file
+        assert current is not None
+        assert job.checkpoints is not None
+        if job.ledger_key == job.ledger_name or current.exists():
+            return load_checkpoint(current)
+        return load_checkpoint(checkpoint_path(job.checkpoints, path, job.ledger_name))
 
     def close(self) -> None:
         """Let the next run of this ingestion in (after the last checkpoint is saved)."""
@@ -1217,7 +1230,8 @@ class _WriteFailed(Exception):
 @dataclass(slots=True)
 class _Job:
     ledger: Ledger
-    ledger_name: str
+    ledger_name: str  # shown in messages; earlier versions keyed checkpoints on it
+    ledger_key: str  # names the checkpoints and locks (``_ledger_key``)
     writer: _Writer
     converter: Converter
     checkpoints: Path | None
@@ -1231,6 +1245,17 @@ class _Job:
     def write(self, rows: list[Row]) -> _Written:
         """Commit ``rows`` with the writer process if there is one, else the thread writer."""
         return self.writer.write(rows) if self.sink is None else self.sink.write(rows)
+
+
+def _ledger_key(url: URL) -> str:
+    """What names a ledger's checkpoints and locks: a SQLite file by its path, absolute with
+    symlinks resolved (``sqlite:///usage.db`` run from /srv, ``sqlite:////srv/usage.db`` and
+    a path through a link are one ledger, so one run at a time); another database by its
+    URL as shown (the password masked)."""
+    from .._ledger._engine import display_url, sqlite_path
+
+    path = sqlite_path(url)
+    return display_url(url) if path is None else f"sqlite:///{os.path.realpath(path)}"
 
 
 # ------------------------------------------------------------------------------- the API
@@ -1395,6 +1420,7 @@ def ingest(
         job = _Job(
             ledger=the_ledger,
             ledger_name=display_url(the_ledger.url),
+            ledger_key=_ledger_key(the_ledger.url),
             writer=_Writer(store),
             converter=Converter(pricer or Pricer.default(), now=now),
             checkpoints=None

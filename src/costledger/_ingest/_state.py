@@ -82,7 +82,9 @@ class Checkpoint:
 
 
 def checkpoint_path(directory: Path, input_path: str, ledger: str) -> Path:
-    """The checkpoint file of ``input_path`` ingested into ``ledger`` (a display URL)."""
+    """The checkpoint file of ``input_path`` ingested into ``ledger``: the ledger's key (a
+    SQLite file's resolved path, another database's URL as shown), or for a checkpoint an
+    earlier version saved, its URL as shown."""
     # surrogateescape: a file name that is not UTF-8 (bytes the file system keeps as they
     # are) has a checkpoint too, the same for the same bytes
     name = f"{os.path.realpath(input_path)}\0{ledger}".encode("utf-8", "surrogateescape")

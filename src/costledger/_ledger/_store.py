@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -31,6 +29,7 @@ from sqlalchemy.engine import URL
 
 from .._cost import Cost
 from .._events import UsageEvent, event_text
+from .._tracker import fork_gate as _fork_gate
 from ._engine import BEGIN_OPTION, FILE_ID, file_id, is_memory_sqlite, make_engine, sqlite_path
 from ._migrate import HEAD, current_revision, ensure_schema
 from ._money import (
@@ -347,72 +346,9 @@ def _is_binding_error(exc: BaseException) -> bool:
 _DBAPI_DATA_ERRORS = frozenset(("DataError", "IntegrityError"))
 
 
-class _ForkGate:
-    """Holds ``os.fork`` back (up to ``WAIT`` seconds) while a thread of this process is in
-    a state a forked child cannot get out of.
-
-    - **An import.** A module being imported is locked (an importlib module lock) until its
-      code has run: a fork in the meantime leaves the lock held in the child by a thread
-      that is not there, so the child hangs the moment it imports that module or any the
-      import had under way (``argparse``, ``configparser``: the host's own imports too).
-      The first schema creation imports Alembic and some 120 modules with it.
-    - **A SQLite write transaction.** SQLite keeps the locks of every connection to a file
-      in a table of the process (WAL: the ``-shm`` node's), which the child inherits: a
-      fork while this process holds the write lock leaves the child's own connections
-      waiting for a lock nobody in the child will release (``SQLITE_BUSY`` until the busy
-      timeout, at every write). A transaction lasts milliseconds.
-
-    The ledger's writer thread does both in its first write (schema creation, first batch):
-    a ``multiprocessing`` fork of the host's at that moment was such a fork. A fork waits
-    for the threads inside; none enters during the fork. The bound keeps a fork from
-    waiting out a database lock held by another process (the child is then as before)."""
-
-    WAIT = 5.0
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._busy = 0
-        self._held = False
-
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        with self._cond:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._busy -= 1
-                self._cond.notify_all()
-
-    def before_fork(self) -> None:
-        deadline = time.monotonic() + self.WAIT
-        if not self._cond.acquire(timeout=self.WAIT):
-            return  # never stop the host's fork: at worst as before the gate
-        self._held = True
-        while self._busy and (remaining := deadline - time.monotonic()) > 0:
-            self._cond.wait(remaining)  # held again on return: no import starts now
-
-    def after_fork_in_parent(self) -> None:
-        if self._held:
-            self._held = False
-            self._cond.release()
-
-    def after_fork_in_child(self) -> None:
-        self.__init__()  # type: ignore[misc]  # the parent's threads are not here
-
-
-_fork_gate = _ForkGate()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_fork_gate.before_fork,
-        after_in_parent=_fork_gate.after_fork_in_parent,
-        after_in_child=_fork_gate.after_fork_in_child,
-    )
-
-
 def _import_alembic() -> None:
-    """Import what a migration imports, under the fork gate: ``alembic.command`` brings in
+    """Import what a migration imports, under the fork gate (``_tracker._ForkGate``, which
+    the background worker's first pricing passes too): ``alembic.command`` brings in
     every module the migrations use (a test checks that the first write imports nothing
     more), so the migration itself, under way when a fork comes, imports nothing."""
     import importlib
@@ -435,7 +371,7 @@ class Store:
         self._schema_lock = threading.Lock()
         self._schema_ready = False
         self.path = sqlite_path(url)  # a SQLite file: checked at every write transaction
-        # a fork in a SQLite write transaction leaves the child unable to write (_ForkGate)
+        # a fork in a SQLite write transaction leaves the child unable to write (_tracker._ForkGate)
         self._fork_gated = self.path is not None
         from ._rollups import apply_cost_changes
 
@@ -518,7 +454,7 @@ class Store:
                 self._schema_ready = True
 
     def _no_fork(self) -> contextlib.AbstractContextManager[None]:
-        """Around a SQLite write transaction: a fork waits for its end (``_ForkGate``)."""
+        """Around a SQLite write transaction: a fork waits for its end (``_tracker._ForkGate``)."""
         return _fork_gate.busy() if self._fork_gated else contextlib.nullcontext()
 
     def schema_suspect(self) -> None:

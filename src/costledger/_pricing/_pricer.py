@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -125,6 +126,7 @@ class Pricer:
         self._hints_left = _MAX_HINTS
         self._known_names: dict[str, str] | None = None  # for the unknown-model hint
         self._lock = threading.RLock()
+        _pricers.add(self)  # its lock is made anew in a forked child
 
     @classmethod
     def default(cls) -> Pricer:
@@ -380,8 +382,11 @@ class Pricer:
 
     def preload(self, *, litellm: bool = False) -> None:
         """Load the price data now rather than on the first call (about 0.2 s for
-        genai-prices, 50 ms more for LiteLLM's map), e.g. at application start-up."""
-        with self._lock:
+        genai-prices, 50 ms more for LiteLLM's map), e.g. at application start-up. A fork
+        waits for it (``_tracker._ForkGate``)."""
+        from .._tracker import fork_gate
+
+        with fork_gate.busy(), self._lock:
             if self._genai is not None:
                 self._genai.snapshot()
             if litellm and self._litellm is not None:
@@ -729,6 +734,22 @@ class Pricer:
             except Exception:  # pragma: no cover - as above
                 pass
         return names
+
+
+# The pricers of this process, whose locks a forked child makes anew: a thread of the
+# parent's (the background worker loading LiteLLM's map for a first call) may have held one
+# at the fork, and it stays held in the child, by no thread: its first price would hang.
+_pricers: weakref.WeakSet[Pricer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    Pricer._default_lock = threading.Lock()
+    for pricer in list(_pricers):
+        pricer._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _equals(clause: Any, add: Callable[[object], None]) -> None:

@@ -220,6 +220,13 @@ class Guard(Protocol):
     rate limit counts a call as it admits it) says so with ``refunds = False``: the
     tracker asks it after every other guard, and at a second asking keeps what it
     admitted at the first instead of asking it again.
+
+    A guard with a method ``does_io(token)`` that says ``True`` for a token (the built-in
+    guards on a Redis or SQL store) has that token settled on costledger's settle threads,
+    concurrently with other calls' settles, so that the store's round trips never hold up
+    the background worker; and an async entry point gives its reservations back there, off
+    the event loop. A guard without ``does_io`` is settled on the background worker, in
+    the order the calls finished.
     """
 
     def reserve(self, call: Call, tracker: Tracker) -> Any: ...
@@ -477,15 +484,20 @@ class Tracker:
         call = self.start(**kwargs, _reserve=False)
         tentative = bool(self._unsettled) and not _deferred.on_worker()
         kept: list[tuple[Guard, Any]] = []
+        # what the first asking reserved, given back on the settle threads (``_release_soon``)
+        given_back: list[Call] = []
         try:
-            refused = await self._areserve_once(call, tentative, kept)
+            refused = await self._areserve_once(call, tentative, kept, given_back)
             if refused is not None:
                 waiting = self._retry_after(refused, tentative)
                 if waiting is None:
                     raise refused[1]
+                # asked again only once its own first reservations are given back: a guard
+                # must not count them against the second asking
+                waiting = [*waiting, *given_back]
                 if waiting:
                     await self._await_settled(waiting, _SETTLE_WAIT)
-                refused = await self._areserve_once(call, False, kept)
+                refused = await self._areserve_once(call, False, kept, given_back)
                 if refused is not None:
                     raise refused[1]
         finally:
@@ -494,9 +506,15 @@ class Tracker:
         return call
 
     async def _areserve_once(
-        self, call: Call, tentative: bool, kept: list[tuple[Guard, Any]]
+        self,
+        call: Call,
+        tentative: bool,
+        kept: list[tuple[Guard, Any]],
+        given_back: list[Call],
     ) -> tuple[Guard, GuardRefusal] | None:
-        """``_reserve_once`` awaiting each guard's ``areserve``."""
+        """``_reserve_once`` awaiting each guard's ``areserve``. What the guards before a
+        refusing (or cancelled) one reserved is given back off the event loop
+        (``_release_soon``); the stand-in holding it until then goes to ``given_back``."""
         call.tentative = tentative
         # by identity: a guard of the host's may be unhashable (a plain dataclass)
         admitted = {id(guard): token for guard, token in kept}
@@ -512,7 +530,9 @@ class Tracker:
                     else:
                         token = guard.reserve(call, self)
                 except GuardRefusal as refusal:
-                    self._refused(call, kept)
+                    stand_in = self._refused(call, kept, background=True)
+                    if stand_in is not None:
+                        given_back.append(stand_in)
                     return guard, refusal
                 except Exception as exc:  # a guard's own bug must not break the host
                     _report("guard.reserve", exc)
@@ -520,8 +540,8 @@ class Tracker:
                 call.hold(guard, token)
         except BaseException:
             # the caller cancelled while a guard waited: give back what the guards before
-            # it reserved
-            self._release(call)
+            # it reserved (off the event loop)
+            self._release_soon(call)
             raise
         return None
 
@@ -585,11 +605,18 @@ class Tracker:
             raise
         return None
 
-    def _refused(self, call: Call, kept: list[tuple[Guard, Any]]) -> None:
+    def _refused(
+        self, call: Call, kept: list[tuple[Guard, Any]], background: bool = False
+    ) -> Call | None:
         """A guard refused ``call``: what the guards that cannot give it back admitted goes
-        to ``kept`` (for a second asking), and every reservation is released."""
+        to ``kept`` (for a second asking), and every reservation is released; with
+        ``background`` (an async caller) off this thread, and the stand-in holding them
+        until then is returned (``_release_soon``)."""
         kept[:] = [(guard, token) for guard, token in call.reservations if not _refunds(guard)]
+        if background:
+            return self._release_soon(call)
         self._release(call)
+        return None
 
     def _retry_after(
         self, refused: tuple[Guard, GuardRefusal], tentative: bool
@@ -609,10 +636,10 @@ class Tracker:
 
     def _wait_settled(self, calls: list[Call], timeout: float) -> None:
         """Wait until ``calls`` are settled, or the worker has run everything queued now
-        (a call handed off whose end never settles it must not hold this one for long),
-        or ``timeout`` seconds passed."""
+        and the settles it handed off by then have run (a call handed off whose end never
+        settles it must not hold this one for long), or ``timeout`` seconds passed."""
         passed = [False]
-        _deferred.mark((_mark_passed, self, passed))
+        _deferred.mark((_settles.after, _mark_passed, self, passed))
         deadline = time.monotonic() + timeout
         with self._settled:
             self._waiters += 1
@@ -632,7 +659,7 @@ class Tracker:
         import asyncio  # an async caller: already imported
 
         passed = [False]
-        _deferred.mark((_mark_passed, self, passed))
+        _deferred.mark((_settles.after, _mark_passed, self, passed))
         deadline = time.monotonic() + timeout
         pause = 0.0005
         while not passed[0] and self._any_unsettled(calls):
@@ -821,8 +848,12 @@ class Tracker:
     ) -> None:
         """A finished call's event, in this order: the guards' settle, sinks, storage
         (unless ``stored``: a durable ledger's deferred finish stored it on the caller's
-        thread, see ``_store_then_defer``), the log line, ``on_event``, observers."""
-        self._settle(call, event)
+        thread, see ``_store_then_defer``), the log line, ``on_event``, observers.
+
+        On the background worker, a settle that waits on a guard store's I/O is handed to
+        the settle threads instead (``_settle_elsewhere``) and runs meanwhile."""
+        if not (call.reservations and self._settle_elsewhere(call, event)):
+            self._settle(call, event)
         self._emit(event, store=not stored)
         if on_event is not None:
             try:
@@ -834,6 +865,27 @@ class Tracker:
                 observer.finished(call, event)
             except Exception as exc:
                 _report("observer.finished", exc)
+
+    def _settle_elsewhere(self, call: Call, event: UsageEvent) -> bool:
+        """On the background worker (or on a caller finishing its own call because the
+        queue is full): hand the settle of a call whose guards wait on a store's I/O
+        (``does_io``: Redis, SQL) to the settle threads, so that the worker goes on with
+        the next calls' pricing and storage instead of waiting for round trips. The call
+        stays in ``_unsettled`` until its settle ran, and drains wait for it.
+
+        At most ``MAX_SETTLING`` are handed off at once: past that the worker (or the
+        caller) waits until one ends, which keeps the settle threads busy and the store's
+        I/O off both (a store slower than the calls come slows the worker, never the host
+        until the queue is full). A guard of the host's (no ``does_io``) is settled on the
+        worker, in order, as before. The event is stored meanwhile: a budget reading spend
+        from the ledger (a counter's seed) drains first, which waits for these settles
+        too, so a seed of a counter the store lost counts the call once."""
+        if not (_deferred.on_worker() or _deferred.finishing_inline()):
+            return False
+        if not _waits_on_io(call.reservations, custom=False):
+            return False
+        _settles.start(self._settle, call, event, bounded=True)
+        return True
 
     def _salvage(self, call: Call, ending: _Ending, exc: Exception) -> UsageEvent | None:
         """The event of a call whose tracking failed with ``exc``, with what can be kept.
@@ -994,11 +1046,45 @@ class Tracker:
         call.reservations = ()
         self._settled_now(call)
 
-    def cancel(self, call: Call) -> None:
-        """Forget a call that never reached the provider: release reservations, record nothing."""
+    def _release_soon(self, call: Call) -> Call | None:
+        """``_release`` for an async entry point: never a guard store's round trip on this
+        thread (an event loop's). When a reservation waits on a store's I/O (``does_io``;
+        a guard of the host's may too), the reservations move to a stand-in call, kept in
+        ``_unsettled`` (a call those reservations make a guard refuse waits for it, as for
+        a settle), and are given back on the settle threads; ``call`` holds nothing from
+        now on (asked again, its new reservations are its own). Returns the stand-in, or
+        ``None`` when they were given back here (``memory://``: microseconds)."""
+        held = call.reservations
+        if not held or not _waits_on_io(held, custom=True):
+            self._release(call)
+            return None
+        stand_in = Call(
+            source=call.source,
+            model=call.model,
+            provider=call.provider,
+            attribution=call.attribution,
+            started=call.started,
+        )
+        stand_in.finished = True
+        stand_in.reservations = held
+        self._unsettled[id(stand_in)] = stand_in  # before ``call`` lets go: never a gap
+        call.reservations = ()
+        self._settled_now(call)
+        _settles.start(self._release, stand_in, bounded=False)
+        return stand_in
+
+    def cancel(self, call: Call, *, background: bool = False) -> None:
+        """Forget a call that never reached the provider: release reservations, record nothing.
+
+        ``background=True`` (an async entry point): a reservation on a Redis or SQL guard
+        store is given back on costledger's settle threads, never on this thread; a call
+        it would make a guard refuse meanwhile waits for it, as for a settle."""
         if not call.finished:
             call.finished = True
-            self._release(call)
+            if background:
+                self._release_soon(call)
+            else:
+                self._release(call)
 
     def emit(self, event: UsageEvent) -> None:
         """Store and log a finished event. Never raises."""
@@ -1675,6 +1761,22 @@ When the queue is full, ``finish(defer=True)`` finishes the call on the caller's
 instead, so a host that produces calls faster than the worker stores them is slowed to
 the worker's pace rather than growing without bound, and nothing is lost."""
 
+SETTLE_THREADS = 32
+"""Threads for the settles the background worker hands off (a finished call whose guards'
+store does I/O, ``Tracker._settle_elsewhere``) and the reservations async entry points
+give back (``Tracker.cancel(background=True)``): started on demand, gone after a minute
+idle. Their own, apart from the guards' threads for reservations (``_guards._store``),
+where a reservation may read the ledger (a counter's seed), which waits for the settles
+in flight: sharing threads, it could wait on work queued behind itself. Daemon threads,
+as the worker's: the exit hook still hands settles to them (a ``ThreadPoolExecutor`` is
+shut down before the exit hooks run, which would leave every settle of the queue's
+remainder to one thread)."""
+
+MAX_SETTLING = 128
+"""At most this many settles handed off by the background worker wait or run on the settle
+threads at once; past that the worker waits for one of them to end (a store slower than
+the calls come slows the worker, never the host)."""
+
 _EXIT_TIMEOUT = 30.0
 """At interpreter exit (or a ``multiprocessing`` child's), how long the queued finishes
 may take; whatever is still queued then is dropped, counted and logged."""
@@ -1696,8 +1798,11 @@ class _DeferredWorker:
     sink or guard that reads the ledger must not wait for its own work).
 
     The queue holds at most ``limit`` items: past that, the caller finishes its call
-    itself (``n_inline`` counts them). At exit, ``finish_queued`` runs what is left,
-    before the ledgers close. In a forked child, ``after_fork`` gives the worker new
+    itself (``n_inline`` counts them). ``drain`` waits for what was queued before it (a
+    mark queued behind it) and for the settles the worker handed to the settle threads
+    by then (``_Settles``), never for what other threads queue meanwhile. At exit,
+    ``finish_queued`` runs what is left, and waits for the settles in flight, before the
+    ledgers close. In a forked child, ``after_fork`` gives the worker new
     locks and an empty queue (the parent's items are the parent's to finish); its
     thread starts again on the child's first deferred finish.
     """
@@ -1719,6 +1824,7 @@ class _DeferredWorker:
         self.n_inline = 0  # finished on the caller's thread: the queue was full
         self.n_dropped = 0  # still queued when the exit's time ran out
         self._next_warning = 0.0
+        self._local = threading.local()  # ``full``: this thread runs an item itself (``_full``)
 
     def submit(self, item: tuple[Any, ...]) -> None:
         """Queue ``item`` = ``(fn, *args)``; the worker calls ``fn(*args)``."""
@@ -1775,6 +1881,11 @@ class _DeferredWorker:
         """Whether this is the worker's thread, which must never wait for its own work."""
         return self._thread is threading.current_thread()
 
+    def finishing_inline(self) -> bool:
+        """Whether this thread is finishing queued calls itself: the queue is full
+        (``_full``), or the exit hook (``finish_queued``)."""
+        return getattr(self._local, "full", False) is True
+
     def _full(self, item: tuple[Any, ...]) -> None:
         """The queue is full: the caller finishes its own call (bounded memory, nothing lost)."""
         self.n_inline += 1
@@ -1789,7 +1900,11 @@ class _DeferredWorker:
                 self._limit,
                 self.n_inline,
             )
-        self._run_now(item)
+        self._local.full = True
+        try:
+            self._run_now(item)
+        finally:
+            self._local.full = False
 
     def _start(self) -> None:
         if self._pid != os.getpid():  # a fork the at-fork hook did not see (C-level)
@@ -1814,6 +1929,7 @@ class _DeferredWorker:
         self._busy = False
         self._thread = None
         self._exiting = False
+        self._local = threading.local()
 
     def _run(self) -> None:
         items = self._items
@@ -1842,11 +1958,33 @@ class _DeferredWorker:
 
     @property
     def pending(self) -> bool:
-        return bool(self._items) or self._busy
+        return bool(self._items) or self._busy or _settles.busy
 
     def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued before this call has run, and the settles the
+        worker handed to the settle threads by then (a mark queued now, past the limit
+        too): what other threads queue meanwhile is not waited for, so a reader under a
+        steady load waits for its share, not for the queue to be empty. A no-op on the
+        worker and on a settle thread (never waiting for their own work). ``False`` when
+        ``timeout`` ran out first. At exit, the whole queue (``finish_queued``)."""
         if self._thread is None and self._items and not self._exiting:
             self._start()  # only ``submit_nowait`` queued so far, which starts no thread
+        thread = self._thread
+        if thread is threading.current_thread() or _settles.on_thread():
+            return not self._items
+        if self._pid != os.getpid():
+            return not self._items
+        if thread is None or self._exiting:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self._drain_all(timeout):
+                return False
+            return _settles.wait(None if deadline is None else deadline - time.monotonic())
+        reached = threading.Event()
+        self.mark((_settles.after, reached.set))
+        return reached.wait(timeout)
+
+    def _drain_all(self, timeout: float | None = None) -> bool:
+        """Wait until the queue is empty and the worker idle (the exit hook)."""
         thread = self._thread
         if thread is None or thread is threading.current_thread() or self._pid != os.getpid():
             return not self._items
@@ -1863,8 +2001,9 @@ class _DeferredWorker:
     def finish_queued(self, timeout: float = _EXIT_TIMEOUT) -> None:
         """At exit: finish every queued call now, on this thread and the worker both (the
         worker may be stuck in a slow sink), and stop queueing: a call finished afterwards
-        is finished on its caller's thread. What the time does not allow is counted in
-        ``n_dropped`` and logged."""
+        is finished on its caller's thread; then wait for the settles in flight on the
+        settle threads. What the time does not allow is counted in ``n_dropped`` and
+        logged."""
         self._exiting = True
         self._owner = 0
         if self._pid != os.getpid():
@@ -1872,13 +2011,17 @@ class _DeferredWorker:
         deadline = time.monotonic() + timeout
         items = self._items
         self._wake.set()
-        while items and time.monotonic() < deadline:
-            try:
-                item = items.popleft()
-            except IndexError:  # the worker took the last one
-                break
-            self._run_now(item)
-        if not self.drain(max(0.0, deadline - time.monotonic())):
+        self._local.full = True  # its settles go to the settle threads too
+        try:
+            while items and time.monotonic() < deadline:
+                try:
+                    item = items.popleft()
+                except IndexError:  # the worker took the last one
+                    break
+                self._run_now(item)
+        finally:
+            self._local.full = False
+        if not self._drain_all(max(0.0, deadline - time.monotonic())):
             lost = len(items)
             items.clear()
             if lost:
@@ -1888,9 +2031,174 @@ class _DeferredWorker:
                     lost,
                     timeout,
                 )
+        if not _settles.wait(max(0.0, deadline - time.monotonic())):
+            _log.error(
+                "costledger: %d guard settle(s) still running %.0f s into the exit",
+                _settles.in_flight,
+                timeout,
+            )
+
+
+class _Settles:
+    """The settles the background worker handed to the settle threads
+    (``Tracker._settle_elsewhere``) and the reservations given back there
+    (``Tracker._release_soon``), numbered in the order they were handed off, so that a
+    drain waits for those handed off before its mark, never for later ones."""
+
+    def __init__(self, limit: int = MAX_SETTLING) -> None:
+        self._limit = limit
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        """New lock, nothing in flight, no thread (in a forked child: the parent's work and
+        threads are the parent's)."""
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # one ended: room for another
+        self._work = threading.Condition(lock)  # a job for a settle thread
+        self._next = 0  # the number the next one handed off gets
+        self._running: dict[int, None] = {}  # numbers in flight, oldest first
+        # (number, fn, args): ``fn(*args)`` once every one numbered below has run
+        self._waiting: deque[tuple[int, Callable[..., object], tuple[Any, ...]]] = deque()
+        self._jobs: deque[tuple[int, Callable[..., object], tuple[Any, ...]]] = deque()
+        self._threads = 0
+        self._idle = 0  # threads waiting for a job
+        self._local = threading.local()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def on_thread(self) -> bool:
+        """Whether this thread is running one of them (it must never wait for them)."""
+        return getattr(self._local, "running", False) is True
+
+    def start(self, fn: Callable[..., object], *args: Any, bounded: bool) -> None:
+        """Run ``fn(*args)`` on a settle thread; ``bounded`` (a settle): once fewer than
+        ``limit`` are in flight (a release is not: bounded by the calls in flight)."""
+        with self._cond:
+            if bounded:
+                while len(self._running) >= self._limit:
+                    self._cond.wait(1.0)
+            number = self._next
+            self._next += 1
+            self._running[number] = None
+            job = (number, fn, args)
+            self._jobs.append(job)
+            if self._idle >= len(self._jobs) or self._threads >= SETTLE_THREADS:
+                # a thread is free to take it, or will be
+                self._work.notify()
+                return
+            self._threads += 1
+        try:
+            if sys.is_finalizing():  # Python 3.11 hangs the exit on a thread started now
+                raise RuntimeError("interpreter shutdown")
+            threading.Thread(target=self._serve, name="costledger-settle", daemon=True).start()
+        except RuntimeError:  # no new thread (the interpreter is finalizing): run it here
+            with self._cond:
+                self._threads -= 1
+                try:
+                    self._jobs.remove(job)
+                except ValueError:  # another settle thread took it
+                    return
+            self._run(*job)
+
+    def _serve(self) -> None:
+        """A settle thread: runs jobs until it has waited a minute for one."""
+        self._local.running = True
+        work = self._work
+        jobs = self._jobs
+        while True:
+            with work:
+                deadline = 0.0
+                while not jobs:
+                    now = time.monotonic()
+                    if not deadline:
+                        deadline = now + 60.0
+                    elif now >= deadline:
+                        self._threads -= 1
+                        return
+                    self._idle += 1
+                    try:
+                        work.wait(deadline - now)
+                    finally:
+                        self._idle -= 1
+                job = jobs.popleft()
+            self._run(*job)
+
+    def _run(self, number: int, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        running = self.on_thread()
+        self._local.running = True
+        try:
+            fn(*args)
+        except Exception as exc:  # ``_settle`` / ``_release`` report their own
+            _report("tracker.settle", exc)
+        finally:
+            self._local.running = running
+            self._done(number)
+
+    def _done(self, number: int) -> None:
+        ready = []
+        with self._cond:
+            self._running.pop(number, None)
+            oldest = next(iter(self._running), self._next)
+            waiting = self._waiting
+            while waiting and waiting[0][0] <= oldest:
+                ready.append(waiting.popleft())
+            self._cond.notify_all()
+        for _, fn, args in ready:
+            try:
+                fn(*args)
+            except Exception as exc:
+                _report("tracker.settle", exc)
+
+    def after(self, fn: Callable[..., object], *args: Any) -> None:
+        """``fn(*args)`` once everything handed off so far has run: now when nothing is in
+        flight, else on the settle thread that ends the last of them."""
+        with self._cond:
+            if self._running:
+                self._waiting.append((self._next, fn, args))
+                return
+        fn(*args)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until everything handed off so far has run; ``False`` on timeout."""
+        if self.on_thread():  # it would wait for itself
+            return not self._running
+        done = threading.Event()
+        self.after(done.set)
+        return done.wait(None if timeout is None else max(0.0, timeout))
+
+
+def _waits_on_io(reservations: Iterable[tuple[Guard, Any]], *, custom: bool) -> bool:
+    """Whether settling or giving back ``reservations`` waits on a guard store's I/O: one
+    of them says so (``does_io``); a guard without ``does_io`` (the host's) counts as
+    ``custom`` says: for a settle, it keeps the whole call on the worker (``False``); for
+    a release, it may wait on anything (``True``)."""
+    io = False
+    for guard, token in reservations:
+        if getattr(type(guard), "does_io", None) is None:
+            if not custom:
+                return False
+            io = True
+            continue
+        if io:
+            continue
+        try:
+            io = guard.does_io(token) is True  # type: ignore[attr-defined]
+        except Exception as exc:
+            _report("guard.does_io", exc)
+            if not custom:
+                return False
+            io = True
+    return io
 
 
 _deferred = _DeferredWorker()
+_settles = _Settles()
 _SETTLE_WAIT = 5.0  # seconds a refused call waits at most for earlier calls' settles
 _complete = Tracker._complete  # what deferred finishes run: a plain function, no bound method
 _publish = Tracker._publish  # a durable ledger's deferred finish, once stored
@@ -1918,7 +2226,8 @@ def _unchecked(refusal: GuardRefusal) -> bool:
 
 
 def _mark_passed(tracker: Tracker, passed: list[bool]) -> None:
-    """The worker reached a waiter's mark: what was queued before it has run."""
+    """The worker reached a waiter's mark, and the settles it handed off before it ran:
+    what was queued before the mark is done."""
     passed[0] = True
     with tracker._settled:
         tracker._settled.notify_all()
@@ -1942,7 +2251,9 @@ def defer_nowait(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def drain_deferred(timeout: float | None = None) -> bool:
-    """Wait until every call finished with ``defer=True`` so far is stored and logged.
+    """Wait until every call finished with ``defer=True`` so far (on any thread) is stored,
+    logged and settled with its guards; calls other threads finish meanwhile are not
+    waited for.
 
     Returns ``False`` if ``timeout`` (seconds) ran out first.
     """
@@ -2119,6 +2430,7 @@ def _after_fork_in_child() -> None:
         _report("tracker.after_fork", exc)
     try:
         _deferred.after_fork()
+        _settles.after_fork()
         _sinks_lock = threading.Lock()
         _default_lock = threading.Lock()
         for tracker in list(_trackers):

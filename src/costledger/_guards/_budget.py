@@ -665,6 +665,12 @@ class Budget:
             unit=self.limit.unit,
         )
 
+    def does_io(self, token: _Token | None) -> bool:
+        """Whether settling or releasing ``token`` waits on the guard store (Redis, SQL):
+        the tracker then runs it on its settle threads, off the background worker and off
+        an event loop (``Tracker``)."""
+        return token is not None and token.store.does_io
+
     def settle(self, token: _Token | None, event: UsageEvent) -> None:
         if token is None:
             return

@@ -311,6 +311,10 @@ class RateLimit(_Window):
             self._store_failed(exc)
         return None
 
+    def does_io(self, token: None) -> bool:
+        """Settling and releasing do nothing (a request counts when it is admitted)."""
+        return False
+
     def settle(self, token: None, event: UsageEvent) -> None:
         return None
 
@@ -439,6 +443,11 @@ class TokenRateLimit(_Window):
         retry, bucket = got
         if retry is None:
             self._give_back(_Taken(taken.store, taken.amount, [(self._counter(key), bucket)]))
+
+    def does_io(self, token: _Taken | None) -> bool:
+        """Whether settling or releasing ``token`` waits on the guard store (Redis, SQL):
+        the tracker then runs it on its settle threads (``Budget.does_io``)."""
+        return token is not None and token.store.does_io
 
     def settle(self, token: _Taken | None, event: UsageEvent) -> None:
         if token is None:

@@ -692,15 +692,18 @@ class _TrackingBase:
         tracked: TrackedRequest,
         exc: BaseException,
         watch: Watch | None,
+        *,
+        sync: bool,
     ) -> None:
         """The transport raised: record the attempt, unless it never left this process.
 
         ``watch`` (for the library's own transport) says whether the request was being
-        written; without it, only the errors that come before sending tell.
+        written; without it, only the errors that come before sending tell. An async
+        client's reservations are given back off its event loop (``background``).
         """
         try:
             if (watch is not None and not watch.sent) or isinstance(exc, self._flavour.not_sent):
-                tracker.cancel(call)
+                tracker.cancel(call, background=not sync)
             else:
                 tracker.finish(
                     call,
@@ -721,7 +724,7 @@ class _TrackingBase:
             headers = response.headers
             if status_code >= 300:
                 if status_code < 400:  # a redirect: the model was not called
-                    tracker.cancel(call)
+                    tracker.cancel(call, background=not sync)
                 else:
                     tracker.finish(
                         call,
@@ -830,7 +833,7 @@ class SyncTrackingBase(_TrackingBase):
         try:
             response = transport.handle_request(request)
         except BaseException as exc:
-            self._failed(tracker, call, tracked, exc, watch)
+            self._failed(tracker, call, tracked, exc, watch, sync=True)
             raise
         finally:
             if extensions is not None:
@@ -878,7 +881,7 @@ class AsyncTrackingBase(_TrackingBase):
         try:
             response = await transport.handle_async_request(request)
         except BaseException as exc:
-            self._failed(tracker, call, tracked, exc, watch)
+            self._failed(tracker, call, tracked, exc, watch, sync=False)
             raise
         finally:
             if extensions is not None:

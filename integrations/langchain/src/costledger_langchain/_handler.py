@@ -518,11 +518,12 @@ _Begun = tuple[
 ]
 
 
-def _refused(owner: _TaskRuns | None, owner_frame: int) -> None:
-    """A guard refused a run: the other prompts its ``agenerate`` started are released."""
+def _refused(owner: _TaskRuns | None, owner_frame: int, background: bool = False) -> None:
+    """A guard refused a run: the other prompts its ``agenerate`` started are released
+    (``background``, from an async start: off the event loop)."""
     if owner is not None:
         try:
-            _release_batch(owner, owner_frame)
+            _release_batch(owner, owner_frame, background)
         except Exception as exc:  # the refusal must reach the host unchanged
             _report("langchain.release_batch", exc)
 
@@ -545,16 +546,18 @@ def _async_dispatch(frame: FrameType | None) -> bool:
     return frame is not None and frame.f_code is _ahandle_code() is not None
 
 
-def _release_batch(entry: _TaskRuns, owner_frame: int) -> None:
+def _release_batch(entry: _TaskRuns, owner_frame: int, background: bool = False) -> None:
     """A guard refused one prompt of an ``agenerate`` batch: the prompts it started before
-    are never sent, so they are released and not recorded (as a refused call is not)."""
+    are never sent, so they are released and not recorded (as a refused call is not).
+    ``background`` (an async start): a Redis or SQL store's reservations are given back
+    on costledger's settle threads, never on the event loop (``Tracker.cancel``)."""
     for key, (run_id, frame_id) in list(entry.runs.items()):
         if frame_id == owner_frame:
             del entry.runs[key]
             run = _runs.pop(run_id)
             if run is not None:
                 run.owner = None
-                run.tracker.cancel(run.call)
+                run.tracker.cancel(run.call, background=background)
 
 
 class _StartCallback:
@@ -802,7 +805,7 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
                 choices=n,
             )
         except GuardRefusal:
-            _refused(owner, owner_frame)
+            _refused(owner, owner_frame, background=True)
             raise
         self._register(run_id, call, tracker, owner, owner_frame, kwargs, prompts)
 

@@ -167,6 +167,7 @@ class _Core:
         self.last_error: str | None = None
         self.pending_hint = True  # segments from an earlier run may be waiting: look at start
         self.next_rescan = 0.0
+        self.handed_over_seen = 0  # the spool's ``handed_over`` at the last replay
         # counters (written by the writer, or under write_lock)
         self.n_recorded = 0
         self.n_inserted = 0
@@ -391,12 +392,20 @@ class _Core:
         return ok
 
     def _maybe_replay(self, *, force: bool) -> bool:
-        """Replay the spool when it may hold events and the database may take them."""
+        """Replay the spool when it may hold events and the database may take them.
+
+        Segments other live processes hold locked are theirs to settle: they are not a
+        reason to scan again at the next cycle (with several durable processes on one
+        spool, every write cycle would). What a dead process left waits for the
+        periodic rescan, or for a flush or close."""
         now = time.monotonic()
         if force or now >= self.next_rescan:
             # a flush or close looks again: a forked child (or another process) may
             # have spooled since the last look
             self.next_rescan = now + _RESCAN_EVERY
+            self.pending_hint = True
+        handed_over = self.spool.handed_over
+        if handed_over != self.handed_over_seen:  # a segment of ours kept lines for replay
             self.pending_hint = True
         if not self.pending_hint:
             return True
@@ -404,6 +413,9 @@ class _Core:
             return False
         from ._spool import ReplayOutcome
 
+        # cleared before the scan: whatever is spooled while it runs sets it again
+        self.pending_hint = False
+        self.handed_over_seen = handed_over
         try:
             out = self.spool.replay(
                 self._replay_rows, batch_size=_MAX_TRANSACTION, on_bad_lines=self._bad_lines
@@ -420,12 +432,11 @@ class _Core:
                 out.torn_lines,
             )
         if not out.complete:
+            self.pending_hint = True
             self._failed(out.error)
             return False
         if out.events:
             self._succeeded()
-        self.pending_hint = bool(out.leftover)
-        # files still locked belong to live processes: theirs to write, not a failure of ours
         return True
 
     def _replay_rows(self, fields: list[dict[str, Any]]) -> int:

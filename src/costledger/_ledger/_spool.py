@@ -8,6 +8,13 @@ inserts the events idempotently and deletes the file. Lines that cannot be read 
 counted; a torn last line (a crash mid-append) is skipped, other unreadable lines
 are copied to ``rejected-*.jsonl`` for a human, never replayed.
 
+A segment is created as ``<name>.jsonl.new``, which replayers ignore, and renamed to
+its replayable name only once its writer holds the lock: found unlocked under that
+name for an instant, it would pass for a finished one, be replayed empty and deleted,
+and every line appended after would go to a file with no name. A writer that still
+finds its segment without a name after an append (removed from outside) copies it to
+a new one and writes on there.
+
 Events spooled without a buffer behind them (a failed batch, a sync ledger's failed
 write, an event recorded after ``close``) are appended, a batch at a time, to this
 process's *tail* file, which is locked only while one append lasts (so it is
@@ -21,6 +28,7 @@ replay finds.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -34,6 +42,8 @@ from ._rows import decode_spool_line
 try:  # POSIX
     import fcntl
 
+    _LOCKING = True
+
     def _try_lock(fd: int) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -42,6 +52,7 @@ try:  # POSIX
         return True
 
 except ImportError:  # pragma: no cover - Windows: no advisory locks; deleting an open file fails
+    _LOCKING = False
 
     def _try_lock(fd: int) -> bool:
         return True
@@ -49,9 +60,28 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; deleting a
 
 __all__ = ["ReplayOutcome", "Segment", "Spool"]
 
+_log = logging.getLogger("costledger.ledger")
+
 _PATTERN = "[0-9]*.jsonl"
+_NEW = ".new"  # a segment until its writer holds its lock: never replayed
+_NEW_STALE = 600.0  # seconds: a ``.new`` file this old was left by a writer killed
+# between its creation and its rename (it holds no line); its removal is safe even
+# if the writer is only stopped, whose rename then fails and who starts another
+_SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND  # read: to copy it
 TAIL_MAX_BYTES = 4 << 20
 """A tail file past this size is left to replay and a new one started."""
+
+
+def _unlinked(fd: int) -> bool:
+    return os.fstat(fd).st_nlink == 0
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)  # appends go to the end whatever the offset
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -129,9 +159,11 @@ class Spool:
         self.current: Segment | None = None
         self._open: dict[Path, int] = {}  # segments this process writes, and their fds
         self._open_lock = threading.Lock()
+        self._release_lock = threading.Lock()
         self._seq = 0
         self._tail_lock = threading.Lock()
         self._tail: Path | None = None
+        self.handed_over = 0  # segments closed with lines left for a replay
 
     # -- writing ---------------------------------------------------------------------------
     def _new_path(self, prefix: str = "") -> Path:
@@ -140,13 +172,65 @@ class Spool:
         return self.directory / f"{name}.jsonl"
 
     def _open_segment(self) -> Segment:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._new_path()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        _try_lock(fd)
+        path, fd = self._create_locked()
+        return Segment(path=path, fd=fd)
+
+    def _create_locked(self) -> tuple[Path, int]:
+        """A new segment file under its replayable name, locked by this process."""
+        for _ in range(8):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self._new_path()
+            if not _LOCKING:  # an open file cannot be deleted: no replayer can take it
+                fd = os.open(path, _SEGMENT_FLAGS, 0o600)
+                self._register(path, fd)
+                return path, fd
+            new = path.with_name(path.name + _NEW)
+            fd = os.open(new, _SEGMENT_FLAGS, 0o600)
+            try:
+                if _try_lock(fd):  # else a sweep of stale ``.new`` files is looking at it
+                    self._register(path, fd)
+                    os.rename(new, path)  # the lock is the file's: it keeps it
+                    return path, fd
+            except FileNotFoundError:  # swept meanwhile (its writer was stopped for long)
+                pass
+            except BaseException:
+                self._drop(path, fd)
+                with contextlib.suppress(OSError):
+                    new.unlink()
+                raise
+            self._drop(path, fd)
+            with contextlib.suppress(OSError):
+                new.unlink()
+        raise OSError(f"cannot create a spool segment in {self.directory}")
+
+    def _register(self, path: Path, fd: int) -> None:
         with self._open_lock:
             self._open[path] = fd
-        return Segment(path=path, fd=fd)
+
+    def _drop(self, path: Path, fd: int) -> None:
+        with self._open_lock:
+            self._open.pop(path, None)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def _rehome(self, seg: Segment) -> None:
+        """Copy a segment whose file lost its name (removed from outside the spool) to
+        a new file, which it then uses: lines in a file with no name die with the
+        process, and a replay never sees them."""
+        data = _read_all(seg.fd)
+        path, fd = self._create_locked()
+        try:
+            _write_all(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            self._drop(path, fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        old_path, old_fd = seg.path, seg.fd
+        seg.path, seg.fd, seg.size = path, fd, len(data)
+        self._drop(old_path, old_fd)
 
     def append(self, line: bytes, *, queued: bool) -> Segment:
         """Append one line to the current segment; call with ``self.lock`` held.
@@ -169,6 +253,8 @@ class Spool:
             self._retire_current()
             seg = self.current = self._open_segment()
             self._append_to(seg, line)
+        if _unlinked(seg.fd):
+            self._rehome(seg)
         if queued:
             seg.queued += 1
         else:
@@ -208,15 +294,26 @@ class Spool:
 
     def release_if_done(self, seg: Segment) -> None:
         """Delete a finished segment, or hand an unfinished one over to replay."""
-        if not seg.done_with or seg.fd < 0:
-            return
-        if seg.settled and not seg.failed:
-            with contextlib.suppress(OSError):
-                seg.path.unlink()
-        elif self.fsync:
-            with contextlib.suppress(OSError):
+        with self._release_lock:  # the writer's settle and a caller's retire may race
+            if not seg.done_with or seg.fd < 0:
+                return
+            if seg.settled and not seg.failed:
+                with contextlib.suppress(OSError):
+                    seg.path.unlink()
+            else:
+                self._keep(seg)
+                self.handed_over += 1
+            self._close(seg)
+
+    def _keep(self, seg: Segment) -> None:
+        """Make sure a segment left for replay has a name (and, with fsync, is on disk)."""
+        try:
+            if _unlinked(seg.fd):
+                self._rehome(seg)
+            elif self.fsync:
                 os.fsync(seg.fd)
-        self._close(seg)
+        except OSError as exc:
+            _log.error("costledger: cannot keep spool segment %s for replay: %r", seg.path, exc)
 
     def _close(self, seg: Segment) -> None:
         fd, seg.fd = seg.fd, -1
@@ -311,6 +408,7 @@ class Spool:
         self.current = None
         self.lock = threading.Lock()
         self._open_lock = threading.Lock()
+        self._release_lock = threading.Lock()
         self._tail_lock = threading.Lock()
         self._tail = None  # the parent's, by name
 
@@ -327,6 +425,22 @@ class Spool:
             return []
         with self._open_lock:
             return [p for p in paths if p not in self._open]
+
+    def _sweep_new(self) -> None:
+        """Remove ``.new`` files their writer, killed before its rename, left behind."""
+        try:
+            paths = list(self.directory.glob(_PATTERN + _NEW))
+        except OSError:
+            return
+        cutoff = time.time() - _NEW_STALE
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime >= cutoff:
+                    continue  # its writer is renaming it
+            with self._claim(path) as fd:
+                if fd is not None:  # else it is being renamed at this very moment
+                    with contextlib.suppress(OSError):
+                        path.unlink()
 
     @contextlib.contextmanager
     def _claim(self, path: Path) -> Iterator[int | None]:
@@ -352,6 +466,7 @@ class Spool:
     ) -> ReplayOutcome:
         """Insert every claimable segment, oldest first; stop at the first failed insert."""
         out = ReplayOutcome()
+        self._sweep_new()
         for path in self.pending():
             with self._claim(path) as fd:
                 if fd is None:

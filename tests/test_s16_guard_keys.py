@@ -12,49 +12,18 @@ from typing import Any
 import pytest
 
 from costledger import BudgetExceeded, Ledger, RateLimited, Tracker, Usage
-from costledger._guards import Budget, RateLimit, TokenRateLimit, budget_status, open_store
+from costledger._guards import Budget, RateLimit, TokenRateLimit, budget_status
 from costledger._pricing import Pricer
+
+from .test_guards_backends import backends, store_url
+
+__all__ = ["store_url"]  # the per-backend fixture, shared with the store contract's tests
 
 BACKENDS = ["memory", "redis", "postgres", "sqlite"]
 PRICES = {"m": {"input": "10", "output": "20"}}  # 1,000 input tokens = one cent
 CENT = Decimal("0.01")
 HALF_EMOJI = "ren\ud83d"  # 'ren🎉' cut after the first half of its UTF-16 pair
 AS_STORED = "ren\ufffd"  # as the ledger stores it
-
-
-def _with_query(url: str, **params: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return url + sep + "&".join(f"{k}={v}" for k, v in params.items())
-
-
-@pytest.fixture
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    kind = request.param
-    tag = uuid.uuid4().hex[:12]
-    if kind == "memory":
-        yield "memory://"
-    elif kind == "redis":
-        base = request.getfixturevalue("redis_url")
-        prefix = f"cltest:{tag}"
-        yield _with_query(base, prefix=prefix)
-        import redis
-
-        client = redis.Redis.from_url(base)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
-    elif kind == "postgres":
-        base = request.getfixturevalue("postgres_url")
-        url = _with_query(base, prefix=f"g{tag}")
-        yield url
-        open_store(url).drop()  # type: ignore[attr-defined]
-    else:
-        yield f"sqlite:///{tmp_path / 'guards.db'}"
-
-
-def backends(*kinds: str) -> Any:
-    return pytest.mark.parametrize("store_url", kinds, indirect=True)
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ from costledger._schema import (
 
 # ------------------------------------------------------------------------ strategies
 
-money = st.decimals(allow_nan=False, allow_infinity=False) | st.decimals(
-    allow_nan=False, allow_infinity=False, places=18, min_value=0, max_value=10**6
-)
+# amounts a Cost holds: under 10^20 once rounded to 18 places (the ledger's NUMERIC(38, 18))
+money = st.decimals(
+    allow_nan=False, allow_infinity=False, min_value=-(10**19), max_value=10**19
+) | st.decimals(allow_nan=False, allow_infinity=False, places=18, min_value=0, max_value=10**6)
 json_leaf = (
     st.none()
     | st.booleans()

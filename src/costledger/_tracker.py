@@ -742,6 +742,11 @@ class Tracker:
         if call.finished:
             return None
         call.finished = True
+        if defer and _deferred.on_worker():
+            # Already on the background worker (an ending a finalizer handed it): finish
+            # here, in order. Queued again, it would land behind a reader's drain mark
+            # queued meanwhile, and the reader would not see it.
+            defer = False
         if defer:
             # What the host could change or what time would move: fixed now.
             if latency_ms is None:

@@ -331,7 +331,7 @@ def test_configure_checks_its_tracker_as_the_entry_points_do() -> None:
 
 # -- 5. deeply nested JSON text -----------------------------------------------------------------
 
-DEEP = '{"usage":' * 2000 + "1" + "}" * 2000
+DEEP = '{"usage":' * 10_000 + "1" + "}" * 10_000  # deeper than any recursion limit in use
 DEEP_MESSAGE = (
     "usage payload is text nested too deeply for Python's JSON parser to read "
     "(no response nests that deep)"

@@ -20,7 +20,7 @@ def test_a_config_nested_too_deeply_names_the_file(tmp_path: Path, name: str, te
     path.write_text(text)
     with pytest.raises(
         ValueError,
-        match=r"guard config .*deep\.(json|toml): not valid .*: its values are nested too deeply to read",
+        match=r"guard config .*deep\.(json|toml): not valid .*: its values are nested too deeply",
     ):
         guards_from_config(path)
     result = CliRunner().invoke(

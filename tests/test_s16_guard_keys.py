@@ -222,3 +222,17 @@ def test_an_empty_key_is_seeded_on_calendar_and_rolling_periods(
         _spend(tracker, provider="")
     assert (info.value.key, info.value.spent) == (None, Decimal("0.03"))
     assert _status(tracker) == [(None, Decimal("0.03")), ("openai", Decimal("0.01"))]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Budget("1 USD", "day", name="spend\ud83d"),
+        lambda: RateLimit("2/minute", name="calls\x00"),
+        lambda: TokenRateLimit("1000/minute", name="tokens\udc00"),
+    ],
+)
+def test_a_guard_name_no_store_can_write_is_refused_when_made(make: Any) -> None:
+    """Counters are named after the guard: on Redis and SQL such a name failed every call."""
+    with pytest.raises(ValueError, match="name must be text without NUL characters or lone"):
+        make()

@@ -31,6 +31,7 @@ from ._spec import (
     Window,
     call_keys,
     check_clock,
+    check_guard_name,
     check_per,
     from_units,
     key_text,
@@ -290,6 +291,7 @@ class Budget:
             raise ValueError(
                 f"name must be a non-empty string of at most {_MAX_NAME} characters, got {name!r}"
             )
+        check_guard_name(self.name)
         self.tokens = self.limit.is_tokens
         self._limit_units = self.limit.units()
         # A mark is at least 1 unit: a "0 USD" budget's marks would be 0, reached (and

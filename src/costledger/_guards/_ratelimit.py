@@ -34,6 +34,7 @@ from ._spec import (
     call_keys,
     check_clock,
     check_commas,
+    check_guard_name,
     check_per,
     matches,
     parse_limit,
@@ -133,7 +134,7 @@ class _Window:
             default += " where " + ",".join(f"{k}={v}" for k, v in sorted(self.where.items()))
         if name is not None and not isinstance(name, str):
             raise ValueError(f"name must be a string, got {name!r}")
-        self.name = name or default
+        self.name = check_guard_name(name or default)
         # A long name (a long where value) is shortened with a digest in counter names,
         # on every store alike: the SQL stores' names hold at most 512 characters.
         self._short_name = counter_name(self.name)

@@ -456,3 +456,14 @@ def matches(call: Call, where: Mapping[str, str] | None) -> bool:
         elif call_keys(call, key)[0] != want:
             return False
     return True
+
+
+def check_guard_name(name: str) -> str:
+    """A guard's name as given: its counters are named after it on every store, where a
+    NUL or a lone surrogate (half a UTF-16 pair) cannot be written (Redis and SQL refused
+    every call's count). ``ValueError`` naming it."""
+    if clean_text(name) != name:
+        raise ValueError(
+            f"name must be text without NUL characters or lone surrogates, got {name!r}"
+        )
+    return name

@@ -672,7 +672,9 @@ def build_dashboard(
     default ledger).
     """
     from .._reports._common import open_ledger
+    from .._tracker import check_tracker
 
+    check_tracker("build_dashboard()", tracker)
     with open_ledger(ledger) as opened:
         return _build(
             opened,

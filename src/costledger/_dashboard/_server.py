@@ -460,7 +460,9 @@ def serve_dashboard(
     is not loopback.
     """
     from .._ledger import Ledger
+    from .._tracker import check_tracker
 
+    check_tracker("serve_dashboard()", tracker)  # before a ledger is opened for it
     opened = ledger if isinstance(ledger, Ledger) else Ledger(ledger, sync=True)
     try:
 

@@ -25,10 +25,9 @@ def budget_status(
     Tracker). ``guards``: read these budgets instead of the tracker's (through the
     tracker's store and ledger). Rows come in budget order, then key order.
     """
-    if tracker is None:
-        from .._tracker import get_tracker
+    from .._tracker import check_tracker, get_tracker
 
-        tracker = get_tracker()
+    tracker = check_tracker("budget_status()", tracker) or get_tracker()
     chosen = tracker.guards if guards is None else tuple(guards)
     rows: list[BudgetStatus] = []
     for guard in chosen:

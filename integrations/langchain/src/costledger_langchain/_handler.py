@@ -110,7 +110,9 @@ class CostTotals:
 
     def __init__(self, *, max_events: int | None = 10_000) -> None:
         self._lock = threading.Lock()
-        self._events: deque[UsageEvent] = deque(maxlen=max_events)
+        self._events: deque[UsageEvent] = deque(
+            maxlen=_checked_max_events(max_events, "CostTotals()")
+        )
         self._total_cost = Decimal(0)
         self._input_tokens = 0
         self._output_tokens = 0
@@ -621,7 +623,9 @@ class CostLedgerCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, tracker: Tracker | None = None, *, max_events: int | None = 0) -> None:
         self._tracker = check_tracker("CostLedgerCallbackHandler()", tracker)
-        self.totals = CostTotals(max_events=_checked_max_events(max_events))
+        self.totals = CostTotals(
+            max_events=_checked_max_events(max_events, "CostLedgerCallbackHandler()")
+        )
         self._sinks: tuple[CostTotals, ...] = (self.totals,)
 
     @property
@@ -1329,14 +1333,14 @@ def _max_output_tokens(params: Mapping[str, Any], metadata: Mapping[str, Any]) -
     return None
 
 
-def _checked_max_events(value: Any) -> int | None:
-    """``max_events`` as the handler takes it: ``None`` (keep every event) or a count of
-    at least 0 (an int, or an integer type such as numpy's, by ``__index__``). A bool is
-    refused though Python counts it as an int: ``True`` would keep one event, surely not
-    what was meant."""
+def _checked_max_events(value: Any, owner: str) -> int | None:
+    """``max_events`` as ``owner`` (``"CostTotals()"``, the handler) takes it: ``None``
+    (keep every event) or a count of at least 0 (an int, or an integer type such as
+    numpy's, by ``__index__``). A bool is refused though Python counts it as an int:
+    ``True`` would keep one event, surely not what was meant."""
     if value is None:
         return None
-    expected = "CostLedgerCallbackHandler() max_events must be an int >= 0 or None"
+    expected = f"{owner} max_events must be an int >= 0 or None"
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -1347,7 +1351,7 @@ def _checked_max_events(value: Any) -> int | None:
         raise ValueError(f"{expected}, got {short_repr(value)}")
     if count > sys.maxsize:  # the deque would raise OverflowError, naming nothing
         raise ValueError(
-            "CostLedgerCallbackHandler() max_events must be at most sys.maxsize "
+            f"{owner} max_events must be at most sys.maxsize "
             f"({sys.maxsize}), got {short_repr(value)}"
         )
     return count

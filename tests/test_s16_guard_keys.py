@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from costledger import BudgetExceeded, Ledger, RateLimited, Tracker, Usage
+from costledger import BudgetExceeded, Ledger, RateLimited, Tracker, Usage, drain_deferred
 from costledger._guards import Budget, RateLimit, TokenRateLimit, budget_status
 from costledger._pricing import Pricer
 
@@ -236,3 +236,16 @@ def test_a_guard_name_no_store_can_write_is_refused_when_made(make: Any) -> None
     """Counters are named after the guard: on Redis and SQL such a name failed every call."""
     with pytest.raises(ValueError, match="name must be text without NUL characters or lone"):
         make()
+
+
+@backends(*BACKENDS)
+def test_a_recorded_call_id_with_a_lone_surrogate_is_counted(
+    store_url: str, ledger: Ledger
+) -> None:
+    """``Tracker.record``'s settle is keyed by the call id: a lone surrogate in it failed
+    the settle on Redis and SQL (UnicodeEncodeError), and the spend was not counted."""
+    budget = Budget("1 USD", "day", name=f"rec-{uuid.uuid4().hex[:8]}")
+    tracker = _tracker(ledger, store_url, budget)
+    tracker.record("m", Usage(input_tokens=1000, output_tokens=0), call_id=f"rec-{HALF_EMOJI}")
+    assert drain_deferred(10)
+    assert budget.status(tracker)[0].spent == CENT

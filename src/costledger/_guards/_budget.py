@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import BudgetExceeded, GuardRefusal
+from .._ledger._text import clean_text
 from ._alerts import AlertCallback, BudgetAlert, dispatch
 from ._estimate import Estimator, check_estimate, check_estimator
 from ._ledger_spend import ledger_buckets
@@ -159,7 +160,9 @@ def _reservation_id() -> str:
 def _recorded_id(call_id: str) -> str:
     """The settle id of a recorded call: its call id (the ledger's idempotency key),
     within any store's 64 characters (a longer one by its digest). ``rec`` keeps it apart
-    from reservation ids, which hold no colon or hash."""
+    from reservation ids, which hold no colon or hash. As the ledger stores the id: a NUL
+    or a lone surrogate, which no store can write, is cleaned (``clean_text``)."""
+    call_id = clean_text(call_id)
     text = "rec:" + call_id
     if len(text) <= 64:
         return text

@@ -49,7 +49,7 @@ from costledger import (
 )
 from costledger._guards._redis import RedisStore
 from costledger._pricing import Pricer
-from costledger._tracker import Call, add_sink, defer, drain_deferred, remove_sink
+from costledger._tracker import Call, add_sink, defer, drain_deferred, drain_events, remove_sink
 from costledger.http import AsyncTrackingTransport
 from costledger.testing import InMemoryLedger
 
@@ -160,6 +160,24 @@ def test_calls_are_stored_while_their_settles_wait_on_the_store(
     assert store.settled_on == [SETTLE] * 5  # the budget's; the token limit adjusts
     assert figures(tracker, budget) == (5 * COST, Decimal(0))
     assert len(list(tracker.ledger.events())) == 5  # type: ignore[attr-defined]
+
+
+def test_a_reader_of_events_does_not_wait_for_settles_in_flight(
+    store: GatedRedis, sink: list[UsageEvent]
+) -> None:
+    """``drain_events`` (what the LangChain handler's running totals read through) waits
+    for the calls finished before it, not for their guards' round trips."""
+    assert drain_deferred(30)
+    budget = Budget("100 USD", "day", name=f"b-{uuid.uuid4().hex[:6]}")
+    tracker = tracker_for(store, budget)
+    store.gate.clear()  # the store does not answer settles
+    calls = [finish_one(tracker) for _ in range(3)]
+    assert drain_events(10)  # returns with the settles still held
+    assert [e.id for e in sink] == [c.id for c in calls]
+    assert not drain_deferred(0.2)
+    store.gate.set()
+    assert drain_deferred(10)
+    assert figures(tracker, budget) == (3 * COST, Decimal(0))
 
 
 def test_a_guard_of_the_hosts_is_still_settled_on_the_worker(store: GatedRedis) -> None:

@@ -1965,13 +1965,15 @@ class _DeferredWorker:
     def pending(self) -> bool:
         return bool(self._items) or self._busy or _settles.busy
 
-    def drain(self, timeout: float | None = None) -> bool:
+    def drain(self, timeout: float | None = None, *, settles: bool = True) -> bool:
         """Wait until everything queued before this call has run, and the settles the
         worker handed to the settle threads by then (a mark queued now, past the limit
         too): what other threads queue meanwhile is not waited for, so a reader under a
         steady load waits for its share, not for the queue to be empty. A no-op on the
         worker and on a settle thread (never waiting for their own work). ``False`` when
-        ``timeout`` ran out first. At exit, the whole queue (``finish_queued``)."""
+        ``timeout`` ran out first. At exit, the whole queue (``finish_queued``).
+        ``settles=False``: the events only (a reader of totals has nothing to wait for
+        in a guard store's round trips)."""
         if self._thread is None and self._items and not self._exiting:
             self._start()  # only ``submit_nowait`` queued so far, which starts no thread
         thread = self._thread
@@ -1983,9 +1985,11 @@ class _DeferredWorker:
             deadline = None if timeout is None else time.monotonic() + timeout
             if not self._drain_all(timeout):
                 return False
+            if not settles:
+                return True
             return _settles.wait(None if deadline is None else deadline - time.monotonic())
         reached = threading.Event()
-        self.mark((_settles.after, reached.set))
+        self.mark((_settles.after, reached.set) if settles else (reached.set,))
         return reached.wait(timeout)
 
     def _drain_all(self, timeout: float | None = None) -> bool:
@@ -2265,6 +2269,16 @@ def drain_deferred(timeout: float | None = None) -> bool:
     if not _deferred.pending:
         return True
     return _deferred.drain(timeout)
+
+
+def drain_events(timeout: float | None = None) -> bool:
+    """``drain_deferred`` for a reader of events only (running totals): every call
+    finished with ``defer=True`` so far is priced, stored and handed to its observers;
+    its guards' settle may still be under way on the settle threads (a Redis or SQL round
+    trip a total does not need, which on an event loop would hold the loop)."""
+    if not (_deferred._items or _deferred._busy):
+        return True
+    return _deferred.drain(timeout, settles=False)
 
 
 # Run at exit before the queued calls are finished (the process's or a ``multiprocessing``

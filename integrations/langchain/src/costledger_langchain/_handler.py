@@ -41,7 +41,7 @@ from costledger._errors import short_repr
 from costledger._extract import LANGCHAIN_STAND_IN_IDS, price_context_of
 from costledger._streams import add_usage as _add_usage
 from costledger._streams import is_cumulative as _is_cumulative
-from costledger._tracker import check_tracker, defer, drain_deferred
+from costledger._tracker import check_tracker, defer, drain_events
 
 if TYPE_CHECKING:
     from types import CodeType, FrameType
@@ -151,55 +151,56 @@ class CostTotals:
                 self._by_model[model] = self._by_model.get(model, Decimal(0)) + cost
 
     # Every read first lets calls finished in the background land, so a total read right
-    # after a call includes it.
+    # after a call includes it (not their guards' settles: a store's round trips, which a
+    # total does not need and an event loop reading it would wait on).
     @property
     def total_cost(self) -> Decimal:
-        drain_deferred()
+        drain_events()
         return self._total_cost
 
     @property
     def input_tokens(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._input_tokens
 
     @property
     def output_tokens(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._output_tokens
 
     @property
     def cache_read_tokens(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._cache_read_tokens
 
     @property
     def cache_write_tokens(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._cache_write_tokens
 
     @property
     def reasoning_tokens(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._reasoning_tokens
 
     @property
     def requests(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._requests
 
     @property
     def errors(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._errors
 
     @property
     def cache_hits(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._cache_hits
 
     @property
     def unpriced(self) -> int:
-        drain_deferred()
+        drain_events()
         return self._unpriced
 
     @property
@@ -209,18 +210,18 @@ class CostTotals:
     @property
     def events(self) -> list[UsageEvent]:
         """The recorded events, oldest first (a copy)."""
-        drain_deferred()
+        drain_events()
         with self._lock:
             return list(self._events)
 
     def by_model(self) -> dict[str | None, Decimal]:
         """Money per model (the dated snapshot the provider answered with, when it said)."""
-        drain_deferred()
+        drain_events()
         with self._lock:
             return dict(self._by_model)
 
     def __repr__(self) -> str:
-        drain_deferred()
+        drain_events()
         return self._text()
 
     def _text(self) -> str:

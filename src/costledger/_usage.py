@@ -10,6 +10,7 @@ cached or reasoning token is never counted twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from numbers import Integral
 from operator import index
 from typing import Any
 
@@ -68,8 +69,11 @@ _MAX_DIGITS = len(str(MAX_TOKENS))
 
 def _integral(value: Any) -> int | None:
     """The plain ``int`` of an integral number that is not one (numpy's ``int64``, which
-    a pandas or numpy pipeline hands over), by ``__index__``, the protocol that marks a
-    number as a whole one: a float (numpy's too) has none. ``None`` for anything else."""
+    a pandas or numpy pipeline hands over): a ``numbers.Integral``, by ``__index__``. A
+    float (numpy's too) is none, nor is numpy's bool, though numpy before 2.4 gives it an
+    ``__index__`` (deprecated): ``True`` is not one token. ``None`` for anything else."""
+    if not isinstance(value, Integral):
+        return None
     try:
         number = index(value)
     except Exception:  # no __index__, or one that raises: not a count

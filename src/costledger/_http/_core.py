@@ -35,7 +35,7 @@ from .._tracker import (
     get_tracker,
 )
 from ._decode import ContentDecodingError, UnsupportedEncoding, make_decoder
-from ._errors import without_secret
+from ._errors import without_secrets
 from ._request import (
     Kind,
     TrackedRequest,
@@ -57,16 +57,6 @@ __all__ = [
 ]
 
 Outcome = Literal["exhausted", "closed", "failed"]
-
-
-def _clean(text: str | None, secrets: tuple[str, ...]) -> str | None:
-    """``text`` (from the response: a model, an error type, a request id) without the
-    request's own credentials: a server may echo the key it was sent."""
-    if text is None:
-        return None
-    for secret in secrets:
-        text = without_secret(text, secret)
-    return text
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -283,8 +273,8 @@ class Exchange:
             status, error = "error", "DecodingError"
         secrets = self.request.secrets
         if result is not None and result.error is not None:
-            status, error = "error", _clean(result.error, secrets)
-        note = _clean(self.note or (result.note if result is not None else None), secrets)
+            status, error = "error", without_secrets(result.error, secrets)
+        note = without_secrets(self.note or (result.note if result is not None else None), secrets)
         _finish(
             self.tracker,
             self.call,
@@ -342,11 +332,11 @@ def _finish(
         call,
         usage=usage,
         payload=payload,
-        response_model=_clean(model, secrets),
+        response_model=without_secrets(model, secrets),
         provider=request.provider,
         status=status,
         error=error,
-        request_id=_clean(response_id, secrets),
+        request_id=without_secrets(response_id, secrets),
         streamed=streamed,
         metadata={"costledger.usage_missing": note} if note else None,
         latency_ms=latency,
@@ -731,7 +721,7 @@ class _TrackingBase:
                         provider=tracked.provider,
                         status="error",
                         error=f"http_{status_code}",
-                        request_id=_clean(
+                        request_id=without_secrets(
                             headers.get("x-request-id") or headers.get("request-id"),
                             tracked.secrets,
                         ),

@@ -12,13 +12,14 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, overload
 
 from .._errors import CostLedgerError
 from .._redact import _SHAPES, REDACTED, _replace_shape
 
 __all__ = [
+    "MIN_SECRET",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -33,6 +34,7 @@ __all__ = [
     "parse_retry_after",
     "scrub",
     "without_secret",
+    "without_secrets",
 ]
 
 
@@ -186,6 +188,25 @@ def without_secret(text: str, secret: str | None) -> str:
         for form in _secret_forms(secret):
             text = text.replace(form, _MARK)
         text = _scrub_fragments(text, secret.strip())
+    return text
+
+
+MIN_SECRET = 8
+"""The shortest credential worth looking for: a shorter one ("none", a placeholder) would
+only blank out ordinary text."""
+
+
+@overload
+def without_secrets(text: str, secrets: Sequence[str]) -> str: ...
+@overload
+def without_secrets(text: str | None, secrets: Sequence[str]) -> str | None: ...
+def without_secrets(text: str | None, secrets: Sequence[str]) -> str | None:
+    """``text`` (from a response: a model, an error, an id) without any of ``secrets``, the
+    call's own credentials: a server may echo the key it was sent (``without_secret``)."""
+    if text is None:
+        return None
+    for secret in secrets:
+        text = without_secret(text, secret)
     return text
 
 

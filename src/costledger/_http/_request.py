@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .._redact import SECRET_QUERY_KEYS
+from ._errors import MIN_SECRET
 
 __all__ = [
     "Kind",
@@ -225,7 +226,6 @@ def read_request(
 
 # The headers that carry a provider key: OpenAI-style bearer, Azure, Anthropic, Gemini.
 _KEY_HEADERS = ("api-key", "x-api-key", "x-goog-api-key", "ocp-apim-subscription-key")
-_MIN_SECRET = 8  # shorter values ("none", a placeholder) are not worth scrubbing for
 
 
 def request_secrets(
@@ -235,17 +235,17 @@ def request_secrets(
     ``params``: Gemini's ``?key=``), to keep out of what is stored about it."""
     found: list[str] = []
     for name, value in params:
-        if name.lower() in SECRET_QUERY_KEYS and len(value.strip()) >= _MIN_SECRET:
+        if name.lower() in SECRET_QUERY_KEYS and len(value.strip()) >= MIN_SECRET:
             found.append(value.strip())
     auth = headers.get("authorization")
     if auth:
         _scheme, _, token = auth.strip().partition(" ")  # "Bearer <key>", "Basic <...>"
         value = token.strip() or auth.strip()
-        if len(value) >= _MIN_SECRET:
+        if len(value) >= MIN_SECRET:
             found.append(value)
     for name in _KEY_HEADERS:
         key = (headers.get(name) or "").strip()
-        if len(key) >= _MIN_SECRET:
+        if len(key) >= MIN_SECRET:
             found.append(key)
     return tuple(found)
 

@@ -45,12 +45,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any, Final, TypeGuard, overload
+from typing import Any, Final, TypeGuard
 
 from .._errors import UsageError, short_repr
 from .._events import CallStatus
 from .._extract import price_context_of
-from .._http._errors import without_secret
+from .._http._errors import MIN_SECRET, without_secrets
 from .._redact import redact_text
 
 __all__ = [
@@ -68,7 +68,6 @@ __all__ = [
     "read_standard_logging_payload",
     "reported_cost",
     "without_route",
-    "without_secrets",
 ]
 
 # Keys of LiteLLM's request metadata that are LiteLLM's own bookkeeping (router, proxy auth,
@@ -132,7 +131,6 @@ _SCALARS: Final = (str, int, float, bool)
 _PLAIN_CALL_TYPES: Final = frozenset({"completion", "acompletion"})
 _CANCELLED_CLASSES: Final = frozenset({"CancelledError", "GeneratorExit", "KeyboardInterrupt"})
 _MAX_ERROR_TEXT: Final = 500
-_MIN_SECRET: Final = 8  # a shorter api_key ("none", a placeholder) is no key to look for
 _PROXY_KEY_FIELDS: Final = (
     "user_api_key_user_id",
     "user_api_key_team_id",
@@ -192,23 +190,9 @@ def call_secrets(kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     found: list[str] = []
     params = kwargs.get("litellm_params")
     for key in (kwargs.get("api_key"), params.get("api_key") if _is_map(params) else None):
-        if isinstance(key, str) and len(key.strip()) >= _MIN_SECRET and key not in found:
+        if isinstance(key, str) and len(key.strip()) >= MIN_SECRET and key not in found:
             found.append(key)
     return tuple(found)
-
-
-@overload
-def without_secrets(text: str, secrets: Sequence[str]) -> str: ...
-@overload
-def without_secrets(text: str | None, secrets: Sequence[str]) -> str | None: ...
-def without_secrets(text: str | None, secrets: Sequence[str]) -> str | None:
-    """``text`` without any of ``secrets`` (in full, escaped, or a long piece of one's
-    start or end), as the HTTP transport keeps its request's key out of what it records."""
-    if text is None:
-        return None
-    for secret in secrets:
-        text = without_secret(text, secret)
-    return text
 
 
 def error_message(text: str, secrets: Sequence[str] = ()) -> str:

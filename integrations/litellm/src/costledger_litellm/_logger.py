@@ -61,6 +61,7 @@ from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._guards._estimate import request_json_text, requested_choices
 from costledger._guards._store import GuardStore, in_background, off_loop, store_for
+from costledger._http._errors import without_secrets
 from costledger._pricing._book import BOOK_SOURCE
 from costledger._sources.litellm_payload import (
     attribution_values,
@@ -72,7 +73,6 @@ from costledger._sources.litellm_payload import (
     proxy_request_metadata,
     reported_cost,
     without_route,
-    without_secrets,
 )
 from costledger._tracker import check_tracker
 

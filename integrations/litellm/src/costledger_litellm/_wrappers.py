@@ -39,7 +39,7 @@ from costledger import GuardRefusal
 from costledger._events import new_event_id
 from costledger._extract import price_context_of
 from costledger._guards._store import off_loop
-from costledger._sources.litellm_payload import without_secrets
+from costledger._http._errors import without_secrets
 from costledger._tracker import defer_nowait
 
 from ._logger import (
